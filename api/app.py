@@ -1,0 +1,28 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routers import auth, health, jobs, models
+
+PREFIX = "/api/v1"
+
+DESCRIPTION = """Fit and predict with TabPFN over plain HTTP.
+
+Register your TabPFN token once (`POST /api/v1/auth/setup`), then send
+`Authorization: Bearer <api_key>` with every call. Jobs are queued and run by
+workers; poll `GET /api/v1/jobs/{id}` and fetch `GET /api/v1/jobs/{id}/result`.
+Every error is `{"detail": "...", "code": "stable_code"}`.
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="TabPFN API", version="0.1.0", description=DESCRIPTION)
+    install_error_handlers(app)
+    for router in (auth.router, jobs.router, models.router, health.router):
+        app.include_router(router, prefix=PREFIX)
+    # Probes of orchestrators expect the bare paths too.
+    app.include_router(health.router, include_in_schema=False)
+    return app

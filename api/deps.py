@@ -1,0 +1,44 @@
+"""Dependencies shared by the routes: one DB session per request, and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from shared.db import get_sessionmaker
+from shared.errors import Unauthorized
+from shared.models import User
+from shared.users import authenticate
+
+
+def get_session() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from POST /auth/setup.")
+
+
+def get_current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise Unauthorized("Send your API key as 'Authorization: Bearer <api_key>'.")
+    return authenticate(session=session, api_key=credentials.credentials)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from shared.db import get_engine
+from shared.queue import get_celery
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="PostgreSQL and Redis are reachable")
+def readyz() -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("select 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+    try:
+        with get_celery().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unreachable ({type(exc).__name__})"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    if not ready:
+        body["code"] = "service_unavailable"
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,133 @@
+"""Request and response shapes of the HTTP API (the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+Task = Literal["classification", "regression"]
+Output = Literal["labels", "probabilities", "mean", "median", "quantiles"]
+# Cells are checked one by one in shared.payloads (numbers, text, booleans, null).
+Rows = list[list[Any]] | list[dict[str, Any]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SetupRequest(_Strict):
+    tabpfn_token: str = Field(min_length=1, max_length=4096)
+
+
+class SetupResponse(BaseModel):
+    api_key: str
+    key_id: str
+    user_id: uuid.UUID
+    webhook_secret: str
+
+
+class TrainData(_Strict):
+    X: Rows = Field(description="Rows (lists) or records (objects); null for a missing value.")
+    y: list[Any] = Field(description="One target per row: class labels or numbers.")
+    columns: list[str] | None = Field(default=None, description="Column names for rows.")
+
+
+class TestData(_Strict):
+    X: Rows
+    columns: list[str] | None = None
+
+
+class FitRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "classification",
+                    "train": {
+                        "X": [[5.1, "red"], [4.9, None], [6.2, "blue"], [5.9, "blue"]],
+                        "y": ["a", "a", "b", "b"],
+                        "columns": ["width", "colour"],
+                    },
+                }
+            ]
+        },
+    )
+
+    task: Task
+    train: TrainData
+    options: dict[str, Any] = Field(default_factory=dict, description="TabPFN estimator options.")
+    callback_url: AnyHttpUrl | None = None
+
+
+class PredictRequest(_Strict):
+    model_id: uuid.UUID
+    X: Rows
+    columns: list[str] | None = None
+    output: Output | None = Field(
+        default=None, description="Default: labels (classification) or mean (regression)."
+    )
+    quantiles: list[float] | None = None
+    callback_url: AnyHttpUrl | None = None
+
+
+class FitPredictRequest(_Strict):
+    task: Task
+    train: TrainData
+    test: TestData
+    options: dict[str, Any] = Field(default_factory=dict)
+    output: Output | None = None
+    quantiles: list[float] | None = None
+    callback_url: AnyHttpUrl | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    type: Literal["fit", "predict", "fit_predict"]
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    stage: str | None
+    task: Task | None
+    model_id: uuid.UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    error: JobError | None
+    upstream_timings: dict[str, Any] | None
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: uuid.UUID | None = Field(
+        description="Pass as `before` for the next page; null on the last page."
+    )
+
+
+class ModelOut(BaseModel):
+    id: uuid.UUID
+    task: Task
+    columns: list[str]
+    classes: list[Any] | None
+    n_rows: int
+    n_features: int
+    fit_job_id: uuid.UUID
+    created_at: datetime
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    code: str

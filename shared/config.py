@@ -1,0 +1,69 @@
+"""The one Settings object that the API, the worker and the CLI all read.
+
+Values come from the environment, then from `.env`. Production commands call
+`require()` so that a missing `DATABASE_URL` or `SECRET_KEY` stops them with one
+clear line instead of a fallback nobody asked for.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TABPFN_CLOUD_URL = "https://api.priorlabs.ai"
+
+
+class MissingSettingError(RuntimeError):
+    """A setting a production command cannot start without."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Comma-separated: the first key encrypts, every key decrypts (rotation).
+    secret_key: str | None = Field(default=None, repr=False)
+
+    tabpfn_api_url: str = TABPFN_CLOUD_URL
+    # Seconds for one upstream call made while the API waits (token checks).
+    upstream_timeout_s: float = 10.0
+
+    log_level: str = "INFO"
+    flower_basic_auth: str | None = Field(default=None, repr=False)
+    webhook_allow_private_targets: bool = False
+    emulator_tokens: str = "demo-token"
+
+    max_request_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = 500 * 1024 * 1024
+
+    # How long a successful API key verification is trusted before bcrypt runs again.
+    api_key_cache_s: float = 60.0
+    # Long-poll cap for GET /jobs/{id}?wait=S.
+    max_wait_s: float = 60.0
+
+    sweeper_interval_s: float = 30.0
+    queued_timeout_s: float = 120.0
+    running_timeout_s: float = 3600.0
+    max_attempts: int = 3
+
+    public_url: str = "http://127.0.0.1:8000"
+
+    def secret_keys(self) -> list[str]:
+        return [k.strip() for k in (self.secret_key or "").split(",") if k.strip()]
+
+    def require(self, *names: str) -> Settings:
+        """Raise MissingSettingError naming the first unset variable of `names`."""
+        for name in names:
+            if not getattr(self, name.lower(), None):
+                raise MissingSettingError(
+                    f"{name.upper()} is not set: export it or put it in .env (see .env.example)."
+                )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

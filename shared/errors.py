@@ -1,0 +1,73 @@
+"""Domain errors: each carries its HTTP status and a stable code.
+
+Services raise these; one exception handler in the API turns them into
+`{"detail", "code"}`. The worker stores `code` and `message` on the failed job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class ValidationFailed(ServiceError):
+    status_code = 422
+    code = "validation_error"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
+
+
+class ResultNotAvailable(Conflict):
+    code = "result_not_available"
+
+
+class UpstreamAuthFailed(ServiceError):
+    status_code = 401
+    code = "upstream_auth_failed"
+
+
+class UpstreamQuotaExceeded(ServiceError):
+    status_code = 429
+    code = "upstream_quota_exceeded"
+
+
+class UpstreamUnavailable(ServiceError):
+    status_code = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamError(ServiceError):
+    status_code = 502
+    code = "upstream_error"
+
+
+class ServiceUnavailable(ServiceError):
+    status_code = 503
+    code = "service_unavailable"

@@ -1,0 +1,136 @@
+"""ORM models. Every table is defined here so Alembic's autogenerate sees them all."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints make migrations reproducible and reviewable.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    created_at: Mapped[datetime] = _created_at()
+    # Fernet ciphertexts: the TabPFN token is a credential that spends the
+    # user's money; the webhook secret must be readable to sign deliveries.
+    tabpfn_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    webhook_secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    # The public id embedded in the key itself, so lookup needs no hash scan.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FittedModel(Base):
+    __tablename__ = "fitted_models"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    fit_job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    task: Mapped[str] = mapped_column(String(20), nullable=False)
+    # The upstream's fitted_train_set_id: an id in the user's TabPFN account.
+    upstream_model_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    columns: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    # Classes in the user's label type, sorted as the upstream orders probabilities.
+    classes: Mapped[list[Any] | None] = mapped_column(JSONB)
+    n_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_features: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_user_id_created_at", "user_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    type: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    stage: Mapped[str | None] = mapped_column(String(20))
+    task: Mapped[str | None] = mapped_column(String(20))
+    # For predict jobs the model it uses; for fit jobs the model it made.
+    model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("fitted_models.id", ondelete="SET NULL")
+    )
+    # Everything about the request that is not data: options, output, columns.
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    upstream_timings: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class JobData(Base):
+    """A job's data, kept apart from its row so listing jobs never reads blobs.
+
+    The retention sweep empties these columns and keeps the job's metadata.
+    """
+
+    __tablename__ = "job_data"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    # zstd-compressed Parquet: the train set holds the target as its last column.
+    train_parquet: Mapped[bytes | None] = mapped_column(LargeBinary)
+    test_parquet: Mapped[bytes | None] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

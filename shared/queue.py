@@ -1,0 +1,66 @@
+"""The Celery app: broker settings and how jobs are enqueued.
+
+Tasks are registered by `worker.tasks`; the API only sends task names, so it
+never imports worker code. Redis carries job ids only, never data or tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import lru_cache
+
+from celery import Celery
+
+from shared.config import get_settings
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "jobs.run"
+SWEEP = "jobs.sweep"
+
+
+@lru_cache
+def get_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("tabpfn_api", broker=settings.require("REDIS_URL").redis_url)
+    app.conf.update(
+        task_ignore_result=True,  # results live in Postgres
+        # A job is acknowledged only once it ran; a worker that dies mid-job
+        # hands it back, and the Postgres claim keeps a re-run from doubling.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Longer than any job may run, so Redis does not redeliver a live job.
+        broker_transport_options={"visibility_timeout": int(settings.running_timeout_s) + 600},
+        broker_connection_retry_on_startup=True,
+        # A submit must not hang on a dead broker: give up fast, the sweeper resends.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        broker_connection_timeout=3,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sweep": {"task": SWEEP, "schedule": settings.sweeper_interval_s},
+        },
+    )
+    return app
+
+
+def enqueue_job(job_id: uuid.UUID, *, countdown: float | None = None) -> bool:
+    """Send a job id to the workers; False when the broker is unreachable.
+
+    Called after the job's row committed. If this fails the job stays queued
+    in Postgres and the sweeper sends it later, so the caller still answers 202.
+    """
+    try:
+        get_celery().send_task(RUN_JOB, args=[str(job_id)], countdown=countdown)
+    except Exception:  # kombu raises many kinds; all mean "not sent"
+        log.warning("job %s could not be enqueued; the sweeper will retry", job_id)
+        return False
+    return True

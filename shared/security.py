@@ -1,0 +1,110 @@
+"""API keys (bcrypt at rest, public id inside) and token encryption (Fernet).
+
+An API key reads `tpa_<key_id>_<secret>`: the key id finds the row without
+scanning hashes; only the bcrypt hash of the whole key is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from passlib.context import CryptContext
+
+from shared.config import get_settings
+
+KEY_PREFIX = "tpa"
+_hasher = CryptContext(schemes=["bcrypt"], deprecated="auto")
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    key_id: str
+    api_key: str
+    key_hash: str
+
+
+def new_api_key() -> NewApiKey:
+    key_id = secrets.token_hex(8)
+    api_key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    return NewApiKey(key_id=key_id, api_key=api_key, key_hash=_hasher.hash(api_key))
+
+
+def parse_key_id(api_key: str) -> str | None:
+    """The public key id inside a key, or None when the key is malformed."""
+    parts = api_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 16:
+        return None
+    return parts[1]
+
+
+class VerifiedKeyCache:
+    """Remembers recent successful bcrypt verifications for a short time.
+
+    bcrypt costs ~0.3 s here, so verifying on every request would make the API
+    CPU-bound. Entries hold a SHA-256 of the key, never the key. Revocation is
+    not affected: the caller still reads the key's row (and its revoked_at)
+    on every request; only the hash comparison is skipped.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key_id: str, api_key: str) -> bool:
+        digest = hashlib.sha256(api_key.encode()).digest()
+        with self._lock:
+            entry = self._entries.get(key_id)
+        if entry is None or entry[1] < time.monotonic():
+            return False
+        return hmac.compare_digest(entry[0], digest)
+
+    def remember(self, key_id: str, api_key: str) -> None:
+        digest = hashlib.sha256(api_key.encode()).digest()
+        with self._lock:
+            self._entries[key_id] = (digest, time.monotonic() + self._ttl_s)
+
+
+def verify_api_key(api_key: str, key_hash: str) -> bool:
+    return _hasher.verify(api_key, key_hash)
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def _fernet_key(secret: str) -> bytes:
+    # HKDF turns any SECRET_KEY string into a 32-byte Fernet key; the info
+    # label keeps this key distinct from anything else derived from it.
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"tabpfn-api token encryption"
+    ).derive(secret.encode())
+    return base64.urlsafe_b64encode(derived)
+
+
+def _cipher() -> MultiFernet:
+    keys = get_settings().require("SECRET_KEY").secret_keys()
+    return MultiFernet([Fernet(_fernet_key(k)) for k in keys])
+
+
+def encrypt_secret(plaintext: str) -> bytes:
+    return _cipher().encrypt(plaintext.encode())
+
+
+def decrypt_secret(ciphertext: bytes) -> str:
+    try:
+        return _cipher().decrypt(ciphertext).decode()
+    except InvalidToken as exc:
+        raise RuntimeError(
+            "A stored secret could not be decrypted: SECRET_KEY no longer holds the key "
+            "it was encrypted with."
+        ) from exc

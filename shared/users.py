@@ -1,0 +1,74 @@
+"""Users and their API keys: sign-up with a TabPFN token, and authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.config import get_settings
+from shared.errors import Unauthorized
+from shared.models import ApiKey, User
+from shared.security import (
+    VerifiedKeyCache,
+    encrypt_secret,
+    new_api_key,
+    new_webhook_secret,
+    parse_key_id,
+    verify_api_key,
+)
+from shared.upstream import verify_tabpfn_token
+
+_verified_keys = VerifiedKeyCache(ttl_s=get_settings().api_key_cache_s)
+
+
+@dataclass(frozen=True)
+class Registration:
+    user: User
+    key_id: str
+    api_key: str
+    webhook_secret: str
+
+
+def register_user(*, session: Session, tabpfn_token: str) -> Registration:
+    """Create a user for a TabPFN token the upstream accepts, with a first API key."""
+    verify_tabpfn_token(tabpfn_token)
+    webhook_secret = new_webhook_secret()
+    user = User(
+        tabpfn_token_encrypted=encrypt_secret(tabpfn_token),
+        webhook_secret_encrypted=encrypt_secret(webhook_secret),
+    )
+    session.add(user)
+    session.flush()
+    key = new_api_key()
+    session.add(ApiKey(id=key.key_id, user_id=user.id, key_hash=key.key_hash))
+    session.flush()
+    return Registration(
+        user=user, key_id=key.key_id, api_key=key.api_key, webhook_secret=webhook_secret
+    )
+
+
+def authenticate(*, session: Session, api_key: str) -> User:
+    """The user owning `api_key`, or Unauthorized.
+
+    The key's row is read on every request, so a revoked key stops working at
+    once; only the bcrypt comparison is skipped for recently verified keys.
+    """
+    key_id = parse_key_id(api_key)
+    row = session.get(ApiKey, key_id) if key_id else None
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("The API key is not valid.")
+    if not _verified_keys.hit(row.id, api_key):
+        if not verify_api_key(api_key, row.key_hash):
+            raise Unauthorized("The API key is not valid.")
+        _verified_keys.remember(row.id, api_key)
+    user = session.scalar(select(User).where(User.id == row.user_id))
+    if user is None:
+        raise Unauthorized("The API key is not valid.")
+    now = datetime.now(UTC)
+    # A write on every request would cost more than the knowledge is worth.
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+        row.last_used_at = now
+    return user

@@ -1,0 +1,26 @@
+"""Celery tasks: ids in, service calls out, retry decisions here."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from shared.queue import RUN_JOB, SWEEP, enqueue_job, get_celery
+from worker.runner import run_job
+from worker.sweeper import sweep
+
+log = logging.getLogger(__name__)
+app = get_celery()
+
+
+@app.task(name=RUN_JOB)
+def run_job_task(job_id: str) -> None:
+    outcome = run_job(uuid.UUID(job_id))
+    if outcome.retry_in_s is not None:
+        # The job row is queued again; a countdown send is the backoff.
+        enqueue_job(uuid.UUID(job_id), countdown=outcome.retry_in_s)
+
+
+@app.task(name=SWEEP)
+def sweep_task() -> None:
+    sweep()

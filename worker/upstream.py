@@ -1,0 +1,165 @@
+"""Fit and predict through `tabpfn-client`, with one user's token per call.
+
+`tabpfn-client` keeps one access token in process-global state. A worker runs
+jobs of many users, so it never sets that token: every call carries the job
+owner's token in `ClientOptions.headers`, and signed upload URLs (which the
+client PUTs without our headers) are credentials of their own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from shared import job_states as js
+from shared.errors import (
+    ModelNotFound,
+    ServiceError,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamQuotaExceeded,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
+from shared.tabpfn import load_client
+
+# The client reports HTTP failures only as text: "Fail to call fit: [HTTP 401] ...".
+_HTTP_STATUS = re.compile(r"\[HTTP (\d{3})\]")
+_SYSTEMS = ["preprocessing", "text"]  # what TabPFNClassifier/Regressor send by default
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    upstream_model_id: str
+    timings: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    values: Any
+    timings: dict[str, Any] | None
+    metadata: dict[str, Any]
+
+
+class TabPFNUpstream:
+    def __init__(self, token: str) -> None:
+        self._client = load_client()
+        self._options = self._client.models.ClientOptions(
+            headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def _clean(self, X: pd.DataFrame) -> pd.DataFrame:
+        # The estimators clean text this way before upload; do as they do.
+        from tabpfn_client.estimator import _clean_text_features
+
+        return _clean_text_features(X)
+
+    def fit(self, *, task: str, X: pd.DataFrame, y: pd.Series, options: dict) -> FitOutcome:
+        models = self._client.api_models
+        if task == js.CLASSIFICATION:
+            config = models.ClassifierFitTaskConfig(
+                tabpfn_config=models.ClassifierTabPFNConfig(**options)
+            )
+        else:
+            config = models.RegressorFitTaskConfig(
+                tabpfn_config=models.RegressorTabPFNConfig(**options)
+            )
+        result = self._client.ServiceClient.fit_with_result(
+            self._clean(X),
+            y.to_numpy(),
+            task_config=config,
+            tabpfn_systems=_SYSTEMS,
+            client_options=self._options,
+        )
+        return FitOutcome(str(result.fitted_train_set_id), result.timings)
+
+    def predict(
+        self,
+        *,
+        task: str,
+        upstream_model_id: str,
+        X: pd.DataFrame,
+        output_type: str,
+        options: dict,
+        quantiles: list[float] | None = None,
+    ) -> Prediction:
+        models = self._client.api_models
+        if task == js.CLASSIFICATION:
+            config = models.ClassifierConfig(
+                tabpfn_config=models.ClassifierTabPFNConfig(**options),
+                predict_params=models.ClassifierPredictParams(output_type=output_type),
+            )
+        else:
+            config = models.RegressorConfig(
+                tabpfn_config=models.RegressorTabPFNConfig(**options),
+                predict_params=models.RegressorPredictParams(
+                    output_type=output_type, quantiles=quantiles
+                ),
+            )
+        result = self._client.ServiceClient.predict(
+            upstream_model_id,
+            self._clean(X),
+            task_config=config,
+            client_options=self._options,
+        )
+        return Prediction(result.y_pred, result.timings, result.metadata)
+
+
+@dataclass(frozen=True)
+class UpstreamFault:
+    error: ServiceError
+    transient: bool
+
+
+def classify_fault(exc: BaseException) -> UpstreamFault | None:
+    """Map what the client raised to our error and whether a retry may help."""
+    client = load_client()
+    if isinstance(exc, client.errors.FittedModelNotFoundError):
+        return UpstreamFault(
+            ModelNotFound("The fitted model no longer exists in the TabPFN account; fit again."),
+            transient=False,
+        )
+    if isinstance(exc, httpx.TimeoutException | httpx.TransportError | TimeoutError):
+        return UpstreamFault(
+            UpstreamUnavailable(f"The TabPFN API could not be reached ({type(exc).__name__})."),
+            transient=True,
+        )
+    if isinstance(
+        exc, client.errors.RetryableServerError | client.errors.CappedRetryableServerError
+    ):
+        return UpstreamFault(UpstreamUnavailable(f"The TabPFN API failed: {exc}"), transient=True)
+    if isinstance(exc, RuntimeError) and (match := _HTTP_STATUS.search(str(exc))):
+        status = int(match.group(1))
+        if status in (401, 403):
+            return UpstreamFault(
+                UpstreamAuthFailed("TabPFN rejected the stored token; replace it and retry."),
+                transient=False,
+            )
+        if status == 429:
+            return UpstreamFault(UpstreamQuotaExceeded(f"TabPFN usage limit: {exc}"), False)
+        if status >= 500:
+            return UpstreamFault(UpstreamUnavailable(f"The TabPFN API failed: {exc}"), True)
+        return UpstreamFault(UpstreamError(f"The TabPFN API refused the request: {exc}"), False)
+    if isinstance(exc, ValueError):
+        # tabpfn-client validates data against the upstream's limits before upload.
+        return UpstreamFault(ValidationFailed(str(exc)), transient=False)
+    return None
+
+
+def as_list(values: Any) -> list:
+    """Predictions as plain JSON-ready lists; NaN (not valid JSON) becomes null."""
+    return _nan_to_none(np.asarray(values).tolist())
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
