@@ -1,0 +1,109 @@
+"""Session fixtures: real PostgreSQL and Redis, the emulator, the API and workers."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+
+from tests.services import Services, create_database, drop_database, find_services
+from tests.stack import BIN, Stack, base_env, free_port, start, wait_http
+
+# Tokens the emulator accepts: one TabPFN account each.
+TOKENS = ["demo-token", "alice-token", "bob-token"]
+SECRET_KEY = "test-secret-key-not-for-production"
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory) -> Iterator[Services]:
+    with ExitStack() as stack:
+        yield find_services(stack, tmp_path_factory.mktemp("services"))
+
+
+@pytest.fixture(scope="session")
+def database_url(services: Services) -> Iterator[str]:
+    url = create_database(services.admin_database_url)
+    try:
+        # The real command a deployment runs.
+        subprocess.run(
+            [str(BIN), "migrate"],
+            env=base_env(DATABASE_URL=url),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield url
+    finally:
+        drop_database(services.admin_database_url, url)
+
+
+@pytest.fixture(scope="session")
+def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("logs")
+    emulator_port, api_port = free_port(), free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    env = base_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=services.redis_url,
+        SECRET_KEY=SECRET_KEY,
+        TABPFN_API_URL=emulator_url,
+        EMULATOR_TOKENS=",".join(TOKENS),
+        LOG_LEVEL="INFO",
+        # tabpfn-client caches tokens under HOME: keep it away from the real one.
+        HOME=str(tmp_path_factory.mktemp("home")),
+    )
+    running = Stack(api_url=f"http://127.0.0.1:{api_port}", emulator_url=emulator_url, env=env)
+    try:
+        emulator = start("emulator", ["emulator", "--port", str(emulator_port)], env, logs)
+        running.processes.append(emulator)
+        wait_http(f"{emulator_url}/", emulator)
+        api = start("api", ["api", "--port", str(api_port)], env, logs)
+        running.processes.append(api)
+        worker = start(
+            "worker",
+            ["worker", "--concurrency", "2", "--without-mingle", "--without-gossip"],
+            env,
+            logs,
+        )
+        running.processes.append(worker)
+        wait_http(f"{running.api_url}/healthz", api)
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def api(stack: Stack, request) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{stack.api_url}/api/v1", timeout=30) as client:
+        yield client
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(stack.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def register(api: httpx.Client, token: str = "demo-token") -> dict[str, str]:
+    """Sign up with a TabPFN token; returns the Authorization header to use."""
+    response = api.post("/auth/setup", json={"tabpfn_token": token})
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['api_key']}"}
+
+
+def wait_for_job(api: httpx.Client, headers: dict, job_id: str, timeout: float = 90) -> dict:
+    """Poll until the job has finished; returns its final state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.get(f"/jobs/{job_id}", headers=headers).json()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")

@@ -1,0 +1,83 @@
+"""Which PostgreSQL and Redis the suite uses, and a private database per run.
+
+DATABASE_URL/REDIS_URL when set; else the servers on 127.0.0.1 when they
+answer; else private embedded servers, so the suite passes on a bare machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Services:
+    admin_database_url: str  # a database to connect to for CREATE/DROP DATABASE
+    redis_url: str  # the URL Celery and the service use
+    origin: str
+
+
+def find_services(stack: ExitStack, scratch: Path) -> Services:
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    origin = []
+    if not database_url:
+        if _answers(5432):
+            database_url = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+            origin.append("postgres@127.0.0.1")
+        else:
+            from cli.embedded import start_embedded_postgres
+
+            database_url = stack.enter_context(start_embedded_postgres(scratch / "pg")).url
+            origin.append("embedded postgres")
+    if not redis_url:
+        if _answers(6379):
+            # A db number of our own, so parallel runs and dev data don't mix.
+            redis_url = f"redis://127.0.0.1:6379/{uuid.uuid4().int % 14 + 1}"
+            origin.append("redis@127.0.0.1")
+        else:
+            from cli.embedded import start_embedded_redis
+
+            redis_url = stack.enter_context(start_embedded_redis(scratch / "redis")).celery_url
+            origin.append("embedded redis")
+    return Services(database_url, redis_url, ", ".join(origin) or "from environment")
+
+
+def create_database(admin_url: str) -> str:
+    """A fresh, uniquely named database; returns its URL."""
+    name = f"tabpfn_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        )
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    engine.dispose()
