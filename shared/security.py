@@ -22,6 +22,9 @@ from passlib.context import CryptContext
 from shared.config import get_settings
 
 KEY_PREFIX = "tpa"
+_SECRET_CHARS = 43  # secrets.token_urlsafe(32)
+# Fixed length, well under bcrypt's 72-byte limit (bcrypt 5 raises beyond it).
+API_KEY_LENGTH = len(KEY_PREFIX) + 1 + 16 + 1 + _SECRET_CHARS
 _hasher = CryptContext(schemes=["bcrypt"], deprecated="auto")
 
 
@@ -40,6 +43,8 @@ def new_api_key() -> NewApiKey:
 
 def parse_key_id(api_key: str) -> str | None:
     """The public key id inside a key, or None when the key is malformed."""
+    if len(api_key) != API_KEY_LENGTH:
+        return None
     parts = api_key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 16:
         return None
