@@ -24,7 +24,7 @@ _HTTP_CODES = {
 }
 
 
-def _error(status: int, code: str, detail: str, **extra) -> JSONResponse:
+def _error(status: int, code: str, detail: str, /, **extra) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status)
 
 

@@ -245,7 +245,7 @@ def get_result(*, session: Session, user: User, job_id: uuid.UUID) -> dict[str, 
             raise NotFound(f"The result of job {job_id} has expired and was deleted.")
         raise ResultNotAvailable(
             f"Job {job_id} is {job.status}; its result is available once it has succeeded.",
-            status=job.status,
+            job_status=job.status,
         )
     return data.result
 
