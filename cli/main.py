@@ -26,9 +26,9 @@ def _alembic_config():
 
 
 def run_migrate(_: argparse.Namespace) -> None:
+    get_settings().require("DATABASE_URL")
     from alembic import command
 
-    get_settings().require("DATABASE_URL")
     command.upgrade(_alembic_config(), "head")
 
 

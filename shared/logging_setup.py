@@ -14,3 +14,5 @@ def configure_logging() -> None:
     )
     # httpx logs every request line with its URL; signed upload URLs carry credentials.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic announces each of its autogenerate plugins at INFO on import.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -1,0 +1,68 @@
+"""The migrations build exactly the schema the models describe."""
+
+from __future__ import annotations
+
+import subprocess
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect
+
+from cli.main import REPO_ROOT
+from tests.services import create_database, drop_database
+from tests.stack import BIN, base_env
+
+
+def _config(url: str) -> Config:
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def test_migrate_then_check_finds_no_drift_and_downgrade_round_trips(services):
+    url = create_database(services.admin_database_url)
+    try:
+        subprocess.run(
+            [str(BIN), "migrate"],
+            env=base_env(DATABASE_URL=url),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        engine = create_engine(url)
+        tables = set(inspect(engine).get_table_names())
+        assert {"users", "api_keys", "jobs", "job_data", "fitted_models"} <= tables
+        command.check(_config(url))  # raises if the models and the migrations differ
+        command.downgrade(_config(url), "base")
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        command.upgrade(_config(url), "head")
+        command.check(_config(url))
+        engine.dispose()
+    finally:
+        drop_database(services.admin_database_url, url)
+
+
+def test_production_commands_name_the_missing_setting():
+    for args, missing in [
+        (["api"], "DATABASE_URL"),
+        (["worker"], "DATABASE_URL"),
+        (["migrate"], "DATABASE_URL"),
+    ]:
+        done = subprocess.run(
+            [str(BIN), *args], env=base_env(), capture_output=True, text=True, timeout=60, cwd="/"
+        )
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            f"tabpfn-api {args[0]}: {missing} is not set: export it or put it in .env "
+            "(see .env.example)."
+        ]
+    done = subprocess.run(
+        [str(BIN), "api"],
+        env=base_env(DATABASE_URL="postgresql://x/y"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert "SECRET_KEY is not set" in done.stderr
