@@ -27,7 +27,10 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client that got
+# a 201 can use what it created at once (the default "request" scope commits
+# only after the response went out).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from POST /auth/setup.")
 

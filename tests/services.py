@@ -35,9 +35,11 @@ class Services:
 def find_services(stack: ExitStack, scratch: Path) -> Services:
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
+    # TABPFN_API_TEST_EMBEDDED=1 proves the bare-machine path on a machine that has servers.
+    local = os.environ.get("TABPFN_API_TEST_EMBEDDED") != "1"
     origin = []
     if not database_url:
-        if _answers(5432):
+        if local and _answers(5432):
             database_url = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
             origin.append("postgres@127.0.0.1")
         else:
@@ -46,7 +48,7 @@ def find_services(stack: ExitStack, scratch: Path) -> Services:
             database_url = stack.enter_context(start_embedded_postgres(scratch / "pg")).url
             origin.append("embedded postgres")
     if not redis_url:
-        if _answers(6379):
+        if local and _answers(6379):
             # A db number of our own, so parallel runs and dev data don't mix.
             redis_url = f"redis://127.0.0.1:6379/{uuid.uuid4().int % 14 + 1}"
             origin.append("redis@127.0.0.1")
