@@ -18,10 +18,20 @@ TOKENS = ["demo-token", "alice-token", "bob-token"]
 SECRET_KEY = "test-secret-key-not-for-production"
 
 
+_used_services: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory) -> Iterator[Services]:
     with ExitStack() as stack:
-        yield find_services(stack, tmp_path_factory.mktemp("services"))
+        found = find_services(stack, tmp_path_factory.mktemp("services"))
+        _used_services.append(found.origin)
+        yield found
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _used_services:
+        terminalreporter.write_line(f"services used: {_used_services[0]}")
 
 
 @pytest.fixture(scope="session")
