@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -10,8 +9,8 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from tests.services import Services, create_database, drop_database, find_services
-from tests.stack import BIN, Stack, base_env, free_port, start, wait_http
+from tests.services import Services, create_database, drop_database, find_services, migrate
+from tests.stack import Stack, base_env, free_port, start, wait_http
 
 # Tokens the emulator accepts: one TabPFN account each.
 TOKENS = ["demo-token", "alice-token", "bob-token"]
@@ -38,14 +37,7 @@ def pytest_terminal_summary(terminalreporter):
 def database_url(services: Services) -> Iterator[str]:
     url = create_database(services.admin_database_url)
     try:
-        # The real command a deployment runs.
-        subprocess.run(
-            [str(BIN), "migrate"],
-            env=base_env(DATABASE_URL=url),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        migrate(url)
         yield url
     finally:
         drop_database(services.admin_database_url, url)

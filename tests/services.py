@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from tests.stack import BIN, base_env
 
 
 def _answers(port: int) -> bool:
@@ -83,3 +86,14 @@ def drop_database(admin_url: str, url: str) -> None:
         )
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     engine.dispose()
+
+
+def migrate(url: str) -> None:
+    """Upgrade `url` to head with the real command a deployment runs."""
+    subprocess.run(
+        [str(BIN), "migrate"],
+        env=base_env(DATABASE_URL=url),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
