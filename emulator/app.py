@@ -12,7 +12,7 @@ from uuid import UUID
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tabpfn_client.api_models import (
     ClassifierConfig,
     DuplicateTestSetErrorResponse,
@@ -42,7 +42,12 @@ from emulator.accounts import Account, AccountStore, FittedModel, Upload, accoun
 from emulator.calllog import CallLog
 from emulator.config import EmulatorConfig
 from emulator.errors import ApiError, install_error_handlers
-from emulator.limits import DATASET_MAX_SIZE_BYTES, DEFAULT_MODEL_VERSION, settings_response
+from emulator.limits import (
+    DATASET_MAX_SIZE_BYTES,
+    DEFAULT_MODEL_VERSION,
+    model_limit,
+    settings_response,
+)
 from emulator.signing import UploadTarget, UrlSigner
 from emulator.standin import STANDIN_LABEL, StandInError
 
@@ -50,6 +55,8 @@ STORAGE_PREFIX = "/_storage/"
 # GCS signs the content type into its URLs; the client echoes `required_headers`.
 UPLOAD_HEADERS = {"Content-Type": "application/octet-stream"}
 MAX_CHUNKS = 32
+# The calls a hung upstream stalls on (EMULATOR_HANG_S): the long-running ones.
+HANGING_PATHS = frozenset({"/tabpfn/fit", "/tabpfn/submit_fit_job", "/tabpfn/predict"})
 
 
 @dataclass
@@ -76,6 +83,8 @@ def _account(request: Request, emu: Annotated[Emulator, Depends(_emulator)]) -> 
     if account is None:
         reason = "Invalid bearer token." if token else "Missing bearer token."
         raise ApiError.message(401, reason)
+    if token in emu.config.revoked_tokens:
+        raise ApiError.message(401, "This token has been revoked.")
     return account
 
 
@@ -176,9 +185,9 @@ def _start_fit(
     tabpfn_config = req.task_config.tabpfn_config
     if background:
         emu.store.add_model(account, model)
-        jobs.train_in_background(model, x_bytes, y_bytes, tabpfn_config)
+        jobs.train_in_background(model, x_bytes, y_bytes, tabpfn_config, model_limit(emu.config))
         return model
-    jobs.train(model, x_bytes, y_bytes, tabpfn_config)
+    jobs.train(model, x_bytes, y_bytes, tabpfn_config, model_limit(emu.config))
     if model.error:
         raise ApiError.message(400, model.error)
     emu.store.add_model(account, model)
@@ -363,7 +372,9 @@ def predict(req: PredictRequest, emu: EmuDep, account: FlakyAccountDep) -> JSONR
             reset_time=reset_time.isoformat(),
         )
     try:
-        response = jobs.predict(model.standin, upload.files["x_test"].data(), task_config)
+        response = jobs.predict(
+            model.standin, upload.files["x_test"].data(), task_config, model_limit(emu.config)
+        )
     except StandInError as exc:
         raise ApiError.message(400, str(exc)) from exc
     return _json(response)
@@ -410,6 +421,27 @@ def emulator_calls(emu: EmuDep) -> list[dict[str, Any]]:
     return emu.calls.entries()
 
 
+@router.get("/_emulator/config")
+def emulator_config(emu: EmuDep) -> dict[str, Any]:
+    return emu.config.model_dump(exclude={"tokens", "revoked_tokens"})
+
+
+@router.patch("/_emulator/config")
+def patch_emulator_config(changes: dict[str, Any], emu: EmuDep) -> dict[str, Any]:
+    """Change knobs while running, so one emulator serves a whole test session.
+
+    Accepted tokens are fixed at start (they define the accounts); everything
+    else, revoked tokens included, may change.
+    """
+    if "tokens" in changes:
+        raise ApiError.message(422, "tokens are fixed at start; set EMULATOR_TOKENS.")
+    try:
+        emu.config = EmulatorConfig.model_validate({**emu.config.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ApiError.message(422, f"Invalid emulator config: {exc.errors()[0]['msg']}") from exc
+    return emulator_config(emu)
+
+
 @router.post("/_emulator/reset")
 def emulator_reset(emu: EmuDep) -> dict[str, bool]:
     emu.store.reset()
@@ -434,8 +466,10 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
         if path.startswith("/_emulator/"):
             return await call_next(request)
         is_upload = path.startswith(STORAGE_PREFIX)
-        if config.latency_s and not is_upload:
-            await asyncio.sleep(config.latency_s)
+        if emu.config.latency_s and not is_upload:
+            await asyncio.sleep(emu.config.latency_s)
+        if emu.config.hang_s and path in HANGING_PATHS:
+            await asyncio.sleep(emu.config.hang_s)
         response = await call_next(request)
         token = _bearer(request)
         entry: dict[str, Any] = {

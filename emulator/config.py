@@ -22,6 +22,20 @@ class EmulatorConfig(BaseSettings):
     # Chunk size used when a client asks for chunked uploads (`use_chunks`).
     upload_chunk_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     signed_url_ttl_s: float = Field(default=3600.0, gt=0.0)
+    # Seconds fit and predict calls stall before answering: a hung upstream,
+    # for testing the caller's timeouts.
+    hang_s: float = Field(default=0.0, ge=0.0)
+    # Tokens that were accepted once and are now refused (revoked upstream).
+    revoked_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Row limit per train or test set reported by get_settings and enforced.
+    max_rows: int = Field(default=10_000, gt=0)
+
+    @field_validator("revoked_tokens", mode="before")
+    @classmethod
+    def _split_revoked(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
 
     @field_validator("tokens", mode="before")
     @classmethod

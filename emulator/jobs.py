@@ -12,6 +12,7 @@ from tabpfn_client.api_models import (
     ClassifierTabPFNConfig,
     FitStatus,
     FitTimings,
+    ModelLimit,
     PredictResponse,
     PredictTimings,
     RegressorConfig,
@@ -29,13 +30,14 @@ def train(
     x_bytes: bytes,
     y_bytes: bytes,
     tabpfn_config: ClassifierTabPFNConfig | RegressorTabPFNConfig | None,
+    limit: ModelLimit,
 ) -> None:
     """Fit the stand-in and record the outcome on `model`; never raises."""
     cfg = tabpfn_config
     try:
         started = time.perf_counter()
         X, y = read_parquet(x_bytes), read_parquet(y_bytes)
-        check_train_set(X, y, model.task)
+        check_train_set(X, y, model.task, limit)
         loaded = time.perf_counter()
         standin = StandInModel(model.task, random_state=cfg.random_state if cfg else None)
         standin.fit(X, y, categorical_indices=cfg.categorical_features_indices if cfg else None)
@@ -54,9 +56,10 @@ def train_in_background(
     x_bytes: bytes,
     y_bytes: bytes,
     tabpfn_config: ClassifierTabPFNConfig | RegressorTabPFNConfig | None,
+    limit: ModelLimit,
 ) -> None:
     threading.Thread(
-        target=train, args=(model, x_bytes, y_bytes, tabpfn_config), daemon=True
+        target=train, args=(model, x_bytes, y_bytes, tabpfn_config, limit), daemon=True
     ).start()
 
 
@@ -85,7 +88,10 @@ def _round(value: float | None) -> float | None:
 
 
 def predict(
-    standin: StandInModel, x_bytes: bytes, task_config: ClassifierConfig | RegressorConfig
+    standin: StandInModel,
+    x_bytes: bytes,
+    task_config: ClassifierConfig | RegressorConfig,
+    limit: ModelLimit,
 ) -> PredictResponse:
     params = task_config.predict_params
     started = time.perf_counter()
@@ -102,7 +108,7 @@ def predict(
     }
     if isinstance(task_config, ClassifierConfig):
         output_type = str(params.output_type.value) if params and params.output_type else "preds"
-        check_test_set(X, output_type)
+        check_test_set(X, output_type, limit)
         prediction: Any = standin.predict_classification(X, output_type)
         metadata: ClassifierMetadata | RegressorMetadata = ClassifierMetadata(
             **metadata_fields,
@@ -111,7 +117,7 @@ def predict(
         )
     else:
         output_type = str(params.output_type.value) if params and params.output_type else "mean"
-        check_test_set(X, output_type)
+        check_test_set(X, output_type, limit)
         quantiles = params.quantiles if params else None
         prediction = standin.predict_regression(X, output_type, quantiles)
         metadata = RegressorMetadata(

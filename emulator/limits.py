@@ -8,17 +8,22 @@ from tabpfn_client.api_models import AsyncSettings, GetSettingsResponse, ModelLi
 from emulator.config import EmulatorConfig
 from emulator.standin import StandInError
 
-MODEL_LIMIT = ModelLimit(
-    train_set_max_rows=10_000,
-    train_set_max_cells=5_000_000,
-    train_set_max_upload_cells=5_000_000,
-    test_set_max_rows=10_000,
-    max_classes=10,
-    max_cols=500,
-    test_set_max_rows_w_full_regression_output=1_000,
-    predict_row_pairs_budget=10_000 * 10_000,
-    test_set_max_cells=5_000_000,
-)
+
+def model_limit(config: EmulatorConfig) -> ModelLimit:
+    """The limits of every model version; rows follow EMULATOR_MAX_ROWS (tests shrink it)."""
+    return ModelLimit(
+        train_set_max_rows=config.max_rows,
+        train_set_max_cells=5_000_000,
+        train_set_max_upload_cells=5_000_000,
+        test_set_max_rows=config.max_rows,
+        max_classes=10,
+        max_cols=500,
+        test_set_max_rows_w_full_regression_output=1_000,
+        predict_row_pairs_budget=config.max_rows * config.max_rows,
+        test_set_max_cells=5_000_000,
+    )
+
+
 DEFAULT_MODEL_VERSION = ModelVersion.V2_5
 DATASET_MAX_SIZE_BYTES = 100 * 1024 * 1024
 # Matches the client's own default, so AUTO mode behaves as against the cloud.
@@ -27,10 +32,11 @@ POLL_TIMEOUT_S = 600.0
 
 
 def settings_response(config: EmulatorConfig) -> GetSettingsResponse:
+    limit = model_limit(config)
     return GetSettingsResponse(
         default_model_version=DEFAULT_MODEL_VERSION,
-        max_model_limit=MODEL_LIMIT,
-        model_limits={version: MODEL_LIMIT for version in ModelVersion},
+        max_model_limit=limit,
+        model_limits={version: limit for version in ModelVersion},
         dataset_max_size_bytes=DATASET_MAX_SIZE_BYTES,
         async_settings=AsyncSettings(
             use_above_trainset_size_bytes=0 if config.force_async else ASYNC_ABOVE_BYTES,
@@ -39,38 +45,36 @@ def settings_response(config: EmulatorConfig) -> GetSettingsResponse:
     )
 
 
-def check_train_set(X: pd.DataFrame, y: pd.DataFrame, task: str) -> None:
+def check_train_set(X: pd.DataFrame, y: pd.DataFrame, task: str, limit: ModelLimit) -> None:
     rows, cols = X.shape
-    if rows > MODEL_LIMIT.train_set_max_rows:
+    if rows > limit.train_set_max_rows:
         raise StandInError(
-            f"The number of train rows ({rows}) exceeds the maximum of "
-            f"{MODEL_LIMIT.train_set_max_rows}."
+            f"The number of train rows ({rows}) exceeds the maximum of {limit.train_set_max_rows}."
         )
-    if cols > MODEL_LIMIT.max_cols:
+    if cols > limit.max_cols:
         raise StandInError(
-            f"The number of train columns ({cols}) exceeds the maximum of {MODEL_LIMIT.max_cols}."
+            f"The number of train columns ({cols}) exceeds the maximum of {limit.max_cols}."
         )
     if task == "classification" and y.shape[1] >= 1:
         n_classes = y.iloc[:, 0].nunique()
-        if n_classes > MODEL_LIMIT.max_classes:
+        if n_classes > limit.max_classes:
             raise StandInError(
                 f"Number of classes {n_classes} exceeds the maximal number of "
-                f"{MODEL_LIMIT.max_classes} classes."
+                f"{limit.max_classes} classes."
             )
 
 
-def check_test_set(X: pd.DataFrame, output_type: str) -> None:
+def check_test_set(X: pd.DataFrame, output_type: str, limit: ModelLimit) -> None:
     rows, cols = X.shape
-    if rows > MODEL_LIMIT.test_set_max_rows:
+    if rows > limit.test_set_max_rows:
         raise StandInError(
-            f"The number of test rows ({rows}) exceeds the maximum of "
-            f"{MODEL_LIMIT.test_set_max_rows}."
+            f"The number of test rows ({rows}) exceeds the maximum of {limit.test_set_max_rows}."
         )
-    if cols > MODEL_LIMIT.max_cols:
+    if cols > limit.max_cols:
         raise StandInError(
-            f"The number of test columns ({cols}) exceeds the maximum of {MODEL_LIMIT.max_cols}."
+            f"The number of test columns ({cols}) exceeds the maximum of {limit.max_cols}."
         )
-    full_rows = MODEL_LIMIT.test_set_max_rows_w_full_regression_output
+    full_rows = limit.test_set_max_rows_w_full_regression_output
     if output_type == "full" and rows > full_rows:
         raise StandInError(
             f"The number of test rows ({rows}) exceeds the maximum of {full_rows} "

@@ -596,6 +596,47 @@ def test_error_rate_answers_503_on_work_calls_only() -> None:
     assert client.get("/protected/", headers=_auth(TOKEN_A)).status_code == 200
 
 
+def test_knobs_change_at_runtime_revoke_hang_and_rows() -> None:
+    client = _client()
+    model_id = _fit(client, TOKEN_A)
+    patched = client.patch(
+        "/_emulator/config", json={"revoked_tokens": [TOKEN_A], "hang_s": 0.3, "max_rows": 7}
+    )
+    assert patched.status_code == 200, patched.text
+    assert "revoked_tokens" not in patched.json()  # tokens never echo back
+    assert client.get("/protected/", headers=_auth(TOKEN_A)).status_code == 401
+    assert client.get("/protected/", headers=_auth(TOKEN_B)).status_code == 200
+    limits = client.get("/tabpfn/get_settings").json()["max_model_limit"]
+    assert limits["train_set_max_rows"] == limits["test_set_max_rows"] == 7
+    client.patch("/_emulator/config", json={"revoked_tokens": []})
+    started = time.perf_counter()
+    assert _predict(client, TOKEN_A, model_id).status_code == 200
+    assert time.perf_counter() - started >= 0.3  # the predict call stalled
+    assert client.patch("/_emulator/config", json={"tokens": ["x"]}).status_code == 422
+    assert client.patch("/_emulator/config", json={"error_rate": 2}).status_code == 422
+
+
+def test_delete_dataset_forgets_the_model() -> None:
+    client = _client()
+    model_id = _fit(client, TOKEN_A)
+    foreign = client.delete(
+        "/delete_dataset/", params={"dataset_uid": model_id}, headers=_auth(TOKEN_B)
+    )
+    assert foreign.status_code == 404
+    deleted = client.delete(
+        "/delete_dataset/", params={"dataset_uid": model_id}, headers=_auth(TOKEN_A)
+    )
+    assert deleted.status_code == 200
+    assert model_id in deleted.json()["deleted_dataset_uids"]
+    x = _parquet(TEST_X)
+    prep = client.post(
+        "/tabpfn/prepare_test_set_upload",
+        json={"fitted_train_set_id": model_id, "x_test_info": _file_info(x)},
+        headers=_auth(TOKEN_A),
+    )
+    assert prep.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
