@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routers import auth, health, jobs, models
+from api.routers import auth, health, jobs, models, usage
 
 PREFIX = "/api/v1"
 
@@ -21,7 +21,7 @@ Every error is `{"detail": "...", "code": "stable_code"}`.
 def create_app() -> FastAPI:
     app = FastAPI(title="TabPFN API", version="0.1.0", description=DESCRIPTION)
     install_error_handlers(app)
-    for router in (auth.router, jobs.router, models.router, health.router):
+    for router in (auth.router, jobs.router, models.router, usage.router, health.router):
         app.include_router(router, prefix=PREFIX)
     # Probes of orchestrators expect the bare paths too.
     app.include_router(health.router, include_in_schema=False)

@@ -122,6 +122,7 @@ class ModelOut(BaseModel):
     task: Task
     columns: list[str]
     classes: list[Any] | None
+    options: dict[str, Any]
     n_rows: int
     n_features: int
     fit_job_id: uuid.UUID

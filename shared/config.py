@@ -28,8 +28,16 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, repr=False)
 
     tabpfn_api_url: str = TABPFN_CLOUD_URL
-    # Seconds for one upstream call made while the API waits (token checks).
+    # Seconds for one upstream call made while the API waits (token checks, limits).
     upstream_timeout_s: float = 10.0
+    # How long the upstream's published limits are trusted before asking again.
+    upstream_settings_ttl_s: float = 3600.0
+    # Seconds for one upstream call a worker makes (fit, predict); fits can be slow.
+    upstream_call_timeout_s: float = 900.0
+    # Transient upstream faults are retried after base * 2^(attempt-1) seconds,
+    # capped, with jitter; MAX_ATTEMPTS counts every run of a job.
+    retry_backoff_s: float = 2.0
+    retry_backoff_max_s: float = 120.0
 
     log_level: str = "INFO"
     flower_basic_auth: str | None = Field(default=None, repr=False)
@@ -47,7 +55,7 @@ class Settings(BaseSettings):
     sweeper_interval_s: float = 30.0
     queued_timeout_s: float = 120.0
     running_timeout_s: float = 3600.0
-    max_attempts: int = 3
+    max_attempts: int = 5
 
     public_url: str = "http://127.0.0.1:8000"
 

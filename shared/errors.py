@@ -24,6 +24,12 @@ class ValidationFailed(ServiceError):
     code = "validation_error"
 
 
+class LimitExceeded(ValidationFailed):
+    """Data the upstream's published limits would refuse, caught before queueing."""
+
+    code = "limit_exceeded"
+
+
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from shared import job_states as js
 from shared.errors import ModelNotFound, NotFound, ResultNotAvailable, ValidationFailed
+from shared.limits import check_test_limits, check_train_limits
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import (
     TARGET_COLUMN,
@@ -71,8 +72,17 @@ def _check_task(task: str) -> None:
 
 def _train_table(task: str, X: Sequence[Any], y: Sequence[Any], columns: Sequence[str] | None):
     table = table_from_json(X, columns, name="train")
-    table[TARGET_COLUMN] = labels_from_json(y, task=task, n_rows=len(table))
+    labels = labels_from_json(y, task=task, n_rows=len(table))
+    check_train_limits(table, n_classes=labels.nunique() if task == js.CLASSIFICATION else None)
+    table[TARGET_COLUMN] = labels
     return table
+
+
+def _test_table(X: Sequence[Any], columns: Sequence[str] | None, model_columns: list[str]):
+    table = table_from_json(X, columns, name="test")
+    check_test_limits(table)
+    named = columns is not None or isinstance(X[0], dict)
+    return align_columns(table, model_columns, named=named)
 
 
 def _new_job(
@@ -153,9 +163,7 @@ def create_predict_job(
 ) -> Job:
     model = get_model(session=session, user=user, model_id=model_id)
     params = _check_output(model.task, output, quantiles)
-    test = table_from_json(X, columns, name="test")
-    named = columns is not None or isinstance(X[0], dict)
-    test = align_columns(test, model.columns, named=named)
+    test = _test_table(X, columns, model.columns)
     return _new_job(
         session=session,
         user=user,
@@ -188,9 +196,7 @@ def create_fit_predict_job(
     params = {"options": _check_options(task, options), **_check_output(task, output, quantiles)}
     train = _train_table(task, X, y, columns)
     train_columns = [c for c in train.columns if c != TARGET_COLUMN]
-    test = table_from_json(test_X, test_columns, name="test")
-    named = test_columns is not None or isinstance(test_X[0], dict)
-    test = align_columns(test, train_columns, named=named)
+    test = _test_table(test_X, test_columns, train_columns)
     return _new_job(
         session=session,
         user=user,

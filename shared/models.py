@@ -77,6 +77,8 @@ class FittedModel(Base):
     )
     fit_job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     task: Mapped[str] = mapped_column(String(20), nullable=False)
+    # TabPFN options of the fit; predictions send the same configuration.
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
     # The upstream's fitted_train_set_id: an id in the user's TabPFN account.
     upstream_model_id: Mapped[str] = mapped_column(String(64), nullable=False)
     columns: Mapped[list[str]] = mapped_column(JSONB, nullable=False)

@@ -1,41 +1,103 @@
-"""Calls to the TabPFN upstream made while an API request waits."""
+"""Calls to the TabPFN upstream made while an API request waits.
+
+They go through the client's own HTTP client and endpoint table, with a short
+timeout of ours: the client's default (15 minutes) suits fits, not a form.
+"""
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
 
 import httpx
 
 from shared.config import get_settings
-from shared.errors import UpstreamAuthFailed, UpstreamError, UpstreamUnavailable
+from shared.errors import (
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamQuotaExceeded,
+    UpstreamUnavailable,
+)
 from shared.tabpfn import load_client
 
+log = logging.getLogger(__name__)
 
-def verify_tabpfn_token(token: str) -> None:
-    """Raise unless the upstream accepts `token`.
+SETTINGS_PATH = "/tabpfn/get_settings"
 
-    Uses the client's own HTTP client and endpoint table, with a short timeout
-    of ours: the client's default (15 minutes) suits fits, not a sign-up form.
-    """
-    service = load_client().ServiceClient
+
+def _call(method: str, path: str, *, token: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = service.httpx_client.get(
-            service.server_endpoints.protected_root.path,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=get_settings().upstream_timeout_s,
+        return load_client().ServiceClient.httpx_client.request(
+            method, path, headers=headers, timeout=get_settings().upstream_timeout_s
         )
     except httpx.TransportError as exc:
         raise UpstreamUnavailable(
             f"The TabPFN API could not be reached ({type(exc).__name__}); try again shortly."
         ) from exc
+
+
+def _raise_for(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if status in (401, 403):
+        raise UpstreamAuthFailed("TabPFN rejected this token; check it and try again.")
+    if status == 429:
+        raise UpstreamQuotaExceeded(f"TabPFN refused {what}: the usage limit is reached.")
+    if status >= 500 or status == 408:
+        raise UpstreamUnavailable(f"The TabPFN API answered {status} to {what}; try again shortly.")
+    raise UpstreamError(f"The TabPFN API answered {status} to {what}.")
+
+
+def _endpoint(name: str) -> str:
+    return load_client().ServiceClient.server_endpoints[name].path
+
+
+def verify_tabpfn_token(token: str) -> None:
+    """Raise unless the upstream accepts `token`."""
+    response = _call("GET", _endpoint("protected_root"), token=token)
     if response.status_code == 200:
         return
     if response.status_code == 403:
         raise UpstreamAuthFailed(
             "TabPFN accepted the token but the account's email address is not verified."
         )
-    if response.status_code in (401, 404):
+    if response.status_code == 404:
         raise UpstreamAuthFailed("TabPFN rejected this token; check it and try again.")
-    if response.status_code >= 500 or response.status_code in (408, 429):
-        raise UpstreamUnavailable(
-            f"The TabPFN API answered {response.status_code}; try again shortly."
-        )
-    raise UpstreamError(f"The TabPFN API answered {response.status_code} to a token check.")
+    _raise_for(response, "the token check")
+
+
+def fetch_usage(token: str) -> dict[str, Any]:
+    """The caller's usage as the upstream reports it (current usage, limit, reset time)."""
+    response = _call("POST", _endpoint("get_api_usage"), token=token)
+    if response.status_code != 200:
+        _raise_for(response, "the usage request")
+    return response.json()
+
+
+_limits_lock = threading.Lock()
+_limits: tuple[float, Any] | None = None
+
+
+def upstream_limits() -> Any | None:
+    """The upstream's model limits (a `ModelLimit`), cached; None when unknown.
+
+    Unknown limits never block a job: the upstream still enforces its own.
+    """
+    global _limits
+    ttl_s = get_settings().upstream_settings_ttl_s
+    with _limits_lock:
+        if _limits is not None and time.monotonic() - _limits[0] < ttl_s:
+            return _limits[1]
+    try:
+        response = _call("GET", SETTINGS_PATH)
+        response.raise_for_status()
+        settings = load_client().api_models.GetSettingsResponse.model_validate(response.json())
+    except Exception as exc:  # unreachable, refused, or a shape we do not know
+        log.warning("upstream limits unavailable (%s); not checking them", type(exc).__name__)
+        return _limits[1] if _limits else None
+    limit = settings.model_limits.get(settings.default_model_version, settings.max_model_limit)
+    with _limits_lock:
+        _limits = (time.monotonic(), limit)
+    return limit

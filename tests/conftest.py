@@ -13,7 +13,7 @@ from tests.services import Services, create_database, drop_database, find_servic
 from tests.stack import Stack, base_env, free_port, start, wait_http
 
 # Tokens the emulator accepts: one TabPFN account each.
-TOKENS = ["demo-token", "alice-token", "bob-token"]
+TOKENS = ["demo-token", "alice-token", "bob-token", "carol-token"]
 SECRET_KEY = "test-secret-key-not-for-production"
 
 
@@ -55,6 +55,12 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
         TABPFN_API_URL=emulator_url,
         EMULATOR_TOKENS=",".join(TOKENS),
         LOG_LEVEL="INFO",
+        # Fault tests need retries in seconds, not minutes, and limits that follow
+        # the emulator's knobs at once.
+        RETRY_BACKOFF_S="1",
+        MAX_ATTEMPTS="3",
+        UPSTREAM_CALL_TIMEOUT_S="3",
+        UPSTREAM_SETTINGS_TTL_S="0",
         # tabpfn-client caches tokens under HOME: keep it away from the real one.
         HOME=str(tmp_path_factory.mktemp("home")),
     )
@@ -91,6 +97,19 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture
+def emulator_knobs(stack: Stack) -> Iterator:
+    """Change the emulator's knobs for one test; they are restored afterwards."""
+    url = f"{stack.emulator_url}/_emulator/config"
+    original = httpx.get(url).json()
+
+    def change(**knobs) -> None:
+        httpx.patch(url, json=knobs).raise_for_status()
+
+    yield change
+    httpx.patch(url, json={**original, "revoked_tokens": []}).raise_for_status()
 
 
 def register(api: httpx.Client, token: str = "demo-token") -> dict[str, str]:

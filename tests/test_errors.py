@@ -136,38 +136,3 @@ def test_ids_that_are_not_uuids_or_not_yours(api):
     assert api.get("/jobs/not-a-uuid", headers=headers).json()["code"] == "validation_error"
     missing = api.get(f"/jobs/{uuid.uuid4()}", headers=headers)
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
-
-
-def test_result_of_an_unfinished_or_failed_job_is_409(api, stack):
-    headers = register(api)
-    fit = api.post(
-        "/jobs/fit", json={"task": "classification", "train": GOOD_TRAIN}, headers=headers
-    ).json()
-    job = wait_for_job(api, headers, fit["id"])
-    # The model disappears upstream (the user deleted it in their TabPFN account).
-    httpx.delete(
-        f"{stack.emulator_url}/delete_dataset/",
-        params={"dataset_uid": str(_upstream_model_id(stack, job["model_id"]))},
-        headers={"Authorization": "Bearer demo-token"},
-    ).raise_for_status()
-    predict = api.post(
-        "/jobs/predict", json={"model_id": job["model_id"], "X": [[1.5, "a"]]}, headers=headers
-    ).json()
-    failed = wait_for_job(api, headers, predict["id"])
-    assert failed["status"] == "failed"
-    assert failed["error"]["code"] == "model_not_found"
-    assert failed["attempts"] == 1  # not retried: a missing model will not come back
-    result = api.get(f"/jobs/{predict['id']}/result", headers=headers)
-    assert (result.status_code, result.json()["code"]) == (409, "result_not_available")
-
-
-def _upstream_model_id(stack, model_id: str) -> str:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(stack.env["DATABASE_URL"])
-    with engine.connect() as connection:
-        value = connection.execute(
-            text("select upstream_model_id from fitted_models where id = :id"), {"id": model_id}
-        ).scalar_one()
-    engine.dispose()
-    return value

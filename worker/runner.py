@@ -7,12 +7,14 @@ calls in worker.upstream; this module only sequences them.
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import update
 
 from shared import job_states as js
 from shared.config import get_settings
@@ -57,7 +59,7 @@ def _load(claim: Claim) -> _Loaded:
         user = session.get(User, job.user_id)
         model = session.get(FittedModel, job.model_id) if job.type == js.PREDICT else None
         if job.type == js.PREDICT and model is None:
-            raise _model_deleted()
+            raise ModelNotFound("The model this job predicts with has been deleted.")
         if data is None or (data.train_parquet is None and data.test_parquet is None):
             raise ServiceError("The job's data has been deleted (retention); submit it again.")
         return _Loaded(
@@ -69,133 +71,135 @@ def _load(claim: Claim) -> _Loaded:
         )
 
 
-def _model_deleted() -> ServiceError:
-    return ModelNotFound("The model this job predicts with has been deleted.")
-
-
 def _stage(claim: Claim, stage: str) -> None:
     with session_scope() as session:
         set_stage(session=session, claim=claim, stage=stage)
 
 
-def _classes(y: pd.Series) -> list[Any]:
-    return np.unique(y.to_numpy()).tolist()
+def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[FittedModel, dict]:
+    """Fit upstream; the model row is returned unsaved, to commit with the outcome."""
+    X, y = split_train(train)
+    options = job.params.get("options", {})
+    fitted = upstream.fit(task=job.task, X=X, y=y, options=options)
+    model = FittedModel(
+        id=uuid.uuid4(),
+        user_id=job.user_id,
+        fit_job_id=job.id,
+        task=job.task,
+        options=options,
+        upstream_model_id=fitted.upstream_model_id,
+        columns=list(X.columns),
+        # Sorted as np.unique sorts: the order of the upstream's probability columns.
+        classes=np.unique(y.to_numpy()).tolist() if job.task == js.CLASSIFICATION else None,
+        n_rows=len(X),
+        n_features=X.shape[1],
+    )
+    return model, fitted.timings
+
+
+def _refit(upstream: TabPFNUpstream, model: FittedModel) -> dict | None:
+    """Fit a model again from its retained training data after the upstream lost it."""
+    with session_scope() as session:
+        data = session.get(JobData, model.fit_job_id)
+        train = decode_table(data.train_parquet) if data and data.train_parquet else None
+    if train is None:
+        raise ModelNotFound(
+            "The fitted model no longer exists in the TabPFN account and its training data "
+            "has been deleted (retention); fit it again."
+        )
+    X, y = split_train(train)
+    fitted = upstream.fit(task=model.task, X=X, y=y, options=model.options)
+    model.upstream_model_id = fitted.upstream_model_id
+    with session_scope() as session:
+        session.execute(
+            update(FittedModel)
+            .where(FittedModel.id == model.id)
+            .values(upstream_model_id=fitted.upstream_model_id)
+        )
+    return fitted.timings
 
 
 def _predict(
-    upstream: TabPFNUpstream,
-    *,
-    task: str,
-    upstream_model_id: str,
-    X: pd.DataFrame,
-    params: dict,
-    classes: list[Any] | None,
+    upstream: TabPFNUpstream, model: FittedModel, X: pd.DataFrame, params: dict
 ) -> tuple[dict[str, Any], dict | None]:
-    """One upstream predict call shaped into our result."""
+    """Upstream predictions shaped into our result."""
     output = params["output"]
-    options = params.get("options", {})
-    if task == js.CLASSIFICATION:
-        # Labels come back in the user's label type: map them onto the classes.
-        lookup = {c: c for c in classes or []}
+    call = {
+        "task": model.task,
+        "upstream_model_id": model.upstream_model_id,
+        "X": X,
+        "options": model.options,
+    }
+    if model.task == js.CLASSIFICATION:
+        classes = model.classes or []
         if output == "probabilities":
-            p = upstream.predict(
-                task=task,
-                upstream_model_id=upstream_model_id,
-                X=X,
-                output_type="probas",
-                options=options,
-            )
+            p = upstream.predict(**call, output_type="probas")
             probabilities = np.asarray(p.values, dtype=float)
             labels = [classes[i] for i in probabilities.argmax(axis=1)]
-            result = {
+            return {
                 "predictions": labels,
                 "probabilities": as_list(probabilities),
                 "classes": classes,
-            }
-            return result, p.timings
-        p = upstream.predict(
-            task=task,
-            upstream_model_id=upstream_model_id,
-            X=X,
-            output_type="preds",
-            options=options,
-        )
-        labels = [lookup.get(v, v) for v in as_list(p.values)]
-        return {"predictions": labels, "classes": classes}, p.timings
+            }, p.timings
+        p = upstream.predict(**call, output_type="preds")
+        # Labels come back through JSON: map them onto the classes in the user's type.
+        lookup = {c: c for c in classes}
+        return {
+            "predictions": [lookup.get(v, v) for v in as_list(p.values)],
+            "classes": classes,
+        }, p.timings
     if output == "quantiles":
         quantiles = params["quantiles"]
-        p = upstream.predict(
-            task=task,
-            upstream_model_id=upstream_model_id,
-            X=X,
-            output_type="quantiles",
-            options=options,
-            quantiles=quantiles,
-        )
+        p = upstream.predict(**call, output_type="quantiles", quantiles=quantiles)
         per_quantile = as_list(p.values)
         # The point prediction: the median when asked for, else the middle quantile.
         middle = quantiles.index(0.5) if 0.5 in quantiles else len(quantiles) // 2
-        result = {
+        return {
             "predictions": per_quantile[middle],
-            "quantiles": {
-                str(q): values for q, values in zip(quantiles, per_quantile, strict=True)
-            },
-        }
-        return result, p.timings
-    p = upstream.predict(
-        task=task, upstream_model_id=upstream_model_id, X=X, output_type=output, options=options
-    )
+            "quantiles": {str(q): v for q, v in zip(quantiles, per_quantile, strict=True)},
+        }, p.timings
+    p = upstream.predict(**call, output_type=output)
     return {"predictions": as_list(p.values)}, p.timings
+
+
+def _model_gone(exc: Exception) -> bool:
+    fault = classify_fault(exc)
+    return fault is not None and isinstance(fault.error, ModelNotFound)
 
 
 def _execute(claim: Claim, loaded: _Loaded) -> None:
     job = loaded.job
     upstream = TabPFNUpstream(loaded.token)
-    params = job.params
     timings: dict[str, Any] = {}
-    new_model: FittedModel | None = None
-    result: dict[str, Any]
+    model, new_model = loaded.model, None
+    result: dict[str, Any] = {}
 
     if job.type in (js.FIT, js.FIT_PREDICT):
-        X, y = split_train(loaded.train)
         _stage(claim, js.STAGE_FITTING)
-        fitted = upstream.fit(task=job.task, X=X, y=y, options=params.get("options", {}))
-        timings["fit"] = fitted.timings
-        classes = _classes(y) if job.task == js.CLASSIFICATION else None
-        new_model = FittedModel(
-            id=uuid.uuid4(),
-            user_id=job.user_id,
-            fit_job_id=job.id,
-            task=job.task,
-            upstream_model_id=fitted.upstream_model_id,
-            columns=list(X.columns),
-            classes=classes,
-            n_rows=len(X),
-            n_features=X.shape[1],
-        )
-        upstream_model_id = fitted.upstream_model_id
+        new_model, timings["fit"] = _fit(upstream, job, loaded.train)
+        model = new_model
         result = {
-            "model_id": str(new_model.id),
+            "model_id": str(model.id),
             "task": job.task,
-            "n_rows": len(X),
-            "n_features": X.shape[1],
+            "n_rows": model.n_rows,
+            "n_features": model.n_features,
         }
-        if classes is not None:
-            result["classes"] = classes
-    else:
-        upstream_model_id = loaded.model.upstream_model_id
-        classes = loaded.model.classes
+        if model.classes is not None:
+            result["classes"] = model.classes
 
     if job.type in (js.PREDICT, js.FIT_PREDICT):
         _stage(claim, js.STAGE_PREDICTING)
-        prediction, timings["predict"] = _predict(
-            upstream,
-            task=job.task,
-            upstream_model_id=upstream_model_id,
-            X=loaded.test,
-            params=params,
-            classes=classes,
-        )
+        try:
+            prediction, timings["predict"] = _predict(upstream, model, loaded.test, job.params)
+        except Exception as exc:
+            if job.type != js.PREDICT or not _model_gone(exc):
+                raise
+            log.info("job %s: model %s gone upstream; refitting", job.id, model.id)
+            _stage(claim, js.STAGE_FITTING)
+            timings["refit"] = _refit(upstream, model)
+            _stage(claim, js.STAGE_PREDICTING)
+            prediction, timings["predict"] = _predict(upstream, model, loaded.test, job.params)
+            prediction["refitted"] = True
         if job.type == js.FIT_PREDICT:
             prediction["model_id"] = result["model_id"]
         result = prediction
@@ -229,8 +233,15 @@ def run_job(job_id: uuid.UUID) -> RunOutcome:
         _execute(claim, _load(claim))
     except Exception as exc:
         return _handle_failure(claim, exc)
-    log.info("job %s: done", job_id)
+    log.info("job %s: succeeded", job_id)
     return RunOutcome()
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff with jitter, so retries of many jobs do not arrive together."""
+    settings = get_settings()
+    ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
@@ -242,12 +253,11 @@ def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
         log.exception("job %s: unexpected error", claim.job_id)
         error = ServiceError("The job failed on an unexpected error; it has been logged.")
         transient = False
-    settings = get_settings()
     with session_scope() as session:
-        if transient and claim.attempt < settings.max_attempts:
+        if transient and claim.attempt < get_settings().max_attempts:
             requeue_job(session=session, claim=claim, code=error.code, message=error.message)
-            delay = min(2.0**claim.attempt, 60.0)
-            log.warning("job %s: %s; retrying in %.0fs", claim.job_id, error.code, delay)
+            delay = retry_delay(claim.attempt)
+            log.warning("job %s: %s; retry in %.1fs", claim.job_id, error.code, delay)
             return RunOutcome(retry_in_s=delay)
         fail_job(session=session, claim=claim, code=error.code, message=error.message)
     log.warning("job %s: failed with %s", claim.job_id, error.code)

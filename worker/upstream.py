@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from shared import job_states as js
+from shared.config import get_settings
 from shared.errors import (
     ModelNotFound,
     ServiceError,
@@ -28,6 +29,7 @@ from shared.errors import (
     ValidationFailed,
 )
 from shared.tabpfn import load_client
+from shared.upstream import upstream_limits
 
 # The client reports HTTP failures only as text: "Fail to call fit: [HTTP 401] ...".
 _HTTP_STATUS = re.compile(r"\[HTTP (\d{3})\]")
@@ -51,7 +53,8 @@ class TabPFNUpstream:
     def __init__(self, token: str) -> None:
         self._client = load_client()
         self._options = self._client.models.ClientOptions(
-            headers={"Authorization": f"Bearer {token}"}
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=get_settings().upstream_call_timeout_s,
         )
 
     def _clean(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -102,13 +105,40 @@ class TabPFNUpstream:
                     output_type=output_type, quantiles=quantiles
                 ),
             )
-        result = self._client.ServiceClient.predict(
-            upstream_model_id,
-            self._clean(X),
-            task_config=config,
-            client_options=self._options,
-        )
-        return Prediction(result.y_pred, result.timings, result.metadata)
+        parts = [
+            self._client.ServiceClient.predict(
+                upstream_model_id,
+                self._clean(chunk),
+                task_config=config,
+                client_options=self._options,
+            )
+            for chunk in _chunks(X)
+        ]
+        # Quantile output is one row of values per quantile: join chunks along rows.
+        axis = 1 if output_type == "quantiles" else 0
+        values = np.concatenate([np.asarray(p.y_pred) for p in parts], axis=axis)
+        return Prediction(values, _sum_timings([p.timings for p in parts]), parts[-1].metadata)
+
+
+def _chunks(X: pd.DataFrame) -> list[pd.DataFrame]:
+    """Split a test set into pieces within the upstream's per-request limits."""
+    limit = upstream_limits()
+    if limit is None:
+        return [X]
+    rows = max(1, min(limit.test_set_max_rows, limit.test_set_max_cells // max(1, X.shape[1])))
+    return [X.iloc[start : start + rows] for start in range(0, len(X), rows)] or [X]
+
+
+def _sum_timings(timings: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    known = [t for t in timings if t]
+    if not known:
+        return None
+    total: dict[str, Any] = {}
+    for timing in known:
+        for key, value in timing.items():
+            if isinstance(value, int | float):
+                total[key] = total.get(key, 0) + value
+    return total
 
 
 @dataclass(frozen=True)
@@ -142,7 +172,7 @@ def classify_fault(exc: BaseException) -> UpstreamFault | None:
                 transient=False,
             )
         if status == 429:
-            return UpstreamFault(UpstreamQuotaExceeded(f"TabPFN usage limit: {exc}"), False)
+            return UpstreamFault(_quota_exceeded(str(exc)), transient=False)
         if status >= 500:
             return UpstreamFault(UpstreamUnavailable(f"The TabPFN API failed: {exc}"), True)
         return UpstreamFault(UpstreamError(f"The TabPFN API refused the request: {exc}"), False)
@@ -150,6 +180,19 @@ def classify_fault(exc: BaseException) -> UpstreamFault | None:
         # tabpfn-client validates data against the upstream's limits before upload.
         return UpstreamFault(ValidationFailed(str(exc)), transient=False)
     return None
+
+
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)?")
+
+
+def _quota_exceeded(message: str) -> ServiceError:
+    """A spent usage limit: retrying before the reset only spends attempts."""
+    reset = _TIMESTAMP.search(message)
+    when = f"; it resets at {reset.group(0)}" if reset else ""
+    return UpstreamQuotaExceeded(
+        f"The TabPFN account's usage limit is reached{when}. Submit the job again after that.",
+        **({"reset_time": reset.group(0)} if reset else {}),
+    )
 
 
 def as_list(values: Any) -> list:

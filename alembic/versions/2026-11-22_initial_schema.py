@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 00:00:06.340967
+Create Date: 2026-11-22 00:13:21.162883
 """
 
 from collections.abc import Sequence
@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.UUID(), nullable=False),
         sa.Column("fit_job_id", sa.UUID(), nullable=False),
         sa.Column("task", sa.String(length=20), nullable=False),
+        sa.Column("options", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("upstream_model_id", sa.String(length=64), nullable=False),
         sa.Column("columns", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("classes", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
