@@ -58,6 +58,8 @@ sleep 1
 
 echo
 echo "=== examples/quickstart.py ==="
+echo "(offline: TabPFN is played by the local emulator, whose predictions come from a"
+echo " small scikit-learn stand-in model; point TABPFN_API_URL at the real cloud for TabPFN)"
 status=0
 API_URL=$api_url TABPFN_TOKEN=demo-token "$PYTHON" "$ROOT/examples/quickstart.py" || status=$?
 echo
