@@ -176,7 +176,9 @@ out["reg"] = {
     "quantiles": [q.tolist() for q in reg.predict(X_test, output_type="quantiles")],
     "q3": [q.tolist() for q in reg.predict(
         X_test, output_type="quantiles", quantiles=[0.1, 0.5, 0.9])],
+    "mode": reg.predict(X_test, output_type="mode").tolist(),
     "main_keys": sorted(reg.predict(X_test, output_type="main")),
+    "full_keys": sorted(k for k in reg.predict(X_test, output_type="full") if k != "criterion"),
     "meta": reg._last_meta,
 }
 print("RESULT:" + json.dumps(out))
@@ -302,6 +304,8 @@ def test_regressor_mean_and_quantiles(estimator_run: dict[str, Any]) -> None:
         assert all(a <= b for a, b in zip(lower, upper, strict=True))
     assert len(reg["q3"]) == 3
     assert reg["main_keys"] == ["mean", "median", "mode", "quantiles"]
+    assert len(reg["mode"]) == 3
+    assert {"borders", "logits"} <= set(reg["full_keys"])
 
 
 def test_sync_fit_with_global_token_never_polls(estimator_run: dict[str, Any]) -> None:
