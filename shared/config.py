@@ -52,10 +52,22 @@ class Settings(BaseSettings):
     # Long-poll cap for GET /jobs/{id}?wait=S.
     max_wait_s: float = 60.0
 
+    # The sweeper repairs what crashes leave behind (see docs/reliability.md).
     sweeper_interval_s: float = 30.0
+    # A queued job not picked up this long after its last change is sent again.
     queued_timeout_s: float = 120.0
+    # A job runs at most this long; past it the run is stopped (Celery time limit).
     running_timeout_s: float = 3600.0
+    # A running job touches heartbeat_at this often...
+    heartbeat_interval_s: float = 10.0
+    # ...and one silent this long has lost its worker: it is run again.
+    lease_timeout_s: float = 60.0
     max_attempts: int = 5
+    # Payloads and results of finished jobs are deleted after this; metadata stays.
+    retention_s: float = 7 * 24 * 3600.0
+    retention_interval_s: float = 3600.0
+    # How long an Idempotency-Key is remembered.
+    idempotency_ttl_s: float = 24 * 3600.0
 
     public_url: str = "http://127.0.0.1:8000"
 

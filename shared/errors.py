@@ -54,6 +54,18 @@ class ResultNotAvailable(Conflict):
     code = "result_not_available"
 
 
+class JobCanceled(Conflict):
+    code = "canceled"
+
+
+class JobAlreadyFinished(Conflict):
+    code = "job_already_finished"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
 class UpstreamAuthFailed(ServiceError):
     status_code = 401
     code = "upstream_auth_failed"

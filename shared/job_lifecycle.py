@@ -1,17 +1,19 @@
-"""State transitions a worker makes, each one atomic in Postgres.
+"""State transitions of a job, each one atomic in Postgres.
 
 A transition is a single UPDATE guarded by the state it expects, so two
 deliveries of one job id cannot both claim it, and a worker that lost its
-claim (the sweeper re-queued the job) cannot overwrite a newer run's outcome.
+claim (the sweeper re-queued the job, or the user canceled it) cannot
+overwrite a newer run's outcome. A claim is identified by its attempt number.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
@@ -29,25 +31,37 @@ def _owned(claim: Claim):
 
 
 def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
-    """Move a queued job to running; None if it is not queued (someone else has it)."""
+    """Move a queued job to running; None if it is not queued or waits out a backoff."""
     attempt = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == js.QUEUED)
+        .where(
+            Job.id == job_id,
+            Job.status == js.QUEUED,
+            or_(Job.run_after.is_(None), Job.run_after <= func.now()),
+        )
         .values(
             status=js.RUNNING,
             stage=js.STAGE_LOADING,
             attempts=Job.attempts + 1,
             started_at=func.now(),
-            error_code=None,
-            error_message=None,
+            heartbeat_at=func.now(),
+            run_after=None,
         )
         .returning(Job.attempts)
     ).scalar_one_or_none()
     return None if attempt is None else Claim(job_id=job_id, attempt=attempt)
 
 
+def heartbeat(*, session: Session, claim: Claim) -> bool:
+    """Renew the claim's lease; False once the claim is lost."""
+    result = session.execute(update(Job).where(_owned(claim)).values(heartbeat_at=func.now()))
+    return result.rowcount == 1
+
+
 def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
-    result = session.execute(update(Job).where(_owned(claim)).values(stage=stage))
+    result = session.execute(
+        update(Job).where(_owned(claim)).values(stage=stage, heartbeat_at=func.now())
+    )
     return result.rowcount == 1
 
 
@@ -65,6 +79,8 @@ def succeed_job(
         "stage": None,
         "finished_at": func.now(),
         "upstream_timings": timings,
+        "error_code": None,
+        "error_message": None,
     }
     if model_id is not None:
         values["model_id"] = model_id
@@ -81,6 +97,7 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
         .where(_owned(claim))
         .values(
             status=js.FAILED,
+            stage=None,
             finished_at=func.now(),
             error_code=code,
             error_message=message,
@@ -89,11 +106,33 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
     return updated.rowcount == 1
 
 
-def requeue_job(*, session: Session, claim: Claim, code: str, message: str) -> bool:
-    """Hand a job back to the queue after a transient fault, keeping the fault visible."""
+def requeue_job(*, session: Session, claim: Claim, code: str, message: str, delay_s: float) -> bool:
+    """Hand a job back after a transient fault, to run again after `delay_s`."""
     updated = session.execute(
         update(Job)
         .where(_owned(claim))
-        .values(status=js.QUEUED, stage=None, error_code=code, error_message=message)
+        .values(
+            status=js.QUEUED,
+            stage=None,
+            error_code=code,
+            error_message=message,
+            run_after=datetime.now(UTC) + timedelta(seconds=delay_s),
+        )
+    )
+    return updated.rowcount == 1
+
+
+def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
+    """Cancel a job that has not finished; False if it already had."""
+    updated = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([js.QUEUED, js.RUNNING]))
+        .values(
+            status=js.CANCELED,
+            stage=None,
+            finished_at=func.now(),
+            error_code="canceled",
+            error_message="The job was canceled by its owner.",
+        )
     )
     return updated.rowcount == 1

@@ -12,7 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
-from shared.errors import ModelNotFound, NotFound, ResultNotAvailable, ValidationFailed
+from shared.errors import (
+    JobAlreadyFinished,
+    JobCanceled,
+    ModelNotFound,
+    NotFound,
+    ResultNotAvailable,
+    ValidationFailed,
+)
+from shared.job_lifecycle import cancel_job
 from shared.limits import check_test_limits, check_train_limits
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import (
@@ -243,12 +251,24 @@ def list_jobs(
     return list(session.scalars(query))
 
 
+def cancel(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
+    job = get_job(session=session, user=user, job_id=job_id)
+    if not cancel_job(session=session, job_id=job.id):
+        raise JobAlreadyFinished(
+            f"Job {job_id} has already finished ({job.status}).", job_status=job.status
+        )
+    session.refresh(job)
+    return job
+
+
 def get_result(*, session: Session, user: User, job_id: uuid.UUID) -> dict[str, Any]:
     job = get_job(session=session, user=user, job_id=job_id)
     data = session.get(JobData, job.id)
     if job.status != js.SUCCEEDED or data is None or data.result is None:
         if job.status == js.SUCCEEDED:
             raise NotFound(f"The result of job {job_id} has expired and was deleted.")
+        if job.status == js.CANCELED:
+            raise JobCanceled(f"Job {job_id} was canceled; it has no result.")
         raise ResultNotAvailable(
             f"Job {job_id} is {job.status}; its result is available once it has succeeded.",
             job_status=job.status,

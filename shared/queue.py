@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 RUN_JOB = "jobs.run"
 SWEEP = "jobs.sweep"
+RETENTION = "data.retention"
 
 
 @lru_cache
@@ -33,7 +34,14 @@ def get_celery() -> Celery:
         worker_prefetch_multiplier=1,
         # Longer than any job may run, so Redis does not redeliver a live job.
         broker_transport_options={"visibility_timeout": int(settings.running_timeout_s) + 600},
+        # A run that outlives RUNNING_TIMEOUT_S gets SoftTimeLimitExceeded (the job
+        # fails with time_limit_exceeded); one that ignores it is killed 30 s later.
+        task_soft_time_limit=settings.running_timeout_s,
+        task_time_limit=settings.running_timeout_s + 30,
         broker_connection_retry_on_startup=True,
+        # Keep running jobs when the broker connection drops: their results land in
+        # Postgres either way, and the claim makes a redelivery harmless.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # A submit must not hang on a dead broker: give up fast, the sweeper resends.
         task_publish_retry_policy={
             "max_retries": 2,
@@ -47,6 +55,7 @@ def get_celery() -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": SWEEP, "schedule": settings.sweeper_interval_s},
+            "retention": {"task": RETENTION, "schedule": settings.retention_interval_s},
         },
     )
     return app

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
 
 from shared import job_states as js
@@ -31,6 +32,7 @@ from shared.job_lifecycle import (
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import decode_table, split_train
 from shared.security import decrypt_secret
+from worker.heartbeat import heartbeating
 from worker.upstream import TabPFNUpstream, as_list, classify_fault
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,14 @@ def _load(claim: Claim) -> _Loaded:
         )
 
 
+class ClaimLost(Exception):
+    """The job was canceled or handed to another run while this one worked."""
+
+
 def _stage(claim: Claim, stage: str) -> None:
     with session_scope() as session:
-        set_stage(session=session, claim=claim, stage=stage)
+        if not set_stage(session=session, claim=claim, stage=stage):
+            raise ClaimLost
 
 
 def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[FittedModel, dict]:
@@ -217,9 +224,8 @@ def _execute(claim: Claim, loaded: _Loaded) -> None:
             timings=timings,
         )
         if not stored:
-            # Our claim was taken over (the sweeper re-queued us): drop this run's writes.
             session.rollback()
-            log.warning("job %s: claim lost before storing; result discarded", job.id)
+            raise ClaimLost
 
 
 def run_job(job_id: uuid.UUID) -> RunOutcome:
@@ -230,7 +236,20 @@ def run_job(job_id: uuid.UUID) -> RunOutcome:
         return RunOutcome()
     log.info("job %s: claimed (attempt %d)", job_id, claim.attempt)
     try:
-        _execute(claim, _load(claim))
+        with heartbeating(claim):
+            _execute(claim, _load(claim))
+    except ClaimLost:
+        # Canceled, or re-queued by the sweeper: this run's outcome is not wanted.
+        log.info("job %s: claim lost (canceled or taken over); outcome discarded", job_id)
+        return RunOutcome()
+    except SoftTimeLimitExceeded:
+        return _finish_failed(
+            claim,
+            ServiceError(
+                "The job ran longer than this service allows (RUNNING_TIMEOUT_S) and was stopped."
+            ),
+            code="time_limit_exceeded",
+        )
     except Exception as exc:
         return _handle_failure(claim, exc)
     log.info("job %s: succeeded", job_id)
@@ -253,12 +272,19 @@ def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
         log.exception("job %s: unexpected error", claim.job_id)
         error = ServiceError("The job failed on an unexpected error; it has been logged.")
         transient = False
+    if transient and claim.attempt < get_settings().max_attempts:
+        delay = retry_delay(claim.attempt)
+        with session_scope() as session:
+            requeued = requeue_job(
+                session=session, claim=claim, code=error.code, message=error.message, delay_s=delay
+            )
+        log.warning("job %s: %s; retry in %.1fs", claim.job_id, error.code, delay)
+        return RunOutcome(retry_in_s=delay if requeued else None)
+    return _finish_failed(claim, error, code=error.code)
+
+
+def _finish_failed(claim: Claim, error: ServiceError, *, code: str) -> RunOutcome:
     with session_scope() as session:
-        if transient and claim.attempt < get_settings().max_attempts:
-            requeue_job(session=session, claim=claim, code=error.code, message=error.message)
-            delay = retry_delay(claim.attempt)
-            log.warning("job %s: %s; retry in %.1fs", claim.job_id, error.code, delay)
-            return RunOutcome(retry_in_s=delay)
-        fail_job(session=session, claim=claim, code=error.code, message=error.message)
-    log.warning("job %s: failed with %s", claim.job_id, error.code)
+        fail_job(session=session, claim=claim, code=code, message=error.message)
+    log.warning("job %s: failed with %s", claim.job_id, code)
     return RunOutcome()

@@ -1,9 +1,12 @@
-"""Repair what a crash between commit and enqueue, or a lost worker, left behind.
+"""Repair what crashes leave behind. Postgres is the source of truth.
 
-Postgres is the source of truth: a job still `queued` long after it was
-created is sent again (a duplicate delivery is harmless, the claim is atomic);
-a `running` job past RUNNING_TIMEOUT_S lost its worker and is handed back, or
-failed once its attempts are spent.
+- A `running` job whose heartbeat is older than LEASE_TIMEOUT_S lost its
+  worker (killed, or cut off from the database): it is queued again, or failed
+  with `worker_lost` once MAX_ATTEMPTS runs are spent, so a job that keeps
+  killing workers ends instead of looping.
+- A `queued` job untouched for QUEUED_TIMEOUT_S lost its message (a crash
+  between commit and enqueue, or Redis lost it): it is sent again. A duplicate
+  message is harmless, because claiming a job is atomic.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, update
 
 from shared import job_states as js
 from shared.config import get_settings
@@ -22,37 +25,51 @@ from shared.queue import enqueue_job
 log = logging.getLogger(__name__)
 
 
-def sweep() -> None:
+def sweep() -> int:
+    """Run one sweep; returns how many jobs were sent to the workers."""
     settings = get_settings()
     now = datetime.now(UTC)
     with session_scope() as session:
         abandoned = update(Job).where(
             Job.status == js.RUNNING,
-            Job.updated_at < now - timedelta(seconds=settings.running_timeout_s),
+            Job.heartbeat_at < now - timedelta(seconds=settings.lease_timeout_s),
         )
-        session.execute(
+        failed = session.execute(
             abandoned.where(Job.attempts >= settings.max_attempts).values(
                 status=js.FAILED,
+                stage=None,
                 finished_at=now,
                 error_code="worker_lost",
-                error_message="The job's worker stopped responding on every attempt.",
+                error_message=(
+                    f"The job's worker stopped on each of its {settings.max_attempts} attempts."
+                ),
             )
-        )
-        session.execute(
-            abandoned.where(Job.attempts < settings.max_attempts).values(
-                status=js.QUEUED, stage=None
-            )
-        )
+        ).rowcount
+        recovered = session.scalars(
+            abandoned.where(Job.attempts < settings.max_attempts)
+            .values(status=js.QUEUED, stage=None, run_after=None, updated_at=now)
+            .returning(Job.id)
+        ).all()
         stale = session.scalars(
-            select(Job.id).where(
+            update(Job)
+            .where(
                 Job.status == js.QUEUED,
                 Job.updated_at < now - timedelta(seconds=settings.queued_timeout_s),
+                or_(Job.run_after.is_(None), Job.run_after <= now),
             )
+            # Touched, so the next sweep waits a full timeout before resending.
+            .values(updated_at=now)
+            .returning(Job.id)
         ).all()
-        # Touch them so the next sweep waits a full timeout before resending.
-        if stale:
-            session.execute(update(Job).where(Job.id.in_(stale)).values(updated_at=now))
-    for job_id in stale:
+    # Recovered runs were just touched, so they are never among the stale ones too.
+    to_send = [*recovered, *stale]
+    for job_id in to_send:
         enqueue_job(job_id)
-    if stale:
-        log.info("sweeper re-enqueued %d job(s)", len(stale))
+    if failed or to_send:
+        log.info(
+            "sweeper: %d lost run(s) queued again, %d failed for good, %d message(s) resent",
+            len(recovered),
+            failed,
+            len(stale),
+        )
+    return len(to_send)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import uuid
 
-from shared.queue import RUN_JOB, SWEEP, enqueue_job, get_celery
+from shared.queue import RETENTION, RUN_JOB, SWEEP, enqueue_job, get_celery
+from worker.retention import purge_expired_data
 from worker.runner import run_job
 from worker.sweeper import sweep
 
@@ -17,10 +18,16 @@ app = get_celery()
 def run_job_task(job_id: str) -> None:
     outcome = run_job(uuid.UUID(job_id))
     if outcome.retry_in_s is not None:
-        # The job row is queued again; a countdown send is the backoff.
+        # The job row is queued again with run_after set; this is its wake-up call.
+        # Should the message be lost, the sweeper sends another.
         enqueue_job(uuid.UUID(job_id), countdown=outcome.retry_in_s)
 
 
 @app.task(name=SWEEP)
 def sweep_task() -> None:
     sweep()
+
+
+@app.task(name=RETENTION)
+def retention_task() -> None:
+    purge_expired_data()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentUser, SessionDep
@@ -20,14 +22,16 @@ from api.schemas import (
     PredictRequest,
 )
 from shared import jobs
-from shared.models import Job
+from shared.idempotency import create_once, fingerprint
+from shared.models import Job, User
 from shared.queue import enqueue_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "unauthorized"},
-    422: {"model": ErrorOut, "description": "validation_error"},
+    409: {"model": ErrorOut, "description": "idempotency_conflict"},
+    422: {"model": ErrorOut, "description": "validation_error or limit_exceeded"},
 }
 
 
@@ -52,11 +56,37 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def _accept(session: Session, job: Job) -> JobOut:
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Retry-safe submits: the same key and body return the first job.",
+    ),
+]
+
+
+def _accept(
+    session: Session,
+    user: User,
+    response: Response,
+    *,
+    key: str | None,
+    route: str,
+    body: BaseModel,
+    create: Callable[[], Job],
+) -> JobOut:
+    request_hash = fingerprint(route, body.model_dump(mode="json"))
+    job, created = create_once(
+        session=session, user=user, key=key, request_hash=request_hash, create=create
+    )
     # Enqueue only after the row is committed, so a worker always finds it.
     session.commit()
     session.refresh(job)
-    enqueue_job(job.id)
+    if created:
+        enqueue_job(job.id)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
     return job_out(job)
 
 
@@ -65,18 +95,26 @@ def _url(value: Any) -> str | None:
 
 
 @router.post("/fit", status_code=status.HTTP_202_ACCEPTED, summary="Fit a model", responses=_ERRORS)
-def submit_fit(body: FitRequest, session: SessionDep, user: CurrentUser) -> JobOut:
-    job = jobs.create_fit_job(
-        session=session,
-        user=user,
-        task=body.task,
-        X=body.train.X,
-        y=body.train.y,
-        columns=body.train.columns,
-        options=body.options,
-        callback_url=_url(body.callback_url),
-    )
-    return _accept(session, job)
+def submit_fit(
+    body: FitRequest,
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    def create() -> Job:
+        return jobs.create_fit_job(
+            session=session,
+            user=user,
+            task=body.task,
+            X=body.train.X,
+            y=body.train.y,
+            columns=body.train.columns,
+            options=body.options,
+            callback_url=_url(body.callback_url),
+        )
+
+    return _accept(session, user, response, key=key, route="fit", body=body, create=create)
 
 
 @router.post(
@@ -85,18 +123,26 @@ def submit_fit(body: FitRequest, session: SessionDep, user: CurrentUser) -> JobO
     summary="Predict with a fitted model",
     responses={**_ERRORS, 404: {"model": ErrorOut, "description": "model_not_found"}},
 )
-def submit_predict(body: PredictRequest, session: SessionDep, user: CurrentUser) -> JobOut:
-    job = jobs.create_predict_job(
-        session=session,
-        user=user,
-        model_id=body.model_id,
-        X=body.X,
-        columns=body.columns,
-        output=body.output,
-        quantiles=body.quantiles,
-        callback_url=_url(body.callback_url),
-    )
-    return _accept(session, job)
+def submit_predict(
+    body: PredictRequest,
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    def create() -> Job:
+        return jobs.create_predict_job(
+            session=session,
+            user=user,
+            model_id=body.model_id,
+            X=body.X,
+            columns=body.columns,
+            output=body.output,
+            quantiles=body.quantiles,
+            callback_url=_url(body.callback_url),
+        )
+
+    return _accept(session, user, response, key=key, route="predict", body=body, create=create)
 
 
 @router.post(
@@ -105,22 +151,30 @@ def submit_predict(body: PredictRequest, session: SessionDep, user: CurrentUser)
     summary="Fit and predict in one job",
     responses=_ERRORS,
 )
-def submit_fit_predict(body: FitPredictRequest, session: SessionDep, user: CurrentUser) -> JobOut:
-    job = jobs.create_fit_predict_job(
-        session=session,
-        user=user,
-        task=body.task,
-        X=body.train.X,
-        y=body.train.y,
-        columns=body.train.columns,
-        test_X=body.test.X,
-        test_columns=body.test.columns,
-        options=body.options,
-        output=body.output,
-        quantiles=body.quantiles,
-        callback_url=_url(body.callback_url),
-    )
-    return _accept(session, job)
+def submit_fit_predict(
+    body: FitPredictRequest,
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    def create() -> Job:
+        return jobs.create_fit_predict_job(
+            session=session,
+            user=user,
+            task=body.task,
+            X=body.train.X,
+            y=body.train.y,
+            columns=body.train.columns,
+            test_X=body.test.X,
+            test_columns=body.test.columns,
+            options=body.options,
+            output=body.output,
+            quantiles=body.quantiles,
+            callback_url=_url(body.callback_url),
+        )
+
+    return _accept(session, user, response, key=key, route="fit-predict", body=body, create=create)
 
 
 @router.get("", summary="List your jobs, newest first")
@@ -146,6 +200,20 @@ def list_jobs(
 )
 def get_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> JobOut:
     return job_out(jobs.get_job(session=session, user=user, job_id=job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    summary="Cancel a job",
+    responses={
+        404: {"model": ErrorOut, "description": "not_found"},
+        409: {"model": ErrorOut, "description": "job_already_finished"},
+    },
+)
+def cancel_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> JobOut:
+    """A queued job is canceled at once and never runs. A running job is marked
+    canceled now; its worker stops at its next step and its outcome is discarded."""
+    return job_out(jobs.cancel(session=session, user=user, job_id=job_id))
 
 
 @router.get(
