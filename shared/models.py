@@ -83,7 +83,7 @@ class FittedModel(Base):
     upstream_model_id: Mapped[str] = mapped_column(String(64), nullable=False)
     columns: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
     # Classes in the user's label type, sorted as the upstream orders probabilities.
-    classes: Mapped[list[Any] | None] = mapped_column(JSONB)
+    classes: Mapped[list[Any] | None] = mapped_column(JSONB(none_as_null=True))
     n_rows: Mapped[int] = mapped_column(Integer, nullable=False)
     n_features: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = _created_at()
@@ -115,7 +115,7 @@ class Job(Base):
     run_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
-    upstream_timings: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    upstream_timings: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created_at()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -155,4 +155,5 @@ class JobData(Base):
     train_parquet: Mapped[bytes | None] = mapped_column(LargeBinary)
     test_parquet: Mapped[bytes | None] = mapped_column(LargeBinary)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # none_as_null: a deleted result is SQL NULL, not the JSON value null.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))

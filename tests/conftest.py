@@ -13,7 +13,7 @@ from tests.services import Services, create_database, drop_database, find_servic
 from tests.stack import Stack, base_env, free_port, start, wait_http
 
 # Tokens the emulator accepts: one TabPFN account each.
-TOKENS = ["demo-token", "alice-token", "bob-token", "carol-token"]
+TOKENS = ["demo-token", "alice-token", "bob-token", "carol-token", "dave-token"]
 SECRET_KEY = "test-secret-key-not-for-production"
 
 
