@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.routers import auth, health, jobs, models, usage
+from shared.config import get_settings
 
 PREFIX = "/api/v1"
 
@@ -21,6 +23,12 @@ Every error is `{"detail": "...", "code": "stable_code"}`.
 def create_app() -> FastAPI:
     app = FastAPI(title="TabPFN API", version="0.1.0", description=DESCRIPTION)
     install_error_handlers(app)
+    settings = get_settings()
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_json_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     for router in (auth.router, jobs.router, models.router, usage.router, health.router):
         app.include_router(router, prefix=PREFIX)
     # Probes of orchestrators expect the bare paths too.

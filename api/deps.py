@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
 from shared.errors import Unauthorized
 from shared.models import User
+from shared.rate_limit import check_bad_auth_brake, check_key_rate, record_bad_auth
 from shared.users import authenticate
 
 
@@ -29,12 +30,22 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from POST /auth/s
 
 
 def get_current_user(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    client_ip = request.client.host if request.client else "unknown"
+    check_bad_auth_brake(client_ip)
     if credentials is None:
         raise Unauthorized("Send your API key as 'Authorization: Bearer <api_key>'.")
-    return authenticate(session=session, api_key=credentials.credentials)
+    try:
+        user, key_id = authenticate(session=session, api_key=credentials.credentials)
+    except Unauthorized:
+        record_bad_auth(client_ip)
+        raise
+    check_key_rate(key_id)
+    request.state.api_key_id = key_id
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

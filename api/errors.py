@@ -34,7 +34,10 @@ def _where(loc: tuple) -> str:
 
 
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-    return _error(exc.status_code, exc.code, exc.message, **exc.extra)
+    response = _error(exc.status_code, exc.code, exc.message, **exc.extra)
+    if "retry_after" in exc.extra:
+        response.headers["Retry-After"] = str(exc.extra["retry_after"])
+    return response
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,15 +18,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SetupRequest(_Strict):
-    tabpfn_token: str = Field(min_length=1, max_length=4096)
-
-
 class SetupResponse(BaseModel):
     api_key: str
     key_id: str
     user_id: uuid.UUID
     webhook_secret: str
+
+
+class TokenRequest(_Strict):
+    tabpfn_token: str = Field(min_length=1, max_length=4096)
+
+
+SetupRequest = TokenRequest
+
+
+class NewKeyResponse(BaseModel):
+    api_key: str
+    key_id: str
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class MeOut(BaseModel):
+    user_id: uuid.UUID
+    created_at: datetime
+    key_id: str = Field(description="The id of the API key this request used.")
+    active_keys: int
 
 
 class TrainData(_Strict):

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = 50 * 1024 * 1024
     max_upload_bytes: int = 500 * 1024 * 1024
 
+    # Requests per minute one API key may make (0: no limit).
+    rate_limit_per_minute: int = 600
+    # Invalid API keys per minute one client address may send before it is refused.
+    bad_auth_per_minute: int = 30
     # How long a successful API key verification is trusted before bcrypt runs again.
     api_key_cache_s: float = 60.0
     # Long-poll cap for GET /jobs/{id}?wait=S.

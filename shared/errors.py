@@ -50,6 +50,10 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class LastActiveKey(Conflict):
+    code = "last_active_key"
+
+
 class ResultNotAvailable(Conflict):
     code = "result_not_available"
 
@@ -64,6 +68,16 @@ class JobAlreadyFinished(Conflict):
 
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
 
 
 class UpstreamAuthFailed(ServiceError):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
-from shared.errors import Unauthorized
+from shared.errors import LastActiveKey, NotFound, Unauthorized
 from shared.models import ApiKey, User
 from shared.security import (
+    NewApiKey,
     VerifiedKeyCache,
     encrypt_secret,
     new_api_key,
@@ -42,16 +43,14 @@ def register_user(*, session: Session, tabpfn_token: str) -> Registration:
     )
     session.add(user)
     session.flush()
-    key = new_api_key()
-    session.add(ApiKey(id=key.key_id, user_id=user.id, key_hash=key.key_hash))
-    session.flush()
+    key = create_api_key(session=session, user=user)
     return Registration(
         user=user, key_id=key.key_id, api_key=key.api_key, webhook_secret=webhook_secret
     )
 
 
-def authenticate(*, session: Session, api_key: str) -> User:
-    """The user owning `api_key`, or Unauthorized.
+def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
+    """The user owning `api_key` and the key's id, or Unauthorized.
 
     The key's row is read on every request, so a revoked key stops working at
     once; only the bcrypt comparison is skipped for recently verified keys.
@@ -71,4 +70,35 @@ def authenticate(*, session: Session, api_key: str) -> User:
     # A write on every request would cost more than the knowledge is worth.
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         row.last_used_at = now
-    return user
+    return user, row.id
+
+
+def create_api_key(*, session: Session, user: User) -> NewApiKey:
+    key = new_api_key()
+    session.add(ApiKey(id=key.key_id, user_id=user.id, key_hash=key.key_hash))
+    session.flush()
+    return key
+
+
+def list_api_keys(*, session: Session, user: User) -> list[ApiKey]:
+    query = select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at)
+    return list(session.scalars(query))
+
+
+def revoke_api_key(*, session: Session, user: User, key_id: str) -> None:
+    """Revoke at once: every API process reads the key's row on each request."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.user_id != user.id or row.revoked_at is not None:
+        raise NotFound(f"No active API key {key_id}.")
+    active = session.scalar(
+        select(func.count()).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+    )
+    if active <= 1:
+        raise LastActiveKey("This is your last active API key; create another before revoking it.")
+    row.revoked_at = datetime.now(UTC)
+
+
+def replace_tabpfn_token(*, session: Session, user: User, tabpfn_token: str) -> None:
+    """Store a new TabPFN token for the user, once the upstream accepts it."""
+    verify_tabpfn_token(tabpfn_token)
+    user.tabpfn_token_encrypted = encrypt_secret(tabpfn_token)

@@ -61,6 +61,7 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
         MAX_ATTEMPTS="3",
         UPSTREAM_CALL_TIMEOUT_S="3",
         UPSTREAM_SETTINGS_TTL_S="0",
+        MAX_REQUEST_BYTES="2000000",
         # tabpfn-client caches tokens under HOME: keep it away from the real one.
         HOME=str(tmp_path_factory.mktemp("home")),
     )

@@ -1,32 +1,94 @@
-"""Sign-up: trade a TabPFN token for an API key."""
+"""Sign-up with a TabPFN token, API keys, and the stored token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
 
-from api.deps import SessionDep
-from api.schemas import ErrorOut, SetupRequest, SetupResponse
-from shared.users import register_user
+from api.deps import CurrentUser, SessionDep
+from api.schemas import (
+    ApiKeyOut,
+    ErrorOut,
+    MeOut,
+    NewKeyResponse,
+    SetupRequest,
+    SetupResponse,
+    TokenRequest,
+)
+from shared import users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+_UPSTREAM_ERRORS = {
+    401: {"model": ErrorOut, "description": "upstream_auth_failed: TabPFN rejected the token"},
+    503: {"model": ErrorOut, "description": "upstream_unavailable: TabPFN unreachable"},
+}
 
 
 @router.post(
     "/setup",
     status_code=status.HTTP_201_CREATED,
     summary="Register a TabPFN token and receive an API key",
-    responses={
-        401: {"model": ErrorOut, "description": "upstream_auth_failed: TabPFN rejected the token"},
-        503: {"model": ErrorOut, "description": "upstream_unavailable: TabPFN unreachable"},
-    },
+    responses=_UPSTREAM_ERRORS,
 )
 def setup(body: SetupRequest, session: SessionDep) -> SetupResponse:
     """The token is verified with TabPFN first, then stored encrypted. The API key and
     webhook secret are shown only in this response: keep them."""
-    registration = register_user(session=session, tabpfn_token=body.tabpfn_token)
+    registration = users.register_user(session=session, tabpfn_token=body.tabpfn_token)
     return SetupResponse(
         api_key=registration.api_key,
         key_id=registration.key_id,
         user_id=registration.user.id,
         webhook_secret=registration.webhook_secret,
+    )
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED, summary="Create another API key")
+def create_key(session: SessionDep, user: CurrentUser) -> NewKeyResponse:
+    """The new key is shown only in this response."""
+    key = users.create_api_key(session=session, user=user)
+    return NewKeyResponse(api_key=key.api_key, key_id=key.key_id)
+
+
+@router.get("/keys", summary="List your API keys (ids and dates, never the keys)")
+def list_keys(session: SessionDep, user: CurrentUser) -> list[ApiKeyOut]:
+    return [
+        ApiKeyOut.model_validate(k, from_attributes=True)
+        for k in users.list_api_keys(session=session, user=user)
+    ]
+
+
+@router.delete(
+    "/keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke an API key, at once",
+    responses={
+        404: {"model": ErrorOut, "description": "not_found"},
+        409: {"model": ErrorOut, "description": "last_active_key"},
+    },
+)
+def revoke_key(key_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    users.revoke_api_key(session=session, user=user, key_id=key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put(
+    "/tabpfn-token",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Replace your stored TabPFN token",
+    responses=_UPSTREAM_ERRORS,
+)
+def replace_token(body: TokenRequest, session: SessionDep, user: CurrentUser) -> Response:
+    """Verified with TabPFN first; jobs that run from now on use the new token."""
+    users.replace_tabpfn_token(session=session, user=user, tabpfn_token=body.tabpfn_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", summary="Who the API key belongs to")
+def me(request: Request, session: SessionDep, user: CurrentUser) -> MeOut:
+    keys = users.list_api_keys(session=session, user=user)
+    return MeOut(
+        user_id=user.id,
+        created_at=user.created_at,
+        key_id=request.state.api_key_id,
+        active_keys=sum(k.revoked_at is None for k in keys),
     )
