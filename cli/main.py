@@ -74,6 +74,14 @@ def run_flower(args: argparse.Namespace) -> None:
     )
 
 
+def run_rotate_secret(_: argparse.Namespace) -> None:
+    get_settings().require("DATABASE_URL", "SECRET_KEY")
+    from shared.secret_rotation import rotate_stored_secrets
+
+    count = rotate_stored_secrets()
+    print(f"Re-encrypted the secrets of {count} user(s) with the first key of SECRET_KEY.")
+
+
 def run_emulator(args: argparse.Namespace) -> None:
     from emulator.app import serve
 
@@ -103,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     add("beat", run_beat, "run the periodic scheduler (sweeper)")
     add("flower", run_flower, "run Flower behind basic auth", port=5555)
     add("migrate", run_migrate, "upgrade the database schema to head")
+    add("rotate-secret", run_rotate_secret, "re-encrypt stored tokens with the first SECRET_KEY")
     add("emulator", run_emulator, "run the local TabPFN-compatible server", port=8080)
     dev = add("dev", run_dev, "run everything on this machine", port=8000)
     dev.add_argument("--workers", type=int, default=2, help="worker processes")

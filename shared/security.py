@@ -105,6 +105,16 @@ def encrypt_secret(plaintext: str) -> bytes:
     return _cipher().encrypt(plaintext.encode())
 
 
+def reencrypt_secret(ciphertext: bytes) -> bytes:
+    """The same secret encrypted with the first SECRET_KEY (for key rotation)."""
+    try:
+        return _cipher().rotate(ciphertext)
+    except InvalidToken as exc:
+        raise RuntimeError(
+            "A stored secret could not be decrypted with any key in SECRET_KEY."
+        ) from exc
+
+
 def decrypt_secret(ciphertext: bytes) -> str:
     try:
         return _cipher().decrypt(ciphertext).decode()
