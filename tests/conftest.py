@@ -54,7 +54,8 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
         SECRET_KEY=SECRET_KEY,
         TABPFN_API_URL=emulator_url,
         EMULATOR_TOKENS=",".join(TOKENS),
-        LOG_LEVEL="INFO",
+        # DEBUG: the test that searches every log line for secrets sees the most.
+        LOG_LEVEL="DEBUG",
         # Fault tests need retries in seconds, not minutes, and limits that follow
         # the emulator's knobs at once.
         RETRY_BACKOFF_S="1",
@@ -113,10 +114,15 @@ def emulator_knobs(stack: Stack) -> Iterator:
     httpx.patch(url, json={**original, "revoked_tokens": []}).raise_for_status()
 
 
+# Every secret the suite was handed, for the test that searches logs and data for them.
+ISSUED_SECRETS: list[str] = []
+
+
 def register(api: httpx.Client, token: str = "demo-token") -> dict[str, str]:
     """Sign up with a TabPFN token; returns the Authorization header to use."""
     response = api.post("/auth/setup", json={"tabpfn_token": token})
     assert response.status_code == 201, response.text
+    ISSUED_SECRETS.extend([response.json()["api_key"], response.json()["webhook_secret"]])
     return {"Authorization": f"Bearer {response.json()['api_key']}"}
 
 
