@@ -26,7 +26,8 @@ class SetupResponse(BaseModel):
 
 
 class TokenRequest(_Strict):
-    tabpfn_token: str = Field(min_length=1, max_length=4096)
+    # Printable ASCII without spaces: a token travels in an HTTP header.
+    tabpfn_token: str = Field(min_length=1, max_length=4096, pattern=r"^[!-~]+$")
 
 
 SetupRequest = TokenRequest

@@ -51,6 +51,13 @@ def test_replacing_the_tabpfn_token_verifies_it_first(api):
     assert usage.status_code == 200
 
 
+def test_a_token_that_cannot_travel_in_a_header_is_422(api):
+    # Found by the fuzzer: such a token used to reach httpx and fail as a 500.
+    for token in ["tok\nen", "tök", "two words"]:
+        response = api.post("/auth/setup", json={"tabpfn_token": token})
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+
+
 def test_body_over_max_request_bytes_is_413_before_it_is_read(api, stack):
     headers = register(api)
     big = b'{"task": "classification", "train": {"X": [' + b"[1.0]," * 400_000 + b"[1.0]]}}"
