@@ -59,6 +59,7 @@ def test_a_wrong_secret_with_a_real_key_id_is_refused(api):
 
 BAD_FITS = {
     "not-json": None,
+    "wrong-content-type": "form",
     "unknown-task": {"task": "clustering", "train": GOOD_TRAIN},
     "missing-train": {"task": "classification"},
     "unknown-field": {"task": "classification", "train": GOOD_TRAIN, "colour": "blue"},
@@ -66,6 +67,11 @@ BAD_FITS = {
     "length-mismatch": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a"]}},
     "empty": {"task": "classification", "train": {"X": [], "y": []}},
     "object-cell": {"task": "classification", "train": {"X": [[{"a": 1}], [2]], "y": ["a", "b"]}},
+    "list-cell": {"task": "classification", "train": {"X": [[[1, 2]], [2]], "y": ["a", "b"]}},
+    # Python's JSON (and so the API) reads the non-standard tokens Infinity and NaN.
+    "infinite-cell": b'{"task": "regression", "train": {"X": [[Infinity], [2]], "y": [1, 2]}}',
+    "nan-target": b'{"task": "regression", "train": {"X": [[1], [2]], "y": [1.0, NaN]}}',
+    "object-target": {"task": "classification", "train": {"X": [[1], [2]], "y": [{}, "b"]}},
     "null-target": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", None]}},
     "single-class": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "a"]}},
     "text-regression": {"task": "regression", "train": {"X": [[1], [2]], "y": ["a", "b"]}},
@@ -89,6 +95,12 @@ def test_malformed_fit_is_422_and_stores_nothing(api, body):
             content=b"{not json",
             headers={**headers, "content-type": "application/json"},
         )
+    elif isinstance(body, bytes):
+        response = api.post(
+            "/jobs/fit", content=body, headers={**headers, "content-type": "application/json"}
+        )
+    elif body == "form":
+        response = api.post("/jobs/fit", data={"task": "classification"}, headers=headers)
     else:
         response = api.post("/jobs/fit", json=body, headers=headers)
     assert response.status_code == 422, response.text
