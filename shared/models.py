@@ -157,3 +157,41 @@ class JobData(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     # none_as_null: a deleted result is SQL NULL, not the JSON value null.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+
+
+class WebhookDelivery(Base):
+    """One event sent to a job's callback_url, with its retries.
+
+    `event_id` is the `webhook-id` header: stable across retries and
+    redeliveries, so receivers can drop duplicates.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    # pending (to send or retry), succeeded, failed (gave up or 410 Gone)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    attempted_at: Mapped[datetime] = _created_at()
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Why it failed, in a sentence; null when the receiver answered 2xx.
+    error: Mapped[str | None] = mapped_column(Text)
