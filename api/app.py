@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
-from api.routers import auth, health, jobs, models, usage
+from api.request_log import RequestLogMiddleware
+from api.routers import auth, health, jobs, metrics, models, usage, webhooks
 from shared.config import get_settings
 
 PREFIX = "/api/v1"
@@ -29,8 +30,19 @@ def create_app() -> FastAPI:
         max_json_bytes=settings.max_request_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
-    for router in (auth.router, jobs.router, models.router, usage.router, health.router):
+    # Outermost: it times and logs every request, refused ones included.
+    app.add_middleware(RequestLogMiddleware)
+    for router in (
+        auth.router,
+        jobs.router,
+        webhooks.router,
+        models.router,
+        usage.router,
+        health.router,
+        metrics.router,
+    ):
         app.include_router(router, prefix=PREFIX)
     # Probes of orchestrators expect the bare paths too.
     app.include_router(health.router, include_in_schema=False)
+    app.include_router(metrics.router, include_in_schema=False)
     return app

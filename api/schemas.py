@@ -155,3 +155,26 @@ class ModelOut(BaseModel):
 class ErrorOut(BaseModel):
     detail: str
     code: str
+
+
+class WebhookAttemptOut(BaseModel):
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's answer; null if none came.")
+    latency_ms: int
+    error: str | None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: uuid.UUID
+    webhook_id: str = Field(description="The webhook-id header: the same on every retry.")
+    event_type: str
+    url: str
+    status: Literal["pending", "succeeded", "failed"]
+    created_at: datetime
+    completed_at: datetime | None
+    next_attempt_at: datetime | None
+    attempts: list[WebhookAttemptOut]
+
+
+class WebhookSecretOut(BaseModel):
+    webhook_secret: str

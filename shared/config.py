@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = 120.0
 
     log_level: str = "INFO"
+    # text (human-readable lines) or json (one JSON object per line, for log shippers).
+    log_format: str = "text"
     flower_basic_auth: str | None = Field(default=None, repr=False)
     webhook_allow_private_targets: bool = False
     emulator_tokens: str = "demo-token"
@@ -73,7 +75,16 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key is remembered.
     idempotency_ttl_s: float = 24 * 3600.0
 
+    # Webhooks: seconds to wait for a receiver, and the delays before each retry
+    # (comma-separated seconds, jittered); after the last retry the delivery fails.
+    webhook_timeout_s: float = 15.0
+    webhook_retry_schedule_s: str = "5,30,120,600,1800,7200"
+
+    # The address clients reach this API at; webhook events link to it.
     public_url: str = "http://127.0.0.1:8000"
+
+    def webhook_retry_delays(self) -> list[float]:
+        return [float(d) for d in self.webhook_retry_schedule_s.split(",") if d.strip()]
 
     def secret_keys(self) -> list[str]:
         return [k.strip() for k in (self.secret_key or "").split(",") if k.strip()]

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared import job_states as js
 from shared.models import Job, JobData
+from shared.webhooks import record_job_event
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def succeed_job(
     if updated.rowcount != 1:
         return False
     session.execute(update(JobData).where(JobData.job_id == claim.job_id).values(result=result))
+    record_job_event(session=session, job_id=claim.job_id)
     return True
 
 
@@ -103,7 +105,10 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
             error_message=message,
         )
     )
-    return updated.rowcount == 1
+    if updated.rowcount != 1:
+        return False
+    record_job_event(session=session, job_id=claim.job_id)
+    return True
 
 
 def requeue_job(*, session: Session, claim: Claim, code: str, message: str, delay_s: float) -> bool:
@@ -135,4 +140,7 @@ def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
             error_message="The job was canceled by its owner.",
         )
     )
-    return updated.rowcount == 1
+    if updated.rowcount != 1:
+        return False
+    record_job_event(session=session, job_id=job_id)
+    return True

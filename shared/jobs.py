@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
+from shared.config import get_settings
 from shared.errors import (
     JobAlreadyFinished,
     JobCanceled,
@@ -31,6 +32,7 @@ from shared.payloads import (
     table_from_json,
 )
 from shared.tabpfn import load_client
+from shared.webhook_targets import check_target
 
 CLASSIFIER_OUTPUTS = ("labels", "probabilities")
 REGRESSOR_OUTPUTS = ("mean", "median", "quantiles")
@@ -105,6 +107,8 @@ def _new_job(
     train: pd.DataFrame | None,
     test: pd.DataFrame | None,
 ) -> Job:
+    if callback_url is not None:
+        check_target(callback_url, allow_private=get_settings().webhook_allow_private_targets)
     job = Job(
         id=uuid.uuid4(),
         user_id=user.id,

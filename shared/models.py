@@ -175,6 +175,8 @@ class WebhookDelivery(Base):
     event_id: Mapped[str] = mapped_column(String(64), nullable=False)
     event_type: Mapped[str] = mapped_column(String(32), nullable=False)
     url: Mapped[str] = mapped_column(Text, nullable=False)
+    # The JSON body, fixed when the event happens: retries send the same bytes.
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
     # pending (to send or retry), succeeded, failed (gave up or 410 Gone)
     status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 RUN_JOB = "jobs.run"
 SWEEP = "jobs.sweep"
 RETENTION = "data.retention"
+DELIVER_WEBHOOK = "webhooks.deliver"
+SWEEP_WEBHOOKS = "webhooks.sweep"
 
 
 @lru_cache
@@ -53,12 +55,30 @@ def get_celery() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
+        # Task events feed Flower: its dashboard and its /metrics (worker metrics).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         beat_schedule={
             "sweep": {"task": SWEEP, "schedule": settings.sweeper_interval_s},
             "retention": {"task": RETENTION, "schedule": settings.retention_interval_s},
+            "webhooks": {"task": SWEEP_WEBHOOKS, "schedule": settings.sweeper_interval_s},
         },
     )
     return app
+
+
+def _send(task: str, ident: uuid.UUID, countdown: float | None) -> bool:
+    try:
+        get_celery().send_task(task, args=[str(ident)], countdown=countdown)
+    except Exception:  # kombu raises many kinds; all mean "not sent"
+        log.warning("%s %s could not be enqueued; the sweeper will retry", task, ident)
+        return False
+    return True
+
+
+def enqueue_webhook(delivery_id: uuid.UUID, *, countdown: float | None = None) -> bool:
+    """Send a webhook delivery to the workers (its row is committed already)."""
+    return _send(DELIVER_WEBHOOK, delivery_id, countdown)
 
 
 def enqueue_job(job_id: uuid.UUID, *, countdown: float | None = None) -> bool:
@@ -67,9 +87,4 @@ def enqueue_job(job_id: uuid.UUID, *, countdown: float | None = None) -> bool:
     Called after the job's row committed. If this fails the job stays queued
     in Postgres and the sweeper sends it later, so the caller still answers 202.
     """
-    try:
-        get_celery().send_task(RUN_JOB, args=[str(job_id)], countdown=countdown)
-    except Exception:  # kombu raises many kinds; all mean "not sent"
-        log.warning("job %s could not be enqueued; the sweeper will retry", job_id)
-        return False
-    return True
+    return _send(RUN_JOB, job_id, countdown)

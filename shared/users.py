@@ -102,3 +102,9 @@ def replace_tabpfn_token(*, session: Session, user: User, tabpfn_token: str) -> 
     """Store a new TabPFN token for the user, once the upstream accepts it."""
     verify_tabpfn_token(tabpfn_token)
     user.tabpfn_token_encrypted = encrypt_secret(tabpfn_token)
+
+
+def rotate_webhook_secret(*, session: Session, user: User) -> str:
+    secret = new_webhook_secret()
+    user.webhook_secret_encrypted = encrypt_secret(secret)
+    return secret

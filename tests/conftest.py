@@ -63,6 +63,9 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
         UPSTREAM_CALL_TIMEOUT_S="3",
         UPSTREAM_SETTINGS_TTL_S="0",
         MAX_REQUEST_BYTES="2000000",
+        # Webhook receivers in tests listen on loopback; retries come fast.
+        WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
+        WEBHOOK_RETRY_SCHEDULE_S="0.5,1,2",
         # tabpfn-client caches tokens under HOME: keep it away from the real one.
         HOME=str(tmp_path_factory.mktemp("home")),
     )

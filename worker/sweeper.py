@@ -21,6 +21,7 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.models import Job
 from shared.queue import enqueue_job
+from shared.webhooks import record_job_event
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ def sweep() -> int:
             Job.status == js.RUNNING,
             Job.heartbeat_at < now - timedelta(seconds=settings.lease_timeout_s),
         )
-        failed = session.execute(
-            abandoned.where(Job.attempts >= settings.max_attempts).values(
+        failed = session.scalars(
+            abandoned.where(Job.attempts >= settings.max_attempts)
+            .values(
                 status=js.FAILED,
                 stage=None,
                 finished_at=now,
@@ -44,7 +46,10 @@ def sweep() -> int:
                     f"The job's worker stopped on each of its {settings.max_attempts} attempts."
                 ),
             )
-        ).rowcount
+            .returning(Job.id)
+        ).all()
+        for job_id in failed:
+            record_job_event(session=session, job_id=job_id)
         recovered = session.scalars(
             abandoned.where(Job.attempts < settings.max_attempts)
             .values(status=js.QUEUED, stage=None, run_after=None, updated_at=now)
@@ -69,7 +74,7 @@ def sweep() -> int:
         log.info(
             "sweeper: %d lost run(s) queued again, %d failed for good, %d message(s) resent",
             len(recovered),
-            failed,
+            len(failed),
             len(stale),
         )
     return len(to_send)

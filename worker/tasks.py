@@ -5,10 +5,20 @@ from __future__ import annotations
 import logging
 import uuid
 
-from shared.queue import RETENTION, RUN_JOB, SWEEP, enqueue_job, get_celery
+from shared.queue import (
+    DELIVER_WEBHOOK,
+    RETENTION,
+    RUN_JOB,
+    SWEEP,
+    SWEEP_WEBHOOKS,
+    enqueue_job,
+    enqueue_webhook,
+    get_celery,
+)
 from worker.retention import purge_expired_data
 from worker.runner import run_job
 from worker.sweeper import sweep
+from worker.webhooks import deliver, sweep_webhooks
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -31,3 +41,15 @@ def sweep_task() -> None:
 @app.task(name=RETENTION)
 def retention_task() -> None:
     purge_expired_data()
+
+
+@app.task(name=DELIVER_WEBHOOK)
+def deliver_webhook_task(delivery_id: str) -> None:
+    delay = deliver(uuid.UUID(delivery_id))
+    if delay is not None:
+        enqueue_webhook(uuid.UUID(delivery_id), countdown=delay)
+
+
+@app.task(name=SWEEP_WEBHOOKS)
+def sweep_webhooks_task() -> None:
+    sweep_webhooks()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 00:37:58.195251
+Create Date: 2026-11-22 00:38:30.239022
 """
 
 from collections.abc import Sequence
@@ -175,6 +175,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(length=64), nullable=False),
         sa.Column("event_type", sa.String(length=32), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),

@@ -13,6 +13,7 @@ from api.schemas import (
     SetupRequest,
     SetupResponse,
     TokenRequest,
+    WebhookSecretOut,
 )
 from shared import users
 
@@ -81,6 +82,16 @@ def replace_token(body: TokenRequest, session: SessionDep, user: CurrentUser) ->
     """Verified with TabPFN first; jobs that run from now on use the new token."""
     users.replace_tabpfn_token(session=session, user=user, tabpfn_token=body.tabpfn_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/webhook-secret",
+    status_code=status.HTTP_201_CREATED,
+    summary="Replace your webhook signing secret",
+)
+def rotate_webhook_secret(session: SessionDep, user: CurrentUser) -> WebhookSecretOut:
+    """Events from now on are signed with the new secret, shown only in this response."""
+    return WebhookSecretOut(webhook_secret=users.rotate_webhook_secret(session=session, user=user))
 
 
 @router.get("/me", summary="Who the API key belongs to")

@@ -1,0 +1,137 @@
+"""Webhook events of finished jobs: recorded with the state change, sent after commit.
+
+An event row is written in the same transaction that finishes the job, and
+its id is sent to the workers only once that transaction has committed (a
+SQLAlchemy `after_commit` hook), so a delivery never refers to a state that
+was rolled back. If the send is lost, `sweep_webhooks` finds the pending row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from shared import job_states as js
+from shared.config import get_settings
+from shared.errors import Conflict
+from shared.models import Job, WebhookAttempt, WebhookDelivery
+from shared.queue import enqueue_webhook
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = {
+    js.SUCCEEDED: "job.succeeded",
+    js.FAILED: "job.failed",
+    js.CANCELED: "job.canceled",
+}
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+_TO_SEND = "webhook_deliveries_to_send"
+
+
+def _payload(job: Job, event_type: str) -> str:
+    """The thin event: what happened and where to look, never the data itself."""
+    base = get_settings().public_url.rstrip("/")
+    data = {
+        "job_id": str(job.id),
+        "job_type": job.type,
+        "status": job.status,
+        "model_id": str(job.model_id) if job.model_id else None,
+        "error": {"code": job.error_code, "message": job.error_message}
+        if job.status == js.FAILED
+        else None,
+        "links": {
+            "job": f"{base}/api/v1/jobs/{job.id}",
+            "result": f"{base}/api/v1/jobs/{job.id}/result",
+        },
+    }
+    body = {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": data}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def _send_after_commit(session: Session, delivery_id: uuid.UUID) -> None:
+    session.info.setdefault(_TO_SEND, []).append(delivery_id)
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_committed(session: Session) -> None:
+    for delivery_id in session.info.pop(_TO_SEND, []):
+        enqueue_webhook(delivery_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_TO_SEND, None)
+
+
+def record_job_event(*, session: Session, job_id: uuid.UUID) -> WebhookDelivery | None:
+    """Record the finished job's event for its callback_url, if it has one."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or not job.callback_url or job.status not in EVENT_TYPES:
+        return None
+    event_type = EVENT_TYPES[job.status]
+    delivery = WebhookDelivery(
+        id=uuid.uuid4(),
+        job_id=job.id,
+        event_id=f"msg_{uuid.uuid4().hex}",
+        event_type=event_type,
+        url=job.callback_url,
+        payload=_payload(job, event_type),
+        status=PENDING,
+        attempts=0,
+    )
+    session.add(delivery)
+    session.flush()
+    _send_after_commit(session, delivery.id)
+    return delivery
+
+
+def deliveries_of(*, session: Session, job_id: uuid.UUID) -> list[tuple[WebhookDelivery, list]]:
+    deliveries = session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job_id)
+        .order_by(WebhookDelivery.created_at)
+    ).all()
+    result = []
+    for delivery in deliveries:
+        attempts = session.scalars(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id == delivery.id)
+            .order_by(WebhookAttempt.id)
+        ).all()
+        result.append((delivery, list(attempts)))
+    return result
+
+
+def redeliver(*, session: Session, job: Job) -> WebhookDelivery:
+    """Send the job's event again, with the same webhook-id and body."""
+    if not job.callback_url:
+        raise Conflict("This job has no callback_url.")
+    latest = session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job.id)
+        .order_by(WebhookDelivery.created_at.desc())
+        .limit(1)
+    ).first()
+    if latest is None:
+        if job.status not in EVENT_TYPES:
+            raise Conflict(f"Job {job.id} has not finished; there is no event to send yet.")
+        return record_job_event(session=session, job_id=job.id)
+    delivery = WebhookDelivery(
+        id=uuid.uuid4(),
+        job_id=job.id,
+        event_id=latest.event_id,
+        event_type=latest.event_type,
+        url=job.callback_url,
+        payload=latest.payload,
+        status=PENDING,
+        attempts=0,
+    )
+    session.add(delivery)
+    session.flush()
+    _send_after_commit(session, delivery.id)
+    return delivery

@@ -1,0 +1,212 @@
+"""Deliver one webhook event: sign, POST, record the attempt, schedule a retry.
+
+Standard Webhooks: `webhook-id` (stable across retries), `webhook-timestamp`,
+`webhook-signature` = `v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the
+user's `whsec_` secret. Only a 2xx counts; redirects are not followed; 410
+Gone stops for good; `Retry-After` is honoured.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+from sqlalchemy import func, or_, select, update
+from standardwebhooks.webhooks import Webhook
+
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.models import Job, User, WebhookAttempt, WebhookDelivery
+from shared.queue import enqueue_webhook
+from shared.security import decrypt_secret
+from shared.webhook_targets import Target, TargetRefused, TargetUnresolvable, check_target
+from shared.webhooks import FAILED, PENDING, SUCCEEDED
+
+log = logging.getLogger(__name__)
+
+
+def _claim(delivery_id: uuid.UUID) -> WebhookDelivery | None:
+    """Take a due delivery; the lease keeps a duplicate message from sending it twice."""
+    lease = timedelta(seconds=get_settings().webhook_timeout_s + 30)
+    with session_scope() as session:
+        return session.scalars(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == PENDING,
+                or_(
+                    WebhookDelivery.next_attempt_at.is_(None),
+                    WebhookDelivery.next_attempt_at <= func.now(),
+                ),
+            )
+            .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=func.now() + lease)
+            .returning(WebhookDelivery)
+        ).one_or_none()
+
+
+def _secret(job_id: uuid.UUID) -> str:
+    with session_scope() as session:
+        user_secret = session.scalar(
+            select(User.webhook_secret_encrypted)
+            .join(Job, Job.user_id == User.id)
+            .where(Job.id == job_id)
+        )
+    return decrypt_secret(user_secret)
+
+
+def _post(target: Target, delivery: WebhookDelivery, secret: str) -> httpx.Response:
+    """POST to an address that was checked, not to whatever DNS answers next."""
+    address = target.addresses[0]
+    host_in_url = f"[{address}]" if ":" in address else address
+    url = f"{target.scheme}://{host_in_url}:{target.port}{target.path}"
+    now = datetime.now(UTC)
+    signature = Webhook(secret).sign(delivery.event_id, now, delivery.payload)
+    default_port = 443 if target.scheme == "https" else 80
+    headers = {
+        "Host": target.host if target.port == default_port else f"{target.host}:{target.port}",
+        "Content-Type": "application/json",
+        "User-Agent": "tabpfn-api-webhooks/1",
+        "webhook-id": delivery.event_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+    with httpx.Client(timeout=get_settings().webhook_timeout_s, follow_redirects=False) as client:
+        request = client.build_request(
+            "POST",
+            url,
+            content=delivery.payload.encode(),
+            headers=headers,
+            # TLS must name (and verify) the host, though we connect to its address.
+            extensions={"sni_hostname": target.host},
+        )
+        return client.send(request)
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _next_delay(attempt: int, retry_after: float | None) -> float | None:
+    """Seconds until the next try, or None when the schedule is spent."""
+    delays = get_settings().webhook_retry_delays()
+    if attempt > len(delays):
+        return None
+    planned = delays[attempt - 1] * random.uniform(0.8, 1.2)
+    if retry_after is not None:
+        # The receiver asked for a pause: wait that long, but never past our longest delay.
+        return min(max(retry_after, planned), max(delays))
+    return planned
+
+
+def _record(
+    delivery: WebhookDelivery,
+    *,
+    status_code: int | None,
+    latency_ms: int,
+    error: str | None,
+    outcome: str,
+    delay_s: float | None,
+) -> None:
+    with session_scope() as session:
+        session.add(
+            WebhookAttempt(
+                delivery_id=delivery.id,
+                status_code=status_code,
+                latency_ms=latency_ms,
+                error=error,
+            )
+        )
+        values: dict = {"status": outcome}
+        if outcome == PENDING:
+            values["next_attempt_at"] = datetime.now(UTC) + timedelta(seconds=delay_s or 0)
+        else:
+            values["completed_at"] = func.now()
+            values["next_attempt_at"] = None
+        session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
+        )
+
+
+def deliver(delivery_id: uuid.UUID) -> float | None:
+    """Make one attempt; returns the delay before the next one, if any."""
+    delivery = _claim(delivery_id)
+    if delivery is None:
+        return None  # delivered, given up, or not due yet
+    started = time.monotonic()
+    status_code, error, retry_after, final = None, None, None, False
+    try:
+        target = check_target(
+            delivery.url, allow_private=get_settings().webhook_allow_private_targets
+        )
+        response = _post(target, delivery, _secret(delivery.job_id))
+        status_code = response.status_code
+        retry_after = _retry_after_s(response)
+        if 200 <= status_code < 300:
+            final = True
+        elif status_code == 410:
+            error, final = "The receiver answered 410 Gone: no more retries.", True
+        else:
+            error = f"The receiver answered {status_code}."
+    except (TargetRefused, TargetUnresolvable) as exc:
+        error = exc.message
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: the receiver could not be reached or did not answer."
+    latency_ms = int((time.monotonic() - started) * 1000)
+
+    if final and error is None:
+        outcome, delay = SUCCEEDED, None
+    elif final:
+        outcome, delay = FAILED, None
+    else:
+        delay = _next_delay(delivery.attempts, retry_after)
+        outcome = PENDING if delay is not None else FAILED
+    _record(
+        delivery,
+        status_code=status_code,
+        latency_ms=latency_ms,
+        error=error,
+        outcome=outcome,
+        delay_s=delay,
+    )
+    log.info(
+        "webhook %s of job %s: attempt %d %s",
+        delivery.event_id,
+        delivery.job_id,
+        delivery.attempts,
+        outcome if outcome != PENDING else f"failed, retry in {delay:.1f}s",
+        extra={"job_id": str(delivery.job_id), "webhook_id": delivery.event_id},
+    )
+    return delay if outcome == PENDING else None
+
+
+def sweep_webhooks() -> int:
+    """Send pending deliveries whose time has come but whose message was lost."""
+    with session_scope() as session:
+        due = session.scalars(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.status == PENDING,
+                or_(
+                    WebhookDelivery.next_attempt_at.is_(None),
+                    WebhookDelivery.next_attempt_at
+                    <= func.now() - timedelta(seconds=get_settings().queued_timeout_s),
+                ),
+                WebhookDelivery.created_at
+                <= func.now() - timedelta(seconds=get_settings().queued_timeout_s),
+            )
+        ).all()
+    for delivery_id in due:
+        enqueue_webhook(delivery_id)
+    return len(due)
