@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
+from api.job_waiter import JobWaiter
 from api.request_log import RequestLogMiddleware
 from api.routers import auth, health, jobs, metrics, models, usage, webhooks
 from shared.config import get_settings
@@ -21,10 +25,20 @@ Every error is `{"detail": "...", "code": "stable_code"}`.
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.job_waiter = JobWaiter()
+    await app.state.job_waiter.start()
+    yield
+    await app.state.job_waiter.stop()
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="TabPFN API", version="0.1.0", description=DESCRIPTION)
+    app = FastAPI(title="TabPFN API", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
     install_error_handlers(app)
     settings = get_settings()
+    # Ours, not FastAPI's max_body_size: Starlette answers a declared oversize
+    # body with plain text, outside the {"detail", "code"} contract.
     app.add_middleware(
         BodyLimitMiddleware,
         max_json_bytes=settings.max_request_bytes,

@@ -49,3 +49,18 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> User:
+    """The caller, authenticated in a session of its own that is closed at once.
+
+    For routes that wait (long-poll, event streams): they must not hold a
+    database connection while they wait.
+    """
+    with session_scope() as session:
+        return get_current_user(request, session, credentials)
+
+
+Caller = Annotated[User, Depends(get_caller)]

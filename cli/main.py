@@ -38,7 +38,8 @@ def run_api(args: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL", "SECRET_KEY", "REDIS_URL")
     from api.app import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    # log_config=None: uvicorn's own lines go through our handler (LOG_FORMAT).
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", log_config=None)
 
 
 def _celery_argv(extra: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, update
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
+from shared.job_events import job_changed
 from shared.models import Job, JobData
 from shared.webhooks import record_job_event
 
@@ -50,7 +51,10 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
         )
         .returning(Job.attempts)
     ).scalar_one_or_none()
-    return None if attempt is None else Claim(job_id=job_id, attempt=attempt)
+    if attempt is None:
+        return None
+    job_changed(session, job_id)
+    return Claim(job_id=job_id, attempt=attempt)
 
 
 def heartbeat(*, session: Session, claim: Claim) -> bool:
@@ -63,7 +67,10 @@ def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
     result = session.execute(
         update(Job).where(_owned(claim)).values(stage=stage, heartbeat_at=func.now())
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id)
+    return True
 
 
 def succeed_job(
@@ -90,6 +97,7 @@ def succeed_job(
         return False
     session.execute(update(JobData).where(JobData.job_id == claim.job_id).values(result=result))
     record_job_event(session=session, job_id=claim.job_id)
+    job_changed(session, claim.job_id)
     return True
 
 
@@ -108,6 +116,7 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
     if updated.rowcount != 1:
         return False
     record_job_event(session=session, job_id=claim.job_id)
+    job_changed(session, claim.job_id)
     return True
 
 
@@ -124,7 +133,10 @@ def requeue_job(*, session: Session, claim: Claim, code: str, message: str, dela
             run_after=datetime.now(UTC) + timedelta(seconds=delay_s),
         )
     )
-    return updated.rowcount == 1
+    if updated.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id)
+    return True
 
 
 def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
@@ -143,4 +155,5 @@ def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
     if updated.rowcount != 1:
         return False
     record_job_event(session=session, job_id=job_id)
+    job_changed(session, job_id)
     return True

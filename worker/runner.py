@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared import job_states as js
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.errors import ModelNotFound, ServiceError
+from shared.errors import ModelNotFound, ServiceError, ServiceUnavailable
 from shared.job_lifecycle import (
     Claim,
     claim_job,
@@ -234,7 +235,12 @@ def run_job(job_id: uuid.UUID) -> RunOutcome:
     if claim is None:
         log.info("job %s is not queued; nothing to do", job_id)
         return RunOutcome()
-    log.info("job %s: claimed (attempt %d)", job_id, claim.attempt)
+    log.info(
+        "job %s: claimed (attempt %d)",
+        job_id,
+        claim.attempt,
+        extra={"job_id": str(job_id), "attempt": claim.attempt, "event": "claimed"},
+    )
     try:
         with heartbeating(claim):
             _execute(claim, _load(claim))
@@ -252,7 +258,11 @@ def run_job(job_id: uuid.UUID) -> RunOutcome:
         )
     except Exception as exc:
         return _handle_failure(claim, exc)
-    log.info("job %s: succeeded", job_id)
+    log.info(
+        "job %s: succeeded",
+        job_id,
+        extra={"job_id": str(job_id), "attempt": claim.attempt, "event": "succeeded"},
+    )
     return RunOutcome()
 
 
@@ -266,6 +276,11 @@ def retry_delay(attempt: int) -> float:
 def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
     if isinstance(exc, ServiceError):
         error, transient = exc, False
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database connection broke mid-job (restart, failover): run it again.
+        # Should recording that fail too, the lease runs out and the sweeper does it.
+        error = ServiceUnavailable(f"The database was briefly unavailable ({type(exc).__name__}).")
+        transient = True
     elif (fault := classify_fault(exc)) is not None:
         error, transient = fault.error, fault.transient
     else:
@@ -278,7 +293,19 @@ def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
             requeued = requeue_job(
                 session=session, claim=claim, code=error.code, message=error.message, delay_s=delay
             )
-        log.warning("job %s: %s; retry in %.1fs", claim.job_id, error.code, delay)
+        log.warning(
+            "job %s: %s; retry in %.1fs",
+            claim.job_id,
+            error.code,
+            delay,
+            extra={
+                "job_id": str(claim.job_id),
+                "attempt": claim.attempt,
+                "code": error.code,
+                "retry_in_s": round(delay, 1),
+                "event": "retry",
+            },
+        )
         return RunOutcome(retry_in_s=delay if requeued else None)
     return _finish_failed(claim, error, code=error.code)
 
@@ -286,5 +313,15 @@ def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
 def _finish_failed(claim: Claim, error: ServiceError, *, code: str) -> RunOutcome:
     with session_scope() as session:
         fail_job(session=session, claim=claim, code=code, message=error.message)
-    log.warning("job %s: failed with %s", claim.job_id, code)
+    log.warning(
+        "job %s: failed with %s",
+        claim.job_id,
+        code,
+        extra={
+            "job_id": str(claim.job_id),
+            "attempt": claim.attempt,
+            "code": code,
+            "event": "failed",
+        },
+    )
     return RunOutcome()

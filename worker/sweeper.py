@@ -19,6 +19,7 @@ from sqlalchemy import or_, update
 from shared import job_states as js
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.job_events import job_changed
 from shared.models import Job
 from shared.queue import enqueue_job
 from shared.webhooks import record_job_event
@@ -50,11 +51,14 @@ def sweep() -> int:
         ).all()
         for job_id in failed:
             record_job_event(session=session, job_id=job_id)
+            job_changed(session, job_id)
         recovered = session.scalars(
             abandoned.where(Job.attempts < settings.max_attempts)
             .values(status=js.QUEUED, stage=None, run_after=None, updated_at=now)
             .returning(Job.id)
         ).all()
+        for job_id in recovered:
+            job_changed(session, job_id)
         stale = session.scalars(
             update(Job)
             .where(

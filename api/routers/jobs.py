@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import Caller, CurrentUser, SessionDep
+from api.job_waiter import next_change
 from api.schemas import (
     ErrorOut,
     FitPredictRequest,
@@ -22,11 +26,15 @@ from api.schemas import (
     PredictRequest,
 )
 from shared import jobs
+from shared.config import get_settings
+from shared.db import session_scope
 from shared.idempotency import create_once, fingerprint
+from shared.job_states import FINISHED
 from shared.models import Job, User
 from shared.queue import enqueue_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+KEEPALIVE_S = 15.0
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "unauthorized"},
@@ -193,13 +201,75 @@ def list_jobs(
     return JobPage(jobs=[job_out(j) for j in page], next_cursor=next_cursor)
 
 
+def _read_job(user: User, job_id: uuid.UUID) -> JobOut:
+    with session_scope() as session:
+        return job_out(jobs.get_job(session=session, user=user, job_id=job_id))
+
+
 @router.get(
     "/{job_id}",
-    summary="A job's state",
+    summary="A job's state; with ?wait=S, as soon as it ends",
     responses={404: {"model": ErrorOut, "description": "not_found"}},
 )
-def get_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> JobOut:
-    return job_out(jobs.get_job(session=session, user=user, job_id=job_id))
+async def get_job(
+    job_id: uuid.UUID,
+    request: Request,
+    user: Caller,
+    wait: Annotated[
+        float,
+        Query(ge=0, description="Seconds to wait for the job to end (long-poll; capped)."),
+    ] = 0,
+) -> JobOut:
+    """Without `wait`, the current state. With `wait=S`, the answer comes the moment
+    the job ends, or with its current state after S seconds (at most MAX_WAIT_S)."""
+    deadline = time.monotonic() + min(wait, get_settings().max_wait_s)
+    async with request.app.state.job_waiter.watching(str(job_id)) as changed:
+        while True:
+            job = await run_in_threadpool(_read_job, user, job_id)
+            remaining = deadline - time.monotonic()
+            if job.status in FINISHED or remaining <= 0:
+                return job
+            await next_change(changed, remaining)
+
+
+def _sse(job: JobOut) -> str:
+    return f"event: job\nid: {job.status}:{job.stage}\ndata: {job.model_dump_json()}\n\n"
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Server-sent events of the job's stage and state changes",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`event: job` per change"},
+        404: {"model": ErrorOut, "description": "not_found"},
+    },
+)
+async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> StreamingResponse:
+    """One `event: job` (the Job as JSON) now and at every change of state or
+    stage; the stream ends after the job ends."""
+    first = await run_in_threadpool(_read_job, user, job_id)  # 404 before streaming
+
+    async def stream() -> AsyncIterator[str]:
+        last = first
+        yield _sse(first)
+        async with request.app.state.job_waiter.watching(str(job_id)) as changed:
+            while last.status not in FINISHED and not await request.is_disconnected():
+                await next_change(changed, KEEPALIVE_S)
+                job = await run_in_threadpool(_read_job, user, job_id)
+                if (job.status, job.stage, job.attempts) != (
+                    last.status,
+                    last.stage,
+                    last.attempts,
+                ):
+                    yield _sse(job)
+                    last = job
+                else:
+                    yield ": keep-alive\n\n"
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.post(

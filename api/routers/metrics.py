@@ -1,0 +1,33 @@
+"""Prometheus metrics of the service, for the operators' scraper (no auth).
+
+Job numbers come from PostgreSQL at scrape time (shared.metrics), so every API
+replica answers the same; the process metrics are this process's own. Worker
+task metrics come from Flower's /metrics. Do not expose this route publicly.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest
+
+from shared.metrics import ServiceMetricsCollector
+
+router = APIRouter(tags=["health"])
+
+# Apart from the default registry: registering there would run the queries at
+# import time, and a second app in one process would register twice.
+_service = CollectorRegistry()
+_service.register(ServiceMetricsCollector())
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (keep this route off the public internet)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {}}}},
+)
+def metrics() -> Response:
+    # A database error propagates to the 503 service_unavailable handler.
+    body = generate_latest(_service) + generate_latest(REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
