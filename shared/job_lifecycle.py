@@ -8,6 +8,8 @@ overwrite a newer run's outcome. A claim is identified by its attempt number.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +50,7 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
             started_at=func.now(),
             heartbeat_at=func.now(),
             run_after=None,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
         )
         .returning(Job.attempts)
     ).scalar_one_or_none()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 00:38:30.239022
+Create Date: 2026-11-22 00:58:00.436246
 """
 
 from collections.abc import Sequence
@@ -93,6 +93,7 @@ def upgrade() -> None:
         sa.Column("callback_url", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("worker", sa.String(length=255), nullable=True),
         sa.Column("run_after", sa.DateTime(timezone=True), nullable=True),
         sa.Column("error_code", sa.String(length=50), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),

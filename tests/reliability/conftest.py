@@ -215,23 +215,19 @@ class RelStack:
             self.stop_worker(worker)
 
     def pool_pid_running(self, worker: Worker, job_id: str, timeout: float = 10) -> int:
-        """The pid of the pool process of `worker` that runs the task for `job_id`.
+        """The pid of the pool process of `worker` that runs the job's current attempt.
 
-        Asks the node itself (Celery remote control): its answer names the pool
-        process of each active task, so the right one is killed even when the
-        other pool process is busy with another job.
+        The claim records "<host>:<pid>" on the job, so this names the process
+        that holds the claim, not one that is merely refusing a duplicate delivery
+        of the same job id.
         """
 
         def find() -> int | None:
-            with self.celery.connection_for_write() as connection:
-                inspect = self.celery.control.inspect(
-                    destination=[worker.hostname], timeout=1, connection=connection
-                )
-                replies = inspect.active()
-            for task in (replies or {}).get(worker.hostname, []):
-                if job_id in str(task.get("args")) and task.get("worker_pid"):
-                    return int(task["worker_pid"])
-            return None
+            row = self.job_row(job_id)
+            if row.status != "running" or not row.worker:
+                return None
+            pid = int(row.worker.rsplit(":", 1)[1])
+            return pid if pid in worker.pool_pids() else None
 
         return wait_until(find, timeout, f"the pool process running job {job_id}", interval=0.05)
 
@@ -299,7 +295,7 @@ class RelStack:
 
     def job_row(self, job_id: str) -> Any:
         [row] = self.sql(
-            "select status, stage, attempts, error_code, model_id from jobs where id = :id",
+            "select status, stage, attempts, error_code, model_id, worker from jobs where id = :id",
             id=job_id,
         )
         return row
