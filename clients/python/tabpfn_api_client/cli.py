@@ -1,0 +1,541 @@
+"""`tabpfn-api-client`: fit and predict with TabPFN from the shell, through the TabPFN API.
+
+    tabpfn-api-client setup --token demo-token
+    export TABPFN_API_KEY=tpa_...
+    tabpfn-api-client fit train.csv --target species
+    tabpfn-api-client predict --model MODEL test.csv -o preds.csv
+    tabpfn-api-client fit-predict train.csv test.csv --target species -o preds.csv
+
+Files are read here with pandas (.csv, or .parquet when pyarrow is installed)
+and sent as JSON rows. Progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+
+from ._version import __version__
+from .client import DEFAULT_API_URL, Client, Job
+from .errors import TabPFNAPIError
+
+OUTPUTS = ("labels", "probabilities", "mean", "median", "quantiles")
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+_PREVIEW_ROWS = 10
+
+
+class CLIError(Exception):
+    """A mistake in the command line or its files, shown as one line."""
+
+
+# -- output ----------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
+    text = str(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
+    cells = [[_fmt(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line.rstrip(), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def print_fields(fields: dict[str, Any], out: TextIO) -> None:
+    width = max(len(k) for k in fields)
+    for key, value in fields.items():
+        shown = value if isinstance(value, str) else _fmt(value)
+        print(f"{key.ljust(width)}  {shown}", file=out)
+
+
+def _when(timestamp: str) -> str:
+    return timestamp[:19].replace("T", " ")
+
+
+class Progress:
+    """Shows a job's state and stage while we wait: a spinner line on a terminal,
+    one plain line per change otherwise."""
+
+    def __init__(self, stream: TextIO, *, enabled: bool = True) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and stream.isatty()
+        self._job: Job | None = None
+        self._seen: tuple | None = None
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.tty:
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self.stream.write("\r\033[K")
+            if self._job is not None:
+                self.stream.write(self._describe(self._job) + "\n")
+            self.stream.flush()
+
+    def _describe(self, job: Job) -> str:
+        stage = f" ({job.stage})" if job.stage and not job.finished else ""
+        elapsed = time.monotonic() - self._started
+        return f"{job.type} job {job.id}: {job.status}{stage}  {elapsed:.0f}s"
+
+    def _spin(self) -> None:
+        frame = 0
+        while not self._stop.wait(0.1):
+            if self._job is not None:
+                line = f"{_SPINNER[frame % len(_SPINNER)]} {self._describe(self._job)}"
+                self.stream.write("\r\033[K" + line)
+                self.stream.flush()
+            frame += 1
+
+    def update(self, job: Job) -> None:
+        self._job = job
+        if not self.enabled or self.tty:
+            return
+        state = (job.status, job.stage)
+        if state != self._seen:
+            self._seen = state
+            print(self._describe(job), file=self.stream, flush=True)
+
+
+# -- files -----------------------------------------------------------------
+
+
+def read_table(path: str) -> pd.DataFrame:
+    file = Path(path)
+    if not file.is_file():
+        raise CLIError(f"{path}: no such file.")
+    try:
+        if file.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(file)
+        return pd.read_csv(file)
+    except ImportError as exc:
+        raise CLIError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow).") from exc
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"{path}: cannot read it as a table: {exc}") from exc
+
+
+def split_target(frame: pd.DataFrame, target: str, path: str) -> tuple[pd.DataFrame, pd.Series]:
+    if target not in frame.columns:
+        raise CLIError(f"{path} has no column {target!r}; columns: {list(frame.columns)}.")
+    return frame.drop(columns=[target]), frame[target]
+
+
+def infer_task(y: pd.Series) -> str:
+    """Text, booleans and a few whole numbers are classes; other numbers are a regression."""
+    if y.dtype.kind not in "iuf":
+        return "classification"
+    values = y.dropna().to_numpy(dtype=float)
+    whole = bool(np.all(np.equal(np.mod(values, 1), 0)))
+    return "classification" if whole and len(np.unique(values)) <= 10 else "regression"
+
+
+def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise CLIError(f"--option {pair!r}: use NAME=VALUE, e.g. --option n_estimators=4.")
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options
+
+
+def parse_quantiles(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(q) for q in text.split(",") if q.strip()]
+    except ValueError as exc:
+        raise CLIError(f"--quantiles {text!r}: use numbers like 0.1,0.5,0.9.") from exc
+
+
+def predictions_frame(result: dict[str, Any]) -> pd.DataFrame:
+    frame = pd.DataFrame({"prediction": result["predictions"]})
+    if result.get("probabilities") is not None:
+        probabilities = np.asarray(result["probabilities"], dtype=float)
+        for j, cls in enumerate(result.get("classes") or []):
+            frame[f"proba_{cls}"] = probabilities[:, j]
+    for q, values in (result.get("quantiles") or {}).items():
+        frame[f"q{q}"] = values
+    return frame
+
+
+# -- commands ---------------------------------------------------------------
+
+
+class App:
+    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+        self.args = args
+        self.out = out
+        self.err = err
+        self.client = Client(
+            getattr(args, "api_url", None) or os.environ.get("API_URL") or DEFAULT_API_URL,
+            getattr(args, "api_key", None) or os.environ.get("TABPFN_API_KEY"),
+            timeout=args.request_timeout,
+        )
+
+    def note(self, message: str) -> None:
+        if not self.args.quiet:
+            print(message, file=self.err)
+
+    def emit_json(self, value: Any) -> None:
+        print(json.dumps(value, indent=2, default=str), file=self.out)
+
+    def require_key(self) -> None:
+        if not self.client.api_key:
+            raise CLIError(
+                "No API key: pass --api-key or set TABPFN_API_KEY "
+                "(run `tabpfn-api-client setup` to get one)."
+            )
+
+    def wait(self, job: Job) -> Job:
+        if self.args.no_wait:
+            return job
+        progress = Progress(self.err, enabled=not self.args.quiet)
+        with progress:
+            job.wait(self.args.timeout, on_update=progress.update)
+        return job
+
+    def show_predictions(self, result: dict[str, Any], out_path: str | None, y_true=None) -> None:
+        frame = predictions_frame(result)
+        if out_path:
+            frame.to_csv(out_path, index=False)
+            self.note(f"wrote {len(frame)} predictions to {out_path}")
+        if self.args.json:
+            self.emit_json(result)
+            return
+        shown = frame.head(_PREVIEW_ROWS)
+        rows = [[i, *row] for i, row in enumerate(shown.values.tolist())]
+        print_table(["row", *shown.columns], rows, self.out)
+        if len(frame) > len(shown):
+            more = "" if out_path else "; write them all with -o FILE"
+            print(f"... {len(frame)} rows{more}", file=self.out)
+        if y_true is not None:
+            self.show_score(result, y_true)
+
+    def show_score(self, result: dict[str, Any], y_true: pd.Series) -> None:
+        predicted = result["predictions"]
+        if "classes" in result:
+            truth = y_true.tolist()
+            correct = sum(str(p) == str(t) for p, t in zip(predicted, truth, strict=True))
+            print(f"accuracy: {correct / len(truth):.3f} ({correct}/{len(truth)})", file=self.out)
+        else:
+            error = np.asarray(predicted, dtype=float) - y_true.to_numpy(dtype=float)
+            print(f"rmse: {math.sqrt(float(np.mean(error**2))):.4g}", file=self.out)
+
+    def submitted(self, job: Job) -> bool:
+        """Report a job submitted with --no-wait; True when there is nothing more to do."""
+        if not self.args.no_wait:
+            return False
+        if self.args.json:
+            self.emit_json(job.data)
+        else:
+            print(job.id, file=self.out)
+        self.note(f"submitted {job.type} job {job.id}; follow it: tabpfn-api-client wait {job.id}")
+        return True
+
+    # each command
+
+    def cmd_setup(self) -> int:
+        token = self.args.token or os.environ.get("TABPFN_TOKEN")
+        if not token and sys.stdin.isatty():
+            token = getpass.getpass("TabPFN token: ")
+        if not token:
+            raise CLIError("No TabPFN token: pass --token or set TABPFN_TOKEN.")
+        account = self.client.setup(token)
+        if self.args.json:
+            self.emit_json(account)
+            return 0
+        print_fields(account, self.out)
+        print(
+            "\nKeep the api_key and webhook_secret: they are shown only once.\n"
+            f"export TABPFN_API_KEY={account['api_key']}",
+            file=self.out,
+        )
+        return 0
+
+    def cmd_fit(self) -> int:
+        self.require_key()
+        X, y = split_target(read_table(self.args.train), self.args.target, self.args.train)
+        task = self.args.task or infer_task(y)
+        if not self.args.task:
+            self.note(f"task: {task} (inferred from {self.args.target!r}; choose with --task)")
+        job = self.client.fit(
+            X,
+            y,
+            task=task,
+            options=parse_options(self.args.option),
+            callback_url=self.args.callback_url,
+        )
+        if self.submitted(job):
+            return 0
+        result = self.wait(job).result()
+        if self.args.json:
+            self.emit_json(result)
+            return 0
+        print_fields(
+            {
+                "model_id": result["model_id"],
+                "task": result["task"],
+                "rows": result["n_rows"],
+                "features": result["n_features"],
+                **({"classes": result["classes"]} if result.get("classes") else {}),
+            },
+            self.out,
+        )
+        return 0
+
+    def cmd_predict(self) -> int:
+        self.require_key()
+        X = read_table(self.args.test)
+        model = self.client.get_model(self.args.model)
+        extra = [c for c in X.columns if c not in model["columns"]]
+        if extra and all(c in X.columns for c in model["columns"]):
+            self.note(f"ignoring columns the model was not fitted on: {extra}")
+            X = X[model["columns"]]
+        job = self.client.predict(
+            self.args.model,
+            X,
+            output=self.args.output,
+            quantiles=parse_quantiles(self.args.quantiles),
+            callback_url=self.args.callback_url,
+        )
+        if self.submitted(job):
+            return 0
+        self.show_predictions(self.wait(job).result(), self.args.out)
+        return 0
+
+    def cmd_fit_predict(self) -> int:
+        self.require_key()
+        X, y = split_target(read_table(self.args.train), self.args.target, self.args.train)
+        test = read_table(self.args.test)
+        y_test = None
+        if self.args.target in test.columns:
+            test, y_test = split_target(test, self.args.target, self.args.test)
+        task = self.args.task or infer_task(y)
+        if not self.args.task:
+            self.note(f"task: {task} (inferred from {self.args.target!r}; choose with --task)")
+        job = self.client.fit_predict(
+            X,
+            y,
+            test,
+            task=task,
+            options=parse_options(self.args.option),
+            output=self.args.output,
+            quantiles=parse_quantiles(self.args.quantiles),
+            callback_url=self.args.callback_url,
+        )
+        if self.submitted(job):
+            return 0
+        self.show_predictions(self.wait(job).result(), self.args.out, y_test)
+        return 0
+
+    def cmd_wait(self) -> int:
+        self.require_key()
+        job = self.wait(self.client.get_job(self.args.job))
+        if job.type == "fit":
+            result = job.result()
+            if self.args.json:
+                self.emit_json(result)
+            else:
+                print_fields({"model_id": result["model_id"], "task": result["task"]}, self.out)
+        else:
+            self.show_predictions(job.result(), self.args.out)
+        return 0
+
+    def cmd_jobs(self) -> int:
+        self.require_key()
+        jobs = self.client.list_jobs(
+            limit=self.args.limit, status=self.args.status, type=self.args.type
+        )
+        if self.args.json:
+            self.emit_json([j.data for j in jobs])
+            return 0
+        rows = [
+            [
+                j.id,
+                j.type,
+                j.status,
+                j.stage,
+                _when(j.data["created_at"]),
+                (j.error or {}).get("code"),
+            ]
+            for j in jobs
+        ]
+        print_table(["id", "type", "status", "stage", "created", "error"], rows, self.out)
+        return 0
+
+    def cmd_cancel(self) -> int:
+        self.require_key()
+        job = self.client.cancel_job(self.args.job)
+        print(f"{job.type} job {job.id}: {job.status}", file=self.out)
+        return 0
+
+    def cmd_models(self) -> int:
+        self.require_key()
+        models = self.client.list_models()
+        if self.args.json:
+            self.emit_json(models)
+            return 0
+        rows = [
+            [m["id"], m["task"], m["n_rows"], m["n_features"], _when(m["created_at"])]
+            for m in models
+        ]
+        print_table(["id", "task", "rows", "features", "created"], rows, self.out)
+        return 0
+
+    def cmd_usage(self) -> int:
+        self.require_key()
+        usage = self.client.usage()
+        if self.args.json:
+            self.emit_json(usage)
+        else:
+            print_fields(usage, self.out)
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Connection flags are accepted before or after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api-url", default=argparse.SUPPRESS, help=f"service URL (env API_URL; {DEFAULT_API_URL})"
+    )
+    common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (env TABPFN_API_KEY)")
+
+    parser = argparse.ArgumentParser(
+        prog="tabpfn-api-client",
+        description="Fit and predict with TabPFN through the TabPFN API.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or notes")
+    parser.add_argument(
+        "--request-timeout", type=float, default=30.0, help="seconds per HTTP request (30)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, *, waits: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        if waits:
+            sub.add_argument(
+                "--timeout", type=float, default=None, help="give up waiting after S seconds"
+            )
+        return sub
+
+    def job_flags(sub: argparse.ArgumentParser, *, fit: bool, predict: bool) -> None:
+        if fit:
+            sub.add_argument("--target", required=True, help="the column to learn")
+            sub.add_argument("--task", choices=("classification", "regression"))
+            sub.add_argument(
+                "--option", action="append", metavar="NAME=VALUE", help="a TabPFN option (repeat)"
+            )
+        if predict:
+            sub.add_argument(
+                "--output",
+                choices=OUTPUTS,
+                help="labels (default) or probabilities; "
+                "mean (default), median or quantiles for regression",
+            )
+            sub.add_argument("--quantiles", metavar="Q,Q,...", help="e.g. 0.1,0.5,0.9")
+            sub.add_argument("-o", "--out", metavar="FILE", help="write predictions as CSV")
+        sub.add_argument("--callback-url", help="POST a signed event here when the job ends")
+        sub.add_argument("--no-wait", action="store_true", help="print the job id and return")
+
+    sub = command("setup", "register a TabPFN token and get an API key")
+    sub.add_argument("--token", help="your TabPFN token (env TABPFN_TOKEN; asked if a terminal)")
+    sub.set_defaults(run=App.cmd_setup)
+
+    sub = command("fit", "fit a model on a CSV or Parquet file", waits=True)
+    sub.add_argument("train", help="training data with the target column")
+    job_flags(sub, fit=True, predict=False)
+    sub.set_defaults(run=App.cmd_fit)
+
+    sub = command("predict", "predict a file with a fitted model", waits=True)
+    sub.add_argument("test", help="rows to predict (the model's columns, by name)")
+    sub.add_argument("--model", required=True, help="model id from `fit`")
+    job_flags(sub, fit=False, predict=True)
+    sub.set_defaults(run=App.cmd_predict)
+
+    sub = command("fit-predict", "fit on one file and predict another, in one job", waits=True)
+    sub.add_argument("train")
+    sub.add_argument("test", help="rows to predict; a target column there is scored")
+    job_flags(sub, fit=True, predict=True)
+    sub.set_defaults(run=App.cmd_fit_predict)
+
+    sub = command("wait", "wait for a job and show its result", waits=True)
+    sub.add_argument("job")
+    sub.add_argument("-o", "--out", metavar="FILE", help="write predictions as CSV")
+    sub.set_defaults(run=App.cmd_wait, no_wait=False)
+
+    sub = command("jobs", "list your recent jobs")
+    sub.add_argument("--limit", type=int, default=20)
+    sub.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "canceled"))
+    sub.add_argument("--type", choices=("fit", "predict", "fit_predict"))
+    sub.set_defaults(run=App.cmd_jobs)
+
+    sub = command("cancel", "cancel a job")
+    sub.add_argument("job")
+    sub.set_defaults(run=App.cmd_cancel)
+
+    command("models", "list your fitted models").set_defaults(run=App.cmd_models)
+    command("usage", "your TabPFN account's usage").set_defaults(run=App.cmd_usage)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("no_wait", "timeout"):
+        if not hasattr(args, name):
+            setattr(args, name, False if name == "no_wait" else None)
+    app = App(args, sys.stdout, sys.stderr)
+    try:
+        return args.run(app)
+    except TabPFNAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (jobs keep running; see `tabpfn-api-client jobs`)", file=sys.stderr)
+        return 130
+    finally:
+        app.client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,470 @@
+"""The HTTP client: submit jobs, wait for them, read results; retries and typed errors."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from ._data import dumps, to_labels, to_rows
+from ._version import __version__
+from .errors import (
+    APIConnectionError,
+    ConflictError,
+    JobCanceledError,
+    JobFailedError,
+    JobTimeoutError,
+    TabPFNAPIError,
+    error_from_response,
+)
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+FINISHED = ("succeeded", "failed", "canceled")
+# The service caps a long-poll at 60 s.
+MAX_LONG_POLL_S = 60
+_RETRY_STATUSES = (429, 502, 503, 504)
+# Never sleep longer than this for one Retry-After (the rate limit window is a minute).
+_MAX_RETRY_AFTER_S = 60.0
+
+
+def _api_base(api_url: str) -> str:
+    url = api_url.rstrip("/")
+    return url if url.endswith("/api/v1") else f"{url}/api/v1"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Job:
+    """A handle on one job: its latest state in `data`, and ways to wait and fetch the result."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self._client = client
+        self.data = data
+
+    def __repr__(self) -> str:
+        stage = f" ({self.stage})" if self.stage else ""
+        return f"<Job {self.id} {self.type} {self.status}{stage}>"
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def type(self) -> str:
+        return self.data["type"]
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    @property
+    def stage(self) -> str | None:
+        return self.data.get("stage")
+
+    @property
+    def model_id(self) -> str | None:
+        return self.data.get("model_id")
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        return self.data.get("error")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def refresh(self) -> Job:
+        self.data = self._client._get_job_data(self.id)
+        return self
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        on_update: Callable[[Job], None] | None = None,
+        raise_on_failure: bool = True,
+    ) -> Job:
+        """Block until the job has finished; returns this job (now succeeded).
+
+        Uses the long-poll `GET /jobs/{id}?wait=S`, asking again until the job ends
+        (the service may answer early, e.g. when the stage changes). `on_update` is
+        called with the job after every answer. A failed or canceled job raises
+        `JobFailedError` (`JobCanceledError`) with the job's error code, unless
+        `raise_on_failure` is false. `timeout` (seconds) raises `JobTimeoutError`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.2
+        if on_update is not None:
+            on_update(self)
+        while not self.finished:
+            left = MAX_LONG_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise JobTimeoutError(
+                    f"Job {self.id} did not finish within {timeout} s (it is {self.status}).",
+                    code="timeout",
+                )
+            wait_s = max(1, min(MAX_LONG_POLL_S, math.ceil(left)))
+            before = (self.status, self.stage)
+            started = time.monotonic()
+            self.data = self._client._get_job_data(self.id, wait=wait_s)
+            if on_update is not None:
+                on_update(self)
+            if self.finished:
+                break
+            # An answer that came back at once with nothing new means the server did not
+            # hold the request: pause, growing gently, so we never spin on it.
+            if (self.status, self.stage) == before and time.monotonic() - started < 1:
+                time.sleep(pause)
+                pause = min(pause * 1.5, 2.0)
+            else:
+                pause = 0.2
+        if raise_on_failure:
+            self._raise_if_unsuccessful()
+        return self
+
+    def _raise_if_unsuccessful(self) -> None:
+        if self.status == "succeeded":
+            return
+        error = self.error or {"code": self.status, "message": f"The job was {self.status}."}
+        cls = JobCanceledError if self.status == "canceled" else JobFailedError
+        raise cls(error.get("message") or self.status, job=self.data, code=error["code"])
+
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """The job's result, waiting for it first if needed (see `wait`)."""
+        self.wait(timeout)
+        return self._client._request("GET", f"/jobs/{self.id}/result")
+
+    def cancel(self) -> Job:
+        """Cancel the job; a job that had already finished is left as it was."""
+        try:
+            self.data = self._client._request("POST", f"/jobs/{self.id}/cancel", retry=True)
+        except ConflictError as exc:
+            if exc.code != "job_already_finished":
+                raise
+            self.refresh()
+        return self
+
+
+class Client:
+    """A client of the TabPFN API.
+
+    >>> client = Client("http://127.0.0.1:8000")
+    >>> account = client.setup("demo-token")        # keeps account["api_key"]
+    >>> model = client.fit(X, y).wait().model_id
+    >>> client.predict(model, X_test).result()["predictions"]
+
+    `api_url` defaults to `API_URL` from the environment, `api_key` to
+    `TABPFN_API_KEY`. `timeout` is per HTTP request (seconds); connection
+    errors, 429, 502, 503 and 504 are retried up to `max_retries` times with
+    exponential backoff, honouring `Retry-After`. Every submit carries an
+    `Idempotency-Key`, the same across its retries, so a retry never makes a
+    second job.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = (api_url or os.environ.get("API_URL") or DEFAULT_API_URL).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("TABPFN_API_KEY")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._http = httpx.Client(
+            base_url=_api_base(self.api_url),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"User-Agent": f"tabpfn-api-client/{__version__}"},
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.api_url!r})"
+
+    # -- transport ---------------------------------------------------------
+
+    def _sleep_before_retry(self, attempt: int, retry_after: float | None) -> None:
+        if retry_after is not None:
+            delay = min(retry_after, _MAX_RETRY_AFTER_S)
+        else:
+            delay = min(self.backoff_s * 2**attempt, 10.0)
+            delay *= random.uniform(0.8, 1.2)
+        time.sleep(delay)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        retry: bool | None = None,
+        auth: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """One API call with retries; returns the decoded JSON (None for 204).
+
+        `retry` says whether a request that may have reached the server can be sent
+        again (GETs, and submits with an Idempotency-Key); requests that surely did
+        not (connect errors, 429, 503) are always retried.
+        """
+        retry = method == "GET" if retry is None else retry
+        all_headers = dict(headers or {})
+        if auth:
+            if not self.api_key:
+                raise TabPFNAPIError(
+                    "No API key: pass api_key=, set TABPFN_API_KEY, or call setup() first.",
+                    code="unauthorized",
+                )
+            all_headers["Authorization"] = f"Bearer {self.api_key}"
+        content = None
+        if body is not None:
+            content = dumps(body)
+            all_headers["Content-Type"] = "application/json"
+        request_timeout = None
+        if timeout is not None:
+            request_timeout = httpx.Timeout(timeout, connect=min(self.timeout, 10.0))
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(
+                    method,
+                    path,
+                    content=content,
+                    params=params,
+                    headers=all_headers,
+                    timeout=request_timeout or httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as exc:
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if attempt < self.max_retries and (retry or never_sent):
+                    self._sleep_before_retry(attempt, None)
+                    attempt += 1
+                    continue
+                raise APIConnectionError(
+                    f"Cannot reach {self.api_url}: {type(exc).__name__}: {exc}",
+                    code="connection_error",
+                ) from exc
+            # 429 and 503 are refusals before any work; 502/504 may hide a request
+            # that ran, so those are retried only when a repeat is safe.
+            if (
+                response.status_code in _RETRY_STATUSES
+                and attempt < self.max_retries
+                and (retry or response.status_code in (429, 503))
+            ):
+                self._sleep_before_retry(attempt, _retry_after(response))
+                attempt += 1
+                continue
+            if response.is_success:
+                if response.status_code == 204 or not response.content:
+                    return None
+                return response.json()
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            raise error_from_response(
+                response.status_code, payload, response.text, _retry_after(response)
+            )
+
+    def _submit(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Job:
+        key = idempotency_key or str(uuid.uuid4())
+        data = self._request("POST", path, body=body, headers={"Idempotency-Key": key}, retry=True)
+        return Job(self, data)
+
+    def _get_job_data(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
+        if wait is None:
+            return self._request("GET", f"/jobs/{job_id}")
+        return self._request(
+            "GET", f"/jobs/{job_id}", params={"wait": wait}, timeout=wait + self.timeout
+        )
+
+    # -- account -----------------------------------------------------------
+
+    def setup(self, tabpfn_token: str) -> dict[str, Any]:
+        """Register a TabPFN token; returns `{api_key, key_id, user_id, webhook_secret}`.
+
+        The client keeps the new API key. The key and the webhook secret are shown
+        only this once: store them.
+        """
+        account = self._request(
+            "POST", "/auth/setup", body={"tabpfn_token": tabpfn_token}, auth=False, retry=False
+        )
+        self.api_key = account["api_key"]
+        return account
+
+    def me(self) -> dict[str, Any]:
+        return self._request("GET", "/auth/me")
+
+    def usage(self) -> dict[str, Any]:
+        """Your TabPFN account's usage: `current_usage`, `usage_limit`, `reset_time`."""
+        return self._request("GET", "/usage")
+
+    # -- jobs --------------------------------------------------------------
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        task: str = "classification",
+        options: dict[str, Any] | None = None,
+        columns: Sequence[str] | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit a fit job. `X`: DataFrame, 2-D array, list of rows or of records."""
+        body: dict[str, Any] = {"task": task, "train": _train(X, y, columns)}
+        if options:
+            body["options"] = options
+        if callback_url:
+            body["callback_url"] = callback_url
+        return self._submit("/jobs/fit", body, idempotency_key)
+
+    def predict(
+        self,
+        model_id: str,
+        X: Any,
+        *,
+        output: str | None = None,
+        quantiles: Sequence[float] | None = None,
+        columns: Sequence[str] | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit a predict job with a fitted model. `output`: labels | probabilities
+        (classification), mean | median | quantiles (regression); default labels/mean."""
+        rows, names = to_rows(X, columns)
+        body: dict[str, Any] = {"model_id": str(model_id), "X": rows}
+        if names is not None:
+            body["columns"] = names
+        _add_output(body, output, quantiles)
+        if callback_url:
+            body["callback_url"] = callback_url
+        return self._submit("/jobs/predict", body, idempotency_key)
+
+    def fit_predict(
+        self,
+        X: Any,
+        y: Any,
+        X_test: Any,
+        *,
+        task: str = "classification",
+        options: dict[str, Any] | None = None,
+        output: str | None = None,
+        quantiles: Sequence[float] | None = None,
+        callback_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit one job that fits on (X, y) and predicts X_test."""
+        rows, names = to_rows(X_test)
+        test: dict[str, Any] = {"X": rows}
+        if names is not None:
+            test["columns"] = names
+        body: dict[str, Any] = {"task": task, "train": _train(X, y, None), "test": test}
+        if options:
+            body["options"] = options
+        _add_output(body, output, quantiles)
+        if callback_url:
+            body["callback_url"] = callback_url
+        return self._submit("/jobs/fit-predict", body, idempotency_key)
+
+    def get_job(self, job_id: str) -> Job:
+        return Job(self, self._get_job_data(str(job_id)))
+
+    def list_jobs(
+        self,
+        *,
+        limit: int = 50,
+        status: str | None = None,
+        type: str | None = None,
+        before: str | None = None,
+    ) -> list[Job]:
+        """One page of your jobs, newest first; pass the last job's id as `before` for more."""
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("status", status), ("type", type), ("before", before)):
+            if value is not None:
+                params[name] = value
+        page = self._request("GET", "/jobs", params=params)
+        return [Job(self, j) for j in page["jobs"]]
+
+    def iter_jobs(self, *, status: str | None = None, type: str | None = None) -> Iterator[Job]:
+        """All your jobs, newest first, page after page."""
+        before = None
+        while True:
+            params: dict[str, Any] = {"limit": 200}
+            for name, value in (("status", status), ("type", type), ("before", before)):
+                if value is not None:
+                    params[name] = value
+            page = self._request("GET", "/jobs", params=params)
+            for data in page["jobs"]:
+                yield Job(self, data)
+            before = page.get("next_cursor")
+            if not before:
+                return
+
+    def cancel_job(self, job_id: str) -> Job:
+        return Job(self, {"id": str(job_id), "status": "unknown", "type": "unknown"}).cancel()
+
+    # -- models ------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/models")
+
+    def get_model(self, model_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/models/{model_id}")
+
+    def delete_model(self, model_id: str) -> None:
+        self._request("DELETE", f"/models/{model_id}", retry=True)
+
+
+def _train(X: Any, y: Any, columns: Sequence[str] | None) -> dict[str, Any]:
+    rows, names = to_rows(X, columns)
+    train: dict[str, Any] = {"X": rows, "y": to_labels(y)}
+    if names is not None:
+        train["columns"] = names
+    return train
+
+
+def _add_output(body: dict[str, Any], output: str | None, quantiles: Sequence[float] | None):
+    if quantiles is not None and output is None:
+        output = "quantiles"
+    if output is not None:
+        body["output"] = output
+    if quantiles is not None:
+        body["quantiles"] = [float(q) for q in quantiles]
