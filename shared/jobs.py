@@ -31,7 +31,9 @@ from shared.payloads import (
     labels_from_json,
     table_from_json,
 )
+from shared.security import decrypt_secret
 from shared.tabpfn import load_client
+from shared.upstream import delete_upstream_model
 from shared.webhook_targets import check_target
 
 CLASSIFIER_OUTPUTS = ("labels", "probabilities")
@@ -285,6 +287,20 @@ def get_model(*, session: Session, user: User, model_id: uuid.UUID) -> FittedMod
     if model is None or model.user_id != user.id:
         raise ModelNotFound(f"No model {model_id}.")
     return model
+
+
+def delete_model(*, session: Session, user: User, model_id: uuid.UUID) -> bool:
+    """Delete the model here and, best effort, in the user's TabPFN account.
+
+    Returns whether the upstream copy is gone too. Jobs that used the model keep
+    their results; predicting with it is `model_not_found` from now on.
+    """
+    model = get_model(session=session, user=user, model_id=model_id)
+    upstream_deleted = delete_upstream_model(
+        decrypt_secret(user.tabpfn_token_encrypted), model.upstream_model_id
+    )
+    session.delete(model)
+    return upstream_deleted
 
 
 def list_models(*, session: Session, user: User) -> list[FittedModel]:

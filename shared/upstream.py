@@ -76,6 +76,20 @@ def fetch_usage(token: str) -> dict[str, Any]:
     return response.json()
 
 
+def delete_upstream_model(token: str, upstream_model_id: str) -> bool:
+    """Delete a fitted model from the user's TabPFN account; False if it could not be."""
+    try:
+        response = _call(
+            "DELETE",
+            f"{_endpoint('delete_dataset')}?dataset_uid={upstream_model_id}",
+            token=token,
+        )
+    except UpstreamUnavailable:
+        return False
+    # 404: already gone upstream, which is what was asked.
+    return response.status_code in (200, 204, 404)
+
+
 _limits_lock = threading.Lock()
 _limits: tuple[float, Any] | None = None
 

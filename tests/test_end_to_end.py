@@ -162,3 +162,29 @@ def test_two_users_at_once_each_with_their_own_token(api, stack):
         assert upload["auth_account"] in (None, upload["account"])
     authenticated = [c for c in calls if c["path"].startswith("/tabpfn/") and c["method"] == "POST"]
     assert all(c["account"] in (alice_account, bob_account) for c in authenticated)
+
+
+def test_deleting_a_model_removes_it_here_and_upstream(api, stack):
+    headers = register(api, "alice-token")
+    _, fit = _run(api, headers, "/jobs/fit", {"task": "classification", "train": IRIS_LIKE})
+    model_id = fit["model_id"]
+    assert api.delete(f"/models/{model_id}", headers=register(api)).status_code == 404
+
+    deleted = api.delete(f"/models/{model_id}", headers=headers)
+    assert deleted.status_code == 204
+    assert deleted.headers["Upstream-Deleted"] == "true"
+    assert api.get(f"/models/{model_id}", headers=headers).status_code == 404
+    refused = api.post("/jobs/predict", headers=headers, json={"model_id": model_id, "X": [[1]]})
+    assert (refused.status_code, refused.json()["code"]) == (404, "model_not_found")
+    calls = httpx.get(f"{stack.emulator_url}/_emulator/calls").json()
+    assert [
+        c["status"]
+        for c in calls
+        if c["path"] == "/delete_dataset/" and c["account"] == account_name("alice-token")
+    ][-1] == 200
+    # The fit job and its result stay.
+    assert api.get(f"/jobs/{fit_job_id(api, headers)}", headers=headers).status_code == 200
+
+
+def fit_job_id(api, headers) -> str:
+    return api.get("/jobs", headers=headers).json()["jobs"][0]["id"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 
 from api.deps import CurrentUser, SessionDep
 from api.schemas import ErrorOut, ModelOut
@@ -30,3 +30,19 @@ def list_models(session: SessionDep, user: CurrentUser) -> list[ModelOut]:
 )
 def get_model(model_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> ModelOut:
     return model_out(jobs.get_model(session=session, user=user, model_id=model_id))
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a fitted model, here and in your TabPFN account",
+    responses={404: {"model": ErrorOut, "description": "model_not_found"}},
+)
+def delete_model(model_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
+    """Predictions with it answer `model_not_found` afterwards. The header
+    `Upstream-Deleted: false` says TabPFN could not be reached to delete its copy."""
+    upstream_deleted = jobs.delete_model(session=session, user=user, model_id=model_id)
+    return Response(
+        status_code=status.HTTP_204_NO_CONTENT,
+        headers={"Upstream-Deleted": str(upstream_deleted).lower()},
+    )
