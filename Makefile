@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo dev clean
+.PHONY: install test lint demo dev clean openapi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: install lint
 
 demo: install
 	bash scripts/demo.sh
+
+# The checked-in OpenAPI document (a test fails when it is stale).
+openapi: install
+	$(BIN)/python -m api.openapi_export docs/openapi.json
 
 dev: install
 	$(BIN)/tabpfn-api dev

@@ -12,9 +12,16 @@ from api.errors import install_error_handlers
 from api.job_waiter import JobWaiter
 from api.request_log import RequestLogMiddleware
 from api.routers import auth, health, jobs, metrics, models, usage, webhooks
+from api.schemas import ErrorOut
 from shared.config import get_settings
 
 PREFIX = "/api/v1"
+# What any authenticated route may answer, documented once for all of them.
+COMMON_ERRORS: dict[int | str, dict] = {
+    401: {"model": ErrorOut, "description": "unauthorized: missing, unknown or revoked API key"},
+    429: {"model": ErrorOut, "description": "rate_limited: see Retry-After"},
+    503: {"model": ErrorOut, "description": "service_unavailable: database briefly down"},
+}
 
 DESCRIPTION = """Fit and predict with TabPFN over plain HTTP.
 
@@ -46,15 +53,9 @@ def create_app() -> FastAPI:
     )
     # Outermost: it times and logs every request, refused ones included.
     app.add_middleware(RequestLogMiddleware)
-    for router in (
-        auth.router,
-        jobs.router,
-        webhooks.router,
-        models.router,
-        usage.router,
-        health.router,
-        metrics.router,
-    ):
+    for router in (auth.router, jobs.router, webhooks.router, models.router, usage.router):
+        app.include_router(router, prefix=PREFIX, responses=COMMON_ERRORS)
+    for router in (health.router, metrics.router):
         app.include_router(router, prefix=PREFIX)
     # Probes of orchestrators expect the bare paths too.
     app.include_router(health.router, include_in_schema=False)

@@ -26,6 +26,10 @@ class SetupResponse(BaseModel):
 
 
 class TokenRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tabpfn_token": "demo-token"}]}
+    )
+
     # Printable ASCII without spaces: a token travels in an HTTP header.
     tabpfn_token: str = Field(min_length=1, max_length=4096, pattern=r"^[!-~]+$")
 
@@ -87,6 +91,19 @@ class FitRequest(_Strict):
 
 
 class PredictRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_id": "2f1d6a3e-8c4b-4f7e-9a51-0c2d3e4f5a6b",
+                    "X": [{"width": 5.0, "colour": "red"}, {"width": 6.1, "colour": None}],
+                    "output": "probabilities",
+                }
+            ]
+        },
+    )
+
     model_id: uuid.UUID
     X: Rows
     columns: list[str] | None = None
@@ -98,6 +115,21 @@ class PredictRequest(_Strict):
 
 
 class FitPredictRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "regression",
+                    "train": {"X": [[1.0, "a"], [2.0, "b"], [3.0, "a"]], "y": [1.5, 2.5, 3.4]},
+                    "test": {"X": [[2.5, "b"]]},
+                    "output": "quantiles",
+                    "quantiles": [0.1, 0.5, 0.9],
+                }
+            ]
+        },
+    )
+
     task: Task
     train: TrainData
     test: TestData
