@@ -68,19 +68,16 @@ def _forget_rolled_back(session: Session) -> None:
     session.info.pop(_TO_SEND, None)
 
 
-def record_job_event(*, session: Session, job_id: uuid.UUID) -> WebhookDelivery | None:
-    """Record the finished job's event for its callback_url, if it has one."""
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None or not job.callback_url or job.status not in EVENT_TYPES:
-        return None
-    event_type = EVENT_TYPES[job.status]
+def _new_delivery(
+    session: Session, job: Job, *, event_id: str, event_type: str, payload: str
+) -> WebhookDelivery:
     delivery = WebhookDelivery(
         id=uuid.uuid4(),
         job_id=job.id,
-        event_id=f"msg_{uuid.uuid4().hex}",
+        event_id=event_id,
         event_type=event_type,
         url=job.callback_url,
-        payload=_payload(job, event_type),
+        payload=payload,
         status=PENDING,
         attempts=0,
     )
@@ -88,6 +85,21 @@ def record_job_event(*, session: Session, job_id: uuid.UUID) -> WebhookDelivery 
     session.flush()
     _send_after_commit(session, delivery.id)
     return delivery
+
+
+def record_job_event(*, session: Session, job_id: uuid.UUID) -> WebhookDelivery | None:
+    """Record the finished job's event for its callback_url, if it has one."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or not job.callback_url or job.status not in EVENT_TYPES:
+        return None
+    event_type = EVENT_TYPES[job.status]
+    return _new_delivery(
+        session,
+        job,
+        event_id=f"msg_{uuid.uuid4().hex}",
+        event_type=event_type,
+        payload=_payload(job, event_type),
+    )
 
 
 def deliveries_of(*, session: Session, job_id: uuid.UUID) -> list[tuple[WebhookDelivery, list]]:
@@ -121,17 +133,10 @@ def redeliver(*, session: Session, job: Job) -> WebhookDelivery:
         if job.status not in EVENT_TYPES:
             raise Conflict(f"Job {job.id} has not finished; there is no event to send yet.")
         return record_job_event(session=session, job_id=job.id)
-    delivery = WebhookDelivery(
-        id=uuid.uuid4(),
-        job_id=job.id,
+    return _new_delivery(
+        session,
+        job,
         event_id=latest.event_id,
         event_type=latest.event_type,
-        url=job.callback_url,
         payload=latest.payload,
-        status=PENDING,
-        attempts=0,
     )
-    session.add(delivery)
-    session.flush()
-    _send_after_commit(session, delivery.id)
-    return delivery

@@ -11,10 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, text
 
 BIN = Path(sys.executable).parent / "tabpfn-api"
 
@@ -83,6 +86,26 @@ class Stack:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
+            process.stop()
+
+    def sql(self, query: str, **params) -> list:
+        """Run one statement in the stack's database (committed) and return its rows."""
+        engine = create_engine(self.env["DATABASE_URL"])
+        with engine.begin() as connection:
+            rows = connection.execute(text(query), params).all()
+        engine.dispose()
+        return rows
+
+    @contextmanager
+    def extra_api(self, name: str, log_dir: Path, **settings: str) -> Iterator[str]:
+        """Another API process beside the main one (same database and Redis) with
+        some settings changed; yields its `/api/v1` base URL."""
+        port = free_port()
+        process = start(name, ["api", "--port", str(port)], {**self.env, **settings}, log_dir)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz", process)
+            yield f"http://127.0.0.1:{port}/api/v1"
+        finally:
             process.stop()
 
 

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from celery import Celery
-from sqlalchemy import create_engine, text
 
 from emulator.accounts import account_name
 from tests.conftest import register, wait_for_job
@@ -16,14 +15,6 @@ FIT = {
     "task": "classification",
     "train": {"X": [[float(i)] for i in range(8)], "y": ["a"] * 4 + ["b"] * 4},
 }
-
-
-def _sql(stack, query: str, **params):
-    engine = create_engine(stack.env["DATABASE_URL"])
-    with engine.begin() as connection:
-        rows = connection.execute(text(query), params).all()
-    engine.dispose()
-    return rows
 
 
 def _fit_calls(stack, token: str) -> int:
@@ -120,13 +111,11 @@ def test_retention_deletes_data_and_keeps_metadata(api, stack):
     job = wait_for_job(api, headers, api.post("/jobs/fit", json=FIT, headers=keyed).json()["id"])
     assert job["status"] == "succeeded"
     # Age the job and its key past RETENTION_S and IDEMPOTENCY_TTL_S.
-    _sql(
-        stack,
+    stack.sql(
         "update jobs set finished_at = now() - interval '30 days' where id = :id returning id",
         id=job["id"],
     )
-    _sql(
-        stack,
+    stack.sql(
         "update idempotency_keys set created_at = now() - interval '2 days' "
         "where job_id = :id returning job_id",
         id=job["id"],
@@ -135,8 +124,7 @@ def test_retention_deletes_data_and_keeps_metadata(api, stack):
     # The beat schedule sends this hourly; send it now, to the real workers.
     Celery(broker=stack.env["REDIS_URL"]).send_task("data.retention")
     deadline = time.monotonic() + 30
-    while _sql(
-        stack,
+    while stack.sql(
         "select result is not null or train_parquet is not null from job_data where job_id = :id",
         id=job["id"],
     )[0][0]:

@@ -9,7 +9,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, inspect
 
 from cli.main import REPO_ROOT
-from tests.services import create_database, drop_database
+from tests.services import create_database, drop_database, migrate
 from tests.stack import BIN, base_env
 
 
@@ -23,13 +23,7 @@ def _config(url: str) -> Config:
 def test_migrate_then_check_finds_no_drift_and_downgrade_round_trips(services):
     url = create_database(services.admin_database_url)
     try:
-        subprocess.run(
-            [str(BIN), "migrate"],
-            env=base_env(DATABASE_URL=url),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        migrate(url)
         engine = create_engine(url)
         tables = set(inspect(engine).get_table_names())
         assert {"users", "api_keys", "jobs", "job_data", "fitted_models"} <= tables

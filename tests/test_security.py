@@ -6,7 +6,6 @@ import httpx
 import pytest
 
 from tests.conftest import register
-from tests.stack import free_port, start, wait_http
 
 
 def _key(headers: dict) -> str:
@@ -82,16 +81,13 @@ def test_body_over_max_request_bytes_is_413_before_it_is_read(api, stack):
 @pytest.fixture(scope="module")
 def strict_api(stack, tmp_path_factory):
     """An API process with low limits, beside the main one (same database and Redis)."""
-    port = free_port()
-    env = {**stack.env, "RATE_LIMIT_PER_MINUTE": "5", "BAD_AUTH_PER_MINUTE": "3"}
-    process = start(
-        "api-strict", ["api", "--port", str(port)], env, tmp_path_factory.mktemp("strict")
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        yield f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        process.stop()
+    with stack.extra_api(
+        "api-strict",
+        tmp_path_factory.mktemp("strict"),
+        RATE_LIMIT_PER_MINUTE="5",
+        BAD_AUTH_PER_MINUTE="3",
+    ) as url:
+        yield url
 
 
 def test_requests_over_the_key_rate_are_429_with_retry_after(api, strict_api):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import httpx
-from sqlalchemy import create_engine, text
 
 from emulator.accounts import account_name
 from tests.conftest import register, wait_for_job
@@ -29,14 +28,6 @@ def _fit(api, headers) -> dict:
     )
     assert job["status"] == "succeeded", job
     return job
-
-
-def _sql(stack, query: str, **params):
-    engine = create_engine(stack.env["DATABASE_URL"])
-    with engine.begin() as connection:
-        rows = connection.execute(text(query), params).all()
-    engine.dispose()
-    return rows
 
 
 def _wait_until_retrying(api, headers, job_id: str, timeout: float = 60) -> dict:
@@ -116,8 +107,8 @@ def test_a_hung_upstream_times_out_and_the_retry_succeeds(api, emulator_knobs):
 def test_model_gone_upstream_is_refitted_from_retained_data(api, stack):
     headers = register(api)
     fit = _fit(api, headers)
-    [(upstream_id,)] = _sql(
-        stack, "select upstream_model_id from fitted_models where id = :id", id=fit["model_id"]
+    [(upstream_id,)] = stack.sql(
+        "select upstream_model_id from fitted_models where id = :id", id=fit["model_id"]
     )
     httpx.delete(
         f"{stack.emulator_url}/delete_dataset/",
@@ -140,8 +131,8 @@ def test_model_gone_upstream_is_refitted_from_retained_data(api, stack):
     result = api.get(f"/jobs/{job['id']}/result", headers=headers).json()
     assert result["refitted"] is True
     assert result["predictions"] == ["low", "high"]
-    [(new_upstream_id,)] = _sql(
-        stack, "select upstream_model_id from fitted_models where id = :id", id=fit["model_id"]
+    [(new_upstream_id,)] = stack.sql(
+        "select upstream_model_id from fitted_models where id = :id", id=fit["model_id"]
     )
     assert new_upstream_id != upstream_id
 
@@ -151,8 +142,7 @@ def test_model_gone_upstream_is_refitted_from_retained_data(api, stack):
         params={"dataset_uid": new_upstream_id},
         headers={"Authorization": "Bearer demo-token"},
     ).raise_for_status()
-    _sql(
-        stack,
+    stack.sql(
         "update job_data set train_parquet = null where job_id = :id returning job_id",
         id=fit["id"],
     )

@@ -11,7 +11,6 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.webhook_targets import TargetRefused, check_target
 from tests.conftest import wait_for_job
-from tests.stack import free_port, start, wait_http
 from tests.webhook_receiver import start_receiver
 
 FIT = {
@@ -130,16 +129,10 @@ def test_the_webhook_secret_can_be_rotated(api, receiver):
 @pytest.fixture(scope="module")
 def public_only_api(stack, tmp_path_factory):
     """An API with the production default: private webhook targets refused."""
-    port = free_port()
-    env = {**stack.env, "WEBHOOK_ALLOW_PRIVATE_TARGETS": "false"}
-    process = start(
-        "api-public", ["api", "--port", str(port)], env, tmp_path_factory.mktemp("public")
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        yield f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        process.stop()
+    with stack.extra_api(
+        "api-public", tmp_path_factory.mktemp("public"), WEBHOOK_ALLOW_PRIVATE_TARGETS="false"
+    ) as url:
+        yield url
 
 
 @pytest.mark.parametrize("url", [
