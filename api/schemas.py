@@ -10,8 +10,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 Task = Literal["classification", "regression"]
 Output = Literal["labels", "probabilities", "mean", "median", "quantiles"]
-# Cells are checked one by one in shared.payloads (numbers, text, booleans, null).
-Rows = list[list[Any]] | list[dict[str, Any]]
+# Cells are checked column by column in shared.payloads (numbers, text, booleans, null).
+Rows = list[list[Any]] | list[dict[str, Any]] | dict[str, list[Any]]
 
 
 class _Strict(BaseModel):
@@ -57,7 +57,10 @@ class MeOut(BaseModel):
 
 
 class TrainData(_Strict):
-    X: Rows = Field(description="Rows (lists) or records (objects); null for a missing value.")
+    X: Rows = Field(
+        description="Rows (lists), records (objects), or columns (an object of equal-length "
+        "lists, by column name); null for a missing value."
+    )
     y: list[Any] = Field(description="One target per row: class labels or numbers.")
     columns: list[str] | None = Field(default=None, description="Column names for rows.")
 

@@ -30,6 +30,18 @@ class LimitExceeded(ValidationFailed):
     code = "limit_exceeded"
 
 
+class UnsupportedFile(ValidationFailed):
+    """An upload that is neither CSV nor Parquet."""
+
+    code = "unsupported_file"
+
+
+class FileFormatMismatch(ValidationFailed):
+    """An upload whose name says one format and whose content is another."""
+
+    code = "file_format_mismatch"
+
+
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import pandas as pd
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from shared.errors import (
     ResultNotAvailable,
     ValidationFailed,
 )
+from shared.job_data import insert_job_data
 from shared.job_lifecycle import cancel_job
 from shared.limits import check_test_limits, check_train_limits
 from shared.models import FittedModel, Job, JobData, User
@@ -29,9 +31,13 @@ from shared.payloads import (
     align_columns,
     encode_table,
     labels_from_json,
+    labels_from_series,
+    names_columns,
+    table_from_frame,
     table_from_json,
 )
 from shared.security import decrypt_secret
+from shared.table_files import pop_target, read_table_file
 from shared.tabpfn import load_client
 from shared.upstream import delete_upstream_model
 from shared.webhook_targets import check_target
@@ -82,19 +88,58 @@ def _check_task(task: str) -> None:
         raise ValidationFailed(f"task must be 'classification' or 'regression', not {task!r}.")
 
 
-def _train_table(task: str, X: Sequence[Any], y: Sequence[Any], columns: Sequence[str] | None):
-    table = table_from_json(X, columns, name="train")
-    labels = labels_from_json(y, task=task, n_rows=len(table))
+@dataclass(frozen=True)
+class JsonTable:
+    """A table sent as JSON: rows, records or columns; a train set's targets in `y`."""
+
+    X: Any
+    columns: Sequence[str] | None = None
+    y: Sequence[Any] | None = None
+
+
+@dataclass(frozen=True)
+class FileTable:
+    """An uploaded CSV or Parquet file, read where it was spooled; a train set names its target."""
+
+    file: BinaryIO
+    filename: str | None
+    field: str
+    target: str | None = None
+
+
+TableInput = JsonTable | FileTable
+
+
+def _train_table(task: str, data: TableInput) -> pd.DataFrame:
+    if isinstance(data, FileTable):
+        frame = read_table_file(data.file, data.filename, name=data.field)
+        target = pop_target(frame, data.target or "", name=data.field)
+        table = table_from_frame(frame, name=data.field)
+        del frame
+        labels = labels_from_series(target, task=task, name=f"{data.field} column {data.target!r}")
+    else:
+        table = table_from_json(data.X, data.columns, name="train")
+        labels = labels_from_json(data.y or [], task=task, n_rows=len(table))
     check_train_limits(table, n_classes=labels.nunique() if task == js.CLASSIFICATION else None)
     table[TARGET_COLUMN] = labels
     return table
 
 
-def _test_table(X: Sequence[Any], columns: Sequence[str] | None, model_columns: list[str]):
-    table = table_from_json(X, columns, name="test")
+def _test_table(data: TableInput, model_columns: list[str]) -> pd.DataFrame:
+    if isinstance(data, FileTable):
+        frame = read_table_file(data.file, data.filename, name=data.field)
+        table, named = table_from_frame(frame, name=data.field), True
+        del frame
+    else:
+        table = table_from_json(data.X, data.columns, name="test")
+        named = names_columns(data.X, data.columns)
     check_test_limits(table)
-    named = columns is not None or isinstance(X[0], dict)
     return align_columns(table, model_columns, named=named)
+
+
+def _check_callback(callback_url: str | None) -> None:
+    if callback_url is not None:
+        check_target(callback_url, allow_private=get_settings().webhook_allow_private_targets)
 
 
 def _new_job(
@@ -106,11 +151,9 @@ def _new_job(
     params: dict,
     callback_url: str | None,
     model_id: uuid.UUID | None,
-    train: pd.DataFrame | None,
-    test: pd.DataFrame | None,
+    train_parquet: BinaryIO | None,
+    test_parquet: BinaryIO | None,
 ) -> Job:
-    if callback_url is not None:
-        check_target(callback_url, allow_private=get_settings().webhook_allow_private_targets)
     job = Job(
         id=uuid.uuid4(),
         user_id=user.id,
@@ -122,18 +165,14 @@ def _new_job(
         model_id=model_id,
         attempts=0,
     )
-    train_bytes = encode_table(train) if train is not None else None
-    test_bytes = encode_table(test) if test is not None else None
     session.add(job)
-    session.add(
-        JobData(
-            job_id=job.id,
-            train_parquet=train_bytes,
-            test_parquet=test_bytes,
-            size_bytes=len(train_bytes or b"") + len(test_bytes or b""),
-        )
-    )
     session.flush()
+    try:
+        insert_job_data(session=session, job_id=job.id, train=train_parquet, test=test_parquet)
+    finally:
+        for file in (train_parquet, test_parquet):
+            if file is not None:
+                file.close()
     return job
 
 
@@ -142,15 +181,15 @@ def create_fit_job(
     session: Session,
     user: User,
     task: str,
-    X: Sequence[Any],
-    y: Sequence[Any],
-    columns: Sequence[str] | None,
+    train: TableInput,
     options: dict[str, Any],
     callback_url: str | None,
 ) -> Job:
     _check_task(task)
     params = {"options": _check_options(task, options)}
-    train = _train_table(task, X, y, columns)
+    _check_callback(callback_url)
+    # Encoded at once: the DataFrame is freed before the row is written.
+    train_parquet = encode_table(_train_table(task, train))
     return _new_job(
         session=session,
         user=user,
@@ -159,8 +198,8 @@ def create_fit_job(
         params=params,
         callback_url=callback_url,
         model_id=None,
-        train=train,
-        test=None,
+        train_parquet=train_parquet,
+        test_parquet=None,
     )
 
 
@@ -169,15 +208,15 @@ def create_predict_job(
     session: Session,
     user: User,
     model_id: uuid.UUID,
-    X: Sequence[Any],
-    columns: Sequence[str] | None,
+    test: TableInput,
     output: str | None,
     quantiles: Sequence[float] | None,
     callback_url: str | None,
 ) -> Job:
     model = get_model(session=session, user=user, model_id=model_id)
     params = _check_output(model.task, output, quantiles)
-    test = _test_table(X, columns, model.columns)
+    _check_callback(callback_url)
+    test_parquet = encode_table(_test_table(test, model.columns))
     return _new_job(
         session=session,
         user=user,
@@ -186,8 +225,8 @@ def create_predict_job(
         params=params,
         callback_url=callback_url,
         model_id=model.id,
-        train=None,
-        test=test,
+        train_parquet=None,
+        test_parquet=test_parquet,
     )
 
 
@@ -196,11 +235,8 @@ def create_fit_predict_job(
     session: Session,
     user: User,
     task: str,
-    X: Sequence[Any],
-    y: Sequence[Any],
-    columns: Sequence[str] | None,
-    test_X: Sequence[Any],
-    test_columns: Sequence[str] | None,
+    train: TableInput,
+    test: TableInput,
     options: dict[str, Any],
     output: str | None,
     quantiles: Sequence[float] | None,
@@ -208,9 +244,12 @@ def create_fit_predict_job(
 ) -> Job:
     _check_task(task)
     params = {"options": _check_options(task, options), **_check_output(task, output, quantiles)}
-    train = _train_table(task, X, y, columns)
-    train_columns = [c for c in train.columns if c != TARGET_COLUMN]
-    test = _test_table(test_X, test_columns, train_columns)
+    _check_callback(callback_url)
+    train_table = _train_table(task, train)
+    train_columns = [c for c in train_table.columns if c != TARGET_COLUMN]
+    train_parquet = encode_table(train_table)
+    del train_table
+    test_parquet = encode_table(_test_table(test, train_columns))
     return _new_job(
         session=session,
         user=user,
@@ -219,8 +258,8 @@ def create_fit_predict_job(
         params=params,
         callback_url=callback_url,
         model_id=None,
-        train=train,
-        test=test,
+        train_parquet=train_parquet,
+        test_parquet=test_parquet,
     )
 
 

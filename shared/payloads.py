@@ -1,126 +1,294 @@
-"""The payload codec: JSON tables in, validated DataFrames, compressed Parquet at rest.
+"""The payload codec: tables in (JSON or files), validated DataFrames, compressed Parquet at rest.
 
 Every check that can reject user data runs here, before anything is stored,
-so bad input never leaves half a job behind.
+so bad input never leaves half a job behind. JSON and uploaded files share
+one definition of valid data: both become a DataFrame that `table_from_frame`
+checks column by column, with vectorized operations rather than a loop per cell.
+
+A valid feature table has unique column names and, per column, either text
+(object dtype: str or None) or numbers (float64, NaN for missing). A column
+with any text is text, its numbers written as text; booleans are numbers;
+dates and times are ISO text.
 """
 
 from __future__ import annotations
 
 import io
-import math
-from collections.abc import Sequence
-from typing import Any
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO
 
+import numpy as np
 import pandas as pd
+from pandas.api import types as ptypes
 
 from shared.errors import ValidationFailed
 from shared.job_states import CLASSIFICATION
 
 # The train set's target travels as the last Parquet column under this name.
 TARGET_COLUMN = "__tabpfn_api_target__"
+# Encoded payloads larger than this wait for storage on disk, not in memory.
+SPOOL_BYTES = 4 * 2**20
 
-_SCALARS = (str, int, float, bool)
+_NUMBER_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "boolean"}
+_DATE_KINDS = {"date", "datetime", "datetime64"}
+_MIXED_KINDS = {"mixed", "mixed-integer"}
+# Cell types a column mixing text and numbers may hold (JSON or pandas scalars).
+_SCALAR_TYPES = (str, int, float, bool, np.integer, np.floating, np.bool_, type(None))
 
 
-def _check_cell(value: Any, where: str) -> Any:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            raise ValidationFailed(f"{where} is infinite; send null for a missing value.")
-        return value
+def _first(mask: np.ndarray | pd.Series) -> int:
+    return int(np.argmax(np.asarray(mask)))
+
+
+def _numbers(values: pd.Series, where: str) -> pd.Series:
+    try:
+        array = values.to_numpy(dtype="float64", na_value=np.nan)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ValidationFailed(f"{where} holds a number out of range: {exc}.") from exc
+    infinite = np.isinf(array)
+    if infinite.any():
+        raise ValidationFailed(
+            f"{where}, row {_first(infinite)} is infinite; leave it empty (null) if missing."
+        )
+    return pd.Series(array, index=values.index, dtype="float64")
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Cells as str, missing ones as None."""
+    missing = values.isna().to_numpy()
+    text = values.astype(str).astype(object)
+    if missing.any():
+        text[missing] = None
+    return text
+
+
+def _iso_datetimes(values: pd.Series) -> pd.Series:
+    """datetime64 cells as ISO 8601 text: dates alone when every time is midnight."""
+    suffix = ""
+    if getattr(values.dt, "tz", None) is not None:
+        values, suffix = values.dt.tz_convert("UTC").dt.tz_localize(None), "Z"
+    stamps = values.to_numpy()
+    missing = np.isnat(stamps)
+    present = stamps[~missing]
+    units = ["s", "ms", "us", "ns"] if suffix else ["D", "s", "ms", "us", "ns"]
+    unit = next(u for u in units if (present.astype(f"datetime64[{u}]") == present).all())
+    text = np.datetime_as_string(stamps, unit=unit).astype(object)
+    if suffix:
+        text = text + suffix
+    text[missing] = None
+    return pd.Series(text, index=values.index, dtype=object)
+
+
+def _mixed_column(values: pd.Series, where: str) -> pd.Series:
+    """A column of several cell types: text if any cell is text, else numbers."""
+    cell_types = values.map(type)
+    found = pd.unique(cell_types)
+    refused = [t for t in found if not issubclass(t, _SCALAR_TYPES)]
+    if refused:
+        row = _first(cell_types.isin(refused))
+        raise ValidationFailed(
+            f"{where}, row {row} is a {refused[0].__name__}; "
+            "cells must be numbers, strings, booleans or null."
+        )
+    if not any(issubclass(t, str) for t in found):
+        return _numbers(values, where)
+    floats = cell_types.isin([t for t in found if issubclass(t, float | np.floating)])
+    infinite = np.isinf(values[floats].to_numpy(dtype="float64"))
+    if infinite.any():
+        row = int(np.flatnonzero(floats.to_numpy())[_first(infinite)])
+        raise ValidationFailed(f"{where}, row {row} is infinite; leave it empty (null) if missing.")
+    return _text(values)
+
+
+def _object_column(values: pd.Series, where: str) -> pd.Series:
+    kind = ptypes.infer_dtype(values, skipna=True)
+    if kind == "string":
+        return _text(values)
+    if kind == "empty":
+        return pd.Series(np.nan, index=values.index, dtype="float64")
+    if kind in _NUMBER_KINDS:
+        return _numbers(values, where)
+    if kind == "date":
+        return _text(values)  # str(date) is ISO 8601
+    if kind in _DATE_KINDS:
+        try:
+            return _iso_datetimes(pd.to_datetime(values))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValidationFailed(f"{where} holds dates that cannot be read: {exc}.") from exc
+    if kind == "time":
+        return _text(values)  # str(time) is ISO 8601
+    if kind in _MIXED_KINDS:
+        return _mixed_column(values, where)
     raise ValidationFailed(
-        f"{where} is a {type(value).__name__}; cells must be numbers, strings, booleans or null."
+        f"{where} holds {kind} values; cells must be numbers, strings, booleans, dates or null."
     )
 
 
-def _rows_from_records(records: Sequence[Any]) -> tuple[list[str], list[list[Any]]]:
+def _column(values: pd.Series, where: str) -> pd.Series:
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _object_column(values.astype(object), where)
+    if ptypes.is_bool_dtype(dtype) or (
+        ptypes.is_numeric_dtype(dtype) and not ptypes.is_complex_dtype(dtype)
+    ):
+        return _numbers(values, where)
+    if ptypes.is_datetime64_any_dtype(dtype):
+        return _iso_datetimes(values)
+    if ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype):
+        return _object_column(values.astype(object), where)
+    raise ValidationFailed(
+        f"{where} has type {dtype}; cells must be numbers, strings, booleans, dates or null."
+    )
+
+
+def check_column_names(names: Sequence[Any], *, name: str) -> list[str]:
+    names = [str(n) for n in names]
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        twice = sorted({n for n in names if n in seen or seen.add(n)})
+        raise ValidationFailed(f"{name}: column names must be unique; repeated: {twice}.")
+    if TARGET_COLUMN in names:
+        raise ValidationFailed(f"{name}: the column name {TARGET_COLUMN!r} is reserved.")
+    return names
+
+
+def table_from_frame(frame: pd.DataFrame, *, name: str) -> pd.DataFrame:
+    """Validate a feature table and normalize it to text and float64 columns.
+
+    Infinite numbers, and cells that are objects or lists, are refused (422).
+    """
+    if frame.shape[1] == 0:
+        raise ValidationFailed(f"{name} has no columns.")
+    if len(frame) == 0:
+        raise ValidationFailed(f"{name} has no rows.")
+    names = check_column_names(list(frame.columns), name=name)
+    data = {
+        column: _column(frame.iloc[:, j], f"{name}: column {column!r}")
+        for j, column in enumerate(names)
+    }
+    table = pd.DataFrame(data, copy=False)
+    table.index = pd.RangeIndex(len(table))
+    return table
+
+
+def _frame_from_columns(X: Mapping[str, Any], name: str) -> pd.DataFrame:
+    if not X:
+        raise ValidationFailed(f"{name}.X has no columns.")
+    lengths = {}
+    for column, values in X.items():
+        if not isinstance(values, list):
+            raise ValidationFailed(f"{name}.X[{column!r}] is not a list of values.")
+        lengths[column] = len(values)
+    if len(set(lengths.values())) > 1:
+        raise ValidationFailed(f"{name}.X columns must all have the same length; got {lengths}.")
+    return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in X.items()}, copy=False)
+
+
+def _frame_from_records(X: Sequence[Any], name: str) -> pd.DataFrame:
     columns: dict[str, None] = {}
-    for i, record in enumerate(records):
+    for i, record in enumerate(X):
         if not isinstance(record, dict):
-            raise ValidationFailed(f"X[{i}] is not an object; use all rows or all records.")
+            raise ValidationFailed(f"{name}.X[{i}] is not an object; use all rows or all records.")
         columns.update(dict.fromkeys(record))
-    names = list(columns)
-    return names, [[record.get(name) for name in names] for record in records]
+    return pd.DataFrame(
+        {c: pd.Series([r.get(c) for r in X], dtype=object) for c in columns}, copy=False
+    )
 
 
-def table_from_json(X: Sequence[Any], columns: Sequence[str] | None, *, name: str) -> pd.DataFrame:
-    """Build a feature table from rows (lists) or records (objects).
+def _frame_from_rows(X: Sequence[Any], columns: Sequence[str] | None, name: str) -> pd.DataFrame:
+    width = len(X[0]) if isinstance(X[0], list) else 0
+    for i, row in enumerate(X):
+        if not isinstance(row, list):
+            raise ValidationFailed(f"{name}.X[{i}] is not a list; use all rows or all records.")
+        if len(row) != width:
+            raise ValidationFailed(
+                f"{name}.X[{i}] has {len(row)} values but the first row has {width}."
+            )
+    if width == 0:
+        raise ValidationFailed(f"{name}.X rows have no values.")
+    if columns is None:
+        names = [f"x{j}" for j in range(width)]
+    elif len(columns) != width:
+        raise ValidationFailed(
+            f"{name}.columns names {len(columns)} columns but the rows have {width} values."
+        )
+    else:
+        names = list(columns)
+    names = check_column_names(names, name=name)
+    return pd.DataFrame(
+        {c: pd.Series(v, dtype=object) for c, v in zip(names, zip(*X, strict=True), strict=True)},
+        copy=False,
+    )
+
+
+def names_columns(X: Any, columns: Sequence[str] | None) -> bool:
+    """Whether JSON data names its columns (records, columns, or rows with `columns`)."""
+    return columns is not None or isinstance(X, Mapping) or (bool(X) and isinstance(X[0], dict))
+
+
+def table_from_json(X: Any, columns: Sequence[str] | None, *, name: str) -> pd.DataFrame:
+    """Build a feature table from rows (lists), records (objects) or columns (an object of lists).
 
     Columns that hold any text become text columns (numbers in them become
     text too); the rest are numeric. Missing values are null.
     """
-    if not X:
+    if isinstance(X, Mapping):
+        if columns is not None:
+            raise ValidationFailed(f"{name}.columns is only for rows; X already names its columns.")
+        frame = _frame_from_columns(X, name)
+    elif not X:
         raise ValidationFailed(f"{name}.X has no rows.")
-    if isinstance(X[0], dict):
+    elif isinstance(X[0], dict):
         if columns is not None:
             raise ValidationFailed(f"{name}.columns is only for rows; records name their columns.")
-        names, rows = _rows_from_records(X)
+        frame = _frame_from_records(X, name)
     else:
-        rows = []
-        width = len(X[0]) if isinstance(X[0], list) else 0
-        for i, row in enumerate(X):
-            if not isinstance(row, list):
-                raise ValidationFailed(f"{name}.X[{i}] is not a list; use all rows or all records.")
-            if len(row) != width:
-                raise ValidationFailed(
-                    f"{name}.X[{i}] has {len(row)} values but the first row has {width}."
-                )
-            rows.append(row)
-        if width == 0:
-            raise ValidationFailed(f"{name}.X rows have no values.")
-        if columns is None:
-            names = [f"x{j}" for j in range(width)]
-        elif len(columns) != width:
-            raise ValidationFailed(
-                f"{name}.columns names {len(columns)} columns but the rows have {width} values."
-            )
-        else:
-            names = list(columns)
-    if len(set(names)) != len(names):
-        raise ValidationFailed(f"{name}: column names must be unique.")
-    if TARGET_COLUMN in names:
-        raise ValidationFailed(f"{name}: the column name {TARGET_COLUMN!r} is reserved.")
+        frame = _frame_from_rows(X, columns, name)
+    return table_from_frame(frame, name=f"{name}.X")
 
-    data: dict[str, pd.Series] = {}
-    for j, column in enumerate(names):
-        values = [_check_cell(row[j], f"{name}.X[{i}][{column!r}]") for i, row in enumerate(rows)]
-        if any(isinstance(v, str) for v in values):
-            data[column] = pd.Series(
-                [None if v is None else str(v) for v in values], dtype="object"
+
+def labels_from_series(y: pd.Series, *, task: str, name: str) -> pd.Series:
+    """Validate a target: classes for classification, finite numbers for regression."""
+    missing = y.isna().to_numpy()
+    if missing.any():
+        raise ValidationFailed(f"{name}[{_first(missing)}] is null; every row needs a target.")
+    kind = ptypes.infer_dtype(y, skipna=False)
+    if kind in _MIXED_KINDS:
+        scalar = y.map(lambda v: isinstance(v, _SCALAR_TYPES)).to_numpy()
+        if not scalar.all():
+            raise ValidationFailed(f"{name}[{_first(~scalar)}] must be a number or a string.")
+        if task == CLASSIFICATION:
+            raise ValidationFailed(
+                f"{name} mixes text and numbers (or booleans); use one type of label."
             )
+    if task == CLASSIFICATION:
+        if kind == "string":
+            labels = y.astype(object)
+        elif kind == "integer":
+            try:
+                labels = y.astype("int64")
+            except (OverflowError, ValueError) as exc:
+                raise ValidationFailed(f"{name} holds an integer out of range.") from exc
+        elif kind == "boolean":
+            labels = y.astype(bool)
+        elif kind in _NUMBER_KINDS:
+            labels = _numbers(y, name)
         else:
-            data[column] = pd.Series(
-                [math.nan if v is None else float(v) for v in values], dtype="float64"
-            )
-    return pd.DataFrame(data)
+            raise ValidationFailed(f"{name} holds {kind} values; use numbers or strings as labels.")
+        labels = labels.reset_index(drop=True)
+        if labels.nunique() < 2:
+            raise ValidationFailed(f"{name} has a single class; classification needs two or more.")
+        return labels
+    if kind not in _NUMBER_KINDS - {"boolean"}:
+        raise ValidationFailed(f"{name} must hold finite numbers for regression, not {kind}.")
+    return _numbers(y, name).reset_index(drop=True)
 
 
 def labels_from_json(y: Sequence[Any], *, task: str, n_rows: int) -> pd.Series:
-    """Validate a target: classes for classification, finite numbers for regression."""
     if len(y) != n_rows:
         raise ValidationFailed(f"train.y has {len(y)} values but train.X has {n_rows} rows.")
-    for i, value in enumerate(y):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise ValidationFailed(f"train.y[{i}] is null; every row needs a target.")
-        if not isinstance(value, _SCALARS):
-            raise ValidationFailed(f"train.y[{i}] must be a number or a string.")
-    if task == CLASSIFICATION:
-        kinds = {"text" if isinstance(v, str) else "number" for v in y}
-        if len(kinds) > 1:
-            raise ValidationFailed("train.y mixes text and numbers; use one type of label.")
-        labels = pd.Series(list(y))
-        if labels.nunique() < 2:
-            raise ValidationFailed("train.y has a single class; classification needs two or more.")
-        return labels
-    for i, value in enumerate(y):
-        if isinstance(value, str | bool) or math.isinf(value):
-            raise ValidationFailed(f"train.y[{i}] must be a finite number for regression.")
-    return pd.Series([float(v) for v in y], dtype="float64")
+    return labels_from_series(pd.Series(y, dtype=object), task=task, name="train.y")
 
 
 def align_columns(table: pd.DataFrame, model_columns: list[str], *, named: bool) -> pd.DataFrame:
@@ -142,10 +310,13 @@ def align_columns(table: pd.DataFrame, model_columns: list[str], *, named: bool)
     return table[model_columns]
 
 
-def encode_table(table: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False, compression="zstd")
-    return buffer.getvalue()
+def encode_table(table: pd.DataFrame) -> BinaryIO:
+    """The table as zstd Parquet in a temporary file, in memory only while it is small."""
+    # Closed by the caller once stored.
+    file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    table.to_parquet(file, index=False, compression="zstd")
+    file.seek(0)
+    return file
 
 
 def decode_table(data: bytes) -> pd.DataFrame:

@@ -77,28 +77,32 @@ def test_cancel_queued_running_and_finished_jobs(api, stack, emulator_knobs):
     finished = api.post(f"/jobs/{done['id']}/cancel", headers=headers)
     assert (finished.status_code, finished.json()["code"]) == (409, "job_already_finished")
 
-    # Slow upstream calls keep both worker processes busy, so a third job waits queued.
-    emulator_knobs(latency_s=1.0)
-    fits_before = _fit_calls(stack, "carol-token")
-    busy = [api.post("/jobs/fit", json=FIT, headers=headers).json()["id"] for _ in range(2)]
+    # Slow upstream fits (2 s each; submits stay fast) and four jobs ahead of it (two
+    # running, two held by the worker's prefetch) keep a fifth job queued to cancel it.
+    emulator_knobs(hang_s=2.0)
+    busy = [api.post("/jobs/fit", json=FIT, headers=headers).json()["id"] for _ in range(4)]
     waiting = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
-    deadline = time.monotonic() + 30
-    while any(api.get(f"/jobs/{j}", headers=headers).json()["status"] != "running" for j in busy):
-        assert time.monotonic() < deadline, "the busy jobs never started"
-        time.sleep(0.05)
     canceled = api.post(f"/jobs/{waiting}/cancel", headers=headers)
     assert canceled.status_code == 200, canceled.text
     assert (canceled.json()["status"], canceled.json()["error"]["code"]) == ("canceled", "canceled")
 
-    # Cancel one of the running ones too: it ends canceled, its outcome discarded.
+    # Cancel a running one too: it ends canceled, its outcome discarded.
+    deadline = time.monotonic() + 30
+    while (state := api.get(f"/jobs/{busy[0]}", headers=headers).json())["status"] != "running":
+        assert state["status"] == "queued" and time.monotonic() < deadline, state
+        time.sleep(0.05)
     assert api.post(f"/jobs/{busy[0]}/cancel", headers=headers).json()["status"] == "canceled"
-    assert wait_for_job(api, headers, busy[1])["status"] == "succeeded"
+    for job_id in busy[1:]:
+        assert wait_for_job(api, headers, job_id)["status"] == "succeeded"
     time.sleep(3)  # the canceled run's upstream calls come back meanwhile
     stopped = api.get(f"/jobs/{busy[0]}", headers=headers).json()
     assert stopped["status"] == "canceled" and stopped["model_id"] is None
     never_ran = api.get(f"/jobs/{waiting}", headers=headers).json()
-    assert (never_ran["status"], never_ran["attempts"]) == ("canceled", 0)
-    assert _fit_calls(stack, "carol-token") - fits_before == 2  # the queued one never ran
+    assert (never_ran["status"], never_ran["attempts"], never_ran["started_at"]) == (
+        "canceled",
+        0,
+        None,
+    )
     result = api.get(f"/jobs/{waiting}/result", headers=headers)
     assert (result.status_code, result.json()["code"]) == (409, "canceled")
     other = register(api)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import AnyHttpUrl, BaseModel
 from sqlalchemy.orm import Session
 
 from api.deps import Caller, CurrentUser, SessionDep
 from api.job_waiter import next_change
+from api.multipart import ContentTypeRoute, multipart_variant
 from api.schemas import (
     ErrorOut,
     FitPredictRequest,
@@ -23,23 +25,37 @@ from api.schemas import (
     JobLinks,
     JobOut,
     JobPage,
+    Output,
     PredictRequest,
+    Task,
 )
 from shared import jobs
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.errors import ValidationFailed
 from shared.idempotency import create_once, fingerprint
 from shared.job_states import FINISHED
 from shared.models import Job, User
 from shared.queue import enqueue_job
+from shared.table_files import MEDIA_TYPES, file_digest, result_table, write_table
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+# ContentTypeRoute: the submit operations take JSON or a multipart upload at one path.
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=ContentTypeRoute)
 KEEPALIVE_S = 15.0
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "unauthorized"},
     409: {"model": ErrorOut, "description": "idempotency_conflict"},
-    422: {"model": ErrorOut, "description": "validation_error or limit_exceeded"},
+    422: {
+        "model": ErrorOut,
+        "description": "validation_error or limit_exceeded; for uploads also "
+        "unsupported_file or file_format_mismatch",
+    },
+}
+_TOO_LARGE = {
+    "model": ErrorOut,
+    "description": "payload_too_large: a JSON body over MAX_REQUEST_BYTES, "
+    "or an upload over MAX_UPLOAD_BYTES",
 }
 
 
@@ -80,11 +96,9 @@ def _accept(
     response: Response,
     *,
     key: str | None,
-    route: str,
-    body: BaseModel,
+    request_hash: str,
     create: Callable[[], Job],
 ) -> JobOut:
-    request_hash = fingerprint(route, body.model_dump(mode="json"))
     job, created = create_once(
         session=session, user=user, key=key, request_hash=request_hash, create=create
     )
@@ -98,11 +112,99 @@ def _accept(
     return job_out(job)
 
 
+def _json_hash(route: str, body: BaseModel) -> str:
+    return fingerprint(route, body.model_dump(mode="json"))
+
+
+def _upload_hash(route: str, fields: dict[str, Any], files: dict[str, UploadFile]) -> str:
+    """The files by content (hashed in chunks from where they are spooled), with the fields."""
+    digests = {name: file_digest(upload.file) for name, upload in files.items()}
+    return fingerprint(f"{route}:upload", {**fields, **digests})
+
+
 def _url(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-@router.post("/fit", status_code=status.HTTP_202_ACCEPTED, summary="Fit a model", responses=_ERRORS)
+def _file(upload: UploadFile, field: str, target: str | None = None) -> jobs.FileTable:
+    return jobs.FileTable(file=upload.file, filename=upload.filename, field=field, target=target)
+
+
+def _options(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"options is not valid JSON: {exc}.") from exc
+    if not isinstance(options, dict):
+        raise ValidationFailed('options must be a JSON object, e.g. {"n_estimators": 4}.')
+    return options
+
+
+def _quantiles(text: str | None) -> list[float] | None:
+    """A JSON list ("[0.1, 0.9]") or a comma-separated list ("0.1,0.9")."""
+    if not text or not text.strip():
+        return None
+    try:
+        values = json.loads(text) if text.lstrip().startswith("[") else text.split(",")
+        return [float(v) for v in values]
+    except (ValueError, TypeError) as exc:
+        raise ValidationFailed(
+            f"quantiles must be numbers, as JSON ([0.1, 0.9]) or comma-separated; got {text!r}."
+        ) from exc
+
+
+FormTask = Annotated[Task, Form(description="classification or regression")]
+FormTarget = Annotated[str, Form(description="The file's column to predict.")]
+FormOptions = Annotated[
+    str | None, Form(description='TabPFN estimator options as JSON text, e.g. {"n_estimators": 4}.')
+]
+FormOutput = Annotated[
+    Output | None, Form(description="Default: labels (classification) or mean (regression).")
+]
+FormQuantiles = Annotated[
+    str | None, Form(description='For output=quantiles: "0.1,0.5,0.9" or "[0.1, 0.5, 0.9]".')
+]
+FormCallback = Annotated[AnyHttpUrl | None, Form()]
+TableFile = File(description="CSV (UTF-8, comma-separated, header row) or Parquet.")
+
+
+def submit_fit_upload(
+    task: FormTask,
+    target: FormTarget,
+    file: Annotated[UploadFile, TableFile],
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    options: FormOptions = None,
+    callback_url: FormCallback = None,
+    key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    parsed_options, url = _options(options), _url(callback_url)
+
+    def create() -> Job:
+        return jobs.create_fit_job(
+            session=session,
+            user=user,
+            task=task,
+            train=_file(file, "file", target),
+            options=parsed_options,
+            callback_url=url,
+        )
+
+    fields = {"task": task, "target": target, "options": parsed_options, "callback_url": url}
+    request_hash = _upload_hash("fit", fields, {"file": file})
+    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+
+
+@router.post(
+    "/fit",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Fit a model",
+    responses={**_ERRORS, 413: _TOO_LARGE},
+)
+@multipart_variant(submit_fit_upload)
 def submit_fit(
     body: FitRequest,
     session: SessionDep,
@@ -110,27 +212,70 @@ def submit_fit(
     response: Response,
     key: IdempotencyKeyHeader = None,
 ) -> JobOut:
+    """The training data as JSON (`train.X` as rows, records or columns, and
+    `train.y`), or as an uploaded file (`multipart/form-data`): fields `task`,
+    `target` (the file's column to predict), `file` (.csv or .parquet),
+    `options` (JSON text) and `callback_url`."""
+
     def create() -> Job:
         return jobs.create_fit_job(
             session=session,
             user=user,
             task=body.task,
-            X=body.train.X,
-            y=body.train.y,
-            columns=body.train.columns,
+            train=jobs.JsonTable(X=body.train.X, columns=body.train.columns, y=body.train.y),
             options=body.options,
             callback_url=_url(body.callback_url),
         )
 
-    return _accept(session, user, response, key=key, route="fit", body=body, create=create)
+    request_hash = _json_hash("fit", body)
+    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+
+
+def submit_predict_upload(
+    model_id: Annotated[uuid.UUID, Form()],
+    file: Annotated[UploadFile, TableFile],
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    output: FormOutput = None,
+    quantiles: FormQuantiles = None,
+    callback_url: FormCallback = None,
+    key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    parsed_quantiles, url = _quantiles(quantiles), _url(callback_url)
+
+    def create() -> Job:
+        return jobs.create_predict_job(
+            session=session,
+            user=user,
+            model_id=model_id,
+            test=_file(file, "file"),
+            output=output,
+            quantiles=parsed_quantiles,
+            callback_url=url,
+        )
+
+    fields = {
+        "model_id": str(model_id),
+        "output": output,
+        "quantiles": parsed_quantiles,
+        "callback_url": url,
+    }
+    request_hash = _upload_hash("predict", fields, {"file": file})
+    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
 @router.post(
     "/predict",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Predict with a fitted model",
-    responses={**_ERRORS, 404: {"model": ErrorOut, "description": "model_not_found"}},
+    responses={
+        **_ERRORS,
+        404: {"model": ErrorOut, "description": "model_not_found"},
+        413: _TOO_LARGE,
+    },
 )
+@multipart_variant(submit_predict_upload)
 def submit_predict(
     body: PredictRequest,
     session: SessionDep,
@@ -138,27 +283,77 @@ def submit_predict(
     response: Response,
     key: IdempotencyKeyHeader = None,
 ) -> JobOut:
+    """The rows to predict as JSON (`X` as rows, records or columns), or as an
+    uploaded file (`multipart/form-data`): fields `model_id`, `file` (.csv or
+    .parquet, with the model's columns by name), `output`, `quantiles` (JSON
+    text or comma-separated) and `callback_url`. Columns named by the caller
+    are matched to the model's by name; unnamed rows by position."""
+
     def create() -> Job:
         return jobs.create_predict_job(
             session=session,
             user=user,
             model_id=body.model_id,
-            X=body.X,
-            columns=body.columns,
+            test=jobs.JsonTable(X=body.X, columns=body.columns),
             output=body.output,
             quantiles=body.quantiles,
             callback_url=_url(body.callback_url),
         )
 
-    return _accept(session, user, response, key=key, route="predict", body=body, create=create)
+    request_hash = _json_hash("predict", body)
+    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+
+
+def submit_fit_predict_upload(
+    task: FormTask,
+    target: Annotated[str, Form(description="The train file's column to predict.")],
+    train_file: Annotated[UploadFile, TableFile],
+    test_file: Annotated[UploadFile, TableFile],
+    session: SessionDep,
+    user: CurrentUser,
+    response: Response,
+    options: FormOptions = None,
+    output: FormOutput = None,
+    quantiles: FormQuantiles = None,
+    callback_url: FormCallback = None,
+    key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    parsed_options, parsed_quantiles = _options(options), _quantiles(quantiles)
+    url = _url(callback_url)
+
+    def create() -> Job:
+        return jobs.create_fit_predict_job(
+            session=session,
+            user=user,
+            task=task,
+            train=_file(train_file, "train_file", target),
+            test=_file(test_file, "test_file"),
+            options=parsed_options,
+            output=output,
+            quantiles=parsed_quantiles,
+            callback_url=url,
+        )
+
+    fields = {
+        "task": task,
+        "target": target,
+        "options": parsed_options,
+        "output": output,
+        "quantiles": parsed_quantiles,
+        "callback_url": url,
+    }
+    files = {"train_file": train_file, "test_file": test_file}
+    request_hash = _upload_hash("fit-predict", fields, files)
+    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
 @router.post(
     "/fit-predict",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Fit and predict in one job",
-    responses=_ERRORS,
+    responses={**_ERRORS, 413: _TOO_LARGE},
 )
+@multipart_variant(submit_fit_predict_upload)
 def submit_fit_predict(
     body: FitPredictRequest,
     session: SessionDep,
@@ -166,23 +361,25 @@ def submit_fit_predict(
     response: Response,
     key: IdempotencyKeyHeader = None,
 ) -> JobOut:
+    """`train` and `test` as JSON, or two uploaded files (`multipart/form-data`):
+    fields `task`, `target` (the train file's column to predict), `train_file`,
+    `test_file`, `options`, `output`, `quantiles` and `callback_url`."""
+
     def create() -> Job:
         return jobs.create_fit_predict_job(
             session=session,
             user=user,
             task=body.task,
-            X=body.train.X,
-            y=body.train.y,
-            columns=body.train.columns,
-            test_X=body.test.X,
-            test_columns=body.test.columns,
+            train=jobs.JsonTable(X=body.train.X, columns=body.train.columns, y=body.train.y),
+            test=jobs.JsonTable(X=body.test.X, columns=body.test.columns),
             options=body.options,
             output=body.output,
             quantiles=body.quantiles,
             callback_url=_url(body.callback_url),
         )
 
-    return _accept(session, user, response, key=key, route="fit-predict", body=body, create=create)
+    request_hash = _json_hash("fit-predict", body)
+    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
 @router.get("", summary="List your jobs, newest first")
@@ -286,13 +483,74 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Job
     return job_out(jobs.cancel(session=session, user=user, job_id=job_id))
 
 
+ResultFormat = Literal["json", "csv", "parquet"]
+_ACCEPTED_MEDIA = {
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+}
+
+
+def _result_format(requested: str | None, accept: str | None) -> str:
+    """?format= first; else the Accept header's preferred table type; else JSON."""
+    if requested:
+        return requested
+    best, best_q = "json", 0.0
+    for part in (accept or "").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = next((p[2:] for p in params if p.startswith("q=")), "1")
+        try:
+            quality = float(q)
+        except ValueError:
+            continue
+        kind = _ACCEPTED_MEDIA.get(media.lower())
+        if kind is not None and quality > best_q:
+            best, best_q = kind, quality
+    return best
+
+
 @router.get(
     "/{job_id}/result",
-    summary="A succeeded job's result",
+    summary="A succeeded job's result: JSON, or a CSV or Parquet table",
+    response_model=dict[str, Any],
     responses={
+        200: {
+            "description": "The result: JSON by default; a table with ?format=csv|parquet "
+            "or Accept: text/csv | application/vnd.apache.parquet.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {
+                    "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
+                },
+            },
+        },
         404: {"model": ErrorOut, "description": "not_found"},
         409: {"model": ErrorOut, "description": "result_not_available: the job has not succeeded"},
     },
 )
-def get_result(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    return jobs.get_result(session=session, user=user, job_id=job_id)
+def get_result(
+    job_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    result_format: Annotated[
+        ResultFormat | None,
+        Query(alias="format", description="json, csv or parquet; overrides Accept."),
+    ] = None,
+) -> Any:
+    """JSON by default. As a table with `?format=csv|parquet`, or `Accept: text/csv`
+    or `application/vnd.apache.parquet` (also `application/x-parquet`), sent as an
+    attachment named `<job_id>.csv|.parquet`. Predictions: one row per input row,
+    in input order; columns `prediction`, then `proba_<class>` per class (output
+    probabilities) or `q_<quantile>` per quantile. A fit: one row of its fields
+    (`model_id`, `task`, `n_rows`, `n_features`, `classes` as JSON text)."""
+    result = jobs.get_result(session=session, user=user, job_id=job_id)
+    kind = _result_format(result_format, request.headers.get("accept"))
+    if kind == "json":
+        return result
+    return Response(
+        write_table(result_table(result), kind),
+        media_type=MEDIA_TYPES[kind],
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.{kind}"'},
+    )

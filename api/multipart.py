@@ -1,0 +1,84 @@
+"""One operation, two request bodies: JSON, or a multipart/form-data upload.
+
+An endpoint decorated with `multipart_variant(upload_endpoint)` serves
+`multipart/form-data` requests with `upload_endpoint` and every other request
+as usual. Both are ordinary FastAPI endpoints (dependencies, form parsing,
+validation); the upload's form schema is added to the operation's
+`requestBody` beside the JSON one, so the OpenAPI document shows a single
+operation that accepts either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+_VARIANT = "__multipart_variant__"
+MULTIPART = "multipart/form-data"
+
+
+def multipart_variant(upload_endpoint: Callable[..., Any]) -> Callable[[Endpoint], Endpoint]:
+    """Serve multipart/form-data requests to the decorated endpoint with `upload_endpoint`."""
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        setattr(endpoint, _VARIANT, upload_endpoint)
+        return endpoint
+
+    return mark
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith(MULTIPART)
+
+
+class ContentTypeRoute(APIRoute):
+    """An APIRoute that hands multipart/form-data requests to its endpoint's upload variant."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        upload_endpoint = getattr(endpoint, _VARIANT, None)
+        self.upload_route: APIRoute | None = None
+        if upload_endpoint is not None:
+            self.upload_route = APIRoute(
+                path,
+                upload_endpoint,
+                methods=kwargs.get("methods"),
+                status_code=kwargs.get("status_code"),
+                responses=kwargs.get("responses"),
+                include_in_schema=False,
+            )
+            kwargs["openapi_extra"] = _with_form_body(
+                kwargs.get("openapi_extra"), self.upload_route
+            )
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        json_handler = super().get_route_handler()
+        upload_route = getattr(self, "upload_route", None)
+        if upload_route is None:
+            return json_handler
+        upload_handler = upload_route.get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            if is_multipart(request):
+                return await upload_handler(request)
+            return await json_handler(request)
+
+        return handler
+
+
+def _with_form_body(extra: dict[str, Any] | None, upload_route: APIRoute) -> dict[str, Any]:
+    assert upload_route.body_field is not None, "an upload variant needs form fields"
+    schema = TypeAdapter(upload_route.body_field.field_info.annotation).json_schema()
+    # Inline on purpose: a nested model would need a component of its own.
+    assert "$defs" not in schema, "upload form fields must be plain values and files"
+    schema.pop("title", None)
+    extra = dict(extra or {})
+    request_body = dict(extra.get("requestBody", {}))
+    request_body["content"] = {**request_body.get("content", {}), MULTIPART: {"schema": schema}}
+    extra["requestBody"] = request_body
+    return extra
