@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     redis_url: str | None = None
+    # The Celery queue jobs travel on; deployments sharing one Redis use different names.
+    celery_queue: str = "celery"
     # Comma-separated: the first key encrypts, every key decrypts (rotation).
     secret_key: str | None = Field(default=None, repr=False)
 

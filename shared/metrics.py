@@ -29,6 +29,7 @@ from sqlalchemy import Float, case, func, select
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
+from shared.config import get_settings
 from shared.db import session_scope
 from shared.models import Job, WebhookDelivery
 from shared.redis_client import get_redis
@@ -43,7 +44,6 @@ WEBHOOK_STATUSES = ("pending", "succeeded", "failed")
 # Seconds; from sub-second emulator runs to hour-long fits.
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 # Celery's default queue: a Redis list of messages not yet taken by a worker.
-BROKER_QUEUE = "celery"
 
 
 def _epoch(interval):
@@ -147,7 +147,7 @@ def _webhook_counts(session: Session) -> dict[str, int]:
 def _broker_queue_length() -> int | None:
     """Messages waiting in Redis for a worker; None when Redis does not answer."""
     try:
-        return int(get_redis().llen(BROKER_QUEUE))
+        return int(get_redis().llen(get_settings().celery_queue))
     except redis.RedisError as exc:
         log.warning("broker queue length unavailable: %s", type(exc).__name__)
         return None
@@ -198,7 +198,7 @@ def _queue_families(jobs: dict[tuple[str, str], int], broker: int | None) -> Ite
     # Absent rather than a guess while Redis is down: alert on absent().
     if broker is not None:
         length = _gauge(
-            "broker_queue_length", f"Messages in the Redis list '{BROKER_QUEUE}' not yet taken.", []
+            "broker_queue_length", "Messages in the Celery queue (CELERY_QUEUE) not yet taken.", []
         )
         length.add_metric([], broker)
         yield length

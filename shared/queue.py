@@ -29,6 +29,7 @@ def get_celery() -> Celery:
     app = Celery("tabpfn_api", broker=settings.require("REDIS_URL").redis_url)
     app.conf.update(
         task_ignore_result=True,  # results live in Postgres
+        task_default_queue=settings.celery_queue,
         # A job is acknowledged only once it ran; a worker that dies mid-job
         # hands it back, and the Postgres claim keeps a re-run from doubling.
         task_acks_late=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -63,6 +64,8 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
         UPSTREAM_CALL_TIMEOUT_S="3",
         UPSTREAM_SETTINGS_TTL_S="0",
         MAX_REQUEST_BYTES="2000000",
+        # A queue of this run's own: another run on the same Redis cannot take its jobs.
+        CELERY_QUEUE=f"tabpfn-api-test-{uuid.uuid4().hex[:8]}",
         # Webhook receivers in tests listen on loopback; retries come fast.
         WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
         WEBHOOK_RETRY_SCHEDULE_S="0.5,1,2",

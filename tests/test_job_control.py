@@ -126,7 +126,9 @@ def test_retention_deletes_data_and_keeps_metadata(api, stack):
     )
 
     # The beat schedule sends this hourly; send it now, to the real workers.
-    Celery(broker=stack.env["REDIS_URL"]).send_task("data.retention")
+    Celery(broker=stack.env["REDIS_URL"]).send_task(
+        "data.retention", queue=stack.env["CELERY_QUEUE"]
+    )
     deadline = time.monotonic() + 30
     while stack.sql(
         "select result is not null or train_parquet is not null from job_data where job_id = :id",
