@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from shared.config import get_settings
 from shared.job_events import CHANNEL
+from shared.job_states import FINISHED
 from shared.redis_client import redis_py_url
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ RECHECK_S = 5.0
 
 class JobWaiter:
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # job id -> (event, wakes only when the job finishes?)
+        self._waiting: dict[str, set[tuple[asyncio.Event, bool]]] = defaultdict(set)
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -49,7 +51,8 @@ class JobWaiter:
                     backoff = 0.5
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            self._wake(message["data"].decode())
+                            job_id, _, status = message["data"].decode().partition(" ")
+                            self._wake(job_id, status)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis restarting: waiters still re-check
@@ -57,20 +60,25 @@ class JobWaiter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    def _wake(self, job_id: str) -> None:
-        for event in self._waiting.get(job_id, ()):
-            event.set()
+    def _wake(self, job_id: str, status: str) -> None:
+        finished = status in FINISHED
+        for event, only_when_finished in self._waiting.get(job_id, ()):
+            if finished or not only_when_finished:
+                event.set()
 
     @contextlib.asynccontextmanager
-    async def watching(self, job_id: str) -> AsyncIterator[asyncio.Event]:
-        """An event set on each change of the job. Enter before reading its state,
-        so a change between the read and the wait is not missed."""
-        event = asyncio.Event()
-        self._waiting[job_id].add(event)
+    async def watching(
+        self, job_id: str, *, only_when_finished: bool = False
+    ) -> AsyncIterator[asyncio.Event]:
+        """An event set on each change of the job (or only when it finishes). Enter
+        before reading its state, so a change between the read and the wait is not
+        missed."""
+        waiter = (asyncio.Event(), only_when_finished)
+        self._waiting[job_id].add(waiter)
         try:
-            yield event
+            yield waiter[0]
         finally:
-            self._waiting[job_id].discard(event)
+            self._waiting[job_id].discard(waiter)
             if not self._waiting[job_id]:
                 del self._waiting[job_id]
 

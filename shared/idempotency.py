@@ -40,29 +40,29 @@ def create_once(
     session: Session,
     user: User,
     key: str | None,
-    request_hash: str,
+    request_hash: Callable[[], str],
     create: Callable[[], Job],
 ) -> tuple[Job, bool]:
     """The job for this request, made now or earlier; True when it was made now.
 
-    When two requests with one key race, the unique key makes one of them
-    roll back everything it wrote and return the winner's job.
+    `request_hash` is called only when a key was sent: hashing a large body is
+    not free. When two requests with one key race, the unique key makes one of
+    them roll back everything it wrote and return the winner's job.
     """
     if key is None:
         return create(), True
-    first = _replay(session, user, key, request_hash)
+    digest = request_hash()
+    first = _replay(session, user, key, digest)
     if first is not None:
         return first, False
     savepoint = session.begin_nested()
     try:
         job = create()
-        session.add(
-            IdempotencyKey(user_id=user.id, key=key, request_hash=request_hash, job_id=job.id)
-        )
+        session.add(IdempotencyKey(user_id=user.id, key=key, request_hash=digest, job_id=job.id))
         session.flush()
     except IntegrityError:
         savepoint.rollback()
-        first = _replay(session, user, key, request_hash)
+        first = _replay(session, user, key, digest)
         if first is None:
             raise
         return first, False

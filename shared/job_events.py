@@ -23,9 +23,13 @@ CHANNEL = "tabpfn-api:job-changes"
 _CHANGED = "jobs_changed"
 
 
-def job_changed(session: Session, job_id: uuid.UUID) -> None:
-    """Publish `job_id` once the session's transaction has committed."""
-    session.info.setdefault(_CHANGED, set()).add(str(job_id))
+def job_changed(session: Session, job_id: uuid.UUID, status: str) -> None:
+    """Publish "<job_id> <status>" once the session's transaction has committed.
+
+    The status lets a waiter that only cares about the end (a long-poll) ignore
+    stage changes without reading the database.
+    """
+    session.info.setdefault(_CHANGED, {})[str(job_id)] = status
 
 
 @event.listens_for(Session, "after_commit")
@@ -35,8 +39,8 @@ def _publish_committed(session: Session) -> None:
         return
     try:
         client = get_redis()
-        for job_id in changed:
-            client.publish(CHANNEL, job_id)
+        for job_id, status in changed.items():
+            client.publish(CHANNEL, f"{job_id} {status}")
     except redis.RedisError as exc:
         log.warning("job change not published (%s); waiters will re-check", type(exc).__name__)
 

@@ -56,7 +56,7 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
     ).scalar_one_or_none()
     if attempt is None:
         return None
-    job_changed(session, job_id)
+    job_changed(session, job_id, js.RUNNING)
     return Claim(job_id=job_id, attempt=attempt)
 
 
@@ -72,7 +72,7 @@ def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
     )
     if result.rowcount != 1:
         return False
-    job_changed(session, claim.job_id)
+    job_changed(session, claim.job_id, js.RUNNING)
     return True
 
 
@@ -100,7 +100,7 @@ def succeed_job(
         return False
     session.execute(update(JobData).where(JobData.job_id == claim.job_id).values(result=result))
     record_job_event(session=session, job_id=claim.job_id)
-    job_changed(session, claim.job_id)
+    job_changed(session, claim.job_id, js.SUCCEEDED)
     return True
 
 
@@ -119,7 +119,7 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
     if updated.rowcount != 1:
         return False
     record_job_event(session=session, job_id=claim.job_id)
-    job_changed(session, claim.job_id)
+    job_changed(session, claim.job_id, js.FAILED)
     return True
 
 
@@ -138,7 +138,7 @@ def requeue_job(*, session: Session, claim: Claim, code: str, message: str, dela
     )
     if updated.rowcount != 1:
         return False
-    job_changed(session, claim.job_id)
+    job_changed(session, claim.job_id, js.QUEUED)
     return True
 
 
@@ -158,5 +158,5 @@ def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
     if updated.rowcount != 1:
         return False
     record_job_event(session=session, job_id=job_id)
-    job_changed(session, job_id)
+    job_changed(session, job_id, js.CANCELED)
     return True

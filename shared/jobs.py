@@ -308,8 +308,9 @@ def cancel(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
 
 def get_result(*, session: Session, user: User, job_id: uuid.UUID) -> dict[str, Any]:
     job = get_job(session=session, user=user, job_id=job_id)
-    data = session.get(JobData, job.id)
-    if job.status != js.SUCCEEDED or data is None or data.result is None:
+    # Only the result column: the stored input beside it may be large.
+    result = session.scalar(select(JobData.result).where(JobData.job_id == job.id))
+    if job.status != js.SUCCEEDED or result is None:
         if job.status == js.SUCCEEDED:
             raise NotFound(f"The result of job {job_id} has expired and was deleted.")
         if job.status == js.CANCELED:
@@ -318,7 +319,7 @@ def get_result(*, session: Session, user: User, job_id: uuid.UUID) -> dict[str, 
             f"Job {job_id} is {job.status}; its result is available once it has succeeded.",
             job_status=job.status,
         )
-    return data.result
+    return result
 
 
 def get_model(*, session: Session, user: User, model_id: uuid.UUID) -> FittedModel:

@@ -52,31 +52,41 @@ def parse_key_id(api_key: str) -> str | None:
 
 
 class VerifiedKeyCache:
-    """Remembers recent successful bcrypt verifications for a short time.
+    """Remembers successful bcrypt verifications while a key keeps being used.
 
     bcrypt costs ~0.3 s here, so verifying on every request would make the API
-    CPU-bound. Entries hold a SHA-256 of the key, never the key. Revocation is
-    not affected: the caller still reads the key's row (and its revoked_at)
-    on every request; only the hash comparison is skipped.
+    CPU-bound. Entries hold a SHA-256 of the key, never the key, and expire
+    `ttl_s` after the key's last use. Revocation is not affected: the caller
+    still reads the key's row (and its revoked_at) on every request; only the
+    hash comparison is skipped. Concurrent first requests of one key wait for a
+    single bcrypt run instead of each starting their own.
     """
 
     def __init__(self, ttl_s: float) -> None:
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
+        self._verifying: dict[str, threading.Lock] = {}
 
     def hit(self, key_id: str, api_key: str) -> bool:
         digest = hashlib.sha256(api_key.encode()).digest()
+        now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key_id)
-        if entry is None or entry[1] < time.monotonic():
-            return False
-        return hmac.compare_digest(entry[0], digest)
+            if entry is None or entry[1] < now or not hmac.compare_digest(entry[0], digest):
+                return False
+            self._entries[key_id] = (digest, now + self._ttl_s)
+            return True
 
     def remember(self, key_id: str, api_key: str) -> None:
         digest = hashlib.sha256(api_key.encode()).digest()
         with self._lock:
             self._entries[key_id] = (digest, time.monotonic() + self._ttl_s)
+
+    def verifying(self, key_id: str) -> threading.Lock:
+        """A lock per key id, held while that key's bcrypt check runs."""
+        with self._lock:
+            return self._verifying.setdefault(key_id, threading.Lock())
 
 
 def verify_api_key(api_key: str, key_hash: str) -> bool:

@@ -60,9 +60,12 @@ def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
     if row is None or row.revoked_at is not None:
         raise Unauthorized("The API key is not valid.")
     if not _verified_keys.hit(row.id, api_key):
-        if not verify_api_key(api_key, row.key_hash):
-            raise Unauthorized("The API key is not valid.")
-        _verified_keys.remember(row.id, api_key)
+        with _verified_keys.verifying(row.id):
+            # Another request may have verified the same key while this one waited.
+            if not _verified_keys.hit(row.id, api_key):
+                if not verify_api_key(api_key, row.key_hash):
+                    raise Unauthorized("The API key is not valid.")
+                _verified_keys.remember(row.id, api_key)
     user = session.scalar(select(User).where(User.id == row.user_id))
     if user is None:
         raise Unauthorized("The API key is not valid.")

@@ -51,14 +51,14 @@ def sweep() -> int:
         ).all()
         for job_id in failed:
             record_job_event(session=session, job_id=job_id)
-            job_changed(session, job_id)
+            job_changed(session, job_id, js.FAILED)
         recovered = session.scalars(
             abandoned.where(Job.attempts < settings.max_attempts)
             .values(status=js.QUEUED, stage=None, run_after=None, updated_at=now)
             .returning(Job.id)
         ).all()
         for job_id in recovered:
-            job_changed(session, job_id)
+            job_changed(session, job_id, js.QUEUED)
         stale = session.scalars(
             update(Job)
             .where(

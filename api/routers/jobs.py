@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
@@ -96,7 +97,7 @@ def _accept(
     response: Response,
     *,
     key: str | None,
-    request_hash: str,
+    request_hash: Callable[[], str],
     create: Callable[[], Job],
 ) -> JobOut:
     job, created = create_once(
@@ -194,7 +195,7 @@ def submit_fit_upload(
         )
 
     fields = {"task": task, "target": target, "options": parsed_options, "callback_url": url}
-    request_hash = _upload_hash("fit", fields, {"file": file})
+    request_hash = partial(_upload_hash, "fit", fields, {"file": file})
     return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
@@ -227,7 +228,7 @@ def submit_fit(
             callback_url=_url(body.callback_url),
         )
 
-    request_hash = _json_hash("fit", body)
+    request_hash = partial(_json_hash, "fit", body)
     return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
@@ -261,7 +262,7 @@ def submit_predict_upload(
         "quantiles": parsed_quantiles,
         "callback_url": url,
     }
-    request_hash = _upload_hash("predict", fields, {"file": file})
+    request_hash = partial(_upload_hash, "predict", fields, {"file": file})
     return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
@@ -300,7 +301,7 @@ def submit_predict(
             callback_url=_url(body.callback_url),
         )
 
-    request_hash = _json_hash("predict", body)
+    request_hash = partial(_json_hash, "predict", body)
     return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
@@ -343,7 +344,7 @@ def submit_fit_predict_upload(
         "callback_url": url,
     }
     files = {"train_file": train_file, "test_file": test_file}
-    request_hash = _upload_hash("fit-predict", fields, files)
+    request_hash = partial(_upload_hash, "fit-predict", fields, files)
     return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
@@ -378,7 +379,7 @@ def submit_fit_predict(
             callback_url=_url(body.callback_url),
         )
 
-    request_hash = _json_hash("fit-predict", body)
+    request_hash = partial(_json_hash, "fit-predict", body)
     return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
 
 
@@ -420,7 +421,8 @@ async def get_job(
     """Without `wait`, the current state. With `wait=S`, the answer comes the moment
     the job ends, or with its current state after S seconds (at most MAX_WAIT_S)."""
     deadline = time.monotonic() + min(wait, get_settings().max_wait_s)
-    async with request.app.state.job_waiter.watching(str(job_id)) as changed:
+    waiter = request.app.state.job_waiter
+    async with waiter.watching(str(job_id), only_when_finished=True) as changed:
         while True:
             job = await run_in_threadpool(_read_job, user, job_id)
             remaining = deadline - time.monotonic()
