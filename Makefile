@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo dev clean openapi
+.PHONY: install test lint demo dev bench clean openapi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ openapi: install
 
 dev: install
 	$(BIN)/tabpfn-api dev
+
+# The service against direct tabpfn-client calls (its own stack, torn down after);
+# rewrites docs/benchmarks.md. Takes about five minutes on two cores.
+bench: install
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .dev *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""The baseline: the same fit + predict made directly with tabpfn-client.
+
+Runs as its own process (`python -m bench.direct URL TOKEN`), because the
+client reads TABPFN_CLIENT_API_URL when it is imported. The benchmark sends
+one JSON command per line on stdin and reads one JSON answer per line; the
+client's own prints go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from bench.data import make_table
+from bench.memory import memory_kb, reset_peak_memory
+
+SYSTEMS = ["preprocessing", "text"]  # what TabPFNClassifier sends, and the worker too
+
+
+class Direct:
+    def __init__(self, token: str) -> None:
+        from tabpfn_client import api_models
+        from tabpfn_client.client import ServiceClient
+        from tabpfn_client.models import ClientOptions
+
+        self.models = api_models
+        self.client = ServiceClient
+        self.options = ClientOptions(headers={"Authorization": f"Bearer {token}"})
+
+    def fit_predict(self, table) -> np.ndarray:
+        from tabpfn_client.estimator import _clean_text_features
+
+        m = self.models
+        fit = self.client.fit_with_result(
+            _clean_text_features(table.X),
+            table.y,
+            task_config=m.ClassifierFitTaskConfig(tabpfn_config=m.ClassifierTabPFNConfig()),
+            tabpfn_systems=SYSTEMS,
+            client_options=self.options,
+        )
+        prediction = self.client.predict(
+            fit.fitted_train_set_id,
+            _clean_text_features(table.X_test),
+            task_config=m.ClassifierConfig(
+                tabpfn_config=m.ClassifierTabPFNConfig(),
+                predict_params=m.ClassifierPredictParams(output_type="probas"),
+            ),
+            client_options=self.options,
+        )
+        return np.asarray(prediction.y_pred, dtype=float)
+
+
+def _timed(direct: Direct, table) -> tuple[float, list]:
+    start = time.perf_counter()
+    probabilities = direct.fit_predict(table)
+    return time.perf_counter() - start, probabilities
+
+
+def handle(direct: Direct, command: dict) -> dict:
+    shape = command.get("shape", {})
+    op = command["op"]
+    if op == "fit_predict":
+        table = make_table(command["seed"], **shape)
+        if command.get("measure_memory"):
+            reset_peak_memory(os.getpid())
+            rss_before = memory_kb(os.getpid())["VmRSS"]
+        seconds, probabilities = _timed(direct, table)
+        answer = {"seconds": seconds}
+        if command.get("measure_memory"):
+            answer["memory_kb"] = {"rss_before": rss_before, **memory_kb(os.getpid())}
+        if command.get("return_probabilities"):
+            answer["probabilities"] = probabilities.tolist()
+        return answer
+    if op == "throughput":
+        tables = [make_table(seed, **shape) for seed in command["seeds"]]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(command["threads"]) as pool:
+            latencies = [s for s, _ in pool.map(lambda t: _timed(direct, t), tables)]
+        return {"seconds": time.perf_counter() - start, "latencies": latencies}
+    if op == "pid":
+        return {"pid": os.getpid()}
+    raise ValueError(f"unknown op {op!r}")
+
+
+def main() -> None:
+    url, token = sys.argv[1], sys.argv[2]
+    os.environ["TABPFN_CLIENT_API_URL"] = url  # before tabpfn_client is imported
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    sys.stdout = sys.stderr
+    direct = Direct(token)
+    direct.client.get_settings()  # cached for an hour, as in every worker process
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "exit":
+            break
+        try:
+            answers.write(json.dumps(handle(direct, command)) + "\n")
+        except Exception as exc:  # the benchmark reports it and stops
+            answers.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

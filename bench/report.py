@@ -1,0 +1,372 @@
+"""docs/benchmarks.md from one run's results: the machine, the settings, the tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+LATENCY_TARGET = 1.10  # service ≤ 1.10 × direct
+THROUGHPUT_TARGET = 0.8  # service ≥ 0.8 × direct
+
+
+def machine_facts() -> dict:
+    meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "date": subprocess.run(["date"], capture_output=True, text=True).stdout.strip(),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": int(meminfo[1]) / 1024 / 1024,
+        "python": platform.python_version(),
+        "load_before": os.getloadavg()[0],
+        "kernel": platform.release(),
+        "versions": {
+            name: version(name)
+            for name in ("tabpfn-client", "fastapi", "uvicorn", "celery", "sqlalchemy", "bcrypt")
+        },
+    }
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def render(facts: dict, results: dict) -> str:
+    settings = results["settings"]
+    results["args"]
+    lines: list[str] = []
+    add = lines.append
+    add("# Benchmarks")
+    add("")
+    add(
+        "What the service costs over calling TabPFN directly. Every figure below comes from "
+        "one run of `make bench` (`python -m bench`), which starts its own stack — a fresh "
+        "database, the emulator, the API, the workers — measures the service and the plain "
+        "`tabpfn-client` side by side against the same emulator, and rewrites this file. "
+        "Re-run it on your machine before quoting a number."
+    )
+    add("")
+    add("## Machine and settings")
+    add("")
+    add(f"- Date: {facts['date']}")
+    add(
+        f"- Machine: **{facts['cores']} cores** ({facts['cpu']}), "
+        f"{facts['memory_gb']:.0f} GB RAM, Linux {facts['kernel']}, Python {facts['python']}"
+    )
+    add(
+        f"- Services: {facts.get('services', '?')} (PostgreSQL {facts.get('postgres', '?')}, "
+        f"Redis {facts.get('redis', '?')}); everything — PostgreSQL, Redis, emulator, two API "
+        "processes, the Celery workers, the direct client and the load generator — shares "
+        "these cores."
+    )
+    add("- Versions: " + ", ".join(f"{name} {v}" for name, v in facts["versions"].items()))
+    add(
+        f"- Emulator: a fixed **{settings.latency_s * 1000:.0f} ms per upstream API call** "
+        "(`EMULATOR_LATENCY_S`; uploads to signed URLs are not delayed), "
+        f"`EMULATOR_MAX_ROWS={settings.emulator_max_rows}`. A fit + predict through "
+        "tabpfn-client makes four delayed calls (prepare train upload, fit, prepare test "
+        "upload, predict) plus two uploads, and the emulator's stand-in model (a 50-tree "
+        "random forest) does real CPU work on every fit."
+    )
+    add(
+        f"- Service: `tabpfn-api api` (one uvicorn process), `tabpfn-api worker "
+        f"--concurrency {settings.worker_concurrency}` (Celery prefork), "
+        "`RATE_LIMIT_PER_MINUTE=0`, `API_KEY_CACHE_S=60` (a second API process with "
+        f"`API_KEY_CACHE_S=0` for the cache-off case), `MAX_REQUEST_BYTES="
+        f"{settings.max_request_bytes}`, `LOG_LEVEL=INFO`."
+    )
+    add(
+        "- Data: a classification table of 500 rows × 10 numeric features (3 classes), "
+        "100 test rows, `output: probabilities`. **Every job uses a table of its own, on "
+        "both sides** (a new seed per repetition): tabpfn-client deduplicates uploads by "
+        "hash per account, so repeating a table would let later runs skip their uploads. "
+        "The service and the direct client use separate emulator accounts."
+    )
+    warm = results.get("warm_up", {})
+    if warm:
+        add(
+            f"- Warm-up before measuring: {2 * settings.worker_concurrency} jobs, so each "
+            "worker process has imported tabpfn-client and fetched the upstream's limits "
+            f"once (the very first job took {_s(warm['first_job_s'])}). The same table sent "
+            "through both paths gave probabilities that differ by at most "
+            f"{warm['max_probability_difference']:.2g}."
+        )
+    resent = results.get("resent_messages", 0)
+    add(
+        f"- The sweeper (`tabpfn-api beat`, `SWEEPER_INTERVAL_S=5`, `QUEUED_TIMEOUT_S=30`) "
+        f"ran throughout; it had to resend **{resent}** job message(s) whose first "
+        "delivery never reached a worker"
+        + (" — those jobs waited ≥ 30 s and weigh on the figures below." if resent else ".")
+    )
+    foreign = results.get("foreign_cpu_s", 0.0)
+    add(
+        f"- Whole run: {results.get('wall_s', 0):.0f} s; 1-minute load average before it "
+        f"started: {facts['load_before']:.2f}. Other work on the machine used "
+        f"**{foreign:.0f} CPU-seconds** while the benchmarks ran "
+        f"({foreign / max(results.get('wall_s', 1), 1):.2f} of the {facts['cores']} cores on "
+        "average); anything above a few percent of a core skews every figure below."
+    )
+    add("")
+
+    _latency(add, results["latency"])
+    _throughput(add, results["throughput"], settings)
+    _submit(add, results["submit"], results["auth"], settings)
+    if "large" in results:
+        _large(add, results["large"], settings)
+    else:
+        add("## 4. Large data")
+        add("")
+        add("Not run (`--quick`).")
+        add("")
+    _profiles(add, results.get("profiles", {}))
+    analysis = Path(__file__).with_name("ANALYSIS.md")
+    if analysis.exists():
+        add(analysis.read_text().rstrip())
+        add("")
+    add("## Reproducing")
+    add("")
+    add(
+        "`make bench` installs the project and the profiler (`bench/requirements.txt`), "
+        "runs `python -m bench` and rewrites this file; the raw numbers and py-spy's "
+        "collapsed stacks are kept in the temporary directory the run names at its end. "
+        "Options: `python -m bench --help` (emulator latency, worker concurrency, "
+        "clients, repetitions, rows of the large case; "
+        "`--quick` for a smoke run; `--render DIR/results.json` rewrites this file from a "
+        "kept run, e.g. after editing `bench/ANALYSIS.md`, the hand-written analysis "
+        "below the tables). It uses DATABASE_URL/REDIS_URL, else PostgreSQL and "
+        "Redis on 127.0.0.1 (Redis database 15, which must be empty), else embedded "
+        "servers, and stops everything it started."
+    )
+    add("")
+    return "\n".join(lines)
+
+
+def _latency(add, r: dict) -> None:
+    service, direct = r["service"], r["direct"]
+    ratio = service["median"] / direct["median"]
+    ratio90 = service["p90"] / direct["p90"]
+    add("## 1. Job latency: one fit-predict, service vs direct")
+    add("")
+    add(
+        f"{r['reps']} jobs each way, one at a time, interleaved. Service: `POST "
+        "/api/v1/jobs/fit-predict`, long-poll `GET /api/v1/jobs/{id}?wait=30`, `GET "
+        "/api/v1/jobs/{id}/result` (JSON serialization of the body included). Direct: "
+        "`ServiceClient.fit_with_result` + `ServiceClient.predict` with the token in "
+        "`ClientOptions` headers, in a process of its own."
+    )
+    add("")
+    add("| | median | p90 | min | max |")
+    add("|---|---|---|---|---|")
+    for name, s in (("service", service), ("direct tabpfn-client", direct)):
+        add(f"| {name} | {_s(s['median'])} | {_s(s['p90'])} | {_s(s['min'])} | {_s(s['max'])} |")
+    add(f"| **service / direct** | **{ratio:.2f}×** | {ratio90:.2f}× | | |")
+    add("")
+    overhead = service["median"] - direct["median"]
+    add(
+        f"Target: service ≤ {LATENCY_TARGET:.2f}× direct (median) — "
+        f"{_met(ratio <= LATENCY_TARGET)}. "
+        f"The service adds **{overhead * 1000:.0f} ms** per job here; a cost of that size "
+        f"stays under 10% once a direct fit + predict takes {overhead / 0.10:.1f} s or more "
+        "(TabPFN's own fits on real data usually take longer than that; the emulator's take "
+        f"{_s(direct['median'])})."
+    )
+    add("")
+    add("Where a service job's time goes (medians; server-side timestamps from the job):")
+    add("")
+    add("| part | median | p90 |")
+    add("|---|---|---|")
+    labels = {
+        "submit_s": "submit: POST until 202 (parse, validate, Parquet, insert, enqueue)",
+        "queue_s": "queued: 202 at the client → started_at (Redis, Celery pickup, claim)",
+        "run_s": "run: started_at → finished_at (load, upstream fit + predict, store)",
+        "notify_s": "notify: finished_at → long-poll answer at the client",
+        "result_s": "GET /result",
+    }
+    for key, label in labels.items():
+        add(f"| {label} | {_ms(r['parts'][key]['median'])} | {_ms(r['parts'][key]['p90'])} |")
+    add(
+        f"| *for comparison: the direct fit + predict* | {_ms(direct['median'])} "
+        f"| {_ms(direct['p90'])} |"
+    )
+    add("")
+
+
+def _throughput(add, r: dict, settings) -> None:
+    service = sum(r["service_jobs_per_s"]) / len(r["service_jobs_per_s"])
+    direct = sum(r["direct_jobs_per_s"]) / len(r["direct_jobs_per_s"])
+    ratio = service / direct
+    add("## 2. Throughput: concurrent clients")
+    add("")
+    add(
+        f"{r['jobs']} fit-predict jobs from {r['clients']} concurrent clients through the "
+        f"service (worker `--concurrency {settings.worker_concurrency}`), against "
+        f"{r['clients']} threads calling tabpfn-client directly; {r['rounds']} round(s) each, "
+        "alternating, mean of the rounds."
+    )
+    add("")
+    add("| | jobs/s (per round) | mean jobs/s | job latency median | p90 |")
+    add("|---|---|---|---|---|")
+    add(
+        f"| service | {', '.join(f'{x:.2f}' for x in r['service_jobs_per_s'])} | {service:.2f} "
+        f"| {_s(r['service_latency']['median'])} | {_s(r['service_latency']['p90'])} |"
+    )
+    add(
+        f"| direct tabpfn-client | {', '.join(f'{x:.2f}' for x in r['direct_jobs_per_s'])} | "
+        f"{direct:.2f} | {_s(r['direct_latency']['median'])} | {_s(r['direct_latency']['p90'])} |"
+    )
+    add(f"| **service / direct** | | **{ratio:.2f}×** | | |")
+    add("")
+    add(f"Target: service ≥ {THROUGHPUT_TARGET:.1f}× direct — {_met(ratio >= THROUGHPUT_TARGET)}.")
+    add("")
+    cpu = r["cpu_ms_per_job"]
+    add(
+        "CPU per job, by process, during these runs (from /proc; PostgreSQL and Redis are "
+        "the whole servers, so other databases' background work counts too):"
+    )
+    add("")
+    add("| process | service run: CPU ms per job | direct run: CPU ms per job |")
+    add("|---|---|---|")
+    for role in cpu["service"]:
+        add(f"| {role} | {cpu['service'][role]:.0f} | {cpu['direct'].get(role, 0):.0f} |")
+    add(
+        f"| **all** | **{sum(cpu['service'].values()):.0f}** "
+        f"| **{sum(cpu['direct'].values()):.0f}** |"
+    )
+    add(
+        f"| cores busy on average (of {os.cpu_count()}) | {r['cores_busy']['service']:.2f} "
+        f"| {r['cores_busy']['direct']:.2f} |"
+    )
+    add("")
+
+
+def _submit(add, r: dict, auth: dict, settings) -> None:
+    add("## 3. Submit latency and the cost of authentication")
+    add("")
+    add(
+        "`POST /api/v1/jobs/fit` with a 500 × 10 table, one at a time: with the workers "
+        f"idle (each job waited for before the next), and while {r.get('background_jobs', 0)} "
+        "fit-predict jobs from 8 background clients keep the workers and the emulator busy."
+    )
+    add("")
+    add("| workers | n | p50 | p90 | p99 | max |")
+    add("|---|---|---|---|---|---|")
+    for name in ("idle", "busy"):
+        s = r[name]
+        add(
+            f"| {name} | {s['n']} | {_ms(s['median'])} | {_ms(s['p90'])} | {_ms(s['p99'])} "
+            f"| {_ms(s['max'])} |"
+        )
+    add("")
+    add(
+        f"Requests per second from {auth['threads']} keep-alive clients for "
+        f"{auth['duration_s']:.0f} s each (workers idle):"
+    )
+    add("")
+    add("| request | requests/s | failures |")
+    add("|---|---|---|")
+    for name, c in auth["cases"].items():
+        add(f"| {name} | {c['rps']:.1f} | {c['failures']} |")
+    add("")
+
+
+def _large(add, r: dict, settings) -> None:
+    shape = r["shape"]
+    add("## 4. Large data")
+    add("")
+    add(
+        f"fit-predict with {shape['rows']:,} training rows × {shape['features']} features "
+        f"and {shape['test_rows']:,} test rows. Peak memory is VmHWM from /proc, reset "
+        "(`clear_refs`) before each case: the API process, and the worker pool process "
+        "that ran the job; growth is the peak minus the RSS before the case. Time to "
+        "result includes submit, queue, run and the first GET /result; the GET /result "
+        f"column is the median of three more fetches of the {shape['test_rows']:,}-row "
+        "result. A negative 'queued' means the worker claimed the job before the 202 "
+        "reached the client."
+    )
+    add("")
+    add(
+        "| case | request size | time to result | submit | queued | run | GET /result "
+        "| API peak (growth) | worker peak (growth) |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|")
+    for name, c in r["cases"].items():
+        size = r["sizes"].get(name)
+        size_text = f"{size / 1e6:.1f} MB" if size else ""
+        if "error" in c:
+            add(f"| {name} | {size_text} | failed: {c['error']} | | | | | | |")
+        elif name.startswith("direct"):
+            add(
+                f"| {name} | | {_s(c['total_s'])} | | | | | client process "
+                f"{c['client_peak_mb']:.0f} MB ({c['client_growth_mb']:+.0f} MB) | |"
+            )
+        else:
+            add(
+                f"| {name} | {size_text} | {_s(c['total_s'])} | {_s(c['submit_s'])} "
+                f"| {_s(c['queue_s'])} | {_s(c['run_s'])} | {_s(c['result_again_s'])} "
+                f"| {c['api_peak_mb']:.0f} MB ({c['api_growth_mb']:+.0f} MB) "
+                f"| {c['worker_peak_mb']:.0f} MB ({c['worker_growth_mb']:+.0f} MB) |"
+            )
+    if not r["upload"]["supported"]:
+        add(
+            "| Parquet upload | | **pending**: the multipart variant of `POST "
+            "/jobs/fit-predict` is not in the API yet | | | | | | |"
+        )
+        add("| CSV upload | | **pending** (as above) | | | | | | |")
+    add("")
+
+
+def _profiles(add, profiles: dict) -> None:
+    add("## Profiles: where the service's time goes")
+    add("")
+    if "skipped" in profiles or not profiles:
+        add(f"Not profiled: {profiles.get('skipped', 'not run')}.")
+        add("")
+        return
+    add(
+        "Benchmarks 1 and 2 run again with py-spy (200 Hz, non-blocking) attached: to every "
+        "worker pool process (wall-clock samples inside `run_job`, waiting included: what "
+        "a job waits for), to the API process (samples of threads that are not idle — the "
+        "event loop's `select` and idle pool threads are dropped, waits on PostgreSQL and "
+        "Redis are kept) and, for benchmark 1, to the direct client (inside its fit + "
+        "predict). Each sample is counted once, in the first category of the list whose "
+        "marker is on its stack (`bench/profiling.py`); ms per job = samples / 200 Hz / jobs. "
+        "py-spy itself needs CPU, so profiled jobs run 10–20% slower than in the tables "
+        "above: read the shares and relative sizes, not the absolute milliseconds."
+    )
+    add("")
+    for name, p in profiles.items():
+        title = "1, one job at a time" if name == "latency" else "2, 8 concurrent clients"
+        add(f"### Benchmark {title} ({p['jobs']} jobs)")
+        add("")
+        sides = [("worker", "Worker: wall time in run_job")]
+        if "direct" in p:
+            sides.append(("direct", "Direct tabpfn-client: wall time in fit + predict"))
+        sides.append(("api", "API: busy time, all requests of the jobs"))
+        for side, heading in sides:
+            summary = p[side]
+            add(f"{heading} — {summary['per_job_ms']:.0f} ms per job:")
+            add("")
+            add("| category | ms per job | share |")
+            add("|---|---|---|")
+            for category, share, ms in summary["split"]:
+                add(f"| {category} | {ms:.1f} | {share:.1f}% |")
+            add("")
+    add("")

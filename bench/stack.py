@@ -1,0 +1,176 @@
+"""The stack a benchmark run measures, started from scratch and torn down after.
+
+PostgreSQL and Redis come from the same place as in the test suite
+(DATABASE_URL/REDIS_URL, else 127.0.0.1, else embedded); the database is a
+fresh one. The emulator, the API and the workers are started with the real
+`tabpfn-api` commands, as a deployment would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import uuid
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.services import _answers, create_database, drop_database, find_services, migrate
+from tests.stack import BIN, Process, base_env, free_port, wait_http
+
+SECRET_KEY = "bench-secret-key-not-for-production"
+SERVICE_TOKEN = "bench-service-token"
+DIRECT_TOKEN = "bench-direct-token"
+# The suite takes Redis databases 1-14 and `tabpfn-api dev` 0; a benchmark
+# sharing a database with a concurrent test run could lose jobs to its workers.
+BENCH_REDIS_DB = 15
+
+
+@dataclass(frozen=True)
+class Settings:
+    latency_s: float
+    worker_concurrency: int
+    emulator_max_rows: int
+    max_request_bytes: int
+
+
+@dataclass
+class BenchStack:
+    env: dict[str, str]
+    emulator_url: str
+    api_url: str  # API_KEY_CACHE_S=60 (the default)
+    api_nocache_url: str  # a second API process with API_KEY_CACHE_S=0
+    services_origin: str
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].popen.pid
+
+    def resent_messages(self) -> int:
+        """Job messages the sweeper had to send again (their first one never arrived)."""
+        lines = self.processes["worker"].log().splitlines()
+        return sum(
+            int(line.split("lost run(s) queued again, ")[1].split(" failed")[0])
+            + int(line.rsplit("failed for good, ", 1)[1].split(" message")[0])
+            for line in lines
+            if "sweeper:" in line and "message(s) resent" in line
+        )
+
+    def set_latency(self, seconds: float) -> None:
+        httpx.patch(
+            f"{self.emulator_url}/_emulator/config", json={"latency_s": seconds}
+        ).raise_for_status()
+
+
+def _start(name: str, args: list[str], env: dict[str, str], scratch: Path) -> Process:
+    log_path = scratch / f"{name}.log"
+    popen = subprocess.Popen(
+        [str(BIN), *args],
+        env=env,
+        # Not the project directory: no stray .env may change the settings.
+        cwd=scratch,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Process(name=name, popen=popen, log_path=log_path)
+
+
+def _stop(process: Process) -> None:
+    process.stop(timeout=20)
+    # The process led its own session: end whatever it left in its group
+    # (a Celery pool child that outlived its parent).
+    with suppress(ProcessLookupError):
+        os.killpg(process.popen.pid, signal.SIGKILL)
+
+
+def _redis_url(stack: ExitStack, scratch: Path) -> tuple[str | None, str]:
+    if os.environ.get("REDIS_URL") or not _answers(6379):
+        return None, ""
+    url = f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    if client.dbsize():
+        raise SystemExit(
+            f"Redis database {BENCH_REDIS_DB} on 127.0.0.1 is not empty; the benchmark "
+            "needs it to itself (FLUSHDB it, or set REDIS_URL)."
+        )
+    stack.callback(client.flushdb)
+    return url, "redis@127.0.0.1 (db 15)"
+
+
+def start_stack(stack: ExitStack, scratch: Path, settings: Settings) -> BenchStack:
+    redis_url, redis_origin = _redis_url(stack, scratch)
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
+    try:
+        services = find_services(stack, scratch / "services")
+    finally:
+        if redis_url:
+            del os.environ["REDIS_URL"]
+    origin = services.origin.replace("from environment", "").strip(", ")
+    origin = ", ".join(o for o in (origin, redis_origin) if o)
+
+    database_url = create_database(services.admin_database_url)
+    stack.callback(drop_database, services.admin_database_url, database_url)
+    migrate(database_url)
+
+    home = scratch / "home"
+    home.mkdir()
+    emulator_port, api_port, nocache_port = free_port(), free_port(), free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    env = base_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=services.redis_url,
+        SECRET_KEY=SECRET_KEY,
+        TABPFN_API_URL=emulator_url,
+        EMULATOR_TOKENS=f"{SERVICE_TOKEN},{DIRECT_TOKEN}",
+        EMULATOR_LATENCY_S=str(settings.latency_s),
+        EMULATOR_MAX_ROWS=str(settings.emulator_max_rows),
+        RATE_LIMIT_PER_MINUTE="0",
+        API_KEY_CACHE_S="60",
+        MAX_REQUEST_BYTES=str(settings.max_request_bytes),
+        LOG_LEVEL="INFO",
+        # The sweeper runs as in production, faster: a job whose broker message
+        # went missing is sent again within seconds, and the run counts it.
+        SWEEPER_INTERVAL_S="5",
+        QUEUED_TIMEOUT_S="30",
+        HOME=str(home),
+    )
+    running = BenchStack(
+        env=env,
+        emulator_url=emulator_url,
+        api_url=f"http://127.0.0.1:{api_port}",
+        api_nocache_url=f"http://127.0.0.1:{nocache_port}",
+        services_origin=origin,
+    )
+    plan = [
+        ("emulator", ["emulator", "--port", str(emulator_port)], env),
+        ("api", ["api", "--port", str(api_port)], env),
+        ("api-nocache", ["api", "--port", str(nocache_port)], {**env, "API_KEY_CACHE_S": "0"}),
+        (
+            "worker",
+            [
+                "worker",
+                "--concurrency",
+                str(settings.worker_concurrency),
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"bench-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            env,
+        ),
+        ("beat", ["beat"], env),
+    ]
+    for name, args, process_env in plan:
+        process = _start(name, args, process_env, scratch)
+        running.processes[name] = process
+        stack.callback(_stop, process)
+    wait_http(f"{emulator_url}/", running.processes["emulator"])
+    wait_http(f"{running.api_url}/readyz", running.processes["api"], timeout=60)
+    wait_http(f"{running.api_nocache_url}/healthz", running.processes["api-nocache"], timeout=60)
+    return running
