@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from functools import partial
 
 import redis
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from shared.after_commit import after_commit
 from shared.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "tabpfn-api:job-changes"
-_CHANGED = "jobs_changed"
 
 
 def job_changed(session: Session, job_id: uuid.UUID, status: str) -> None:
@@ -29,22 +29,11 @@ def job_changed(session: Session, job_id: uuid.UUID, status: str) -> None:
     The status lets a waiter that only cares about the end (a long-poll) ignore
     stage changes without reading the database.
     """
-    session.info.setdefault(_CHANGED, {})[str(job_id)] = status
+    after_commit(session, partial(_publish, f"{job_id} {status}"))
 
 
-@event.listens_for(Session, "after_commit")
-def _publish_committed(session: Session) -> None:
-    changed = session.info.pop(_CHANGED, None)
-    if not changed:
-        return
+def _publish(message: str) -> None:
     try:
-        client = get_redis()
-        for job_id, status in changed.items():
-            client.publish(CHANNEL, f"{job_id} {status}")
+        get_redis().publish(CHANNEL, message)
     except redis.RedisError as exc:
         log.warning("job change not published (%s); waiters will re-check", type(exc).__name__)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_CHANGED, None)

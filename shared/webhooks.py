@@ -12,11 +12,13 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
+from shared.after_commit import after_commit
 from shared.config import get_settings
 from shared.errors import Conflict
 from shared.models import Job, WebhookAttempt, WebhookDelivery
@@ -30,7 +32,6 @@ EVENT_TYPES = {
     js.CANCELED: "job.canceled",
 }
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
-_TO_SEND = "webhook_deliveries_to_send"
 
 
 def _payload(job: Job, event_type: str) -> str:
@@ -53,21 +54,6 @@ def _payload(job: Job, event_type: str) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def _send_after_commit(session: Session, delivery_id: uuid.UUID) -> None:
-    session.info.setdefault(_TO_SEND, []).append(delivery_id)
-
-
-@event.listens_for(Session, "after_commit")
-def _enqueue_committed(session: Session) -> None:
-    for delivery_id in session.info.pop(_TO_SEND, []):
-        enqueue_webhook(delivery_id)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_TO_SEND, None)
-
-
 def _new_delivery(
     session: Session, job: Job, *, event_id: str, event_type: str, payload: str
 ) -> WebhookDelivery:
@@ -83,7 +69,7 @@ def _new_delivery(
     )
     session.add(delivery)
     session.flush()
-    _send_after_commit(session, delivery.id)
+    after_commit(session, partial(enqueue_webhook, delivery.id))
     return delivery
 
 
