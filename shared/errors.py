@@ -87,11 +87,6 @@ class RateLimited(ServiceError):
     code = "rate_limited"
 
 
-class PayloadTooLarge(ServiceError):
-    status_code = 413
-    code = "payload_too_large"
-
-
 class UpstreamAuthFailed(ServiceError):
     status_code = 401
     code = "upstream_auth_failed"

@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 SETTINGS_PATH = "/tabpfn/get_settings"
 
 
-def _call(method: str, path: str, *, token: str | None = None) -> httpx.Response:
+def _call(
+    method: str, path: str, *, token: str | None = None, params: dict | None = None
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         return load_client().ServiceClient.httpx_client.request(
-            method, path, headers=headers, timeout=get_settings().upstream_timeout_s
+            method, path, headers=headers, params=params, timeout=get_settings().upstream_timeout_s
         )
     except httpx.TransportError as exc:
         raise UpstreamUnavailable(
@@ -81,8 +83,9 @@ def delete_upstream_model(token: str, upstream_model_id: str) -> bool:
     try:
         response = _call(
             "DELETE",
-            f"{_endpoint('delete_dataset')}?dataset_uid={upstream_model_id}",
+            _endpoint("delete_dataset"),
             token=token,
+            params={"dataset_uid": upstream_model_id},
         )
     except UpstreamUnavailable:
         return False

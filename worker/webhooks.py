@@ -194,17 +194,17 @@ def deliver(delivery_id: uuid.UUID) -> float | None:
 
 def sweep_webhooks() -> int:
     """Send pending deliveries whose time has come but whose message was lost."""
+    # Due for at least QUEUED_TIMEOUT_S: its own message would have arrived by now.
+    overdue = func.now() - timedelta(seconds=get_settings().queued_timeout_s)
     with session_scope() as session:
         due = session.scalars(
             select(WebhookDelivery.id).where(
                 WebhookDelivery.status == PENDING,
+                WebhookDelivery.created_at <= overdue,
                 or_(
                     WebhookDelivery.next_attempt_at.is_(None),
-                    WebhookDelivery.next_attempt_at
-                    <= func.now() - timedelta(seconds=get_settings().queued_timeout_s),
+                    WebhookDelivery.next_attempt_at <= overdue,
                 ),
-                WebhookDelivery.created_at
-                <= func.now() - timedelta(seconds=get_settings().queued_timeout_s),
             )
         ).all()
     for delivery_id in due:
