@@ -97,14 +97,14 @@ class Stack:
         return rows
 
     @contextmanager
-    def extra_api(self, name: str, log_dir: Path, **settings: str) -> Iterator[str]:
+    def extra_api(self, name: str, log_dir: Path, **settings: str) -> Iterator[tuple[str, Process]]:
         """Another API process beside the main one (same database and Redis) with
-        some settings changed; yields its `/api/v1` base URL."""
+        some settings changed; yields its `/api/v1` base URL and the process."""
         port = free_port()
         process = start(name, ["api", "--port", str(port)], {**self.env, **settings}, log_dir)
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz", process)
-            yield f"http://127.0.0.1:{port}/api/v1"
+            yield f"http://127.0.0.1:{port}/api/v1", process
         finally:
             process.stop()
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import register, wait_for_job
-from tests.stack import free_port, start, wait_http
+from tests.stack import free_port
 
 GOOD_TRAIN = {"X": [[1.0, "a"], [2.0, "b"], [3.0, "a"], [4.0, "b"]], "y": ["x", "x", "y", "y"]}
 
@@ -22,18 +22,11 @@ def test_setup_with_a_bad_token_is_upstream_auth_failed(api):
 
 def test_setup_with_the_upstream_down_is_503(stack, tmp_path):
     # An API whose upstream is a port nobody listens on.
-    port = free_port()
-    env = {**stack.env, "TABPFN_API_URL": f"http://127.0.0.1:{free_port()}"}
-    process = start("api-no-upstream", ["api", "--port", str(port)], env, tmp_path)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/auth/setup", json={"tabpfn_token": "demo-token"}
-        )
-        assert response.status_code == 503
-        assert response.json()["code"] == "upstream_unavailable"
-    finally:
-        process.stop()
+    dead_upstream = f"http://127.0.0.1:{free_port()}"
+    with stack.extra_api("api-no-upstream", tmp_path, TABPFN_API_URL=dead_upstream) as (url, _):
+        response = httpx.post(f"{url}/auth/setup", json={"tabpfn_token": "demo-token"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
 
 
 @pytest.mark.parametrize(

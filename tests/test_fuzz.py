@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import register
-from tests.stack import free_port, start, wait_http
 
 SCHEMATHESIS = Path(sys.executable).parent / "st"
 
@@ -18,14 +17,13 @@ SCHEMATHESIS = Path(sys.executable).parent / "st"
 def fuzz_api(stack, tmp_path_factory):
     """An API process without rate limits, so the fuzzer's many requests (and its
     deliberately broken credentials) are all answered rather than braked."""
-    port = free_port()
-    env = {**stack.env, "RATE_LIMIT_PER_MINUTE": "0", "BAD_AUTH_PER_MINUTE": "0"}
-    process = start("api-fuzz", ["api", "--port", str(port)], env, tmp_path_factory.mktemp("fz"))
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        process.stop()
+    with stack.extra_api(
+        "api-fuzz",
+        tmp_path_factory.mktemp("fz"),
+        RATE_LIMIT_PER_MINUTE="0",
+        BAD_AUTH_PER_MINUTE="0",
+    ) as (url, process):
+        yield url.removesuffix("/api/v1"), process
 
 
 def test_fuzzing_every_operation_finds_no_server_error(api, fuzz_api, tmp_path):

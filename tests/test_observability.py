@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import register, wait_for_job
-from tests.stack import Process, free_port, start, wait_http
+from tests.stack import Process, free_port
 
 TRAIN = {"X": [[1.0], [2.0], [3.0], [4.0]], "y": ["a", "a", "b", "b"]}
 
@@ -71,14 +71,10 @@ def test_every_response_carries_a_request_id(stack):
 @pytest.fixture(scope="module")
 def json_api(stack, tmp_path_factory):
     """An API process that logs JSON, beside the main one (same database and Redis)."""
-    port = free_port()
-    env = {**stack.env, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
-    process = start("api-json", ["api", "--port", str(port)], env, tmp_path_factory.mktemp("js"))
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        process.stop()
+    with stack.extra_api(
+        "api-json", tmp_path_factory.mktemp("js"), LOG_FORMAT="json", LOG_LEVEL="INFO"
+    ) as (url, process):
+        yield url.removesuffix("/api/v1"), process
 
 
 def _json_lines(process: Process, request_ids: set[str], timeout: float = 5) -> list[dict]:
@@ -137,17 +133,13 @@ def test_the_worker_logs_each_job_transition_with_its_id(api, stack):
 
 
 def test_metrics_answer_503_while_the_database_is_down(stack, tmp_path):
-    port, dead = free_port(), free_port()
-    env = {
-        **stack.env,
-        "DATABASE_URL": f"postgresql+psycopg2://nobody@127.0.0.1:{dead}/none",
-        "REDIS_URL": f"redis://127.0.0.1:{dead}/0",
-    }
-    process = start("api-no-db", ["api", "--port", str(port)], env, tmp_path)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
-        assert (response.status_code, response.json()["code"]) == (503, "service_unavailable")
-        assert response.headers["x-request-id"]
-    finally:
-        process.stop()
+    dead = free_port()
+    with stack.extra_api(
+        "api-no-db",
+        tmp_path,
+        DATABASE_URL=f"postgresql+psycopg2://nobody@127.0.0.1:{dead}/none",
+        REDIS_URL=f"redis://127.0.0.1:{dead}/0",
+    ) as (url, _):
+        response = httpx.get(f"{url}/metrics", timeout=30)
+    assert (response.status_code, response.json()["code"]) == (503, "service_unavailable")
+    assert response.headers["x-request-id"]

@@ -86,7 +86,7 @@ def strict_api(stack, tmp_path_factory):
         tmp_path_factory.mktemp("strict"),
         RATE_LIMIT_PER_MINUTE="5",
         BAD_AUTH_PER_MINUTE="3",
-    ) as url:
+    ) as (url, _):
         yield url
 
 

@@ -380,7 +380,7 @@ def test_idempotency_key_with_an_upload_returns_the_first_job(api):
 def small_upload_api(stack, tmp_path_factory):
     with stack.extra_api(
         "api-small-uploads", tmp_path_factory.mktemp("small"), MAX_UPLOAD_BYTES="100000"
-    ) as url:
+    ) as (url, _):
         yield url
 
 

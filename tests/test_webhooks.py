@@ -131,7 +131,7 @@ def public_only_api(stack, tmp_path_factory):
     """An API with the production default: private webhook targets refused."""
     with stack.extra_api(
         "api-public", tmp_path_factory.mktemp("public"), WEBHOOK_ALLOW_PRIVATE_TARGETS="false"
-    ) as url:
+    ) as (url, _):
         yield url
 
 
