@@ -13,11 +13,13 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from shared.config import get_settings
-from shared.job_events import CHANNEL
+from shared.job_events import CHANNEL, parse_change
 from shared.job_states import FINISHED
 from shared.redis_client import redis_py_url
 
@@ -25,10 +27,19 @@ log = logging.getLogger(__name__)
 RECHECK_S = 5.0
 
 
+@dataclass(eq=False)
+class Watch:
+    """One waiter's view of a job: set on each change (or only at its end)."""
+
+    only_when_finished: bool
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The finished job's fields, when the message that ended it carried them.
+    final: dict[str, Any] | None = None
+
+
 class JobWaiter:
     def __init__(self) -> None:
-        # job id -> (event, wakes only when the job finishes?)
-        self._waiting: dict[str, set[tuple[asyncio.Event, bool]]] = defaultdict(set)
+        self._waiting: dict[str, set[Watch]] = defaultdict(set)
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -51,8 +62,7 @@ class JobWaiter:
                     backoff = 0.5
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            job_id, _, status = message["data"].decode().partition(" ")
-                            self._wake(job_id, status)
+                            self._wake(*parse_change(message["data"].decode()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis restarting: waiters still re-check
@@ -60,31 +70,33 @@ class JobWaiter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    def _wake(self, job_id: str, status: str) -> None:
+    def _wake(self, job_id: str, status: str, final: dict[str, Any] | None) -> None:
         finished = status in FINISHED
-        for event, only_when_finished in self._waiting.get(job_id, ()):
-            if finished or not only_when_finished:
-                event.set()
+        for watch in self._waiting.get(job_id, ()):
+            if finished or not watch.only_when_finished:
+                if finished:
+                    watch.final = final
+                watch.changed.set()
 
     @contextlib.asynccontextmanager
     async def watching(
         self, job_id: str, *, only_when_finished: bool = False
-    ) -> AsyncIterator[asyncio.Event]:
-        """An event set on each change of the job (or only when it finishes). Enter
+    ) -> AsyncIterator[Watch]:
+        """A watch woken on each change of the job (or only when it finishes). Enter
         before reading its state, so a change between the read and the wait is not
         missed."""
-        waiter = (asyncio.Event(), only_when_finished)
-        self._waiting[job_id].add(waiter)
+        watch = Watch(only_when_finished)
+        self._waiting[job_id].add(watch)
         try:
-            yield waiter[0]
+            yield watch
         finally:
-            self._waiting[job_id].discard(waiter)
+            self._waiting[job_id].discard(watch)
             if not self._waiting[job_id]:
                 del self._waiting[job_id]
 
 
-async def next_change(event: asyncio.Event, timeout: float) -> None:
+async def next_change(watch: Watch, timeout: float) -> None:
     """Return at the job's next change, or after `timeout` (at most RECHECK_S)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout=min(timeout, RECHECK_S))
-    event.clear()
+        await asyncio.wait_for(watch.changed.wait(), timeout=min(timeout, RECHECK_S))
+    watch.changed.clear()

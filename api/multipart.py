@@ -1,5 +1,7 @@
 """One operation, two request bodies: JSON, or a multipart/form-data upload.
 
+(And JSON bodies parsed with orjson: these routes take tables of many rows.)
+
 An endpoint decorated with `multipart_variant(upload_endpoint)` serves
 `multipart/form-data` requests with `upload_endpoint` and every other request
 as usual. Both are ordinary FastAPI endpoints (dependencies, form parsing,
@@ -10,9 +12,11 @@ operation that accepts either.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
@@ -34,6 +38,24 @@ def multipart_variant(upload_endpoint: Callable[..., Any]) -> Callable[[Endpoint
 
 def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith(MULTIPART)
+
+
+class FastJsonRequest(Request):
+    """A request whose JSON body is parsed with orjson, several times faster than json.
+
+    Bodies orjson refuses (NaN or Infinity literals, integers over 64 bits, broken
+    JSON) go to the standard parser, which accepts the first two as before and
+    words the error FastAPI reports for the last.
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self._json = json.loads(body)
+        return self._json
 
 
 class ContentTypeRoute(APIRoute):
@@ -59,14 +81,12 @@ class ContentTypeRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         json_handler = super().get_route_handler()
         upload_route = getattr(self, "upload_route", None)
-        if upload_route is None:
-            return json_handler
-        upload_handler = upload_route.get_route_handler()
+        upload_handler = upload_route.get_route_handler() if upload_route else None
 
         async def handler(request: Request) -> Response:
-            if is_multipart(request):
+            if upload_handler is not None and is_multipart(request):
                 return await upload_handler(request)
-            return await json_handler(request)
+            return await json_handler(FastJsonRequest(request.scope, request.receive))
 
         return handler
 

@@ -2,6 +2,7 @@
 
 python -m bench                 # the whole run (make bench)
 python -m bench --quick         # fewer repetitions, no large-data case: a smoke run
+python -m bench --only latency  # some sections only; prints their figures, keeps the docs
 """
 
 from __future__ import annotations
@@ -429,6 +430,9 @@ def bench_large(user: ServiceUser, stack: BenchStack, direct: DirectProcess, row
     return {"shape": shape, "cases": cases, "sizes": cases_sizes, "upload": upload}
 
 
+SECTIONS = ("latency", "throughput", "submit", "auth", "profiles", "large")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--latency", type=float, default=0.1, help="emulator seconds per call")
@@ -441,6 +445,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: small and fast")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
+        "--only",
+        type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
+        metavar="SECTIONS",
+        help=f"comma-separated sections from {', '.join(SECTIONS)}: run these (after the "
+        "warm-up), print their figures as JSON and leave the output file alone",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         metavar="RESULTS_JSON",
@@ -448,6 +459,9 @@ def main() -> None:
         "editing bench/ANALYSIS.md)",
     )
     args = parser.parse_args()
+    unknown = sorted(set(args.only or []) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     if args.render:
         saved = json.loads(args.render.read_text())
         saved["settings"] = Settings(**saved["settings"])
@@ -482,24 +496,28 @@ def main() -> None:
             busy_at_start = machine_busy_seconds()
             ours_at_start = our_cpu(running, direct)
             results["warm_up"] = warm_up(user, direct, args.worker_concurrency)
-            results["latency"] = bench_latency(user, direct, args.reps)
-            results["throughput"] = bench_throughput(
-                user, running, direct, args.jobs, args.clients, args.rounds
-            )
-            results["submit"] = bench_submit(
-                user,
-                args.clients,
-                idle_n=10 if args.quick else 30,
-                busy_n=30 if args.quick else 100,
-            )
-            results["auth"] = bench_auth(
-                user, running, threads=4, duration_s=2 if args.quick else 5
-            )
-            results["profiles"] = bench_profiles(
-                user, running, direct, raw_dir, args.reps, args.jobs, args.clients
-            )
-            if args.large_rows:
-                results["large"] = bench_large(user, running, direct, args.large_rows)
+            sections = {
+                "latency": lambda: bench_latency(user, direct, args.reps),
+                "throughput": lambda: bench_throughput(
+                    user, running, direct, args.jobs, args.clients, args.rounds
+                ),
+                "submit": lambda: bench_submit(
+                    user,
+                    args.clients,
+                    idle_n=10 if args.quick else 30,
+                    busy_n=30 if args.quick else 100,
+                ),
+                "auth": lambda: bench_auth(
+                    user, running, threads=4, duration_s=2 if args.quick else 5
+                ),
+                "profiles": lambda: bench_profiles(
+                    user, running, direct, raw_dir, args.reps, args.jobs, args.clients
+                ),
+                "large": lambda: bench_large(user, running, direct, args.large_rows),
+            }
+            for name in args.only or SECTIONS:
+                if name != "large" or args.large_rows:
+                    results[name] = sections[name]()
             results["resent_messages"] = running.resent_messages()
             results["foreign_cpu_s"] = foreign_cpu(running, direct, busy_at_start, ours_at_start)
         except BaseException:
@@ -510,6 +528,10 @@ def main() -> None:
     results["wall_s"] = time.perf_counter() - started
     saved = results | {"settings": dataclasses.asdict(settings), "facts": facts}
     (raw_dir / "results.json").write_text(json.dumps(saved, indent=2, default=str))
+    if args.only:
+        print(json.dumps({name: results[name] for name in args.only if name in results}, indent=2))
+        log(f"done in {results['wall_s']:.0f} s; raw data in {raw_dir}")
+        return
     args.output.write_text(render(facts, results))
     log(f"done in {results['wall_s']:.0f} s; wrote {args.output}; raw data in {raw_dir}")
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import Row, case, func, or_, update
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
-from shared.job_events import job_changed
+from shared.job_events import FINAL_FIELDS, job_changed
 from shared.models import Job, JobData
 from shared.webhooks import record_job_event
 
@@ -30,12 +30,21 @@ class Claim:
     attempt: int
 
 
+# What the UPDATE that ends a job returns: the fields its waiters are sent, and
+# whether it has a webhook to record.
+_ENDED = (*FINAL_FIELDS, Job.callback_url)
+
+
 def _owned(claim: Claim):
     return (Job.id == claim.job_id) & (Job.status == js.RUNNING) & (Job.attempts == claim.attempt)
 
 
 def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
-    """Move a queued job to running; None if it is not queued or waits out a backoff."""
+    """Move a queued job to running; None if it is not queued or waits out a backoff.
+
+    The claim enters the job's first upstream stage at once: reading the job's
+    data takes milliseconds, not worth a transaction of its own to report.
+    """
     attempt = session.execute(
         update(Job)
         .where(
@@ -45,7 +54,7 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
         )
         .values(
             status=js.RUNNING,
-            stage=js.STAGE_LOADING,
+            stage=case((Job.type == js.PREDICT, js.STAGE_PREDICTING), else_=js.STAGE_FITTING),
             attempts=Job.attempts + 1,
             started_at=func.now(),
             heartbeat_at=func.now(),
@@ -58,6 +67,20 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
         return None
     job_changed(session, job_id, js.RUNNING)
     return Claim(job_id=job_id, attempt=attempt)
+
+
+def _finished(session: Session, ended: Row | None) -> bool:
+    """What every end of a job does in its transaction: the webhook event, the wake-up.
+
+    `ended` is the row the ending UPDATE returned (None: nothing was updated).
+    """
+    if ended is None:
+        return False
+    final = ended._asdict()
+    if final.pop("callback_url"):
+        record_job_event(session=session, job_id=ended.id)
+    job_changed(session, ended.id, ended.status, final=final)
+    return True
 
 
 def heartbeat(*, session: Session, claim: Claim) -> bool:
@@ -95,13 +118,13 @@ def succeed_job(
     }
     if model_id is not None:
         values["model_id"] = model_id
-    updated = session.execute(update(Job).where(_owned(claim)).values(**values))
-    if updated.rowcount != 1:
+    updated = session.execute(
+        update(Job).where(_owned(claim)).values(**values).returning(*_ENDED)
+    ).one_or_none()
+    if updated is None:
         return False
     session.execute(update(JobData).where(JobData.job_id == claim.job_id).values(result=result))
-    record_job_event(session=session, job_id=claim.job_id)
-    job_changed(session, claim.job_id, js.SUCCEEDED)
-    return True
+    return _finished(session, updated)
 
 
 def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool:
@@ -115,12 +138,9 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
             error_code=code,
             error_message=message,
         )
-    )
-    if updated.rowcount != 1:
-        return False
-    record_job_event(session=session, job_id=claim.job_id)
-    job_changed(session, claim.job_id, js.FAILED)
-    return True
+        .returning(*_ENDED)
+    ).one_or_none()
+    return _finished(session, updated)
 
 
 def requeue_job(*, session: Session, claim: Claim, code: str, message: str, delay_s: float) -> bool:
@@ -154,9 +174,6 @@ def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
             error_code="canceled",
             error_message="The job was canceled by its owner.",
         )
-    )
-    if updated.rowcount != 1:
-        return False
-    record_job_event(session=session, job_id=job_id)
-    job_changed(session, job_id, js.CANCELED)
-    return True
+        .returning(*_ENDED)
+    ).one_or_none()
+    return _finished(session, updated)

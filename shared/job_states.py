@@ -18,7 +18,5 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
 # Stages a poller sees while a job runs.
-STAGE_LOADING = "loading"
 STAGE_FITTING = "fitting"
 STAGE_PREDICTING = "predicting"
-STAGE_STORING = "storing"

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
@@ -306,18 +306,29 @@ def cancel(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
     return job
 
 
-def get_result(*, session: Session, user: User, job_id: uuid.UUID) -> dict[str, Any]:
-    job = get_job(session=session, user=user, job_id=job_id)
-    # Only the result column: the stored input beside it may be large.
-    result = session.scalar(select(JobData.result).where(JobData.job_id == job.id))
-    if job.status != js.SUCCEEDED or result is None:
-        if job.status == js.SUCCEEDED:
+def get_result_json(*, session: Session, user: User, job_id: uuid.UUID) -> str:
+    """A succeeded job's result as the JSON text Postgres holds.
+
+    Sent on as it is: parsing it into Python and serializing it again would
+    cost more than everything else a result request does, for large results
+    many times more.
+    """
+    found = session.execute(
+        select(Job.user_id, Job.status, cast(JobData.result, Text))
+        .outerjoin(JobData, JobData.job_id == Job.id)
+        .where(Job.id == job_id)
+    ).one_or_none()
+    if found is None or found.user_id != user.id:
+        raise NotFound(f"No job {job_id}.")
+    status, result = found.status, found[2]
+    if status != js.SUCCEEDED or result is None:
+        if status == js.SUCCEEDED:
             raise NotFound(f"The result of job {job_id} has expired and was deleted.")
-        if job.status == js.CANCELED:
+        if status == js.CANCELED:
             raise JobCanceled(f"Job {job_id} was canceled; it has no result.")
         raise ResultNotAvailable(
-            f"Job {job_id} is {job.status}; its result is available once it has succeeded.",
-            job_status=job.status,
+            f"Job {job_id} is {status}; its result is available once it has succeeded.",
+            job_status=status,
         )
     return result
 

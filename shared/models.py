@@ -92,6 +92,9 @@ class FittedModel(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_user_id_created_at", "user_id", "created_at"),)
+    # INSERT ... RETURNING the server-set timestamps: the 202 needs created_at,
+    # and reading the row back after the commit would cost a round trip per submit.
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(

@@ -56,9 +56,17 @@ def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
     once; only the bcrypt comparison is skipped for recently verified keys.
     """
     key_id = parse_key_id(api_key)
-    row = session.get(ApiKey, key_id) if key_id else None
-    if row is None or row.revoked_at is not None:
+    # The key and its owner in one round trip: this runs on every request.
+    found = (
+        session.execute(
+            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == key_id)
+        ).one_or_none()
+        if key_id
+        else None
+    )
+    if found is None or found.ApiKey.revoked_at is not None:
         raise Unauthorized("The API key is not valid.")
+    row, user = found.ApiKey, found.User
     if not _verified_keys.hit(row.id, api_key):
         with _verified_keys.verifying(row.id):
             # Another request may have verified the same key while this one waited.
@@ -66,9 +74,6 @@ def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
                 if not verify_api_key(api_key, row.key_hash):
                     raise Unauthorized("The API key is not valid.")
                 _verified_keys.remember(row.id, api_key)
-    user = session.scalar(select(User).where(User.id == row.user_id))
-    if user is None:
-        raise Unauthorized("The API key is not valid.")
     now = datetime.now(UTC)
     # A write on every request would cost more than the knowledge is worth.
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:

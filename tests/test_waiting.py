@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import httpx
@@ -33,6 +34,37 @@ def test_long_poll_returns_the_moment_the_job_ends(api, emulator_knobs):
     finished_at = datetime.fromisoformat(job["finished_at"])
     # Pushed, not polled: the answer follows the commit within a fraction of a second.
     assert (returned_at - finished_at).total_seconds() < 0.5
+    # Answered from the message that ended the job: word for word what the row holds.
+    assert job == api.get(f"/jobs/{job_id}", headers=headers).json()
+
+
+def _long_poll_then(api, headers, job_id, action) -> dict:
+    """Start a long-poll on the job, run `action` while it waits, return its answer."""
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            api.get, f"/jobs/{job_id}", params={"wait": 30}, headers=headers, timeout=40
+        )
+        time.sleep(0.3)
+        action()
+        return waiting.result().json()
+
+
+def test_long_polls_of_failed_and_canceled_jobs_answer_what_the_row_holds(api, emulator_knobs):
+    headers = register(api)
+    emulator_knobs(hang_s=1.0)  # fit calls hang a second: time to cancel
+    job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+    canceled = _long_poll_then(
+        api, headers, job_id, lambda: api.post(f"/jobs/{job_id}/cancel", headers=headers)
+    )
+    assert (canceled["status"], canceled["error"]["code"]) == ("canceled", "canceled")
+    assert canceled == api.get(f"/jobs/{job_id}", headers=headers).json()
+
+    revoked = register(api, "carol-token")
+    emulator_knobs(hang_s=0.0, revoked_tokens=["carol-token"])
+    job_id = api.post("/jobs/fit", json=FIT, headers=revoked).json()["id"]
+    failed = _long_poll_then(api, revoked, job_id, lambda: None)
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "upstream_auth_failed")
+    assert failed == api.get(f"/jobs/{job_id}", headers=revoked).json()
 
 
 def test_event_stream_follows_stages_to_the_end(api, stack, emulator_knobs):

@@ -1,8 +1,14 @@
-"""Keep a running job's lease alive while its worker is alive.
+"""Keep a running job's lease alive, and report its stage, from a thread of its own.
 
 The sweeper treats a running job whose heartbeat is older than
 LEASE_TIMEOUT_S as abandoned (its worker was killed or lost the database), so
 a job is never stuck in `running` for longer than that.
+
+Stage changes go through the same thread: the job's own thread moves on to
+its next upstream call at once instead of waiting for a transaction that only
+informs pollers. A lost claim (canceled, or taken over by the sweeper) is
+noticed by the thread and raised at the next stage change; the transaction
+that stores the outcome checks the claim again in any case.
 """
 
 from __future__ import annotations
@@ -14,29 +20,72 @@ from contextlib import contextmanager
 
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.job_lifecycle import Claim, heartbeat
+from shared.job_lifecycle import Claim, heartbeat, set_stage
 
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def heartbeating(claim: Claim) -> Iterator[None]:
-    stop = threading.Event()
-    interval = get_settings().heartbeat_interval_s
+class ClaimLost(Exception):
+    """The job was canceled or handed to another run while this one worked."""
 
-    def beat() -> None:
-        while not stop.wait(interval):
+
+class Lease:
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+        self.lost = False
+        self._changed = threading.Condition()
+        self._stage: str | None = None  # a stage to report, not yet written
+        self._stopping = False
+
+    def enter(self, stage: str) -> None:
+        """Report that the job entered `stage`; written in the background."""
+        if self.lost:
+            raise ClaimLost
+        with self._changed:
+            self._stage = stage
+            self._changed.notify()
+
+    def _next(self, interval: float) -> tuple[bool, str | None]:
+        """Wait for a stage to report or the next beat; (stop?, stage)."""
+        with self._changed:
+            if self._stage is None and not self._stopping:
+                self._changed.wait(interval)
+            stage, self._stage = self._stage, None
+            return self._stopping, stage
+
+    def run(self, interval: float) -> None:
+        while True:
+            stopping, stage = self._next(interval)
+            if stopping:
+                return
             try:
                 with session_scope() as session:
-                    if not heartbeat(session=session, claim=claim):
-                        return  # canceled or taken over: the run's writes will be refused
+                    if stage is None:
+                        kept = heartbeat(session=session, claim=self.claim)
+                    else:
+                        kept = set_stage(session=session, claim=self.claim, stage=stage)
+                if not kept:
+                    self.lost = True  # canceled or taken over: the run's writes will be refused
+                    return
             except Exception as exc:  # the database may be restarting: try next beat
-                log.warning("job %s: heartbeat failed (%s)", claim.job_id, type(exc).__name__)
+                log.warning("job %s: heartbeat failed (%s)", self.claim.job_id, type(exc).__name__)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{claim.job_id}", daemon=True)
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+
+
+@contextmanager
+def holding(claim: Claim) -> Iterator[Lease]:
+    lease = Lease(claim)
+    interval = get_settings().heartbeat_interval_s
+    thread = threading.Thread(
+        target=lease.run, args=(interval,), name=f"lease-{claim.job_id}", daemon=True
+    )
     thread.start()
     try:
-        yield
+        yield lease
     finally:
-        stop.set()
+        lease.stop()
         thread.join(timeout=5)

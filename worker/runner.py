@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared import job_states as js
@@ -27,13 +27,12 @@ from shared.job_lifecycle import (
     claim_job,
     fail_job,
     requeue_job,
-    set_stage,
     succeed_job,
 )
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import decode_table, split_train
 from shared.security import decrypt_secret
-from worker.heartbeat import heartbeating
+from worker.heartbeat import ClaimLost, Lease, holding
 from worker.upstream import TabPFNUpstream, as_list, classify_fault
 
 log = logging.getLogger(__name__)
@@ -47,6 +46,16 @@ class RunOutcome:
 
 
 @dataclass
+class _Stored:
+    """The job's rows as read in the claim's transaction, not yet decoded."""
+
+    job: Job
+    data: JobData | None
+    token_encrypted: bytes
+    model: FittedModel | None
+
+
+@dataclass
 class _Loaded:
     job: Job
     token: str
@@ -55,33 +64,36 @@ class _Loaded:
     model: FittedModel | None
 
 
-def _load(claim: Claim) -> _Loaded:
+def _claim(job_id: uuid.UUID) -> tuple[Claim, _Stored] | None:
+    """Claim the job and read what it needs in one transaction (one round of commits)."""
     with session_scope() as session:
-        job = session.get(Job, claim.job_id)
-        data = session.get(JobData, claim.job_id)
-        user = session.get(User, job.user_id)
+        claim = claim_job(session=session, job_id=job_id)
+        if claim is None:
+            return None
+        job, data, token_encrypted = session.execute(
+            select(Job, JobData, User.tabpfn_token_encrypted)
+            .join(User, User.id == Job.user_id)
+            .outerjoin(JobData, JobData.job_id == Job.id)
+            .where(Job.id == job_id)
+        ).one()
         model = session.get(FittedModel, job.model_id) if job.type == js.PREDICT else None
-        if job.type == js.PREDICT and model is None:
-            raise ModelNotFound("The model this job predicts with has been deleted.")
-        if data is None or (data.train_parquet is None and data.test_parquet is None):
-            raise ServiceError("The job's data has been deleted (retention); submit it again.")
-        return _Loaded(
-            job=job,
-            token=decrypt_secret(user.tabpfn_token_encrypted),
-            train=decode_table(data.train_parquet) if data.train_parquet else None,
-            test=decode_table(data.test_parquet) if data.test_parquet else None,
-            model=model,
-        )
+        return claim, _Stored(job=job, data=data, token_encrypted=token_encrypted, model=model)
 
 
-class ClaimLost(Exception):
-    """The job was canceled or handed to another run while this one worked."""
-
-
-def _stage(claim: Claim, stage: str) -> None:
-    with session_scope() as session:
-        if not set_stage(session=session, claim=claim, stage=stage):
-            raise ClaimLost
+def _decode(stored: _Stored) -> _Loaded:
+    """The stored rows as tables; raised here, after the claim committed, errors fail the job."""
+    job, data = stored.job, stored.data
+    if job.type == js.PREDICT and stored.model is None:
+        raise ModelNotFound("The model this job predicts with has been deleted.")
+    if data is None or (data.train_parquet is None and data.test_parquet is None):
+        raise ServiceError("The job's data has been deleted (retention); submit it again.")
+    return _Loaded(
+        job=job,
+        token=decrypt_secret(stored.token_encrypted),
+        train=decode_table(data.train_parquet) if data.train_parquet else None,
+        test=decode_table(data.test_parquet) if data.test_parquet else None,
+        model=stored.model,
+    )
 
 
 def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[FittedModel, dict]:
@@ -175,15 +187,16 @@ def _model_gone(exc: Exception) -> bool:
     return fault is not None and isinstance(fault.error, ModelNotFound)
 
 
-def _execute(claim: Claim, loaded: _Loaded) -> None:
+def _execute(lease: Lease, loaded: _Loaded) -> None:
+    claim = lease.claim
     job = loaded.job
     upstream = TabPFNUpstream(loaded.token)
     timings: dict[str, Any] = {}
     model, new_model = loaded.model, None
     result: dict[str, Any] = {}
 
+    # The claim entered the first stage (fitting, or predicting for a predict job).
     if job.type in (js.FIT, js.FIT_PREDICT):
-        _stage(claim, js.STAGE_FITTING)
         new_model, timings["fit"] = _fit(upstream, job, loaded.train)
         model = new_model
         result = {
@@ -196,23 +209,24 @@ def _execute(claim: Claim, loaded: _Loaded) -> None:
             result["classes"] = model.classes
 
     if job.type in (js.PREDICT, js.FIT_PREDICT):
-        _stage(claim, js.STAGE_PREDICTING)
+        if job.type == js.FIT_PREDICT:
+            lease.enter(js.STAGE_PREDICTING)
         try:
             prediction, timings["predict"] = _predict(upstream, model, loaded.test, job.params)
         except Exception as exc:
             if job.type != js.PREDICT or not _model_gone(exc):
                 raise
             log.info("job %s: model %s gone upstream; refitting", job.id, model.id)
-            _stage(claim, js.STAGE_FITTING)
+            lease.enter(js.STAGE_FITTING)
             timings["refit"] = _refit(upstream, model)
-            _stage(claim, js.STAGE_PREDICTING)
+            lease.enter(js.STAGE_PREDICTING)
             prediction, timings["predict"] = _predict(upstream, model, loaded.test, job.params)
             prediction["refitted"] = True
         if job.type == js.FIT_PREDICT:
             prediction["model_id"] = result["model_id"]
         result = prediction
 
-    _stage(claim, js.STAGE_STORING)
+    # Storing takes milliseconds: the transaction that stores the result ends the job.
     with session_scope() as session:
         if new_model is not None:
             session.add(new_model)
@@ -230,11 +244,11 @@ def _execute(claim: Claim, loaded: _Loaded) -> None:
 
 
 def run_job(job_id: uuid.UUID) -> RunOutcome:
-    with session_scope() as session:
-        claim = claim_job(session=session, job_id=job_id)
-    if claim is None:
+    claimed = _claim(job_id)
+    if claimed is None:
         log.info("job %s is not queued; nothing to do", job_id)
         return RunOutcome()
+    claim, stored = claimed
     log.info(
         "job %s: claimed (attempt %d)",
         job_id,
@@ -242,8 +256,8 @@ def run_job(job_id: uuid.UUID) -> RunOutcome:
         extra={"job_id": str(job_id), "attempt": claim.attempt, "event": "claimed"},
     )
     try:
-        with heartbeating(claim):
-            _execute(claim, _load(claim))
+        with holding(claim) as lease:
+            _execute(lease, _decode(stored))
     except ClaimLost:
         # Canceled, or re-queued by the sweeper: this run's outcome is not wanted.
         log.info("job %s: claim lost (canceled or taken over); outcome discarded", job_id)

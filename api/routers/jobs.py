@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
@@ -60,7 +61,7 @@ _TOO_LARGE = {
 }
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: Job | SimpleNamespace) -> JobOut:
     path = f"/api/v1/jobs/{job.id}"
     return JobOut(
         id=job.id,
@@ -105,7 +106,6 @@ def _accept(
     )
     # Enqueue only after the row is committed, so a worker always finds it.
     session.commit()
-    session.refresh(job)
     if created:
         enqueue_job(job.id)
     else:
@@ -422,13 +422,16 @@ async def get_job(
     the job ends, or with its current state after S seconds (at most MAX_WAIT_S)."""
     deadline = time.monotonic() + min(wait, get_settings().max_wait_s)
     waiter = request.app.state.job_waiter
-    async with waiter.watching(str(job_id), only_when_finished=True) as changed:
+    async with waiter.watching(str(job_id), only_when_finished=True) as watch:
         while True:
+            if watch.final is not None and watch.final["user_id"] == str(user.id):
+                # Ended: the message carried the fields; no need to read them back.
+                return job_out(SimpleNamespace(**watch.final))
             job = await run_in_threadpool(_read_job, user, job_id)
             remaining = deadline - time.monotonic()
             if job.status in FINISHED or remaining <= 0:
                 return job
-            await next_change(changed, remaining)
+            await next_change(watch, remaining)
 
 
 def _sse(job: JobOut) -> str:
@@ -452,9 +455,9 @@ async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> Strea
     async def stream() -> AsyncIterator[str]:
         last = first
         yield _sse(first)
-        async with request.app.state.job_waiter.watching(str(job_id)) as changed:
+        async with request.app.state.job_waiter.watching(str(job_id)) as watch:
             while last.status not in FINISHED and not await request.is_disconnected():
-                await next_change(changed, KEEPALIVE_S)
+                await next_change(watch, KEEPALIVE_S)
                 job = await run_in_threadpool(_read_job, user, job_id)
                 if (job.status, job.stage, job.attempts) != (
                     last.status,
@@ -547,12 +550,12 @@ def get_result(
     in input order; columns `prediction`, then `proba_<class>` per class (output
     probabilities) or `q_<quantile>` per quantile. A fit: one row of its fields
     (`model_id`, `task`, `n_rows`, `n_features`, `classes` as JSON text)."""
-    result = jobs.get_result(session=session, user=user, job_id=job_id)
+    result = jobs.get_result_json(session=session, user=user, job_id=job_id)
     kind = _result_format(result_format, request.headers.get("accept"))
     if kind == "json":
-        return result
+        return Response(result, media_type="application/json")
     return Response(
-        write_table(result_table(result), kind),
+        write_table(result_table(json.loads(result)), kind),
         media_type=MEDIA_TYPES[kind],
         headers={"Content-Disposition": f'attachment; filename="{job_id}.{kind}"'},
     )

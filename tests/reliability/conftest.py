@@ -307,7 +307,8 @@ class RelStack:
             row = self.job_row(job_id)
             if row.status in ("succeeded", "failed", "canceled"):
                 raise AssertionError(f"job {job_id} finished before it could be hit: {row}")
-            ok = row.status == "running" and row.attempts == attempt and row.stage != "loading"
+            # The claim enters the first upstream stage at once.
+            ok = row.status == "running" and row.attempts == attempt
             return row if ok else None
 
         return wait_until(running, timeout, f"job {job_id} running (attempt {attempt})", 0.05)

@@ -252,16 +252,22 @@ def test_a_database_statement_cut_mid_job_does_not_fail_the_job(baseline: RelSta
     """A statement cut off by the database (failover, restart, a killed backend) is
     a transient fault like a broken upstream connection: the job must run again.
 
-    Deterministic: a transaction of ours holds the job's row, so the worker's next
-    stage update waits inside PostgreSQL; we terminate that backend and let go.
+    Deterministic: a transaction of ours holds the job's row, so the worker's update
+    that stores the outcome waits inside PostgreSQL; we terminate that backend and
+    let go.
     """
     rel = baseline
     user = rel.new_user(api)
-    rel.emulator(latency_s=SLOW_S)
+    # Half a second per upstream call: the predict (two calls) is all that runs while
+    # the row is held, so heartbeats wait ~1 s, well under LEASE_TIMEOUT_S.
+    rel.emulator(latency_s=0.5)
     job_id = user.submit()
-    rel.wait_running(job_id)
+    wait_until(
+        lambda: rel.job_row(job_id).stage == "predicting", 30, "the job's predict", interval=0.02
+    )
 
     def worker_updates_waiting(kind: str) -> list:
+        # psycopg2 sends parameters inline: the worker's final update names its status.
         return rel.sql(
             "select pid from pg_stat_activity where wait_event_type = 'Lock' and query ilike :kind",
             kind=f"update jobs set {kind}%",
@@ -270,11 +276,13 @@ def test_a_database_statement_cut_mid_job_does_not_fail_the_job(baseline: RelSta
     engine = create_engine(rel.database_url, poolclass=NullPool)
     try:
         with engine.connect() as lock:
-            # Hold the job's row so the worker's next stage update waits mid-statement...
+            # Hold the job's row so the worker's final update waits mid-statement...
             transaction = lock.begin()
             lock.execute(text("select 1 from jobs where id = :id for update"), {"id": job_id})
             [stuck] = wait_until(
-                lambda: worker_updates_waiting("stage"), 15, "the worker's stage update"
+                lambda: worker_updates_waiting("status='succeeded'"),
+                15,
+                "the worker's final update",
             )
             # ...and cut it off there, as a failover or restart would. The lock is
             # held for well under LEASE_TIMEOUT_S: the run keeps its claim.

@@ -1,0 +1,70 @@
+"""The payload codec on its own: the numeric fast path and the general path agree.
+
+JSON rows of plain numbers skip the per-column checks (shared/payloads.py,
+`_numeric_matrix`); everything else takes the general path. Both must make
+the same table, and anything the fast path declines must still be refused
+with the general path's words.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared import payloads
+from shared.errors import ValidationFailed
+from shared.payloads import decode_table, encode_table, table_from_json
+
+NUMERIC_ROWS = [
+    [[1.5, 2, None], [3, -4.25, 5], [None, 0, 7e300]],
+    [[1, 2], [3, 4]],
+    [[2**70, 0.5]],  # an integer beyond 64 bits: a float like any other number
+]
+
+
+def _general(X, columns=None):
+    frame = payloads._frame_from_rows(X, columns, "train")
+    return payloads.table_from_frame(frame, name="train.X")
+
+
+@pytest.mark.parametrize("rows", NUMERIC_ROWS)
+def test_numeric_rows_take_the_fast_path_and_match_the_general_one(rows):
+    assert payloads._numeric_matrix(rows) is not None
+    fast = table_from_json(rows, None, name="train")
+    pd.testing.assert_frame_equal(fast, _general(rows))
+    assert all(dtype == np.float64 for dtype in fast.dtypes)
+    # And the stored form reads back the same.
+    pd.testing.assert_frame_equal(decode_table(encode_table(fast).read()), fast)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[1.0, "a"], [2.0, "b"]],  # text makes a text column
+        [[1.0, True], [2.0, False]],  # booleans are numbers, but not plain ones
+        [[None, None], [None, None]],  # no number at all
+        [[1.0, [2.0]], [3.0, 4.0]],  # a nested list
+        [[1.0, 2.0], [3.0]],  # uneven rows
+        [[1.0, float("inf")]],  # infinity: refused, in the general path's words
+    ],
+)
+def test_other_rows_take_the_general_path(rows):
+    assert payloads._numeric_matrix(rows) is None
+    try:
+        expected = _general(rows)
+    except ValidationFailed as exc:
+        with pytest.raises(ValidationFailed) as raised:
+            table_from_json(rows, None, name="train")
+        assert str(raised.value) == str(exc)
+    else:
+        pd.testing.assert_frame_equal(table_from_json(rows, None, name="train"), expected)
+
+
+def test_the_fast_path_checks_column_names_like_the_general_one():
+    with pytest.raises(ValidationFailed, match="2 columns but the rows have 3 values"):
+        table_from_json([[1.0, 2.0, 3.0]], ["a", "b"], name="train")
+    with pytest.raises(ValidationFailed, match="must be unique"):
+        table_from_json([[1.0, 2.0]], ["a", "a"], name="train")
+    table = table_from_json([[1.0, 2.0]], ["width", "height"], name="train")
+    assert list(table.columns) == ["width", "height"]
