@@ -95,10 +95,11 @@ def render(facts: dict, results: dict) -> str:
     )
     add(
         "- Data: a classification table of 500 rows × 10 numeric features (3 classes), "
-        "100 test rows, `output: probabilities`. **Every job uses a table of its own, on "
-        "both sides** (a new seed per repetition): tabpfn-client deduplicates uploads by "
-        "hash per account, so repeating a table would let later runs skip their uploads. "
-        "The service and the direct client use separate emulator accounts."
+        "100 test rows, `output: probabilities`. **Every job uses a table of its own** "
+        "(a new seed per repetition): tabpfn-client deduplicates uploads by hash per "
+        "account, so repeating a table would let later runs skip their uploads. The "
+        "service and the direct client use separate emulator accounts, so repetition *i* "
+        "sends the same table both ways: the pair does the same upstream work."
     )
     warm = results.get("warm_up", {})
     if warm:

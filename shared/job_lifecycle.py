@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, case, func, or_, update
+from sqlalchemy import Row, case, func, or_, text, update
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
@@ -44,7 +44,12 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
 
     The claim enters the job's first upstream stage at once: reading the job's
     data takes milliseconds, not worth a transaction of its own to report.
+
+    The claim's commit does not wait for its WAL flush: should PostgreSQL crash
+    before the flush, the job is queued again (the sweeper resends it) and this
+    run's later writes are refused as those of a lost claim.
     """
+    session.execute(text("SET LOCAL synchronous_commit = off"))
     attempt = session.execute(
         update(Job)
         .where(

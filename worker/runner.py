@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -60,8 +62,18 @@ class _Loaded:
     job: Job
     token: str
     train: pd.DataFrame | None
-    test: pd.DataFrame | None
+    pending_test: Future[pd.DataFrame] | None
     model: FittedModel | None
+
+    @property
+    def test(self) -> pd.DataFrame | None:
+        return self.pending_test.result() if self.pending_test else None
+
+
+@cache
+def _decoder() -> ThreadPoolExecutor:
+    # Created in the pool process that uses it (a thread does not survive a fork).
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
 
 
 def _claim(job_id: uuid.UUID) -> tuple[Claim, _Stored] | None:
@@ -87,11 +99,13 @@ def _decode(stored: _Stored) -> _Loaded:
         raise ModelNotFound("The model this job predicts with has been deleted.")
     if data is None or (data.train_parquet is None and data.test_parquet is None):
         raise ServiceError("The job's data has been deleted (retention); submit it again.")
+    # The test set is decoded while the fit runs upstream: it is needed only after.
+    pending_test = _decoder().submit(decode_table, data.test_parquet) if data.test_parquet else None
     return _Loaded(
         job=job,
         token=decrypt_secret(stored.token_encrypted),
         train=decode_table(data.train_parquet) if data.train_parquet else None,
-        test=decode_table(data.test_parquet) if data.test_parquet else None,
+        pending_test=pending_test,
         model=stored.model,
     )
 
