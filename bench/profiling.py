@@ -56,15 +56,18 @@ API_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 WORKER_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    # The test set is decoded in a thread during the fit; this is any wait for it.
+    ("waiting for the test set's decode", ("test (worker/runner",)),
     (
         "upstream HTTP: waiting on the emulator (fit, predict, uploads)",
         ("httpx/", "httpcore/", "_upload_to_gcs", "as_completed", "concurrent/futures"),
     ),
     ("tabpfn-client local work (Parquet, hashing, models)", ("tabpfn_client/",)),
     ("text cleaning before upload (_clean_text_features)", ("_clean_text_features",)),
-    ("claim (DB)", ("claim_job",)),
-    ("stage updates (DB + publish)", ("_stage (worker/runner",)),
-    ("load job, decrypt token, decode Parquet", ("_load (worker/runner",)),
+    ("claim and read the job's rows (DB)", ("_claim (worker/runner", "claim_job")),
+    ("decode the train set, decrypt the token", ("_decode (worker/runner",)),
+    # Stage changes are written by the lease thread; starting and stopping it is here.
+    ("lease thread start/stop", ("holding (worker/heartbeat",)),
     ("store result + succeed (DB)", ("succeed_job", "session_scope", "sqlalchemy/", "psycopg2")),
     ("Redis publish", ("redis/",)),
     ("shaping the result (as_list, labels)", ("_predict (worker/runner", "as_list")),
