@@ -35,6 +35,22 @@ class Claim:
 _ENDED = (*FINAL_FIELDS, Job.callback_url)
 
 
+def this_worker() -> str:
+    """How a claim names the process that holds it: "<host>:<pid>"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_lost(max_attempts: int) -> dict[str, Any]:
+    """The values that fail a job whose runs kept losing their worker."""
+    return {
+        "status": js.FAILED,
+        "stage": None,
+        "finished_at": func.now(),
+        "error_code": "worker_lost",
+        "error_message": f"The job's worker stopped on each of its {max_attempts} attempts.",
+    }
+
+
 def _owned(claim: Claim):
     return (Job.id == claim.job_id) & (Job.status == js.RUNNING) & (Job.attempts == claim.attempt)
 
@@ -64,7 +80,7 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
             started_at=func.now(),
             heartbeat_at=func.now(),
             run_after=None,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
+            worker=this_worker(),
         )
         .returning(Job.attempts)
     ).scalar_one_or_none()
@@ -86,6 +102,35 @@ def _finished(session: Session, ended: Row | None) -> bool:
         record_job_event(session=session, job_id=ended.id)
     job_changed(session, ended.id, ended.status, final=final)
     return True
+
+
+def release_dead_run(
+    *, session: Session, job_id: uuid.UUID, holder: str, attempt: int, max_attempts: int
+) -> str | None:
+    """End a run whose process is known to be dead, as the sweeper would after its lease.
+
+    The job is queued again, or failed with `worker_lost` once its attempts are
+    spent. Guarded by the dead run's holder and attempt, so a run that is alive
+    (or a newer one) is never touched. The job's new status, or None.
+    """
+    dead = (
+        (Job.id == job_id)
+        & (Job.status == js.RUNNING)
+        & (Job.attempts == attempt)
+        & (Job.worker == holder)
+    )
+    if attempt >= max_attempts:
+        ended = session.execute(
+            update(Job).where(dead).values(**worker_lost(max_attempts)).returning(*_ENDED)
+        ).one_or_none()
+        return js.FAILED if _finished(session, ended) else None
+    released = session.execute(
+        update(Job).where(dead).values(status=js.QUEUED, stage=None, run_after=None)
+    )
+    if released.rowcount != 1:
+        return None
+    job_changed(session, job_id, js.QUEUED)
+    return js.QUEUED
 
 
 def heartbeat(*, session: Session, claim: Claim) -> bool:

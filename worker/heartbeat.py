@@ -1,5 +1,7 @@
 """Keep a running job's lease alive, and report its stage, from a thread of its own.
 
+(And tell whether a lease's holder is a process of this host that has died.)
+
 The sweeper treats a running job whose heartbeat is older than
 LEASE_TIMEOUT_S as abandoned (its worker was killed or lost the database), so
 a job is never stuck in `running` for longer than that.
@@ -14,6 +16,8 @@ that stores the outcome checks the claim again in any case.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +78,29 @@ class Lease:
         with self._changed:
             self._stopping = True
             self._changed.notify()
+
+
+def holder_is_dead(holder: str | None) -> bool:
+    """Whether a claim's holder ("<host>:<pid>") is a process of this host that is gone.
+
+    Only this host's processes can be checked; anything else is "not known dead"
+    and is left to the sweeper's lease timeout. A reused pid reads as alive: the
+    safe side.
+    """
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # killed but not yet reaped by its parent
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from shared import job_states as js
 from shared.config import get_settings
@@ -28,13 +29,14 @@ from shared.job_lifecycle import (
     Claim,
     claim_job,
     fail_job,
+    release_dead_run,
     requeue_job,
     succeed_job,
 )
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import decode_table, split_train
 from shared.security import decrypt_secret
-from worker.heartbeat import ClaimLost, Lease, holding
+from worker.heartbeat import ClaimLost, Lease, holder_is_dead, holding
 from worker.upstream import TabPFNUpstream, as_list, classify_fault
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def _decoder() -> ThreadPoolExecutor:
 def _claim(job_id: uuid.UUID) -> tuple[Claim, _Stored] | None:
     """Claim the job and read what it needs in one transaction (one round of commits)."""
     with session_scope() as session:
-        claim = claim_job(session=session, job_id=job_id)
+        claim = claim_job(session=session, job_id=job_id) or _take_over(session, job_id)
         if claim is None:
             return None
         job, data, token_encrypted = session.execute(
@@ -90,6 +92,38 @@ def _claim(job_id: uuid.UUID) -> tuple[Claim, _Stored] | None:
         ).one()
         model = session.get(FittedModel, job.model_id) if job.type == js.PREDICT else None
         return claim, _Stored(job=job, data=data, token_encrypted=token_encrypted, model=model)
+
+
+def _take_over(session: Session, job_id: uuid.UUID) -> Claim | None:
+    """Run a job again at once when the process that ran it died on this host.
+
+    A pool process killed mid-job (out of memory, say) hands its message back
+    to Celery at once, but the job is still `running` under the dead run's
+    claim; without this the redelivery is refused and the job waits for the
+    sweeper (LEASE_TIMEOUT_S). The dead run's attempt counts, as the sweeper's
+    recovery would count it.
+    """
+    row = session.execute(
+        select(Job.status, Job.worker, Job.attempts).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None or row.status != js.RUNNING or not holder_is_dead(row.worker):
+        return None
+    status = release_dead_run(
+        session=session,
+        job_id=job_id,
+        holder=row.worker,
+        attempt=row.attempts,
+        max_attempts=get_settings().max_attempts,
+    )
+    log.warning(
+        "job %s: the process running attempt %d (%s) died; %s",
+        job_id,
+        row.attempts,
+        row.worker,
+        "running it again now" if status == js.QUEUED else f"job {status or 'moved on'}",
+        extra={"job_id": str(job_id), "attempt": row.attempts, "event": "taken_over"},
+    )
+    return claim_job(session=session, job_id=job_id) if status == js.QUEUED else None
 
 
 def _decode(stored: _Stored) -> _Loaded:

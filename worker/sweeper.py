@@ -20,6 +20,7 @@ from shared import job_states as js
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.job_events import job_changed
+from shared.job_lifecycle import worker_lost
 from shared.models import Job
 from shared.queue import enqueue_job
 from shared.webhooks import record_job_event
@@ -38,15 +39,7 @@ def sweep() -> int:
         )
         failed = session.scalars(
             abandoned.where(Job.attempts >= settings.max_attempts)
-            .values(
-                status=js.FAILED,
-                stage=None,
-                finished_at=now,
-                error_code="worker_lost",
-                error_message=(
-                    f"The job's worker stopped on each of its {settings.max_attempts} attempts."
-                ),
-            )
+            .values(**worker_lost(settings.max_attempts))
             .returning(Job.id)
         ).all()
         for job_id in failed:

@@ -168,6 +168,17 @@ class RelStack:
 
         wait_until(ready, timeout, f"{worker.hostname} to be ready")
 
+    @contextlib.contextmanager
+    def sweeper_paused(self) -> Iterator[None]:
+        """SIGSTOP `beat` (no sweeps are sent; one already sent may still run)."""
+        [beat] = [p for p in self.processes if p.name == "beat"]
+        beat.popen.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1.5)  # a sweep sent just before the pause has run by now
+            yield
+        finally:
+            beat.popen.send_signal(signal.SIGCONT)
+
     def live_workers(self) -> list[Worker]:
         return [w for w in self.workers if w.alive()]
 

@@ -86,14 +86,19 @@ def test_killed_pool_process_mid_job_is_run_again(baseline: RelStack, api):
     user = rel.new_user(api)
     [worker] = rel.live_workers()
     rel.emulator(latency_s=SLOW_S)
-    job_id = user.submit()
-    kill_pool_process_running(rel, job_id, attempt=1)
-
-    # Celery hands the message back at once, but the job is still `running` with
-    # attempt 1: that delivery is refused, and the sweeper re-runs the job once
-    # its lease ran out.
-    job = assert_succeeded_once(rel, user, job_id, attempts=2)
+    # Celery hands the message back at once; the job is still `running` under the
+    # dead process's claim, which the worker that receives the message sees is a
+    # dead process of its own host: it runs the job again at once. With the sweeper
+    # paused, nothing else could re-run it (its lease would also run out).
+    with rel.sweeper_paused():
+        job_id = user.submit()
+        dead = rel.wait_running(job_id).worker
+        kill_pool_process_running(rel, job_id, attempt=1)
+        job = assert_succeeded_once(rel, user, job_id, attempts=2)
     assert worker.alive(), "the node replaces its lost pool process and carries on"
+    assert f"the process running attempt 1 ({dead}) died; running it again now" in (
+        worker.process.log()
+    )
     assert_fit_calls(rel, user, [job], exact=False)
 
 
