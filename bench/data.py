@@ -39,8 +39,8 @@ def make_table(seed: int, *, rows: int, features: int, test_rows: int) -> Table:
     )
 
 
-def fit_predict_body(table: Table) -> dict:
-    """The JSON body of POST /jobs/fit-predict (rows with column names)."""
+def fit_body(table: Table) -> dict:
+    """The JSON body of POST /jobs/fit (rows with column names)."""
     return {
         "task": "classification",
         "train": {
@@ -48,19 +48,15 @@ def fit_predict_body(table: Table) -> dict:
             "y": table.y.tolist(),
             "columns": list(table.X.columns),
         },
-        "test": {"X": table.X_test.to_numpy().tolist(), "columns": list(table.X.columns)},
-        "output": "probabilities",
     }
 
 
-def fit_body(table: Table) -> dict:
+def fit_predict_body(table: Table) -> dict:
+    """The JSON body of POST /jobs/fit-predict: the fit's, a test set and the output."""
     return {
-        "task": "classification",
-        "train": {
-            "X": table.X.to_numpy().tolist(),
-            "y": table.y.tolist(),
-            "columns": list(table.X.columns),
-        },
+        **fit_body(table),
+        "test": {"X": table.X_test.to_numpy().tolist(), "columns": list(table.X.columns)},
+        "output": "probabilities",
     }
 
 

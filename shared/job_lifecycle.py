@@ -30,9 +30,9 @@ class Claim:
     attempt: int
 
 
-# What the UPDATE that ends a job returns: the fields its waiters are sent, and
-# whether it has a webhook to record.
-_ENDED = (*FINAL_FIELDS, Job.callback_url)
+# What an UPDATE that ends a job returns (for `job_ended`): the fields its waiters
+# are sent, and whether it has a webhook to record.
+ENDED_FIELDS = (*FINAL_FIELDS, Job.callback_url)
 
 
 def this_worker() -> str:
@@ -90,10 +90,11 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
     return Claim(job_id=job_id, attempt=attempt)
 
 
-def _finished(session: Session, ended: Row | None) -> bool:
+def job_ended(session: Session, ended: Row | None) -> bool:
     """What every end of a job does in its transaction: the webhook event, the wake-up.
 
-    `ended` is the row the ending UPDATE returned (None: nothing was updated).
+    `ended` is the row the ending UPDATE returned with ENDED_FIELDS (None: nothing
+    was updated). Every way a job ends goes through here, the sweeper's included.
     """
     if ended is None:
         return False
@@ -121,9 +122,9 @@ def release_dead_run(
     )
     if attempt >= max_attempts:
         ended = session.execute(
-            update(Job).where(dead).values(**worker_lost(max_attempts)).returning(*_ENDED)
+            update(Job).where(dead).values(**worker_lost(max_attempts)).returning(*ENDED_FIELDS)
         ).one_or_none()
-        return js.FAILED if _finished(session, ended) else None
+        return js.FAILED if job_ended(session, ended) else None
     released = session.execute(
         update(Job).where(dead).values(status=js.QUEUED, stage=None, run_after=None)
     )
@@ -169,12 +170,12 @@ def succeed_job(
     if model_id is not None:
         values["model_id"] = model_id
     updated = session.execute(
-        update(Job).where(_owned(claim)).values(**values).returning(*_ENDED)
+        update(Job).where(_owned(claim)).values(**values).returning(*ENDED_FIELDS)
     ).one_or_none()
     if updated is None:
         return False
     session.execute(update(JobData).where(JobData.job_id == claim.job_id).values(result=result))
-    return _finished(session, updated)
+    return job_ended(session, updated)
 
 
 def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool:
@@ -188,9 +189,9 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
             error_code=code,
             error_message=message,
         )
-        .returning(*_ENDED)
+        .returning(*ENDED_FIELDS)
     ).one_or_none()
-    return _finished(session, updated)
+    return job_ended(session, updated)
 
 
 def requeue_job(*, session: Session, claim: Claim, code: str, message: str, delay_s: float) -> bool:
@@ -224,6 +225,6 @@ def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
             error_code="canceled",
             error_message="The job was canceled by its owner.",
         )
-        .returning(*_ENDED)
+        .returning(*ENDED_FIELDS)
     ).one_or_none()
-    return _finished(session, updated)
+    return job_ended(session, updated)

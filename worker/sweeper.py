@@ -20,10 +20,9 @@ from shared import job_states as js
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.job_events import job_changed
-from shared.job_lifecycle import worker_lost
+from shared.job_lifecycle import ENDED_FIELDS, job_ended, worker_lost
 from shared.models import Job
 from shared.queue import enqueue_job
-from shared.webhooks import record_job_event
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +36,13 @@ def sweep() -> int:
             Job.status == js.RUNNING,
             Job.heartbeat_at < now - timedelta(seconds=settings.lease_timeout_s),
         )
-        failed = session.scalars(
+        failed = session.execute(
             abandoned.where(Job.attempts >= settings.max_attempts)
             .values(**worker_lost(settings.max_attempts))
-            .returning(Job.id)
+            .returning(*ENDED_FIELDS)
         ).all()
-        for job_id in failed:
-            record_job_event(session=session, job_id=job_id)
-            job_changed(session, job_id, js.FAILED)
+        for ended in failed:
+            job_ended(session, ended)
         recovered = session.scalars(
             abandoned.where(Job.attempts < settings.max_attempts)
             .values(status=js.QUEUED, stage=None, run_after=None, updated_at=now)
