@@ -152,6 +152,16 @@ class JobLinks(BaseModel):
     result: str
 
 
+class JobWaiting(BaseModel):
+    reason: Literal["retry_backoff", "upstream_rate_limit", "fair_share", "capacity"] = Field(
+        description="retry_backoff: a transient upstream fault, retried at `until`; "
+        "upstream_rate_limit: the TabPFN token's rate window is full until `until`; "
+        "fair_share: you already run MAX_RUNNING_PER_USER jobs; "
+        "capacity: waiting for a free worker slot."
+    )
+    until: datetime | None = Field(description="When the wait ends, when known.")
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     type: Literal["fit", "predict", "fit_predict"]
@@ -165,6 +175,9 @@ class JobOut(BaseModel):
     attempts: int
     error: JobError | None
     upstream_timings: dict[str, Any] | None
+    waiting: JobWaiting | None = Field(
+        default=None, description="Why a queued job has not started yet; null otherwise."
+    )
     links: JobLinks
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TABPFN_CLOUD_URL = "https://api.priorlabs.ai"
 
 
 class MissingSettingError(RuntimeError):
-    """A setting a production command cannot start without."""
+    """A setting a production command cannot start without (or one with a bad value)."""
 
 
 class Settings(BaseSettings):
@@ -70,7 +70,31 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 10.0
     # ...and one silent this long has lost its worker: it is run again.
     lease_timeout_s: float = 60.0
-    max_attempts: int = 5
+    max_attempts: int = Field(default=5, gt=0)
+
+    # Worker nodes are built for waiting: a job is almost all upstream wait, so one
+    # process holds this many jobs in flight on threads (see docs/scheduling.md).
+    worker_concurrency: int = Field(default=64, gt=0)
+    # SIGTERM: in-flight jobs may finish for this long; the rest are handed back.
+    worker_drain_s: float = Field(default=30.0, ge=0)
+    # Database connections per process: jobs hold one only while they read or
+    # write, never while they wait on the upstream.
+    db_pool_size: int = Field(default=10, gt=0)
+    db_max_overflow: int = Field(default=10, ge=0)
+
+    # Scheduling: free slots go round-robin between users with queued work, and no
+    # user runs more than this many jobs at once, so one backlog cannot fill a fleet.
+    max_running_per_user: int = Field(default=16, gt=0)
+    # Each TabPFN token is paced to the cloud's published per-user limits (fixed
+    # windows of a minute and an hour), across every worker node.
+    upstream_fits_per_minute: int = Field(default=60, gt=0)
+    upstream_fits_per_hour: int = Field(default=1000, gt=0)
+    upstream_predictions_per_minute: int = Field(default=60, gt=0)
+    upstream_predictions_per_hour: int = Field(default=1500, gt=0)
+    upstream_uploads_per_minute: int = Field(default=120, gt=0)
+    upstream_uploads_per_hour: int = Field(default=3000, gt=0)
+    # Multiplies the window lengths (1: a minute is 60 s); tests shorten them.
+    upstream_rate_window_scale: float = Field(default=1.0, gt=0)
     # Payloads and results of finished jobs are deleted after this; metadata stays.
     retention_s: float = 7 * 24 * 3600.0
     retention_interval_s: float = 3600.0
@@ -84,6 +108,24 @@ class Settings(BaseSettings):
 
     # The address clients reach this API at; webhook events link to it.
     public_url: str = "http://127.0.0.1:8000"
+
+    def rate_limits(self) -> dict[str, tuple[tuple[float, int], ...]]:
+        """Per kind of upstream call: (window seconds, calls allowed) for each window."""
+        minute, hour = (
+            60.0 * self.upstream_rate_window_scale,
+            3600.0 * self.upstream_rate_window_scale,
+        )
+        return {
+            "fit": ((minute, self.upstream_fits_per_minute), (hour, self.upstream_fits_per_hour)),
+            "predict": (
+                (minute, self.upstream_predictions_per_minute),
+                (hour, self.upstream_predictions_per_hour),
+            ),
+            "upload": (
+                (minute, self.upstream_uploads_per_minute),
+                (hour, self.upstream_uploads_per_hour),
+            ),
+        }
 
     def webhook_retry_delays(self) -> list[float]:
         return [float(d) for d in self.webhook_retry_schedule_s.split(",") if d.strip()]
@@ -103,4 +145,13 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # One line naming the variable, not a pydantic report: e.g.
+        # "MAX_RUNNING_PER_USER=0 is invalid: Input should be greater than 0".
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "a setting"
+        raise MissingSettingError(
+            f"{name}={first.get('input')!s} is invalid: {first['msg']} (see .env.example)."
+        ) from None

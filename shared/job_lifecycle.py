@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, case, func, or_, text, update
+from sqlalchemy import Row, case, func, or_, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
 from shared.job_events import FINAL_FIELDS, job_changed
 from shared.models import Job, JobData
 from shared.webhooks import record_job_event
+
+# Why a queued job has a run_after (GET /jobs/{id} shows it as `waiting`).
+WAIT_RETRY_BACKOFF = "retry_backoff"
+WAIT_UPSTREAM_RATE_LIMIT = "upstream_rate_limit"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
             started_at=func.now(),
             heartbeat_at=func.now(),
             run_after=None,
+            wait_reason=None,
             worker=this_worker(),
         )
         .returning(Job.attempts)
@@ -138,6 +143,22 @@ def heartbeat(*, session: Session, claim: Claim) -> bool:
     """Renew the claim's lease; False once the claim is lost."""
     result = session.execute(update(Job).where(_owned(claim)).values(heartbeat_at=func.now()))
     return result.rowcount == 1
+
+
+def heartbeat_many(*, session: Session, claims: list[Claim]) -> set[uuid.UUID]:
+    """Renew many claims' leases in one statement; the job ids whose claims are still held."""
+    if not claims:
+        return set()
+    kept = session.scalars(
+        update(Job)
+        .where(
+            Job.status == js.RUNNING,
+            tuple_(Job.id, Job.attempts).in_([(c.job_id, c.attempt) for c in claims]),
+        )
+        .values(heartbeat_at=func.now())
+        .returning(Job.id)
+    ).all()
+    return set(kept)
 
 
 def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
@@ -205,7 +226,44 @@ def requeue_job(*, session: Session, claim: Claim, code: str, message: str, dela
             error_code=code,
             error_message=message,
             run_after=datetime.now(UTC) + timedelta(seconds=delay_s),
+            wait_reason=WAIT_RETRY_BACKOFF,
         )
+    )
+    if updated.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id, js.QUEUED)
+    return True
+
+
+def wait_for_window(*, session: Session, claim: Claim, until: datetime) -> bool:
+    """Hand a job back until the upstream's rate window reopens.
+
+    A wait, not a failure: the attempt the claim counted is given back, so a
+    burst paced by the upstream never spends a job's MAX_ATTEMPTS.
+    """
+    updated = session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(
+            status=js.QUEUED,
+            stage=None,
+            attempts=Job.attempts - 1,
+            run_after=until,
+            wait_reason=WAIT_UPSTREAM_RATE_LIMIT,
+        )
+    )
+    if updated.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id, js.QUEUED)
+    return True
+
+
+def hand_back(*, session: Session, claim: Claim) -> bool:
+    """Give a job back to the queue untouched (its worker is shutting down): not an attempt."""
+    updated = session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(status=js.QUEUED, stage=None, attempts=Job.attempts - 1, run_after=None)
     )
     if updated.rowcount != 1:
         return False

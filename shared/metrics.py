@@ -25,7 +25,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import Float, case, func, select
+from sqlalchemy import Float, case, func, select, text
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
@@ -33,6 +33,7 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.models import Job, WebhookDelivery
 from shared.redis_client import get_redis
+from shared.waiting import REASONS
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Snapshot:
     errors: dict[tuple[str, str], int] = field(default_factory=dict)
     durations: dict[str, dict[tuple[str, str], Histogram]] = field(default_factory=dict)
     webhooks: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
     broker_queue_length: int | None = None
 
 
@@ -113,6 +115,30 @@ def _error_counts(session: Session) -> dict[tuple[str, str], int]:
         .group_by(Job.status, Job.error_code)
     )
     return {(status, code): n for status, code, n in rows}
+
+
+def _waiting_counts(session: Session) -> dict[str, int]:
+    """Queued jobs by why they wait (shared.waiting's reasons, decided the same way)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT CASE
+                WHEN j.run_after > now() THEN coalesce(j.wait_reason, 'retry_backoff')
+                WHEN u.upstream_paused_until > now() THEN 'upstream_rate_limit'
+                WHEN coalesce(r.n, 0) >= :cap THEN 'fair_share'
+                ELSE 'capacity'
+            END AS reason, count(*)
+            FROM jobs j
+            JOIN users u ON u.id = j.user_id
+            LEFT JOIN (SELECT user_id, count(*) AS n FROM jobs WHERE status = 'running'
+                       GROUP BY user_id) r ON r.user_id = j.user_id
+            WHERE j.status = 'queued'
+            GROUP BY 1
+            """
+        ),
+        {"cap": get_settings().max_running_per_user},
+    )
+    return {reason: n for reason, n in rows}
 
 
 def _duration_histograms(session: Session) -> dict[str, dict[tuple[str, str], Histogram]]:
@@ -161,6 +187,7 @@ def read_snapshot() -> Snapshot:
             errors=_error_counts(session),
             durations=_duration_histograms(session),
             webhooks=_webhook_counts(session),
+            waiting=_waiting_counts(session),
         )
     snapshot.broker_queue_length = _broker_queue_length()
     return snapshot
@@ -195,6 +222,9 @@ def _queue_families(jobs: dict[tuple[str, str], int], broker: int | None) -> Ite
     depth = _gauge("queue_depth", "Jobs queued in PostgreSQL, retries included.", [])
     depth.add_metric([], sum(n for (_, status), n in jobs.items() if status == js.QUEUED))
     yield depth
+    running = _gauge("jobs_running", "Jobs running now (holding a worker slot).", [])
+    running.add_metric([], sum(n for (_, status), n in jobs.items() if status == js.RUNNING))
+    yield running
     # Absent rather than a guess while Redis is down: alert on absent().
     if broker is not None:
         length = _gauge(
@@ -230,6 +260,14 @@ def _webhook_families(webhooks: dict[str, int]) -> Iterator[Metric]:
     yield family
 
 
+def _waiting_families(waiting: dict[str, int]) -> Iterator[Metric]:
+    # A fixed set of reasons as labels (never user ids): bounded cardinality.
+    family = _gauge("jobs_waiting", "Queued jobs by why they have not started.", ["reason"])
+    for reason in REASONS:
+        family.add_metric([reason], waiting.get(reason, 0))
+    yield family
+
+
 class ServiceMetricsCollector:
     """A prometheus_client collector: each collect() is one snapshot of Postgres."""
 
@@ -240,6 +278,7 @@ class ServiceMetricsCollector:
         jobs = {(t, s): 0 for t in JOB_TYPES for s in JOB_STATUSES} | snapshot.jobs
         yield from _job_families(jobs)
         yield from _queue_families(jobs, snapshot.broker_queue_length)
+        yield from _waiting_families(snapshot.waiting)
         yield from _error_families(snapshot.errors)
         yield from _duration_families(snapshot.durations)
         yield from _webhook_families(snapshot.webhooks)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -52,6 +53,16 @@ class User(Base):
     # user's money; the webhook secret must be readable to sign deliveries.
     tabpfn_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     webhook_secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # Scheduling (shared/scheduling): free slots go to the user served longest ago
+    # (a new user counts as served at the epoch, so it goes first)...
+    last_served_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=text("'1970-01-01 00:00:00+00'"),
+        index=True,
+    )
+    # ...unless the user's TabPFN token has no upstream budget until this time.
+    upstream_paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):
@@ -91,7 +102,18 @@ class FittedModel(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
+        # The scheduler's two questions, kept small by their predicates: each user's
+        # oldest queued job, and how many jobs each user has running.
+        Index(
+            "ix_jobs_queued_user_id_created_at",
+            "user_id",
+            "created_at",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("ix_jobs_running_user_id", "user_id", postgresql_where=text("status = 'running'")),
+    )
     # INSERT ... RETURNING the server-set timestamps: the 202 needs created_at,
     # and reading the row back after the commit would cost a round trip per submit.
     __mapper_args__ = {"eager_defaults": True}
@@ -118,6 +140,8 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     # A retry waits out its backoff: no worker claims the job before this time.
     run_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why run_after is set: retry_backoff, or upstream_rate_limit (not an attempt).
+    wait_reason: Mapped[str | None] = mapped_column(String(32))
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     upstream_timings: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))

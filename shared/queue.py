@@ -2,17 +2,24 @@
 
 Tasks are registered by `worker.tasks`; the API only sends task names, so it
 never imports worker code. Redis carries job ids only, never data or tokens.
+
+A `jobs.run` message is a wake-up: the worker slot that takes it runs whatever
+the scheduler (shared.scheduling) says should run next; the job id it carries
+names the job that caused it, for operators reading Flower.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from datetime import datetime
 from functools import lru_cache
 
 from celery import Celery
 
 from shared.config import get_settings
+from shared.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +42,15 @@ def get_celery() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Built for waiting: a job is almost all upstream wait, so one process
+        # holds WORKER_CONCURRENCY jobs in flight on threads (docs/scheduling.md).
+        # `tabpfn-api worker -P prefork -c 4` still works, for whoever wants it.
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
         # Longer than any job may run, so Redis does not redeliver a live job.
         broker_transport_options={"visibility_timeout": int(settings.running_timeout_s) + 600},
-        # A run that outlives RUNNING_TIMEOUT_S gets SoftTimeLimitExceeded (the job
-        # fails with time_limit_exceeded); one that ignores it is killed 30 s later.
+        # The threads pool ignores these; the lease keeper (worker.heartbeat) ends a
+        # job at RUNNING_TIMEOUT_S whatever the pool. Under prefork they still apply.
         task_soft_time_limit=settings.running_timeout_s,
         task_time_limit=settings.running_timeout_s + 30,
         broker_connection_retry_on_startup=True,
@@ -68,9 +80,10 @@ def get_celery() -> Celery:
     return app
 
 
-def _send(task: str, ident: uuid.UUID, countdown: float | None) -> bool:
+def _send(task: str, ident: uuid.UUID | None, countdown: float | None) -> bool:
     try:
-        get_celery().send_task(task, args=[str(ident)], countdown=countdown)
+        args = [str(ident)] if ident is not None else []
+        get_celery().send_task(task, args=args, countdown=countdown)
     except Exception:  # kombu raises many kinds; all mean "not sent"
         log.warning("%s %s could not be enqueued; the sweeper will retry", task, ident)
         return False
@@ -80,6 +93,22 @@ def _send(task: str, ident: uuid.UUID, countdown: float | None) -> bool:
 def enqueue_webhook(delivery_id: uuid.UUID, *, countdown: float | None = None) -> bool:
     """Send a webhook delivery to the workers (its row is committed already)."""
     return _send(DELIVER_WEBHOOK, delivery_id, countdown)
+
+
+def wake_at(when: datetime) -> None:
+    """Make sure some worker slot looks at the queue at `when` (once per second, fleet-wide).
+
+    A job whose token has no budget holds no slot while it waits, so nothing
+    would look at it again when the window reopens; this is that look.
+    """
+    countdown = max(0.0, when.timestamp() - time.time()) + 0.05
+    second = int(when.timestamp())
+    try:
+        first = get_redis().set(f"tabpfn-api:wake:{second}", 1, nx=True, ex=int(countdown) + 60)
+    except Exception:  # Redis down: the sweeper's next pass wakes the queue instead
+        return
+    if first:
+        _send(RUN_JOB, None, countdown)
 
 
 def enqueue_job(job_id: uuid.UUID, *, countdown: float | None = None) -> bool:

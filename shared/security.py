@@ -133,3 +133,13 @@ def decrypt_secret(ciphertext: bytes) -> str:
             "A stored secret could not be decrypted: SECRET_KEY no longer holds the key "
             "it was encrypted with."
         ) from exc
+
+
+def _first_secret_key() -> str:
+    return get_settings().require("SECRET_KEY").secret_keys()[0]
+
+
+def token_fingerprint(token: str) -> str:
+    """A keyed hash of a TabPFN token: finds its account and upstream budget, reveals nothing."""
+    key = hashlib.sha256(b"tabpfn-api/token-fingerprint/" + _first_secret_key().encode()).digest()
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()

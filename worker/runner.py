@@ -1,6 +1,9 @@
-"""Run one job: claim it, call the upstream, record the outcome.
+"""Serve the queue: claim the next job by the scheduler's policy, run it, repeat.
 
-Thin on purpose: state lives in Postgres (shared.job_lifecycle), upstream
+A Celery message is a wake-up: the slot that receives it claims whatever
+shared.scheduling says should run next, runs it, and goes on while there is
+claimable work. Thin on purpose: state lives in Postgres (shared.job_lifecycle),
+the policy in shared.scheduling, upstream budgets in shared.pacing, upstream
 calls in worker.upstream; this module only sequences them.
 """
 
@@ -8,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -19,24 +24,27 @@ import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
 from shared import job_states as js
+from shared import pacing
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import ModelNotFound, ServiceError, ServiceUnavailable
 from shared.job_lifecycle import (
     Claim,
-    claim_job,
     fail_job,
+    hand_back,
     release_dead_run,
     requeue_job,
     succeed_job,
+    wait_for_window,
 )
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import decode_table, split_train
-from shared.security import decrypt_secret
-from worker.heartbeat import ClaimLost, Lease, holder_is_dead, holding
+from shared.queue import enqueue_job, wake_at
+from shared.scheduling import claim_next, pause_user
+from shared.security import decrypt_secret, token_fingerprint
+from worker.heartbeat import TIME_LIMIT_CODE, ClaimLost, Lease, holder_is_dead, holding, keeper
 from worker.upstream import TabPFNUpstream, as_list, classify_fault
 
 log = logging.getLogger(__name__)
@@ -47,16 +55,6 @@ class RunOutcome:
     """What the task should do next: nothing, or send the job again after a delay."""
 
     retry_in_s: float | None = None
-
-
-@dataclass
-class _Stored:
-    """The job's rows as read in the claim's transaction, not yet decoded."""
-
-    job: Job
-    data: JobData | None
-    token_encrypted: bytes
-    model: FittedModel | None
 
 
 @dataclass
@@ -71,65 +69,32 @@ class _Loaded:
     def test(self) -> pd.DataFrame | None:
         return self.pending_test.result() if self.pending_test else None
 
+    @property
+    def fingerprint(self) -> str:
+        return token_fingerprint(self.token)
+
 
 @cache
 def _decoder() -> ThreadPoolExecutor:
-    # Created in the pool process that uses it (a thread does not survive a fork).
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+    # Created in the process that uses it (a thread does not survive a fork).
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
 
 
-def _claim(job_id: uuid.UUID) -> tuple[Claim, _Stored] | None:
-    """Claim the job and read what it needs in one transaction (one round of commits)."""
+# Set when the worker is asked to stop: slots finish their job and claim no more.
+draining = threading.Event()
+
+
+def _load(job_id: uuid.UUID) -> _Loaded:
+    """The claimed job's rows as tables; raised here, after the claim committed, errors fail it."""
     with session_scope() as session:
-        claim = claim_job(session=session, job_id=job_id) or _take_over(session, job_id)
-        if claim is None:
-            return None
         job, data, token_encrypted = session.execute(
             select(Job, JobData, User.tabpfn_token_encrypted)
             .join(User, User.id == Job.user_id)
             .outerjoin(JobData, JobData.job_id == Job.id)
             .where(Job.id == job_id)
         ).one()
-        model = session.get(FittedModel, job.model_id) if job.type == js.PREDICT else None
-        return claim, _Stored(job=job, data=data, token_encrypted=token_encrypted, model=model)
-
-
-def _take_over(session: Session, job_id: uuid.UUID) -> Claim | None:
-    """Run a job again at once when the process that ran it died on this host.
-
-    A pool process killed mid-job (out of memory, say) hands its message back
-    to Celery at once, but the job is still `running` under the dead run's
-    claim; without this the redelivery is refused and the job waits for the
-    sweeper (LEASE_TIMEOUT_S). The dead run's attempt counts, as the sweeper's
-    recovery would count it.
-    """
-    row = session.execute(
-        select(Job.status, Job.worker, Job.attempts).where(Job.id == job_id)
-    ).one_or_none()
-    if row is None or row.status != js.RUNNING or not holder_is_dead(row.worker):
-        return None
-    status = release_dead_run(
-        session=session,
-        job_id=job_id,
-        holder=row.worker,
-        attempt=row.attempts,
-        max_attempts=get_settings().max_attempts,
-    )
-    log.warning(
-        "job %s: the process running attempt %d (%s) died; %s",
-        job_id,
-        row.attempts,
-        row.worker,
-        "running it again now" if status == js.QUEUED else f"job {status or 'moved on'}",
-        extra={"job_id": str(job_id), "attempt": row.attempts, "event": "taken_over"},
-    )
-    return claim_job(session=session, job_id=job_id) if status == js.QUEUED else None
-
-
-def _decode(stored: _Stored) -> _Loaded:
-    """The stored rows as tables; raised here, after the claim committed, errors fail the job."""
-    job, data = stored.job, stored.data
-    if job.type == js.PREDICT and stored.model is None:
+        model = session.get(FittedModel, job.model_id) if job.model_id else None
+    if job.type == js.PREDICT and model is None:
         raise ModelNotFound("The model this job predicts with has been deleted.")
     if data is None or (data.train_parquet is None and data.test_parquet is None):
         raise ServiceError("The job's data has been deleted (retention); submit it again.")
@@ -137,11 +102,56 @@ def _decode(stored: _Stored) -> _Loaded:
     pending_test = _decoder().submit(decode_table, data.test_parquet) if data.test_parquet else None
     return _Loaded(
         job=job,
-        token=decrypt_secret(stored.token_encrypted),
+        token=decrypt_secret(token_encrypted),
         train=decode_table(data.train_parquet) if data.train_parquet else None,
         pending_test=pending_test,
-        model=stored.model,
+        model=model if job.type == js.PREDICT else None,
     )
+
+
+def release_dead_runs() -> int:
+    """Queue again, at once, the jobs whose worker process on this host is gone.
+
+    Called when a worker starts (and in each new pool process): a node killed
+    mid-job and restarted on the same host does not make its jobs wait for the
+    sweeper's LEASE_TIMEOUT_S. Each dead run's attempt counts, as the sweeper's
+    recovery would count it; a live process or another host's is never touched.
+    """
+    from shared.job_lifecycle import this_worker
+
+    host = this_worker().rpartition(":")[0]
+    with session_scope() as session:
+        rows = session.execute(
+            select(Job.id, Job.worker, Job.attempts).where(
+                Job.status == js.RUNNING, Job.worker.like(f"{host}:%")
+            )
+        ).all()
+    released = 0
+    for row in rows:
+        if not holder_is_dead(row.worker):
+            continue
+        with session_scope() as session:
+            status = release_dead_run(
+                session=session,
+                job_id=row.id,
+                holder=row.worker,
+                attempt=row.attempts,
+                max_attempts=get_settings().max_attempts,
+            )
+        if status is None:
+            continue
+        released += 1
+        log.warning(
+            "job %s: the process running attempt %d (%s) died; %s",
+            row.id,
+            row.attempts,
+            row.worker,
+            "running it again now" if status == js.QUEUED else f"job {status}",
+            extra={"job_id": str(row.id), "attempt": row.attempts, "event": "taken_over"},
+        )
+        if status == js.QUEUED:
+            enqueue_job(row.id)
+    return released
 
 
 def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[FittedModel, dict]:
@@ -176,6 +186,7 @@ def _refit(upstream: TabPFNUpstream, model: FittedModel) -> dict | None:
             "has been deleted (retention); fit it again."
         )
     X, y = split_train(train)
+    upstream.pace(pacing.calls_for(js.FIT))
     fitted = upstream.fit(task=model.task, X=X, y=y, options=model.options)
     model.upstream_model_id = fitted.upstream_model_id
     with session_scope() as session:
@@ -238,7 +249,10 @@ def _model_gone(exc: Exception) -> bool:
 def _execute(lease: Lease, loaded: _Loaded) -> None:
     claim = lease.claim
     job = loaded.job
-    upstream = TabPFNUpstream(loaded.token)
+    # The claim reserved the job's calls; a refit or extra predict chunks reserve theirs.
+    upstream = TabPFNUpstream(
+        loaded.token, deadline_s=lease.remaining_s(), fingerprint=loaded.fingerprint
+    )
     timings: dict[str, Any] = {}
     model, new_model = loaded.model, None
     result: dict[str, Any] = {}
@@ -291,41 +305,74 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
             raise ClaimLost
 
 
-def run_job(job_id: uuid.UUID) -> RunOutcome:
-    claimed = _claim(job_id)
-    if claimed is None:
-        log.info("job %s is not queued; nothing to do", job_id)
-        return RunOutcome()
-    claim, stored = claimed
+def serve() -> int:
+    """A wake-up: run jobs by the scheduler's policy until none can be claimed; how many ran."""
+    ran = 0
+    while not draining.is_set():
+        pick = claim_next()
+        for paused in pick.paused:
+            wake_at(paused.until)  # the token's window reopens: someone must look again
+        if pick.claim is None:
+            return ran
+        outcome = run_claimed(pick.claim)
+        ran += 1
+        if outcome.retry_in_s is not None:
+            # The job row is queued again with run_after set; this is its wake-up call.
+            # Should the message be lost, the sweeper sends another.
+            enqueue_job(pick.claim.job_id, countdown=outcome.retry_in_s)
+    return ran
+
+
+def run_claimed(claim: Claim) -> RunOutcome:
+    job_id = claim.job_id
     log.info(
         "job %s: claimed (attempt %d)",
         job_id,
         claim.attempt,
         extra={"job_id": str(job_id), "attempt": claim.attempt, "event": "claimed"},
     )
+    loaded: _Loaded | None = None
+    lease: Lease | None = None
     try:
         with holding(claim) as lease:
-            _execute(lease, _decode(stored))
+            loaded = _load(job_id)
+            _execute(lease, loaded)
     except ClaimLost:
-        # Canceled, or re-queued by the sweeper: this run's outcome is not wanted.
-        log.info("job %s: claim lost (canceled or taken over); outcome discarded", job_id)
+        # Canceled, re-queued by the sweeper, or past its deadline: this outcome is not wanted.
+        log.info(
+            "job %s: claim lost (canceled, taken over or timed out); outcome discarded", job_id
+        )
         return RunOutcome()
-    except SoftTimeLimitExceeded:
+    except SoftTimeLimitExceeded:  # the prefork pool's own limit, should anyone choose it
         return _finish_failed(
             claim,
             ServiceError(
                 "The job ran longer than this service allows (RUNNING_TIMEOUT_S) and was stopped."
             ),
-            code="time_limit_exceeded",
+            code=TIME_LIMIT_CODE,
         )
     except Exception as exc:
-        return _handle_failure(claim, exc)
+        if lease is not None and lease.timed_out:
+            return RunOutcome()  # the keeper failed it at its deadline already
+        return _handle_failure(claim, exc, loaded)
     log.info(
         "job %s: succeeded",
         job_id,
         extra={"job_id": str(job_id), "attempt": claim.attempt, "event": "succeeded"},
     )
     return RunOutcome()
+
+
+def hand_back_in_flight() -> int:
+    """Give every job this process still runs back to the queue (shutdown past its grace)."""
+    handed = 0
+    for lease in keeper().held():
+        with session_scope() as session:
+            if hand_back(session=session, claim=lease.claim):
+                handed += 1
+        lease.lost = True
+        enqueue_job(lease.claim.job_id)
+    return handed
 
 
 def retry_delay(attempt: int) -> float:
@@ -335,7 +382,32 @@ def retry_delay(attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
+def _wait_for_window(claim: Claim, loaded: _Loaded, until: datetime) -> RunOutcome:
+    """The upstream's rate window is full: the job waits for it, its user's other jobs too."""
+    with session_scope() as session:
+        if not wait_for_window(session=session, claim=claim, until=until):
+            return RunOutcome()  # canceled or taken over meanwhile
+        pause_user(session=session, user_id=loaded.job.user_id, until=until)
+    pacing.exhaust(loaded.fingerprint, until)
+    wake_at(until)
+    log.info(
+        "job %s: upstream rate window full; waits until %s",
+        claim.job_id,
+        until.isoformat(),
+        extra={
+            "job_id": str(claim.job_id),
+            "attempt": claim.attempt,
+            "until": until.isoformat(),
+            "event": "waiting",
+        },
+    )
+    return RunOutcome()
+
+
+def _handle_failure(claim: Claim, exc: Exception, loaded: _Loaded | None) -> RunOutcome:
+    fault = None if isinstance(exc, ServiceError) else classify_fault(exc)
+    if fault is not None and fault.wait_until is not None and loaded is not None:
+        return _wait_for_window(claim, loaded, fault.wait_until)
     if isinstance(exc, ServiceError):
         error, transient = exc, False
     elif isinstance(exc, OperationalError | InterfaceError):
@@ -343,7 +415,7 @@ def _handle_failure(claim: Claim, exc: Exception) -> RunOutcome:
         # Should recording that fail too, the lease runs out and the sweeper does it.
         error = ServiceUnavailable(f"The database was briefly unavailable ({type(exc).__name__}).")
         transient = True
-    elif (fault := classify_fault(exc)) is not None:
+    elif fault is not None:
         error, transient = fault.error, fault.transient
     else:
         log.exception("job %s: unexpected error", claim.job_id)

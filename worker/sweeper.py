@@ -4,9 +4,12 @@
   worker (killed, or cut off from the database): it is queued again, or failed
   with `worker_lost` once MAX_ATTEMPTS runs are spent, so a job that keeps
   killing workers ends instead of looping.
-- A `queued` job untouched for QUEUED_TIMEOUT_S lost its message (a crash
-  between commit and enqueue, or Redis lost it): it is sent again. A duplicate
-  message is harmless, because claiming a job is atomic.
+- Queued work that a free slot could run, left untouched for QUEUED_TIMEOUT_S,
+  may have lost its wake-up (a crash between commit and enqueue, or Redis lost
+  it): wake-ups are sent again, one per user with such work (at most 16: each
+  slot that wakes keeps running jobs while there are any). A spare wake-up is
+  harmless: it claims by the scheduler's policy, and claiming is atomic.
+- Work that waits for a window or a backoff gets a wake-up for when it ends.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 
 from shared import job_states as js
 from shared.config import get_settings
@@ -22,7 +25,8 @@ from shared.db import session_scope
 from shared.job_events import job_changed
 from shared.job_lifecycle import ENDED_FIELDS, job_ended, worker_lost
 from shared.models import Job
-from shared.queue import enqueue_job
+from shared.queue import enqueue_job, wake_at
+from shared.scheduling import has_runnable_work, next_wake_up
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +54,28 @@ def sweep() -> int:
         ).all()
         for job_id in recovered:
             job_changed(session, job_id, js.QUEUED)
-        stale = session.scalars(
-            update(Job)
+        stale = session.scalar(
+            select(Job.id)
             .where(
                 Job.status == js.QUEUED,
                 Job.updated_at < now - timedelta(seconds=settings.queued_timeout_s),
                 or_(Job.run_after.is_(None), Job.run_after <= now),
             )
-            # Touched, so the next sweep waits a full timeout before resending.
-            .values(updated_at=now)
-            .returning(Job.id)
-        ).all()
-    # Recovered runs were just touched, so they are never among the stale ones too.
-    to_send = [*recovered, *stale]
-    for job_id in to_send:
+            .limit(1)
+        )
+        wake_ups = has_runnable_work(session=session) if stale is not None else 0
+        later = next_wake_up(session=session)
+    for job_id in recovered:
         enqueue_job(job_id)
-    if failed or to_send:
+    for _ in range(wake_ups):
+        enqueue_job(stale)
+    if later is not None:
+        wake_at(later)
+    if failed or recovered or wake_ups:
         log.info(
-            "sweeper: %d lost run(s) queued again, %d failed for good, %d message(s) resent",
+            "sweeper: %d lost run(s) queued again, %d failed for good, %d wake-up(s) resent",
             len(recovered),
             len(failed),
-            len(stale),
+            wake_ups,
         )
-    return len(to_send)
+    return len(recovered) + wake_ups

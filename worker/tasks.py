@@ -11,12 +11,12 @@ from shared.queue import (
     RUN_JOB,
     SWEEP,
     SWEEP_WEBHOOKS,
-    enqueue_job,
     enqueue_webhook,
     get_celery,
 )
+from worker import lifecycle  # noqa: F401  (start-up warm-up and drain signals)
 from worker.retention import purge_expired_data
-from worker.runner import run_job
+from worker.runner import serve
 from worker.sweeper import sweep
 from worker.webhooks import deliver, sweep_webhooks
 
@@ -25,12 +25,9 @@ app = get_celery()
 
 
 @app.task(name=RUN_JOB)
-def run_job_task(job_id: str) -> None:
-    outcome = run_job(uuid.UUID(job_id))
-    if outcome.retry_in_s is not None:
-        # The job row is queued again with run_after set; this is its wake-up call.
-        # Should the message be lost, the sweeper sends another.
-        enqueue_job(uuid.UUID(job_id), countdown=outcome.retry_in_s)
+def run_job_task(job_id: str | None = None) -> None:
+    """A wake-up (the id names the job that caused it): run what the scheduler picks."""
+    serve()
 
 
 @app.task(name=SWEEP)

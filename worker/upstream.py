@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
+from shared.upstream_throttle import RateWindow, classify_429
 
 from shared import job_states as js
+from shared import pacing
 from shared.config import get_settings
 from shared.errors import (
     ModelNotFound,
@@ -50,12 +54,36 @@ class Prediction:
 
 
 class TabPFNUpstream:
-    def __init__(self, token: str) -> None:
+    """One job's door to the upstream: its owner's token, its deadline, its token's budget."""
+
+    def __init__(
+        self, token: str, *, deadline_s: float | None = None, fingerprint: str = ""
+    ) -> None:
         self._client = load_client()
+        timeout = get_settings().upstream_call_timeout_s
+        if deadline_s is not None:
+            # No call may outlive the job's deadline by much: the thread is then freed.
+            timeout = max(1.0, min(timeout, deadline_s))
+        self._deadline = time.monotonic() + (deadline_s if deadline_s is not None else timeout)
+        self._fingerprint = fingerprint
         self._options = self._client.models.ClientOptions(
             headers={"Authorization": f"Bearer {token}"},
-            timeout=get_settings().upstream_call_timeout_s,
+            timeout=timeout,
         )
+
+    def pace(self, calls: dict[str, int]) -> None:
+        """Reserve budget for calls beyond what the claim reserved, waiting for it if need be.
+
+        Rare (a refit, a test set split in chunks): the wait holds this job's slot,
+        which is cheaper than handing back a job that is half done.
+        """
+        if not self._fingerprint:
+            return
+        while (until := pacing.reserve(self._fingerprint, calls)) is not None:
+            wait = until.timestamp() - time.time()
+            if time.monotonic() + wait > self._deadline:
+                raise TimeoutError("no upstream budget before the job's deadline")
+            time.sleep(max(0.05, wait))
 
     def _clean(self, X: pd.DataFrame) -> pd.DataFrame:
         # The estimators clean text this way before upload; do as they do.
@@ -105,15 +133,18 @@ class TabPFNUpstream:
                     output_type=output_type, quantiles=quantiles
                 ),
             )
-        parts = [
-            self._client.ServiceClient.predict(
-                upstream_model_id,
-                self._clean(chunk),
-                task_config=config,
-                client_options=self._options,
+        parts = []
+        for index, chunk in enumerate(_chunks(X)):
+            if index > 0:  # the claim reserved the first chunk's calls
+                self.pace(pacing.calls_for(js.PREDICT))
+            parts.append(
+                self._client.ServiceClient.predict(
+                    upstream_model_id,
+                    self._clean(chunk),
+                    task_config=config,
+                    client_options=self._options,
+                )
             )
-            for chunk in _chunks(X)
-        ]
         # Quantile output is one row of values per quantile: join chunks along rows.
         axis = 1 if output_type == "quantiles" else 0
         values = np.concatenate([np.asarray(p.y_pred) for p in parts], axis=axis)
@@ -145,6 +176,8 @@ def _sum_timings(timings: list[dict[str, Any] | None]) -> dict[str, Any] | None:
 class UpstreamFault:
     error: ServiceError
     transient: bool
+    # Set for a full rate window: the job waits until then (not an attempt, not a failure).
+    wait_until: datetime | None = None
 
 
 def classify_fault(exc: BaseException) -> UpstreamFault | None:
@@ -172,7 +205,7 @@ def classify_fault(exc: BaseException) -> UpstreamFault | None:
                 transient=False,
             )
         if status == 429:
-            return UpstreamFault(_quota_exceeded(str(exc)), transient=False)
+            return _throttled(str(exc))
         if status >= 500:
             return UpstreamFault(UpstreamUnavailable(f"The TabPFN API failed: {exc}"), True)
         return UpstreamFault(UpstreamError(f"The TabPFN API refused the request: {exc}"), False)
@@ -180,6 +213,27 @@ def classify_fault(exc: BaseException) -> UpstreamFault | None:
         # tabpfn-client validates data against the upstream's limits before upload.
         return UpstreamFault(ValidationFailed(str(exc)), transient=False)
     return None
+
+
+def _throttled(message: str) -> UpstreamFault:
+    """A 429: a full rate window is a wait; an exhausted token pool ends the job."""
+    verdict = classify_429(message)
+    if isinstance(verdict, RateWindow):
+        until = verdict.until or _window_end(verdict.kind)
+        return UpstreamFault(
+            UpstreamQuotaExceeded(f"The TabPFN rate window is full until {until.isoformat()}."),
+            transient=True,
+            wait_until=until,
+        )
+    return UpstreamFault(_quota_exceeded(message), transient=False)
+
+
+def _window_end(kind: str | None) -> datetime:
+    """When the current minute window ends, as the settings know windows (no Retry-After)."""
+    windows = get_settings().rate_limits().get(kind or "fit")
+    window_s = windows[0][0] if windows else 60.0
+    now = time.time()
+    return datetime.fromtimestamp((now // window_s + 1) * window_s, UTC)
 
 
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)?")

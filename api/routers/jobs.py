@@ -36,10 +36,11 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.errors import ValidationFailed
 from shared.idempotency import create_once, fingerprint
-from shared.job_states import FINISHED
+from shared.job_states import FINISHED, QUEUED
 from shared.models import Job, User
 from shared.queue import enqueue_job
 from shared.table_files import MEDIA_TYPES, file_digest, result_table, write_table
+from shared.waiting import UserQueue, user_queue, waiting
 
 # ContentTypeRoute: the submit operations take JSON or a multipart upload at one path.
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=ContentTypeRoute)
@@ -61,7 +62,8 @@ _TOO_LARGE = {
 }
 
 
-def job_out(job: Job | SimpleNamespace) -> JobOut:
+def job_out(job: Job | SimpleNamespace, queue: UserQueue | None = None) -> JobOut:
+    """The Job shape; `queue` (the owner's scheduling state) explains a queued job's wait."""
     path = f"/api/v1/jobs/{job.id}"
     return JobOut(
         id=job.id,
@@ -78,6 +80,7 @@ def job_out(job: Job | SimpleNamespace) -> JobOut:
         if job.error_code
         else None,
         upstream_timings=job.upstream_timings,
+        waiting=waiting(job, queue) if queue is not None else None,
         links=JobLinks(self=path, result=f"{path}/result"),
     )
 
@@ -396,12 +399,16 @@ def list_jobs(
         session=session, user=user, limit=limit, before=before, status=job_status, type_=job_type
     )
     next_cursor = page[-1].id if len(page) == limit else None
-    return JobPage(jobs=[job_out(j) for j in page], next_cursor=next_cursor)
+    queued = any(j.status == QUEUED for j in page)
+    queue = user_queue(session=session, user_id=user.id) if queued else None
+    return JobPage(jobs=[job_out(j, queue) for j in page], next_cursor=next_cursor)
 
 
 def _read_job(user: User, job_id: uuid.UUID) -> JobOut:
     with session_scope() as session:
-        return job_out(jobs.get_job(session=session, user=user, job_id=job_id))
+        job = jobs.get_job(session=session, user=user, job_id=job_id)
+        queue = user_queue(session=session, user_id=user.id) if job.status == QUEUED else None
+        return job_out(job, queue)
 
 
 @router.get(
@@ -459,10 +466,11 @@ async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> Strea
             while last.status not in FINISHED and not await request.is_disconnected():
                 await next_change(watch, KEEPALIVE_S)
                 job = await run_in_threadpool(_read_job, user, job_id)
-                if (job.status, job.stage, job.attempts) != (
+                if (job.status, job.stage, job.attempts, job.waiting) != (
                     last.status,
                     last.stage,
                     last.attempts,
+                    last.waiting,
                 ):
                     yield _sse(job)
                     last = job

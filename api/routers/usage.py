@@ -8,7 +8,9 @@ from fastapi import APIRouter
 
 from api.deps import CurrentUser
 from api.schemas import ErrorOut
-from shared.security import decrypt_secret
+from shared import pacing
+from shared.config import get_settings
+from shared.security import decrypt_secret, token_fingerprint
 from shared.upstream import fetch_usage
 
 router = APIRouter(tags=["usage"])
@@ -23,5 +25,23 @@ router = APIRouter(tags=["usage"])
     },
 )
 def get_usage(user: CurrentUser) -> dict[str, Any]:
-    """`current_usage`, `usage_limit` (-1: unlimited) and `reset_time`, from TabPFN."""
-    return fetch_usage(decrypt_secret(user.tabpfn_token_encrypted))
+    """`current_usage`, `usage_limit` (-1: unlimited) and `reset_time`, from TabPFN; and
+    `rate_windows`: this service's view of the token's per-window request budgets
+    (kind fit|predict|upload, window minute|hour, limit, used, resets_at), which
+    pace your jobs (docs/scheduling.md)."""
+    token = decrypt_secret(user.tabpfn_token_encrypted)
+    usage = fetch_usage(token)
+    windows = pacing.window_use(token_fingerprint(token))
+    usage["rate_windows"] = [
+        {
+            "kind": w.kind,
+            "window": "minute" if w.window_s < 3600 * scale else "hour",
+            "window_s": w.window_s,
+            "limit": w.limit,
+            "used": w.used,
+            "resets_at": w.resets_at.isoformat(),
+        }
+        for w in windows
+        for scale in [get_settings().upstream_rate_window_scale]
+    ]
+    return usage

@@ -1,0 +1,101 @@
+"""A worker node's start and stop: warm before the first job, drain on SIGTERM.
+
+- Ready means warm: tabpfn-client (and scipy, pandas, pyarrow through it) is
+  imported, the upstream's limits are read, and the database and Redis are
+  connected before the node takes its first job. With the threads pool this
+  runs once per node; under prefork it runs in the parent, before the fork, so
+  the children share its pages.
+- On start, jobs whose process on this host died (the node was killed and
+  restarted) are queued again at once, without waiting for the sweeper.
+- On SIGTERM, slots finish the job in hand and claim no more; whatever still
+  runs after WORKER_DRAIN_S is handed back to the queue (not an attempt) and
+  the process exits, so another node picks it up at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
+
+from shared.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def warm_up() -> float:
+    """Import and connect what jobs need; the seconds it took."""
+    started = time.perf_counter()
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    from sqlalchemy import text
+
+    from shared.db import get_engine
+    from shared.redis_client import get_redis
+    from shared.tabpfn import load_client
+    from shared.upstream import upstream_limits
+
+    client = load_client()
+    from tabpfn_client.estimator import _clean_text_features  # noqa: F401
+
+    client.models.ClientOptions  # noqa: B018  (resolves the lazily built model classes)
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        get_redis().ping()
+    except Exception as exc:  # a dependency still starting: jobs will connect themselves
+        log.warning("warm-up: %s not reachable yet", type(exc).__name__)
+    upstream_limits()
+    return time.perf_counter() - started
+
+
+@worker_init.connect
+def _warm_before_the_pool(**_: object) -> None:
+    log.info("worker warmed up in %.2fs", warm_up(), extra={"event": "warm"})
+
+
+@worker_process_init.connect
+def _fresh_pool_process(**_: object) -> None:
+    # A forked child must not reuse its parent's database connections.
+    from shared.db import get_engine
+
+    get_engine().dispose(close=False)
+
+
+@worker_ready.connect
+def _recover_and_wake(**_: object) -> None:
+    from shared.queue import wake_at
+    from worker.runner import release_dead_runs
+
+    try:
+        released = release_dead_runs()
+    except Exception as exc:
+        log.warning("start-up recovery skipped (%s); the sweeper will do it", type(exc).__name__)
+        released = 0
+    if released:
+        log.info("re-queued %d job(s) of dead processes on this host", released)
+    # Queued work may be waiting for free slots (this node's): look now.
+    from datetime import UTC, datetime
+
+    wake_at(datetime.now(UTC))
+
+
+@worker_shutting_down.connect
+def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
+    from worker.runner import draining, hand_back_in_flight
+
+    draining.set()
+    grace = get_settings().worker_drain_s
+    log.info("shutting down (%s): in-flight jobs have %.0fs to finish", sig, grace)
+
+    def hand_back_the_rest() -> None:
+        time.sleep(grace)
+        handed = hand_back_in_flight()
+        log.warning("drain: handed %d unfinished job(s) back to the queue; exiting", handed)
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=hand_back_the_rest, name="drain", daemon=True).start()
