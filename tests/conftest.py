@@ -11,11 +11,14 @@ import httpx
 import pytest
 
 from tests.services import Services, create_database, drop_database, find_services, migrate
-from tests.stack import Stack, base_env, free_port, start, wait_http
+from tests.stack import Stack
+from tests.support.stacks import running_stack
 
 # Tokens the emulator accepts: one TabPFN account each.
 TOKENS = ["demo-token", "alice-token", "bob-token", "carol-token", "dave-token"]
-SECRET_KEY = "test-secret-key-not-for-production"
+# Unique per run: token fingerprints (and so pacing budgets in Redis) of parallel
+# runs sharing one Redis never meet.
+SECRET_KEY = f"test-secret-key-not-for-production-{uuid.uuid4().hex[:8]}"
 
 
 _used_services: list[str] = []
@@ -46,50 +49,14 @@ def database_url(services: Services) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("logs")
-    emulator_port, api_port = free_port(), free_port()
-    emulator_url = f"http://127.0.0.1:{emulator_port}"
-    env = base_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=services.redis_url,
-        SECRET_KEY=SECRET_KEY,
-        TABPFN_API_URL=emulator_url,
-        EMULATOR_TOKENS=",".join(TOKENS),
-        # DEBUG: the test that searches every log line for secrets sees the most.
-        LOG_LEVEL="DEBUG",
-        # Fault tests need retries in seconds, not minutes, and limits that follow
-        # the emulator's knobs at once.
-        RETRY_BACKOFF_S="1",
-        MAX_ATTEMPTS="3",
-        UPSTREAM_CALL_TIMEOUT_S="3",
-        UPSTREAM_SETTINGS_TTL_S="0",
-        MAX_REQUEST_BYTES="2000000",
-        # A queue of this run's own: another run on the same Redis cannot take its jobs.
-        CELERY_QUEUE=f"tabpfn-api-test-{uuid.uuid4().hex[:8]}",
-        # Webhook receivers in tests listen on loopback; retries come fast.
-        WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
-        WEBHOOK_RETRY_SCHEDULE_S="0.5,1,2",
-        # tabpfn-client caches tokens under HOME: keep it away from the real one.
-        HOME=str(tmp_path_factory.mktemp("home")),
-    )
-    running = Stack(api_url=f"http://127.0.0.1:{api_port}", emulator_url=emulator_url, env=env)
-    try:
-        emulator = start("emulator", ["emulator", "--port", str(emulator_port)], env, logs)
-        running.processes.append(emulator)
-        wait_http(f"{emulator_url}/", emulator)
-        api = start("api", ["api", "--port", str(api_port)], env, logs)
-        running.processes.append(api)
-        worker = start(
-            "worker",
-            ["worker", "--concurrency", "2", "--without-mingle", "--without-gossip"],
-            env,
-            logs,
-        )
-        running.processes.append(worker)
-        wait_http(f"{running.api_url}/healthz", api)
+    with running_stack(
+        services=services,
+        database_url=database_url,
+        scratch=tmp_path_factory.mktemp("stack"),
+        secret_key=SECRET_KEY,
+        tokens=TOKENS,
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
 
 @dataclass
 class Worker:
-    """A `tabpfn-api worker` node: its main process and the pool processes it forks."""
+    """A `tabpfn-api worker` node: one process holding its jobs on threads."""
 
     hostname: str
     process: Process
@@ -85,12 +85,6 @@ class Worker:
 
     def alive(self) -> bool:
         return self.process.popen.poll() is None
-
-    def pool_pids(self) -> list[int]:
-        try:
-            return [c.pid for c in psutil.Process(self.pid).children()]
-        except psutil.NoSuchProcess:
-            return []
 
 
 @dataclass
@@ -164,7 +158,7 @@ class RelStack:
         def ready() -> bool:
             if not worker.alive():
                 raise AssertionError(f"{worker.hostname} exited:\n{worker.process.log()}")
-            return " ready." in worker.process.log() and len(worker.pool_pids()) > 0
+            return " ready." in worker.process.log()
 
         wait_until(ready, timeout, f"{worker.hostname} to be ready")
 
@@ -225,26 +219,6 @@ class RelStack:
         for worker in self.live_workers():
             self.stop_worker(worker)
 
-    def pool_pid_running(self, worker: Worker, job_id: str, timeout: float = 10) -> int:
-        """The pid of the pool process of `worker` that runs the job's current attempt.
-
-        The claim records "<host>:<pid>" on the job, so this names the process
-        that holds the claim, not one that is merely refusing a duplicate delivery
-        of the same job id.
-        """
-
-        def find() -> int | None:
-            row = self.job_row(job_id)
-            if row.status != "running" or not row.worker:
-                return None
-            pid = int(row.worker.rsplit(":", 1)[1])
-            return pid if pid in worker.pool_pids() else None
-
-        return wait_until(find, timeout, f"the pool process running job {job_id}", interval=0.05)
-
-    # --- broker and database ---------------------------------------------------
-
-    @property
     def redis_socket(self) -> str:
         return str(self.redis.data_dir / "redis.sock")
 

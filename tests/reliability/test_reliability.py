@@ -1,17 +1,16 @@
 """Crashes and outages while jobs run: every accepted job still ends exactly once.
 
 Each test breaks one thing for real on the private stack of conftest.py (kill -9
-a pool process or a whole worker node, wipe or restart Redis, restart
-PostgreSQL, deliver a job twice, a job that kills every worker it runs on,
-SIGTERM) and checks witnesses that must agree: the `jobs` row (status,
-attempts), exactly one fitted model stored for the job, and the emulator's log
-of upstream calls made with the test's own TabPFN account. Results must equal
-those of a run that saw no fault (the stack's reference run).
+a whole worker node, wipe or restart Redis, restart PostgreSQL, deliver a job
+twice, a job that kills every worker it runs on, SIGTERM) and checks witnesses
+that must agree: the `jobs` row (status, attempts), exactly one fitted model
+stored for the job, and the emulator's log of upstream calls made with the
+test's own TabPFN account. Results must equal those of a run that saw no fault
+(the stack's reference run).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -66,36 +65,32 @@ def assert_fit_calls(rel: RelStack, user: User, jobs: list[dict], *, exact: bool
         assert len(jobs) <= len(fits) <= sum(j["attempts"] for j in jobs), (fits, jobs)
 
 
-def kill_pool_process_running(rel: RelStack, job_id: str, attempt: int) -> None:
-    """kill -9 the pool process that runs the job, while run `attempt` is mid-way."""
+def kill_node_running(rel: RelStack, job_id: str, attempt: int) -> str:
+    """kill -9 the worker node that runs the job while run `attempt` is mid-way; its claim."""
     [worker] = rel.live_workers()
-    rel.wait_running(job_id, attempt)
-    pid = rel.pool_pid_running(worker, job_id)
-    assert pid in worker.pool_pids()
-    row = rel.job_row(job_id)
+    row = rel.wait_running(job_id, attempt)
     assert (row.status, row.attempts) == ("running", attempt), row
-    os.kill(pid, signal.SIGKILL)
+    assert int(row.worker.rsplit(":", 1)[1]) == worker.pid, "the node holds the claim"
+    rel.kill_worker(worker)
+    return row.worker
 
 
 def readyz(rel: RelStack) -> httpx.Response:
     return httpx.get(f"{rel.api_url}/readyz", timeout=15)
 
 
-def test_killed_pool_process_mid_job_is_run_again(baseline: RelStack, api):
+def test_a_killed_node_restarted_on_its_host_runs_its_job_again_at_once(baseline: RelStack, api):
     rel = baseline
     user = rel.new_user(api)
-    [worker] = rel.live_workers()
     rel.emulator(latency_s=SLOW_S)
-    # Celery hands the message back at once; the job is still `running` under the
-    # dead process's claim, which the worker that receives the message sees is a
-    # dead process of its own host: it runs the job again at once. With the sweeper
-    # paused, nothing else could re-run it (its lease would also run out).
+    # With the sweeper paused, nothing but the new node's start-up could re-run the
+    # job: it sees the claim's process on its own host is dead and queues it again
+    # without waiting for the lease to run out.
     with rel.sweeper_paused():
         job_id = user.submit()
-        dead = rel.wait_running(job_id).worker
-        kill_pool_process_running(rel, job_id, attempt=1)
+        dead = kill_node_running(rel, job_id, attempt=1)
+        worker = rel.start_worker()
         job = assert_succeeded_once(rel, user, job_id, attempts=2)
-    assert worker.alive(), "the node replaces its lost pool process and carries on"
     assert f"the process running attempt 1 ({dead}) died; running it again now" in (
         worker.process.log()
     )
@@ -204,7 +199,7 @@ def test_a_job_delivered_twice_runs_once(baseline: RelStack, api):
         rel.deliver(job_id)
     assert rel.queued_deliveries(job_id) == 3  # the API's and our two
 
-    # Two pool processes take two deliveries at once: the claim lets one of them run.
+    # Two slots take two deliveries at once: the claim lets one of them run.
     rel.start_worker(concurrency=2)
     job = assert_succeeded_once(rel, user, job_id, attempts=1)
     wait_until(
@@ -221,11 +216,17 @@ def test_a_poison_job_fails_with_worker_lost_and_others_still_succeed(baseline: 
     victim = rel.new_user(api)
     bystander = rel.new_user(api)
     rel.emulator(latency_s=SLOW_S)
+    # A node of one slot: a crash takes every job the node holds in flight (the
+    # threads model's blast radius, docs/reliability.md), so the bystanders wait
+    # in the queue while the poison job runs.
+    rel.stop_all_workers()
+    rel.start_worker(concurrency=1)
     poison_id = victim.submit()
     other_ids = [bystander.submit() for _ in range(2)]
 
     for attempt in (1, 2, 3):
-        kill_pool_process_running(rel, poison_id, attempt)
+        kill_node_running(rel, poison_id, attempt)
+        rel.start_worker(concurrency=1)
 
     poison = victim.wait(poison_id)
     assert poison["status"] == "failed", poison

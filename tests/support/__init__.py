@@ -1,0 +1,1 @@
+"""Helpers the tests import (nothing imports from conftest)."""
