@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     if rest and args.command not in ("worker", "beat"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.celery_args = rest
-    configure_logging()
     try:
+        configure_logging()
         args.handler(args)
     except MissingSettingError as exc:
         print(f"tabpfn-api {args.command}: {exc}", file=sys.stderr)

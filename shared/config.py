@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # Database connections per process: jobs hold one only while they read or
     # write, never while they wait on the upstream.
     db_pool_size: int = Field(default=10, gt=0)
-    db_max_overflow: int = Field(default=10, ge=0)
+    db_max_overflow: int = Field(default=20, ge=0)
 
     # Scheduling: free slots go round-robin between users with queued work, and no
     # user runs more than this many jobs at once, so one backlog cannot fill a fleet.

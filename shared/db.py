@@ -14,10 +14,16 @@ from shared.config import get_settings
 
 @lru_cache
 def get_engine() -> Engine:
-    url = get_settings().require("DATABASE_URL").database_url
+    settings = get_settings().require("DATABASE_URL")
     # pre_ping: a connection that died while Postgres restarted is replaced
-    # instead of failing the next request.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # instead of failing the next request. The pool bounds a process's connections
+    # (a worker's 64 jobs share it: none holds one while it waits on the upstream).
+    return create_engine(
+        settings.database_url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
 
 
 @lru_cache

@@ -60,3 +60,27 @@ def test_production_commands_name_the_missing_setting():
         cwd="/",
     )
     assert "SECRET_KEY is not set" in done.stderr
+
+
+def test_invalid_scheduling_settings_are_refused_in_one_line():
+    for name, value, words in [
+        ("MAX_RUNNING_PER_USER", "0", "Input should be greater than 0"),
+        ("UPSTREAM_FITS_PER_MINUTE", "-5", "Input should be greater than 0"),
+        (
+            "WORKER_CONCURRENCY",
+            "many",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
+    ]:
+        done = subprocess.run(
+            [str(BIN), "worker"],
+            env=base_env(**{name: value}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"tabpfn-api worker: {name}={value} is invalid: {words} (see .env.example)."
+        ]
