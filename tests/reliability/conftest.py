@@ -219,6 +219,9 @@ class RelStack:
         for worker in self.live_workers():
             self.stop_worker(worker)
 
+    # --- broker and database ---------------------------------------------------
+
+    @property
     def redis_socket(self) -> str:
         return str(self.redis.data_dir / "redis.sock")
 

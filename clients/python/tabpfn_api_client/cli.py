@@ -75,6 +75,16 @@ def _when(timestamp: str) -> str:
     return timestamp[:19].replace("T", " ")
 
 
+def _waiting(job: Job) -> str:
+    """ " — waiting: upstream_rate_limit until 20:15:03" for a queued job that says why."""
+    waiting = job.waiting if job.status == "queued" else None
+    if not waiting:
+        return ""
+    until = waiting.get("until")
+    when = f" until {until[11:19]} UTC" if isinstance(until, str) and len(until) >= 19 else ""
+    return f" — waiting: {waiting['reason'].replace('_', ' ')}{when}"
+
+
 class Progress:
     """Shows a job's state and stage while we wait: a spinner line on a terminal,
     one plain line per change otherwise."""
@@ -107,7 +117,7 @@ class Progress:
     def _describe(self, job: Job) -> str:
         stage = f" ({job.stage})" if job.stage and not job.finished else ""
         elapsed = time.monotonic() - self._started
-        return f"{job.type} job {job.id}: {job.status}{stage}  {elapsed:.0f}s"
+        return f"{job.type} job {job.id}: {job.status}{stage}{_waiting(job)}  {elapsed:.0f}s"
 
     def _spin(self) -> None:
         frame = 0
@@ -122,7 +132,7 @@ class Progress:
         self._job = job
         if not self.enabled or self.tty:
             return
-        state = (job.status, job.stage)
+        state = (job.status, job.stage, (job.waiting or {}).get("reason"))
         if state != self._seen:
             self._seen = state
             print(self._describe(job), file=self.stream, flush=True)

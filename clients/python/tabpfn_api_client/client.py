@@ -82,6 +82,14 @@ class Job:
         return self.data.get("stage")
 
     @property
+    def waiting(self) -> dict[str, Any] | None:
+        """Why a queued job has not started: `{"reason", "until"}`, else None.
+
+        Reasons: capacity, fair_share, upstream_rate_limit, retry_backoff.
+        """
+        return self.data.get("waiting")
+
+    @property
     def model_id(self) -> str | None:
         return self.data.get("model_id")
 
