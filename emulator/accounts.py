@@ -57,6 +57,8 @@ class FittedModel:
     # Set by whoever trains the model, before `done` is set.
     standin: Any = None
     error: str | None = None
+    # (rows, columns) of the train set, for the token cost of predictions.
+    train_shape: tuple[int, int] | None = None
     train_set_transform_s: float | None = None
     fit_s: float | None = None
     finished_at: float | None = None

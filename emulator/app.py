@@ -4,7 +4,9 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from math import ceil
 from typing import Annotated, Any
 from uuid import UUID
@@ -33,6 +35,7 @@ from tabpfn_client.api_models import (
     PrepareTrainSetUploadRequest,
     PrepareTrainSetUploadResponse,
     QuotaOperation,
+    RegressorConfig,
     SubmitFitJobRequest,
     SubmitFitJobResponse,
 )
@@ -48,8 +51,11 @@ from emulator.limits import (
     model_limit,
     settings_response,
 )
+from emulator.rate_windows import RateWindows, WindowFull
 from emulator.signing import UploadTarget, UrlSigner
-from emulator.standin import STANDIN_LABEL, StandInError
+from emulator.standin import STANDIN_LABEL, StandInError, parquet_shape
+from emulator.stats import CallStats, path_kind
+from emulator.token_pools import PoolEmpty, TokenPools, predict_cost
 
 STORAGE_PREFIX = "/_storage/"
 # GCS signs the content type into its URLs; the client echoes `required_headers`.
@@ -65,6 +71,9 @@ class Emulator:
     store: AccountStore
     signer: UrlSigner = field(default_factory=UrlSigner)
     calls: CallLog = field(default_factory=CallLog)
+    rate_windows: RateWindows = field(default_factory=RateWindows)
+    pools: TokenPools = field(default_factory=TokenPools)
+    stats: CallStats = field(default_factory=CallStats)
 
 
 def _emulator(request: Request) -> Emulator:
@@ -88,18 +97,61 @@ def _account(request: Request, emu: Annotated[Emulator, Depends(_emulator)]) -> 
     return account
 
 
-def _flaky_account(
-    account: Annotated[Account, Depends(_account)], emu: Annotated[Emulator, Depends(_emulator)]
-) -> Account:
-    # Authenticate first: a real server rejects a bad token before any work can fail.
+def _flaky(emu: Emulator) -> None:
+    # Called after authentication: a real server rejects a bad token before any
+    # work can fail.
     if emu.config.error_rate and random.random() < emu.config.error_rate:
         raise ApiError.message(503, "Emulated transient failure (EMULATOR_ERROR_RATE).")
-    return account
+
+
+def _window_full(full: WindowFull) -> ApiError:
+    # The client drops headers, so the seconds are in the message too, as a
+    # caller reading only tabpfn-client's RuntimeError needs them.
+    seconds = full.retry_after_header
+    return ApiError(
+        429,
+        {
+            "message": f"Rate limit exceeded for {full.kind} requests: {full.limit} per "
+            f"{full.window}. Retry after {seconds} seconds",
+            "error_code": "RATE_LIMIT_EXCEEDED",
+            "request_type": full.kind,
+            "window": full.window,
+            "limit": full.limit,
+            "retry_after": seconds,
+        },
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _metered(kind: str) -> Callable[..., Account]:
+    """A dependency: authenticate, count the call in its kind's rate windows, maybe fail."""
+
+    def dependency(
+        account: Annotated[Account, Depends(_account)],
+        emu: Annotated[Emulator, Depends(_emulator)],
+    ) -> Account:
+        config = emu.config
+        if config.rate_limits:
+            full = emu.rate_windows.admit(
+                account.name,
+                kind,
+                config.rate_limits_of(kind),
+                config.rate_window_scale,
+                time.time(),
+            )
+            if full is not None:
+                raise _window_full(full)
+        _flaky(emu)
+        return account
+
+    return dependency
 
 
 EmuDep = Annotated[Emulator, Depends(_emulator)]
 AccountDep = Annotated[Account, Depends(_account)]
-FlakyAccountDep = Annotated[Account, Depends(_flaky_account)]
+FitAccountDep = Annotated[Account, Depends(_metered("fit"))]
+PredictAccountDep = Annotated[Account, Depends(_metered("predict"))]
+UploadAccountDep = Annotated[Account, Depends(_metered("upload"))]
 
 router = APIRouter()
 
@@ -185,9 +237,11 @@ def _start_fit(
     tabpfn_config = req.task_config.tabpfn_config
     if background:
         emu.store.add_model(account, model)
-        jobs.train_in_background(model, x_bytes, y_bytes, tabpfn_config, model_limit(emu.config))
+        jobs.train_in_background(
+            model, x_bytes, y_bytes, tabpfn_config, model_limit(emu.config), emu.config.model
+        )
         return model
-    jobs.train(model, x_bytes, y_bytes, tabpfn_config, model_limit(emu.config))
+    jobs.train(model, x_bytes, y_bytes, tabpfn_config, model_limit(emu.config), emu.config.model)
     if model.error:
         raise ApiError.message(400, model.error)
     emu.store.add_model(account, model)
@@ -216,7 +270,7 @@ def get_settings(emu: EmuDep) -> JSONResponse:
 
 @router.post("/tabpfn/prepare_train_set_upload")
 def prepare_train_set_upload(
-    req: PrepareTrainSetUploadRequest, request: Request, emu: EmuDep, account: FlakyAccountDep
+    req: PrepareTrainSetUploadRequest, request: Request, emu: EmuDep, account: UploadAccountDep
 ) -> JSONResponse:
     _check_file_info("x_train", req.x_train_info)
     _check_file_info("y_train", req.y_train_info)
@@ -280,7 +334,7 @@ async def put_signed(
 
 
 @router.post("/tabpfn/fit")
-def fit(req: FitRequest, emu: EmuDep, account: FlakyAccountDep) -> JSONResponse:
+def fit(req: FitRequest, emu: EmuDep, account: FitAccountDep) -> JSONResponse:
     # Forced async mimics the cloud answering a sync fit with "pending" under load.
     model = _start_fit(emu, account, req, background=emu.config.force_async)
     now = time.time()
@@ -294,7 +348,7 @@ def fit(req: FitRequest, emu: EmuDep, account: FlakyAccountDep) -> JSONResponse:
 
 
 @router.post("/tabpfn/submit_fit_job")
-def submit_fit_job(req: SubmitFitJobRequest, emu: EmuDep, account: FlakyAccountDep) -> JSONResponse:
+def submit_fit_job(req: SubmitFitJobRequest, emu: EmuDep, account: FitAccountDep) -> JSONResponse:
     model = _start_fit(emu, account, req, background=True)
     return _json(SubmitFitJobResponse(fitted_train_set_id=model.id))
 
@@ -322,7 +376,7 @@ def get_fit_status(req: GetFitStatusRequest, emu: EmuDep, account: AccountDep) -
 
 @router.post("/tabpfn/prepare_test_set_upload")
 def prepare_test_set_upload(
-    req: PrepareTestSetUploadRequest, request: Request, emu: EmuDep, account: FlakyAccountDep
+    req: PrepareTestSetUploadRequest, request: Request, emu: EmuDep, account: UploadAccountDep
 ) -> JSONResponse:
     _fitted_model(emu, account, req.fitted_train_set_id)
     _check_file_info("x_test", req.x_test_info)
@@ -346,7 +400,7 @@ def prepare_test_set_upload(
 
 
 @router.post("/tabpfn/predict")
-def predict(req: PredictRequest, emu: EmuDep, account: FlakyAccountDep) -> JSONResponse:
+def predict(req: PredictRequest, emu: EmuDep, account: PredictAccountDep) -> JSONResponse:
     model = _fitted_model(emu, account, req.fitted_train_set_id)
     status = jobs.fit_status(model, time.time())
     if status == FitStatus.PENDING:
@@ -365,29 +419,76 @@ def predict(req: PredictRequest, emu: EmuDep, account: FlakyAccountDep) -> JSONR
     if not allowed:
         raise ApiError.message(
             429,
-            f"Usage limit of {limit} predict calls reached; it resets at {reset_time.isoformat()}.",
+            f"Daily usage limit of {limit} predict calls reached; "
+            f"it resets at {reset_time.isoformat()}.",
             error_code="USAGE_LIMIT_EXCEEDED",
             current_usage=usage,
             usage_limit=limit,
             reset_time=reset_time.isoformat(),
         )
+    x_test = upload.files["x_test"].data()
+    if emu.config.token_pools:
+        _charge_tokens(emu, account, model, x_test, task_config)
     try:
-        response = jobs.predict(
-            model.standin, upload.files["x_test"].data(), task_config, model_limit(emu.config)
-        )
+        response = jobs.predict(model.standin, x_test, task_config, model_limit(emu.config))
     except StandInError as exc:
         raise ApiError.message(400, str(exc)) from exc
     return _json(response)
 
 
+def _charge_tokens(
+    emu: Emulator,
+    account: Account,
+    model: FittedModel,
+    x_test: bytes,
+    task_config: ClassifierConfig | RegressorConfig,
+) -> None:
+    """Take the call's tokens from the account's pools, or refuse it with a 429."""
+    try:
+        test_rows, cols = parquet_shape(x_test)
+    except StandInError as exc:
+        raise ApiError.message(400, str(exc)) from exc
+    train_rows = model.train_shape[0] if model.train_shape else 0
+    tabpfn_config = task_config.tabpfn_config
+    cost = predict_cost(
+        train_rows, test_rows, cols, tabpfn_config.n_estimators if tabpfn_config else None
+    )
+    config = emu.config
+    empty = emu.pools.charge(
+        account.name, cost, config.daily_tokens, config.monthly_tokens, datetime.now(UTC)
+    )
+    if empty is not None:
+        raise _pool_empty(empty)
+
+
+def _pool_empty(empty: PoolEmpty) -> ApiError:
+    # No Retry-After: the wait is hours or weeks, not a window, and the message
+    # names the pool and its reset time, as the cloud's does.
+    return ApiError.message(
+        429,
+        empty.message,
+        error_code="TOKEN_POOL_EXHAUSTED",
+        pool=empty.pool,
+        limit=empty.limit,
+        used=empty.used,
+        cost=empty.cost,
+        reset_time=empty.reset_at.isoformat(),
+    )
+
+
 @router.post("/get_api_usage/")
 def get_api_usage(emu: EmuDep, account: AccountDep) -> dict[str, Any]:
     usage, reset_time = emu.store.usage(account)
-    return {
+    body: dict[str, Any] = {
         "current_usage": usage,
         "usage_limit": emu.config.usage_limit,
         "reset_time": reset_time.isoformat(),
     }
+    if emu.config.token_pools:
+        body["token_pools"] = emu.pools.usage(
+            account.name, emu.config.daily_tokens, emu.config.monthly_tokens, datetime.now(UTC)
+        )
+    return body
 
 
 @router.post("/tabpfn/estimate_cost")
@@ -421,6 +522,12 @@ def emulator_calls(emu: EmuDep) -> list[dict[str, Any]]:
     return emu.calls.entries()
 
 
+@router.get("/_emulator/stats")
+def emulator_stats(emu: EmuDep) -> dict[str, Any]:
+    """The emulator process's CPU seconds and its calls by kind, for benchmarks."""
+    return {**emu.stats.snapshot(), "model": emu.config.model}
+
+
 @router.get("/_emulator/config")
 def emulator_config(emu: EmuDep) -> dict[str, Any]:
     return emu.config.model_dump(exclude={"tokens", "revoked_tokens"})
@@ -446,6 +553,9 @@ def patch_emulator_config(changes: dict[str, Any], emu: EmuDep) -> dict[str, Any
 def emulator_reset(emu: EmuDep) -> dict[str, bool]:
     emu.store.reset()
     emu.calls.clear()
+    emu.rate_windows.reset()
+    emu.pools.reset()
+    emu.stats.reset()
     return {"reset": True}
 
 
@@ -484,6 +594,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
             account = emu.store.authenticate(token)
             entry["account"] = account.name if account else None
         emu.calls.append(entry)
+        emu.stats.count(path_kind(path, STORAGE_PREFIX), response.status_code)
         return response
 
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,6 +29,36 @@ class EmulatorConfig(BaseSettings):
     revoked_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Row limit per train or test set reported by get_settings and enforced.
     max_rows: int = Field(default=10_000, gt=0)
+    # The model behind predictions: "forest" (a small random forest, plausible
+    # answers) or "trivial" (class frequencies / target quantiles, almost no CPU,
+    # for benchmarks that must measure the service and not the emulator).
+    model: Literal["forest", "trivial"] = "forest"
+
+    # Per-token request rate windows, as the cloud publishes them per user. Off by
+    # default so tests that do not ask for them never meet a 429.
+    rate_limits: bool = False
+    fits_per_minute: int = Field(default=60, gt=0)
+    fits_per_hour: int = Field(default=1_000, gt=0)
+    predictions_per_minute: int = Field(default=60, gt=0)
+    predictions_per_hour: int = Field(default=1_500, gt=0)
+    uploads_per_minute: int = Field(default=120, gt=0)
+    uploads_per_hour: int = Field(default=3_000, gt=0)
+    # Window lengths are multiplied by this: 0.1 makes a "minute" 6 s, for tests.
+    rate_window_scale: float = Field(default=1.0, gt=0.0)
+
+    # Daily and monthly prediction-token pools per token (the cloud's defaults).
+    # Off by default, like the rate windows.
+    token_pools: bool = False
+    daily_tokens: int = Field(default=50_000_000, gt=0)
+    monthly_tokens: int = Field(default=200_000_000, gt=0)
+
+    def rate_limits_of(self, kind: str) -> dict[str, int]:
+        """The per-window limits of a request kind ("fit", "predict", "upload")."""
+        prefix = {"fit": "fits", "predict": "predictions", "upload": "uploads"}[kind]
+        return {
+            "minute": getattr(self, f"{prefix}_per_minute"),
+            "hour": getattr(self, f"{prefix}_per_hour"),
+        }
 
     @field_validator("revoked_tokens", mode="before")
     @classmethod

@@ -13,9 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, body: BaseModel | dict[str, Any]) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        body: BaseModel | dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(status_code, body)
         self.status_code = status_code
+        self.headers = headers
         self.body = body if isinstance(body, dict) else body.model_dump(mode="json")
         # The client prints "[HTTP <code>] <message>." itself; avoid a doubled period.
         if isinstance(self.body.get("message"), str):
@@ -29,7 +35,7 @@ class ApiError(Exception):
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.status_code)
+        return JSONResponse(exc.body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,7 +22,8 @@ from tabpfn_client.api_models import (
 
 from emulator.accounts import FittedModel
 from emulator.limits import check_test_set, check_train_set
-from emulator.standin import N_TREES, STANDIN_LABEL, StandInError, StandInModel, read_parquet
+from emulator.standin import StandInError, StandInModel, parquet_shape, read_parquet
+from emulator.trivial import TrivialModel, read_target
 
 
 def train(
@@ -31,16 +32,15 @@ def train(
     y_bytes: bytes,
     tabpfn_config: ClassifierTabPFNConfig | RegressorTabPFNConfig | None,
     limit: ModelLimit,
+    kind: str = "forest",
 ) -> None:
-    """Fit the stand-in and record the outcome on `model`; never raises."""
-    cfg = tabpfn_config
+    """Fit the stand-in of `kind` and record the outcome on `model`; never raises."""
     try:
         started = time.perf_counter()
-        X, y = read_parquet(x_bytes), read_parquet(y_bytes)
-        check_train_set(X, y, model.task, limit)
-        loaded = time.perf_counter()
-        standin = StandInModel(model.task, random_state=cfg.random_state if cfg else None)
-        standin.fit(X, y, categorical_indices=cfg.categorical_features_indices if cfg else None)
+        if kind == "trivial":
+            standin, loaded = _fit_trivial(model, x_bytes, y_bytes, limit)
+        else:
+            standin, loaded = _fit_forest(model, x_bytes, y_bytes, tabpfn_config, limit)
         fitted = time.perf_counter()
     except StandInError as exc:
         model.finish(error=str(exc))
@@ -51,15 +51,47 @@ def train(
     model.finish(standin=standin, transform_s=loaded - started, fit_s=fitted - loaded)
 
 
+def _fit_forest(
+    model: FittedModel,
+    x_bytes: bytes,
+    y_bytes: bytes,
+    cfg: ClassifierTabPFNConfig | RegressorTabPFNConfig | None,
+    limit: ModelLimit,
+) -> tuple[StandInModel, float]:
+    X, y = read_parquet(x_bytes), read_parquet(y_bytes)
+    is_classifier = model.task == "classification" and y.shape[1] >= 1
+    n_classes = y.iloc[:, 0].nunique() if is_classifier else None
+    check_train_set(X.shape[0], X.shape[1], n_classes, limit)
+    model.train_shape = X.shape
+    loaded = time.perf_counter()
+    standin = StandInModel(model.task, random_state=cfg.random_state if cfg else None)
+    standin.fit(X, y, categorical_indices=cfg.categorical_features_indices if cfg else None)
+    return standin, loaded
+
+
+def _fit_trivial(
+    model: FittedModel, x_bytes: bytes, y_bytes: bytes, limit: ModelLimit
+) -> tuple[TrivialModel, float]:
+    rows, cols = parquet_shape(x_bytes)
+    y = read_target(y_bytes)
+    is_classifier = model.task == "classification"
+    n_classes = len({v for v in y if v is not None}) if is_classifier else None
+    check_train_set(rows, cols, n_classes, limit)
+    model.train_shape = (rows, cols)
+    loaded = time.perf_counter()
+    return TrivialModel(model.task).fit(rows, y), loaded
+
+
 def train_in_background(
     model: FittedModel,
     x_bytes: bytes,
     y_bytes: bytes,
     tabpfn_config: ClassifierTabPFNConfig | RegressorTabPFNConfig | None,
     limit: ModelLimit,
+    kind: str = "forest",
 ) -> None:
     threading.Thread(
-        target=train, args=(model, x_bytes, y_bytes, tabpfn_config, limit), daemon=True
+        target=train, args=(model, x_bytes, y_bytes, tabpfn_config, limit, kind), daemon=True
     ).start()
 
 
@@ -88,27 +120,28 @@ def _round(value: float | None) -> float | None:
 
 
 def predict(
-    standin: StandInModel,
+    standin: StandInModel | TrivialModel,
     x_bytes: bytes,
     task_config: ClassifierConfig | RegressorConfig,
     limit: ModelLimit,
 ) -> PredictResponse:
     params = task_config.predict_params
     started = time.perf_counter()
-    X = read_parquet(x_bytes)
+    rows, cols = parquet_shape(x_bytes)
+    X = standin.read_test(x_bytes)
     loaded = time.perf_counter()
     metadata_fields: dict[str, Any] = {
-        "test_set_num_rows": X.shape[0],
-        "test_set_num_cols": X.shape[1],
-        "n_estimators": N_TREES,
+        "test_set_num_rows": rows,
+        "test_set_num_cols": cols,
+        "n_estimators": standin.n_estimators,
         "billing_model_version": "emulator",
         "execution_mode": "standard",
         "cache_outcome": "not_requested",
-        "package_version": STANDIN_LABEL,
+        "package_version": standin.label,
     }
     if isinstance(task_config, ClassifierConfig):
         output_type = str(params.output_type.value) if params and params.output_type else "preds"
-        check_test_set(X, output_type, limit)
+        check_test_set(rows, cols, output_type, limit)
         prediction: Any = standin.predict_classification(X, output_type)
         metadata: ClassifierMetadata | RegressorMetadata = ClassifierMetadata(
             **metadata_fields,
@@ -117,7 +150,7 @@ def predict(
         )
     else:
         output_type = str(params.output_type.value) if params and params.output_type else "mean"
-        check_test_set(X, output_type, limit)
+        check_test_set(rows, cols, output_type, limit)
         quantiles = params.quantiles if params else None
         prediction = standin.predict_regression(X, output_type, quantiles)
         metadata = RegressorMetadata(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from tabpfn_client.api_models import AsyncSettings, GetSettingsResponse, ModelLimit, ModelVersion
 
 from emulator.config import EmulatorConfig
@@ -45,8 +44,8 @@ def settings_response(config: EmulatorConfig) -> GetSettingsResponse:
     )
 
 
-def check_train_set(X: pd.DataFrame, y: pd.DataFrame, task: str, limit: ModelLimit) -> None:
-    rows, cols = X.shape
+def check_train_set(rows: int, cols: int, n_classes: int | None, limit: ModelLimit) -> None:
+    """Refuse a train set over the limits; `n_classes` is None for regression."""
     if rows > limit.train_set_max_rows:
         raise StandInError(
             f"The number of train rows ({rows}) exceeds the maximum of {limit.train_set_max_rows}."
@@ -55,17 +54,14 @@ def check_train_set(X: pd.DataFrame, y: pd.DataFrame, task: str, limit: ModelLim
         raise StandInError(
             f"The number of train columns ({cols}) exceeds the maximum of {limit.max_cols}."
         )
-    if task == "classification" and y.shape[1] >= 1:
-        n_classes = y.iloc[:, 0].nunique()
-        if n_classes > limit.max_classes:
-            raise StandInError(
-                f"Number of classes {n_classes} exceeds the maximal number of "
-                f"{limit.max_classes} classes."
-            )
+    if n_classes is not None and n_classes > limit.max_classes:
+        raise StandInError(
+            f"Number of classes {n_classes} exceeds the maximal number of "
+            f"{limit.max_classes} classes."
+        )
 
 
-def check_test_set(X: pd.DataFrame, output_type: str, limit: ModelLimit) -> None:
-    rows, cols = X.shape
+def check_test_set(rows: int, cols: int, output_type: str, limit: ModelLimit) -> None:
     if rows > limit.test_set_max_rows:
         raise StandInError(
             f"The number of test rows ({rows}) exceeds the maximum of {limit.test_set_max_rows}."

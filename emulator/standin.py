@@ -7,11 +7,13 @@ with what TabPFN users send: text columns, missing values and tiny train sets.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
@@ -34,6 +36,27 @@ def read_parquet(data: bytes) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(data))
     except Exception as exc:
         raise StandInError(f"The uploaded file is not a readable parquet file: {exc}") from exc
+
+
+def parquet_shape(data: bytes) -> tuple[int, int]:
+    """Rows and columns from the parquet footer, without decoding any data."""
+    try:
+        metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+    except Exception as exc:
+        raise StandInError(f"The uploaded file is not a readable parquet file: {exc}") from exc
+    # pandas writes its index as an extra column only when it is not a RangeIndex;
+    # the schema's pandas metadata names such columns, which are not features.
+    index_columns = _pandas_index_columns(metadata)
+    return metadata.num_rows, metadata.num_columns - index_columns
+
+
+def _pandas_index_columns(metadata: pq.FileMetaData) -> int:
+    raw = (metadata.metadata or {}).get(b"pandas")
+    if not raw:
+        return 0
+    index = json.loads(raw).get("index_columns", [])
+    # A RangeIndex is stored as a dict description, not as a column.
+    return sum(1 for entry in index if isinstance(entry, str))
 
 
 def _is_numeric(series: pd.Series) -> bool:
@@ -62,6 +85,9 @@ class _Columns:
 
 
 class StandInModel:
+    label = STANDIN_LABEL
+    n_estimators = N_TREES
+
     def __init__(self, task: str, random_state: int | None = 0) -> None:
         self.task = task
         self.random_state = 0 if random_state is None else random_state
@@ -139,6 +165,9 @@ class StandInModel:
             f"The test set has {X.shape[1]} columns {list(X.columns)[:10]}, but the model was "
             f"fitted on {len(names)} columns {names[:10]}."
         )
+
+    def read_test(self, data: bytes) -> pd.DataFrame:
+        return read_parquet(data)
 
     def predict_classification(self, X: pd.DataFrame, output_type: str) -> list[Any]:
         Xp = self._prepare(self.align(X))

@@ -47,6 +47,15 @@ _KINDS = (
     (re.compile(r"\bpredict(?:s|ions?)?\b", re.IGNORECASE), "predict"),
     (re.compile(r"\buploads?\b", re.IGNORECASE), "upload"),
 )
+# tabpfn-client's method names, and the cloud's rate window each one counts in.
+_METHOD = re.compile(r"Fail to call (\w+)")
+_METHOD_KINDS = {
+    "fit": "fit",
+    "submit_fit_job": "fit",
+    "predict": "predict",
+    "prepare_train_set_upload": "upload",
+    "prepare_test_set_upload": "upload",
+}
 _WINDOWS = (
     (re.compile(r"per minute|/\s?min\b|a minute\b|minute window", re.IGNORECASE), "minute"),
     (re.compile(r"per hour|/\s?h(?:our)?\b|an hour\b|hour window", re.IGNORECASE), "hour"),
@@ -121,7 +130,8 @@ def classify_429(
         until: datetime | None = now + timedelta(seconds=max(delay, 0.0))
     else:
         until = _timestamp_in(message)
-    return RateWindow(until=until, kind=_first(_KINDS, message), window=_first(_WINDOWS, message))
+    kind = _first(_KINDS, message) or _kind_of_method(message)
+    return RateWindow(until=until, kind=kind, window=_first(_WINDOWS, message))
 
 
 def _first(patterns: tuple[tuple[re.Pattern[str], str], ...], message: str) -> str | None:
@@ -134,6 +144,12 @@ def _first(patterns: tuple[tuple[re.Pattern[str], str], ...], message: str) -> s
         if match and (best is None or match.start() < best[0]):
             best = (match.start(), name)
     return best[1] if best else None
+
+
+def _kind_of_method(message: str) -> str | None:
+    """The window a refused call counts in, from tabpfn-client's "Fail to call <method>"."""
+    match = _METHOD.search(message)
+    return _METHOD_KINDS.get(match.group(1)) if match else None
 
 
 def _body(message: str) -> str:
