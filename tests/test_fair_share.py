@@ -99,3 +99,124 @@ def test_a_small_user_is_not_starved_by_a_flood(client):
     assert busy < 3 * idle + 1.0, (busy, idle)
     for job_id in flood_ids:
         assert wait_for_job(client, flood, job_id, timeout=180)["status"] == "succeeded"
+
+
+# --- pacing against the upstream's rate windows --------------------------------
+
+# A "minute" of 5 s on both sides: the service paces to the limits the emulator
+# enforces (10 fits, 10 predictions and 20 uploads per window).
+SCALE = str(5 / 60)
+PACED_TOKENS = ["burst-token", "bystander-token", "drained-token"]
+
+
+@pytest.fixture(scope="module")
+def paced_stack(services, tmp_path_factory):
+    from tests.services import create_database, drop_database, migrate
+
+    url = create_database(services.admin_database_url)
+    migrate(url)
+    try:
+        with running_stack(
+            services=services,
+            database_url=url,
+            scratch=tmp_path_factory.mktemp("paced"),
+            secret_key=f"paced-{uuid.uuid4().hex}",
+            tokens=PACED_TOKENS,
+            worker_args=("--concurrency", "8"),
+            beat=True,
+            SWEEPER_INTERVAL_S="2",
+            EMULATOR_MODEL="trivial",
+            EMULATOR_RATE_LIMITS="true",
+            EMULATOR_RATE_WINDOW_SCALE=SCALE,
+            EMULATOR_FITS_PER_MINUTE="10",
+            EMULATOR_PREDICTIONS_PER_MINUTE="10",
+            EMULATOR_UPLOADS_PER_MINUTE="20",
+            UPSTREAM_RATE_WINDOW_SCALE=SCALE,
+            UPSTREAM_FITS_PER_MINUTE="10",
+            UPSTREAM_PREDICTIONS_PER_MINUTE="10",
+            UPSTREAM_UPLOADS_PER_MINUTE="20",
+        ) as stack:
+            yield stack
+    finally:
+        drop_database(services.admin_database_url, url)
+
+
+@pytest.fixture
+def paced(paced_stack, request):
+    with httpx.Client(base_url=f"{paced_stack.api_url}/api/v1", timeout=30) as api:
+        yield api
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(paced_stack.logs())
+
+
+def emulator_stats(stack) -> dict:
+    return httpx.get(f"{stack.emulator_url}/_emulator/stats").json()
+
+
+def set_emulator(stack, **knobs) -> None:
+    httpx.patch(f"{stack.emulator_url}/_emulator/config", json=knobs).raise_for_status()
+
+
+def test_a_burst_far_above_the_rate_limit_is_paced_and_every_job_succeeds(paced, paced_stack):
+    burst, bystander = register(paced, "burst-token"), register(paced, "bystander-token")
+    idle = run_one(paced, bystander)
+    before = emulator_stats(paced_stack)
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        job_ids = list(pool.map(lambda _: submit(paced, burst), range(30)))
+
+    # Past the first window's ten, the burst waits for its token's window, holding no slot.
+    time.sleep(1.5)
+    reasons = {
+        (paced.get(f"/jobs/{j}", headers=burst).json().get("waiting") or {}).get("reason")
+        for j in job_ids[-10:]
+    }
+    assert "upstream_rate_limit" in reasons, reasons
+    usage = paced.get("/usage", headers=burst).json()
+    fit_minute = next(
+        w for w in usage["rate_windows"] if (w["kind"], w["window"]) == ("fit", "minute")
+    )
+    assert fit_minute["limit"] == 10 and fit_minute["used"] >= 1
+
+    # Another user's job is not held up by the burst's wait.
+    assert run_one(paced, bystander) < 3 * idle + 1.0
+
+    jobs = [wait_for_job(paced, burst, j, timeout=120) for j in job_ids]
+    elapsed = time.monotonic() - started
+    assert [j["status"] for j in jobs] == ["succeeded"] * 30, [j["error"] for j in jobs]
+    assert {j["attempts"] for j in jobs} == {1}, "a wait is not an attempt"
+    # 30 fit-predicts at 10 per 5 s window: two full windows wait, so about 10-15 s.
+    assert 8 < elapsed < 60, elapsed
+    after = emulator_stats(paced_stack)
+    throttled = sum(after["http_429"].values()) - sum(before["http_429"].values())
+    assert throttled <= 6, f"paced to the limit, few 429s: {throttled}"
+
+
+def test_a_rate_window_429_is_a_wait_and_a_spent_pool_fails_with_its_reset(paced, paced_stack):
+    drained = register(paced, "drained-token")
+    # The upstream allows fewer fits than the service believes (another program
+    # spends the same token): its 429s must make jobs wait, not fail.
+    set_emulator(paced_stack, fits_per_minute=3)
+    try:
+        before = emulator_stats(paced_stack)
+        job_ids = [submit(paced, drained) for _ in range(8)]
+        jobs = [wait_for_job(paced, drained, j, timeout=120) for j in job_ids]
+        assert [j["status"] for j in jobs] == ["succeeded"] * 8, [j["error"] for j in jobs]
+        assert {j["attempts"] for j in jobs} == {1}
+        after = emulator_stats(paced_stack)
+        assert after["http_429"].get("fit", 0) > before["http_429"].get("fit", 0), (
+            "the upstream did refuse some fits"
+        )
+    finally:
+        set_emulator(paced_stack, fits_per_minute=10)
+
+    # A spent daily token pool is not a window: the job fails at once, with the reset.
+    set_emulator(paced_stack, token_pools=True, daily_tokens=1)
+    try:
+        job = wait_for_job(paced, drained, submit(paced, drained), timeout=60)
+    finally:
+        set_emulator(paced_stack, token_pools=False)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "upstream_quota_exceeded", job
+    assert "resets at" in job["error"]["message"], job
+    assert job["attempts"] == 1
