@@ -18,6 +18,7 @@ that claims a job, so a job is never claimed twice and a cap never overrun.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from shared.job_lifecycle import Claim, claim_job
 from shared.security import decrypt_secret, token_fingerprint
 
 log = logging.getLogger(__name__)
+
+# Looks at the queue one claim may take while other slots hold the users it wants.
+_MAX_ROUNDS = 200
 
 # How many users one look at the queue considers; more are looked at only when
 # all of these are paused or lost a race to another slot.
@@ -99,12 +103,17 @@ def _fingerprint(token_encrypted: bytes | memoryview) -> str:
     return token_fingerprint(decrypt_secret(bytes(token_encrypted)))  # bytea arrives as memoryview
 
 
+# Another slot holds the user's row for a few milliseconds: try again, do not skip them.
+BUSY = "busy"
+
+
 def _try_user(
     session: Session, user_id: uuid.UUID, token_encrypted: bytes, cap: int
-) -> Claim | Paused | None:
-    """Claim the user's next job in this transaction; Paused when its token has no budget."""
+) -> Claim | Paused | str | None:
+    """Claim the user's next job in this transaction; Paused when its token has no budget,
+    BUSY when another slot is serving the user right now, None when nothing is claimable."""
     if session.execute(_LOCK_USER, {"user_id": user_id}).first() is None:
-        return None  # another slot is serving this user right now
+        return BUSY
     if session.execute(_RUNNING, {"user_id": user_id}).scalar_one() >= cap:
         return None
     head = session.execute(_HEAD, {"user_id": user_id}).first()
@@ -126,25 +135,37 @@ def _try_user(
 
 
 def claim_next() -> Pick:
-    """Claim the job that should run next, if any; committed when this returns."""
+    """Claim the job that should run next, if any; committed when this returns.
+
+    Many slots wake at once after a burst: a user another slot is serving is not
+    skipped but looked at again after that slot's claim commits (milliseconds),
+    so every woken slot finds work while there is any.
+    """
     cap = get_settings().max_running_per_user
     paused: list[Paused] = []
-    skip: list[uuid.UUID] = []
-    while True:
+    skip: list[uuid.UUID] = []  # nothing claimable for them now (cap, budget, raced)
+    for _ in range(_MAX_ROUNDS):
         with session_scope() as session:
             candidates = session.execute(
                 _CANDIDATES, {"cap": cap, "n": CANDIDATES, "skip": [str(u) for u in skip]}
             ).all()
         if not candidates:
             return Pick(claim=None, paused=paused)
+        busy = False
         for candidate in candidates:
             with session_scope() as session:
                 outcome = _try_user(session, candidate.user_id, candidate.token_encrypted, cap)
             if isinstance(outcome, Claim):
                 return Pick(claim=outcome, paused=paused)
+            if outcome == BUSY:
+                busy = True
+                continue
             if isinstance(outcome, Paused):
                 paused.append(outcome)
             skip.append(candidate.user_id)
+        if busy:
+            time.sleep(random.uniform(0.002, 0.01))
+    return Pick(claim=None, paused=paused)
 
 
 def pause_user(*, session: Session, user_id: uuid.UUID, until: datetime) -> None:
