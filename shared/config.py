@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # write, never while they wait on the upstream.
     db_pool_size: int = Field(default=10, gt=0)
     db_max_overflow: int = Field(default=20, ge=0)
+    # Redis connections a process opens for pacing, rate limits and job-change
+    # messages (Celery's broker connections are its own).
+    redis_max_connections: int = Field(default=16, gt=0)
 
     # Scheduling: free slots go round-robin between users with queued work, and no
     # user runs more than this many jobs at once, so one backlog cannot fill a fleet.

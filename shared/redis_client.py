@@ -23,7 +23,15 @@ def redis_py_url(url: str) -> str:
 
 @lru_cache
 def get_redis() -> redis.Redis:
-    url = redis_py_url(get_settings().require("REDIS_URL").redis_url)
+    settings = get_settings().require("REDIS_URL")
     # Short timeouts: a Redis outage must not stall requests that only use it
-    # for rate limiting.
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    # for rate limiting. A bounded pool: a worker's 64 jobs share a few
+    # connections (each use takes a millisecond), waiting briefly when all are busy.
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_py_url(settings.redis_url),
+        max_connections=settings.redis_max_connections,
+        timeout=2,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+    )
+    return redis.Redis(connection_pool=pool)
