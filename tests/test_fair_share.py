@@ -220,3 +220,31 @@ def test_a_rate_window_429_is_a_wait_and_a_spent_pool_fails_with_its_reset(paced
     assert job["error"]["code"] == "upstream_quota_exceeded", job
     assert "resets at" in job["error"]["message"], job
     assert job["attempts"] == 1
+
+
+def test_the_paced_burst_example_runs_as_documented(paced_stack):
+    """examples/paced_burst.py against a stack: every job waits its turn and succeeds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "paced_burst.py"
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        env={
+            **paced_stack.env,
+            "API_URL": paced_stack.api_url,
+            "TABPFN_TOKEN": "drained-token",
+            "EMULATOR_URL": paced_stack.emulator_url,
+            "JOBS": "24",
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "queued (upstream_rate_limit)" in done.stdout, done.stdout
+    assert "24 succeeded, 0 did not" in done.stdout, done.stdout
+    # The example turns the emulator's windows off when done; the stack's start-up
+    # setting is restored for the tests after it.
+    set_emulator(paced_stack, rate_limits=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from fastapi import APIRouter
 
 from api.deps import CurrentUser
@@ -31,7 +32,10 @@ def get_usage(user: CurrentUser) -> dict[str, Any]:
     pace your jobs (docs/scheduling.md)."""
     token = decrypt_secret(user.tabpfn_token_encrypted)
     usage = fetch_usage(token)
-    windows = pacing.window_use(token_fingerprint(token))
+    try:
+        windows = pacing.window_use(token_fingerprint(token))
+    except redis.RedisError:  # the budgets live in Redis: absent rather than wrong
+        return usage
     usage["rate_windows"] = [
         {
             "kind": w.kind,
