@@ -103,7 +103,9 @@ def async_emulator_url(start_emulator: Any) -> str:
     return start_emulator(EMULATOR_FORCE_ASYNC="true", EMULATOR_ASYNC_FIT_DELAY_S="0.5")
 
 
-def run_client(url: str, script: str, home: Path, token: str | None = None) -> dict[str, Any]:
+def run_client(
+    url: str, script: str, home: Path, token: str | None = None, timeout: float = 120
+) -> dict[str, Any]:
     """Run `script` with the real tabpfn-client pointed at `url`; return what it printed."""
     env = _clean_env(home)
     env["TABPFN_CLIENT_API_URL"] = url
@@ -115,7 +117,7 @@ def run_client(url: str, script: str, home: Path, token: str | None = None) -> d
         cwd=home,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert proc.returncode == 0, f"client script failed:\n{proc.stdout}\n{proc.stderr}"
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
