@@ -297,6 +297,22 @@ def test_trivial_model_answers_class_frequencies_in_process() -> None:
     assert _predict(client, model_id, output_type="preds").json()["prediction"] == [1, 1, 1]
 
 
+def test_trivial_model_trains_in_the_background_for_async_fits() -> None:
+    client = _client(model="trivial", force_async=True, async_fit_delay_s=0.1)
+    fit = _fit(client)
+    assert fit.json()["status"] == "pending"
+    model_id = fit.json()["fitted_train_set_id"]
+    deadline = time.monotonic() + 10
+    status = "pending"
+    while status == "pending" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = client.post(
+            "/tabpfn/get_fit_status", json={"fitted_train_set_id": model_id}, headers=_auth(TOKEN_A)
+        ).json()["status"]
+    assert status == "completed"
+    assert _predict(client, model_id, output_type="preds").json()["prediction"] == [1, 1, 1]
+
+
 def test_trivial_model_refuses_what_the_forest_refuses() -> None:
     client = _client(model="trivial", max_rows=5)
     too_many = _fit(client)
