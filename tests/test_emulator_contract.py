@@ -73,7 +73,8 @@ def start_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        # Generous: a loaded shared machine takes 15 s and more to import the stack.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"emulator exited: {(home / 'emulator.log').read_text()}")
@@ -82,7 +83,7 @@ def start_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                     return url
             except httpx.TransportError:
                 time.sleep(0.1)
-        pytest.fail("emulator did not answer GET / within 30 s")
+        pytest.fail("emulator did not answer GET / within 90 s")
 
     yield start
     for proc in procs:
