@@ -32,12 +32,12 @@ def train(
     y_bytes: bytes,
     tabpfn_config: ClassifierTabPFNConfig | RegressorTabPFNConfig | None,
     limit: ModelLimit,
-    kind: str = "forest",
+    standin_kind: str = "forest",
 ) -> None:
-    """Fit the stand-in of `kind` and record the outcome on `model`; never raises."""
+    """Fit the stand-in (EMULATOR_MODEL) and record the outcome on `model`; never raises."""
     try:
         started = time.perf_counter()
-        if kind == "trivial":
+        if standin_kind == "trivial":
             standin, loaded = _fit_trivial(model, x_bytes, y_bytes, limit)
         else:
             standin, loaded = _fit_forest(model, x_bytes, y_bytes, tabpfn_config, limit)
@@ -88,10 +88,12 @@ def train_in_background(
     y_bytes: bytes,
     tabpfn_config: ClassifierTabPFNConfig | RegressorTabPFNConfig | None,
     limit: ModelLimit,
-    kind: str = "forest",
+    standin_kind: str = "forest",
 ) -> None:
     threading.Thread(
-        target=train, args=(model, x_bytes, y_bytes, tabpfn_config, limit, kind), daemon=True
+        target=train,
+        args=(model, x_bytes, y_bytes, tabpfn_config, limit, standin_kind),
+        daemon=True,
     ).start()
 
 

@@ -1,11 +1,12 @@
 """Per-token request rate windows, as the TabPFN cloud publishes them per user.
 
-Fixed windows aligned to the clock (a minute window starts at every whole minute
-of `scale × 60` s since the epoch), one counter per account, request kind and
-window. A request is admitted only while every window of its kind has room, and
-only admitted requests count: a refused one spends nothing. Refused, the caller
-learns which window is full and how many seconds remain until it ends, which
-becomes the 429's `Retry-After`.
+Fixed windows, one counter per account, request kind and window. A window opens
+with the first request after the previous one ended and lasts `scale × 60` s
+(minute) or `scale × 3600` s (hour), as a Redis INCR + EXPIRE limiter does: it
+never slides and is never shared between tokens. A request is admitted only
+while every window of its kind has room, and only admitted requests count: a
+refused one spends nothing. Refused, the caller learns which window is full and
+how many seconds remain until it ends, which becomes the 429's `Retry-After`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import math
 import threading
 from dataclasses import dataclass
 
-# The cloud's request kinds; which call is which lives in app.py (RATED_PATHS).
-KINDS = ("fit", "predict", "upload")
 # Window lengths in seconds before scaling.
 WINDOWS = {"minute": 60.0, "hour": 3600.0}
 
@@ -36,33 +35,31 @@ class WindowFull:
 class RateWindows:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # (account, kind, window) -> (index of the window, requests admitted in it)
-        self._counts: dict[tuple[str, str, str], tuple[int, int]] = {}
+        # (account, kind, window) -> (when the window opened, requests admitted in it)
+        self._counts: dict[tuple[str, str, str], tuple[float, int]] = {}
 
     def admit(
         self, account: str, kind: str, limits: dict[str, int], scale: float, now: float
     ) -> WindowFull | None:
         """Count one request of `kind`, or say which window is full (the later-ending one)."""
         with self._lock:
-            seen: list[tuple[tuple[str, str, str], int, int]] = []
+            seen: list[tuple[tuple[str, str, str], float, int]] = []
             full: list[WindowFull] = []
             for window, base_s in WINDOWS.items():
                 length = base_s * scale
-                index = math.floor(now / length)
                 key = (account, kind, window)
-                counted_index, count = self._counts.get(key, (index, 0))
-                if counted_index != index:
-                    count = 0
+                opened, count = self._counts.get(key, (now, 0))
+                if now >= opened + length:
+                    opened, count = now, 0
                 if count >= limits[window]:
-                    full.append(
-                        WindowFull(kind, window, limits[window], (index + 1) * length - now)
-                    )
-                seen.append((key, index, count))
+                    full.append(WindowFull(kind, window, limits[window], opened + length - now))
+                seen.append((key, opened, count))
             if full:
-                # Both windows must reopen before a retry can pass.
-                return max(full, key=lambda f: f.retry_after_s)
-            for key, index, count in seen:
-                self._counts[key] = (index, count + 1)
+                # Every full window must reopen before a retry can pass. On a tie
+                # name the longer window: it is the one that was spent.
+                return max(full, key=lambda f: (f.retry_after_s, WINDOWS[f.window]))
+            for key, opened, count in seen:
+                self._counts[key] = (opened, count + 1)
             return None
 
     def reset(self) -> None:

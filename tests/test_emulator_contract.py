@@ -73,7 +73,8 @@ def start_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        # Generous: a loaded shared machine takes 15 s and more to import the stack.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"emulator exited: {(home / 'emulator.log').read_text()}")
@@ -82,7 +83,7 @@ def start_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                     return url
             except httpx.TransportError:
                 time.sleep(0.1)
-        pytest.fail("emulator did not answer GET / within 30 s")
+        pytest.fail("emulator did not answer GET / within 90 s")
 
     yield start
     for proc in procs:
@@ -103,7 +104,9 @@ def async_emulator_url(start_emulator: Any) -> str:
     return start_emulator(EMULATOR_FORCE_ASYNC="true", EMULATOR_ASYNC_FIT_DELAY_S="0.5")
 
 
-def run_client(url: str, script: str, home: Path, token: str | None = None) -> dict[str, Any]:
+def run_client(
+    url: str, script: str, home: Path, token: str | None = None, timeout: float = 120
+) -> dict[str, Any]:
     """Run `script` with the real tabpfn-client pointed at `url`; return what it printed."""
     env = _clean_env(home)
     env["TABPFN_CLIENT_API_URL"] = url
@@ -115,7 +118,7 @@ def run_client(url: str, script: str, home: Path, token: str | None = None) -> d
         cwd=home,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert proc.returncode == 0, f"client script failed:\n{proc.stdout}\n{proc.stderr}"
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
