@@ -103,6 +103,10 @@ def test_one_process_holds_many_jobs_in_flight_each_call_with_its_owners_token(c
     assert [j["status"] for j in jobs] == ["succeeded"] * len(ids)
     # 15 jobs of about 2 s each on one node: far more at once than its 2 cores.
     assert peak >= 12, f"only {peak} jobs were in flight at once"
+    # Ready means warm: tabpfn-client and the connections were set up before any job.
+    [worker] = [p for p in wide_stack.processes if p.name == "worker"]
+    log = worker.log()
+    assert log.index("worker warmed up in") < log.index(" ready.") < log.index(": claimed")
     holders = {
         r.worker
         for r in wide_stack.sql(
