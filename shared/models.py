@@ -52,6 +52,10 @@ class User(Base):
     # user's money; the webhook secret must be readable to sign deliveries.
     tabpfn_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     webhook_secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # HMAC of the token keyed from SECRET_KEY (shared.security.token_fingerprint):
+    # setup with the same token finds this account. NULL for rows from before
+    # it existed until the first setup miss or `rotate-secret` fills it.
+    tabpfn_token_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class ApiKey(Base):

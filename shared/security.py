@@ -111,6 +111,29 @@ def _cipher() -> MultiFernet:
     return MultiFernet([Fernet(_fernet_key(k)) for k in keys])
 
 
+def _first_secret_key() -> str:
+    return get_settings().require("SECRET_KEY").secret_keys()[0]
+
+
+def token_fingerprint(token: str) -> str:
+    """A keyed hash of a TabPFN token: finds its account and its upstream budget, reveals nothing."""  # noqa: E501
+    key = hashlib.sha256(b"tabpfn-api/token-fingerprint/" + _first_secret_key().encode()).digest()
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def token_fingerprints(token: str) -> list[str]:
+    """The token's fingerprint under every key of SECRET_KEY, the first key's first.
+
+    Rows are looked up by all of them: between putting a new key first and
+    `tabpfn-api rotate-secret` recomputing, stored fingerprints use an older key.
+    """
+    found = []
+    for secret in get_settings().require("SECRET_KEY").secret_keys():
+        key = hashlib.sha256(b"tabpfn-api/token-fingerprint/" + secret.encode()).digest()
+        found.append(hmac.new(key, token.encode(), hashlib.sha256).hexdigest())
+    return found
+
+
 def encrypt_secret(plaintext: str) -> bytes:
     return _cipher().encrypt(plaintext.encode())
 

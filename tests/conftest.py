@@ -15,6 +15,10 @@ from tests.stack import Stack, base_env, free_port, start, wait_http
 
 # Tokens the emulator accepts: one TabPFN account each.
 TOKENS = ["demo-token", "alice-token", "bob-token", "carol-token", "dave-token"]
+# Setup with a known token recovers its account here, so tests that need an
+# account of their own each take an unused token (register() without one).
+FRESH_TOKENS = [f"fresh-token-{i:04d}" for i in range(1500)]
+_unused_tokens = iter(FRESH_TOKENS)
 SECRET_KEY = "test-secret-key-not-for-production"
 
 
@@ -54,7 +58,7 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
         REDIS_URL=services.redis_url,
         SECRET_KEY=SECRET_KEY,
         TABPFN_API_URL=emulator_url,
-        EMULATOR_TOKENS=",".join(TOKENS),
+        EMULATOR_TOKENS=",".join([*TOKENS, *FRESH_TOKENS]),
         # DEBUG: the test that searches every log line for secrets sees the most.
         LOG_LEVEL="DEBUG",
         # Fault tests need retries in seconds, not minutes, and limits that follow
@@ -124,11 +128,20 @@ def emulator_knobs(stack: Stack) -> Iterator:
 ISSUED_SECRETS: list[str] = []
 
 
-def register(api: httpx.Client, token: str = "demo-token") -> dict[str, str]:
-    """Sign up with a TabPFN token; returns the Authorization header to use."""
+def fresh_token() -> str:
+    """A TabPFN token the emulator accepts and no account here holds yet."""
+    token = next(_unused_tokens, None)
+    assert token is not None, "FRESH_TOKENS used up: make the list in tests/conftest.py longer"
+    return token
+
+
+def register(api: httpx.Client, token: str | None = None) -> dict[str, str]:
+    """Sign up with a TabPFN token (by default a fresh one: an account of the
+    test's own); returns the Authorization header to use."""
+    token = token or fresh_token()
     response = api.post("/auth/setup", json={"tabpfn_token": token})
     assert response.status_code == 201, response.text
-    ISSUED_SECRETS.extend([response.json()["api_key"], response.json()["webhook_secret"]])
+    ISSUED_SECRETS.extend([response.json()["api_key"], response.json()["webhook_secret"], token])
     return {"Authorization": f"Bearer {response.json()['api_key']}"}
 
 
