@@ -11,7 +11,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.job_waiter import JobWaiter
 from api.request_log import RequestLogMiddleware
-from api.routers import auth, health, jobs, metrics, models, usage, webhooks
+from api.routers import auth, health, jobs, metrics, models, root, usage, webhooks
 from api.schemas import ErrorOut
 from shared.config import get_settings
 
@@ -60,4 +60,5 @@ def create_app() -> FastAPI:
     # Probes of orchestrators expect the bare paths too.
     app.include_router(health.router, include_in_schema=False)
     app.include_router(metrics.router, include_in_schema=False)
+    app.include_router(root.router)
     return app

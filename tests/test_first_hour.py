@@ -1,0 +1,127 @@
+"""What a newcomer meets first: the README's curl walkthrough as pasted, its
+complete list of error codes, clear answers to the two commonest curl
+mistakes, `WWW-Authenticate` on a 401, and a `GET /` that says where to go."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ISSUED_SECRETS, register
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+SOURCES = [p for d in ("api", "shared", "worker") for p in (ROOT / d).rglob("*.py")]
+
+
+def _section(title: str) -> str:
+    start = README.index(title)
+    end = README.find("\n## ", start + len(title))
+    return README[start : end if end != -1 else None]
+
+
+def _string(node: ast.AST | None) -> str | None:
+    is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+    return node.value if is_text else None
+
+
+def _defined_codes() -> set[str]:
+    """Every error code the service can answer or store, read from the source."""
+    from api.errors import HTTP_CODES, OTHER_HTTP_CODE
+
+    names = ("code", "error_code")
+    found: list[str | None] = [*HTTP_CODES.values(), OTHER_HTTP_CODE]
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            # `code = "x"` in an error class; code="x" / error_code="x" in a call
+            class_attribute = isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "code" for t in node.targets
+            )
+            if class_attribute or (isinstance(node, ast.keyword) and node.arg in names):
+                found.append(_string(node.value))
+            # {"code": "x"} / {"error_code": "x"}
+            elif isinstance(node, ast.Dict):
+                pairs = zip(node.keys, node.values, strict=True)
+                found += [_string(v) for k, v in pairs if _string(k) in names]
+            # _error(status, "x", detail) in api/errors.py
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "_error":
+                found.append(_string(node.args[1]) if len(node.args) > 1 else None)
+    return {code for code in found if code}
+
+
+def test_the_readme_lists_exactly_the_error_codes_the_code_defines():
+    table = _section("### Error codes")
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
+    defined = _defined_codes()
+    # The collector must see the codes of every kind of definition.
+    assert {"validation_error", "idempotency_conflict", "worker_lost", "http_error"} <= defined
+    assert defined - documented == set(), "codes missing from the README's list"
+    assert documented - defined == set(), "codes in the README that nothing defines"
+
+
+def test_malformed_json_says_where_and_what_to_do(api):
+    headers = {**register(api), "content-type": "application/json"}
+    body = b'{\n  "task": "classification",\n  "train": {X: [[1]]}\n}'
+    response = api.post("/jobs/fit", content=body, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    detail = response.json()["detail"]
+    assert "line 3, column 13" in detail, detail
+    assert "single quotes" in detail, detail
+
+
+def test_a_body_without_the_json_content_type_gets_the_header_hint(api):
+    # What `curl -d '{...}'` without -H sends: a form content type.
+    response = api.post(
+        "/auth/setup",
+        content=b'{"tabpfn_token": "demo-token"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    assert "content-type: application/json" in response.json()["detail"]
+
+
+def test_a_401_names_the_bearer_scheme(api):
+    for headers in ({}, {"Authorization": "Bearer tpa_0000000000000000_nope"}):
+        response = api.get("/jobs", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_the_root_points_at_the_docs(stack):
+    answer = httpx.get(f"{stack.api_url}/")
+    assert answer.status_code == 200
+    assert answer.json()["docs"] == "/docs" and answer.json()["console"] == "/console"
+    browser = httpx.get(f"{stack.api_url}/", headers={"accept": "text/html"})
+    assert (browser.status_code, browser.headers["location"]) == (307, "/docs")
+
+
+def test_the_readme_walkthrough_runs_as_pasted(stack, tmp_path):
+    # Every shell block of the walkthrough and the file section, in order, as a
+    # user pastes them, in a fresh directory that has the repository's examples/.
+    blocks = [
+        block
+        for title in ("## Walkthrough with curl", "## Files in, tables out")
+        for block in re.findall(r"```sh\n(.*?)```", _section(title), re.S)
+    ]
+    assert len(blocks) >= 5
+    script = "\n".join(blocks).replace("http://127.0.0.1:8000", stack.api_url)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    ISSUED_SECRETS.extend(re.findall(r"(tpa_\w+|whsec_[\w+/=]+)", done.stdout))
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    out = done.stdout
+    assert '"status":"succeeded"' in out.replace(" ", ""), out
+    assert "event: job" in out and '"predictions"' in out, out
+    assert (
+        (tmp_path / "predictions.csv")
+        .read_text()
+        .startswith("prediction,proba_setosa,proba_versicolor,proba_virginica")
+    )
+    assert (tmp_path / "quantiles.parquet").read_bytes()[:4] == b"PAR1"
