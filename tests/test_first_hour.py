@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -125,3 +126,57 @@ def test_the_readme_walkthrough_runs_as_pasted(stack, tmp_path):
         .startswith("prediction,proba_setosa,proba_versicolor,proba_virginica")
     )
     assert (tmp_path / "quantiles.parquet").read_bytes()[:4] == b"PAR1"
+
+
+def _fake_python(path: Path, version: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho {version}\n")
+    path.chmod(0o755)
+    return path
+
+
+def _check_python(python: Path | str, venv: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "check_python.sh")],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(python), "VENV": str(venv)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_make_refuses_an_old_python_in_one_line(tmp_path):
+    done = _check_python(_fake_python(tmp_path / "python3.10", "3.10"), tmp_path / "venv")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"make: {tmp_path / 'python3.10'} is Python 3.10; this project needs 3.11 or newer: "
+        "make ... PYTHON=python3.11 (or newer)"
+    ]
+    assert not (tmp_path / "venv").exists()
+
+
+def test_make_rebuilds_a_venv_an_old_python_left(tmp_path):
+    # What `make demo PYTHON=python3.10` left before this check existed.
+    venv = tmp_path / "venv"
+    _fake_python(venv / "bin" / "python", "3.10")
+    done = _check_python(sys.executable, venv)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilding" in done.stderr and "Python 3.10" in done.stderr
+    rebuilt = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert rebuilt.stdout.strip() == "True"
+    assert (venv / ".made-by").read_text().strip()
+
+
+def test_make_sdk_builds_the_wheel_the_readme_names(tmp_path):
+    done = subprocess.run(
+        ["make", "--no-print-directory", "sdk", f"SDK_DIST={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [wheel] = tmp_path.glob("tabpfn_api_client-*-py3-none-any.whl")
+    assert "make sdk" in README and "./clients/python[sklearn]" in README
+    # The build leaves nothing in the work tree.
+    assert not (ROOT / "clients" / "python" / "build").exists()
+    assert not list((ROOT / "clients" / "python").glob("*.egg-info"))
+    assert wheel.stat().st_size > 10_000
