@@ -93,6 +93,11 @@ def verify_api_key(api_key: str, key_hash: str) -> bool:
     return _hasher.verify(api_key, key_hash)
 
 
+def warm_api_key_hasher() -> None:
+    """Load bcrypt and run passlib's self-test now, not in a user's first request."""
+    _hasher.verify("warm-up", _hasher.hash("warm-up"))
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 

@@ -90,7 +90,8 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
             logs,
         )
         running.processes.append(worker)
-        wait_http(f"{running.api_url}/healthz", api)
+        # The API warms up (imports, first connections) before it answers.
+        wait_http(f"{running.api_url}/healthz", api, timeout=90)
         yield running
     finally:
         running.stop()

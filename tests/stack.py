@@ -107,7 +107,7 @@ class Stack:
         port = free_port()
         process = start(name, ["api", "--port", str(port)], {**self.env, **settings}, log_dir)
         try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", process)
+            wait_http(f"http://127.0.0.1:{port}/healthz", process, timeout=90)
             yield f"http://127.0.0.1:{port}/api/v1", process
         finally:
             process.stop()
