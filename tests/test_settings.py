@@ -85,3 +85,20 @@ def test_flower_names_every_missing_variable_and_the_dev_stack() -> None:
         "them in .env (see .env.example). For the dev stack, `tabpfn-api dev` runs Flower "
         "itself and prints its URL and login."
     ]
+
+
+def test_a_taken_port_stops_the_api_in_one_line() -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = _run(
+            ["api", "--port", str(port)], DATABASE_URL="postgres://x/y", REDIS_URL="redis://x"
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"tabpfn-api api: port {port} on 127.0.0.1 is already in use")
+    assert "`tabpfn-api api --port " in lines[0]
