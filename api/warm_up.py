@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.orm import configure_mappers
 
-from shared.db import get_engine
+from shared.db import get_sessionmaker
+from shared.models import ApiKey, User
 from shared.security import warm_api_key_hasher
 from shared.tabpfn import load_client
 from shared.upstream import upstream_limits
@@ -27,8 +29,15 @@ UPSTREAM_WAIT_S = 5.0
 
 
 def _database() -> None:
-    with get_engine().connect() as connection:
-        connection.execute(text("select 1"))
+    # The first connection, and the ORM's one-time work (mapper configuration,
+    # statement compilation) for the queries setup and authentication make.
+    configure_mappers()
+    with get_sessionmaker()() as session:
+        session.execute(text("select 1"))
+        session.scalars(select(User).where(User.tabpfn_token_fingerprint.in_([""]))).first()
+        session.execute(
+            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == "")
+        )
 
 
 def _step(name: str, run: Callable[[], object]) -> None:
