@@ -98,7 +98,7 @@ def run_dev_stack(*, host: str, port: int, workers: int, flower_port: int = 0) -
             if "TABPFN_API_URL" not in env:  # no upstream given: the emulator is it
                 emulator_url = _start_emulator(env, started)
                 summary["Emulator"] = _emulator_summary(env)
-            _migrate(env, logs)
+            _migrate(env, logs, [*watched, *commands])
             api_url = f"http://{_reachable(host)}:{port}"
             started("api", ["api", "--host", host, "--port", str(port)])
             started("worker", ["worker", "--concurrency", str(workers)])
@@ -318,16 +318,28 @@ class _Starter:
         return child
 
 
-def _migrate(env: dict, logs: Path) -> None:
+def _migrate(env: dict, logs: Path, watched: list[Child]) -> None:
+    """Upgrade the schema while watching what already runs: a child that dies
+    meanwhile (the emulator, say) ends the stack now, not after the migration."""
     log_path = logs / "migrate.log"
     with log_path.open("wb") as log:
-        done = subprocess.run(
+        migrate = subprocess.Popen(
             [str(BIN), "migrate"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, timeout=MIGRATE_TIMEOUT_S,
-            preexec_fn=die_with_parent(),
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(),
         )  # fmt: skip
-    if done.returncode != 0:
-        raise _failure("migrate", f"failed (exit {done.returncode})", log_path)
+    deadline = time.monotonic() + MIGRATE_TIMEOUT_S
+    try:
+        while migrate.poll() is None:
+            _check_alive(watched)
+            if time.monotonic() > deadline:
+                raise _failure("migrate", f"did not finish in {MIGRATE_TIMEOUT_S:.0f}s", log_path)
+            time.sleep(0.2)
+    finally:
+        if migrate.poll() is None:
+            migrate.kill()
+            migrate.wait()
+    if migrate.returncode != 0:
+        raise _failure("migrate", f"failed (exit {migrate.returncode})", log_path)
 
 
 def _reachable(host: str) -> str:

@@ -90,10 +90,12 @@ def _start_dev(state_dir: Path, output: Path, *args: str) -> subprocess.Popen:
         )  # fmt: skip
 
 
-def _run_dev(state_dir: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+def _run_dev(
+    state_dir: Path, *args: str, timeout: float = 30, **env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN), "dev", "--workers", "1", *args], env=_dev_env(state_dir), cwd=state_dir,
-        capture_output=True, text=True, timeout=timeout,
+        [str(BIN), "dev", "--workers", "1", *args], env={**_dev_env(state_dir), **env},
+        cwd=state_dir, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
@@ -127,6 +129,20 @@ def test_a_taken_port_fails_at_once_with_one_line(state_dir: Path, option: str) 
     assert f"`tabpfn-api dev {option} " in lines[0]
     # Nothing was started: no database files, no servers.
     assert not (state_dir / "postgres").exists()
+
+
+def test_a_child_that_dies_early_ends_the_stack_with_its_log(state_dir: Path) -> None:
+    # The emulator refuses this setting and exits; nothing else would notice.
+    done = _run_dev(
+        state_dir, "--port", str(free_port()), "--flower-port", "0", timeout=180,
+        EMULATOR_LATENCY_S="not-a-number",
+    )  # fmt: skip
+    assert done.returncode == 1
+    first, *tail = done.stderr.strip().splitlines()
+    assert first.startswith("tabpfn-api dev: emulator exited unexpectedly (exit 1); end of ")
+    assert "latency_s" in "\n".join(tail)  # the end of its log says why
+    # Everything it had started is stopped.
+    assert not _mentioning(str(state_dir))
 
 
 def test_a_second_stack_is_refused_and_a_hard_kill_leaves_nothing(state_dir: Path) -> None:
