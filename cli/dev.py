@@ -141,6 +141,8 @@ def run_dev_stack(*, host: str, port: int, workers: int, flower_port: int = 0) -
 # the pids of its commands, for the next start to stop if this one crashed.
 LOCK_FILE = "dev.pid"
 CHILDREN_FILE = "dev-children.pids"
+# Descriptors whose flock must live as long as this process.
+_held_locks: list[int] = []
 
 
 def _claim(state_dir: Path) -> None:
@@ -161,9 +163,6 @@ def _claim(state_dir: Path) -> None:
     # The kernel releases the lock when this process ends, however it ends;
     # the descriptor stays open until then on purpose (children do not inherit it).
     _held_locks.append(fd)
-
-
-_held_locks: list[int] = []
 
 
 def _stop_leftovers(state_dir: Path) -> None:
