@@ -4,17 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo dev bench clean openapi
+.PHONY: install test lint demo dev bench clean openapi sdk
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# Python >= 3.11 with venv, checked first; a .venv made by another or an old
+# Python, or left half-installed, is rebuilt (scripts/check_python.sh).
+$(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-
-$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install:
+	@PYTHON="$(PYTHON)" VENV="$(VENV)" bash scripts/check_python.sh
+	@$(MAKE) --no-print-directory $(STAMP)
 
 lint: install
 	$(BIN)/ruff check .
@@ -39,6 +40,14 @@ dev: install
 bench: install
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench
+
+# The Python SDK and CLI as a wheel (not on PyPI yet):
+#   pip install "clients/python/dist/tabpfn_api_client-<version>-py3-none-any.whl[sklearn]"
+SDK_DIST ?= clients/python/dist
+sdk: install
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(SDK_DIST) ./clients/python
+	rm -rf clients/python/build clients/python/*.egg-info
+	@ls $(SDK_DIST)/tabpfn_api_client-*.whl
 
 clean:
 	rm -rf $(VENV) .dev *.egg-info .pytest_cache .ruff_cache

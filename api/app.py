@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.job_waiter import JobWaiter
 from api.request_log import RequestLogMiddleware
-from api.routers import auth, health, jobs, metrics, models, usage, webhooks
+from api.routers import auth, health, jobs, metrics, models, root, usage, webhooks
 from api.schemas import ErrorOut
+from api.warm_up import warm_up
 from shared.config import get_settings
 
 PREFIX = "/api/v1"
@@ -34,6 +36,8 @@ Every error is `{"detail": "...", "code": "stable_code"}`.
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Before uvicorn binds: the process answers nothing until it is warm.
+    await run_in_threadpool(warm_up)
     app.state.job_waiter = JobWaiter()
     await app.state.job_waiter.start()
     yield
@@ -60,4 +64,5 @@ def create_app() -> FastAPI:
     # Probes of orchestrators expect the bare paths too.
     app.include_router(health.router, include_in_schema=False)
     app.include_router(metrics.router, include_in_schema=False)
+    app.include_router(root.router)
     return app

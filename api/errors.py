@@ -14,7 +14,8 @@ from shared.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
+# Starlette's own HTTP errors (unknown route, wrong method…) by status.
+HTTP_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
@@ -22,10 +23,20 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+OTHER_HTTP_CODE = "http_error"
+# RFC 9110: a 401 names the scheme that would have worked.
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+JSON_HINT = (
+    "send the body with the header content-type: application/json "
+    "(curl: -H 'content-type: application/json')"
+)
 
 
 def _error(status: int, code: str, detail: str, /, **extra) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status)
+    headers = _CHALLENGE if status == 401 else None
+    return JSONResponse(
+        {"detail": detail, "code": code, **extra}, status_code=status, headers=headers
+    )
 
 
 def _where(loc: tuple) -> str:
@@ -40,20 +51,45 @@ async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     return response
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [{"loc": _where(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    raw = exc.errors()
+    errors = [{"loc": _where(e["loc"]), "message": e["msg"]} for e in raw]
     first = errors[0] if errors else {"loc": "body", "message": "invalid"}
-    return _error(
-        422, "validation_error", f"{first['loc']}: {first['message']}.", errors=errors[:20]
+    detail = f"{first['loc']}: {first['message']}."
+    if raw and raw[0].get("type") == "json_invalid":
+        detail = _malformed_json(exc, raw[0])
+    elif raw and raw[0]["loc"] == ("body",) and not _declares_json(request):
+        # curl -d without -H sends a form content type: the JSON arrives as text.
+        detail = f"The body was not read as JSON: {JSON_HINT}."
+    return _error(422, "validation_error", detail, errors=errors[:20])
+
+
+def _declares_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _malformed_json(exc: RequestValidationError, error: dict) -> str:
+    """Where the JSON broke, as line and column, with the usual cause in a shell."""
+    position = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
+    reason = str(error.get("ctx", {}).get("error", "invalid JSON")).rstrip(".")
+    # FastAPI hands over the text it failed to decode (never read the body again:
+    # the stream is spent and would wait forever).
+    text = exc.body if isinstance(exc.body, str) else ""
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return (
+        f"The body is not valid JSON: {reason} at line {line}, column {column}. "
+        "In a shell, wrap the JSON in single quotes (-d '{\"task\": ...}') so that its "
+        "double quotes reach the server."
     )
 
 
 async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = HTTP_CODES.get(exc.status_code, OTHER_HTTP_CODE)
+    headers = getattr(exc, "headers", None) or (_CHALLENGE if exc.status_code == 401 else None)
     return JSONResponse(
-        {"detail": str(exc.detail), "code": code},
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
+        {"detail": str(exc.detail), "code": code}, status_code=exc.status_code, headers=headers
     )
 
 

@@ -23,6 +23,9 @@ class SetupResponse(BaseModel):
     key_id: str
     user_id: uuid.UUID
     webhook_secret: str
+    # "existing": the token already had an account here; this is a new key for
+    # it (older keys keep working), and its models and jobs are all there.
+    account: Literal["new", "existing"]
 
 
 class TokenRequest(_Strict):

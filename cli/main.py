@@ -7,7 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.config import MissingSettingError, get_settings
+from pydantic import ValidationError
+
+from cli.ports import PortInUse, check_port
+from shared.config import MissingSettingError, get_settings, invalid_settings_line
 from shared.logging_setup import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +39,8 @@ def run_api(args: argparse.Namespace) -> None:
     import uvicorn
 
     get_settings().require("DATABASE_URL", "SECRET_KEY", "REDIS_URL")
+    # uvicorn would import and warm the app before finding the port taken.
+    check_port(args.host, args.port, "--port", command="tabpfn-api api")
     from api.app import create_app
 
     # log_config=None: uvicorn's own lines go through our handler (LOG_FORMAT).
@@ -62,7 +67,15 @@ def run_beat(args: argparse.Namespace) -> None:
 
 
 def run_flower(args: argparse.Namespace) -> None:
-    settings = get_settings().require("REDIS_URL", "FLOWER_BASIC_AUTH")
+    try:
+        settings = get_settings().require("REDIS_URL", "FLOWER_BASIC_AUTH")
+    except MissingSettingError as exc:
+        # The dev stack's Redis is a private socket: its Flower is the way in.
+        raise MissingSettingError(
+            f"{exc} For the dev stack, `tabpfn-api dev` runs Flower itself "
+            "and prints its URL and login."
+        ) from None
+    check_port(args.host, args.port, "--port", command="tabpfn-api flower")
     from worker.tasks import app
 
     app.start(
@@ -92,19 +105,64 @@ def run_emulator(args: argparse.Namespace) -> None:
 def run_dev(args: argparse.Namespace) -> None:
     from cli.dev import run_dev_stack
 
-    run_dev_stack(host=args.host, port=args.port, workers=args.workers)
+    run_dev_stack(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        flower_port=args.flower_port,
+    )
+
+
+EXAMPLES = {
+    "api": """examples:
+  tabpfn-api api                              # http://127.0.0.1:8000
+  tabpfn-api api --host 0.0.0.0 --port 8080   # every interface, another port""",
+    "worker": """examples:
+  tabpfn-api worker
+  tabpfn-api worker --concurrency 4           # any Celery worker option""",
+    "flower": """examples:
+  FLOWER_BASIC_AUTH=ops:long-password tabpfn-api flower --port 5555
+  (`tabpfn-api dev` starts its own Flower and prints its URL and login)""",
+    "emulator": """examples:
+  tabpfn-api emulator --port 8080
+  EMULATOR_TOKENS=demo-token,other-token tabpfn-api emulator""",
+    "dev": """examples:
+  tabpfn-api dev                              # API on http://127.0.0.1:8000
+  tabpfn-api dev --port 8012                  # when 8000 is taken
+  tabpfn-api dev --host 0.0.0.0 --workers 8   # reachable from other machines
+
+Starts, unless configured: a private PostgreSQL and Redis (state in .dev/ or
+$TABPFN_API_DEV_DIR), the TabPFN emulator (token demo-token), then the API, a
+worker, beat and Flower. Ctrl-C stops everything.""",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tabpfn-api", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="tabpfn-api",
+        description=__doc__,
+        epilog="Run `tabpfn-api COMMAND --help` for a command's options and examples.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler, help_: str, port: int | None = None):
-        sub = commands.add_parser(name, help=help_)
+        sub = commands.add_parser(
+            name,
+            help=help_,
+            description=help_[0].upper() + help_[1:] + ".",
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.set_defaults(handler=handler)
         if port is not None:
-            sub.add_argument("--host", default="127.0.0.1")
-            sub.add_argument("--port", type=int, default=port)
+            sub.add_argument(
+                "--host",
+                default="127.0.0.1",
+                help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)",
+            )
+            sub.add_argument(
+                "--port", type=int, default=port, help="port to listen on (default: %(default)s)"
+            )
         return sub
 
     add("api", run_api, "serve the HTTP API", port=8000)
@@ -112,10 +170,25 @@ def _parser() -> argparse.ArgumentParser:
     add("beat", run_beat, "run the periodic scheduler (sweeper)")
     add("flower", run_flower, "run Flower behind basic auth", port=5555)
     add("migrate", run_migrate, "upgrade the database schema to head")
-    add("rotate-secret", run_rotate_secret, "re-encrypt stored tokens with the first SECRET_KEY")
+    add(
+        "rotate-secret",
+        run_rotate_secret,
+        "re-encrypt stored tokens with the first SECRET_KEY and recompute token fingerprints",
+    )
     add("emulator", run_emulator, "run the local TabPFN-compatible server", port=8080)
     dev = add("dev", run_dev, "run everything on this machine", port=8000)
-    dev.add_argument("--workers", type=int, default=2, help="worker processes")
+    dev.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="jobs the worker holds in flight (default: WORKER_CONCURRENCY, 64)",
+    )
+    dev.add_argument(
+        "--flower-port",
+        type=int,
+        default=5555,
+        help="port of Flower, the operators' dashboard; 0 to not start it (default: %(default)s)",
+    )
     return parser
 
 
@@ -130,8 +203,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         configure_logging()
         args.handler(args)
-    except MissingSettingError as exc:
+    except (MissingSettingError, PortInUse) as exc:
         print(f"tabpfn-api {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        print(f"tabpfn-api {args.command}: {invalid_settings_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

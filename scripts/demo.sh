@@ -35,7 +35,7 @@ trap stop_dev_stack EXIT
 trap 'exit 130' INT TERM
 
 # Run from the state directory so that a .env in the project is not read.
-(cd "$dev_dir" && TABPFN_API_DEV_DIR=$dev_dir exec "$ROOT/.venv/bin/tabpfn-api" dev --port "$port" --workers 1) &
+(cd "$dev_dir" && TABPFN_API_DEV_DIR=$dev_dir exec "$ROOT/.venv/bin/tabpfn-api" dev --port "$port" --flower-port 0 --workers 1) &
 dev_pid=$!
 
 echo "Waiting for $api_url/readyz …"

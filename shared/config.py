@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.connection_urls import normalize_database_url, normalize_redis_url
 
 TABPFN_CLOUD_URL = "https://api.priorlabs.ai"
 
@@ -130,6 +132,18 @@ class Settings(BaseSettings):
             ),
         }
 
+    # The forms providers hand out are accepted and mapped to the installed
+    # drivers; anything else stops start-up with one line (invalid_settings_line).
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str | None) -> str | None:
+        return normalize_database_url(url) if url else url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        return normalize_redis_url(url) if url else url
+
     def webhook_retry_delays(self) -> list[float]:
         return [float(d) for d in self.webhook_retry_schedule_s.split(",") if d.strip()]
 
@@ -137,24 +151,33 @@ class Settings(BaseSettings):
         return [k.strip() for k in (self.secret_key or "").split(",") if k.strip()]
 
     def require(self, *names: str) -> Settings:
-        """Raise MissingSettingError naming the first unset variable of `names`."""
-        for name in names:
-            if not getattr(self, name.lower(), None):
-                raise MissingSettingError(
-                    f"{name.upper()} is not set: export it or put it in .env (see .env.example)."
-                )
+        """Raise MissingSettingError naming every unset variable of `names` at once."""
+        missing = [name.upper() for name in names if not getattr(self, name.lower(), None)]
+        if len(missing) == 1:
+            raise MissingSettingError(
+                f"{missing[0]} is not set: export it or put it in .env (see .env.example)."
+            )
+        if missing:
+            listed = ", ".join(missing[:-1]) + f" and {missing[-1]}"
+            raise MissingSettingError(
+                f"{listed} are not set: export them or put them in .env (see .env.example)."
+            )
         return self
+
+
+def invalid_settings_line(exc: ValidationError) -> str:
+    """One line naming each invalid variable and why, never its value (it may hold a password)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(p) for p in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        # Our validators name the variable themselves.
+        parts.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(parts)
 
 
 @lru_cache
 def get_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        # One line naming the variable, not a pydantic report: e.g.
-        # "MAX_RUNNING_PER_USER=0 is invalid: Input should be greater than 0".
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "a setting"
-        raise MissingSettingError(
-            f"{name}={first.get('input')!s} is invalid: {first['msg']} (see .env.example)."
-        ) from None
+    """Raises pydantic's ValidationError for invalid values: commands print it in one
+    line (invalid_settings_line)."""
+    return Settings()

@@ -82,6 +82,12 @@ class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 
 
+class TabpfnTokenInUse(Conflict):
+    """A TabPFN token that already belongs to another account of this service."""
+
+    code = "tabpfn_token_in_use"
+
+
 class RateLimited(ServiceError):
     status_code = 429
     code = "rate_limited"

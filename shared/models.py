@@ -63,6 +63,10 @@ class User(Base):
     )
     # ...unless the user's TabPFN token has no upstream budget until this time.
     upstream_paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # HMAC of the token keyed from SECRET_KEY (shared.security.token_fingerprint):
+    # setup with the same token finds this account. NULL for rows from before
+    # it existed until the first setup miss or `rotate-secret` fills it.
+    tabpfn_token_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class ApiKey(Base):

@@ -1,4 +1,6 @@
-"""Re-encrypt every stored secret with the first key of SECRET_KEY.
+"""Re-encrypt every stored secret with the first key of SECRET_KEY, and
+recompute every token fingerprint with it (or compute it, for rows from
+before fingerprints existed).
 
 Rotation: put the new key first (`SECRET_KEY=new,old`), deploy, run
 `tabpfn-api rotate-secret`, then drop the old key (`SECRET_KEY=new`).
@@ -10,7 +12,7 @@ from sqlalchemy import select
 
 from shared.db import session_scope
 from shared.models import User
-from shared.security import reencrypt_secret
+from shared.security import decrypt_secret, reencrypt_secret, token_fingerprint
 
 BATCH = 500
 
@@ -28,6 +30,9 @@ def rotate_stored_secrets() -> int:
             for user in users:
                 user.tabpfn_token_encrypted = reencrypt_secret(user.tabpfn_token_encrypted)
                 user.webhook_secret_encrypted = reencrypt_secret(user.webhook_secret_encrypted)
+                user.tabpfn_token_fingerprint = token_fingerprint(
+                    decrypt_secret(user.tabpfn_token_encrypted)
+                )
         if not users:
             return done
         done += len(users)

@@ -93,6 +93,11 @@ def verify_api_key(api_key: str, key_hash: str) -> bool:
     return _hasher.verify(api_key, key_hash)
 
 
+def warm_api_key_hasher() -> None:
+    """Load bcrypt and run passlib's self-test now, not in a user's first request."""
+    _hasher.verify("warm-up", _hasher.hash("warm-up"))
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
@@ -109,6 +114,29 @@ def _fernet_key(secret: str) -> bytes:
 def _cipher() -> MultiFernet:
     keys = get_settings().require("SECRET_KEY").secret_keys()
     return MultiFernet([Fernet(_fernet_key(k)) for k in keys])
+
+
+def _first_secret_key() -> str:
+    return get_settings().require("SECRET_KEY").secret_keys()[0]
+
+
+def token_fingerprint(token: str) -> str:
+    """A keyed hash of a TabPFN token: finds its account and its upstream budget, reveals nothing."""  # noqa: E501
+    key = hashlib.sha256(b"tabpfn-api/token-fingerprint/" + _first_secret_key().encode()).digest()
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def token_fingerprints(token: str) -> list[str]:
+    """The token's fingerprint under every key of SECRET_KEY, the first key's first.
+
+    Rows are looked up by all of them: between putting a new key first and
+    `tabpfn-api rotate-secret` recomputing, stored fingerprints use an older key.
+    """
+    found = []
+    for secret in get_settings().require("SECRET_KEY").secret_keys():
+        key = hashlib.sha256(b"tabpfn-api/token-fingerprint/" + secret.encode()).digest()
+        found.append(hmac.new(key, token.encode(), hashlib.sha256).hexdigest())
+    return found
 
 
 def encrypt_secret(plaintext: str) -> bytes:
@@ -133,13 +161,3 @@ def decrypt_secret(ciphertext: bytes) -> str:
             "A stored secret could not be decrypted: SECRET_KEY no longer holds the key "
             "it was encrypted with."
         ) from exc
-
-
-def _first_secret_key() -> str:
-    return get_settings().require("SECRET_KEY").secret_keys()[0]
-
-
-def token_fingerprint(token: str) -> str:
-    """A keyed hash of a TabPFN token: finds its account and upstream budget, reveals nothing."""
-    key = hashlib.sha256(b"tabpfn-api/token-fingerprint/" + _first_secret_key().encode()).digest()
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()

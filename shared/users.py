@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
-from shared.errors import LastActiveKey, NotFound, Unauthorized
+from shared.errors import LastActiveKey, NotFound, TabpfnTokenInUse, Unauthorized
 from shared.models import ApiKey, User
 from shared.security import (
     NewApiKey,
     VerifiedKeyCache,
+    decrypt_secret,
     encrypt_secret,
     new_api_key,
     new_webhook_secret,
     parse_key_id,
+    token_fingerprint,
+    token_fingerprints,
     verify_api_key,
 )
 from shared.upstream import verify_tabpfn_token
@@ -31,22 +35,95 @@ class Registration:
     key_id: str
     api_key: str
     webhook_secret: str
+    # True when the token already had an account: a new key for it, not a new user.
+    existing: bool
 
 
 def register_user(*, session: Session, tabpfn_token: str) -> Registration:
-    """Create a user for a TabPFN token the upstream accepts, with a first API key."""
+    """A new API key for the account of a TabPFN token the upstream accepts.
+
+    The same token finds the same account (by its keyed fingerprint), so a
+    lost API key is recovered by setting up again; a token seen for the first
+    time gets a new user. Whoever holds the token could spend the TabPFN
+    account directly anyway (docs/security.md).
+    """
     verify_tabpfn_token(tabpfn_token)
+    fingerprint = token_fingerprint(tabpfn_token)
+    _lock_token(session, fingerprint)
+    user = find_user_by_token(session=session, tabpfn_token=tabpfn_token)
+    if user is not None:
+        key = create_api_key(session=session, user=user)
+        return Registration(
+            user=user,
+            key_id=key.key_id,
+            api_key=key.api_key,
+            webhook_secret=decrypt_secret(user.webhook_secret_encrypted),
+            existing=True,
+        )
     webhook_secret = new_webhook_secret()
     user = User(
         tabpfn_token_encrypted=encrypt_secret(tabpfn_token),
+        tabpfn_token_fingerprint=fingerprint,
         webhook_secret_encrypted=encrypt_secret(webhook_secret),
     )
     session.add(user)
     session.flush()
     key = create_api_key(session=session, user=user)
     return Registration(
-        user=user, key_id=key.key_id, api_key=key.api_key, webhook_secret=webhook_secret
+        user=user,
+        key_id=key.key_id,
+        api_key=key.api_key,
+        webhook_secret=webhook_secret,
+        existing=False,
     )
+
+
+def _lock_token(session: Session, fingerprint: str) -> None:
+    # Until the transaction ends: two requests with one new token at once
+    # must not both find no account and make two.
+    session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": int(fingerprint[:15], 16)})
+
+
+def find_user_by_token(*, session: Session, tabpfn_token: str) -> User | None:
+    """The oldest account holding `tabpfn_token`, or None."""
+    fingerprints = token_fingerprints(tabpfn_token)
+    query = (
+        select(User)
+        .where(User.tabpfn_token_fingerprint.in_(fingerprints))
+        .order_by(User.created_at)
+        .limit(1)
+    )
+    user = session.scalars(query).first()
+    if user is None:
+        user = _fill_missing_fingerprints(session=session, tabpfn_token=tabpfn_token)
+    if user is not None and user.tabpfn_token_fingerprint != fingerprints[0]:
+        user.tabpfn_token_fingerprint = fingerprints[0]  # was keyed by an older SECRET_KEY
+    return user
+
+
+def _fill_missing_fingerprints(*, session: Session, tabpfn_token: str) -> User | None:
+    """Fingerprint rows from before the column existed; the oldest holding the token.
+
+    A migration cannot compute fingerprints (it has no SECRET_KEY), so the
+    first setup that misses does it for every such row, once; so does
+    `tabpfn-api rotate-secret`.
+    """
+    query = (
+        select(User)
+        .where(User.tabpfn_token_fingerprint.is_(None))
+        .order_by(User.created_at)
+        .with_for_update(skip_locked=True)
+    )
+    found = None
+    for user in session.scalars(query):
+        try:
+            stored = decrypt_secret(user.tabpfn_token_encrypted)
+        except RuntimeError:
+            continue  # encrypted with a key no longer in SECRET_KEY: not recoverable
+        user.tabpfn_token_fingerprint = token_fingerprint(stored)
+        if found is None and hmac.compare_digest(stored, tabpfn_token):
+            found = user
+    return found
 
 
 def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
@@ -107,9 +184,22 @@ def revoke_api_key(*, session: Session, user: User, key_id: str) -> None:
 
 
 def replace_tabpfn_token(*, session: Session, user: User, tabpfn_token: str) -> None:
-    """Store a new TabPFN token for the user, once the upstream accepts it."""
+    """Store a new TabPFN token for the user, once the upstream accepts it.
+
+    A token that is another account's is refused: one token, one account, so
+    that setup with it keeps finding the right one.
+    """
     verify_tabpfn_token(tabpfn_token)
+    fingerprint = token_fingerprint(tabpfn_token)
+    _lock_token(session, fingerprint)
+    owner = find_user_by_token(session=session, tabpfn_token=tabpfn_token)
+    if owner is not None and owner.id != user.id:
+        raise TabpfnTokenInUse(
+            "This TabPFN token belongs to another account here; to use that account, "
+            "call POST /auth/setup with the token."
+        )
     user.tabpfn_token_encrypted = encrypt_secret(tabpfn_token)
+    user.tabpfn_token_fingerprint = fingerprint
 
 
 def rotate_webhook_secret(*, session: Session, user: User) -> str:

@@ -16,6 +16,10 @@ from tests.support.stacks import running_stack
 
 # Tokens the emulator accepts: one TabPFN account each.
 TOKENS = ["demo-token", "alice-token", "bob-token", "carol-token", "dave-token"]
+# Setup with a known token recovers its account here, so tests that need an
+# account of their own each take an unused token (register() without one).
+FRESH_TOKENS = [f"fresh-token-{i:04d}" for i in range(1500)]
+_unused_tokens = iter(FRESH_TOKENS)
 # Unique per run: token fingerprints (and so pacing budgets in Redis) of parallel
 # runs sharing one Redis never meet.
 SECRET_KEY = f"test-secret-key-not-for-production-{uuid.uuid4().hex[:8]}"
@@ -54,7 +58,7 @@ def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[S
         database_url=database_url,
         scratch=tmp_path_factory.mktemp("stack"),
         secret_key=SECRET_KEY,
-        tokens=TOKENS,
+        tokens=[*TOKENS, *FRESH_TOKENS],
     ) as running:
         yield running
 
@@ -91,11 +95,20 @@ def emulator_knobs(stack: Stack) -> Iterator:
 ISSUED_SECRETS: list[str] = []
 
 
-def register(api: httpx.Client, token: str = "demo-token") -> dict[str, str]:
-    """Sign up with a TabPFN token; returns the Authorization header to use."""
+def fresh_token() -> str:
+    """A TabPFN token the emulator accepts and no account here holds yet."""
+    token = next(_unused_tokens, None)
+    assert token is not None, "FRESH_TOKENS used up: make the list in tests/conftest.py longer"
+    return token
+
+
+def register(api: httpx.Client, token: str | None = None) -> dict[str, str]:
+    """Sign up with a TabPFN token (by default a fresh one: an account of the
+    test's own); returns the Authorization header to use."""
+    token = token or fresh_token()
     response = api.post("/auth/setup", json={"tabpfn_token": token})
     assert response.status_code == 201, response.text
-    ISSUED_SECRETS.extend([response.json()["api_key"], response.json()["webhook_secret"]])
+    ISSUED_SECRETS.extend([response.json()["api_key"], response.json()["webhook_secret"], token])
     return {"Authorization": f"Bearer {response.json()['api_key']}"}
 
 

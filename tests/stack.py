@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
+from cli.lifeline import die_with_parent
+
 BIN = Path(sys.executable).parent / "tabpfn-api"
 
 
@@ -56,6 +58,8 @@ def start(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Pro
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # A test run killed hard (SIGKILL, a CI time-out) must not leave servers behind.
+        preexec_fn=die_with_parent(),
     )
     return Process(name=name, popen=popen, log_path=log_path)
 
@@ -103,7 +107,7 @@ class Stack:
         port = free_port()
         process = start(name, ["api", "--port", str(port)], {**self.env, **settings}, log_dir)
         try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", process)
+            wait_http(f"http://127.0.0.1:{port}/healthz", process, timeout=90)
             yield f"http://127.0.0.1:{port}/api/v1", process
         finally:
             process.stop()

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import ISSUED_SECRETS, register
-from tests.stack import Stack
+from tests.conftest import ISSUED_SECRETS, fresh_token, register
+from tests.stack import Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_DIR = ROOT / "clients" / "python"
@@ -315,7 +315,8 @@ def iris_files(tmp_path_factory) -> tuple[Path, Path, list[str]]:
 
 def test_cli_end_to_end(sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path):
     train, test, truth = iris_files
-    setup = _cli(sdk_venv, stack, "--json", "setup", "--token", "demo-token")
+    # A token of its own: the job list below is this test's alone.
+    setup = _cli(sdk_venv, stack, "--json", "setup", "--token", fresh_token())
     assert setup.returncode == 0, setup.stderr
     account = json.loads(setup.stdout)
     ISSUED_SECRETS.extend([account["api_key"], account["webhook_secret"]])
@@ -345,7 +346,9 @@ def test_cli_end_to_end(sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path
     )
     assert predict.returncode == 0, predict.stdout + predict.stderr
     assert "ignoring columns the model was not fitted on: ['species']" in predict.stderr
-    assert re.search(r"^row\s+prediction\s+proba_setosa", predict.stdout, re.M), predict.stdout
+    # -o FILE: the predictions go to the file, not to the screen as well.
+    assert "prediction" not in predict.stdout, predict.stdout
+    assert f"wrote 30 predictions to {preds}" in predict.stderr
     with preds.open(newline="") as file:
         written = list(csv.DictReader(file))
     assert len(written) == len(truth) == 30
@@ -479,6 +482,35 @@ def webhook_receiver(sdk_venv: Path, tmp_path: Path) -> Iterator:
     for process in processes:
         process.terminate()
         process.wait(10)
+
+
+def test_cli_first_hour_polish(sdk_venv: Path, stack: Stack, iris_files):
+    train, _, _ = iris_files
+    # A refused key: the error alone, no "task: … (inferred" note before it.
+    refused = _cli(
+        sdk_venv, stack, "fit", str(train), "--target", "species",
+        TABPFN_API_KEY="tpa_0000000000000000_" + "x" * 43,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "task:" not in refused.stderr and "unauthorized" in refused.stderr, refused.stderr
+
+    # No service at the URL: said within seconds, with what to start.
+    started = time.monotonic()
+    down = _run(
+        sdk_venv,
+        [str(sdk_venv / "bin" / "tabpfn-api-client"), "jobs"],
+        API_URL=f"http://127.0.0.1:{free_port()}",
+        TABPFN_API_KEY="tpa_0000000000000000_" + "x" * 43,
+    )
+    assert time.monotonic() - started < 8
+    assert down.returncode == 1
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tabpfn-api dev" in lines[0] and "API_URL" in lines[0], lines
+
+    # --help shows examples, for the program and for a command.
+    for args in (["--help"], ["fit", "--help"], ["predict", "--help"]):
+        helped = _cli(sdk_venv, stack, *args)
+        assert helped.returncode == 0 and "examples:" in helped.stdout, helped.stdout
 
 
 def test_webhook_receiver_example_verifies_real_events(

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +139,79 @@ def test_restart_keeps_data_and_stop_leaves_no_process(tmp_path: Path) -> None:
             assert conn.execute(sa.text("select count(*) from kept")).scalar() == 0
         engine.dispose()
     assert not again.is_running()
+
+
+# A process that starts the servers and then dies without stopping them, with
+# the parent-death signal switched off: what a killed run leaves on a system
+# without prctl (or before this guard existed). Prints the servers' pids.
+_ABANDON = """
+import os, sys
+import cli.embedded as embedded
+embedded.die_with_parent = lambda *args: None
+base = sys.argv[1]
+pg = embedded.start_embedded_postgres(embedded.Path(base) / "pg")
+rd = embedded.start_embedded_redis(embedded.Path(base) / "redis")
+print(pg.pid, rd.pid, flush=True)
+os._exit(0)  # no atexit, no stop(): the servers are orphans now
+"""
+
+
+def test_a_later_start_stops_servers_a_crashed_run_left(tmp_path: Path) -> None:
+    import psutil
+
+    done = subprocess.run(
+        [sys.executable, "-c", _ABANDON, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    orphans = [psutil.Process(int(pid)) for pid in done.stdout.split()]
+    try:
+        assert all(p.is_running() for p in orphans)
+        with (
+            start_embedded_postgres(tmp_path / "pg") as pg,
+            start_embedded_redis(tmp_path / "redis") as rd,
+        ):
+            assert pg.pid != orphans[0].pid and rd.pid != orphans[1].pid
+            assert not [p.pid for p in orphans if _alive(p)]
+            engine = sa.create_engine(pg.url)
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("select 1")).scalar() == 1
+            engine.dispose()
+            assert redis.Redis.from_url(rd.url).ping()
+    finally:
+        for process in orphans:
+            if process.is_running():
+                process.kill()
+
+
+def test_servers_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    import psutil
+
+    code = _ABANDON.replace("embedded.die_with_parent = lambda *args: None\n", "").replace(
+        "os._exit(0)  # no atexit, no stop(): the servers are orphans now",
+        "import signal; os.kill(os.getpid(), signal.SIGKILL)",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == -9, done.stderr
+    servers = [psutil.Process(int(pid)) for pid in done.stdout.split()]
+    try:
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in servers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p.pid for p in servers if _alive(p)]
+    finally:
+        for process in servers:
+            if _alive(process):
+                process.kill()
+
+
+def _alive(process) -> bool:
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

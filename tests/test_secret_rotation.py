@@ -25,6 +25,15 @@ with session_scope() as s:
     u = s.scalars(select(User)).one()
     print(decrypt_secret(u.tabpfn_token_encrypted), decrypt_secret(u.webhook_secret_encrypted))
 """
+# Whether the stored fingerprint is the token's under the first key of SECRET_KEY.
+FINGERPRINT_CURRENT = """
+from sqlalchemy import select
+from shared.db import session_scope
+from shared.models import User
+from shared.security import token_fingerprint
+with session_scope() as s:
+    print(s.scalars(select(User)).one().tabpfn_token_fingerprint == token_fingerprint("tok-1"))
+"""
 
 
 def _python(code: str, url: str, secret_key: str) -> subprocess.CompletedProcess:
@@ -56,6 +65,9 @@ def test_add_rotate_remove(services):
         assert "new-key" not in rotated.stdout + rotated.stderr
 
         assert _python(READ, url, "new-key").stdout.split() == ["tok-1", "whsec_1"]
+        # Fingerprints were recomputed with the new first key (this row had none).
+        assert _python(FINGERPRINT_CURRENT, url, "new-key").stdout.split() == ["True"]
+        assert _python(FINGERPRINT_CURRENT, url, "old-key").stdout.split() == ["False"]
         stale = _python(READ, url, "old-key")
         assert stale.returncode != 0
         assert "could not be decrypted" in stale.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import register
+from tests.conftest import fresh_token, register
 
 
 def _key(headers: dict) -> str:
@@ -43,7 +43,8 @@ def test_replacing_the_tabpfn_token_verifies_it_first(api):
     headers = register(api)
     bad = api.put("/auth/tabpfn-token", json={"tabpfn_token": "nope"}, headers=headers)
     assert (bad.status_code, bad.json()["code"]) == (401, "upstream_auth_failed")
-    good = api.put("/auth/tabpfn-token", json={"tabpfn_token": "alice-token"}, headers=headers)
+    # A token no account holds yet (another account's is refused: test_accounts.py).
+    good = api.put("/auth/tabpfn-token", json={"tabpfn_token": fresh_token()}, headers=headers)
     assert good.status_code == 204
     # Upstream calls now go to the new token's account.
     usage = api.get("/usage", headers=headers)

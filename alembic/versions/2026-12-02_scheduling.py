@@ -1,7 +1,7 @@
 """Scheduling: round-robin and pacing state on users, wait reasons on jobs
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_scheduling
+Revises: 0002_token_fingerprint
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003_scheduling"
+down_revision: str | None = "0002_token_fingerprint"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -33,13 +33,18 @@ _UPSTREAM_ERRORS = {
 )
 def setup(body: SetupRequest, session: SessionDep) -> SetupResponse:
     """The token is verified with TabPFN first, then stored encrypted. The API key and
-    webhook secret are shown only in this response: keep them."""
+    webhook secret are shown only in this response: keep them.
+
+    A token that already has an account gets a new API key for that account
+    (`"account": "existing"`, same `user_id`, its models and jobs): setting up
+    again is how a lost key is recovered. Earlier keys keep working until revoked."""
     registration = users.register_user(session=session, tabpfn_token=body.tabpfn_token)
     return SetupResponse(
         api_key=registration.api_key,
         key_id=registration.key_id,
         user_id=registration.user.id,
         webhook_secret=registration.webhook_secret,
+        account="existing" if registration.existing else "new",
     )
 
 
@@ -76,7 +81,10 @@ def revoke_key(key_id: str, session: SessionDep, user: CurrentUser) -> Response:
     "/tabpfn-token",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Replace your stored TabPFN token",
-    responses=_UPSTREAM_ERRORS,
+    responses={
+        **_UPSTREAM_ERRORS,
+        409: {"model": ErrorOut, "description": "tabpfn_token_in_use: another account's token"},
+    },
 )
 def replace_token(body: TokenRequest, session: SessionDep, user: CurrentUser) -> Response:
     """Verified with TabPFN first; jobs that run from now on use the new token."""

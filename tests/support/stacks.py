@@ -75,7 +75,8 @@ def running_stack(
         running.processes.append(start("worker", worker_argv, env, logs))
         if beat:
             running.processes.append(start("beat", ["beat"], env, logs))
-        wait_http(f"{running.api_url}/healthz", api)
+        # The API warms up (imports, first connections) before it answers.
+        wait_http(f"{running.api_url}/healthz", api, timeout=90)
         yield running
     finally:
         running.stop()

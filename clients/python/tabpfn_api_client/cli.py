@@ -29,7 +29,7 @@ import pandas as pd
 
 from ._version import __version__
 from .client import DEFAULT_API_URL, Client, Job
-from .errors import TabPFNAPIError
+from .errors import APIConnectionError, TabPFNAPIError
 
 OUTPUTS = ("labels", "probabilities", "mean", "median", "quantiles")
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -215,11 +215,18 @@ class App:
             getattr(args, "api_url", None) or os.environ.get("API_URL") or DEFAULT_API_URL,
             getattr(args, "api_key", None) or os.environ.get("TABPFN_API_KEY"),
             timeout=args.request_timeout,
+            # A person is waiting: a service that is not there is said at once
+            # (one quick retry rides out a restart), not after seconds of backoff.
+            max_retries=1,
         )
 
     def note(self, message: str) -> None:
         if not self.args.quiet:
             print(message, file=self.err)
+
+    def note_inferred(self, task: str) -> None:
+        if not self.args.task:
+            self.note(f"task: {task} (inferred from {self.args.target!r}; choose with --task)")
 
     def emit_json(self, value: Any) -> None:
         print(json.dumps(value, indent=2, default=str), file=self.out)
@@ -246,6 +253,10 @@ class App:
             self.note(f"wrote {len(frame)} predictions to {out_path}")
         if self.args.json:
             self.emit_json(result)
+            return
+        if out_path:  # the file has them all; only the score is left to show
+            if y_true is not None:
+                self.show_score(result, y_true)
             return
         shown = frame.head(_PREVIEW_ROWS)
         rows = [[i, *row] for i, row in enumerate(shown.values.tolist())]
@@ -301,8 +312,6 @@ class App:
         self.require_key()
         X, y = split_target(read_table(self.args.train), self.args.target, self.args.train)
         task = self.args.task or infer_task(y)
-        if not self.args.task:
-            self.note(f"task: {task} (inferred from {self.args.target!r}; choose with --task)")
         job = self.client.fit(
             X,
             y,
@@ -310,6 +319,7 @@ class App:
             options=parse_options(self.args.option),
             callback_url=self.args.callback_url,
         )
+        self.note_inferred(task)  # once accepted: not before a refusal
         if self.submitted(job):
             return 0
         result = self.wait(job).result()
@@ -356,8 +366,6 @@ class App:
         if self.args.target in test.columns:
             test, y_test = split_target(test, self.args.target, self.args.test)
         task = self.args.task or infer_task(y)
-        if not self.args.task:
-            self.note(f"task: {task} (inferred from {self.args.target!r}; choose with --task)")
         job = self.client.fit_predict(
             X,
             y,
@@ -368,6 +376,7 @@ class App:
             quantiles=parse_quantiles(self.args.quantiles),
             callback_url=self.args.callback_url,
         )
+        self.note_inferred(task)
         if self.submitted(job):
             return 0
         self.show_predictions(self.wait(job).result(), self.args.out, y_test)
@@ -437,6 +446,38 @@ class App:
         return 0
 
 
+EXAMPLES = {
+    "main": f"""examples:
+  tabpfn-api-client setup --token demo-token          # prints an API key
+  export TABPFN_API_KEY=tpa_...
+  tabpfn-api-client fit iris.csv --target species      # prints the model id
+  tabpfn-api-client predict --model MODEL flowers.csv -o predictions.csv
+  tabpfn-api-client COMMAND --help                     # each command's options
+
+The service is at $API_URL (default {DEFAULT_API_URL}); `tabpfn-api dev` runs one locally.""",
+    "setup": """examples:
+  tabpfn-api-client setup --token demo-token
+  TABPFN_TOKEN=... tabpfn-api-client --json setup
+Setting up again with the same token gives a new key for the same account.""",
+    "fit": """examples:
+  tabpfn-api-client fit iris.csv --target species
+  tabpfn-api-client fit houses.parquet --target price --task regression --option n_estimators=4
+  tabpfn-api-client fit big.csv --target y --no-wait        # prints the job id""",
+    "predict": """examples:
+  tabpfn-api-client predict --model MODEL flowers.csv
+  tabpfn-api-client predict --model MODEL flowers.csv --output probabilities -o proba.csv
+  tabpfn-api-client predict --model MODEL houses.csv --output quantiles --quantiles 0.1,0.9""",
+    "fit-predict": """examples:
+  tabpfn-api-client fit-predict train.csv test.csv --target species
+  tabpfn-api-client fit-predict train.csv test.csv --target price -o predictions.csv""",
+    "wait": """examples:
+  tabpfn-api-client wait JOB_ID
+  tabpfn-api-client wait JOB_ID -o predictions.csv --timeout 600""",
+    "jobs": """examples:
+  tabpfn-api-client jobs --status failed --limit 5""",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Connection flags are accepted before or after the command.
     common = argparse.ArgumentParser(add_help=False)
@@ -448,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tabpfn-api-client",
         description="Fit and predict with TabPFN through the TabPFN API.",
+        epilog=EXAMPLES["main"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -459,7 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, waits: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
         if waits:
             sub.add_argument(
                 "--timeout", type=float, default=None, help="give up waiting after S seconds"
@@ -534,6 +584,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = App(args, sys.stdout, sys.stderr)
     try:
         return args.run(app)
+    except APIConnectionError as exc:
+        print(
+            f"error: {exc.detail}. Is the service running? Start one on this machine with "
+            "`tabpfn-api dev` (see the README), or name yours with --api-url or API_URL.",
+            file=sys.stderr,
+        )
+        return 1
     except TabPFNAPIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -325,7 +325,10 @@ class Client:
     # -- account -----------------------------------------------------------
 
     def setup(self, tabpfn_token: str) -> dict[str, Any]:
-        """Register a TabPFN token; returns `{api_key, key_id, user_id, webhook_secret}`.
+        """Register a TabPFN token; returns `{api_key, key_id, user_id, webhook_secret, account}`.
+
+        `account` is "existing" when the token already had an account (a new key for it:
+        how a lost key is recovered), "new" otherwise.
 
         The client keeps the new API key. The key and the webhook secret are shown
         only this once: store them.
