@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.body_limit import BodyLimitMiddleware
+from api.console import mount_console
 from api.errors import install_error_handlers
 from api.job_waiter import JobWaiter
 from api.request_log import RequestLogMiddleware
@@ -60,4 +61,5 @@ def create_app() -> FastAPI:
     # Probes of orchestrators expect the bare paths too.
     app.include_router(health.router, include_in_schema=False)
     app.include_router(metrics.router, include_in_schema=False)
+    mount_console(app)
     return app
