@@ -54,6 +54,12 @@ whenUnauthorized((error) => {
 
 signOutButton.addEventListener("click", () => signOut(null));
 
+// The skip link moves the focus itself: following "#main" would change the route.
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
 function route() {
   const { path, query } = parseHash();
   const signedIn = Boolean(getKey());

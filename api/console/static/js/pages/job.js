@@ -21,27 +21,26 @@ function summary(job) {
     ["Started", formatTime(job.started_at)],
     ["Finished", formatTime(job.finished_at)],
   ];
-  return h("dl", { class: "summary" }, rows.map(([term, value]) => [h("dt", null, term), h("dd", null, value)]));
+  return h("dl", { class: "summary summary-wide" }, rows.map(([term, value]) => [h("dt", null, term), h("dd", null, value)]));
 }
 
-// "predict.predict_queue_wait_s" -> "predict: predict queue wait"
-function timingLabel(group, name) {
-  const short = name.replace(/_s$/, "").replaceAll("_", " ");
-  return short === group ? group : `${group}: ${short}`;
-}
-
+// {"fit": {"fit_s": 0.4, "queue_wait_s": 0}} -> ["fit: fit 0.40 s · queue wait 0.00 s"]
 function upstreamTimings(timings) {
-  const items = [];
+  const lines = [];
   for (const [group, values] of Object.entries(timings ?? {})) {
+    const parts = [];
     if (values && typeof values === "object") {
       for (const [name, seconds] of Object.entries(values)) {
-        if (typeof seconds === "number") items.push([timingLabel(group, name), seconds]);
+        if (typeof seconds === "number") {
+          parts.push(`${name.replace(/_s$/, "").replaceAll("_", " ")} ${formatSeconds(seconds)}`);
+        }
       }
     } else if (typeof values === "number") {
-      items.push([group.replace(/_s$/, ""), values]);
+      parts.push(formatSeconds(values));
     }
+    if (parts.length) lines.push(`${group}: ${parts.join(" · ")}`);
   }
-  return items;
+  return lines;
 }
 
 function timeline(job, seen) {
@@ -65,7 +64,7 @@ function timeline(job, seen) {
   if (timings.length) {
     steps.push(h("li", { class: "timeline-step" },
       h("span", { class: "timeline-title" }, "Time reported by TabPFN"),
-      h("ul", { class: "timings" }, timings.map(([label, seconds]) => h("li", null, `${label}: ${formatSeconds(seconds)}`)))));
+      h("ul", { class: "timings" }, timings.map((line) => h("li", null, line)))));
   }
   if (isFinished(job.status)) {
     const ran = job.started_at ? `ran ${formatSeconds(between(job.started_at, job.finished_at))}` : "never started";

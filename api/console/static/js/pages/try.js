@@ -210,7 +210,7 @@ export function render(main, { signal }) {
     form,
     run,
   );
-  trainInput.focus();
+
 }
 
 async function watch(submitted, { runBody, signal, actual, task }) {

@@ -2,7 +2,7 @@
 // (per minute and per hour) when the service reports them.
 
 import { call } from "../api.js";
-import { h } from "../dom.js";
+import { fill, h } from "../dom.js";
 import { usageBars } from "../charts.js";
 import { actionButton, errorBox, formatTime, loading } from "../ui.js";
 
@@ -44,7 +44,8 @@ export async function render(main, { signal }) {
     try {
       const usage = await call("GET", "/usage", { signal });
       const rows = budgetRows(usage);
-      body.replaceChildren(
+      fill(
+        body,
         h("figure", { class: "usage-figure" },
           usageBars(rows),
           h("figcaption", null, "Used against each limit of your TabPFN account, as TabPFN reports it.")),
