@@ -187,7 +187,12 @@ class Console:
 
     def screenshot(self, name: str, *, full_page: bool = False) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+        # Keys shown once are blacked out: the pictures are committed.
+        self.page.screenshot(
+            path=str(SCREENSHOTS / f"{name}.png"),
+            full_page=full_page,
+            mask=[self.page.locator(".secret")],
+        )
 
     def foreign_requests(self) -> list[str]:
         return [url for url in self.requests if not url.startswith((self.base_url, "blob:"))]
@@ -293,7 +298,10 @@ def test_a_csv_goes_to_a_confusion_matrix_and_back_as_a_download(
     timeline = page.locator("ol.timeline").text_content()
     assert "Submitted" in timeline and "Started" in timeline and "Succeeded" in timeline
     assert "Time reported by TabPFN" in timeline
-    page.get_by_role("button", name="Download CSV").wait_for()
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download Parquet").click()
+    assert download_info.value.suggested_filename == f"{job_id}.parquet"
+    assert Path(download_info.value.path()).read_bytes()[:4] == b"PAR1"
     console.screenshot("job", full_page=True)
 
     page.get_by_role("button", name="Redeliver webhook").click()
@@ -325,6 +333,32 @@ def test_a_csv_goes_to_a_confusion_matrix_and_back_as_a_download(
     assert console.dialogs == []
 
 
+def test_a_regression_shows_predicted_against_actual(console, api, tmp_path) -> None:
+    headers = register(api)
+    header = ["x", "colour", "price"]
+    rows = [[str(i), "red" if i % 2 else "blue", str(2.5 * i + (i % 3))] for i in range(40)]
+    train = _write_csv(tmp_path / "train.csv", header, rows[::2])
+    test = _write_csv(tmp_path / "test.csv", header, rows[1::2])
+    page = console.page
+    console.sign_in(_key(headers))
+    console.go("Try it")
+    page.get_by_label("Training CSV", exact=True).set_input_files(str(train))
+    # The target's values are many numbers with fractions: the task is guessed.
+    expect(page.get_by_label("Target column")).to_have_value("price")
+    expect(page.get_by_label("Task")).to_have_value("regression")
+    page.get_by_label("Output").select_option("quantiles")
+    page.get_by_label("Quantiles").fill("0.1,0.9")
+    page.get_by_label("Test CSV (optional)").set_input_files(str(test))
+    page.get_by_role("button", name="Run fit-predict").click()
+    plot = page.locator("svg.scatter")
+    plot.wait_for()
+    expect(plot.locator("circle.point")).to_have_count(20)
+    r2 = float(re.search(r"R² (-?[\d.]+)", plot.get_attribute("aria-label")).group(1))
+    assert r2 > 0.8  # a straight line is easy; a broken plot is not
+    headers_shown = page.locator("table.results-table th").all_text_contents()
+    assert headers_shown == ["#", "actual", "prediction", "q 0.1", "q 0.9"]
+
+
 def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator_knobs) -> None:
     headers = register(api)
     emulator_knobs(latency_s=1.0)
@@ -346,6 +380,20 @@ def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator
     page.get_by_label("Status").select_option("succeeded")
     page.get_by_role("button", name="Apply").click()
     page.locator(f"tr[data-job-id='{job_id}']").wait_for()
+
+    # Pages by cursor: three jobs, two a page.
+    newer = [api.post("/jobs/fit", json=fit, headers=headers).json()["id"] for _ in range(2)]
+    console.open("#/jobs?limit=2")
+    rows = page.locator("table.jobs-table tbody tr")
+    expect(rows).to_have_count(2)
+    assert [r.get_attribute("data-job-id") for r in rows.all()] == newer[::-1]
+    page.get_by_role("button", name="Older →").click()
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-job-id") == job_id
+    expect(page.get_by_role("button", name="Older →")).to_be_disabled()
+    page.get_by_role("button", name="← Newer").click()
+    expect(rows).to_have_count(2)
+    expect(page.get_by_role("button", name="← Newer")).to_be_disabled()
 
 
 def test_waiting_reasons_and_rate_windows_are_shown_when_the_api_sends_them(console, api) -> None:
