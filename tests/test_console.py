@@ -135,6 +135,36 @@ def test_the_wheel_carries_the_console(tmp_path: Path) -> None:
 # --- In the browser ----------------------------------------------------------
 
 
+# Text whose colour against its background is under WCAG AA (4.5:1): a list of
+# "text (ratio)" for every HTML element with its own visible text on the page.
+LOW_CONTRAST_JS = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+    .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+    .reduce((acc, v, i) => acc + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] > 0) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest("svg") || !el.checkVisibility()) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own) continue;
+    const style = getComputedStyle(el);
+    const fg = rgb(style.color);
+    const [a, b] = [lum(fg.slice(0, 3)), lum(background(el))].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    const minimum = el.disabled || el.closest("button:disabled") ? 0 : 4.5;
+    if (ratio < minimum) low.push(`${el.textContent.trim().slice(0, 30)} (${ratio.toFixed(2)})`);
+  }
+  return low;
+}"""
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     if not CHROMIUM.exists():
@@ -193,6 +223,9 @@ class Console:
             full_page=full_page,
             mask=[self.page.locator(".secret")],
         )
+
+    def low_contrast(self) -> list[str]:
+        return self.page.evaluate(LOW_CONTRAST_JS)
 
     def foreign_requests(self) -> list[str]:
         return [url for url in self.requests if not url.startswith((self.base_url, "blob:"))]
@@ -277,6 +310,7 @@ def test_a_csv_goes_to_a_confusion_matrix_and_back_as_a_download(
     assert matrix.locator("tbody th").all_text_contents() == ["setosa", "versicolor", "virginica"]
     matrix.scroll_into_view_if_needed()
     console.screenshot("try-it")
+    assert console.low_contrast() == []
 
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download predictions (CSV)").click()
@@ -303,6 +337,7 @@ def test_a_csv_goes_to_a_confusion_matrix_and_back_as_a_download(
     assert download_info.value.suggested_filename == f"{job_id}.parquet"
     assert Path(download_info.value.path()).read_bytes()[:4] == b"PAR1"
     console.screenshot("job", full_page=True)
+    assert console.low_contrast() == []
 
     page.get_by_role("button", name="Redeliver webhook").click()
     first, second = receiver.wait_for(2)
@@ -316,6 +351,7 @@ def test_a_csv_goes_to_a_confusion_matrix_and_back_as_a_download(
     row.wait_for()
     assert row.locator(".badge").text_content() == "succeeded"
     console.screenshot("jobs")
+    assert console.low_contrast() == []
 
     console.go("Models")
     page.locator("details.model").first.wait_for()
@@ -456,6 +492,7 @@ def test_a_revoked_key_signs_the_console_out_at_the_next_request(console, api) -
     page.get_by_text("(this console)").wait_for()
     expect(page.locator("tbody tr")).to_have_count(2)
     console.screenshot("keys")
+    assert console.low_contrast() == []
 
     # The key lives in this tab's sessionStorage only: no cookie, no URL, no localStorage.
     storage = page.evaluate("() => [Object.values(sessionStorage), Object.keys(localStorage)]")
@@ -475,6 +512,7 @@ def test_a_revoked_key_signs_the_console_out_at_the_next_request(console, api) -
     assert api.get("/auth/me", headers=headers).status_code == 401
     assert console.dialogs and console.dialogs[0].startswith("confirm: Revoke key")
     console.screenshot("signed-out")
+    assert console.low_contrast() == []
 
     # A wrong key is refused with the message and the code.
     page.get_by_label("API key", exact=True).fill("tpa_notakey")
