@@ -565,8 +565,10 @@ def test_user_text_is_rendered_as_text_never_as_markup(browser, stack, api, tmp_
         missing = _write_csv(tmp_path / "missing.csv", ["width", "label"], [["1", "ok"]])
         page.get_by_label("Test CSV (optional)").set_input_files(str(missing))
         page.get_by_role("button", name="Run fit-predict").click()
-        refused = page.locator("form .notice.error, #run-title ~ div .notice.error").first
+        refused = page.locator("form .notice.error")
         refused.wait_for()
+        assert XSS_COLUMN in refused.locator(".error-message").text_content()
+        assert refused.locator("code.error-code").text_content() == "validation_error"
 
         console.go("Models")
         page.locator("details.model summary").first.click()

@@ -17,6 +17,10 @@ const PREVIEW_ROWS = 5;
 const RESULT_ROWS = 50;
 const HOLDOUT_SHARE = 0.2;
 
+function rowsText(n) {
+  return `${n} row${n === 1 ? "" : "s"}`;
+}
+
 /** Numbers with many values, or any fraction: a regression; anything else: classes. */
 function guessTask(values) {
   const present = values.filter((v) => v.trim() !== "");
@@ -101,12 +105,12 @@ export function render(main, { signal }) {
   const describe = () => {
     const parts = [];
     if (train) {
-      parts.push(notice(`${train.file.name}: ${train.table.rows.length} rows, ${train.table.columns.length} columns.`),
+      parts.push(notice(`${train.file.name}: ${rowsText(train.table.rows.length)}, ${train.table.columns.length} columns.`),
         preview(train.table, `First rows of ${train.file.name}`));
     }
     if (test) {
       const labelled = test.table.columns.includes(targetSelect.value);
-      parts.push(notice(`${test.file.name}: ${test.table.rows.length} rows${labelled ? `, with the target column (used to score the predictions; removed before upload)` : ", without the target column (predictions only)"}.`));
+      parts.push(notice(`${test.file.name}: ${rowsText(test.table.rows.length)}${labelled ? `, with the target column (used to score the predictions; removed before upload)` : ", without the target column (predictions only)"}.`));
     } else if (train) {
       parts.push(notice(`No test file: ${Math.round(HOLDOUT_SHARE * 100)}% of the training rows, chosen at random, are held out to test on.`));
     }
