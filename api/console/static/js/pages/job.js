@@ -9,6 +9,7 @@ import {
 } from "../ui.js";
 
 const PREVIEW_ROWS = 20;
+const WAITING_REFRESH_MS = 10000;
 
 function summary(job) {
   const rows = [
@@ -197,10 +198,21 @@ export async function render(main, { signal, params }) {
     if (fresh.stage && !seen.has(fresh.stage)) seen.set(fresh.stage, new Date().toISOString());
     draw();
   };
+  // Events come on changes of state or stage; a queued job's waiting reason can
+  // change without either, so it is read again now and then.
+  const refreshWhileQueued = async () => {
+    while (!signal.aborted && !isFinished(job.status)) {
+      await sleep(WAITING_REFRESH_MS, signal);
+      if (signal.aborted || job.status !== "queued") continue;
+      const fresh = await call("GET", `/jobs/${jobId}`, { signal }).catch(() => null);
+      if (fresh && fresh.status === "queued" && job.status === "queued") onJob(fresh);
+    }
+  };
   draw();
   loadHooks().catch((error) => fill(hooksBody, errorBox(error, "Could not load webhook deliveries")));
 
   if (!isFinished(job.status)) {
+    refreshWhileQueued();
     const final = await followJob(jobId, onJob, signal);
     if (signal.aborted || !final) return;
     job = final;
