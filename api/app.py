@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.body_limit import BodyLimitMiddleware
+from api.console import mount_console
 from api.errors import install_error_handlers
 from api.job_waiter import JobWaiter
 from api.request_log import RequestLogMiddleware
@@ -65,4 +66,5 @@ def create_app() -> FastAPI:
     app.include_router(health.router, include_in_schema=False)
     app.include_router(metrics.router, include_in_schema=False)
     app.include_router(root.router)
+    mount_console(app)
     return app

@@ -1,0 +1,180 @@
+// Jobs: the caller's jobs, newest first, with filters, cursor pagination and
+// live status (event streams for the unfinished jobs shown, a refresh for new ones).
+
+import { call, followJob, isFinished, sleep } from "../api.js";
+import { field, h, select } from "../dom.js";
+import { badge, between, errorBox, formatSeconds, formatTime, loading, shortId, waitingText } from "../ui.js";
+
+const STATUSES = ["", "queued", "running", "succeeded", "failed", "canceled"];
+const TYPES = ["", "fit", "predict", "fit_predict"];
+const PAGE_SIZES = ["20", "50", "100"];
+// Browsers allow six connections per origin; leave room for the page's other calls.
+const MAX_STREAMS = 3;
+const REFRESH_MS = 5000;
+// Cursors of the pages before this one, so "Newer" can go back.
+let trail = [];
+
+function hashFor(query) {
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(query)) if (value) params.set(name, value);
+  const search = params.toString();
+  return search ? `/jobs?${search}` : "/jobs";
+}
+
+function statusCell(job) {
+  const waiting = job.status === "queued" ? waitingText(job.waiting) : null;
+  return h(
+    "span",
+    { class: "status-cell" },
+    badge(job.status),
+    job.stage ? h("span", { class: "muted" }, ` ${job.stage}`) : null,
+    waiting ? h("span", { class: "waiting-reason", title: waiting.text }, ` waiting: ${waiting.reason}`) : null,
+  );
+}
+
+function rowFor(job) {
+  const duration = job.started_at ? between(job.started_at, job.finished_at) : null;
+  return h(
+    "tr",
+    { dataset: { jobId: job.id, status: job.status } },
+    h("td", null, h("a", { href: `#/jobs/${job.id}`, "aria-label": `Job ${job.id}` }, h("code", null, shortId(job.id)))),
+    h("td", null, job.type),
+    h("td", null, job.task ?? "—"),
+    h("td", null, statusCell(job)),
+    h("td", null, formatTime(job.created_at)),
+    h("td", null, duration === null ? "—" : formatSeconds(duration)),
+    h("td", null, job.error ? h("code", { title: job.error.message }, job.error.code) : ""),
+  );
+}
+
+export async function render(main, { signal, query, navigate }) {
+  const filters = {
+    status: query.get("status") || "",
+    type: query.get("type") || "",
+    limit: query.get("limit") || "20",
+    before: query.get("before") || "",
+  };
+  if (!filters.before) trail = [];
+
+  const statusSelect = select(STATUSES.map((v) => [v, v || "any"]), { name: "status", value: filters.status });
+  const typeSelect = select(TYPES.map((v) => [v, v || "any"]), { name: "type", value: filters.type });
+  const sizeSelect = select(PAGE_SIZES, { name: "limit", value: filters.limit });
+  const form = h(
+    "form",
+    { class: "filters", "aria-label": "Filter jobs" },
+    field("Status", statusSelect),
+    field("Type", typeSelect),
+    field("Per page", sizeSelect),
+    h("button", { type: "submit" }, "Apply"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    trail = [];
+    navigate(hashFor({ status: statusSelect.value, type: typeSelect.value, limit: sizeSelect.value }));
+  });
+
+  const body = h("div", null, loading());
+  const live = h("p", { class: "muted live-note", "aria-live": "polite" });
+  main.append(
+    h("div", { class: "page-head" }, h("h1", null, "Jobs"), h("a", { class: "button", href: "#/try" }, "New job from a CSV")),
+    form,
+    live,
+    body,
+  );
+
+  const params = new URLSearchParams({ limit: filters.limit });
+  if (filters.status) params.set("status", filters.status);
+  if (filters.type) params.set("type", filters.type);
+  if (filters.before) params.set("before", filters.before);
+
+  let page;
+  try {
+    page = await call("GET", `/jobs?${params}`, { signal });
+  } catch (error) {
+    body.replaceChildren(errorBox(error, "Could not list jobs"));
+    return;
+  }
+
+  const rows = new Map();
+  const tbody = h("tbody");
+  const update = (job) => {
+    const row = rowFor(job);
+    const old = rows.get(job.id);
+    const hadFocus = old && old.contains(document.activeElement);
+    if (old) old.replaceWith(row);
+    else tbody.append(row);
+    rows.set(job.id, row);
+    if (hadFocus) row.querySelector("a").focus();
+  };
+  page.jobs.forEach(update);
+
+  const pager = h(
+    "nav",
+    { class: "pager", "aria-label": "Pages of jobs" },
+    h("button", {
+      type: "button", class: "secondary", disabled: !filters.before,
+      on: { click: () => { const previous = trail.pop() ?? ""; navigate(hashFor({ ...filters, before: previous })); } },
+    }, "← Newer"),
+    h("button", {
+      type: "button", class: "secondary", disabled: !page.next_cursor,
+      on: { click: () => { trail.push(filters.before); navigate(hashFor({ ...filters, before: page.next_cursor })); } },
+    }, "Older →"),
+  );
+
+  if (page.jobs.length === 0) {
+    body.replaceChildren(
+      h("p", { class: "empty" }, filters.status || filters.type ? "No jobs match these filters." : "No jobs yet. ",
+        filters.status || filters.type ? null : h("a", { href: "#/try" }, "Run one from a CSV.")),
+      pager,
+    );
+  } else {
+    body.replaceChildren(
+      h(
+        "div",
+        { class: "table-wrap" },
+        h(
+          "table",
+          { class: "jobs-table" },
+          h("caption", { class: "visually-hidden" }, "Your jobs, newest first"),
+          h("thead", null, h("tr", null, ["Job", "Type", "Task", "Status", "Created", "Run time", "Error"].map(
+            (name) => h("th", { scope: "col" }, name),
+          ))),
+          tbody,
+        ),
+      ),
+      pager,
+    );
+  }
+
+  // Live: a stream per unfinished job shown (a few at most) ...
+  const streamed = page.jobs.filter((job) => !isFinished(job.status)).slice(0, MAX_STREAMS);
+  for (const job of streamed) {
+    followJob(job.id, update, signal).catch(() => {});
+  }
+  // ... and, on the first page, a refresh that picks up new jobs and the rest.
+  if (filters.before) return;
+  live.textContent = "Updates live.";
+  while (!signal.aborted) {
+    await sleep(REFRESH_MS, signal);
+    if (signal.aborted || document.hidden) continue;
+    try {
+      const fresh = await call("GET", `/jobs?${params}`, { signal });
+      const known = new Set(rows.keys());
+      const newcomers = fresh.jobs.filter((job) => !known.has(job.id));
+      if (newcomers.length) {
+        for (const row of rows.values()) row.remove();
+        rows.clear();
+        fresh.jobs.forEach(update);
+        if (!tbody.isConnected) navigate(hashFor(filters)); // the list was empty: draw the table
+      } else {
+        fresh.jobs.forEach((job) => {
+          const row = rows.get(job.id);
+          if (row && row.dataset.status !== job.status) update(job);
+        });
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      live.textContent = `Live updates paused: ${error.message} (${error.code ?? "error"})`;
+    }
+  }
+}
