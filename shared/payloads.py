@@ -25,6 +25,7 @@ from pandas.api import types as ptypes
 
 from shared.errors import ValidationFailed
 from shared.job_states import CLASSIFICATION
+from shared.number_range import check_numbers, first_out_of_range, out_of_range
 
 # The train set's target travels as the last Parquet column under this name.
 TARGET_COLUMN = "__tabpfn_api_target__"
@@ -42,16 +43,18 @@ def _first(mask: np.ndarray | pd.Series) -> int:
     return int(np.argmax(np.asarray(mask)))
 
 
-def _numbers(values: pd.Series, where: str) -> pd.Series:
+def _numbers(values: pd.Series, where: str, *, float32: bool = True) -> pd.Series:
+    """float64 numbers; past float32's range refused (`float32=False`: only infinities)."""
     try:
         array = values.to_numpy(dtype="float64", na_value=np.nan)
     except (OverflowError, ValueError, TypeError) as exc:
         raise ValidationFailed(f"{where} holds a number out of range: {exc}.") from exc
-    infinite = np.isinf(array)
-    if infinite.any():
-        raise ValidationFailed(
-            f"{where}, row {_first(infinite)} is infinite; leave it empty (null) if missing."
-        )
+    if float32:
+        check_numbers(array, where)
+    else:
+        infinite = np.isinf(array)
+        if infinite.any():
+            raise out_of_range(where, _first(infinite), float(array[_first(infinite)]))
     return pd.Series(array, index=values.index, dtype="float64")
 
 
@@ -94,11 +97,12 @@ def _mixed_column(values: pd.Series, where: str) -> pd.Series:
         )
     if not any(issubclass(t, str) for t in found):
         return _numbers(values, where)
+    # Numbers in a text column become text, but infinity is no value to write down.
     floats = cell_types.isin([t for t in found if issubclass(t, float | np.floating)])
     infinite = np.isinf(values[floats].to_numpy(dtype="float64"))
     if infinite.any():
         row = int(np.flatnonzero(floats.to_numpy())[_first(infinite)])
-        raise ValidationFailed(f"{where}, row {row} is infinite; leave it empty (null) if missing.")
+        raise out_of_range(where, row, float(values.iloc[row]))
     return _text(values)
 
 
@@ -157,7 +161,8 @@ def check_column_names(names: Sequence[Any], *, name: str) -> list[str]:
 def table_from_frame(frame: pd.DataFrame, *, name: str) -> pd.DataFrame:
     """Validate a feature table and normalize it to text and float64 columns.
 
-    Infinite numbers, and cells that are objects or lists, are refused (422).
+    Numbers past float32's range (infinities too), and cells that are objects
+    or lists, are refused (422).
     """
     if frame.shape[1] == 0:
         raise ValidationFailed(f"{name} has no columns.")
@@ -205,7 +210,7 @@ def _numeric_matrix(X: Sequence[Any]) -> np.ndarray | None:
 
     The common case (a numeric table) in a few vectorized steps instead of a
     validation per column; any text, boolean, nested value, uneven row or
-    infinity returns None, and the general path decides (and words the error).
+    number past float32's range returns None, and the general path decides (and words the error).
     """
     try:
         cells = np.array(X, dtype=object)
@@ -219,7 +224,7 @@ def _numeric_matrix(X: Sequence[Any]) -> np.ndarray | None:
         matrix = cells.astype(np.float64)
     except (TypeError, ValueError, OverflowError):
         return None
-    return None if np.isinf(matrix).any() else matrix
+    return None if first_out_of_range(matrix.ravel()) is not None else matrix
 
 
 def _row_names(width: int, columns: Sequence[str] | None, name: str) -> list[str]:
@@ -308,7 +313,7 @@ def labels_from_series(y: pd.Series, *, task: str, name: str) -> pd.Series:
         elif kind == "boolean":
             labels = y.astype(bool)
         elif kind in _NUMBER_KINDS:
-            labels = _numbers(y, name)
+            labels = _numbers(y, name, float32=False)  # classes are labels, not numbers
         else:
             raise ValidationFailed(f"{name} holds {kind} values; use numbers or strings as labels.")
         labels = labels.reset_index(drop=True)
