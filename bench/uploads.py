@@ -31,7 +31,7 @@ from bench.stack import SECRET_KEY, SERVICE_TOKEN, _start, _stop
 from tests.services import create_database, drop_database, find_services, migrate
 from tests.stack import base_env, free_port, wait_http
 
-BLOCK_ROWS = 100_000  # one block: 100,000 × 20 (18 numbers, a word, a date) ≈ 17 MiB
+BLOCK_ROWS = 25_000  # one block: 25,000 × 20 (18 numbers, a word, a date) ≈ 4.4 MiB of CSV
 
 
 def _block(seed: int) -> pd.DataFrame:
@@ -67,6 +67,10 @@ def write_file(path: Path, fmt: str, size_mib: int) -> int:
     return rows
 
 
+# A train set with the test files' columns.
+TRAIN = _block(0).iloc[:4].assign(y=["a", "b", "a", "b"]).to_csv(index=False).encode()
+
+
 def _register(client: httpx.Client) -> dict[str, str]:
     response = client.post("/auth/setup", json={"tabpfn_token": SERVICE_TOKEN})
     response.raise_for_status()
@@ -84,15 +88,15 @@ def measure(client: httpx.Client, headers: dict, pid: int, path: Path, fmt: str)
             headers=headers,
             data={"task": "classification", "target": "y"},
             files={
-                "train_file": ("train.csv", b"f0,y\n1,a\n2,b\n3,a\n"),
+                "train_file": ("train.csv", TRAIN),
                 "test_file": (f"test.{fmt}", file),
             },
         )
     seconds = time.perf_counter() - started
     after = memory_kb(pid)
     outcome = response.json()
-    if response.status_code == 202:
-        client.post(f"/jobs/{outcome['id']}/cancel", headers=headers)
+    assert response.status_code == 202, outcome
+    client.post(f"/jobs/{outcome['id']}/cancel", headers=headers)
     return {
         "status": response.status_code,
         "code": outcome.get("code"),
