@@ -13,7 +13,6 @@ dates and times are ISO text.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -29,8 +28,6 @@ from shared.number_range import check_numbers, first_out_of_range, out_of_range
 
 # The train set's target travels as the last Parquet column under this name.
 TARGET_COLUMN = "__tabpfn_api_target__"
-# Encoded payloads larger than this wait for storage on disk, not in memory.
-SPOOL_BYTES = 4 * 2**20
 
 _NUMBER_KINDS = {"integer", "floating", "mixed-integer-float", "decimal", "boolean"}
 _DATE_KINDS = {"date", "datetime", "datetime64"}
@@ -351,14 +348,18 @@ def align_columns(table: pd.DataFrame, model_columns: list[str], *, named: bool)
 
 
 def encode_table(table: pd.DataFrame) -> BinaryIO:
-    """The table as zstd Parquet in a temporary file, in memory only while it is small."""
-    # Closed by the caller once stored.
-    file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    """The table as zstd Parquet, in an Arrow buffer read like a file (closed once stored).
+
+    Only JSON bodies come here (at most MAX_REQUEST_BYTES, and already a
+    DataFrame in memory); uploads are encoded batch by batch to disk
+    (shared/table_ingest.py). Arrow writes into its own buffer without a
+    Python call per write, a fifth of the encode's CPU for a small table.
+    """
+    sink = pa.BufferOutputStream()
     # What DataFrame.to_parquet does, without its per-call path and option handling
     # (a millisecond per table, on every submit).
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), file, compression="zstd")
-    file.seek(0)
-    return file
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), sink, compression="zstd")
+    return pa.BufferReader(sink.getvalue())
 
 
 def decode_table(data: bytes) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from shared.limits import (
     check_train_shape,
 )
 from shared.number_range import check_numbers, out_of_range
-from shared.payloads import SPOOL_BYTES, TARGET_COLUMN, check_column_names
+from shared.payloads import TARGET_COLUMN, check_column_names
 from shared.table_files import PARQUET, detect_format
 from shared.upload_sources import (
     BOOLEAN,
@@ -62,6 +62,8 @@ from shared.upstream import upstream_limits
 # Bytes a stored cell takes at least once decoded (a float64, or a text cell's
 # offset and data): the budget check a Parquet file's metadata allows.
 _MIN_CELL_BYTES = 8
+# An encoded upload larger than this waits for storage on disk, not in memory.
+SPOOL_BYTES = 4 * 2**20
 _LABEL_TYPES = {INTEGER: pa.int64(), NUMBER: pa.float64(), BOOLEAN: pa.bool_(), TEXT: pa.string()}
 
 
