@@ -245,3 +245,15 @@ def test_a_test_set_past_the_decoded_budget_is_refused(api, small_budget_api, bo
         _refused(over, "limit_exceeded", "at least", "max_decoded_bytes")
     api.post(f"/jobs/{under.json()['id']}/cancel", headers=headers)
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 1
+
+
+def test_upload_limits_are_named_like_json_ones(api):
+    """Classes counted across batches, columns from the header: the same limit names as JSON."""
+    headers = register(api)
+    classes = b"x,y\n" + b"".join(b"%d,c%d\n" % (i, i % 11) for i in range(9_000))
+    too_wide = (",".join(f"f{j}" for j in range(501)) + ",y\n").encode() + b"0," * 501 + b"a\n"
+    for content, limit in [(classes, "max_classes"), (too_wide, "max_cols")]:
+        response = _fit_file(api, headers, "classification", "t.csv", content)
+        error = _refused(response, "limit_exceeded", limit)
+        assert error["limit"] == limit
+    _nothing_stored(api, headers)
