@@ -52,6 +52,10 @@ class Settings(BaseSettings):
 
     max_request_bytes: int = 50 * 1024 * 1024
     max_upload_bytes: int = 500 * 1024 * 1024
+    # The most an uploaded table may decode to (float64 numbers and text, as stored
+    # and as a worker holds it), checked from Parquet metadata before decoding and
+    # counted as any upload is read: a 1 MiB file can describe 30 million rows.
+    max_decoded_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
 
     # Requests per minute one API key may make (0: no limit).
     rate_limit_per_minute: int = 600

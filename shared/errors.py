@@ -30,6 +30,12 @@ class LimitExceeded(ValidationFailed):
     code = "limit_exceeded"
 
 
+class NumberOutOfRange(ValidationFailed):
+    """A number TabPFN cannot take: infinite, or past float32's range (±3.4e38)."""
+
+    code = "number_out_of_range"
+
+
 class UnsupportedFile(ValidationFailed):
     """An upload that is neither CSV nor Parquet."""
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
@@ -24,22 +23,20 @@ from shared.errors import (
 )
 from shared.job_data import insert_job_data
 from shared.job_lifecycle import cancel_job
-from shared.limits import check_test_limits, check_train_limits
+from shared.limits import check_classes, check_test_shape, check_train_shape
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import (
     TARGET_COLUMN,
     align_columns,
     encode_table,
     labels_from_json,
-    labels_from_series,
     names_columns,
-    table_from_frame,
     table_from_json,
 )
 from shared.security import decrypt_secret
-from shared.table_files import pop_target, read_table_file
+from shared.table_ingest import Target, ingest_upload
 from shared.tabpfn import load_client
-from shared.upstream import delete_upstream_model
+from shared.upstream import delete_upstream_model, upstream_limits
 from shared.webhook_targets import check_target
 
 CLASSIFIER_OUTPUTS = ("labels", "probabilities")
@@ -110,31 +107,38 @@ class FileTable:
 TableInput = JsonTable | FileTable
 
 
-def _train_table(task: str, data: TableInput) -> pd.DataFrame:
+def _train_parquet(task: str, data: TableInput) -> tuple[BinaryIO, list[str]]:
+    """The train set as stored (zstd Parquet, target last) and its feature columns."""
     if isinstance(data, FileTable):
-        frame = read_table_file(data.file, data.filename, name=data.field)
-        target = pop_target(frame, data.target or "", name=data.field)
-        table = table_from_frame(frame, name=data.field)
-        del frame
-        labels = labels_from_series(target, task=task, name=f"{data.field} column {data.target!r}")
-    else:
-        table = table_from_json(data.X, data.columns, name="train")
-        labels = labels_from_json(data.y or [], task=task, n_rows=len(table))
-    check_train_limits(table, n_classes=labels.nunique() if task == js.CLASSIFICATION else None)
+        stored = ingest_upload(
+            data.file,
+            data.filename,
+            name=data.field,
+            target=Target(column=data.target or "", task=task),
+        )
+        return stored.file, stored.columns
+    table = table_from_json(data.X, data.columns, name="train")
+    labels = labels_from_json(data.y or [], task=task, n_rows=len(table))
+    limit = upstream_limits()
+    check_train_shape(limit, *table.shape)
+    if task == js.CLASSIFICATION:
+        check_classes(limit, labels.nunique())
+    columns = list(table.columns)
     table[TARGET_COLUMN] = labels
-    return table
+    # Encoded at once: the DataFrame is freed before the row is written.
+    return encode_table(table), columns
 
 
-def _test_table(data: TableInput, model_columns: list[str]) -> pd.DataFrame:
+def _test_parquet(data: TableInput, model_columns: list[str]) -> BinaryIO:
     if isinstance(data, FileTable):
-        frame = read_table_file(data.file, data.filename, name=data.field)
-        table, named = table_from_frame(frame, name=data.field), True
-        del frame
-    else:
-        table = table_from_json(data.X, data.columns, name="test")
-        named = names_columns(data.X, data.columns)
-    check_test_limits(table)
-    return align_columns(table, model_columns, named=named)
+        stored = ingest_upload(
+            data.file, data.filename, name=data.field, model_columns=model_columns
+        )
+        return stored.file
+    table = table_from_json(data.X, data.columns, name="test")
+    check_test_shape(upstream_limits(), table.shape[1])
+    named = names_columns(data.X, data.columns)
+    return encode_table(align_columns(table, model_columns, named=named))
 
 
 def _check_callback(callback_url: str | None) -> None:
@@ -188,8 +192,7 @@ def create_fit_job(
     _check_task(task)
     params = {"options": _check_options(task, options)}
     _check_callback(callback_url)
-    # Encoded at once: the DataFrame is freed before the row is written.
-    train_parquet = encode_table(_train_table(task, train))
+    train_parquet, _ = _train_parquet(task, train)
     return _new_job(
         session=session,
         user=user,
@@ -216,7 +219,7 @@ def create_predict_job(
     model = get_model(session=session, user=user, model_id=model_id)
     params = _check_output(model.task, output, quantiles)
     _check_callback(callback_url)
-    test_parquet = encode_table(_test_table(test, model.columns))
+    test_parquet = _test_parquet(test, model.columns)
     return _new_job(
         session=session,
         user=user,
@@ -245,11 +248,12 @@ def create_fit_predict_job(
     _check_task(task)
     params = {"options": _check_options(task, options), **_check_output(task, output, quantiles)}
     _check_callback(callback_url)
-    train_table = _train_table(task, train)
-    train_columns = [c for c in train_table.columns if c != TARGET_COLUMN]
-    train_parquet = encode_table(train_table)
-    del train_table
-    test_parquet = encode_table(_test_table(test, train_columns))
+    train_parquet, train_columns = _train_parquet(task, train)
+    try:
+        test_parquet = _test_parquet(test, train_columns)
+    except BaseException:
+        train_parquet.close()
+        raise
     return _new_job(
         session=session,
         user=user,

@@ -17,7 +17,7 @@ from shared.errors import ValidationFailed
 from shared.payloads import decode_table, encode_table, table_from_json
 
 NUMERIC_ROWS = [
-    [[1.5, 2, None], [3, -4.25, 5], [None, 0, 7e300]],
+    [[1.5, 2, None], [3, -4.25, 5], [None, 0, 3e38]],  # 3e38: within float32
     [[1, 2], [3, 4]],
     [[2**70, 0.5]],  # an integer beyond 64 bits: a float like any other number
 ]
@@ -47,6 +47,7 @@ def test_numeric_rows_take_the_fast_path_and_match_the_general_one(rows):
         [[1.0, [2.0]], [3.0, 4.0]],  # a nested list
         [[1.0, 2.0], [3.0]],  # uneven rows
         [[1.0, float("inf")]],  # infinity: refused, in the general path's words
+        [[1.0, 7e300]],  # past float32's range (TabPFN's): refused the same way
     ],
 )
 def test_other_rows_take_the_general_path(rows):

@@ -51,8 +51,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "idempotency_conflict"},
     422: {
         "model": ErrorOut,
-        "description": "validation_error or limit_exceeded; for uploads also "
-        "unsupported_file or file_format_mismatch",
+        "description": "validation_error, limit_exceeded or number_out_of_range; "
+        "for uploads also unsupported_file or file_format_mismatch",
     },
 }
 _TOO_LARGE = {
