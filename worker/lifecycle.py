@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def warm_up() -> float:
     """Import and connect what jobs need; the seconds it took."""
     started = time.perf_counter()
-    import pandas  # noqa: F401
+    import pandas
     import pyarrow.parquet  # noqa: F401
     from sqlalchemy import text
 
@@ -39,9 +39,15 @@ def warm_up() -> float:
     from shared.upstream import upstream_limits
 
     client = load_client()
-    from tabpfn_client.estimator import _clean_text_features  # noqa: F401
+    from tabpfn_client.estimator import _clean_text_features
+
+    from shared.payloads import decode_table, encode_table
 
     client.models.ClientOptions  # noqa: B018  (resolves the lazily built model classes)
+    # One round trip through the codec and the client's text cleaning: their first
+    # calls build caches (pyarrow's, pandas') that a job should not pay for.
+    table = decode_table(encode_table(pandas.DataFrame({"x": [1.0], "c": ["a"]})).read())
+    _clean_text_features(table)
     try:
         with get_engine().connect() as connection:
             connection.execute(text("SELECT 1"))
