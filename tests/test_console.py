@@ -223,6 +223,7 @@ class Console:
             path=str(SCREENSHOTS / f"{name}.png"),
             full_page=full_page,
             mask=[self.page.locator(".secret")],
+            mask_color="#4f5863",
         )
 
     def low_contrast(self) -> list[str]:
