@@ -223,6 +223,7 @@ class Console:
             path=str(SCREENSHOTS / f"{name}.png"),
             full_page=full_page,
             mask=[self.page.locator(".secret")],
+            mask_color="#4f5863",
         )
 
     def low_contrast(self) -> list[str]:
@@ -431,6 +432,15 @@ def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator
     page.get_by_role("button", name="← Newer").click()
     expect(rows).to_have_count(2)
     expect(page.get_by_role("button", name="← Newer")).to_be_disabled()
+
+    # A job is canceled from its page, and the page follows it to the end.
+    emulator_knobs(latency_s=3.0)
+    slow = api.post("/jobs/fit", json=fit, headers=headers).json()["id"]
+    console.open(f"#/jobs/{slow}")
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator(".summary .badge")).to_have_text("canceled")
+    expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    assert api.get(f"/jobs/{slow}", headers=headers).json()["status"] == "canceled"
 
 
 def test_waiting_reasons_and_rate_windows_are_shown_when_the_api_sends_them(console, api) -> None:
