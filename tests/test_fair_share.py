@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import register, wait_for_job
 from tests.support.stacks import running_stack
@@ -88,6 +89,18 @@ def test_a_small_user_is_not_starved_by_a_flood(client):
     reasons = [j["waiting"]["reason"] for j in shown]
     # (A job of theirs may end between two reads: for that moment, they wait for a slot.)
     assert set(reasons) <= {"fair_share", "capacity"} and "fair_share" in reasons, reasons
+
+    # Operators see the same, by reason only (no user ids as labels).
+    metrics = httpx.get(f"{client.base_url}/metrics".replace("/api/v1/metrics", "/metrics"))
+    waiting = {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+        if sample.name == "tabpfn_api_jobs_waiting"
+    }
+    assert set(waiting) == {"capacity", "fair_share", "upstream_rate_limit", "retry_backoff"}
+    assert waiting["fair_share"] >= 1, waiting
+    assert "tabpfn_api_jobs_running" in metrics.text
 
     busy = run_one(client, small)
 
