@@ -235,40 +235,31 @@ def requeue_job(*, session: Session, claim: Claim, code: str, message: str, dela
     return True
 
 
+def _give_back(claim: Claim, session: Session, **values: Any) -> bool:
+    """Queue a claimed job again without counting its attempt (a wait, not a failure)."""
+    updated = session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(status=js.QUEUED, stage=None, attempts=Job.attempts - 1, **values)
+    )
+    if updated.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id, js.QUEUED)
+    return True
+
+
 def wait_for_window(*, session: Session, claim: Claim, until: datetime) -> bool:
     """Hand a job back until the upstream's rate window reopens.
 
     A wait, not a failure: the attempt the claim counted is given back, so a
     burst paced by the upstream never spends a job's MAX_ATTEMPTS.
     """
-    updated = session.execute(
-        update(Job)
-        .where(_owned(claim))
-        .values(
-            status=js.QUEUED,
-            stage=None,
-            attempts=Job.attempts - 1,
-            run_after=until,
-            wait_reason=WAIT_UPSTREAM_RATE_LIMIT,
-        )
-    )
-    if updated.rowcount != 1:
-        return False
-    job_changed(session, claim.job_id, js.QUEUED)
-    return True
+    return _give_back(claim, session, run_after=until, wait_reason=WAIT_UPSTREAM_RATE_LIMIT)
 
 
 def hand_back(*, session: Session, claim: Claim) -> bool:
     """Give a job back to the queue untouched (its worker is shutting down): not an attempt."""
-    updated = session.execute(
-        update(Job)
-        .where(_owned(claim))
-        .values(status=js.QUEUED, stage=None, attempts=Job.attempts - 1, run_after=None)
-    )
-    if updated.rowcount != 1:
-        return False
-    job_changed(session, claim.job_id, js.QUEUED)
-    return True
+    return _give_back(claim, session, run_after=None)
 
 
 def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:

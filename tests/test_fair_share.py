@@ -9,7 +9,6 @@ the TabPFN cloud.
 from __future__ import annotations
 
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import register, wait_for_job
-from tests.support.stacks import running_stack
+from tests.support.stacks import api_client, own_stack
+from tests.support.stacks import submit_small as submit
 
 TOKENS = ["flood-token", "small-token"]
 SLOTS = 4
@@ -26,47 +26,23 @@ CAP = 2
 
 @pytest.fixture(scope="module")
 def fair_stack(services, tmp_path_factory):
-    from tests.services import create_database, drop_database, migrate
-
-    url = create_database(services.admin_database_url)
-    migrate(url)
-    try:
-        with running_stack(
-            services=services,
-            database_url=url,
-            scratch=tmp_path_factory.mktemp("fair"),
-            secret_key=f"fair-{uuid.uuid4().hex}",
-            tokens=TOKENS,
-            worker_args=("--concurrency", str(SLOTS)),
-            beat=True,
-            MAX_RUNNING_PER_USER=str(CAP),
-            EMULATOR_LATENCY_S="0.15",
-            SWEEPER_INTERVAL_S="2",
-        ) as stack:
-            yield stack
-    finally:
-        drop_database(services.admin_database_url, url)
+    with own_stack(
+        services,
+        tmp_path_factory.mktemp("fair"),
+        tokens=TOKENS,
+        worker_args=("--concurrency", str(SLOTS)),
+        beat=True,
+        MAX_RUNNING_PER_USER=str(CAP),
+        EMULATOR_LATENCY_S="0.15",
+        SWEEPER_INTERVAL_S="2",
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
 def client(fair_stack, request):
-    with httpx.Client(base_url=f"{fair_stack.api_url}/api/v1", timeout=30) as api:
+    with api_client(fair_stack, request) as api:
         yield api
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(fair_stack.logs())
-
-
-BODY = {
-    "task": "classification",
-    "train": {"X": [[i, i % 3] for i in range(20)], "y": [i % 2 for i in range(20)]},
-    "test": {"X": [[1, 1], [2, 0]]},
-}
-
-
-def submit(api: httpx.Client, headers: dict) -> str:
-    response = api.post("/jobs/fit-predict", json=BODY, headers=headers)
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
 
 
 def run_one(api: httpx.Client, headers: dict) -> float:
@@ -124,42 +100,28 @@ PACED_TOKENS = ["burst-token", "bystander-token", "drained-token"]
 
 @pytest.fixture(scope="module")
 def paced_stack(services, tmp_path_factory):
-    from tests.services import create_database, drop_database, migrate
-
-    url = create_database(services.admin_database_url)
-    migrate(url)
-    try:
-        with running_stack(
-            services=services,
-            database_url=url,
-            scratch=tmp_path_factory.mktemp("paced"),
-            secret_key=f"paced-{uuid.uuid4().hex}",
-            tokens=PACED_TOKENS,
-            worker_args=("--concurrency", "8"),
-            beat=True,
-            SWEEPER_INTERVAL_S="2",
-            EMULATOR_MODEL="trivial",
-            EMULATOR_RATE_LIMITS="true",
-            EMULATOR_RATE_WINDOW_SCALE=SCALE,
-            EMULATOR_FITS_PER_MINUTE="10",
-            EMULATOR_PREDICTIONS_PER_MINUTE="10",
-            EMULATOR_UPLOADS_PER_MINUTE="20",
-            UPSTREAM_RATE_WINDOW_SCALE=SCALE,
-            UPSTREAM_FITS_PER_MINUTE="10",
-            UPSTREAM_PREDICTIONS_PER_MINUTE="10",
-            UPSTREAM_UPLOADS_PER_MINUTE="20",
-        ) as stack:
-            yield stack
-    finally:
-        drop_database(services.admin_database_url, url)
+    limits = {"FITS_PER_MINUTE": "10", "PREDICTIONS_PER_MINUTE": "10", "UPLOADS_PER_MINUTE": "20"}
+    with own_stack(
+        services,
+        tmp_path_factory.mktemp("paced"),
+        tokens=PACED_TOKENS,
+        worker_args=("--concurrency", "8"),
+        beat=True,
+        SWEEPER_INTERVAL_S="2",
+        EMULATOR_MODEL="trivial",
+        EMULATOR_RATE_LIMITS="true",
+        EMULATOR_RATE_WINDOW_SCALE=SCALE,
+        UPSTREAM_RATE_WINDOW_SCALE=SCALE,
+        **{f"EMULATOR_{name}": value for name, value in limits.items()},
+        **{f"UPSTREAM_{name}": value for name, value in limits.items()},
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
 def paced(paced_stack, request):
-    with httpx.Client(base_url=f"{paced_stack.api_url}/api/v1", timeout=30) as api:
+    with api_client(paced_stack, request) as api:
         yield api
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(paced_stack.logs())
 
 
 def emulator_stats(stack) -> dict:

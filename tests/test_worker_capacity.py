@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -17,7 +16,8 @@ import pytest
 from emulator.accounts import account_name
 from tests.conftest import register, wait_for_job
 from tests.stack import start
-from tests.support.stacks import running_stack
+from tests.support.stacks import api_client, own_stack
+from tests.support.stacks import submit_small as submit
 
 TOKENS = [f"inflight-{i}-token" for i in range(5)]
 SLOTS = 16
@@ -26,55 +26,31 @@ DEADLINE_S = 20
 
 @pytest.fixture(scope="module")
 def wide_stack(services, tmp_path_factory):
-    from tests.services import create_database, drop_database, migrate
-
-    url = create_database(services.admin_database_url)
-    migrate(url)
     scratch = tmp_path_factory.mktemp("wide")
-    try:
-        with running_stack(
-            services=services,
-            database_url=url,
-            scratch=scratch,
-            secret_key=f"wide-{uuid.uuid4().hex}",
-            tokens=TOKENS,
-            worker_args=("--concurrency", str(SLOTS), "-n", "wide-1@%h"),
-            EMULATOR_LATENCY_S="0.5",
-            EMULATOR_MODEL="trivial",
-            RUNNING_TIMEOUT_S=str(DEADLINE_S),
-            # Long enough that only the job's deadline can end a hung call.
-            UPSTREAM_CALL_TIMEOUT_S="120",
-            WORKER_DRAIN_S="2",
-        ) as stack:
-            stack.scratch = scratch
-            yield stack
-    finally:
-        drop_database(services.admin_database_url, url)
+    with own_stack(
+        services,
+        scratch,
+        tokens=TOKENS,
+        worker_args=("--concurrency", str(SLOTS), "-n", "wide-1@%h"),
+        EMULATOR_LATENCY_S="0.5",
+        EMULATOR_MODEL="trivial",
+        RUNNING_TIMEOUT_S=str(DEADLINE_S),
+        # Long enough that only the job's deadline can end a hung call.
+        UPSTREAM_CALL_TIMEOUT_S="120",
+        WORKER_DRAIN_S="2",
+    ) as stack:
+        stack.scratch = scratch
+        yield stack
 
 
 @pytest.fixture
 def client(wide_stack, request):
-    with httpx.Client(base_url=f"{wide_stack.api_url}/api/v1", timeout=30) as api:
+    with api_client(wide_stack, request) as api:
         yield api
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(wide_stack.logs())
 
 
 def emulator(stack, **knobs) -> None:
     httpx.patch(f"{stack.emulator_url}/_emulator/config", json=knobs).raise_for_status()
-
-
-BODY = {
-    "task": "classification",
-    "train": {"X": [[i, i % 3] for i in range(20)], "y": [i % 2 for i in range(20)]},
-    "test": {"X": [[1, 1], [2, 0]]},
-}
-
-
-def submit(api: httpx.Client, headers: dict) -> str:
-    response = api.post("/jobs/fit-predict", json=BODY, headers=headers)
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
 
 
 def test_one_process_holds_many_jobs_in_flight_each_call_with_its_owners_token(client, wide_stack):

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from tests.services import Services
 from tests.stack import Stack, base_env, free_port, start, wait_http
 
@@ -80,3 +82,47 @@ def running_stack(
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def own_stack(services: Services, scratch: Path, **options) -> Iterator[Stack]:
+    """A stack with a database of its own (created, migrated, dropped after)."""
+    from tests.services import create_database, drop_database, migrate
+
+    url = create_database(services.admin_database_url)
+    migrate(url)
+    try:
+        with running_stack(
+            services=services,
+            database_url=url,
+            scratch=scratch,
+            secret_key=f"own-{uuid.uuid4().hex}",
+            **options,
+        ) as stack:
+            yield stack
+    finally:
+        drop_database(services.admin_database_url, url)
+
+
+@contextmanager
+def api_client(stack: Stack, request) -> Iterator[httpx.Client]:
+    """An httpx client on the stack's /api/v1; prints the stack's logs if the test failed."""
+    with httpx.Client(base_url=f"{stack.api_url}/api/v1", timeout=30) as api:
+        yield api
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(stack.logs())
+
+
+# A small fit-predict: tests of scheduling care about how many jobs and when, not data.
+SMALL_FIT_PREDICT = {
+    "task": "classification",
+    "train": {"X": [[i, i % 3] for i in range(20)], "y": [i % 2 for i in range(20)]},
+    "test": {"X": [[1, 1], [2, 0]]},
+}
+
+
+def submit_small(api: httpx.Client, headers: dict) -> str:
+    """Submit SMALL_FIT_PREDICT; its job id."""
+    response = api.post("/jobs/fit-predict", json=SMALL_FIT_PREDICT, headers=headers)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
