@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from emulator.accounts import account_name
-from tests.conftest import register, wait_for_job
+from tests.conftest import fresh_token, register, wait_for_job
 
 # Two well-separated classes, a text column and missing values in both kinds.
 IRIS_LIKE = {
@@ -122,7 +122,9 @@ def test_fit_predict_quantiles(api):
 
 
 def test_two_users_at_once_each_with_their_own_token(api, stack):
-    alice, bob = register(api, "alice-token"), register(api, "bob-token")
+    # Accounts of this test's own (setup with a known token recovers its account).
+    alice_token, bob_token = fresh_token(), fresh_token()
+    alice, bob = register(api, alice_token), register(api, bob_token)
     calls_before = len(httpx.get(f"{stack.emulator_url}/_emulator/calls").json())
     body = {"task": "classification", "train": IRIS_LIKE, "test": {"X": IRIS_LIKE["X"][:4]}}
     submissions = [(alice, body), (bob, body), (alice, body), (bob, body)]
@@ -150,7 +152,7 @@ def test_two_users_at_once_each_with_their_own_token(api, stack):
     by_account: dict[str | None, list[dict]] = {}
     for call in calls:
         by_account.setdefault(call["account"], []).append(call)
-    alice_account, bob_account = account_name("alice-token"), account_name("bob-token")
+    alice_account, bob_account = account_name(alice_token), account_name(bob_token)
     for account in (alice_account, bob_account):
         paths = [c["path"] for c in by_account[account]]
         assert paths.count("/tabpfn/fit") == 2, paths

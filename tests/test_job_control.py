@@ -53,7 +53,7 @@ def test_same_idempotency_key_and_body_returns_the_first_job(api, stack):
 
 
 def test_same_key_other_body_is_a_conflict_and_keys_are_per_user(api):
-    alice, bob = register(api, "alice-token"), register(api, "bob-token")
+    alice, bob = register(api), register(api)  # two accounts of this test's own
     api.post("/jobs/fit", json=FIT, headers={**alice, "Idempotency-Key": "k1"})
     other = {**FIT, "options": {"n_estimators": 2}}
     conflict = api.post("/jobs/fit", json=other, headers={**alice, "Idempotency-Key": "k1"})

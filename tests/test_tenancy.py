@@ -27,7 +27,7 @@ FIT = {
 
 
 def test_another_users_resources_are_absent_on_every_route(api, stack):
-    owner, stranger = register(api, "alice-token"), register(api, "bob-token")
+    owner, stranger = register(api), register(api)  # accounts of this test's own
     job = wait_for_job(api, owner, api.post("/jobs/fit", json=FIT, headers=owner).json()["id"])
     job_id, model_id = job["id"], job["model_id"]
     key_id = api.get("/auth/me", headers=owner).json()["key_id"]

@@ -7,7 +7,7 @@ import time
 import httpx
 
 from emulator.accounts import account_name
-from tests.conftest import register, wait_for_job
+from tests.conftest import fresh_token, register, wait_for_job
 
 TRAIN = {
     "X": [[float(i), "red" if i % 2 else "blue"] for i in range(12)],
@@ -105,7 +105,8 @@ def test_a_hung_upstream_times_out_and_the_retry_succeeds(api, emulator_knobs):
 
 
 def test_model_gone_upstream_is_refitted_from_retained_data(api, stack):
-    headers = register(api)
+    token = fresh_token()
+    headers = register(api, token)
     fit = _fit(api, headers)
     [(upstream_id,)] = stack.sql(
         "select upstream_model_id from fitted_models where id = :id", id=fit["model_id"]
@@ -113,7 +114,7 @@ def test_model_gone_upstream_is_refitted_from_retained_data(api, stack):
     httpx.delete(
         f"{stack.emulator_url}/delete_dataset/",
         params={"dataset_uid": upstream_id},
-        headers={"Authorization": "Bearer demo-token"},
+        headers={"Authorization": f"Bearer {token}"},
     ).raise_for_status()
 
     job = wait_for_job(
@@ -140,7 +141,7 @@ def test_model_gone_upstream_is_refitted_from_retained_data(api, stack):
     httpx.delete(
         f"{stack.emulator_url}/delete_dataset/",
         params={"dataset_uid": new_upstream_id},
-        headers={"Authorization": "Bearer demo-token"},
+        headers={"Authorization": f"Bearer {token}"},
     ).raise_for_status()
     stack.sql(
         "update job_data set train_parquet = null where job_id = :id returning job_id",

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from shared.webhook_targets import TargetRefused, check_target
-from tests.conftest import wait_for_job
+from tests.conftest import fresh_token, wait_for_job
 from tests.webhook_receiver import start_receiver
 
 FIT = {
@@ -26,8 +26,9 @@ def receiver():
     server.shutdown()
 
 
-def _setup(api) -> tuple[dict, str]:
-    response = api.post("/auth/setup", json={"tabpfn_token": "demo-token"})
+def _setup(api, token: str | None = None) -> tuple[dict, str]:
+    # An account of the test's own: setup with a known token recovers its account.
+    response = api.post("/auth/setup", json={"tabpfn_token": token or fresh_token()})
     body = response.json()
     return {"Authorization": f"Bearer {body['api_key']}"}, body["webhook_secret"]
 
@@ -94,8 +95,9 @@ def test_410_stops_retries_and_retry_after_is_honoured(api, receiver):
 
 
 def test_failed_and_canceled_jobs_send_their_events(api, receiver, emulator_knobs):
-    headers, secret = _setup(api)
-    emulator_knobs(revoked_tokens=["demo-token"])
+    token = fresh_token()
+    headers, secret = _setup(api, token)
+    emulator_knobs(revoked_tokens=[token])
     failed = api.post("/jobs/fit", json={**FIT, "callback_url": receiver.url}, headers=headers)
     wait_for_job(api, headers, failed.json()["id"])
     event = json.loads(receiver.wait_for(1)[0].body)
