@@ -255,7 +255,9 @@ class ParquetSource:
     def _read(self, names: list[str]) -> Iterator[pa.RecordBatch]:
         batch_rows = max(1024, BATCH_CELLS // max(1, len(names)))
         try:
-            yield from self.file.iter_batches(batch_size=batch_rows, columns=names)
+            yield from self.file.iter_batches(
+                batch_size=batch_rows, columns=names, use_threads=False
+            )
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise ValidationFailed(
                 f"{self.name} is not a Parquet file we can read: {sentence(exc)}."
