@@ -23,6 +23,7 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from bench import data, profiling
@@ -83,10 +84,14 @@ def run(args: argparse.Namespace) -> dict:
         beat = _start("beat", ["beat"], env, scratch)
         stack.callback(_stop, beat)
 
-        first = ServiceUser.register(f"http://127.0.0.1:{api_ports[0]}", SERVICE_TOKEN)
+        # A long timeout: the first setup of a cold process takes seconds (issue 16).
+        setup = httpx.post(
+            f"http://127.0.0.1:{api_ports[0]}/api/v1/auth/setup",
+            json={"tabpfn_token": SERVICE_TOKEN},
+            timeout=120,
+        ).raise_for_status()
         users = [
-            ServiceUser(f"http://127.0.0.1:{port}", first.headers["Authorization"][7:])
-            for port in api_ports
+            ServiceUser(f"http://127.0.0.1:{port}", setup.json()["api_key"]) for port in api_ports
         ]
         for user in users:  # warm up every API process and the worker
             user.fit_predict(data.make_table(1, **SMALL))

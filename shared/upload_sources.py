@@ -9,8 +9,10 @@ column text. `batches()` then reads the columns in the types the plan chose.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -40,6 +42,8 @@ CSV_BLOCK_BYTES = 2**19
 # Parquet batches: about as many cells (1 MiB as float64), pages read 256 KiB at a time.
 BATCH_CELLS = 2**17
 PARQUET_READ_BUFFER = 2**18
+# Wide Parquet files are read this many columns at a time (ParquetSource.batches).
+COLUMN_GROUP = 16
 # What pandas, which read uploads before, takes for missing values and booleans.
 NULL_VALUES = [
     *pa_csv.ConvertOptions().null_values,
@@ -49,6 +53,10 @@ TRUE_VALUES = ["True", "TRUE", "true"]
 FALSE_VALUES = ["False", "FALSE", "false"]
 _BOOLEAN_TEXT = pa.array(TRUE_VALUES + FALSE_VALUES)
 _ISO_UNITS = ["D", "s", "ms", "us", "ns"]
+
+
+def _batch_rows(columns: int) -> int:
+    return max(1024, BATCH_CELLS // max(1, columns))
 
 
 @dataclass
@@ -230,6 +238,31 @@ def iso_text(values: pa.Array, unit: str) -> pa.Array:
     return pa.array(text, type=pa.string())
 
 
+def _side_by_side(streams: list[pa.RecordBatchStreamReader]) -> Iterator[pa.RecordBatch]:
+    """Batches of the same rows from streams of different columns.
+
+    Each stream cuts its batches where its own pages end, so they are re-sliced
+    (zero-copy) to the rows all of them have.
+    """
+    current = [stream.read_next_batch() for stream in streams]
+    while True:
+        rows = min(batch.num_rows for batch in current)
+        if rows:
+            parts = [batch.slice(0, rows) for batch in current]
+            yield pa.RecordBatch.from_arrays(
+                [values for part in parts for values in part.columns],
+                names=[name for part in parts for name in part.schema.names],
+            )
+        for index, batch in enumerate(current):
+            rest = batch.slice(rows)
+            while rest.num_rows == 0:
+                try:
+                    rest = streams[index].read_next_batch()
+                except StopIteration:
+                    return
+            current[index] = rest
+
+
 class ParquetSource:
     """A Parquet upload: its metadata (rows, columns, types) is read before any data."""
 
@@ -252,10 +285,12 @@ class ParquetSource:
         self.types = {field.name: field.type for field in schema if field.name in self.names}
         self.declared_rows: int | None = self.file.metadata.num_rows
 
-    def _read(self, names: list[str]) -> Iterator[pa.RecordBatch]:
-        batch_rows = max(1024, BATCH_CELLS // max(1, len(names)))
+    def _read(self, names: list[str], batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        batch_rows = batch_rows or _batch_rows(len(names))
         try:
-            yield from self.file.iter_batches(batch_size=batch_rows, columns=names)
+            yield from self.file.iter_batches(
+                batch_size=batch_rows, columns=names, use_threads=False
+            )
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise ValidationFailed(
                 f"{self.name} is not a Parquet file we can read: {sentence(exc)}."
@@ -269,7 +304,7 @@ class ParquetSource:
         stamped = [c for c in columns if c.kind == TIMESTAMP]
         if stamped:
             units = dict.fromkeys((c.name for c in stamped), 0)
-            for batch in self._read(list(units)):
+            for batch in self.batches(stamped):
                 for name, values in zip(batch.schema.names, batch.columns, strict=True):
                     stamps, tz = timestamps(values)
                     units[name] = max(units[name], iso_unit(stamps, tz=tz))
@@ -278,4 +313,37 @@ class ParquetSource:
         return columns
 
     def batches(self, columns: list[Column]) -> Iterator[pa.RecordBatch]:
-        yield from self._read([c.name for c in columns])
+        """The columns' batches; a wide file is read a group of columns at a time.
+
+        A Parquet reader holds a decoded page and dictionary page of every column
+        it reads (about 2 MiB each with pyarrow's defaults), so a wide file is
+        first copied group by group into Arrow IPC streams on disk, which are then
+        read side by side: one batch of every column in memory, no page.
+        """
+        names = [c.name for c in columns]
+        if len(names) <= COLUMN_GROUP:
+            yield from self._read(names)
+            return
+        batch_rows = _batch_rows(len(names))
+        with ExitStack() as stack:
+            streams = []
+            for start in range(0, len(names), COLUMN_GROUP):
+                spool = stack.enter_context(tempfile.TemporaryFile())
+                writer = None
+                for batch in self._read(names[start : start + COLUMN_GROUP], batch_rows):
+                    writer = writer or pa.ipc.new_stream(spool, batch.schema)
+                    writer.write_batch(batch)
+                if writer is None:
+                    return  # no rows
+                writer.close()
+                spool.seek(0)
+                streams.append(pa.ipc.open_stream(spool))
+            rows = 0
+            for batch in _side_by_side(streams):
+                rows += batch.num_rows
+                yield batch
+            if rows != self.declared_rows:
+                raise ValidationFailed(
+                    f"{self.name} is not a Parquet file we can read: it declares "
+                    f"{self.declared_rows} rows but its columns hold {rows}."
+                )

@@ -257,3 +257,28 @@ def test_upload_limits_are_named_like_json_ones(api):
         error = _refused(response, "limit_exceeded", limit)
         assert error["limit"] == limit
     _nothing_stored(api, headers)
+
+
+def test_a_wide_parquet_file_is_stored_whole_when_read_by_column_groups(api, stack):
+    """Over 16 columns, a Parquet file is read 16 columns at a time and put back
+    together; row groups that do not match the batches must not shift a row."""
+    headers = register(api)
+    rng = np.random.default_rng(3)
+    rows = 9_000
+    frame = pd.DataFrame({f"f{j}": rng.normal(size=rows) for j in range(40)})
+    frame.loc[::7, "f5"] = np.nan
+    frame["kind"] = pd.Categorical(rng.choice(["red", "green", "blue"], rows))
+    frame["note"] = rng.choice(["a", "bb", None], rows)
+    frame["y"] = rng.choice(["p", "q"], rows)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, row_group_size=1_234)
+    response = _fit_file(api, headers, "classification", "wide.parquet", buffer.getvalue())
+    assert response.status_code == 202, response.text
+    [(stored,)] = stack.sql(
+        "SELECT train_parquet FROM job_data WHERE job_id = :id", id=response.json()["id"]
+    )
+    table = pd.read_parquet(io.BytesIO(stored))
+    expected = frame.drop(columns="y").assign(kind=frame["kind"].astype(object))
+    pd.testing.assert_frame_equal(table.drop(columns=table.columns[-1]), expected)
+    assert table.iloc[:, -1].tolist() == frame["y"].tolist()
+    api.post(f"/jobs/{response.json()['id']}/cancel", headers=headers)
