@@ -511,6 +511,7 @@ def main() -> None:
         scratch_dir = Path(scratch)
         log("starting PostgreSQL/Redis, a fresh database, the emulator, two APIs, the workers")
         running = start_stack(stack, scratch_dir, settings)
+        running.logs_dir = raw_dir
         facts["services"] = running.services_origin
         facts.update(service_versions(running))
         try:

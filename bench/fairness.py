@@ -83,7 +83,7 @@ def bench_noisy(ctx: Context, backlog: int) -> dict:
     settings = {"WORKER_CONCURRENCY": str(NOISY_SLOTS), "MAX_RUNNING_PER_USER": "16"}
     try:
         spec = [("noisy", [], settings)]
-        with stack.main_worker_stopped(), nodes(spec, stack.env, stack.scratch):
+        with stack.main_worker_stopped(), nodes(spec, stack.env, stack.scratch, stack.logs_dir):
             idle = _idle(small, 500_000, 3)
             tables = [data.make_table(510_000 + i, **SMALL) for i in range(backlog)]
             submitted = time.time()
@@ -126,7 +126,7 @@ def bench_burst(ctx: Context, jobs: int) -> dict:
     try:
         # The worker as deployed (`tabpfn-api worker`: 64 slots), paced to the limits.
         spec = [("burst", [], limits)]
-        with stack.main_worker_stopped(), nodes(spec, stack.env, stack.scratch):
+        with stack.main_worker_stopped(), nodes(spec, stack.env, stack.scratch, stack.logs_dir):
             idle = _idle(bystander, 600_000, 3)
             # The burst's first window starts empty: wait out the bystander's.
             time.sleep(WINDOW_S - time.time() % WINDOW_S + 0.05)

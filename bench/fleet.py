@@ -91,7 +91,14 @@ def _seeds(base: int, n: int) -> list[int]:
 
 def _latency(timings) -> dict:
     values = sorted(t.total_s for t in timings)
-    return {"median": statistics.median(values), "max": values[-1], "mean": statistics.mean(values)}
+    return {
+        "median": statistics.median(values),
+        "max": values[-1],
+        "mean": statistics.mean(values),
+        # Where the time went (server-side timestamps): waiting for a slot vs running.
+        "queue_median": statistics.median(t.queue_s for t in timings),
+        "run_median": statistics.median(t.run_s for t in timings),
+    }
 
 
 # --- in flight -----------------------------------------------------------------
@@ -108,7 +115,10 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
     stack.set_latency(1.0)
     try:
         spec = [("inflight", [], {})]
-        with stack.main_worker_stopped(), nodes(spec, stack.env, stack.scratch) as (node,):
+        with (
+            stack.main_worker_stopped(),
+            nodes(spec, stack.env, stack.scratch, stack.logs_dir) as (node,),
+        ):
             pid = node.popen.pid
             out["idle_rss_mb"] = tree_rss_kb(pid) / 1024
             for k, n in enumerate(sizes):
@@ -141,6 +151,7 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
                     "seconds": seconds,
                     "jobs_per_s": jobs / seconds,
                     "latency_median": _latency(timings)["median"],
+                    "latency": _latency(timings),
                     "emulator": emulator.spent(jobs),
                     "peak_rss_mb": sampler.peak["rss_kb"] / 1024,
                     "peak_running": sampler.peak["running"],
@@ -183,7 +194,7 @@ def bench_coldstart(ctx: Context, n: int) -> dict:
     out: dict = {"jobs": n, "latency_s": stack_latency(stack)}
     with stack.main_worker_stopped():
         spawned = time.perf_counter()
-        with nodes([("coldstart", [], {})], stack.env, stack.scratch):
+        with nodes([("coldstart", [], {})], stack.env, stack.scratch, stack.logs_dir):
             out["ready_s"] = time.perf_counter() - spawned
             rounds = {}
             for k, name in enumerate(("cold", "warm", "warm again")):
@@ -284,7 +295,7 @@ def bench_scaleout(ctx: Context, clients: int, jobs_per_client: int, concurrency
     try:
         with stack.main_worker_stopped():
             for k, (name, spec) in enumerate(specs.items()):
-                with nodes(spec, stack.env, stack.scratch) as started:
+                with nodes(spec, stack.env, stack.scratch, stack.logs_dir) as started:
                     jobs = clients * jobs_per_client
                     pids = [node.popen.pid for node in started]
                     emulator = Emulator(stack)

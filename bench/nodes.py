@@ -66,8 +66,16 @@ def stop_node(node: Process, timeout: float = 40) -> None:
 
 
 @contextmanager
-def nodes(specs: list[tuple[str, list[str], dict[str, str]]], env: dict[str, str], scratch: Path):
-    """Start every (name, args, settings) node, wait until all are ready, stop them after."""
+def nodes(
+    specs: list[tuple[str, list[str], dict[str, str]]],
+    env: dict[str, str],
+    scratch: Path,
+    keep_logs: Path | None = None,
+):
+    """Start every (name, args, settings) node, wait until all are ready, stop them after.
+
+    With `keep_logs`, each node's log is copied there (name-<pid>.log) once it stopped.
+    """
     started: list[Process] = []
     try:
         for name, args, settings in specs:
@@ -78,6 +86,8 @@ def nodes(specs: list[tuple[str, list[str], dict[str, str]]], env: dict[str, str
     finally:
         for node in started:
             stop_node(node)
+            if keep_logs is not None:
+                (keep_logs / f"{node.name}-{node.popen.pid}.log").write_text(node.log())
 
 
 def tree(pid: int) -> list[int]:

@@ -42,7 +42,10 @@ class ServiceUser:
 
     @classmethod
     def register(cls, api_url: str, token: str) -> ServiceUser:
-        response = httpx.post(f"{api_url}/api/v1/auth/setup", json={"tabpfn_token": token})
+        # bcrypt and the upstream check take seconds on a busy machine.
+        response = httpx.post(
+            f"{api_url}/api/v1/auth/setup", json={"tabpfn_token": token}, timeout=120
+        )
         response.raise_for_status()
         return cls(api_url, response.json()["api_key"])
 

@@ -79,6 +79,8 @@ class BenchStack:
     services_origin: str
     admin_database_url: str = ""
     scratch: Path = Path()
+    # Where the section nodes' logs are kept after the run (the raw-data directory).
+    logs_dir: Path | None = None
     processes: dict[str, Process] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)
 
