@@ -45,12 +45,13 @@ def _inflight(add, r: dict) -> None:
     add("")
     add(
         "The worker started exactly as docker-compose starts it — `tabpfn-api worker`, no "
-        f"flags: the threads pool with `WORKER_CONCURRENCY` at its default "
-        f"({r.get('worker_settings', {}).get('concurrency', '64')}) — against as many threads "
+        "flags: the threads pool with `WORKER_CONCURRENCY` at its default (Celery's banner: "
+        f"concurrency {r.get('worker_settings', {}).get('concurrency', '?')}) — against as "
+        "many threads "
         "calling tabpfn-client directly from one process (`bench/direct.py`). The emulator "
         f"answers every non-upload call after {r['latency_s']:.0f} s (`EMULATOR_LATENCY_S`), "
         "so a fit-predict (four delayed calls) takes about 4 s either way. Each client runs "
-        f"{r['jobs_per_client']} jobs back to back. One bench user sends every job, with "
+        f"{r['jobs_per_client']} job(s) back to back. One bench user sends every job, with "
         "`MAX_RUNNING_PER_USER=1000` (a setting, so the per-user cap does not limit this "
         "run) and the per-token pacing raised out of the way (`UPSTREAM_*_PER_MINUTE`)."
     )
