@@ -110,6 +110,22 @@ def _explain(engine) -> str:
     return "\n".join(row[0] for row in rows)
 
 
+def _time_candidates(engine, n: int) -> list[float]:
+    """The candidates query alone, n times on one connection (what grows with the queue)."""
+    from shared.config import get_settings
+    from shared.scheduling import _CANDIDATES, CANDIDATES
+
+    params = {"cap": get_settings().max_running_per_user, "n": CANDIDATES, "skip": []}
+    seconds = []
+    with engine.connect() as connection:
+        for _ in range(n):
+            started = time.perf_counter()
+            connection.execute(_CANDIDATES, params).all()
+            seconds.append(time.perf_counter() - started)
+            connection.rollback()
+    return seconds
+
+
 def main() -> None:
     jobs, users, claims = (int(a) for a in sys.argv[1:4])
     from shared.db import get_engine
@@ -128,6 +144,7 @@ def main() -> None:
         seconds.append(time.perf_counter() - started)
         assert pick.claim is not None
     explain = _explain(engine)
+    query = _time_candidates(engine, claims)
     print(
         json.dumps(
             {
@@ -139,6 +156,8 @@ def main() -> None:
                 "p50_s": statistics.median(seconds),
                 "p99_s": float(np.percentile(seconds, 99)),
                 "max_s": max(seconds),
+                "query_p50_s": statistics.median(query),
+                "query_p99_s": float(np.percentile(query, 99)),
                 "explain": explain,
                 "pid": os.getpid(),
             }
