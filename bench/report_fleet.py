@@ -126,6 +126,15 @@ def _coldstart(add, r: dict) -> None:
         "the fourth call's end)."
     )
     add("")
+    run_ratio = cold["run_mean_s"] / warm["run_mean_s"]
+    direct_ratio = d["first_call_s"] / d["later_calls_mean_s"]
+    add(
+        f"The worker's own part (started_at → finished_at): cold {_s(cold['run_mean_s'])} "
+        f"against {_s(warm['run_mean_s'])} later, **{run_ratio:.2f}×**; the direct client's "
+        f"first call against its later ones: {direct_ratio:.2f}× (a first call opens the "
+        "connections and runs code paths the later ones find ready, on both sides)."
+    )
+    add("")
     add(
         f"Target: a node's first jobs no slower than its later ones (cold mean ≤ "
         f"{COLD_TARGET:.2f}× the third round's mean, the 10% for noise) — "
