@@ -32,6 +32,7 @@ from bench.memory import (
     reset_peak_memory,
 )
 from bench.report import machine_facts, render
+from bench.sections import FLEET_SECTIONS, fleet_sections
 from bench.service import ServiceUser, upload_fields
 from bench.stack import DIRECT_TOKEN, SERVICE_TOKEN, BenchStack, Settings, start_stack
 
@@ -46,9 +47,11 @@ def log(message: str) -> None:
 class DirectProcess:
     """The baseline client in a process of its own (see bench/direct.py)."""
 
-    def __init__(self, emulator_url: str, env: dict[str, str], stack: ExitStack) -> None:
+    def __init__(
+        self, emulator_url: str, env: dict[str, str], stack: ExitStack, token: str = DIRECT_TOKEN
+    ) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.direct", emulator_url, DIRECT_TOKEN],
+            [sys.executable, "-m", "bench.direct", emulator_url, token],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -112,15 +115,23 @@ def warm_up(user: ServiceUser, direct: DirectProcess, concurrency: int) -> dict:
     return {"first_job_s": first.total_s, "max_probability_difference": difference}
 
 
-def bench_latency(user: ServiceUser, direct: DirectProcess, reps: int) -> dict:
+def bench_latency(
+    user: ServiceUser, direct: DirectProcess, reps: int, stack: BenchStack | None = None
+) -> dict:
     log(f"1. job latency: {reps} fit-predict jobs each way, interleaved")
     service, direct_s = [], []
+    emulator_cpu = {"service": 0.0, "direct": 0.0}
     for i in range(reps):
+        before = stack.emulator_stats()["cpu_s"] if stack else 0.0
         timing, _ = user.fit_predict(data.make_table(10_000 + i, **SMALL))
         service.append(timing)
+        middle = stack.emulator_stats()["cpu_s"] if stack else 0.0
         # The same table on both sides (separate accounts: no upload is skipped), so
         # the stand-in model's work, which varies a little with the data, is paired.
         direct_s.append(direct.ask(op="fit_predict", seed=10_000 + i, shape=SMALL)["seconds"])
+        after = stack.emulator_stats()["cpu_s"] if stack else 0.0
+        emulator_cpu["service"] += middle - before
+        emulator_cpu["direct"] += after - middle
     parts = {
         name: stats([getattr(t, name) for t in service])
         for name in ("submit_s", "queue_s", "run_s", "notify_s", "result_s")
@@ -130,6 +141,8 @@ def bench_latency(user: ServiceUser, direct: DirectProcess, reps: int) -> dict:
         "service": stats([t.total_s for t in service]),
         "direct": stats(direct_s),
         "parts": parts,
+        # The stand-in upstream's CPU per job (GET /_emulator/stats), each side.
+        "emulator_cpu_ms_per_job": {side: 1000 * v / reps for side, v in emulator_cpu.items()},
     }
 
 
@@ -179,18 +192,23 @@ def bench_throughput(
     service_rounds, direct_rounds, service_latency, direct_latency = [], [], [], []
     cpu: dict[str, dict[str, float]] = {"service": {}, "direct": {}}
     wall = {"service": 0.0, "direct": 0.0}
+    emulator_cpu = {"service": 0.0, "direct": 0.0}
     for r in range(rounds):
         base = 30_000 + r * 1000
         seeds = [base + i for i in range(jobs)]  # the service gets the same tables
         before = cpu_snapshot(stack, direct)
+        emulator_before = stack.emulator_stats()["cpu_s"]
         answer = direct.ask(op="throughput", seeds=seeds, shape=SMALL, threads=clients)
+        emulator_cpu["direct"] += stack.emulator_stats()["cpu_s"] - emulator_before
         _add_cpu(cpu["direct"], before, cpu_snapshot(stack, direct))
         wall["direct"] += answer["seconds"]
         direct_rounds.append(jobs / answer["seconds"])
         direct_latency += answer["latencies"]
         tables = [data.make_table(base + i, **SMALL) for i in range(jobs)]
         before = cpu_snapshot(stack, direct)
+        emulator_before = stack.emulator_stats()["cpu_s"]
         seconds, timings = user.throughput(tables, clients=clients)
+        emulator_cpu["service"] += stack.emulator_stats()["cpu_s"] - emulator_before
         _add_cpu(cpu["service"], before, cpu_snapshot(stack, direct))
         wall["service"] += seconds
         service_rounds.append(jobs / seconds)
@@ -209,6 +227,9 @@ def bench_throughput(
             for side in cpu
         },
         "cores_busy": {side: sum(cpu[side].values()) / wall[side] for side in cpu},
+        "emulator_cpu_ms_per_job": {
+            side: 1000 * v / (jobs * rounds) for side, v in emulator_cpu.items()
+        },
     }
 
 
@@ -432,7 +453,7 @@ def bench_large(user: ServiceUser, stack: BenchStack, direct: DirectProcess, row
     return {"shape": shape, "cases": cases, "sizes": cases_sizes, "upload": upload}
 
 
-SECTIONS = ("latency", "throughput", "submit", "auth", "profiles", "large")
+SECTIONS = ("latency", "throughput", "submit", "auth", "profiles", "large", *FLEET_SECTIONS)
 
 
 def main() -> None:
@@ -490,6 +511,7 @@ def main() -> None:
         scratch_dir = Path(scratch)
         log("starting PostgreSQL/Redis, a fresh database, the emulator, two APIs, the workers")
         running = start_stack(stack, scratch_dir, settings)
+        running.logs_dir = raw_dir
         facts["services"] = running.services_origin
         facts.update(service_versions(running))
         try:
@@ -499,7 +521,7 @@ def main() -> None:
             ours_at_start = our_cpu(running, direct)
             results["warm_up"] = warm_up(user, direct, args.worker_concurrency)
             sections = {
-                "latency": lambda: bench_latency(user, direct, args.reps),
+                "latency": lambda: bench_latency(user, direct, args.reps, running),
                 "throughput": lambda: bench_throughput(
                     user, running, direct, args.jobs, args.clients, args.rounds
                 ),
@@ -517,6 +539,12 @@ def main() -> None:
                 ),
                 "large": lambda: bench_large(user, running, direct, args.large_rows),
             }
+            # Issues 13/14: worker nodes, claim at scale, fairness (bench/sections.py).
+            sections |= fleet_sections(
+                running,
+                lambda token: DirectProcess(running.emulator_url, running.env, stack, token),
+                quick=args.quick,
+            )
             for name in args.only or SECTIONS:
                 if name != "large" or args.large_rows:
                     results[name] = sections[name]()

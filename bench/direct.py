@@ -87,7 +87,30 @@ def handle(direct: Direct, command: dict) -> dict:
     raise ValueError(f"unknown op {op!r}")
 
 
+def cold(url: str, token: str, seeds: list[int], shape: dict) -> None:
+    """A fresh process's first fit + predicts, cold import included: one JSON line out.
+
+    `python -m bench.direct --cold URL TOKEN SHAPE_JSON SEED...`; the parent times
+    the whole process from spawn, this splits it.
+    """
+    started = time.perf_counter()
+    os.environ["TABPFN_CLIENT_API_URL"] = url
+    sys.stdout, answers = sys.stderr, sys.stdout
+    direct = Direct(token)  # imports tabpfn_client
+    imported = time.perf_counter()
+    seconds = []
+    for seed in seeds:
+        seconds.append(_timed(direct, make_table(seed, **shape))[0])
+    answers.write(
+        json.dumps({"import_s": imported - started, "calls_s": seconds, "pid": os.getpid()}) + "\n"
+    )
+
+
 def main() -> None:
+    if sys.argv[1] == "--cold":
+        url, token, shape = sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+        cold(url, token, [int(s) for s in sys.argv[5:]], shape)
+        return
     url, token = sys.argv[1], sys.argv[2]
     os.environ["TABPFN_CLIENT_API_URL"] = url  # before tabpfn_client is imported
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)

@@ -42,15 +42,38 @@ class ServiceUser:
 
     @classmethod
     def register(cls, api_url: str, token: str) -> ServiceUser:
-        response = httpx.post(f"{api_url}/api/v1/auth/setup", json={"tabpfn_token": token})
+        # bcrypt and the upstream check take seconds on a busy machine.
+        response = httpx.post(
+            f"{api_url}/api/v1/auth/setup", json={"tabpfn_token": token}, timeout=120
+        )
         response.raise_for_status()
         return cls(api_url, response.json()["api_key"])
+
+    def send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """One request, sent again once if a kept-alive connection was closed under it.
+
+        The server may close an idle keep-alive connection just as the client
+        reuses it (a reset before any answer). Only for GETs, which are safe to
+        repeat; submits rely on the short keep-alive expiry below instead.
+        """
+        try:
+            return self.http.request(method, path, **kwargs)
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+            return self.http.request(method, path, **kwargs)
 
     @property
     def http(self) -> httpx.Client:
         # One keep-alive connection per thread, as a client library would hold.
         if not hasattr(self._local, "client"):
-            self._local.client = httpx.Client(base_url=self.base, headers=self.headers, timeout=120)
+            # uvicorn closes a connection idle for 5 s, httpx reuses one idle for up
+            # to 5 s: the two race, and a submit sent on a closing connection is reset.
+            # Dropping idle connections sooner on this side ends the race.
+            self._local.client = httpx.Client(
+                base_url=self.base,
+                headers=self.headers,
+                timeout=120,
+                limits=httpx.Limits(keepalive_expiry=2.0),
+            )
         return self._local.client
 
     def submit(self, path: str, body: dict) -> tuple[float, dict]:
@@ -68,14 +91,15 @@ class ServiceUser:
         while True:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"job {job_id} did not finish in {timeout_s:.0f} s")
-            job = self.http.get(f"/jobs/{job_id}", params={"wait": 30}).raise_for_status().json()
+            job = self.send("GET", f"/jobs/{job_id}", params={"wait": 30})
+            job = job.raise_for_status().json()
             if job["status"] in FINISHED:
                 if job["status"] != "succeeded":
                     raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
                 return job
 
     def result(self, job_id: str) -> dict:
-        return self.http.get(f"/jobs/{job_id}/result").raise_for_status().json()
+        return self.send("GET", f"/jobs/{job_id}/result").raise_for_status().json()
 
     def fit_predict(self, table: Table) -> tuple[JobTiming, dict]:
         # Serializing the body is part of the client's work, as the direct client's Parquet is.

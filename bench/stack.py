@@ -12,7 +12,8 @@ import os
 import signal
 import subprocess
 import uuid
-from contextlib import ExitStack, suppress
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +23,37 @@ import redis
 from tests.services import _answers, create_database, drop_database, find_services, migrate
 from tests.stack import BIN, Process, base_env, free_port, wait_http
 
+ROOT_DIR = Path(__file__).resolve().parents[1]
 SECRET_KEY = "bench-secret-key-not-for-production"
 SERVICE_TOKEN = "bench-service-token"
 DIRECT_TOKEN = "bench-direct-token"
+# Tokens of the sections of issues 13/14: each section's users have tokens of
+# their own, so one section's emulator accounts and rate windows never carry
+# over into another's.
+SECTION_TOKENS = {
+    "inflight": "bench-inflight-token",
+    "inflight-direct": "bench-inflight-direct-token",
+    "coldstart": "bench-cold-token",
+    "coldstart-direct": "bench-cold-direct-token",
+    "scaleout": "bench-scale-token",
+    "noisy": "bench-noisy-token",
+    "small": "bench-small-token",
+    "burst": "bench-burst-token",
+    "bystander": "bench-bystander-token",
+}
+# The published per-token limits (60 fits a minute) would pace every section
+# that is not about pacing; the fairness section sets its own limits.
+UNPACED = {
+    "UPSTREAM_FITS_PER_MINUTE": "100000",
+    "UPSTREAM_PREDICTIONS_PER_MINUTE": "100000",
+    "UPSTREAM_UPLOADS_PER_MINUTE": "100000",
+    "UPSTREAM_FITS_PER_HOUR": "1000000",
+    "UPSTREAM_PREDICTIONS_PER_HOUR": "1000000",
+    "UPSTREAM_UPLOADS_PER_HOUR": "1000000",
+}
+# One bench user drives up to 64 jobs at once: MAX_RUNNING_PER_USER (default 16)
+# must not cap it outside the fairness section.
+BENCH_MAX_RUNNING_PER_USER = "1000"
 # The suite takes Redis databases 1-14 and `tabpfn-api dev` 0; a benchmark
 # sharing a database with a concurrent test run could lose jobs to its workers.
 BENCH_REDIS_DB = 15
@@ -36,6 +65,9 @@ class Settings:
     worker_concurrency: int
     emulator_max_rows: int
     max_request_bytes: int
+    # The near-zero-CPU stand-in (EMULATOR_MODEL=trivial): the upstream's compute
+    # is not on our machine, so the bench must not put it there (issue 13).
+    emulator_model: str = "trivial"
 
 
 @dataclass
@@ -45,7 +77,12 @@ class BenchStack:
     api_url: str  # API_KEY_CACHE_S=60 (the default)
     api_nocache_url: str  # a second API process with API_KEY_CACHE_S=0
     services_origin: str
+    admin_database_url: str = ""
+    scratch: Path = Path()
+    # Where the section nodes' logs are kept after the run (the raw-data directory).
+    logs_dir: Path | None = None
     processes: dict[str, Process] = field(default_factory=dict)
+    worker_args: list[str] = field(default_factory=list)
 
     def pid(self, name: str) -> int:
         return self.processes[name].popen.pid
@@ -61,9 +98,31 @@ class BenchStack:
         )
 
     def set_latency(self, seconds: float) -> None:
-        httpx.patch(
-            f"{self.emulator_url}/_emulator/config", json={"latency_s": seconds}
-        ).raise_for_status()
+        self.configure_emulator(latency_s=seconds)
+
+    def configure_emulator(self, **knobs) -> None:
+        httpx.patch(f"{self.emulator_url}/_emulator/config", json=knobs).raise_for_status()
+
+    def emulator_stats(self) -> dict:
+        """The emulator's own CPU seconds and calls by kind (GET /_emulator/stats)."""
+        return httpx.get(f"{self.emulator_url}/_emulator/stats").raise_for_status().json()
+
+    @contextmanager
+    def main_worker_stopped(self) -> Iterator[None]:
+        """Stop the main worker for a section that starts its own nodes; restart it after.
+
+        PostgreSQL decides who runs next, so a live main worker would claim the
+        section's jobs whatever queue its messages went to.
+        """
+        _stop(self.processes["worker"])
+        try:
+            yield
+        finally:
+            from bench.nodes import wait_ready
+
+            process = _start("worker", self.worker_args, self.env, self.scratch)
+            self.processes["worker"] = process
+            wait_ready(process)
 
 
 def _start(name: str, args: list[str], env: dict[str, str], scratch: Path) -> Process:
@@ -127,9 +186,14 @@ def start_stack(stack: ExitStack, scratch: Path, settings: Settings) -> BenchSta
         REDIS_URL=services.redis_url,
         SECRET_KEY=SECRET_KEY,
         TABPFN_API_URL=emulator_url,
-        EMULATOR_TOKENS=f"{SERVICE_TOKEN},{DIRECT_TOKEN}",
+        EMULATOR_TOKENS=",".join([SERVICE_TOKEN, DIRECT_TOKEN, *SECTION_TOKENS.values()]),
         EMULATOR_LATENCY_S=str(settings.latency_s),
         EMULATOR_MAX_ROWS=str(settings.emulator_max_rows),
+        EMULATOR_MODEL=settings.emulator_model,
+        MAX_RUNNING_PER_USER=BENCH_MAX_RUNNING_PER_USER,
+        # A queue of this run's own: a test run on the same Redis cannot take its wake-ups.
+        CELERY_QUEUE=f"tabpfn-api-bench-{uuid.uuid4().hex[:8]}",
+        **UNPACED,
         RATE_LIMIT_PER_MINUTE="0",
         API_KEY_CACHE_S="60",
         MAX_REQUEST_BYTES=str(settings.max_request_bytes),
@@ -146,30 +210,29 @@ def start_stack(stack: ExitStack, scratch: Path, settings: Settings) -> BenchSta
         api_url=f"http://127.0.0.1:{api_port}",
         api_nocache_url=f"http://127.0.0.1:{nocache_port}",
         services_origin=origin,
+        admin_database_url=services.admin_database_url,
+        scratch=scratch,
     )
+    running.worker_args = [
+        "worker",
+        "--concurrency",
+        str(settings.worker_concurrency),
+        "--without-mingle",
+        "--without-gossip",
+        "--hostname",
+        f"bench-{uuid.uuid4().hex[:6]}@%h",
+    ]
     plan = [
         ("emulator", ["emulator", "--port", str(emulator_port)], env),
         ("api", ["api", "--port", str(api_port)], env),
         ("api-nocache", ["api", "--port", str(nocache_port)], {**env, "API_KEY_CACHE_S": "0"}),
-        (
-            "worker",
-            [
-                "worker",
-                "--concurrency",
-                str(settings.worker_concurrency),
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"bench-{uuid.uuid4().hex[:6]}@%h",
-            ],
-            env,
-        ),
+        ("worker", running.worker_args, env),
         ("beat", ["beat"], env),
     ]
     for name, args, process_env in plan:
         process = _start(name, args, process_env, scratch)
         running.processes[name] = process
-        stack.callback(_stop, process)
+        stack.callback(lambda name=name: _stop(running.processes[name]))
     wait_http(f"{emulator_url}/", running.processes["emulator"])
     wait_http(f"{running.api_url}/readyz", running.processes["api"], timeout=60)
     wait_http(f"{running.api_nocache_url}/healthz", running.processes["api-nocache"], timeout=60)

@@ -11,6 +11,7 @@ names the job that caused it, for operators reading Flower.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from datetime import datetime
@@ -101,14 +102,23 @@ def wake_at(when: datetime) -> None:
     A job whose token has no budget holds no slot while it waits, so nothing
     would look at it again when the window reopens; this is that look.
     """
-    countdown = max(0.0, when.timestamp() - time.time()) + 0.05
-    second = int(when.timestamp())
+    # One wake-up per whole second, sent for the END of that second: every caller
+    # whose `when` falls in it is covered. (Sent for the first caller's `when`, a
+    # later caller with a later `when` in the same second was dropped, and its
+    # jobs waited for the sweeper.)
+    second = math.ceil(when.timestamp())
+    countdown = max(0.0, second - time.time()) + 0.05
     try:
         first = get_redis().set(f"tabpfn-api:wake:{second}", 1, nx=True, ex=int(countdown) + 60)
     except Exception:  # Redis down: the sweeper's next pass wakes the queue instead
         return
     if first:
         _send(RUN_JOB, None, countdown)
+
+
+def wake_now() -> bool:
+    """One more worker slot looks at the queue now (no job id: a pure wake-up)."""
+    return _send(RUN_JOB, None, None)
 
 
 def enqueue_job(job_id: uuid.UUID, *, countdown: float | None = None) -> bool:

@@ -41,8 +41,8 @@ from shared.job_lifecycle import (
 )
 from shared.models import FittedModel, Job, JobData, User
 from shared.payloads import decode_table, split_train
-from shared.queue import enqueue_job, wake_at
-from shared.scheduling import claim_next, pause_user
+from shared.queue import enqueue_job, wake_at, wake_now
+from shared.scheduling import claim_next, has_runnable_work, pause_user
 from shared.security import decrypt_secret, token_fingerprint
 from worker.heartbeat import TIME_LIMIT_CODE, ClaimLost, Lease, holder_is_dead, holding, keeper
 from worker.upstream import TabPFNUpstream, as_list, classify_fault
@@ -314,6 +314,7 @@ def serve() -> int:
             wake_at(paused.until)  # the token's window reopens: someone must look again
         if pick.claim is None:
             return ran
+        _fan_out()
         outcome = run_claimed(pick.claim)
         ran += 1
         if outcome.retry_in_s is not None:
@@ -321,6 +322,25 @@ def serve() -> int:
             # Should the message be lost, the sweeper sends another.
             enqueue_job(pick.claim.job_id, countdown=outcome.retry_in_s)
     return ran
+
+
+def _fan_out() -> None:
+    """Wake one more slot when runnable work remains after this slot's claim.
+
+    A slot runs the jobs it claims one after another, so a backlog that has no
+    wake-up of its own left (a token's window reopened for many queued jobs: one
+    wake-up per window; submits whose messages met a paused user) would drain
+    through that one slot. Each claim waking at most one more slot spreads the
+    backlog over free slots within milliseconds, and ends at the first look that
+    finds nothing (at most one extra message per claimed job).
+    """
+    try:
+        with session_scope() as session:
+            more = has_runnable_work(session=session)
+    except Exception:  # the database is busy or gone: the sweeper still looks later
+        return
+    if more:
+        wake_now()
 
 
 def run_claimed(claim: Claim) -> RunOutcome:

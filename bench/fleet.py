@@ -1,0 +1,337 @@
+"""Sections of issue 13 about worker nodes: in flight, cold start, scale-out.
+
+Each starts its own node(s) with the real `tabpfn-api worker` command while
+the main worker is stopped (bench/nodes.py), against the same emulator, API
+and database as the rest of the run, and reads the emulator's own CPU
+(`GET /_emulator/stats`) before and after each side, so every ratio sits next
+to what the stand-in upstream cost the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import create_engine, text
+
+from bench import data
+from bench.nodes import Sampler, connections, nodes, tree_rss_kb
+from bench.service import ServiceUser
+from bench.stack import ROOT_DIR, SECTION_TOKENS, BenchStack
+
+SMALL = {"rows": 500, "features": 10, "test_rows": 100}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@dataclass
+class Context:
+    """What the sections need from the run: the stack, and a direct client per token."""
+
+    stack: BenchStack
+    direct: Callable[[str], object]  # token -> a DirectProcess (bench/__main__.py)
+    quick: bool
+
+
+class Emulator:
+    """The emulator's CPU and call counts over one side of a section."""
+
+    def __init__(self, stack: BenchStack) -> None:
+        self.stack = stack
+        self.before = stack.emulator_stats()
+
+    def spent(self, jobs: int) -> dict:
+        after = self.stack.emulator_stats()
+        calls = {
+            kind: after["calls"].get(kind, 0) - self.before["calls"].get(kind, 0)
+            for kind in after["calls"]
+        }
+        throttled = {
+            kind: after["http_429"].get(kind, 0) - self.before["http_429"].get(kind, 0)
+            for kind in after["http_429"]
+        }
+        cpu = after["cpu_s"] - self.before["cpu_s"]
+        return {
+            "cpu_s": cpu,
+            "cpu_ms_per_job": 1000 * cpu / max(jobs, 1),
+            "calls": {k: v for k, v in calls.items() if v},
+            "http_429": {k: v for k, v in throttled.items() if v},
+            "model": after.get("model"),
+        }
+
+
+def _engine(stack: BenchStack):
+    return create_engine(stack.env["DATABASE_URL"], pool_size=2)
+
+
+def _running_jobs(engine) -> Callable[[], float]:
+    def probe() -> float:
+        with engine.connect() as connection:
+            return connection.execute(
+                text("SELECT count(*) FROM jobs WHERE status = 'running'")
+            ).scalar_one()
+
+    return probe
+
+
+def _tables(base: int, n: int) -> list[data.Table]:
+    return [data.make_table(base + i, **SMALL) for i in range(n)]
+
+
+def _seeds(base: int, n: int) -> list[int]:
+    return list(range(base, base + n))
+
+
+def _latency(timings) -> dict:
+    values = sorted(t.total_s for t in timings)
+    return {
+        "median": statistics.median(values),
+        "max": values[-1],
+        "mean": statistics.mean(values),
+        # Where the time went (server-side timestamps): waiting for a slot vs running.
+        **{
+            f"{part}_median": statistics.median(getattr(t, f"{part}_s") for t in timings)
+            for part in ("submit", "queue", "run", "notify", "result")
+        },
+    }
+
+
+# --- in flight -----------------------------------------------------------------
+
+
+def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -> dict:
+    """N clients at 1 s per upstream call: the default worker node vs N direct threads."""
+    stack = ctx.stack
+    log(f"inflight: {sizes} clients x {jobs_per_client} fit-predicts at 1 s per upstream call")
+    user = ServiceUser.register(stack.api_url, SECTION_TOKENS["inflight"])
+    direct = ctx.direct(SECTION_TOKENS["inflight-direct"])
+    engine = _engine(stack)
+    out: dict = {"jobs_per_client": jobs_per_client, "latency_s": 1.0, "sizes": {}}
+    stack.set_latency(1.0)
+    try:
+        spec = [("inflight", [], {})]
+        with (
+            stack.main_worker_stopped(),
+            nodes(spec, stack.env, stack.scratch, stack.logs_dir) as (node,),
+        ):
+            pid = node.popen.pid
+            out["idle_rss_mb"] = tree_rss_kb(pid) / 1024
+            for k, n in enumerate(sizes):
+                jobs = n * jobs_per_client
+                base = 200_000 + k * 10_000
+                log(f"inflight: {n} direct threads, {jobs} jobs")
+                emulator = Emulator(stack)
+                answer = direct.ask(
+                    op="throughput", seeds=_seeds(base, jobs), shape=SMALL, threads=n
+                )
+                direct_side = {
+                    "seconds": answer["seconds"],
+                    "jobs_per_s": jobs / answer["seconds"],
+                    "latency_median": statistics.median(answer["latencies"]),
+                    "emulator": emulator.spent(jobs),
+                }
+                log(f"inflight: {n} service clients, {jobs} jobs")
+                tables = _tables(base, jobs)
+                emulator = Emulator(stack)
+                sampler = Sampler(
+                    {"rss_kb": lambda: tree_rss_kb(pid), "running": _running_jobs(engine)},
+                    at_peak_of="running",
+                    snapshot=lambda: connections(
+                        pid, stack.env["DATABASE_URL"], stack.env["REDIS_URL"]
+                    ),
+                )
+                with sampler:
+                    seconds, timings = user.throughput(tables, clients=n)
+                service_side = {
+                    "seconds": seconds,
+                    "jobs_per_s": jobs / seconds,
+                    "latency_median": _latency(timings)["median"],
+                    "latency": _latency(timings),
+                    "emulator": emulator.spent(jobs),
+                    "peak_rss_mb": sampler.peak["rss_kb"] / 1024,
+                    "peak_running": sampler.peak["running"],
+                    "connections_at_peak": sampler.at_peak,
+                }
+                out["sizes"][str(n)] = {
+                    "jobs": jobs,
+                    "service": service_side,
+                    "direct": direct_side,
+                    "ratio": service_side["jobs_per_s"] / direct_side["jobs_per_s"],
+                }
+            out["worker_settings"] = _node_settings(node.log())
+    finally:
+        stack.set_latency(stack_latency(stack))
+        engine.dispose()
+    return out
+
+
+def stack_latency(stack: BenchStack) -> float:
+    return float(stack.env["EMULATOR_LATENCY_S"])
+
+
+def _node_settings(log_text: str) -> dict:
+    """Celery's banner: the pool and concurrency the node actually ran with."""
+    found = {}
+    for line in log_text.splitlines():
+        if "concurrency:" in line:
+            found["concurrency"] = line.split("concurrency:", 1)[1].strip()
+    return found
+
+
+# --- cold start ----------------------------------------------------------------
+
+
+def bench_coldstart(ctx: Context, n: int) -> dict:
+    """A fresh node's first N jobs (submitted the moment it is ready) vs N more after."""
+    stack = ctx.stack
+    log(f"coldstart: a fresh worker node, {n} jobs at once as soon as it is ready")
+    user = ServiceUser.register(stack.api_url, SECTION_TOKENS["coldstart"])
+    # The API's key-verification cache warm for this user (bcrypt once): the
+    # section measures the worker node's cold start, not the API's.
+    user.http.get("/auth/me").raise_for_status()
+    out: dict = {"jobs": n, "latency_s": stack_latency(stack)}
+    with stack.main_worker_stopped():
+        spawned = time.perf_counter()
+        with nodes([("coldstart", [], {})], stack.env, stack.scratch, stack.logs_dir):
+            out["ready_s"] = time.perf_counter() - spawned
+            rounds = {}
+            for k, name in enumerate(("cold", "warm", "warm again")):
+                emulator = Emulator(stack)
+                seconds, timings = user.throughput(_tables(300_000 + 1000 * k, n), clients=n)
+                rounds[name] = {
+                    "seconds": seconds,
+                    "first_s": min(t.total_s for t in timings),
+                    "mean_s": statistics.mean(t.total_s for t in timings),
+                    "max_s": max(t.total_s for t in timings),
+                    **{
+                        f"{part}_mean_s": statistics.mean(getattr(t, f"{part}_s") for t in timings)
+                        for part in ("submit", "queue", "run", "notify", "result")
+                    },
+                    "emulator": emulator.spent(n),
+                }
+            out["rounds"] = rounds
+    log("coldstart: a direct tabpfn-client in a fresh process")
+    seeds = [str(310_000 + i) for i in range(4)]
+    spawned = time.perf_counter()
+    answer = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.direct",
+            "--cold",
+            stack.emulator_url,
+            SECTION_TOKENS["coldstart-direct"],
+            json.dumps(SMALL),
+            *seeds,
+        ],
+        cwd=ROOT_DIR,
+        env={**stack.env, "TABPFN_CLIENT_API_URL": stack.emulator_url},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    process_s = time.perf_counter() - spawned
+    cold = json.loads(answer.stdout.strip().splitlines()[-1])
+    out["direct"] = {
+        "process_s": process_s,  # spawn until the last call ended
+        "import_s": cold["import_s"],
+        "first_call_s": cold["calls_s"][0],
+        "later_calls_mean_s": statistics.mean(cold["calls_s"][1:]),
+    }
+    return out
+
+
+# --- scale-out -----------------------------------------------------------------
+
+
+def _no_job_ran_twice(engine, job_ids: list[str]) -> dict:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                """
+                SELECT j.id::text, j.status, j.attempts, j.worker,
+                       (SELECT count(*) FROM fitted_models m WHERE m.fit_job_id = j.id) AS models
+                FROM jobs j WHERE j.id = ANY(CAST(:ids AS uuid[]))
+                """
+            ),
+            {"ids": job_ids},
+        ).all()
+    workers: dict[str, int] = {}
+    for row in rows:
+        # "<host>:<pid>": both nodes share the host, so the pid tells them apart.
+        workers[row.worker or "?"] = workers.get(row.worker or "?", 0) + 1
+    return {
+        "jobs": len(rows),
+        "succeeded": sum(1 for r in rows if r.status == "succeeded"),
+        "attempts_not_1": sum(1 for r in rows if r.attempts != 1),
+        "models_not_1": sum(1 for r in rows if r.models != 1),
+        "by_worker_process": workers,
+    }
+
+
+def bench_scaleout(ctx: Context, clients: int, jobs_per_client: int, concurrency: int) -> dict:
+    """One node vs two (`-n bench-w1@%h`, `-n bench-w2@%h`), each WORKER_CONCURRENCY=N."""
+    stack = ctx.stack
+    log(f"scaleout: {clients} clients at 1 s per call, nodes of {concurrency} slots")
+    user = ServiceUser.register(stack.api_url, SECTION_TOKENS["scaleout"])
+    engine = _engine(stack)
+    settings = {"WORKER_CONCURRENCY": str(concurrency)}
+    specs = {
+        "one node": [("bench-w1", ["-n", "bench-w1@%h"], settings)],
+        "two nodes": [
+            ("bench-w1", ["-n", "bench-w1@%h"], settings),
+            ("bench-w2", ["-n", "bench-w2@%h"], settings),
+        ],
+    }
+    out: dict = {
+        "clients": clients,
+        "jobs": clients * jobs_per_client,
+        "concurrency": concurrency,
+        "latency_s": 1.0,
+        "runs": {},
+    }
+    stack.set_latency(1.0)
+    try:
+        with stack.main_worker_stopped():
+            for k, (name, spec) in enumerate(specs.items()):
+                with nodes(spec, stack.env, stack.scratch, stack.logs_dir) as started:
+                    jobs = clients * jobs_per_client
+                    pids = [node.popen.pid for node in started]
+                    emulator = Emulator(stack)
+                    sampler = Sampler(
+                        {
+                            "running": _running_jobs(engine),
+                            "rss_kb": lambda pids=pids: sum(tree_rss_kb(p) for p in pids),
+                        }
+                    )
+                    log(f"scaleout: {name}, {jobs} jobs")
+                    with sampler:
+                        seconds, timings = user.throughput(
+                            _tables(400_000 + 10_000 * k, jobs), clients=clients
+                        )
+                    spent = emulator.spent(jobs)
+                    checks = _no_job_ran_twice(engine, [t.job_id for t in timings])
+                    checks["emulator_fits"] = spent["calls"].get("fit", 0)
+                    out["runs"][name] = {
+                        "seconds": seconds,
+                        "jobs_per_s": jobs / seconds,
+                        "peak_running": sampler.peak["running"],
+                        "peak_rss_mb": sampler.peak["rss_kb"] / 1024,
+                        "latency_median": _latency(timings)["median"],
+                        "emulator": spent,
+                        "checks": checks,
+                    }
+    finally:
+        stack.set_latency(stack_latency(stack))
+        engine.dispose()
+    runs = out["runs"]
+    out["speedup"] = runs["two nodes"]["jobs_per_s"] / runs["one node"]["jobs_per_s"]
+    return out
