@@ -31,9 +31,8 @@ def warm_up() -> float:
     started = time.perf_counter()
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
-    from sqlalchemy import text
 
-    from shared.db import get_engine
+    from shared.db import ping
     from shared.redis_client import get_redis
     from shared.tabpfn import load_client
     from shared.upstream import upstream_limits
@@ -43,8 +42,7 @@ def warm_up() -> float:
 
     client.models.ClientOptions  # noqa: B018  (resolves the lazily built model classes)
     try:
-        with get_engine().connect() as connection:
-            connection.execute(text("SELECT 1"))
+        ping()
         get_redis().ping()
     except Exception as exc:  # a dependency still starting: jobs will connect themselves
         log.warning("warm-up: %s not reachable yet", type(exc).__name__)
