@@ -39,6 +39,7 @@ from shared.job_lifecycle import (
     wait_for_window,
 )
 from shared.job_repository import (
+    add_model,
     load_job_for_run,
     running_jobs_on_host,
     set_upstream_model_id,
@@ -285,8 +286,7 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
     # Storing takes milliseconds: the transaction that stores the result ends the job.
     with session_scope() as session:
         if new_model is not None:
-            session.add(new_model)
-            session.flush()
+            add_model(session=session, model=new_model)
         stored = succeed_job(
             session=session,
             claim=claim,
