@@ -16,7 +16,7 @@ import httpx
 from shared.config import get_settings
 from shared.errors import UpstreamAuthFailed, UpstreamUnavailable
 from shared.tabpfn import load_client
-from shared.upstream_faults import SENT_TOKEN, fault_for_status, throttled
+from shared.upstream_faults import SENT_TOKEN, fault_for_status
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,14 @@ def _call(
 def _raise_for(response: httpx.Response, what: str) -> None:
     """Raise the error shared.upstream_faults maps this answer to."""
     retry_after = response.headers.get("Retry-After", "")
-    fault = fault_for_status(
+    raise fault_for_status(
         response.status_code,
         # The answer's text says which 429 it is; a page of HTML says nothing more.
         detail=response.text[:300],
         what=what,
         auth_message=SENT_TOKEN,
-    )
-    if response.status_code == 429 and retry_after.isdigit():
-        fault = throttled(response.text[:300], float(retry_after))
-    raise fault.error
+        retry_after=float(retry_after) if retry_after.isdigit() else None,
+    ).error
 
 
 def _endpoint(name: str) -> str:

@@ -56,13 +56,19 @@ class UpstreamFault:
 
 
 def fault_for_status(
-    status: int, *, detail: str, what: str = "the request", auth_message: str = STORED_TOKEN
+    status: int,
+    *,
+    detail: str,
+    what: str = "the request",
+    auth_message: str = STORED_TOKEN,
+    retry_after: float | None = None,
 ) -> UpstreamFault:
-    """The fault an upstream HTTP status means; `detail` is the answer's text."""
+    """The fault an upstream HTTP status means; `detail` is the answer's text,
+    `retry_after` its Retry-After seconds when the caller saw the header."""
     if status in (401, 403):
         return UpstreamFault(UpstreamAuthFailed(auth_message), transient=False)
     if status == 429:
-        return throttled(detail)
+        return throttled(detail, retry_after)
     if status >= 500 or status == 408:
         return UpstreamFault(
             UpstreamUnavailable(f"The TabPFN API answered {status} to {what}: {detail}"),
