@@ -56,8 +56,10 @@ def get_caller(
 ) -> User:
     """The caller, authenticated in a session of its own that is closed at once.
 
-    For routes that wait (long-poll, event streams): they must not hold a
-    database connection while they wait.
+    For routes that wait (long-poll, event streams) or call the upstream
+    (`/usage`, token replacement, model deletion): they must not hold a pooled
+    database connection while they wait. `SessionDep` (and `CurrentUser`, which
+    authenticates in it) keeps its connection until the route returns.
     """
     with session_scope() as session:
         return get_current_user(request, session, credentials)

@@ -14,30 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import configure_mappers
-
-from shared.db import get_sessionmaker
-from shared.models import ApiKey, User
 from shared.security import warm_api_key_hasher
 from shared.tabpfn import load_client
 from shared.upstream import upstream_limits
+from shared.users import warm_up_queries
 
 log = logging.getLogger(__name__)
 # An upstream that does not answer must not hold the API's start-up for long.
 UPSTREAM_WAIT_S = 5.0
-
-
-def _database() -> None:
-    # The first connection, and the ORM's one-time work (mapper configuration,
-    # statement compilation) for the queries setup and authentication make.
-    configure_mappers()
-    with get_sessionmaker()() as session:
-        session.execute(text("select 1"))
-        session.scalars(select(User).where(User.tabpfn_token_fingerprint.in_([""]))).first()
-        session.execute(
-            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == "")
-        )
 
 
 def _step(name: str, run: Callable[[], object]) -> None:
@@ -60,6 +44,6 @@ def warm_up() -> None:
     upstream.start()
     # bcrypt's backend and passlib's self-test run on first use.
     _step("API key hashing", warm_api_key_hasher)
-    _step("database connection", _database)
+    _step("database connection", warm_up_queries)
     upstream.join(UPSTREAM_WAIT_S)
     log.info("warm-up done in %.1f s", time.monotonic() - started)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
@@ -43,3 +43,9 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def ping() -> None:
+    """One round trip on a fresh pooled connection; raises when the database is down."""
+    with get_engine().connect() as connection:
+        connection.execute(text("select 1"))

@@ -48,6 +48,16 @@ class FileFormatMismatch(ValidationFailed):
     code = "file_format_mismatch"
 
 
+class CallbackUrlForbidden(ValidationFailed):
+    """A callback URL that is not a public http(s) address (SSRF protection)."""
+
+    code = "callback_url_forbidden"
+
+
+class CallbackUrlUnresolvable(ValidationFailed):
+    code = "callback_url_unresolvable"
+
+
 class Unauthorized(ServiceError):
     status_code = 401
     code = "unauthorized"
@@ -122,3 +132,20 @@ class UpstreamError(ServiceError):
 class ServiceUnavailable(ServiceError):
     status_code = 503
     code = "service_unavailable"
+
+
+# Codes only stored on failed jobs (never an HTTP answer of their own): their
+# status_code is what the job's error would be as an HTTP error.
+
+
+class WorkerLost(ServiceError):
+    """A job whose runs lost their worker on each of its MAX_ATTEMPTS attempts."""
+
+    code = "worker_lost"
+
+
+class TimeLimitExceeded(ServiceError):
+    """A job still running RUNNING_TIMEOUT_S after its claim."""
+
+    status_code = 504
+    code = "time_limit_exceeded"

@@ -19,6 +19,7 @@ from sqlalchemy import Row, case, func, or_, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
+from shared.errors import WorkerLost
 from shared.job_events import FINAL_FIELDS, job_changed
 from shared.models import Job, JobData
 from shared.webhooks import record_job_event
@@ -50,7 +51,7 @@ def worker_lost(max_attempts: int) -> dict[str, Any]:
         "status": js.FAILED,
         "stage": None,
         "finished_at": func.now(),
-        "error_code": "worker_lost",
+        "error_code": WorkerLost.code,
         "error_message": f"The job's worker stopped on each of its {max_attempts} attempts.",
     }
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from shared import job_states as js
 from shared.config import get_settings
+from shared.db import session_scope
 from shared.errors import (
     JobAlreadyFinished,
     JobCanceled,
@@ -344,18 +345,21 @@ def get_model(*, session: Session, user: User, model_id: uuid.UUID) -> FittedMod
     return model
 
 
-def delete_model(*, session: Session, user: User, model_id: uuid.UUID) -> bool:
+def delete_model(*, user: User, model_id: uuid.UUID) -> bool:
     """Delete the model here and, best effort, in the user's TabPFN account.
 
     Returns whether the upstream copy is gone too. Jobs that used the model keep
     their results; predicting with it is `model_not_found` from now on.
+
+    The row goes first, in a transaction of its own that is over before the
+    upstream call: no pooled connection waits on TabPFN, and a model that is
+    gone upstream is never left behind here.
     """
-    model = get_model(session=session, user=user, model_id=model_id)
-    upstream_deleted = delete_upstream_model(
-        decrypt_secret(user.tabpfn_token_encrypted), model.upstream_model_id
-    )
-    session.delete(model)
-    return upstream_deleted
+    with session_scope() as session:
+        model = get_model(session=session, user=user, model_id=model_id)
+        upstream_model_id = model.upstream_model_id
+        session.delete(model)
+    return delete_upstream_model(decrypt_secret(user.tabpfn_token_encrypted), upstream_model_id)
 
 
 def list_models(*, session: Session, user: User) -> list[FittedModel]:

@@ -14,13 +14,9 @@ from typing import Any
 import httpx
 
 from shared.config import get_settings
-from shared.errors import (
-    UpstreamAuthFailed,
-    UpstreamError,
-    UpstreamQuotaExceeded,
-    UpstreamUnavailable,
-)
+from shared.errors import UpstreamAuthFailed, UpstreamUnavailable
 from shared.tabpfn import load_client
+from shared.upstream_faults import SENT_TOKEN, fault_for_status
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +38,16 @@ def _call(
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:
-    status = response.status_code
-    if status in (401, 403):
-        raise UpstreamAuthFailed("TabPFN rejected this token; check it and try again.")
-    if status == 429:
-        raise UpstreamQuotaExceeded(f"TabPFN refused {what}: the usage limit is reached.")
-    if status >= 500 or status == 408:
-        raise UpstreamUnavailable(f"The TabPFN API answered {status} to {what}; try again shortly.")
-    raise UpstreamError(f"The TabPFN API answered {status} to {what}.")
+    """Raise the error shared.upstream_faults maps this answer to."""
+    retry_after = response.headers.get("Retry-After", "")
+    raise fault_for_status(
+        response.status_code,
+        # The answer's text says which 429 it is; a page of HTML says nothing more.
+        detail=response.text[:300],
+        what=what,
+        auth_message=SENT_TOKEN,
+        retry_after=float(retry_after) if retry_after.isdigit() else None,
+    ).error
 
 
 def _endpoint(name: str) -> str:
@@ -66,7 +64,7 @@ def verify_tabpfn_token(token: str) -> None:
             "TabPFN accepted the token but the account's email address is not verified."
         )
     if response.status_code == 404:
-        raise UpstreamAuthFailed("TabPFN rejected this token; check it and try again.")
+        raise UpstreamAuthFailed(SENT_TOKEN)
     _raise_for(response, "the token check")
 
 

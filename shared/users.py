@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session, configure_mappers
 
 from shared.config import get_settings
+from shared.db import get_sessionmaker, session_scope
 from shared.errors import LastActiveKey, NotFound, TabpfnTokenInUse, Unauthorized
 from shared.models import ApiKey, User
 from shared.security import (
@@ -183,26 +185,46 @@ def revoke_api_key(*, session: Session, user: User, key_id: str) -> None:
     row.revoked_at = datetime.now(UTC)
 
 
-def replace_tabpfn_token(*, session: Session, user: User, tabpfn_token: str) -> None:
+def replace_tabpfn_token(*, user_id: uuid.UUID, tabpfn_token: str) -> None:
     """Store a new TabPFN token for the user, once the upstream accepts it.
 
     A token that is another account's is refused: one token, one account, so
-    that setup with it keeps finding the right one.
+    that setup with it keeps finding the right one. The upstream check runs
+    before the transaction opens: no pooled connection waits on TabPFN.
     """
     verify_tabpfn_token(tabpfn_token)
     fingerprint = token_fingerprint(tabpfn_token)
-    _lock_token(session, fingerprint)
-    owner = find_user_by_token(session=session, tabpfn_token=tabpfn_token)
-    if owner is not None and owner.id != user.id:
-        raise TabpfnTokenInUse(
-            "This TabPFN token belongs to another account here; to use that account, "
-            "call POST /auth/setup with the token."
+    with session_scope() as session:
+        _lock_token(session, fingerprint)
+        owner = find_user_by_token(session=session, tabpfn_token=tabpfn_token)
+        if owner is not None and owner.id != user_id:
+            raise TabpfnTokenInUse(
+                "This TabPFN token belongs to another account here; to use that account, "
+                "call POST /auth/setup with the token."
+            )
+        session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(
+                tabpfn_token_encrypted=encrypt_secret(tabpfn_token),
+                tabpfn_token_fingerprint=fingerprint,
+            )
         )
-    user.tabpfn_token_encrypted = encrypt_secret(tabpfn_token)
-    user.tabpfn_token_fingerprint = fingerprint
 
 
 def rotate_webhook_secret(*, session: Session, user: User) -> str:
     secret = new_webhook_secret()
     user.webhook_secret_encrypted = encrypt_secret(secret)
     return secret
+
+
+def warm_up_queries() -> None:
+    """The first connection, and the ORM's one-time work (mapper configuration,
+    statement compilation) for the queries setup and authentication make."""
+    configure_mappers()
+    with get_sessionmaker()() as session:
+        session.execute(text("select 1"))
+        session.scalars(select(User).where(User.tabpfn_token_fingerprint.in_([""]))).first()
+        session.execute(
+            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == "")
+        )

@@ -13,17 +13,14 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.errors import ValidationFailed
+from shared.errors import CallbackUrlForbidden, CallbackUrlUnresolvable
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
-class TargetRefused(ValidationFailed):
-    code = "callback_url_forbidden"
-
-
-class TargetUnresolvable(ValidationFailed):
-    code = "callback_url_unresolvable"
+# The names this module's callers know; the codes live in shared.errors.
+TargetRefused = CallbackUrlForbidden
+TargetUnresolvable = CallbackUrlUnresolvable
 
 
 @dataclass(frozen=True)

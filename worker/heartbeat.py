@@ -32,11 +32,12 @@ from contextlib import contextmanager
 
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.errors import TimeLimitExceeded
 from shared.job_lifecycle import Claim, fail_job, heartbeat_many, set_stage
 
 log = logging.getLogger(__name__)
 
-TIME_LIMIT_CODE = "time_limit_exceeded"
+TIME_LIMIT_CODE = TimeLimitExceeded.code
 
 
 class ClaimLost(Exception):

@@ -31,9 +31,8 @@ def warm_up() -> float:
     started = time.perf_counter()
     import pandas
     import pyarrow.parquet  # noqa: F401
-    from sqlalchemy import text
 
-    from shared.db import get_engine
+    from shared.db import ping
     from shared.redis_client import get_redis
     from shared.tabpfn import load_client
     from shared.upstream import upstream_limits
@@ -49,8 +48,7 @@ def warm_up() -> float:
     table = decode_table(encode_table(pandas.DataFrame({"x": [1.0], "c": ["a"]})).read())
     _clean_text_features(table)
     try:
-        with get_engine().connect() as connection:
-            connection.execute(text("SELECT 1"))
+        ping()
         get_redis().ping()
     except Exception as exc:  # a dependency still starting: jobs will connect themselves
         log.warning("warm-up: %s not reachable yet", type(exc).__name__)

@@ -10,12 +10,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
-
-from shared import job_states as js
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.models import IdempotencyKey, Job, JobData
+from shared.job_repository import forget_idempotency_keys, purge_job_data
 
 log = logging.getLogger(__name__)
 
@@ -24,28 +21,13 @@ def purge_expired_data() -> tuple[int, int]:
     """Returns (jobs whose data was deleted, idempotency keys forgotten)."""
     settings = get_settings()
     now = datetime.now(UTC)
-    expired_jobs = select(Job.id).where(
-        Job.status.in_(js.FINISHED),
-        Job.finished_at < now - timedelta(seconds=settings.retention_s),
-    )
     with session_scope() as session:
-        purged = session.execute(
-            update(JobData)
-            .where(
-                JobData.job_id.in_(expired_jobs),
-                or_(
-                    JobData.train_parquet.is_not(None),
-                    JobData.test_parquet.is_not(None),
-                    JobData.result.is_not(None),
-                ),
-            )
-            .values(train_parquet=None, test_parquet=None, result=None, size_bytes=0)
-        ).rowcount
-        forgotten = session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.created_at < now - timedelta(seconds=settings.idempotency_ttl_s)
-            )
-        ).rowcount
+        purged = purge_job_data(
+            session=session, finished_before=now - timedelta(seconds=settings.retention_s)
+        )
+        forgotten = forget_idempotency_keys(
+            session=session, created_before=now - timedelta(seconds=settings.idempotency_ttl_s)
+        )
     if purged or forgotten:
         log.info(
             "retention: data of %d job(s) deleted, %d idempotency key(s) forgotten",

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared import job_states as js
@@ -39,13 +38,21 @@ from shared.job_lifecycle import (
     succeed_job,
     wait_for_window,
 )
-from shared.models import FittedModel, Job, JobData, User
+from shared.job_repository import (
+    add_model,
+    load_job_for_run,
+    running_jobs_on_host,
+    set_upstream_model_id,
+    training_data,
+)
+from shared.models import FittedModel, Job
 from shared.payloads import decode_table, split_train
 from shared.queue import enqueue_job, wake_at, wake_now
 from shared.scheduling import claim_next, has_runnable_work, pause_user
 from shared.security import decrypt_secret, token_fingerprint
+from shared.upstream_faults import classify_fault
 from worker.heartbeat import TIME_LIMIT_CODE, ClaimLost, Lease, holder_is_dead, holding, keeper
-from worker.upstream import TabPFNUpstream, as_list, classify_fault
+from worker.upstream import TabPFNUpstream, as_list
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +94,7 @@ draining = threading.Event()
 def _load(job_id: uuid.UUID) -> _Loaded:
     """The claimed job's rows as tables; raised here, after the claim committed, errors fail it."""
     with session_scope() as session:
-        job, data, token_encrypted = session.execute(
-            select(Job, JobData, User.tabpfn_token_encrypted)
-            .join(User, User.id == Job.user_id)
-            .outerjoin(JobData, JobData.job_id == Job.id)
-            .where(Job.id == job_id)
-        ).one()
-        model = session.get(FittedModel, job.model_id) if job.model_id else None
+        job, data, token_encrypted, model = load_job_for_run(session=session, job_id=job_id)
     if job.type == js.PREDICT and model is None:
         raise ModelNotFound("The model this job predicts with has been deleted.")
     if data is None or (data.train_parquet is None and data.test_parquet is None):
@@ -121,11 +122,7 @@ def release_dead_runs() -> int:
 
     host = this_worker().rpartition(":")[0]
     with session_scope() as session:
-        rows = session.execute(
-            select(Job.id, Job.worker, Job.attempts).where(
-                Job.status == js.RUNNING, Job.worker.like(f"{host}:%")
-            )
-        ).all()
+        rows = running_jobs_on_host(session=session, host=host)
     released = 0
     for row in rows:
         if not holder_is_dead(row.worker):
@@ -178,8 +175,8 @@ def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[Fitte
 def _refit(upstream: TabPFNUpstream, model: FittedModel) -> dict | None:
     """Fit a model again from its retained training data after the upstream lost it."""
     with session_scope() as session:
-        data = session.get(JobData, model.fit_job_id)
-        train = decode_table(data.train_parquet) if data and data.train_parquet else None
+        parquet = training_data(session=session, fit_job_id=model.fit_job_id)
+        train = decode_table(parquet) if parquet else None
     if train is None:
         raise ModelNotFound(
             "The fitted model no longer exists in the TabPFN account and its training data "
@@ -190,10 +187,8 @@ def _refit(upstream: TabPFNUpstream, model: FittedModel) -> dict | None:
     fitted = upstream.fit(task=model.task, X=X, y=y, options=model.options)
     model.upstream_model_id = fitted.upstream_model_id
     with session_scope() as session:
-        session.execute(
-            update(FittedModel)
-            .where(FittedModel.id == model.id)
-            .values(upstream_model_id=fitted.upstream_model_id)
+        set_upstream_model_id(
+            session=session, model_id=model.id, upstream_model_id=fitted.upstream_model_id
         )
     return fitted.timings
 
@@ -291,8 +286,7 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
     # Storing takes milliseconds: the transaction that stores the result ends the job.
     with session_scope() as session:
         if new_model is not None:
-            session.add(new_model)
-            session.flush()
+            add_model(session=session, model=new_model)
         stored = succeed_job(
             session=session,
             claim=claim,

@@ -15,16 +15,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
-
-from sqlalchemy import or_, select, update
+from datetime import UTC, datetime
 
 from shared import job_states as js
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.job_events import job_changed
-from shared.job_lifecycle import ENDED_FIELDS, job_ended, worker_lost
-from shared.models import Job
+from shared.job_lifecycle import job_ended
+from shared.job_repository import fail_abandoned_runs, requeue_abandoned_runs, stale_queued_job
 from shared.queue import enqueue_job, wake_at
 from shared.scheduling import has_runnable_work, next_wake_up
 
@@ -36,32 +34,15 @@ def sweep() -> int:
     settings = get_settings()
     now = datetime.now(UTC)
     with session_scope() as session:
-        abandoned = update(Job).where(
-            Job.status == js.RUNNING,
-            Job.heartbeat_at < now - timedelta(seconds=settings.lease_timeout_s),
-        )
-        failed = session.execute(
-            abandoned.where(Job.attempts >= settings.max_attempts)
-            .values(**worker_lost(settings.max_attempts))
-            .returning(*ENDED_FIELDS)
-        ).all()
+        lease = {"lease_timeout_s": settings.lease_timeout_s, "max_attempts": settings.max_attempts}
+        failed = fail_abandoned_runs(session=session, **lease, now=now)
         for ended in failed:
             job_ended(session, ended)
-        recovered = session.scalars(
-            abandoned.where(Job.attempts < settings.max_attempts)
-            .values(status=js.QUEUED, stage=None, run_after=None, updated_at=now)
-            .returning(Job.id)
-        ).all()
+        recovered = requeue_abandoned_runs(session=session, **lease, now=now)
         for job_id in recovered:
             job_changed(session, job_id, js.QUEUED)
-        stale = session.scalar(
-            select(Job.id)
-            .where(
-                Job.status == js.QUEUED,
-                Job.updated_at < now - timedelta(seconds=settings.queued_timeout_s),
-                or_(Job.run_after.is_(None), Job.run_after <= now),
-            )
-            .limit(1)
+        stale = stale_queued_job(
+            session=session, queued_timeout_s=settings.queued_timeout_s, now=now
         )
         wake_ups = has_runnable_work(session=session) if stale is not None else 0
         later = next_wake_up(session=session)

@@ -9,34 +9,19 @@ client PUTs without our headers) are credentials of their own.
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
-from shared.upstream_throttle import RateWindow, classify_429
 
 from shared import job_states as js
 from shared import pacing
 from shared.config import get_settings
-from shared.errors import (
-    ModelNotFound,
-    ServiceError,
-    UpstreamAuthFailed,
-    UpstreamError,
-    UpstreamQuotaExceeded,
-    UpstreamUnavailable,
-    ValidationFailed,
-)
 from shared.tabpfn import load_client
 from shared.upstream import upstream_limits
 
-# The client reports HTTP failures only as text: "Fail to call fit: [HTTP 401] ...".
-_HTTP_STATUS = re.compile(r"\[HTTP (\d{3})\]")
 _SYSTEMS = ["preprocessing", "text"]  # what TabPFNClassifier/Regressor send by default
 
 
@@ -170,83 +155,6 @@ def _sum_timings(timings: list[dict[str, Any] | None]) -> dict[str, Any] | None:
             if isinstance(value, int | float):
                 total[key] = total.get(key, 0) + value
     return total
-
-
-@dataclass(frozen=True)
-class UpstreamFault:
-    error: ServiceError
-    transient: bool
-    # Set for a full rate window: the job waits until then (not an attempt, not a failure).
-    wait_until: datetime | None = None
-
-
-def classify_fault(exc: BaseException) -> UpstreamFault | None:
-    """Map what the client raised to our error and whether a retry may help."""
-    client = load_client()
-    if isinstance(exc, client.errors.FittedModelNotFoundError):
-        return UpstreamFault(
-            ModelNotFound("The fitted model no longer exists in the TabPFN account; fit again."),
-            transient=False,
-        )
-    if isinstance(exc, httpx.TimeoutException | httpx.TransportError | TimeoutError):
-        return UpstreamFault(
-            UpstreamUnavailable(f"The TabPFN API could not be reached ({type(exc).__name__})."),
-            transient=True,
-        )
-    if isinstance(
-        exc, client.errors.RetryableServerError | client.errors.CappedRetryableServerError
-    ):
-        return UpstreamFault(UpstreamUnavailable(f"The TabPFN API failed: {exc}"), transient=True)
-    if isinstance(exc, RuntimeError) and (match := _HTTP_STATUS.search(str(exc))):
-        status = int(match.group(1))
-        if status in (401, 403):
-            return UpstreamFault(
-                UpstreamAuthFailed("TabPFN rejected the stored token; replace it and retry."),
-                transient=False,
-            )
-        if status == 429:
-            return _throttled(str(exc))
-        if status >= 500:
-            return UpstreamFault(UpstreamUnavailable(f"The TabPFN API failed: {exc}"), True)
-        return UpstreamFault(UpstreamError(f"The TabPFN API refused the request: {exc}"), False)
-    if isinstance(exc, ValueError):
-        # tabpfn-client validates data against the upstream's limits before upload.
-        return UpstreamFault(ValidationFailed(str(exc)), transient=False)
-    return None
-
-
-def _throttled(message: str) -> UpstreamFault:
-    """A 429: a full rate window is a wait; an exhausted token pool ends the job."""
-    verdict = classify_429(message)
-    if isinstance(verdict, RateWindow):
-        until = verdict.until or _window_end(verdict.kind)
-        return UpstreamFault(
-            UpstreamQuotaExceeded(f"The TabPFN rate window is full until {until.isoformat()}."),
-            transient=True,
-            wait_until=until,
-        )
-    return UpstreamFault(_quota_exceeded(message), transient=False)
-
-
-def _window_end(kind: str | None) -> datetime:
-    """When the current minute window ends, as the settings know windows (no Retry-After)."""
-    windows = get_settings().rate_limits().get(kind or "fit")
-    window_s = windows[0][0] if windows else 60.0
-    now = time.time()
-    return datetime.fromtimestamp((now // window_s + 1) * window_s, UTC)
-
-
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)?")
-
-
-def _quota_exceeded(message: str) -> ServiceError:
-    """A spent usage limit: retrying before the reset only spends attempts."""
-    reset = _TIMESTAMP.search(message)
-    when = f"; it resets at {reset.group(0)}" if reset else ""
-    return UpstreamQuotaExceeded(
-        f"The TabPFN account's usage limit is reached{when}. Submit the job again after that.",
-        **({"reset_time": reset.group(0)} if reset else {}),
-    )
 
 
 def as_list(values: Any) -> list:

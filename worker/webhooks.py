@@ -16,14 +16,19 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
-from sqlalchemy import func, or_, select, update
 from standardwebhooks.webhooks import Webhook
 
 from shared.config import get_settings
 from shared.db import session_scope
-from shared.models import Job, User, WebhookAttempt, WebhookDelivery
+from shared.models import WebhookDelivery
 from shared.queue import enqueue_webhook
 from shared.security import decrypt_secret
+from shared.webhook_deliveries import (
+    claim_delivery,
+    overdue_deliveries,
+    record_attempt,
+    secret_of_job_owner,
+)
 from shared.webhook_targets import Target, TargetRefused, TargetUnresolvable, check_target
 from shared.webhooks import FAILED, PENDING, SUCCEEDED
 
@@ -34,28 +39,12 @@ def _claim(delivery_id: uuid.UUID) -> WebhookDelivery | None:
     """Take a due delivery; the lease keeps a duplicate message from sending it twice."""
     lease = timedelta(seconds=get_settings().webhook_timeout_s + 30)
     with session_scope() as session:
-        return session.scalars(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.id == delivery_id,
-                WebhookDelivery.status == PENDING,
-                or_(
-                    WebhookDelivery.next_attempt_at.is_(None),
-                    WebhookDelivery.next_attempt_at <= func.now(),
-                ),
-            )
-            .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=func.now() + lease)
-            .returning(WebhookDelivery)
-        ).one_or_none()
+        return claim_delivery(session=session, delivery_id=delivery_id, lease=lease)
 
 
 def _secret(job_id: uuid.UUID) -> str:
     with session_scope() as session:
-        user_secret = session.scalar(
-            select(User.webhook_secret_encrypted)
-            .join(Job, Job.user_id == User.id)
-            .where(Job.id == job_id)
-        )
+        user_secret = secret_of_job_owner(session=session, job_id=job_id)
     return decrypt_secret(user_secret)
 
 
@@ -120,23 +109,18 @@ def _record(
     outcome: str,
     delay_s: float | None,
 ) -> None:
+    next_attempt_at = None
+    if outcome == PENDING:
+        next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay_s or 0)
     with session_scope() as session:
-        session.add(
-            WebhookAttempt(
-                delivery_id=delivery.id,
-                status_code=status_code,
-                latency_ms=latency_ms,
-                error=error,
-            )
-        )
-        values: dict = {"status": outcome}
-        if outcome == PENDING:
-            values["next_attempt_at"] = datetime.now(UTC) + timedelta(seconds=delay_s or 0)
-        else:
-            values["completed_at"] = func.now()
-            values["next_attempt_at"] = None
-        session.execute(
-            update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
+        record_attempt(
+            session=session,
+            delivery_id=delivery.id,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            error=error,
+            outcome=outcome,
+            next_attempt_at=next_attempt_at,
         )
 
 
@@ -195,18 +179,8 @@ def deliver(delivery_id: uuid.UUID) -> float | None:
 def sweep_webhooks() -> int:
     """Send pending deliveries whose time has come but whose message was lost."""
     # Due for at least QUEUED_TIMEOUT_S: its own message would have arrived by now.
-    overdue = func.now() - timedelta(seconds=get_settings().queued_timeout_s)
     with session_scope() as session:
-        due = session.scalars(
-            select(WebhookDelivery.id).where(
-                WebhookDelivery.status == PENDING,
-                WebhookDelivery.created_at <= overdue,
-                or_(
-                    WebhookDelivery.next_attempt_at.is_(None),
-                    WebhookDelivery.next_attempt_at <= overdue,
-                ),
-            )
-        ).all()
+        due = overdue_deliveries(session=session, overdue_s=get_settings().queued_timeout_s)
     for delivery_id in due:
         enqueue_webhook(delivery_id)
     return len(due)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import Caller, CurrentUser, SessionDep
 from api.schemas import (
     ApiKeyOut,
     ErrorOut,
@@ -86,9 +86,11 @@ def revoke_key(key_id: str, session: SessionDep, user: CurrentUser) -> Response:
         409: {"model": ErrorOut, "description": "tabpfn_token_in_use: another account's token"},
     },
 )
-def replace_token(body: TokenRequest, session: SessionDep, user: CurrentUser) -> Response:
+def replace_token(body: TokenRequest, user: Caller) -> Response:
     """Verified with TabPFN first; jobs that run from now on use the new token."""
-    users.replace_tabpfn_token(session=session, user=user, tabpfn_token=body.tabpfn_token)
+    # No SessionDep: the service verifies the token with no connection held, then
+    # writes in a short session of its own.
+    users.replace_tabpfn_token(user_id=user.id, tabpfn_token=body.tabpfn_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

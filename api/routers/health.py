@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from shared.db import get_engine
+from shared.db import ping
 from shared.queue import get_celery
 
 router = APIRouter(tags=["health"])
@@ -21,8 +20,7 @@ def healthz() -> dict[str, str]:
 def readyz() -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        with get_engine().connect() as connection:
-            connection.execute(text("select 1"))
+        ping()
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable ({type(exc).__name__})"

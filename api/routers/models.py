@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import CurrentUser, SessionDep
+from api.deps import Caller, CurrentUser, SessionDep
 from api.schemas import ErrorOut, ModelOut
 from shared import jobs
 from shared.models import FittedModel
@@ -38,10 +38,12 @@ def get_model(model_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Mo
     summary="Delete a fitted model, here and in your TabPFN account",
     responses={404: {"model": ErrorOut, "description": "model_not_found"}},
 )
-def delete_model(model_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
+def delete_model(model_id: uuid.UUID, user: Caller) -> Response:
     """Predictions with it answer `model_not_found` afterwards. The header
     `Upstream-Deleted: false` says TabPFN could not be reached to delete its copy."""
-    upstream_deleted = jobs.delete_model(session=session, user=user, model_id=model_id)
+    # No SessionDep: the service holds a connection only while it deletes the row,
+    # not while TabPFN deletes its copy.
+    upstream_deleted = jobs.delete_model(user=user, model_id=model_id)
     return Response(
         status_code=status.HTTP_204_NO_CONTENT,
         headers={"Upstream-Deleted": str(upstream_deleted).lower()},

@@ -7,7 +7,7 @@ from typing import Any
 import redis
 from fastapi import APIRouter
 
-from api.deps import CurrentUser
+from api.deps import Caller
 from api.schemas import ErrorOut
 from shared import pacing
 from shared.config import get_settings
@@ -25,11 +25,13 @@ router = APIRouter(tags=["usage"])
         503: {"model": ErrorOut, "description": "upstream_unavailable"},
     },
 )
-def get_usage(user: CurrentUser) -> dict[str, Any]:
+def get_usage(user: Caller) -> dict[str, Any]:
     """`current_usage`, `usage_limit` (-1: unlimited) and `reset_time`, from TabPFN; and
     `rate_windows`: this service's view of the token's per-window request budgets
     (kind fit|predict|upload, window minute|hour, limit, used, resets_at), which
     pace your jobs (docs/scheduling.md)."""
+    # `Caller`: the key is checked in a session closed at once, so no pooled
+    # connection is held while TabPFN answers (up to UPSTREAM_TIMEOUT_S).
     token = decrypt_secret(user.tabpfn_token_encrypted)
     usage = fetch_usage(token)
     try:

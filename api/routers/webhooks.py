@@ -52,6 +52,5 @@ def list_deliveries(
 def redeliver(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> WebhookDeliveryOut:
     """Same `webhook-id` and body as before, so receivers can recognise a repeat."""
     job = jobs.get_job(session=session, user=user, job_id=job_id)
-    delivery = webhooks.redeliver(session=session, job=job)
-    session.commit()  # the delivery is sent once committed (see shared.webhooks)
-    return _out(delivery, [])
+    # Sent once SessionDep commits, before the response (shared.webhooks, after_commit).
+    return _out(webhooks.redeliver(session=session, job=job), [])
