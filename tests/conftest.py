@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,11 @@ FRESH_TOKENS = [f"fresh-token-{i:04d}" for i in range(1500)]
 _unused_tokens = iter(FRESH_TOKENS)
 # Unique per run: token fingerprints (and so pacing budgets in Redis) of parallel
 # runs sharing one Redis never meet.
-SECRET_KEY = f"test-secret-key-not-for-production-{uuid.uuid4().hex[:8]}"
+# (Kept in the environment: this module may be imported twice, as `conftest` by
+# pytest and as `tests.conftest` by tests, and both must agree.)
+SECRET_KEY = "test-secret-key-not-for-production-" + os.environ.setdefault(
+    "TABPFN_API_TEST_RUN", uuid.uuid4().hex[:8]
+)
 
 
 _used_services: list[str] = []

@@ -105,7 +105,7 @@ def test_dev_help_describes_every_option_with_examples() -> None:
     for option, text in [
         ("--host", "address to listen on"),
         ("--port", "port to listen on"),
-        ("--workers", "worker processes"),
+        ("--workers", "jobs the worker holds in flight"),
         ("--flower-port", "port of Flower"),
     ]:
         assert option in done.stdout and text in " ".join(done.stdout.split()), done.stdout
