@@ -109,7 +109,9 @@ def wake_at(when: datetime) -> None:
     second = math.ceil(when.timestamp())
     countdown = max(0.0, second - time.time()) + 0.05
     try:
-        first = get_redis().set(f"tabpfn-api:wake:{second}", 1, nx=True, ex=int(countdown) + 60)
+        # Keyed by the queue: deployments sharing one Redis must not swallow each other's.
+        key = f"tabpfn-api:wake:{get_settings().celery_queue}:{second}"
+        first = get_redis().set(key, 1, nx=True, ex=int(countdown) + 60)
     except Exception:  # Redis down: the sweeper's next pass wakes the queue instead
         return
     if first:

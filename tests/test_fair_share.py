@@ -52,7 +52,7 @@ def run_one(api: httpx.Client, headers: dict) -> float:
     return time.monotonic() - started
 
 
-def test_a_small_user_is_not_starved_by_a_flood(client):
+def test_a_small_user_is_not_starved_by_a_flood(client, fair_stack):
     flood, small = register(client, "flood-token"), register(client, "small-token")
     idle = min(run_one(client, small) for _ in range(2))
 
@@ -67,7 +67,7 @@ def test_a_small_user_is_not_starved_by_a_flood(client):
     assert set(reasons) <= {"fair_share", "capacity"} and "fair_share" in reasons, reasons
 
     # Operators see the same, by reason only (no user ids as labels).
-    metrics = httpx.get(f"{client.base_url}/metrics".replace("/api/v1/metrics", "/metrics"))
+    metrics = httpx.get(f"{fair_stack.api_url}/metrics")
     waiting = {
         sample.labels["reason"]: sample.value
         for family in text_string_to_metric_families(metrics.text)
