@@ -14,13 +14,10 @@ import pytest
 from tests.services import Services, create_database, drop_database, find_services, migrate
 from tests.stack import Stack
 from tests.support.stacks import running_stack
+from tests.support.tokens import FRESH_TOKENS, fresh_token  # noqa: F401  (re-exported)
 
 # Tokens the emulator accepts: one TabPFN account each.
 TOKENS = ["demo-token", "alice-token", "bob-token", "carol-token", "dave-token"]
-# Setup with a known token recovers its account here, so tests that need an
-# account of their own each take an unused token (register() without one).
-FRESH_TOKENS = [f"fresh-token-{i:04d}" for i in range(1500)]
-_unused_tokens = iter(FRESH_TOKENS)
 # Unique per run: token fingerprints (and so pacing budgets in Redis) of parallel
 # runs sharing one Redis never meet.
 # (Kept in the environment: this module may be imported twice, as `conftest` by
@@ -98,13 +95,6 @@ def emulator_knobs(stack: Stack) -> Iterator:
 
 # Every secret the suite was handed, for the test that searches logs and data for them.
 ISSUED_SECRETS: list[str] = []
-
-
-def fresh_token() -> str:
-    """A TabPFN token the emulator accepts and no account here holds yet."""
-    token = next(_unused_tokens, None)
-    assert token is not None, "FRESH_TOKENS used up: make the list in tests/conftest.py longer"
-    return token
 
 
 def register(api: httpx.Client, token: str | None = None) -> dict[str, str]:
