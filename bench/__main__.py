@@ -361,8 +361,15 @@ def bench_profiles(
     return out
 
 
+def _worker_pids(stack: BenchStack) -> list[int]:
+    """The processes holding jobs: the node itself under the threads pool, its children under
+    prefork."""
+    worker = stack.pid("worker")
+    return children(worker) or [worker]
+
+
 def _reset_service_memory(stack: BenchStack) -> list[int]:
-    pids = [stack.pid("api"), *children(stack.pid("worker"))]
+    pids = [stack.pid("api"), *_worker_pids(stack)]
     for pid in pids:
         reset_peak_memory(pid)
     return pids
@@ -371,7 +378,7 @@ def _reset_service_memory(stack: BenchStack) -> list[int]:
 def _service_memory(stack: BenchStack, rss_before: dict[int, int]) -> dict:
     api = stack.pid("api")
     api_mem = memory_kb(api)
-    pool = {pid: memory_kb(pid) for pid in children(stack.pid("worker"))}
+    pool = {pid: memory_kb(pid) for pid in _worker_pids(stack)}
     busiest = max(pool, key=lambda pid: pool[pid]["VmHWM"] - rss_before.get(pid, 0))
     return {
         "api_peak_mb": api_mem["VmHWM"] / 1024,
