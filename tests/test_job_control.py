@@ -10,6 +10,7 @@ from celery import Celery
 
 from emulator.accounts import account_name
 from tests.conftest import register, wait_for_job
+from tests.support.tokens import fresh_token
 
 FIT = {
     "task": "classification",
@@ -23,8 +24,9 @@ def _fit_calls(stack, token: str) -> int:
 
 
 def test_same_idempotency_key_and_body_returns_the_first_job(api, stack):
-    headers = register(api, "dave-token")
-    fits_before = _fit_calls(stack, "dave-token")
+    token = fresh_token()  # an account of this test's own: it counts the account's jobs
+    headers = register(api, token)
+    fits_before = _fit_calls(stack, token)
     keyed = {**headers, "Idempotency-Key": "order-42"}
     first = api.post("/jobs/fit", json=FIT, headers=keyed)
     again = api.post("/jobs/fit", json=FIT, headers=keyed)
@@ -49,7 +51,7 @@ def test_same_idempotency_key_and_body_returns_the_first_job(api, stack):
     for job_id in (first.json()["id"], racing[0].json()["id"]):
         assert wait_for_job(api, headers, job_id)["status"] == "succeeded"
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 2
-    assert _fit_calls(stack, "dave-token") - fits_before == 2  # one upstream fit per job
+    assert _fit_calls(stack, token) - fits_before == 2  # one upstream fit per job
 
 
 def test_same_key_other_body_is_a_conflict_and_keys_are_per_user(api):
