@@ -58,6 +58,7 @@ return 0
 @dataclass(frozen=True)
 class WindowUse:
     kind: str
+    window: str  # "minute" or "hour", whatever UPSTREAM_RATE_WINDOW_SCALE makes of them
     window_s: float
     limit: int
     used: int
@@ -108,7 +109,7 @@ def refund(fingerprint: str, calls: Mapping[str, int], *, reserved_at: float) ->
     pipe.execute()
 
 
-def exhaust(fingerprint: str, until: datetime, *, kind: str | None = None) -> None:
+def exhaust(fingerprint: str, until: datetime) -> None:
     """The upstream said 429 for a window: count the current windows as full.
 
     (The scheduler also pauses the token's users in Postgres until `until`; this
@@ -117,8 +118,6 @@ def exhaust(fingerprint: str, until: datetime, *, kind: str | None = None) -> No
     now = time.time()
     pipe = get_redis().pipeline()
     for each, windows in get_settings().rate_limits().items():
-        if kind is not None and each != kind:
-            continue
         window_s, limit = windows[0]
         if until.timestamp() <= (_window_start(now, window_s) + 1) * window_s:
             pipe.set(_key(fingerprint, each, window_s, now), limit, ex=int(window_s) + 5)
@@ -129,17 +128,21 @@ def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]
     """The token's budgets in the current windows, for GET /usage."""
     now = time.time() if now is None else now
     limits = get_settings().rate_limits()
+    # Settings.rate_limits lists each kind's windows as (minute, hour).
     entries = [
-        (kind, window_s, limit) for kind, windows in limits.items() for window_s, limit in windows
+        (kind, name, window_s, limit)
+        for kind, windows in limits.items()
+        for name, (window_s, limit) in zip(("minute", "hour"), windows, strict=True)
     ]
-    used = get_redis().mget([_key(fingerprint, k, w, now) for k, w, _ in entries])
+    used = get_redis().mget([_key(fingerprint, k, w, now) for k, _, w, _ in entries])
     return [
         WindowUse(
             kind=kind,
+            window=name,
             window_s=window_s,
             limit=limit,
             used=min(limit, int(count or 0)),
             resets_at=datetime.fromtimestamp((_window_start(now, window_s) + 1) * window_s, UTC),
         )
-        for (kind, window_s, limit), count in zip(entries, used, strict=True)
+        for (kind, name, window_s, limit), count in zip(entries, used, strict=True)
     ]

@@ -10,7 +10,6 @@ from fastapi import APIRouter
 from api.deps import Caller
 from api.schemas import ErrorOut
 from shared import pacing
-from shared.config import get_settings
 from shared.security import decrypt_secret, token_fingerprint
 from shared.upstream import fetch_usage
 
@@ -41,13 +40,12 @@ def get_usage(user: Caller) -> dict[str, Any]:
     usage["rate_windows"] = [
         {
             "kind": w.kind,
-            "window": "minute" if w.window_s < 3600 * scale else "hour",
+            "window": w.window,
             "window_s": w.window_s,
             "limit": w.limit,
             "used": w.used,
             "resets_at": w.resets_at.isoformat(),
         }
         for w in windows
-        for scale in [get_settings().upstream_rate_window_scale]
     ]
     return usage
