@@ -1,7 +1,7 @@
 """Write the OpenAPI document of the app to a file (`make openapi`).
 
 `docs/openapi.json` is checked in so clients can be generated without running
-the service; tests/test_openapi.py fails when it no longer matches the app.
+the service; tests/unit/test_openapi.py fails when it no longer matches the app.
 """
 
 from __future__ import annotations

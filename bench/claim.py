@@ -19,14 +19,13 @@ import time
 
 import numpy as np
 
-from bench.stack import ROOT_DIR, UNPACED, BenchStack
+from bench.stack import ROOT_DIR, BenchStack
+from cli.throwaway import UNPACED, create_database, drop_database, migrate
 
 TOKENS = 8  # a few encrypted tokens, reused: Fernet is not what is measured
 
 
 def bench_claim(stack: BenchStack, *, jobs: int, users: int, claims: int) -> dict:
-    from tests.services import create_database, drop_database, migrate
-
     print(f"[bench {time.strftime('%H:%M:%S')}] claim: {jobs} queued jobs over {users} users")
     url = create_database(stack.admin_database_url)
     try:

@@ -1,6 +1,6 @@
 """Issue 14's two scenarios, measured: the noisy neighbour and the burst.
 
-tests/test_fair_share.py asserts the same behaviour; this section writes the
+tests/e2e/test_fair_share.py asserts the same behaviour; this section writes the
 figures down. Both run on a node of their own (bench/nodes.py) while the main
 worker is stopped.
 

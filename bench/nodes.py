@@ -15,54 +15,14 @@ client_port, Redis CLIENT LIST's addr), so nothing needs the worker's help.
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
 import threading
-import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from bench.memory import memory_kb
-from tests.stack import BIN, Process
-
-READY = re.compile(r"\bready\b", re.IGNORECASE)
-
-
-def start_node(
-    name: str, args: list[str], env: dict[str, str], scratch: Path, **settings: str
-) -> Process:
-    """`tabpfn-api worker *args` with `settings` over `env`; returns once it is started."""
-    log_path = scratch / f"{name}.log"
-    popen = subprocess.Popen(
-        [str(BIN), "worker", *args],
-        env={**env, **settings},
-        cwd=scratch,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return Process(name=name, popen=popen, log_path=log_path)
-
-
-def wait_ready(node: Process, timeout: float = 90) -> float:
-    """Block until Celery says the node is ready (after lifecycle's warm-up); seconds waited."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if node.popen.poll() is not None:
-            raise RuntimeError(f"worker {node.name} exited:\n{node.log()[-3000:]}")
-        # Celery's own line: "celery@host ready." once the pool and consumer run.
-        if any(" ready." in line and READY.search(line) for line in node.log().splitlines()):
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise RuntimeError(f"worker {node.name} not ready in {timeout:.0f} s:\n{node.log()[-3000:]}")
-
-
-def stop_node(node: Process, timeout: float = 40) -> None:
-    node.stop(timeout=timeout)
-    with suppress(ProcessLookupError):
-        os.killpg(node.popen.pid, signal.SIGKILL)
+from bench.stack import start_in
+from cli.supervisor import CELERY_READY, Child, wait_for_line
 
 
 @contextmanager
@@ -74,20 +34,22 @@ def nodes(
 ):
     """Start every (name, args, settings) node, wait until all are ready, stop them after.
 
-    With `keep_logs`, each node's log is copied there (name-<pid>.log) once it stopped.
+    Each is `tabpfn-api worker *args` with `settings` over `env`. With
+    `keep_logs`, each node's log is copied there (name-<pid>.log) once it stopped.
     """
-    started: list[Process] = []
+    started: list[Child] = []
     try:
         for name, args, settings in specs:
-            started.append(start_node(name, args, env, scratch, **settings))
+            started.append(start_in(scratch, name, ["worker", *args], {**env, **settings}))
         for node in started:
-            wait_ready(node)
+            # After lifecycle's warm-up.
+            wait_for_line(node, CELERY_READY)
         yield started
     finally:
         for node in started:
-            stop_node(node)
+            node.stop(timeout=40)
             if keep_logs is not None:
-                (keep_logs / f"{node.name}-{node.popen.pid}.log").write_text(node.log())
+                (keep_logs / f"{node.name}-{node.pid}.log").write_text(node.log())
 
 
 def tree(pid: int) -> list[int]:

@@ -12,7 +12,7 @@ RSS_TARGET_MB = 1024  # a node's process tree at 64 in flight
 COLD_TARGET = 1.10  # first jobs' mean ≤ 1.10 × later jobs' mean (noise allowance)
 SCALE_TARGET = 1.8  # two nodes ≈ 2 × one
 CLAIM_TARGET_S = 0.010  # "a few ms": p99 under 10 ms
-FAIR_TARGET = 3.0  # B's latency ≤ 3 × idle while A floods (tests/test_fair_share.py)
+FAIR_TARGET = 3.0  # B's latency ≤ 3 × idle while A floods (tests/e2e/test_fair_share.py)
 BURST_TARGET = 1.5  # drain ≤ 1.5 × the minimum the limits allow
 
 

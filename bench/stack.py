@@ -1,27 +1,34 @@
 """The stack a benchmark run measures, started from scratch and torn down after.
 
 PostgreSQL and Redis come from the same place as in the test suite
-(DATABASE_URL/REDIS_URL, else 127.0.0.1, else embedded); the database is a
-fresh one. The emulator, the API and the workers are started with the real
-`tabpfn-api` commands, as a deployment would.
+(DATABASE_URL/REDIS_URL, else 127.0.0.1, else embedded: cli/throwaway.py); the
+database is a fresh one. The emulator, the API and the workers are started
+with the real `tabpfn-api` commands, as a deployment would (cli/supervisor.py).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
 
-from tests.services import _answers, create_database, drop_database, find_services, migrate
-from tests.stack import BIN, Process, base_env, free_port, wait_http
+from cli.ports import free_port
+from cli.supervisor import CELERY_READY, Child, start, wait_for_http, wait_for_line
+from cli.throwaway import (
+    UNPACED,
+    answers,
+    base_env,
+    create_database,
+    drop_database,
+    find_services,
+    migrate,
+)
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 SECRET_KEY = "bench-secret-key-not-for-production"
@@ -41,22 +48,14 @@ SECTION_TOKENS = {
     "burst": "bench-burst-token",
     "bystander": "bench-bystander-token",
 }
-# The published per-token limits (60 fits a minute) would pace every section
-# that is not about pacing; the fairness section sets its own limits.
-UNPACED = {
-    "UPSTREAM_FITS_PER_MINUTE": "100000",
-    "UPSTREAM_PREDICTIONS_PER_MINUTE": "100000",
-    "UPSTREAM_UPLOADS_PER_MINUTE": "100000",
-    "UPSTREAM_FITS_PER_HOUR": "1000000",
-    "UPSTREAM_PREDICTIONS_PER_HOUR": "1000000",
-    "UPSTREAM_UPLOADS_PER_HOUR": "1000000",
-}
 # One bench user drives up to 64 jobs at once: MAX_RUNNING_PER_USER (default 16)
 # must not cap it outside the fairness section.
 BENCH_MAX_RUNNING_PER_USER = "1000"
 # The suite takes Redis databases 1-14 and `tabpfn-api dev` 0; a benchmark
 # sharing a database with a concurrent test run could lose jobs to its workers.
 BENCH_REDIS_DB = 15
+# A worker drains the jobs it holds before it exits.
+STOP_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class BenchStack:
     scratch: Path = Path()
     # Where the section nodes' logs are kept after the run (the raw-data directory).
     logs_dir: Path | None = None
-    processes: dict[str, Process] = field(default_factory=dict)
+    processes: dict[str, Child] = field(default_factory=dict)
     worker_args: list[str] = field(default_factory=list)
 
     def pid(self, name: str) -> int:
@@ -114,41 +113,23 @@ class BenchStack:
         PostgreSQL decides who runs next, so a live main worker would claim the
         section's jobs whatever queue its messages went to.
         """
-        _stop(self.processes["worker"])
+        self.processes["worker"].stop(STOP_TIMEOUT_S)
         try:
             yield
         finally:
-            from bench.nodes import wait_ready
-
-            process = _start("worker", self.worker_args, self.env, self.scratch)
+            process = start_in(self.scratch, "worker", self.worker_args, self.env)
             self.processes["worker"] = process
-            wait_ready(process)
+            wait_for_line(process, CELERY_READY)
 
 
-def _start(name: str, args: list[str], env: dict[str, str], scratch: Path) -> Process:
-    log_path = scratch / f"{name}.log"
-    popen = subprocess.Popen(
-        [str(BIN), *args],
-        env=env,
-        # Not the project directory: no stray .env may change the settings.
-        cwd=scratch,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return Process(name=name, popen=popen, log_path=log_path)
-
-
-def _stop(process: Process) -> None:
-    process.stop(timeout=20)
-    # The process led its own session: end whatever it left in its group
-    # (a Celery pool child that outlived its parent).
-    with suppress(ProcessLookupError):
-        os.killpg(process.popen.pid, signal.SIGKILL)
+def start_in(scratch: Path, name: str, args: list[str], env: dict[str, str]) -> Child:
+    """`tabpfn-api *args` with its log and working directory in `scratch`."""
+    # Not the project directory: no stray .env may change the settings.
+    return start(name, args, env, scratch, cwd=scratch)
 
 
 def _redis_url(stack: ExitStack, scratch: Path) -> tuple[str | None, str]:
-    if os.environ.get("REDIS_URL") or not _answers(6379):
+    if os.environ.get("REDIS_URL") or not answers(6379):
         return None, ""
     url = f"redis://127.0.0.1:6379/{BENCH_REDIS_DB}"
     client = redis.Redis.from_url(url)
@@ -230,10 +211,10 @@ def start_stack(stack: ExitStack, scratch: Path, settings: Settings) -> BenchSta
         ("beat", ["beat"], env),
     ]
     for name, args, process_env in plan:
-        process = _start(name, args, process_env, scratch)
-        running.processes[name] = process
-        stack.callback(lambda name=name: _stop(running.processes[name]))
-    wait_http(f"{emulator_url}/", running.processes["emulator"])
-    wait_http(f"{running.api_url}/readyz", running.processes["api"], timeout=60)
-    wait_http(f"{running.api_nocache_url}/healthz", running.processes["api-nocache"], timeout=60)
+        running.processes[name] = start_in(scratch, name, args, process_env)
+        stack.callback(lambda name=name: running.processes[name].stop(STOP_TIMEOUT_S))
+    wait_for_http(f"{emulator_url}/", running.processes["emulator"], timeout=30)
+    wait_for_http(f"{running.api_url}/readyz", running.processes["api"], timeout=60)
+    api_nocache = running.processes["api-nocache"]
+    wait_for_http(f"{running.api_nocache_url}/healthz", api_nocache, timeout=60)
     return running

@@ -29,9 +29,10 @@ import numpy as np
 from bench import data, profiling
 from bench.memory import cpu_seconds
 from bench.service import ServiceUser
-from bench.stack import SECRET_KEY, SERVICE_TOKEN, _start, _stop
-from tests.services import create_database, drop_database, find_services, migrate
-from tests.stack import base_env, free_port, wait_http
+from bench.stack import SECRET_KEY, SERVICE_TOKEN, STOP_TIMEOUT_S, start_in
+from cli.ports import free_port
+from cli.supervisor import wait_for_http
+from cli.throwaway import base_env, create_database, drop_database, find_services, migrate
 
 SMALL = {"rows": 500, "features": 10, "test_rows": 100}
 
@@ -68,21 +69,21 @@ def run(args: argparse.Namespace) -> dict:
             LOG_LEVEL="INFO",
             HOME=str(scratch),
         )
-        emulator = _start("emulator", ["emulator", "--port", str(emulator_port)], env, scratch)
-        stack.callback(_stop, emulator)
-        wait_http(f"http://127.0.0.1:{emulator_port}/", emulator)
+        emulator = start_in(scratch, "emulator", ["emulator", "--port", str(emulator_port)], env)
+        stack.callback(emulator.stop, STOP_TIMEOUT_S)
+        wait_for_http(f"http://127.0.0.1:{emulator_port}/", emulator, timeout=30)
         apis = []
         for i, port in enumerate(api_ports):
-            api = _start(f"api{i}", ["api", "--port", str(port)], env, scratch)
-            stack.callback(_stop, api)
-            wait_http(f"http://127.0.0.1:{port}/healthz", api, timeout=60)
+            api = start_in(scratch, f"api{i}", ["api", "--port", str(port)], env)
+            stack.callback(api.stop, STOP_TIMEOUT_S)
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", api, timeout=60)
             apis.append(api)
         hostname = f"load-{uuid.uuid4().hex[:6]}@%h"
         worker_args = ["worker", "--concurrency", "8", "--without-mingle", "--without-gossip"]
-        worker = _start("worker", [*worker_args, "--hostname", hostname], env, scratch)
-        stack.callback(_stop, worker)
-        beat = _start("beat", ["beat"], env, scratch)
-        stack.callback(_stop, beat)
+        worker = start_in(scratch, "worker", [*worker_args, "--hostname", hostname], env)
+        stack.callback(worker.stop, STOP_TIMEOUT_S)
+        beat = start_in(scratch, "beat", ["beat"], env)
+        stack.callback(beat.stop, STOP_TIMEOUT_S)
 
         # A long timeout: the first setup of a cold process takes seconds (issue 16).
         setup = httpx.post(

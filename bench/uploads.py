@@ -27,9 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.memory import cpu_seconds, memory_kb, reset_peak_memory
-from bench.stack import SECRET_KEY, SERVICE_TOKEN, _start, _stop
-from tests.services import create_database, drop_database, find_services, migrate
-from tests.stack import base_env, free_port, wait_http
+from bench.stack import SECRET_KEY, SERVICE_TOKEN, STOP_TIMEOUT_S, start_in
+from cli.ports import free_port
+from cli.supervisor import wait_for_http
+from cli.throwaway import base_env, create_database, drop_database, find_services, migrate
 
 BLOCK_ROWS = 25_000  # one block: 25,000 × 20 (18 numbers, a word, a date) ≈ 4.4 MiB of CSV
 
@@ -135,12 +136,12 @@ def main() -> None:
             ("emulator", ["emulator", "--port", str(emulator_port)]),
             ("api", ["api", "--port", str(api_port)]),
         ):
-            process = _start(name, command, env, scratch)
-            stack.callback(_stop, process)
+            process = start_in(scratch, name, command, env)
+            stack.callback(process.stop, STOP_TIMEOUT_S)
             if name == "emulator":
-                wait_http(f"http://127.0.0.1:{emulator_port}/", process)
+                wait_for_http(f"http://127.0.0.1:{emulator_port}/", process, timeout=30)
             else:
-                wait_http(f"http://127.0.0.1:{api_port}/healthz", process, timeout=60)
+                wait_for_http(f"http://127.0.0.1:{api_port}/healthz", process, timeout=60)
                 api_pid = process.popen.pid
         url = f"http://127.0.0.1:{api_port}/api/v1"
         with httpx.Client(base_url=url, timeout=1800) as client:

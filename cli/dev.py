@@ -22,55 +22,37 @@ import fcntl
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack, suppress
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 from pydantic import ValidationError
 
 from cli.embedded import start_embedded_postgres, start_embedded_redis
-from cli.lifeline import die_with_parent, read_pid, stop_leftover
-from cli.ports import check_port
+from cli.lifeline import read_pid
+from cli.ports import check_port, free_port
+from cli.supervisor import (
+    Child,
+    check_alive,
+    start,
+    stop_all,
+    stop_leftovers,
+    wait_for_http,
+    write_pid_file,
+)
 from shared.config import Settings, invalid_settings_line
 
-# The console script beside this interpreter: children are the commands a
-# deployment runs, and show up as such in `ps`.
-BIN = Path(sys.executable).parent / "tabpfn-api"
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
 DEMO_TOKEN = "demo-token"
 FLOWER_USER = "admin"
 DATABASE_NAME = "tabpfn_api"
-READY_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 10.0
 MIGRATE_TIMEOUT_S = 120.0
-LOG_TAIL_CHARS = 3000
 
 
 class DevStackError(RuntimeError):
     """Something failed; the message says what, with the log that tells why."""
-
-
-@dataclass
-class Child:
-    """A process we started and watch: a `tabpfn-api` command or an embedded server."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def failure(self, what: str) -> DevStackError:
-        return _failure(self.name, what, self.log_path)
-
-
-def _failure(name: str, what: str, log_path: Path) -> DevStackError:
-    tail = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    return DevStackError(f"{name} {what}; end of {log_path}:\n{tail}")
 
 
 def run_dev_stack(*, host: str, port: int, workers: int | None, flower_port: int = 0) -> None:
@@ -90,9 +72,9 @@ def run_dev_stack(*, host: str, port: int, workers: int | None, flower_port: int
                 check_port(host, flower_port, "--flower-port", command="tabpfn-api dev")
             env, summary, watched = _environment(state_dir, cleanup)
             commands: list[Child] = []
-            # After _stop_all (callbacks run in reverse): nothing left to stop.
+            # After stop_all (callbacks run in reverse): nothing left to stop.
             cleanup.callback((state_dir / CHILDREN_FILE).unlink, missing_ok=True)
-            cleanup.callback(_stop_all, commands)
+            cleanup.callback(stop_all, commands)
             started = _Starter(env, logs, state_dir / CHILDREN_FILE, commands)
             emulator_url = None
             if "TABPFN_API_URL" not in env:  # no upstream given: the emulator is it
@@ -111,11 +93,11 @@ def run_dev_stack(*, host: str, port: int, workers: int | None, flower_port: int
                 flower_url = f"http://{_reachable(host)}:{flower_port}"
                 started("flower", ["flower", "--host", host, "--port", str(flower_port)])
             watched += commands
-            _wait_for_200(f"{api_url}/readyz", watched)
+            wait_for_http(f"{api_url}/readyz", *watched)
             if emulator_url:
-                _wait_for_200(f"{emulator_url}/", watched)
+                wait_for_http(f"{emulator_url}/", *watched)
             if flower_url:
-                _wait_for_200(f"{flower_url}/healthcheck", watched)
+                wait_for_http(f"{flower_url}/healthcheck", *watched)
                 login = summary.pop("Flower login")
                 summary = {"Flower": flower_url, "Flower login": login, **summary}
             _print_banner(api_url, summary, logs)
@@ -123,8 +105,8 @@ def run_dev_stack(*, host: str, port: int, workers: int | None, flower_port: int
         except KeyboardInterrupt:
             print("\nStopping the dev stack…", flush=True)
         except (RuntimeError, ValueError) as exc:
-            # DevStackError, PortInUse, cli.embedded's start failures, invalid
-            # settings: messages for the user.
+            # DevStackError, ChildFailed, PortInUse, cli.embedded's start
+            # failures, invalid settings: messages for the user.
             message = invalid_settings_line(exc) if isinstance(exc, ValidationError) else exc
             print(f"tabpfn-api dev: {message}", file=sys.stderr, flush=True)
             failed = True
@@ -168,15 +150,8 @@ def _claim(state_dir: Path) -> None:
 
 def _stop_leftovers(state_dir: Path) -> None:
     """Stop the commands of an earlier stack here that died without stopping them."""
-    path = state_dir / CHILDREN_FILE
-    for line in path.read_text().splitlines() if path.exists() else []:
-        pid, _, name = line.partition(" ")
-        if pid.isdigit() and stop_leftover(int(pid), must_mention=str(BIN)):
-            print(f"Stopped {name} (pid {pid}) left running by an earlier dev stack.", flush=True)
-            # Its own children (Celery's pool) share its process group.
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(pid), signal.SIGKILL)
-    path.unlink(missing_ok=True)
+    for name, pid in stop_leftovers(state_dir / CHILDREN_FILE):
+        print(f"Stopped {name} (pid {pid}) left running by an earlier dev stack.", flush=True)
 
 
 def _stop_on_signals() -> None:
@@ -260,11 +235,11 @@ def _kept_secret(path: Path, new: Callable[[], str]) -> str:
     return value
 
 
-def _start_emulator(env: dict, start: _Starter) -> str:
-    port = _free_port()
+def _start_emulator(env: dict, started: _Starter) -> str:
+    port = free_port()
     env.setdefault("EMULATOR_TOKENS", DEMO_TOKEN)
     env["TABPFN_API_URL"] = f"http://127.0.0.1:{port}"
-    start("emulator", ["emulator", "--port", str(port)])
+    started("emulator", ["emulator", "--port", str(port)])
     return env["TABPFN_API_URL"]
 
 
@@ -285,26 +260,6 @@ def _emulator_summary(env: dict) -> str:
     return f"{env['TABPFN_API_URL']}  (tokens from EMULATOR_TOKENS)"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(name: str, args: list[str], env: dict, logs: Path) -> Child:
-    log_path = logs / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            [str(BIN), *args], env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT,
-            # Own session and process group: Ctrl-C reaches only us, we stop
-            # the children in order, and a group kill also takes their children.
-            # SIGTERM (their graceful stop) if we die without stopping them.
-            start_new_session=True, preexec_fn=die_with_parent(),
-        )  # fmt: skip
-    return Child(name, popen, log_path)
-
-
 class _Starter:
     """Starts commands and records their pids for the next start (see _stop_leftovers)."""
 
@@ -312,34 +267,29 @@ class _Starter:
         self.env, self.logs, self.pid_file, self.commands = env, logs, pid_file, commands
 
     def __call__(self, name: str, args: list[str]) -> Child:
-        child = _start(name, args, self.env, self.logs)
+        child = start(name, args, self.env, self.logs)
         self.commands.append(child)
-        self.pid_file.write_text("".join(f"{c.popen.pid} {c.name}\n" for c in self.commands))
+        write_pid_file(self.pid_file, self.commands)
         return child
 
 
 def _migrate(env: dict, logs: Path, watched: list[Child]) -> None:
     """Upgrade the schema while watching what already runs: a child that dies
     meanwhile (the emulator, say) ends the stack now, not after the migration."""
-    log_path = logs / "migrate.log"
-    with log_path.open("wb") as log:
-        migrate = subprocess.Popen(
-            [str(BIN), "migrate"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(),
-        )  # fmt: skip
+    migrate = start("migrate", ["migrate"], env, logs)
     deadline = time.monotonic() + MIGRATE_TIMEOUT_S
     try:
-        while migrate.poll() is None:
-            _check_alive(watched)
+        while migrate.alive():
+            check_alive(*watched)
             if time.monotonic() > deadline:
-                raise _failure("migrate", f"did not finish in {MIGRATE_TIMEOUT_S:.0f}s", log_path)
+                raise migrate.failure(f"did not finish in {MIGRATE_TIMEOUT_S:.0f}s")
             time.sleep(0.2)
     finally:
-        if migrate.poll() is None:
-            migrate.kill()
-            migrate.wait()
-    if migrate.returncode != 0:
-        raise _failure("migrate", f"failed (exit {migrate.returncode})", log_path)
+        if migrate.alive():
+            migrate.popen.kill()
+            migrate.popen.wait()
+    if migrate.popen.returncode != 0:
+        raise migrate.failure(f"failed (exit {migrate.popen.returncode})")
 
 
 def _reachable(host: str) -> str:
@@ -347,54 +297,11 @@ def _reachable(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
-def _wait_for_200(url: str, watched: list[Child]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    answer = "no answer"
-    while time.monotonic() < deadline:
-        _check_alive(watched)
-        try:
-            response = httpx.get(url, timeout=2)
-            if response.status_code == 200:
-                return
-            answer = f"HTTP {response.status_code}: {response.text[:300]}"
-        except httpx.TransportError as exc:
-            answer = type(exc).__name__
-        time.sleep(0.2)
-    raise DevStackError(f"{url} not ready after {READY_TIMEOUT_S:.0f}s (last: {answer})")
-
-
-def _check_alive(watched: list[Child]) -> None:
-    for child in watched:
-        code = child.popen.poll()
-        if code is not None:
-            how = f"exit {code}" if code >= 0 else f"killed by signal {-code}"
-            raise child.failure(f"exited unexpectedly ({how})")
-
-
 def _watch(watched: list[Child]) -> None:
     """Return only by exception: Ctrl-C/SIGTERM, or a process that died."""
     while True:
-        _check_alive(watched)
+        check_alive(*watched)
         time.sleep(0.5)
-
-
-def _stop_all(commands: list[Child]) -> None:
-    # SIGTERM to all first so they shut down in parallel (Celery's warm
-    # shutdown, uvicorn's graceful one), then wait for each.
-    for child in commands:
-        if child.popen.poll() is None:
-            child.popen.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for child in commands:
-        try:
-            child.popen.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{child.name} did not stop in time; killing it.", file=sys.stderr, flush=True)
-        # The leader may be gone while its group is not (a Celery pool process
-        # whose parent was killed): the group goes with it.
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.popen.pid, signal.SIGKILL)
-        child.popen.wait()
 
 
 def _print_banner(api_url: str, summary: dict[str, str], logs: Path) -> None:

@@ -1,4 +1,5 @@
-"""Is a port free? Asked before a server starts, so a taken one fails in a second."""
+"""Ports for servers: is one free (asked before a server starts, so a taken one
+fails in a second), and a free one for a child server to take."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ def check_port(host: str, port: int, option: str, *, command: str) -> None:
         raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}).") from None
 
 
+def free_port() -> int:
+    """A port nothing listens on now, for a child server to take."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _bind(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -39,6 +47,4 @@ def _free_port_near(host: str, port: int) -> int:
         except OSError:
             continue
         return candidate
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()

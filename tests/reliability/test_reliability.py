@@ -18,8 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
-
-from tests.reliability.conftest import CLASSES, FIT_PREDICT, TOKENS, RelStack, User, wait_until
+from tests.support.reliability import CLASSES, FIT_PREDICT, TOKENS, RelStack, User, wait_until
 
 # Every upstream call (bar uploads) stalls this long, so a fit-predict job runs
 # for a few seconds (four calls) and a fault reliably lands in the middle of it.

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from cli.throwaway import Services, create_database, drop_database, migrate
 from shared.config import get_settings
 from shared.db import get_engine, get_sessionmaker
 from shared.redis_client import get_redis
-from tests.services import Services, create_database, drop_database, migrate
 
 
 def _clear() -> None:

@@ -1,27 +1,59 @@
-"""Whole stacks of real processes: the emulator, the API, Celery workers and beat."""
+"""Whole stacks of real processes for end-to-end tests: the emulator, the API,
+Celery workers and beat.
+
+Each is started with the `tabpfn-api` command a user would run, on a free
+port, with its output kept in a log file that a failing test can print
+(cli/supervisor.py).
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, text
 
-from tests.services import Services
-from tests.stack import Stack, base_env, free_port, start, wait_http
+from cli.ports import free_port
+from cli.supervisor import Child, start, stop_all, wait_for_http
+from cli.throwaway import UNPACED, Services, base_env, create_database, drop_database, migrate
 
-# The published per-token limits would pace the suite's many jobs per token;
-# tests of pacing start stacks of their own with tight limits.
-UNPACED = {
-    "UPSTREAM_FITS_PER_MINUTE": "100000",
-    "UPSTREAM_PREDICTIONS_PER_MINUTE": "100000",
-    "UPSTREAM_UPLOADS_PER_MINUTE": "100000",
-    "UPSTREAM_FITS_PER_HOUR": "1000000",
-    "UPSTREAM_PREDICTIONS_PER_HOUR": "1000000",
-    "UPSTREAM_UPLOADS_PER_HOUR": "1000000",
-}
+
+@dataclass
+class Stack:
+    api_url: str
+    emulator_url: str
+    env: dict[str, str]
+    processes: list[Child] = field(default_factory=list)
+
+    def logs(self) -> str:
+        return "\n".join(f"----- {p.name} -----\n{p.log()[-6000:]}" for p in self.processes)
+
+    def stop(self) -> None:
+        stop_all(self.processes, timeout=15)
+
+    def sql(self, query: str, **params) -> list:
+        """Run one statement in the stack's database (committed) and return its rows."""
+        engine = create_engine(self.env["DATABASE_URL"])
+        with engine.begin() as connection:
+            rows = connection.execute(text(query), params).all()
+        engine.dispose()
+        return rows
+
+    @contextmanager
+    def extra_api(self, name: str, log_dir: Path, **settings: str) -> Iterator[tuple[str, Child]]:
+        """Another API process beside the main one (same database and Redis) with
+        some settings changed; yields its `/api/v1` base URL and the process."""
+        port = free_port()
+        process = start(name, ["api", "--port", str(port)], {**self.env, **settings}, log_dir)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
+            yield f"http://127.0.0.1:{port}/api/v1", process
+        finally:
+            process.stop(timeout=15)
 
 
 @contextmanager
@@ -70,7 +102,7 @@ def running_stack(
     try:
         emulator = start("emulator", ["emulator", "--port", str(emulator_port)], env, logs)
         running.processes.append(emulator)
-        wait_http(f"{emulator_url}/", emulator)
+        wait_for_http(f"{emulator_url}/", emulator, timeout=30)
         api = start("api", ["api", "--port", str(api_port)], env, logs)
         running.processes.append(api)
         worker_argv = ["worker", *worker_args, "--without-mingle", "--without-gossip"]
@@ -78,7 +110,7 @@ def running_stack(
         if beat:
             running.processes.append(start("beat", ["beat"], env, logs))
         # The API warms up (imports, first connections) before it answers.
-        wait_http(f"{running.api_url}/healthz", api, timeout=90)
+        wait_for_http(f"{running.api_url}/healthz", api)
         yield running
     finally:
         running.stop()
@@ -87,8 +119,6 @@ def running_stack(
 @contextmanager
 def own_stack(services: Services, scratch: Path, **options) -> Iterator[Stack]:
     """A stack with a database of its own (created, migrated, dropped after)."""
-    from tests.services import create_database, drop_database, migrate
-
     url = create_database(services.admin_database_url)
     migrate(url)
     try:

@@ -1,0 +1,43 @@
+"""The session's whole stack (emulator, API, workers) and a client on its API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cli.throwaway import Services
+from tests.support.stacks import Stack, api_client, running_stack
+from tests.support.tokens import FRESH_TOKENS, SECRET_KEY, TOKENS
+
+
+@pytest.fixture(scope="session")
+def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[Stack]:
+    with running_stack(
+        services=services,
+        database_url=database_url,
+        scratch=tmp_path_factory.mktemp("stack"),
+        secret_key=SECRET_KEY,
+        tokens=[*TOKENS, *FRESH_TOKENS],
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def api(stack: Stack, request) -> Iterator[httpx.Client]:
+    with api_client(stack, request) as client:
+        yield client
+
+
+@pytest.fixture
+def emulator_knobs(stack: Stack) -> Iterator:
+    """Change the emulator's knobs for one test; they are restored afterwards."""
+    url = f"{stack.emulator_url}/_emulator/config"
+    original = httpx.get(url).json()
+
+    def change(**knobs) -> None:
+        httpx.patch(url, json=knobs).raise_for_status()
+
+    yield change
+    httpx.patch(url, json={**original, "revoked_tokens": []}).raise_for_status()

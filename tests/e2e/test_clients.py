@@ -1,0 +1,612 @@
+"""Clients against the real stack: the Python SDK and its CLI installed alone in a fresh
+virtualenv, the webhook helper (cross-checked with `standardwebhooks`), the webhook
+receiver example, and the Node and curl quickstarts."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from cli.ports import free_port
+from tests.support.api import register
+from tests.support.stacks import Stack
+from tests.support.tokens import ISSUED_SECRETS, fresh_token
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_DIR = ROOT / "clients" / "python"
+EXAMPLES = ROOT / "examples"
+IRIS = EXAMPLES / "data" / "iris.csv"
+SERVER_PACKAGES = ("fastapi", "celery", "sqlalchemy", "tabpfn_client")
+
+
+# -- the fresh virtualenv ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sdk_venv(tmp_path_factory) -> Path:
+    """A new virtualenv with only `tabpfn-api-client[sklearn]` installed (from a copy of
+    clients/python, so the build leaves nothing in the work tree)."""
+    base = tmp_path_factory.mktemp("sdk")
+    source = base / "src"
+    shutil.copytree(
+        CLIENT_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{source}[sklearn]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    return venv
+
+
+def _env(venv: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TABPFN_", "API_URL", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def _run(
+    venv: Path, args: list[str], *, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, env=_env(venv, **env), cwd=venv
+    )
+
+
+def _python(venv: Path, code: str, **env: str) -> subprocess.CompletedProcess:
+    return _run(venv, [str(venv / "bin" / "python"), "-c", code], **env)
+
+
+def _cli(venv: Path, stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return _run(
+        venv, [str(venv / "bin" / "tabpfn-api-client"), *args], API_URL=stack.api_url, **env
+    )
+
+
+def test_sdk_installs_alone_without_server_packages(sdk_venv: Path):
+    for module in SERVER_PACKAGES:
+        found = _python(sdk_venv, f"import {module}")
+        assert found.returncode != 0, f"{module} is importable in the client's virtualenv"
+        assert "ModuleNotFoundError" in found.stderr
+    ok = _python(
+        sdk_venv,
+        "import tabpfn_api_client as t, sklearn, httpx; "
+        "print(t.__version__, t.RemoteTabPFNClassifier.__name__)",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "RemoteTabPFNClassifier" in ok.stdout
+
+
+# -- the SDK end to end ------------------------------------------------------------
+
+SDK_SCRIPT = r"""
+import json, os, uuid
+import httpx
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tabpfn_api_client import (
+    AuthenticationError, Client, JobCanceledError, NotFoundError, RemoteTabPFNClassifier,
+    RemoteTabPFNRegressor, ValidationError,
+)
+
+URL = os.environ["API_URL"]
+report = {}
+
+# Setup keeps the key; fit a DataFrame with a missing value; wait with progress updates.
+client = Client(URL)
+account = client.setup(os.environ["TABPFN_TOKEN"])
+assert client.api_key == account["api_key"] and account["webhook_secret"].startswith("whsec_")
+assert account["account"] == "new", account
+frame = pd.read_csv(os.environ["IRIS"])
+X, y = frame.drop(columns=["species"]), frame["species"]
+X.iloc[0, 1] = np.nan
+seen = []
+fit = client.fit(X.iloc[::2], y.iloc[::2], options={"n_estimators": 2})
+fit.wait(timeout=120, on_update=lambda job: seen.append(job.status))
+assert fit.status == "succeeded" and fit.model_id, fit.data
+assert seen[-1] == "succeeded", seen
+fitted = fit.result()
+assert fitted["classes"] == ["setosa", "versicolor", "virginica"], fitted
+
+# Predict by column name (records-free DataFrame), then positionally (plain rows).
+result = client.predict(fit.model_id, X.iloc[1::2], output="probabilities").result(timeout=120)
+assert len(result["predictions"]) == 75 and len(result["probabilities"][0]) == 3
+truth = y.iloc[1::2].tolist()
+report["accuracy"] = sum(p == t for p, t in zip(result["predictions"], truth)) / len(truth)
+rows = client.predict(fit.model_id, X.iloc[1:4].to_numpy().tolist()).result(timeout=120)
+assert len(rows["predictions"]) == 3 and set(rows["predictions"]) <= set(fitted["classes"])
+
+# Regression in one fit-predict job, with quantiles.
+both = client.fit_predict(
+    X.iloc[:, :3], X.iloc[:, 3], X.iloc[:5, :3], task="regression", quantiles=[0.1, 0.9]
+).result(timeout=120)
+assert set(both["quantiles"]) == {"0.1", "0.9"} and len(both["predictions"]) == 5, both
+
+# Listing, one job, models and usage.
+assert fit.id in [job.id for job in client.list_jobs(limit=50)]
+assert client.get_job(fit.id).status == "succeeded"
+assert fit.model_id in [m["id"] for m in client.list_models()]
+assert "current_usage" in client.usage()
+
+# The same Idempotency-Key and body: one job.
+key = str(uuid.uuid4())
+first = client.fit(X.iloc[::7], y.iloc[::7].tolist(), idempotency_key=key)
+again = client.fit(X.iloc[::7], y.iloc[::7].tolist(), idempotency_key=key)
+assert first.id == again.id
+
+# A response lost after the server made the job, and a 503 with Retry-After: the
+# client retries with the same Idempotency-Key, and exactly one job is made.
+class Flaky(httpx.BaseTransport):
+    def __init__(self):
+        self.inner = httpx.HTTPTransport()
+        self.faults = ["503", "lost"]
+        self.keys = []
+
+    def handle_request(self, request):
+        if request.method == "POST" and request.url.path.endswith("/jobs/fit"):
+            self.keys.append(request.headers["idempotency-key"])
+            if self.faults:
+                fault = self.faults.pop(0)
+                if fault == "503":
+                    return httpx.Response(503, headers={"Retry-After": "0"}, json={
+                        "detail": "briefly unavailable", "code": "service_unavailable"})
+                response = self.inner.handle_request(request)
+                response.read()
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+        return self.inner.handle_request(request)
+
+flaky = Flaky()
+retrying = Client(URL, account["api_key"], transport=flaky, backoff_s=0.05)
+before = len(client.list_jobs(type="fit", limit=200))
+retried = retrying.fit(X.iloc[::5], y.iloc[::5])
+assert len(flaky.keys) == 3 and len(set(flaky.keys)) == 1, flaky.keys
+assert len(client.list_jobs(type="fit", limit=200)) == before + 1
+assert retried.wait(timeout=120).status == "succeeded"
+
+# Cancel: a job either canceled in time (its result then raises) or already done.
+job = client.fit(X, y).cancel()
+assert job.status in ("canceled", "succeeded", "queued", "running"), job.data
+if job.status == "canceled":
+    try:
+        job.result()
+        raise AssertionError("a canceled job has no result")
+    except JobCanceledError as exc:
+        assert exc.code == "canceled"
+
+# Typed errors carry the service's code and status.
+try:
+    Client(URL, "tpa_0123456789abcdef_" + "x" * 43).list_jobs()
+    raise AssertionError("a bad key was accepted")
+except AuthenticationError as exc:
+    assert exc.code == "unauthorized" and exc.status_code == 401, exc
+    report["bad_key_code"] = exc.code
+try:
+    client.predict(str(uuid.uuid4()), X.iloc[:2])
+    raise AssertionError("an unknown model was accepted")
+except NotFoundError as exc:
+    assert exc.code == "model_not_found", exc
+try:
+    client.fit(X.iloc[::9], y.iloc[::9], options={"no_such_option": 1})
+    raise AssertionError("an unknown option was accepted")
+except ValidationError as exc:
+    assert exc.code == "validation_error" and exc.status_code == 422, exc
+try:
+    client.fit([[1.0], [float("inf")]], ["a", "b"])
+    raise AssertionError("an infinite value was sent")
+except ValidationError as exc:
+    assert exc.status_code is None  # refused before sending
+
+# Estimators: clone-safe, inside cross_val_score, a Pipeline and GridSearchCV.
+Xi, yi = load_iris(return_X_y=True)
+Xi, yi = Xi[::2], yi[::2]
+estimator = RemoteTabPFNClassifier(URL, account["api_key"], n_estimators=2, random_state=0)
+copy = clone(estimator)
+assert copy.get_params() == estimator.get_params() and copy is not estimator
+scores = cross_val_score(estimator, Xi, yi, cv=3)
+report["cv_scores"] = scores.tolist()
+assert not hasattr(estimator, "model_id_")  # cross_val_score fitted clones
+
+os.environ["API_URL"], os.environ["TABPFN_API_KEY"] = URL, account["api_key"]
+pipe = make_pipeline(StandardScaler(), RemoteTabPFNClassifier())  # URL and key from env
+pipe.fit(Xi, yi)
+probabilities = pipe.predict_proba(Xi[:4])
+assert probabilities.shape == (4, 3) and np.allclose(probabilities.sum(axis=1), 1)
+assert pipe.predict(Xi[:4]).dtype == yi.dtype
+assert list(pipe[-1].classes_) == [0, 1, 2]
+report["pipeline_score"] = pipe.score(Xi, yi)
+
+grid = GridSearchCV(RemoteTabPFNClassifier(), {"softmax_temperature": [0.5, 0.9]}, cv=2)
+grid.fit(X.iloc[::3], y.iloc[::3])
+assert grid.best_params_["softmax_temperature"] in (0.5, 0.9)
+assert set(grid.predict(X.iloc[:3])) <= {"setosa", "versicolor", "virginica"}
+
+Xd, yd = load_diabetes(return_X_y=True)
+regressor = RemoteTabPFNRegressor(n_estimators=2).fit(Xd[:120], yd[:120])
+predicted = regressor.predict(Xd[120:140])
+assert predicted.shape == (20,) and predicted.dtype == float
+low, high = regressor.predict(Xd[120:125], output_type="quantiles", quantiles=[0.1, 0.9])
+assert (low <= high).all()
+report["regressor_r2"] = regressor.score(Xd[120:200], yd[120:200])
+print(json.dumps(report))
+"""
+
+
+def test_sdk_client_and_estimators(sdk_venv: Path, stack: Stack):
+    started = time.monotonic()
+    # A token no account holds yet: the job counts in the script are its own.
+    run = _python(
+        sdk_venv, SDK_SCRIPT, API_URL=stack.api_url, IRIS=str(IRIS), TABPFN_TOKEN=fresh_token()
+    )
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr[-3000:]}"
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["accuracy"] >= 0.8, report
+    assert len(report["cv_scores"]) == 3 and min(report["cv_scores"]) >= 0.7, report
+    assert report["pipeline_score"] >= 0.8, report
+    assert report["bad_key_code"] == "unauthorized"
+    assert time.monotonic() - started < 120
+
+
+def test_sdk_and_cli_report_a_failed_job_with_its_code(
+    sdk_venv: Path, stack: Stack, api, emulator_knobs
+):
+    key = register(api, "dave-token")["Authorization"].removeprefix("Bearer ")
+    emulator_knobs(revoked_tokens=["dave-token"])
+    run = _python(
+        sdk_venv,
+        "from tabpfn_api_client import Client, JobFailedError\n"
+        "try:\n"
+        "    Client().fit([[1.0], [2.0], [3.0], [4.0]], ['a', 'a', 'b', 'b']).wait(timeout=60)\n"
+        "except JobFailedError as exc:\n"
+        "    print(exc.code, exc.job['status'])\n",
+        API_URL=stack.api_url,
+        TABPFN_API_KEY=key,
+    )
+    assert run.stdout.split() == ["upstream_auth_failed", "failed"], run.stdout + run.stderr
+
+    train = sdk_venv.parent / "tiny.csv"
+    train.write_text("x,label\n1,a\n2,a\n3,b\n4,b\n")
+    cli = _cli(sdk_venv, stack, "fit", str(train), "--target", "label", TABPFN_API_KEY=key)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "upstream_auth_failed" in cli.stderr and "failed" in cli.stderr
+
+
+# -- the CLI end to end ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def iris_files(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """Train and test CSVs (every fifth flower held out); one training cell left empty."""
+    with IRIS.open(newline="") as file:
+        header, *rows = list(csv.reader(file))
+    folder = tmp_path_factory.mktemp("iris")
+    train, test = folder / "train.csv", folder / "test.csv"
+    train_rows = [r for i, r in enumerate(rows) if i % 5 != 4]
+    train_rows[0][1] = ""
+    test_rows = [r for i, r in enumerate(rows) if i % 5 == 4]
+    for path, part in ((train, train_rows), (test, test_rows)):
+        with path.open("w", newline="") as file:
+            csv.writer(file).writerows([header, *part])
+    return train, test, [r[-1] for r in test_rows]
+
+
+def test_cli_end_to_end(sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path):
+    train, test, truth = iris_files
+    # A token of its own: the job list below is this test's alone.
+    setup = _cli(sdk_venv, stack, "--json", "setup", "--token", fresh_token())
+    assert setup.returncode == 0, setup.stderr
+    account = json.loads(setup.stdout)
+    ISSUED_SECRETS.extend([account["api_key"], account["webhook_secret"]])
+    key = {"TABPFN_API_KEY": account["api_key"]}
+
+    fit = _cli(sdk_venv, stack, "fit", str(train), "--target", "species", **key)
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    model_id = re.search(r"^model_id\s+(\S+)$", fit.stdout, re.M).group(1)
+    assert re.search(r"^classes\s+setosa, versicolor, virginica$", fit.stdout, re.M), fit.stdout
+    # Progress (not a terminal: one line per change) ends with the final state.
+    assert re.search(r"fit job \S+: succeeded", fit.stderr), fit.stderr
+    assert "task: classification (inferred" in fit.stderr
+
+    preds = tmp_path / "preds.csv"
+    predict = _cli(
+        sdk_venv,
+        stack,
+        "predict",
+        "--model",
+        model_id,
+        str(test),
+        "-o",
+        str(preds),
+        "--output",
+        "probabilities",
+        **key,
+    )
+    assert predict.returncode == 0, predict.stdout + predict.stderr
+    assert "ignoring columns the model was not fitted on: ['species']" in predict.stderr
+    # -o FILE: the predictions go to the file, not to the screen as well.
+    assert "prediction" not in predict.stdout, predict.stdout
+    assert f"wrote 30 predictions to {preds}" in predict.stderr
+    with preds.open(newline="") as file:
+        written = list(csv.DictReader(file))
+    assert len(written) == len(truth) == 30
+    assert set(written[0]) == {"prediction", "proba_setosa", "proba_versicolor", "proba_virginica"}
+    accuracy = sum(r["prediction"] == t for r, t in zip(written, truth, strict=True)) / 30
+    assert accuracy >= 0.8
+
+    both = _cli(
+        sdk_venv,
+        stack,
+        "fit-predict",
+        str(train),
+        str(test),
+        "--target",
+        "species",
+        "--option",
+        "n_estimators=2",
+        **key,
+    )
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert re.search(r"^accuracy: (0\.[89]|1\.0)", both.stdout, re.M), both.stdout
+
+    jobs = _cli(sdk_venv, stack, "jobs", **key)
+    assert jobs.returncode == 0, jobs.stderr
+    assert re.search(r"\sfit_predict\s+succeeded", jobs.stdout), jobs.stdout
+    job_id = re.search(r"^(\S+)\s+predict\s+succeeded", jobs.stdout, re.M).group(1)
+
+    waited = _cli(sdk_venv, stack, "wait", job_id, **key)
+    assert waited.returncode == 0 and "prediction" in waited.stdout, waited.stderr
+    usage = _cli(sdk_venv, stack, "usage", **key)
+    assert usage.returncode == 0 and "current_usage" in usage.stdout, usage.stderr
+
+    # Failures: non-zero, with the service's message and code.
+    unknown = _cli(sdk_venv, stack, "predict", "--model", str(uuid.uuid4()), str(test), **key)
+    assert unknown.returncode == 1
+    assert "error:" in unknown.stderr and "(model_not_found, HTTP 404)" in unknown.stderr
+    bad_key = _cli(sdk_venv, stack, "jobs", TABPFN_API_KEY="tpa_0123456789abcdef_" + "z" * 43)
+    assert bad_key.returncode == 1 and "(unauthorized, HTTP 401)" in bad_key.stderr
+    no_key = _cli(sdk_venv, stack, "jobs")
+    assert no_key.returncode == 2 and "TABPFN_API_KEY" in no_key.stderr
+    no_column = _cli(sdk_venv, stack, "fit", str(train), "--target", "nope", **key)
+    assert no_column.returncode == 2 and "no column 'nope'" in no_column.stderr
+
+
+# -- webhooks ------------------------------------------------------------------------
+
+
+def _load_webhooks_helper():
+    # The helper is standard library only: load the file itself, no install needed.
+    spec = importlib.util.spec_from_file_location(
+        "sdk_webhooks", CLIENT_DIR / "tabpfn_api_client" / "webhooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_webhook_helper_matches_standard_webhooks():
+    helper = _load_webhooks_helper()
+    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    body = json.dumps({"type": "job.succeeded", "data": {"job_id": "j1"}})
+    now = datetime.now(tz=UTC)
+    msg_id = "msg_" + uuid.uuid4().hex
+    headers = {
+        "Webhook-Id": msg_id,  # any case
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+    }
+    assert helper.verify_webhook(body.encode(), headers, secret)["data"]["job_id"] == "j1"
+    # Our signature is the library's, and the library accepts ours.
+    ours = helper.sign_webhook(secret, msg_id, int(now.timestamp()), body)
+    assert ours == headers["webhook-signature"]
+    Webhook(secret).verify(body, {**headers, "webhook-signature": ours})
+    # Several signatures (a secret rotation): one that matches is enough.
+    other = helper.sign_webhook("whsec_" + base64.b64encode(b"x" * 24).decode(), msg_id, 1, body)
+    rotated = {**headers, "webhook-signature": f"{other} v2,abc {ours}"}
+    assert helper.verify_webhook(body, rotated, secret)["type"] == "job.succeeded"
+
+    refused = {
+        "tampered body": (body.replace("j1", "j2"), headers),
+        "old timestamp": (body, {**headers, "webhook-timestamp": str(int(time.time()) - 301)}),
+        "future timestamp": (body, {**headers, "webhook-timestamp": str(int(time.time()) + 301)}),
+        "wrong secret": (body, {**headers, "webhook-signature": other}),
+        "another id": (body, {**headers, "Webhook-Id": "msg_other"}),
+        "missing signature": (body, {k: v for k, v in headers.items() if "sig" not in k}),
+        "garbage signature": (body, {**headers, "webhook-signature": "v1,%%%"}),
+    }
+    for case, (data, hdrs) in refused.items():
+        with pytest.raises(helper.WebhookVerificationError):
+            helper.verify_webhook(data, hdrs, secret)
+            pytest.fail(f"accepted: {case}")
+    # A signature older than the tolerance is refused even when it is genuine.
+    stale = datetime.fromtimestamp(time.time() - 600, tz=UTC)
+    stale_headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(stale.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, stale, body),
+    }
+    with pytest.raises(helper.WebhookVerificationError, match="too old"):
+        helper.verify_webhook(body, stale_headers, secret)
+
+
+@pytest.fixture
+def webhook_receiver(sdk_venv: Path, tmp_path: Path) -> Iterator:
+    processes = []
+
+    def start(secret: str) -> tuple[str, Path]:
+        out, err = tmp_path / "events.jsonl", tmp_path / "receiver.err"
+        process = subprocess.Popen(
+            [
+                str(sdk_venv / "bin" / "python"),
+                str(EXAMPLES / "webhook_receiver.py"),
+                "--port",
+                "0",
+            ],
+            stdout=out.open("w"),
+            stderr=err.open("w"),
+            env=_env(sdk_venv, WEBHOOK_SECRET=secret),
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on (\S+)", err.read_text())
+            if found:
+                return found.group(1).rstrip("/"), out
+            assert process.poll() is None, err.read_text()
+            time.sleep(0.1)
+        raise AssertionError(f"the receiver did not start: {err.read_text()}")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(10)
+
+
+def test_cli_first_hour_polish(sdk_venv: Path, stack: Stack, iris_files):
+    train, _, _ = iris_files
+    # A refused key: the error alone, no "task: … (inferred" note before it.
+    refused = _cli(
+        sdk_venv, stack, "fit", str(train), "--target", "species",
+        TABPFN_API_KEY="tpa_0000000000000000_" + "x" * 43,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "task:" not in refused.stderr and "unauthorized" in refused.stderr, refused.stderr
+
+    # No service at the URL: said within seconds, with what to start.
+    started = time.monotonic()
+    down = _run(
+        sdk_venv,
+        [str(sdk_venv / "bin" / "tabpfn-api-client"), "jobs"],
+        API_URL=f"http://127.0.0.1:{free_port()}",
+        TABPFN_API_KEY="tpa_0000000000000000_" + "x" * 43,
+    )
+    assert time.monotonic() - started < 8
+    assert down.returncode == 1
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tabpfn-api dev" in lines[0] and "API_URL" in lines[0], lines
+
+    # --help shows examples, for the program and for a command.
+    for args in (["--help"], ["fit", "--help"], ["predict", "--help"]):
+        helped = _cli(sdk_venv, stack, *args)
+        assert helped.returncode == 0 and "examples:" in helped.stdout, helped.stdout
+
+
+def test_webhook_receiver_example_verifies_real_events(
+    sdk_venv: Path, stack: Stack, api, webhook_receiver, iris_files
+):
+    response = api.post("/auth/setup", json={"tabpfn_token": "demo-token"})
+    account = response.json()
+    ISSUED_SECRETS.extend([account["api_key"], account["webhook_secret"]])
+    url, events = webhook_receiver(account["webhook_secret"])
+    train, _, _ = iris_files
+    fit = _cli(
+        sdk_venv,
+        stack,
+        "fit",
+        str(train),
+        "--target",
+        "species",
+        "--callback-url",
+        f"{url}/hooks/tabpfn",
+        TABPFN_API_KEY=account["api_key"],
+    )
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not events.read_text().strip():
+        time.sleep(0.2)
+    lines = events.read_text().strip().splitlines()
+    assert lines, f"no verified event arrived\n{stack.logs()}"
+    event = json.loads(lines[0])
+    assert event["type"] == "job.succeeded" and event["job_type"] == "fit"
+    assert event["model_id"] and event["webhook_id"]
+
+
+# -- beyond Python ------------------------------------------------------------------
+
+
+def _accuracy(output: str) -> float:
+    found = re.search(r"Accuracy on the 30 test rows: ([0-9.]+)", output)
+    assert found, output
+    return float(found.group(1))
+
+
+def test_node_quickstart(stack: Stack):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the Node quickstart needs Node 18 or newer")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout
+    if int(version.lstrip("v").split(".")[0]) < 18:
+        pytest.skip(f"node {version.strip()} has no global fetch; the quickstart needs Node 18+")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TABPFN_")}
+    run = subprocess.run(
+        [node, str(EXAMPLES / "quickstart.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "API_URL": stack.api_url},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Model " in run.stdout and "predict job: succeeded" in run.stdout
+    assert _accuracy(run.stdout) >= 0.8
+
+    refused = subprocess.run(
+        [node, str(EXAMPLES / "quickstart.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "API_URL": stack.api_url, "TABPFN_TOKEN": "not-a-token"},
+    )
+    assert refused.returncode == 1 and "(upstream_auth_failed)" in refused.stderr
+
+
+def test_curl_quickstart(stack: Stack):
+    if shutil.which("curl") is None or shutil.which("bash") is None:
+        pytest.skip("curl and bash are needed for the shell quickstart")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TABPFN_")}
+    run = subprocess.run(
+        ["bash", str(EXAMPLES / "quickstart.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "API_URL": stack.api_url},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"job \S+: succeeded", run.stderr), run.stderr
+    assert _accuracy(run.stdout) >= 0.8
+
+    refused = subprocess.run(
+        ["bash", str(EXAMPLES / "quickstart.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "API_URL": stack.api_url, "TABPFN_TOKEN": "not-a-token"},
+    )
+    assert refused.returncode == 1 and "(upstream_auth_failed)" in refused.stderr

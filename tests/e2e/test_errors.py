@@ -1,0 +1,143 @@
+"""Error paths through the real stack: every one answers a stable code and stores nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from cli.ports import free_port
+from tests.support.api import register, wait_for_job
+
+GOOD_TRAIN = {"X": [[1.0, "a"], [2.0, "b"], [3.0, "a"], [4.0, "b"]], "y": ["x", "x", "y", "y"]}
+
+
+def test_setup_with_a_bad_token_is_upstream_auth_failed(api):
+    response = api.post("/auth/setup", json={"tabpfn_token": "not-a-real-token"})
+    assert response.status_code == 401
+    assert response.json()["code"] == "upstream_auth_failed"
+    assert "not-a-real-token" not in response.text
+
+
+def test_setup_with_the_upstream_down_is_503(stack, tmp_path):
+    # An API whose upstream is a port nobody listens on.
+    dead_upstream = f"http://127.0.0.1:{free_port()}"
+    with stack.extra_api("api-no-upstream", tmp_path, TABPFN_API_URL=dead_upstream) as (url, _):
+        response = httpx.post(f"{url}/auth/setup", json={"tabpfn_token": "demo-token"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer tpa_0000000000000000_nope"}, {"Authorization": "Bearer x"}],
+    ids=["missing", "unknown-key", "malformed"],
+)
+def test_routes_need_a_valid_api_key(api, headers):
+    for method, path in [("GET", "/jobs"), ("GET", "/models"), ("POST", "/jobs/fit")]:
+        response = api.request(method, path, headers=headers, json={})
+        assert response.status_code == 401, (path, response.text)
+        assert response.json()["code"] == "unauthorized"
+
+
+def test_a_wrong_secret_with_a_real_key_id_is_refused(api):
+    headers = register(api)
+    key = headers["Authorization"].removeprefix("Bearer ")
+    prefix, key_id, secret = key.split("_", 2)
+    for forged in (f"{prefix}_{key_id}_{'A' * len(secret)}", f"{key}{'A' * 100}"):
+        response = api.get("/jobs", headers={"Authorization": f"Bearer {forged}"})
+        assert (response.status_code, response.json()["code"]) == (401, "unauthorized")
+
+
+BAD_FITS = {
+    "not-json": None,
+    "wrong-content-type": "form",
+    "unknown-task": {"task": "clustering", "train": GOOD_TRAIN},
+    "missing-train": {"task": "classification"},
+    "unknown-field": {"task": "classification", "train": GOOD_TRAIN, "colour": "blue"},
+    "ragged-rows": {"task": "classification", "train": {"X": [[1, 2], [3]], "y": ["a", "b"]}},
+    "length-mismatch": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a"]}},
+    "empty": {"task": "classification", "train": {"X": [], "y": []}},
+    "object-cell": {"task": "classification", "train": {"X": [[{"a": 1}], [2]], "y": ["a", "b"]}},
+    "list-cell": {"task": "classification", "train": {"X": [[[1, 2]], [2]], "y": ["a", "b"]}},
+    # Python's JSON (and so the API) reads the non-standard token NaN (and Infinity:
+    # see test_number_range.py).
+    "nan-target": b'{"task": "regression", "train": {"X": [[1], [2]], "y": [1.0, NaN]}}',
+    "object-target": {"task": "classification", "train": {"X": [[1], [2]], "y": [{}, "b"]}},
+    "null-target": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", None]}},
+    "single-class": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "a"]}},
+    "text-regression": {"task": "regression", "train": {"X": [[1], [2]], "y": ["a", "b"]}},
+    "mixed-labels": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", 1]}},
+    "bad-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"n_estimators": "x"}},
+    "unknown-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"nope": 1}},
+    "callback-not-http": {"task": "classification", "train": GOOD_TRAIN, "callback_url": "ftp://x"},
+    "columns-mismatch": {
+        "task": "classification",
+        "train": {"X": [[1, 2], [3, 4]], "y": ["a", "b"], "columns": ["only_one"]},
+    },
+}
+
+
+@pytest.mark.parametrize("body", BAD_FITS.values(), ids=BAD_FITS.keys())
+def test_malformed_fit_is_422_and_stores_nothing(api, body):
+    headers = register(api)
+    if body is None:
+        response = api.post(
+            "/jobs/fit",
+            content=b"{not json",
+            headers={**headers, "content-type": "application/json"},
+        )
+    elif isinstance(body, bytes):
+        response = api.post(
+            "/jobs/fit", content=body, headers={**headers, "content-type": "application/json"}
+        )
+    elif body == "form":
+        response = api.post("/jobs/fit", data={"task": "classification"}, headers=headers)
+    else:
+        response = api.post("/jobs/fit", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()
+    assert error["code"] == "validation_error"
+    assert error["detail"] and isinstance(error["detail"], str)
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+def test_predict_checks_the_model_and_its_columns(api):
+    headers = register(api)
+    train = {"X": GOOD_TRAIN["X"], "y": GOOD_TRAIN["y"], "columns": ["size", "kind"]}
+    fit = api.post("/jobs/fit", json={"task": "classification", "train": train}, headers=headers)
+    job = wait_for_job(api, headers, fit.json()["id"])
+    assert job["status"] == "succeeded", job
+
+    unknown = api.post(
+        "/jobs/predict", json={"model_id": str(uuid.uuid4()), "X": [[1, "a"]]}, headers=headers
+    )
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "model_not_found")
+
+    wrong_names = api.post(
+        "/jobs/predict",
+        json={"model_id": job["model_id"], "X": [[1, "a"]], "columns": ["size", "colour"]},
+        headers=headers,
+    )
+    assert wrong_names.status_code == 422
+    assert "colour" in wrong_names.json()["detail"]
+    wrong_width = api.post(
+        "/jobs/predict", json={"model_id": job["model_id"], "X": [[1]]}, headers=headers
+    )
+    assert wrong_width.status_code == 422
+    wrong_output = api.post(
+        "/jobs/predict",
+        json={"model_id": job["model_id"], "X": [[1, "a"]], "output": "mean"},
+        headers=headers,
+    )
+    assert wrong_output.status_code == 422
+    # Only the fit job exists: the refused predicts left nothing behind.
+    assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 1
+
+
+def test_ids_that_are_not_uuids_or_not_yours(api):
+    headers = register(api)
+    assert api.get("/jobs/not-a-uuid", headers=headers).json()["code"] == "validation_error"
+    missing = api.get(f"/jobs/{uuid.uuid4()}", headers=headers)
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")

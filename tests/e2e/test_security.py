@@ -1,0 +1,123 @@
+"""Keys, tokens and limits through the real stack."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.api import register
+from tests.support.tokens import fresh_token
+
+
+def _key(headers: dict) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+def test_keys_can_be_added_listed_and_revoked_at_once(api):
+    headers = register(api)
+    me = api.get("/auth/me", headers=headers).json()
+    assert me["active_keys"] == 1
+
+    created = api.post("/auth/keys", headers=headers)
+    assert created.status_code == 201
+    second = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    assert api.get("/auth/me", headers=second).json()["user_id"] == me["user_id"]
+    assert api.get("/auth/me", headers=second).json()["key_id"] == created.json()["key_id"]
+
+    listed = api.get("/auth/keys", headers=headers).json()
+    assert {k["id"] for k in listed} == {me["key_id"], created.json()["key_id"]}
+    assert all("hash" not in str(k) and "tpa_" not in str(k) for k in listed)
+
+    # The key was just used (and its verification cached): revocation still bites at once.
+    assert api.delete(f"/auth/keys/{created.json()['key_id']}", headers=headers).status_code == 204
+    refused = api.get("/jobs", headers=second)
+    assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+    again = api.delete(f"/auth/keys/{created.json()['key_id']}", headers=headers)
+    assert again.status_code == 404
+    last = api.delete(f"/auth/keys/{me['key_id']}", headers=headers)
+    assert (last.status_code, last.json()["code"]) == (409, "last_active_key")
+    other = register(api)
+    assert api.delete(f"/auth/keys/{me['key_id']}", headers=other).status_code == 404
+
+
+def test_replacing_the_tabpfn_token_verifies_it_first(api):
+    headers = register(api)
+    bad = api.put("/auth/tabpfn-token", json={"tabpfn_token": "nope"}, headers=headers)
+    assert (bad.status_code, bad.json()["code"]) == (401, "upstream_auth_failed")
+    # A token no account holds yet (another account's is refused: test_accounts.py).
+    good = api.put("/auth/tabpfn-token", json={"tabpfn_token": fresh_token()}, headers=headers)
+    assert good.status_code == 204
+    # Upstream calls now go to the new token's account.
+    usage = api.get("/usage", headers=headers)
+    assert usage.status_code == 200
+
+
+def test_a_token_that_cannot_travel_in_a_header_is_422(api):
+    # Found by the fuzzer: such a token used to reach httpx and fail as a 500.
+    for token in ["tok\nen", "tök", "two words"]:
+        response = api.post("/auth/setup", json={"tabpfn_token": token})
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+
+
+def test_body_over_max_request_bytes_is_413_before_it_is_read(api, stack):
+    headers = register(api)
+    big = b'{"task": "classification", "train": {"X": [' + b"[1.0]," * 400_000 + b"[1.0]]}}"
+    declared = api.post(
+        "/jobs/fit", content=big, headers={**headers, "content-type": "application/json"}
+    )
+    assert (declared.status_code, declared.json()["code"]) == (413, "payload_too_large")
+
+    def chunks():  # no Content-Length: counted as it streams
+        for offset in range(0, len(big), 65536):
+            yield big[offset : offset + 65536]
+
+    streamed = httpx.post(
+        f"{stack.api_url}/api/v1/jobs/fit",
+        content=chunks(),
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert (streamed.status_code, streamed.json()["code"]) == (413, "payload_too_large")
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+@pytest.fixture(scope="module")
+def strict_api(stack, tmp_path_factory):
+    """An API process with low limits, beside the main one (same database and Redis)."""
+    with stack.extra_api(
+        "api-strict",
+        tmp_path_factory.mktemp("strict"),
+        RATE_LIMIT_PER_MINUTE="5",
+        BAD_AUTH_PER_MINUTE="3",
+    ) as (url, _):
+        yield url
+
+
+def test_requests_over_the_key_rate_are_429_with_retry_after(api, strict_api):
+    headers = register(api)
+    with httpx.Client(base_url=strict_api) as client:
+        codes = [client.get("/jobs", headers=headers).status_code for _ in range(7)]
+        assert codes[:5] == [200] * 5
+        limited = client.get("/jobs", headers=headers)
+    assert codes[5:] == [429, 429]
+    assert limited.json()["code"] == "rate_limited"
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    # Another key of another user is not affected.
+    assert httpx.get(f"{strict_api}/jobs", headers=register(api)).status_code == 200
+
+
+def test_a_client_guessing_keys_is_slowed_down(api, strict_api):
+    # A source address of its own, so this brake does not hold back other tests.
+    transport = httpx.HTTPTransport(local_address="127.0.0.9")
+    headers = register(api)
+    with httpx.Client(base_url=strict_api, transport=transport) as guesser:
+        guesses = [
+            guesser.get("/jobs", headers={"Authorization": f"Bearer tpa_{i:016x}_{'x' * 43}"})
+            for i in range(5)
+        ]
+        assert [g.status_code for g in guesses[:3]] == [401] * 3
+        assert guesses[-1].status_code == 429
+        # Braked: even a valid key from this client waits out the window.
+        braked = guesser.get("/jobs", headers=headers)
+        assert (braked.status_code, braked.json()["code"]) == (429, "rate_limited")
+    assert httpx.get(f"{strict_api}/jobs", headers=headers).status_code == 200
+    assert _key(headers) not in braked.text

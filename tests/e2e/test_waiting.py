@@ -1,0 +1,93 @@
+"""Long-poll and server-sent events: answers the moment a job changes."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import httpx
+
+from tests.support.api import register
+
+FIT = {
+    "task": "classification",
+    "train": {"X": [[float(i)] for i in range(8)], "y": ["a"] * 4 + ["b"] * 4},
+}
+
+
+def test_long_poll_returns_the_moment_the_job_ends(api, emulator_knobs):
+    headers = register(api)
+    emulator_knobs(latency_s=0.4)  # every upstream call: the job runs a few seconds
+    job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+
+    short = api.get(f"/jobs/{job_id}", params={"wait": 0.5}, headers=headers)
+    assert short.json()["status"] in ("queued", "running")  # gave up waiting, as asked
+
+    started = time.monotonic()
+    done = api.get(f"/jobs/{job_id}", params={"wait": 30}, headers=headers, timeout=40)
+    returned_at = datetime.now().astimezone()
+    assert time.monotonic() - started < 25
+    job = done.json()
+    assert job["status"] == "succeeded"
+    finished_at = datetime.fromisoformat(job["finished_at"])
+    # Pushed, not polled: the answer follows the commit within a fraction of a second.
+    assert (returned_at - finished_at).total_seconds() < 0.5
+    # Answered from the message that ended the job: word for word what the row holds.
+    assert job == api.get(f"/jobs/{job_id}", headers=headers).json()
+
+
+def _long_poll_then(api, headers, job_id, action) -> dict:
+    """Start a long-poll on the job, run `action` while it waits, return its answer."""
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            api.get, f"/jobs/{job_id}", params={"wait": 30}, headers=headers, timeout=40
+        )
+        time.sleep(0.3)
+        action()
+        return waiting.result().json()
+
+
+def test_long_polls_of_failed_and_canceled_jobs_answer_what_the_row_holds(api, emulator_knobs):
+    headers = register(api)
+    emulator_knobs(hang_s=1.0)  # fit calls hang a second: time to cancel
+    job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+    canceled = _long_poll_then(
+        api, headers, job_id, lambda: api.post(f"/jobs/{job_id}/cancel", headers=headers)
+    )
+    assert (canceled["status"], canceled["error"]["code"]) == ("canceled", "canceled")
+    assert canceled == api.get(f"/jobs/{job_id}", headers=headers).json()
+
+    revoked = register(api, "carol-token")
+    emulator_knobs(hang_s=0.0, revoked_tokens=["carol-token"])
+    job_id = api.post("/jobs/fit", json=FIT, headers=revoked).json()["id"]
+    failed = _long_poll_then(api, revoked, job_id, lambda: None)
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "upstream_auth_failed")
+    assert failed == api.get(f"/jobs/{job_id}", headers=revoked).json()
+
+
+def test_event_stream_follows_stages_to_the_end(api, stack, emulator_knobs):
+    headers = register(api)
+    emulator_knobs(latency_s=0.3)
+    job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+    events = []
+    with httpx.stream(
+        "GET", f"{stack.api_url}/api/v1/jobs/{job_id}/events", headers=headers, timeout=60
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+    states = [(e["status"], e["stage"]) for e in events]
+    assert states[-1] == ("succeeded", None)
+    assert ("running", "fitting") in states
+    assert len(states) == len(set(states))  # one event per change, no repeats
+
+
+def test_waiting_on_someone_elses_job_is_404(api, stack):
+    owner, other = register(api), register(api)
+    job_id = api.post("/jobs/fit", json=FIT, headers=owner).json()["id"]
+    assert api.get(f"/jobs/{job_id}", params={"wait": 5}, headers=other).status_code == 404
+    response = httpx.get(f"{stack.api_url}/api/v1/jobs/{job_id}/events", headers=other)
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")

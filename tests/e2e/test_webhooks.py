@@ -1,0 +1,169 @@
+"""Webhooks on completion, through the real stack, to a real receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared.webhook_targets import TargetRefused, check_target
+from tests.support.api import wait_for_job
+from tests.support.tokens import fresh_token
+from tests.support.webhook_receiver import start_receiver
+
+FIT = {
+    "task": "classification",
+    "train": {"X": [[float(i)] for i in range(8)], "y": ["a"] * 4 + ["b"] * 4},
+}
+
+
+@pytest.fixture
+def receiver():
+    receiver, server = start_receiver()
+    yield receiver
+    server.shutdown()
+
+
+def _setup(api, token: str | None = None) -> tuple[dict, str]:
+    # An account of the test's own: setup with a known token recovers its account.
+    response = api.post("/auth/setup", json={"tabpfn_token": token or fresh_token()})
+    body = response.json()
+    return {"Authorization": f"Bearer {body['api_key']}"}, body["webhook_secret"]
+
+
+def _deliveries(api, headers, job_id, until) -> list[dict]:
+    deadline = time.monotonic() + 30
+    while True:
+        deliveries = api.get(f"/jobs/{job_id}/webhooks", headers=headers).json()
+        if until(deliveries):
+            return deliveries
+        assert time.monotonic() < deadline, deliveries
+        time.sleep(0.1)
+
+
+def test_failed_first_attempt_is_retried_signed_and_logged(api, receiver):
+    headers, secret = _setup(api)
+    receiver.script = [(500, {}), (204, {})]
+    job = api.post("/jobs/fit", json={**FIT, "callback_url": receiver.url}, headers=headers)
+    job_id = job.json()["id"]
+    assert wait_for_job(api, headers, job_id)["status"] == "succeeded"
+
+    first, second = receiver.wait_for(2)
+    # The reference library verifies our signature (and rejects a wrong secret).
+    event = Webhook(secret).verify(second.body, second.headers)
+    assert event["type"] == "job.succeeded"
+    assert event["data"]["job_id"] == job_id
+    assert event["data"]["links"]["result"].endswith(f"/api/v1/jobs/{job_id}/result")
+    assert "predictions" not in second.body.decode() and "train" not in event["data"]
+    with pytest.raises(Exception):  # noqa: B017 - any verification error will do
+        Webhook("whsec_" + "A" * 32).verify(second.body, second.headers)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert first.body == second.body
+    assert second.at - first.at >= 0.3  # a backoff, not a hot loop
+
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and d[0]["status"] != "pending")
+    assert delivery["status"] == "succeeded"
+    assert [a["status_code"] for a in delivery["attempts"]] == [500, 204]
+    assert delivery["attempts"][0]["error"] and delivery["attempts"][1]["error"] is None
+    assert all(a["latency_ms"] >= 0 for a in delivery["attempts"])
+
+    # Redelivery: the same event again, logged as a new delivery.
+    again = api.post(f"/jobs/{job_id}/webhooks/redeliver", headers=headers)
+    assert again.status_code == 202
+    third = receiver.wait_for(3)[2]
+    assert third.headers["webhook-id"] == first.headers["webhook-id"]
+    assert Webhook(secret).verify(third.body, third.headers)["type"] == "job.succeeded"
+    deliveries = _deliveries(api, headers, job_id, lambda d: len(d) == 2 and d[1]["attempts"])
+    assert deliveries[1]["status"] == "succeeded"
+
+
+def test_410_stops_retries_and_retry_after_is_honoured(api, receiver):
+    headers, _ = _setup(api)
+    receiver.script = [(503, {"Retry-After": "2"}), (410, {})]
+    job_id = api.post(
+        "/jobs/fit", json={**FIT, "callback_url": receiver.url}, headers=headers
+    ).json()["id"]
+    first, second = receiver.wait_for(2)
+    assert second.at - first.at >= 1.8  # waited as asked, not the 0.5 s schedule
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and d[0]["status"] != "pending")
+    assert delivery["status"] == "failed"
+    assert [a["status_code"] for a in delivery["attempts"]] == [503, 410]
+    time.sleep(2.5)
+    assert len(receiver.received) == 2  # no more after 410
+
+
+def test_failed_and_canceled_jobs_send_their_events(api, receiver, emulator_knobs):
+    token = fresh_token()
+    headers, secret = _setup(api, token)
+    emulator_knobs(revoked_tokens=[token])
+    failed = api.post("/jobs/fit", json={**FIT, "callback_url": receiver.url}, headers=headers)
+    wait_for_job(api, headers, failed.json()["id"])
+    event = json.loads(receiver.wait_for(1)[0].body)
+    assert event["type"] == "job.failed"
+    assert event["data"]["error"]["code"] == "upstream_auth_failed"
+
+    emulator_knobs(revoked_tokens=[], latency_s=1.0)
+    queued = [
+        api.post("/jobs/fit", json={**FIT, "callback_url": receiver.url}, headers=headers).json()[
+            "id"
+        ]
+        for _ in range(3)
+    ]
+    assert api.post(f"/jobs/{queued[-1]}/cancel", headers=headers).status_code == 200
+    events = {
+        json.loads(r.body)["data"]["job_id"]: json.loads(r.body)["type"]
+        for r in receiver.wait_for(4)
+    }
+    assert events[queued[-1]] == "job.canceled"
+
+
+def test_the_webhook_secret_can_be_rotated(api, receiver):
+    headers, old = _setup(api)
+    new = api.post("/auth/webhook-secret", headers=headers).json()["webhook_secret"]
+    assert new.startswith("whsec_") and new != old
+    api.post("/jobs/fit", json={**FIT, "callback_url": receiver.url}, headers=headers)
+    delivered = receiver.wait_for(1)[0]
+    assert Webhook(new).verify(delivered.body, delivered.headers)["type"] == "job.succeeded"
+
+
+@pytest.fixture(scope="module")
+def public_only_api(stack, tmp_path_factory):
+    """An API with the production default: private webhook targets refused."""
+    with stack.extra_api(
+        "api-public", tmp_path_factory.mktemp("public"), WEBHOOK_ALLOW_PRIVATE_TARGETS="false"
+    ) as (url, _):
+        yield url
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/hook", "http://localhost:8080/hook", "http://10.1.2.3/",
+    "http://172.16.0.1/", "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data",
+    "http://100.64.0.1/", "http://224.0.0.1/", "http://0.0.0.0/", "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/", "http://[fe80::1]/", "http://[fc00::1]/",
+])  # fmt: skip
+def test_private_targets_are_refused_at_submit(api, public_only_api, url):
+    headers, _ = _setup(api)
+    response = httpx.post(
+        f"{public_only_api}/jobs/fit", json={**FIT, "callback_url": url}, headers=headers
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "callback_url_forbidden"
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+def test_a_host_that_resolves_private_at_delivery_is_refused(monkeypatch):
+    # DNS can change between submit and delivery: the check runs on what it says now.
+    import socket
+
+    def rebinding(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    with pytest.raises(TargetRefused, match="loopback"):
+        check_target("https://hooks.example.com/x", allow_private=False)
+    assert check_target("https://hooks.example.com/x", allow_private=True).addresses == [
+        "127.0.0.1"
+    ]

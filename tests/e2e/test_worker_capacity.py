@@ -1,0 +1,150 @@
+"""The worker built for waiting, through the whole stack: many jobs in flight in one
+process, each call with its owner's token; a deadline that holds while the upstream
+hangs; SIGTERM drains and hands back what is left.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import httpx
+import pytest
+
+from cli.supervisor import start
+from emulator.accounts import account_name
+from tests.support.api import register, wait_for_job
+from tests.support.stacks import api_client, own_stack
+from tests.support.stacks import submit_small as submit
+
+TOKENS = [f"inflight-{i}-token" for i in range(5)]
+SLOTS = 16
+DEADLINE_S = 20
+
+
+@pytest.fixture(scope="module")
+def wide_stack(services, tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("wide")
+    with own_stack(
+        services,
+        scratch,
+        tokens=TOKENS,
+        worker_args=("--concurrency", str(SLOTS), "-n", "wide-1@%h"),
+        EMULATOR_LATENCY_S="0.5",
+        EMULATOR_MODEL="trivial",
+        RUNNING_TIMEOUT_S=str(DEADLINE_S),
+        # Long enough that only the job's deadline can end a hung call.
+        UPSTREAM_CALL_TIMEOUT_S="120",
+        WORKER_DRAIN_S="2",
+    ) as stack:
+        stack.scratch = scratch
+        yield stack
+
+
+@pytest.fixture
+def client(wide_stack, request):
+    with api_client(wide_stack, request) as api:
+        yield api
+
+
+def emulator(stack, **knobs) -> None:
+    httpx.patch(f"{stack.emulator_url}/_emulator/config", json=knobs).raise_for_status()
+
+
+def test_one_process_holds_many_jobs_in_flight_each_call_with_its_owners_token(client, wide_stack):
+    users = {token: register(client, token) for token in TOKENS}
+    # About 8 s a job (a second per upstream call): all are submitted well before
+    # the first ends, however busy the machine.
+    emulator(wide_stack, latency_s=1.0)
+    calls_before = len(httpx.get(f"{wide_stack.emulator_url}/_emulator/calls").json())
+    submissions = [(token, headers) for token, headers in users.items() for _ in range(3)]
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda s: submit(client, s[1]), submissions))
+
+    peak = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        rows = wide_stack.sql(
+            "select status, worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids
+        )
+        running = [r for r in rows if r.status == "running"]
+        peak = max(peak, len(running))
+        if all(r.status == "succeeded" for r in rows):
+            break
+        time.sleep(0.1)
+    emulator(wide_stack, latency_s=0.5)
+    jobs = [wait_for_job(client, h, j) for (_, h), j in zip(submissions, ids, strict=True)]
+    assert [j["status"] for j in jobs] == ["succeeded"] * len(ids)
+    # 15 jobs of about 2 s each on one node: far more at once than its 2 cores.
+    assert peak >= 12, f"only {peak} jobs were in flight at once"
+    # Ready means warm: tabpfn-client and the connections were set up before any job.
+    [worker] = [p for p in wide_stack.processes if p.name == "worker"]
+    log = worker.log()
+    assert log.index("worker warmed up in") < log.index(" ready.") < log.index(": claimed")
+    holders = {
+        r.worker
+        for r in wide_stack.sql(
+            "select worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids
+        )
+    }
+    assert len(holders) == 1, f"one process ran them all: {holders}"
+
+    calls = httpx.get(f"{wide_stack.emulator_url}/_emulator/calls").json()[calls_before:]
+    accounts = {account_name(token) for token in TOKENS}
+    for token in TOKENS:
+        mine = [c["path"] for c in calls if c["account"] == account_name(token)]
+        assert mine.count("/tabpfn/fit") == 3 and mine.count("/tabpfn/predict") == 3, mine
+    for call in calls:
+        if call["path"].startswith("/tabpfn/") and call["method"] == "POST":
+            assert call["account"] in accounts, call
+        if call["method"] == "PUT":  # an upload's signed URL is its own credential
+            assert call["auth_account"] in (None, call["account"]), call
+
+
+def test_a_hung_upstream_call_ends_at_the_jobs_deadline(client, wide_stack):
+    headers = register(client, TOKENS[0])
+    emulator(wide_stack, hang_s=300)
+    try:
+        job = wait_for_job(client, headers, submit(client, headers), timeout=60)
+    finally:
+        emulator(wide_stack, hang_s=0)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "time_limit_exceeded", job
+    ran = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    assert DEADLINE_S - 1 <= ran.total_seconds() <= DEADLINE_S + 4, ran
+    # The slot is not lost: the next job runs as usual.
+    assert wait_for_job(client, headers, submit(client, headers))["status"] == "succeeded"
+
+
+def test_sigterm_drains_then_hands_back_what_is_left(client, wide_stack):
+    headers = register(client, TOKENS[1])
+    [worker] = [p for p in wide_stack.processes if p.name == "worker"]
+    emulator(wide_stack, hang_s=300)
+    try:
+        job_id = submit(client, headers)
+        deadline = time.monotonic() + 20
+        while client.get(f"/jobs/{job_id}", headers=headers).json()["status"] != "running":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.1)
+        stopped = time.monotonic()
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.popen.wait(20) == 0
+        took = time.monotonic() - stopped
+        # WORKER_DRAIN_S=2: the hung job was given its grace, then handed back.
+        assert 2 <= took < 10, took
+        job = client.get(f"/jobs/{job_id}", headers=headers).json()
+        assert (job["status"], job["attempts"]) == ("queued", 0), job
+    finally:
+        emulator(wide_stack, hang_s=0)
+    replacement = start(
+        "worker-2",
+        ["worker", "--concurrency", "4", "-n", "wide-2@%h", "--without-mingle", "--without-gossip"],
+        wide_stack.env,
+        wide_stack.scratch / "logs",
+    )
+    wide_stack.processes.append(replacement)
+    job = wait_for_job(client, headers, job_id, timeout=60)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), job
+    assert "handed 1 unfinished job(s) back to the queue" in worker.log()

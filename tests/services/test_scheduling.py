@@ -1,0 +1,191 @@
+"""Who runs next, on real PostgreSQL and Redis: round-robin, FIFO, the cap, pacing, waiting.
+
+These call the scheduler's service functions directly (no worker, no HTTP), so
+a failure points at the policy; tests/e2e/test_fair_share.py runs the whole stack.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from shared import job_states as js
+from shared import pacing
+from shared.db import session_scope
+from shared.models import Job, User
+from shared.scheduling import claim_next
+from shared.security import encrypt_secret, token_fingerprint
+from shared.waiting import user_queue, waiting
+from tests.support.inprocess import configured
+
+LIMITS = {
+    "MAX_RUNNING_PER_USER": "3",
+    "UPSTREAM_FITS_PER_MINUTE": "1000",
+    "UPSTREAM_PREDICTIONS_PER_MINUTE": "1000",
+    "UPSTREAM_UPLOADS_PER_MINUTE": "1000",
+}
+
+
+@pytest.fixture
+def scheduler_db(services, request):
+    settings = {**LIMITS, **getattr(request, "param", {})}
+    with configured(services, **settings) as url:
+        yield url
+
+
+def make_user(*, token: str | None = None) -> uuid.UUID:
+    with session_scope() as session:
+        user = User(
+            tabpfn_token_encrypted=encrypt_secret(token or f"token-{uuid.uuid4().hex}"),
+            webhook_secret_encrypted=encrypt_secret("whsec_x"),
+        )
+        session.add(user)
+        session.flush()
+        return user.id
+
+
+def make_jobs(user_id: uuid.UUID, n: int, *, type_: str = js.FIT_PREDICT) -> list[uuid.UUID]:
+    """n queued jobs, one millisecond apart so FIFO order is well defined."""
+    base = datetime.now(UTC) - timedelta(minutes=1)
+    with session_scope() as session:
+        jobs = [
+            Job(
+                user_id=user_id,
+                type=type_,
+                status=js.QUEUED,
+                task=js.CLASSIFICATION,
+                params={},
+                created_at=base + timedelta(milliseconds=i),
+            )
+            for i in range(n)
+        ]
+        session.add_all(jobs)
+        session.flush()
+        return [job.id for job in jobs]
+
+
+def owner(job_id: uuid.UUID) -> uuid.UUID:
+    with session_scope() as session:
+        return session.scalar(select(Job.user_id).where(Job.id == job_id))
+
+
+def finish(job_id: uuid.UUID) -> None:
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status=js.SUCCEEDED))
+
+
+def test_free_slots_go_round_robin_between_users_and_fifo_within_one(scheduler_db):
+    a, b, c = make_user(), make_user(), make_user()
+    jobs = {a: make_jobs(a, 4), b: make_jobs(b, 2), c: make_jobs(c, 1)}
+    order = []
+    while (pick := claim_next()).claim is not None:
+        order.append(pick.claim.job_id)
+        finish(pick.claim.job_id)  # a slot frees: the cap never binds here
+    users = [owner(j) for j in order]
+    # Every user with work is served once before anyone is served twice, and so on.
+    assert set(users[:3]) == {a, b, c}
+    assert set(users[3:5]) == {a, b}
+    assert users[5:] == [a, a]
+    for theirs in jobs.values():
+        assert [j for j in order if j in theirs] == theirs  # FIFO within a user
+
+
+def test_one_user_never_runs_more_than_the_cap(scheduler_db):
+    a, b = make_user(), make_user()
+    make_jobs(a, 6)
+    claimed = [claim_next().claim for _ in range(4)]
+    assert all(claimed[:3]) and claimed[3] is None  # MAX_RUNNING_PER_USER=3
+    with session_scope() as session:
+        queue = user_queue(session=session, user_id=a)
+        job = session.scalars(select(Job).where(Job.user_id == a, Job.status == js.QUEUED)).first()
+        assert waiting(job, queue)["reason"] == "fair_share"
+    b_job = make_jobs(b, 1)[0]
+    assert claim_next().claim.job_id == b_job  # another user still gets a slot
+    finish(claimed[0].job_id)
+    assert owner(claim_next().claim.job_id) == a  # a freed slot of A's: A's next job
+
+
+@pytest.mark.parametrize("scheduler_db", [{"UPSTREAM_FITS_PER_MINUTE": "2"}], indirect=True)
+def test_a_token_without_budget_waits_without_a_slot_and_others_run(scheduler_db):
+    shared_token = f"shared-{uuid.uuid4().hex}"
+    a, a_again, b = make_user(token=shared_token), make_user(token=shared_token), make_user()
+    make_jobs(a, 3, type_=js.FIT)
+    make_jobs(a_again, 1, type_=js.FIT)
+    b_jobs = make_jobs(b, 3, type_=js.FIT)
+
+    claims = []
+    paused_users = set()
+    while (pick := claim_next()).claim is not None or pick.paused:
+        paused_users |= {p.user_id for p in pick.paused}
+        if pick.claim is None:
+            break
+        claims.append(pick.claim.job_id)
+        finish(pick.claim.job_id)
+    owners = Counter(owner(j) for j in claims)
+    # Two fits per minute per token: the two accounts sharing a token share two fits.
+    assert owners[a] + owners[a_again] == 2
+    assert owners[b] == 2
+    assert paused_users >= {a} and set(b_jobs[2:]).isdisjoint(claims)
+
+    with session_scope() as session:
+        queue = user_queue(session=session, user_id=a)
+        job = session.scalars(select(Job).where(Job.user_id == a, Job.status == js.QUEUED)).first()
+        shown = waiting(job, queue)
+    assert shown["reason"] == "upstream_rate_limit"
+    assert datetime.now(UTC) < shown["until"] <= datetime.now(UTC) + timedelta(seconds=61)
+
+
+def test_parallel_slots_never_claim_a_job_twice_nor_overrun_the_cap(scheduler_db):
+    users = [make_user() for _ in range(4)]
+    for user in users:
+        make_jobs(user, 5)
+    claimed: list[uuid.UUID] = []
+    lock = threading.Lock()
+
+    def slot() -> None:
+        for _ in range(6):
+            pick = claim_next()
+            if pick.claim is not None:
+                with lock:
+                    claimed.append(pick.claim.job_id)
+
+    threads = [threading.Thread(target=slot) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == len(set(claimed)) == 12  # 4 users × cap 3, nothing finished
+    assert Counter(owner(j) for j in claimed) == {user: 3 for user in users}
+
+
+def test_a_retry_backoff_shows_as_waiting_until_its_time(scheduler_db):
+    a = make_user()
+    job_id = make_jobs(a, 1)[0]
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    with session_scope() as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(run_after=later, wait_reason=None)
+        )
+    assert claim_next().claim is None
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        shown = waiting(job, user_queue(session=session, user_id=a))
+    assert shown == {"reason": "retry_backoff", "until": later}
+
+
+@pytest.mark.parametrize("scheduler_db", [{"UPSTREAM_FITS_PER_MINUTE": "3"}], indirect=True)
+def test_pacing_reserves_all_of_a_jobs_calls_or_none(scheduler_db):
+    fingerprint = token_fingerprint(f"t-{uuid.uuid4().hex}")
+    fit_predict = pacing.calls_for(js.FIT_PREDICT)
+    assert pacing.reserve(fingerprint, fit_predict) is None
+    assert pacing.reserve(fingerprint, fit_predict) is None
+    assert pacing.reserve(fingerprint, {"fit": 2}) is not None  # 2 + 2 > 3: nothing taken
+    assert pacing.reserve(fingerprint, {"fit": 1}) is None  # the refused call spent nothing
+    used = {(w.kind, w.window_s): w.used for w in pacing.window_use(fingerprint)}
+    assert used[("fit", 60.0)] == 3 and used[("predict", 60.0)] == 2
+    assert used[("upload", 60.0)] == 4

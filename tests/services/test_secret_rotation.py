@@ -1,0 +1,75 @@
+"""SECRET_KEY rotation: add a key, rotate, remove the old one; tokens stay readable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from cli.supervisor import BIN
+from cli.throwaway import base_env, create_database, drop_database, migrate
+
+STORE = """
+from shared.db import session_scope
+from shared.models import User
+from shared.security import encrypt_secret
+with session_scope() as s:
+    s.add(User(tabpfn_token_encrypted=encrypt_secret("tok-1"),
+               webhook_secret_encrypted=encrypt_secret("whsec_1")))
+"""
+READ = """
+from sqlalchemy import select
+from shared.db import session_scope
+from shared.models import User
+from shared.security import decrypt_secret
+with session_scope() as s:
+    u = s.scalars(select(User)).one()
+    print(decrypt_secret(u.tabpfn_token_encrypted), decrypt_secret(u.webhook_secret_encrypted))
+"""
+# Whether the stored fingerprint is the token's under the first key of SECRET_KEY.
+FINGERPRINT_CURRENT = """
+from sqlalchemy import select
+from shared.db import session_scope
+from shared.models import User
+from shared.security import token_fingerprint
+with session_scope() as s:
+    print(s.scalars(select(User)).one().tabpfn_token_fingerprint == token_fingerprint("tok-1"))
+"""
+
+
+def _python(code: str, url: str, secret_key: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=base_env(DATABASE_URL=url, SECRET_KEY=secret_key),
+        timeout=60,
+    )
+
+
+def test_add_rotate_remove(services):
+    url = create_database(services.admin_database_url)
+    try:
+        migrate(url)
+        assert _python(STORE, url, "old-key").returncode == 0
+        assert _python(READ, url, "new-key,old-key").stdout.split() == ["tok-1", "whsec_1"]
+
+        rotated = subprocess.run(
+            [str(BIN), "rotate-secret"],
+            capture_output=True,
+            text=True,
+            env=base_env(DATABASE_URL=url, SECRET_KEY="new-key,old-key"),
+            timeout=60,
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        assert "1 user(s)" in rotated.stdout
+        assert "new-key" not in rotated.stdout + rotated.stderr
+
+        assert _python(READ, url, "new-key").stdout.split() == ["tok-1", "whsec_1"]
+        # Fingerprints were recomputed with the new first key (this row had none).
+        assert _python(FINGERPRINT_CURRENT, url, "new-key").stdout.split() == ["True"]
+        assert _python(FINGERPRINT_CURRENT, url, "old-key").stdout.split() == ["False"]
+        stale = _python(READ, url, "old-key")
+        assert stale.returncode != 0
+        assert "could not be decrypted" in stale.stderr
+    finally:
+        drop_database(services.admin_database_url, url)

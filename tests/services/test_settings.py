@@ -1,0 +1,104 @@
+"""DATABASE_URL and REDIS_URL as providers hand them out, and one line for a bad one."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+
+from cli.supervisor import BIN
+from cli.throwaway import base_env, create_database, drop_database
+from shared.connection_urls import normalize_database_url, normalize_redis_url
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgres://u:p@db.example:5432/app",
+        "postgresql://u:p@db.example:5432/app",
+        "postgresql+psycopg2://u:p@db.example:5432/app",
+        "POSTGRES://u:p@db.example:5432/app",
+    ],
+)
+def test_every_postgres_spelling_means_psycopg2(given: str) -> None:
+    assert normalize_database_url(given) == "postgresql+psycopg2://u:p@db.example:5432/app"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("rediss://:pw@cache.example:6380/0", "rediss://:pw@cache.example:6380/0"),
+        ("redis+socket:///run/redis.sock", "redis+socket:///run/redis.sock"),
+        ("unix:///run/redis.sock", "redis+socket:///run/redis.sock"),
+    ],
+)
+def test_redis_forms_become_what_celery_takes(given: str, expected: str) -> None:
+    assert normalize_redis_url(given) == expected
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN), *args], env=base_env(SECRET_KEY="k", **env), capture_output=True, text=True,
+        timeout=60, cwd="/",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DATABASE_URL", "mysql://root:hunter2@db/app", "DATABASE_URL must start with"),
+        ("DATABASE_URL", "db.example:5432/app", "DATABASE_URL must start with"),
+        ("REDIS_URL", "amqp://guest:hunter2@mq//", "REDIS_URL must start with"),
+    ],
+)
+def test_another_scheme_is_one_line_naming_the_variable(variable, value, expected) -> None:
+    settings = {"DATABASE_URL": "postgres://x/y", "REDIS_URL": "redis://x", variable: value}
+    done = _run(["api"], **settings)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tabpfn-api api: {expected}"), done.stderr
+    assert "hunter2" not in done.stderr  # the URL's password is never echoed
+
+
+def test_migrate_accepts_the_urls_providers_hand_out(services) -> None:
+    for scheme in ("postgres", "postgresql"):
+        url = create_database(services.admin_database_url)
+        try:
+            given = make_url(url).set(drivername=scheme).render_as_string(hide_password=False)
+            done = _run(["migrate"], DATABASE_URL=given)
+            assert done.returncode == 0, done.stderr
+            engine = create_engine(url)
+            assert "users" in inspect(engine).get_table_names()
+            engine.dispose()
+        finally:
+            drop_database(services.admin_database_url, url)
+
+
+def test_flower_names_every_missing_variable_and_the_dev_stack() -> None:
+    done = _run(["flower"])
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "tabpfn-api flower: REDIS_URL and FLOWER_BASIC_AUTH are not set: export them or put "
+        "them in .env (see .env.example). For the dev stack, `tabpfn-api dev` runs Flower "
+        "itself and prints its URL and login."
+    ]
+
+
+def test_a_taken_port_stops_the_api_in_one_line() -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = _run(
+            ["api", "--port", str(port)], DATABASE_URL="postgres://x/y", REDIS_URL="redis://x"
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"tabpfn-api api: port {port} on 127.0.0.1 is already in use")
+    assert "`tabpfn-api api --port " in lines[0]
