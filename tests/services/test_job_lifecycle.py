@@ -1,0 +1,105 @@
+"""Claiming a job and ending its run (shared/job_lifecycle.py), statement by
+statement: one claim wins, and a run that lost its claim can change nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared import job_states as js
+from shared.job_lifecycle import (
+    Claim,
+    claim_job,
+    fail_job,
+    heartbeat,
+    release_dead_run,
+    set_stage,
+    succeed_job,
+    this_worker,
+)
+from shared.models import Job, JobData
+from tests.support.factories import make_job, make_user
+
+OUTCOME = {"result": {"x": 1}, "model_id": None, "timings": None}
+
+
+def _state(session: Session, job_id: uuid.UUID) -> tuple:
+    return session.execute(
+        select(Job.status, Job.stage, Job.attempts, Job.error_code).where(Job.id == job_id)
+    ).one()
+
+
+def _result(session: Session, job_id: uuid.UUID) -> dict | None:
+    return session.scalar(select(JobData.result).where(JobData.job_id == job_id))
+
+
+def test_one_claim_wins_and_a_duplicate_delivery_gets_none(session: Session) -> None:
+    job = make_job(session=session, user=make_user(session=session))
+
+    claim = claim_job(session=session, job_id=job.id)
+
+    assert claim == Claim(job_id=job.id, attempt=1)
+    assert claim_job(session=session, job_id=job.id) is None
+    assert _state(session, job.id) == (js.RUNNING, js.STAGE_FITTING, 1, None)
+    assert session.scalar(select(Job.worker).where(Job.id == job.id)) == this_worker()
+
+
+def test_a_claim_enters_the_first_stage_of_its_type(session: Session) -> None:
+    job = make_job(session=session, user=make_user(session=session), type_=js.PREDICT)
+    claim_job(session=session, job_id=job.id)
+    assert _state(session, job.id)[:2] == (js.RUNNING, js.STAGE_PREDICTING)
+
+
+def test_a_job_that_is_not_queued_or_waits_out_a_backoff_is_not_claimed(session: Session) -> None:
+    user = make_user(session=session)
+    finished = make_job(session=session, user=user, status=js.SUCCEEDED)
+    waiting = make_job(session=session, user=user)
+    waiting.run_after = datetime.now(UTC) + timedelta(hours=1)
+    session.flush()
+
+    assert claim_job(session=session, job_id=finished.id) is None
+    assert claim_job(session=session, job_id=waiting.id) is None
+    assert _state(session, waiting.id) == (js.QUEUED, None, 0, None)
+
+
+def test_a_run_with_a_wrong_attempt_is_refused_everywhere(session: Session) -> None:
+    job = make_job(session=session, user=make_user(session=session))
+    claim = claim_job(session=session, job_id=job.id)
+    assert claim is not None
+    wrong = Claim(job_id=job.id, attempt=claim.attempt + 1)
+
+    assert heartbeat(session=session, claim=wrong) is False
+    assert set_stage(session=session, claim=wrong, stage=js.STAGE_PREDICTING) is False
+    assert (
+        succeed_job(session=session, claim=wrong, result={"x": 1}, model_id=None, timings=None)
+        is False
+    )
+    assert fail_job(session=session, claim=wrong, code="upstream_error", message="no") is False
+    assert _state(session, job.id) == (js.RUNNING, js.STAGE_FITTING, 1, None)
+    assert _result(session, job.id) is None
+
+    assert succeed_job(session=session, claim=claim, **OUTCOME)
+    assert _state(session, job.id) == (js.SUCCEEDED, None, 1, None)
+    assert _result(session, job.id) == {"x": 1}
+
+
+def test_a_run_released_as_dead_cannot_end_the_next_run(session: Session) -> None:
+    job = make_job(session=session, user=make_user(session=session))
+    first = claim_job(session=session, job_id=job.id)
+    assert first is not None
+
+    # What the sweeper does once the first run's process is known to be gone.
+    released = release_dead_run(
+        session=session, job_id=job.id, holder=this_worker(), attempt=1, max_attempts=3
+    )
+    assert released == js.QUEUED
+    second = claim_job(session=session, job_id=job.id)
+    assert second == Claim(job_id=job.id, attempt=2)
+
+    assert fail_job(session=session, claim=first, code="upstream_error", message="late") is False
+    assert _state(session, job.id) == (js.RUNNING, js.STAGE_FITTING, 2, None)
+    assert fail_job(session=session, claim=second, code="upstream_error", message="now")
+    assert _state(session, job.id) == (js.FAILED, None, 2, "upstream_error")
