@@ -21,6 +21,9 @@ from cli.ports import free_port
 from cli.supervisor import Child, start, stop_all, wait_for_http
 from cli.throwaway import UNPACED, Services, base_env, create_database, drop_database, migrate
 
+# Enough for a worker's warm shutdown: the suite's jobs take a second or two.
+STOP_TIMEOUT_S = 15.0
+
 
 @dataclass
 class Stack:
@@ -33,7 +36,7 @@ class Stack:
         return "\n".join(f"----- {p.name} -----\n{p.log()[-6000:]}" for p in self.processes)
 
     def stop(self) -> None:
-        stop_all(self.processes, timeout=15)
+        stop_all(self.processes, STOP_TIMEOUT_S)
 
     def sql(self, query: str, **params) -> list:
         """Run one statement in the stack's database (committed) and return its rows."""
@@ -53,7 +56,7 @@ class Stack:
             wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
             yield f"http://127.0.0.1:{port}/api/v1", process
         finally:
-            process.stop(timeout=15)
+            process.stop(STOP_TIMEOUT_S)
 
 
 @contextmanager
