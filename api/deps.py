@@ -66,3 +66,7 @@ def get_caller(
 
 
 Caller = Annotated[User, Depends(get_caller)]
+
+# The bearer credentials alone, for a route that authenticates in a session it
+# opens anyway (the long-poll: the key and the job in one transaction).
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, case, func, or_, text, tuple_, update
+from sqlalchemy import Row, case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared import job_states as js
 from shared.errors import WorkerLost
 from shared.job_events import FINAL_FIELDS, job_changed
-from shared.models import Job, JobData
+from shared.models import Job, JobData, User
 from shared.webhooks import record_job_event
 
 # Why a queued job has a run_after (GET /jobs/{id} shows it as `waiting`).
@@ -64,14 +64,12 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
     """Move a queued job to running; None if it is not queued or waits out a backoff.
 
     The claim enters the job's first upstream stage at once: reading the job's
-    data takes milliseconds, not worth a transaction of its own to report.
-
-    The claim's commit does not wait for its WAL flush: should PostgreSQL crash
-    before the flush, the job is queued again (the sweeper resends it) and this
-    run's later writes are refused as those of a lost claim.
+    data takes milliseconds, not worth a transaction of its own to report. The
+    same statement marks its owner as served now (round-robin order, see
+    shared.scheduling). The caller's transaction decides durability: the
+    scheduler's commits a claim without waiting for its WAL flush.
     """
-    session.execute(text("SET LOCAL synchronous_commit = off"))
-    attempt = session.execute(
+    claimed = (
         update(Job)
         .where(
             Job.id == job_id,
@@ -88,7 +86,16 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
             wait_reason=None,
             worker=this_worker(),
         )
-        .returning(Job.attempts)
+        .returning(Job.attempts, Job.user_id)
+        .cte("claimed")
+    )
+    attempt = session.execute(
+        update(User)
+        .where(User.id == claimed.c.user_id)
+        .values(last_served_at=func.clock_timestamp())
+        .returning(claimed.c.attempts)
+        # A plain statement: the ORM's session sync cannot follow the CTE's rows.
+        .execution_options(synchronize_session=False)
     ).scalar_one_or_none()
     if attempt is None:
         return None
@@ -191,12 +198,11 @@ def succeed_job(
     }
     if model_id is not None:
         values["model_id"] = model_id
-    updated = session.execute(
-        update(Job).where(_owned(claim)).values(**values).returning(*ENDED_FIELDS)
-    ).one_or_none()
-    if updated is None:
-        return False
-    session.execute(update(JobData).where(JobData.job_id == claim.job_id).values(result=result))
+    # One statement: the job's end and its result are stored together, or neither
+    # (a lost claim matches no row and stores nothing).
+    ended = update(Job).where(_owned(claim)).values(**values).returning(*ENDED_FIELDS).cte("ended")
+    stored = update(JobData).where(JobData.job_id == ended.c.id).values(result=result).cte("stored")
+    updated = session.execute(select(ended).add_cte(stored)).one_or_none()
     return job_ended(session, updated)
 
 

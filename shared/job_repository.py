@@ -19,10 +19,11 @@ from shared import job_states as js
 from shared.job_lifecycle import ENDED_FIELDS, worker_lost
 from shared.models import FittedModel, IdempotencyKey, Job, JobData, User
 
+# A claimed job, its data, its owner's encrypted token and the model it predicts with.
+RunRows = tuple[Job, JobData | None, bytes, FittedModel | None]
 
-def load_job_for_run(
-    *, session: Session, job_id: uuid.UUID
-) -> tuple[Job, JobData | None, str, FittedModel | None]:
+
+def load_job_for_run(*, session: Session, job_id: uuid.UUID) -> RunRows:
     """A claimed job, its data, its owner's encrypted token and the model it predicts with."""
     job, data, token_encrypted = session.execute(
         select(Job, JobData, User.tabpfn_token_encrypted)

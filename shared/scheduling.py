@@ -21,8 +21,10 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -65,18 +67,31 @@ _CANDIDATES = text(
     """
 )
 
-_LOCK_USER = text("SELECT id FROM users WHERE id = :user_id FOR UPDATE SKIP LOCKED")
-_RUNNING = text("SELECT count(*) FROM jobs WHERE user_id = :user_id AND status = 'running'")
-# The head job again, under the user's lock: another slot may have taken it.
-_HEAD = text(
+# The user's row lock, which keeps concurrent slots apart. The claim's commit
+# does not wait for its WAL flush (set here, for the transaction, to save a
+# round trip): should PostgreSQL crash before the flush, the job is queued
+# again (the sweeper resends it) and this run's later writes are refused as
+# those of a lost claim; a pause lost that way is found again at the next 429.
+_LOCK_USER = text(
     """
-    SELECT id, type FROM jobs
-    WHERE user_id = :user_id AND status = 'queued' AND (run_after IS NULL OR run_after <= now())
-    ORDER BY created_at, id
-    LIMIT 1
+    SELECT id, set_config('synchronous_commit', 'off', true) FROM users
+    WHERE id = :user_id FOR UPDATE SKIP LOCKED
     """
 )
-_SERVED = text("UPDATE users SET last_served_at = clock_timestamp() WHERE id = :user_id")
+# Under the user's lock: the head job again (another slot may have taken it),
+# the one after it, and how many of the user's jobs run, in one round trip.
+_HEAD = text(
+    """
+    SELECT j.id, j.type,
+           (SELECT count(*) FROM jobs r WHERE r.user_id = :user_id AND r.status = 'running')
+             AS running
+    FROM jobs j
+    WHERE j.user_id = :user_id AND j.status = 'queued'
+      AND (j.run_after IS NULL OR j.run_after <= now())
+    ORDER BY j.created_at, j.id
+    LIMIT 2
+    """
+)
 _PAUSE = text(
     """
     UPDATE users SET upstream_paused_until = :until
@@ -97,6 +112,11 @@ class Paused:
 class Pick:
     claim: Claim | None
     paused: list[Paused]
+    # What `read` returned for the claimed job, in the claim's own transaction.
+    rows: Any = None
+    # Runnable work remained after this claim (another user's, or this user's next
+    # job within the cap): a slot woken for a backlog wakes one more (worker.runner).
+    more: bool = False
 
 
 def _fingerprint(token_encrypted: bytes | memoryview) -> str:
@@ -107,18 +127,23 @@ def _fingerprint(token_encrypted: bytes | memoryview) -> str:
 BUSY = "busy"
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    claim: Claim
+    more: bool  # the user has another runnable job, within the cap
+
+
 def _try_user(
     session: Session, user_id: uuid.UUID, token_encrypted: bytes, cap: int
-) -> Claim | Paused | str | None:
+) -> _Claimed | Paused | str | None:
     """Claim the user's next job in this transaction; Paused when its token has no budget,
     BUSY when another slot is serving the user right now, None when nothing is claimable."""
     if session.execute(_LOCK_USER, {"user_id": user_id}).first() is None:
         return BUSY
-    if session.execute(_RUNNING, {"user_id": user_id}).scalar_one() >= cap:
+    rows = session.execute(_HEAD, {"user_id": user_id}).all()
+    if not rows or rows[0].running >= cap:
         return None
-    head = session.execute(_HEAD, {"user_id": user_id}).first()
-    if head is None:
-        return None
+    head = rows[0]
     fingerprint = _fingerprint(token_encrypted)
     calls = pacing.calls_for(head.type)
     reserved_at = time.time()
@@ -130,12 +155,15 @@ def _try_user(
     if claim is None:  # cannot happen under the user's lock, but never spend for nothing
         pacing.refund(fingerprint, calls, reserved_at=reserved_at)
         return None
-    session.execute(_SERVED, {"user_id": user_id})
-    return claim
+    return _Claimed(claim=claim, more=len(rows) > 1 and head.running + 1 < cap)
 
 
-def claim_next() -> Pick:
+def claim_next(*, read: Callable[[Session, uuid.UUID], Any] | None = None) -> Pick:
     """Claim the job that should run next, if any; committed when this returns.
+
+    One transaction per look at the queue: the candidates, each one's lock and
+    head job, the claim, and `read(session, job_id)` for the claimed job (what
+    its run needs, so the run opens no transaction of its own to start).
 
     Many slots wake at once after a burst: a user another slot is serving is not
     skipped but looked at again after that slot's claim commits (milliseconds),
@@ -145,24 +173,26 @@ def claim_next() -> Pick:
     paused: list[Paused] = []
     skip: list[uuid.UUID] = []  # nothing claimable for them now (cap, budget, raced)
     for _ in range(_MAX_ROUNDS):
+        busy = False
         with session_scope() as session:
             candidates = session.execute(
                 _CANDIDATES, {"cap": cap, "n": CANDIDATES, "skip": [str(u) for u in skip]}
             ).all()
-        if not candidates:
-            return Pick(claim=None, paused=paused)
-        busy = False
-        for candidate in candidates:
-            with session_scope() as session:
+            if not candidates:
+                return Pick(claim=None, paused=paused)
+            for index, candidate in enumerate(candidates):
                 outcome = _try_user(session, candidate.user_id, candidate.token_encrypted, cap)
-            if isinstance(outcome, Claim):
-                return Pick(claim=outcome, paused=paused)
-            if outcome == BUSY:
-                busy = True
-                continue
-            if isinstance(outcome, Paused):
-                paused.append(outcome)
-            skip.append(candidate.user_id)
+                if isinstance(outcome, _Claimed):
+                    rows = read(session, outcome.claim.job_id) if read is not None else None
+                    more = outcome.more or index + 1 < len(candidates)
+                    session.commit()
+                    return Pick(claim=outcome.claim, paused=paused, rows=rows, more=more)
+                if outcome == BUSY:
+                    busy = True
+                    continue
+                if isinstance(outcome, Paused):
+                    paused.append(outcome)
+                skip.append(candidate.user_id)
         if busy:
             time.sleep(random.uniform(0.002, 0.01))
     return Pick(claim=None, paused=paused)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from shared import job_states as js
 from shared import pacing
@@ -39,6 +40,7 @@ from shared.job_lifecycle import (
     wait_for_window,
 )
 from shared.job_repository import (
+    RunRows,
     add_model,
     load_job_for_run,
     running_jobs_on_host,
@@ -48,7 +50,7 @@ from shared.job_repository import (
 from shared.models import FittedModel, Job
 from shared.payloads import decode_table, split_train
 from shared.queue import enqueue_job, wake_at, wake_now
-from shared.scheduling import claim_next, has_runnable_work, pause_user
+from shared.scheduling import claim_next, pause_user
 from shared.security import decrypt_secret, token_fingerprint
 from shared.upstream_faults import classify_fault
 from worker.heartbeat import TIME_LIMIT_CODE, ClaimLost, Lease, holder_is_dead, holding, keeper
@@ -91,10 +93,14 @@ def _decoder() -> ThreadPoolExecutor:
 draining = threading.Event()
 
 
-def _load(job_id: uuid.UUID) -> _Loaded:
+def _read_run(session: Session, job_id: uuid.UUID) -> RunRows:
+    """What a claimed job's run needs, read in the claim's transaction (shared.scheduling)."""
+    return load_job_for_run(session=session, job_id=job_id)
+
+
+def _load(rows: RunRows) -> _Loaded:
     """The claimed job's rows as tables; raised here, after the claim committed, errors fail it."""
-    with session_scope() as session:
-        job, data, token_encrypted, model = load_job_for_run(session=session, job_id=job_id)
+    job, data, token_encrypted, model = rows
     if job.type == js.PREDICT and model is None:
         raise ModelNotFound("The model this job predicts with has been deleted.")
     if data is None or (data.train_parquet is None and data.test_parquet is None):
@@ -299,17 +305,27 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
             raise ClaimLost
 
 
-def serve() -> int:
-    """A wake-up: run jobs by the scheduler's policy until none can be claimed; how many ran."""
+def serve(*, fan_out: bool) -> int:
+    """A wake-up: run jobs by the scheduler's policy until none can be claimed; how many ran.
+
+    `fan_out` for a wake-up that stands for a backlog rather than one job (a
+    token's window reopened for many queued jobs, the sweeper found work
+    nobody looked at): a slot runs what it claims one job after another, so
+    such a backlog would drain through one slot. Each claim then wakes one more
+    slot while runnable work remains (the claim says so, at no extra cost), which
+    spreads the backlog over free slots within milliseconds. A submit's own
+    message stands for its job only: no fan-out, no extra message per job.
+    """
     ran = 0
     while not draining.is_set():
-        pick = claim_next()
+        pick = claim_next(read=_read_run)
         for paused in pick.paused:
             wake_at(paused.until)  # the token's window reopens: someone must look again
         if pick.claim is None:
             return ran
-        _fan_out()
-        outcome = run_claimed(pick.claim)
+        if fan_out and pick.more:
+            wake_now()
+        outcome = run_claimed(pick.claim, pick.rows)
         ran += 1
         if outcome.retry_in_s is not None:
             # The job row is queued again with run_after set; this is its wake-up call.
@@ -318,26 +334,7 @@ def serve() -> int:
     return ran
 
 
-def _fan_out() -> None:
-    """Wake one more slot when runnable work remains after this slot's claim.
-
-    A slot runs the jobs it claims one after another, so a backlog that has no
-    wake-up of its own left (a token's window reopened for many queued jobs: one
-    wake-up per window; submits whose messages met a paused user) would drain
-    through that one slot. Each claim waking at most one more slot spreads the
-    backlog over free slots within milliseconds, and ends at the first look that
-    finds nothing (at most one extra message per claimed job).
-    """
-    try:
-        with session_scope() as session:
-            more = has_runnable_work(session=session)
-    except Exception:  # the database is busy or gone: the sweeper still looks later
-        return
-    if more:
-        wake_now()
-
-
-def run_claimed(claim: Claim) -> RunOutcome:
+def run_claimed(claim: Claim, rows: RunRows) -> RunOutcome:
     job_id = claim.job_id
     log.info(
         "job %s: claimed (attempt %d)",
@@ -349,7 +346,7 @@ def run_claimed(claim: Claim) -> RunOutcome:
     lease: Lease | None = None
     try:
         with holding(claim) as lease:
-            loaded = _load(job_id)
+            loaded = _load(rows)
             _execute(lease, loaded)
     except ClaimLost:
         # Canceled, re-queued by the sweeper, or past its deadline: this outcome is not wanted.

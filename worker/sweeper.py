@@ -23,7 +23,7 @@ from shared.db import session_scope
 from shared.job_events import job_changed
 from shared.job_lifecycle import job_ended
 from shared.job_repository import fail_abandoned_runs, requeue_abandoned_runs, stale_queued_job
-from shared.queue import enqueue_job, wake_at
+from shared.queue import enqueue_job, wake_at, wake_now
 from shared.scheduling import has_runnable_work, next_wake_up
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def sweep() -> int:
     for job_id in recovered:
         enqueue_job(job_id)
     for _ in range(wake_ups):
-        enqueue_job(stale)
+        wake_now()  # a backlog's wake-up: each claim it makes wakes one more slot
     if later is not None:
         wake_at(later)
     if failed or recovered or wake_ups:

@@ -26,8 +26,10 @@ app = get_celery()
 
 @app.task(name=RUN_JOB)
 def run_job_task(job_id: str | None = None) -> None:
-    """A wake-up (the id names the job that caused it): run what the scheduler picks."""
-    serve()
+    """A wake-up (the id names the job that caused it): run what the scheduler picks.
+
+    Without an id it stands for a backlog (worker.runner.serve fans it out)."""
+    serve(fan_out=job_id is None)
 
 
 @app.task(name=SWEEP)

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AnyHttpUrl, BaseModel
 from sqlalchemy.orm import Session
 
-from api.deps import Caller, CurrentUser, SessionDep
+from api.deps import Caller, Credentials, CurrentUser, SessionDep, get_current_user
 from api.job_waiter import next_change
 from api.multipart import ContentTypeRoute, multipart_variant
 from api.schemas import (
@@ -404,11 +404,24 @@ def list_jobs(
     return JobPage(jobs=[job_out(j, queue) for j in page], next_cursor=next_cursor)
 
 
+def _job_view(session: Session, user: User, job_id: uuid.UUID) -> JobOut:
+    job = jobs.get_job(session=session, user=user, job_id=job_id)
+    queue = user_queue(session=session, user_id=user.id) if job.status == QUEUED else None
+    return job_out(job, queue)
+
+
 def _read_job(user: User, job_id: uuid.UUID) -> JobOut:
     with session_scope() as session:
-        job = jobs.get_job(session=session, user=user, job_id=job_id)
-        queue = user_queue(session=session, user_id=user.id) if job.status == QUEUED else None
-        return job_out(job, queue)
+        return _job_view(session, user, job_id)
+
+
+def _authenticate_and_read(
+    request: Request, credentials: Credentials, job_id: uuid.UUID
+) -> tuple[User, JobOut]:
+    """The caller and the job in one short transaction (a long-poll's first look)."""
+    with session_scope() as session:
+        user = get_current_user(request, session, credentials)
+        return user, _job_view(session, user, job_id)
 
 
 @router.get(
@@ -419,7 +432,7 @@ def _read_job(user: User, job_id: uuid.UUID) -> JobOut:
 async def get_job(
     job_id: uuid.UUID,
     request: Request,
-    user: Caller,
+    credentials: Credentials,
     wait: Annotated[
         float,
         Query(ge=0, description="Seconds to wait for the job to end (long-poll; capped)."),
@@ -430,15 +443,19 @@ async def get_job(
     deadline = time.monotonic() + min(wait, get_settings().max_wait_s)
     waiter = request.app.state.job_waiter
     async with waiter.watching(str(job_id), only_when_finished=True) as watch:
+        # Watching first: a change between this read and the wait is not missed. The
+        # key is checked in the same transaction, which holds no connection after it.
+        user, job = await run_in_threadpool(_authenticate_and_read, request, credentials, job_id)
         while True:
             if watch.final is not None and watch.final["user_id"] == str(user.id):
                 # Ended: the message carried the fields; no need to read them back.
                 return job_out(SimpleNamespace(**watch.final))
-            job = await run_in_threadpool(_read_job, user, job_id)
             remaining = deadline - time.monotonic()
             if job.status in FINISHED or remaining <= 0:
                 return job
             await next_change(watch, remaining)
+            if watch.final is None:  # woken by the re-check timer: read the row again
+                job = await run_in_threadpool(_read_job, user, job_id)
 
 
 def _sse(job: JobOut) -> str:

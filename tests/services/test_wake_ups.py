@@ -46,12 +46,39 @@ def test_one_wake_up_per_second_covers_every_wait_that_ends_in_it(sent):
     assert time.time() + countdown >= late
 
 
-def test_a_claim_wakes_one_more_slot_while_runnable_work_remains(sent):
-    from worker.runner import _fan_out
+def test_a_claim_says_whether_runnable_work_remains(sent):
+    from shared.scheduling import claim_next
 
-    _fan_out()
-    assert sent == [], "nothing queued: no wake-up"
-    make_jobs(make_user(), 2)
-    _fan_out()
-    assert [task for task, _, _ in sent] == [queue.RUN_JOB]
-    assert sent[0][2] is None, "now, not later"
+    a = make_user()
+    make_jobs(a, 2)
+    first = claim_next()
+    assert first.claim is not None and first.more, "A's second job is runnable (cap 3)"
+    second = claim_next()
+    assert second.claim is not None and not second.more, "nothing left after A's last job"
+    b, c = make_user(), make_user()
+    make_jobs(b, 1)
+    make_jobs(c, 1)
+    assert claim_next().more, "another user's job is still runnable"
+    assert not claim_next().more
+    assert claim_next().claim is None
+
+
+@pytest.mark.parametrize("fan_out, wake_ups", [(True, 2), (False, 0)])
+def test_a_backlog_wake_up_fans_out_and_a_submit_wake_up_does_not(
+    sent, monkeypatch, fan_out, wake_ups
+):
+    from worker import runner
+
+    ran = []
+    # The run itself is not under test: only the wake-ups the claims send.
+    monkeypatch.setattr(
+        runner, "run_claimed", lambda claim, rows: ran.append(rows) or runner.RunOutcome()
+    )
+    make_jobs(make_user(), 3)
+    assert runner.serve(fan_out=fan_out) == 3
+    assert all(rows is not None and rows[0].status == "running" for rows in ran), (
+        "each claim hands its run the job's rows, read in the claim's transaction"
+    )
+    # While work remained after a claim (after the first and the second), one more slot woke.
+    assert [task for task, ident, _ in sent] == [queue.RUN_JOB] * wake_ups
+    assert all(ident is None and countdown is None for _, ident, countdown in sent)
