@@ -44,7 +44,14 @@ def run_api(args: argparse.Namespace) -> None:
     from api.app import create_app
 
     # log_config=None: uvicorn's own lines go through our handler (LOG_FORMAT).
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", log_config=None)
+    served = {"host": args.host, "port": args.port, "log_level": "warning", "log_config": None}
+    processes = get_settings().api_processes
+    if processes > 1:
+        # Each process builds its own app (its own pools, key cache, job-change
+        # subscription) from the factory, which also sets up its logging.
+        uvicorn.run("api.app:create_served_app", factory=True, workers=processes, **served)
+        return
+    uvicorn.run(create_app(), **served)
 
 
 def _celery_argv(extra: list[str]) -> list[str]:

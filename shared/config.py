@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     lease_timeout_s: float = 60.0
     max_attempts: int = Field(default=5, gt=0)
 
+    # API processes `tabpfn-api api` serves with (uvicorn workers on one port). One
+    # process runs Python on one core at a time: a wave of submits (many clients'
+    # jobs ending together) queues behind it. docker-compose runs 2 (docs/benchmarks.md).
+    api_processes: int = Field(default=1, gt=0)
+
     # Worker nodes are built for waiting: a job is almost all upstream wait, so one
     # process holds this many jobs in flight on threads (see docs/scheduling.md).
     worker_concurrency: int = Field(default=64, gt=0)
