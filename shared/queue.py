@@ -4,7 +4,7 @@ Tasks are registered by `worker.tasks`; the API only sends task names, so it
 never imports worker code. Redis carries job ids only, never data or tokens.
 
 A `jobs.run` message is a wake-up: the worker slot that takes it runs whatever
-the scheduler (shared.scheduling) says should run next; the job id it carries
+the scheduler (shared.jobs.scheduling) says should run next; the job id it carries
 names the job that caused it, for operators reading Flower.
 """
 
@@ -19,8 +19,8 @@ from functools import lru_cache
 
 from celery import Celery
 
-from shared.config import get_settings
-from shared.redis_client import get_redis
+from shared.core.config import get_settings
+from shared.core.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 

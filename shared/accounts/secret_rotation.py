@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from shared.db import session_scope
+from shared.accounts.security import decrypt_secret, reencrypt_secret, token_fingerprint
+from shared.core.db import session_scope
 from shared.models import User
-from shared.security import decrypt_secret, reencrypt_secret, token_fingerprint
 
 BATCH = 500
 

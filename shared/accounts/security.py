@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from passlib.context import CryptContext
 
-from shared.config import get_settings
+from shared.core.config import get_settings
 
 KEY_PREFIX = "tpa"
 _SECRET_CHARS = 43  # secrets.token_urlsafe(32)

@@ -10,11 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, configure_mappers
 
-from shared.config import get_settings
-from shared.db import get_sessionmaker, session_scope
-from shared.errors import LastActiveKey, NotFound, TabpfnTokenInUse, Unauthorized
-from shared.models import ApiKey, User
-from shared.security import (
+from shared.accounts.security import (
     NewApiKey,
     VerifiedKeyCache,
     decrypt_secret,
@@ -26,7 +22,11 @@ from shared.security import (
     token_fingerprints,
     verify_api_key,
 )
-from shared.upstream import verify_tabpfn_token
+from shared.core.config import get_settings
+from shared.core.db import get_sessionmaker, session_scope
+from shared.core.errors import LastActiveKey, NotFound, TabpfnTokenInUse, Unauthorized
+from shared.models import ApiKey, User
+from shared.upstream.account import verify_tabpfn_token
 
 _verified_keys = VerifiedKeyCache(ttl_s=get_settings().api_key_cache_s)
 

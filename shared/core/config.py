@@ -12,7 +12,7 @@ from functools import lru_cache
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.connection_urls import normalize_database_url, normalize_redis_url
+from shared.core.connection_urls import normalize_database_url, normalize_redis_url
 
 TABPFN_CLOUD_URL = "https://api.priorlabs.ai"
 

@@ -15,7 +15,7 @@ POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2"
 # Every spelling of PostgreSQL we accept; all are served by psycopg2.
 _POSTGRES_SCHEMES = {"postgres", "postgresql", POSTGRES_DRIVER_SCHEME}
 # redis-py and kombu/Celery each know a different pair of socket spellings;
-# shared.redis_client and Celery translate between them.
+# shared.core.redis_client and Celery translate between them.
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
 
 

@@ -28,12 +28,12 @@ from prometheus_client.core import (
 from sqlalchemy import Float, case, func, select, text
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared.config import get_settings
-from shared.db import session_scope
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.core.redis_client import get_redis
+from shared.jobs import states as js
+from shared.jobs.waiting import REASONS
 from shared.models import Job, WebhookDelivery
-from shared.redis_client import get_redis
-from shared.waiting import REASONS
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _error_counts(session: Session) -> dict[tuple[str, str], int]:
 
 
 def _waiting_counts(session: Session) -> dict[str, int]:
-    """Queued jobs by why they wait (shared.waiting's reasons, decided the same way)."""
+    """Queued jobs by why they wait (shared.jobs.waiting's reasons, decided the same way)."""
     rows = session.execute(
         text(
             """

@@ -13,9 +13,9 @@ import time
 
 import redis
 
-from shared.config import get_settings
-from shared.errors import RateLimited
-from shared.redis_client import get_redis
+from shared.core.config import get_settings
+from shared.core.errors import RateLimited
+from shared.core.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 WINDOW_S = 60

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import redis
 
-from shared.config import get_settings
+from shared.core.config import get_settings
 
 
 def redis_py_url(url: str) -> str:

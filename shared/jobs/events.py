@@ -23,9 +23,9 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session
 
-from shared.after_commit import after_commit
+from shared.core.after_commit import after_commit
+from shared.core.redis_client import get_redis
 from shared.models import Job
-from shared.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.errors import IdempotencyConflict
+from shared.core.errors import IdempotencyConflict
 from shared.models import IdempotencyKey, Job, User
 
 

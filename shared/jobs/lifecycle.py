@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import Row, case, func, or_, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared.errors import WorkerLost
-from shared.job_events import FINAL_FIELDS, job_changed
+from shared.core.errors import WorkerLost
+from shared.jobs import states as js
+from shared.jobs.events import FINAL_FIELDS, job_changed
 from shared.models import Job, JobData
-from shared.webhooks import record_job_event
+from shared.webhooks.events import record_job_event
 
 # Why a queued job has a run_after (GET /jobs/{id} shows it as `waiting`).
 WAIT_RETRY_BACKOFF = "retry_backoff"

@@ -1,7 +1,7 @@
 """Statements on jobs that the worker's loops make outside a transition.
 
 The transitions themselves (claim, heartbeat, stage, succeed, fail, requeue)
-are single guarded UPDATEs in shared.job_lifecycle; here are the reads a run
+are single guarded UPDATEs in shared.jobs.lifecycle; here are the reads a run
 needs, the model row a refit changes, and the sweeper's and retention's bulk
 statements. Each function takes the caller's session: the caller decides the
 transaction (and that no connection is held across an upstream call).
@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Row, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared.job_lifecycle import ENDED_FIELDS, worker_lost
+from shared.jobs import states as js
+from shared.jobs.lifecycle import ENDED_FIELDS, worker_lost
 from shared.models import FittedModel, IdempotencyKey, Job, JobData, User
 
 

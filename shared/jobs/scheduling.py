@@ -5,7 +5,7 @@ Policy (docs/scheduling.md):
   user served longest ago goes first (`users.last_served_at`), FIFO within a user;
 - no user runs more than MAX_RUNNING_PER_USER jobs at once;
 - a job runs only when its token has upstream budget for every call it will
-  make (shared.pacing); a user whose token has none is paused until its window
+  make (shared.upstream.pacing); a user whose token has none is paused until its window
   ends (`users.upstream_paused_until`) and skipped meanwhile, holding no slot.
 
 Celery messages are wake-ups ("there is work"): the slot that receives one
@@ -27,11 +27,11 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from shared import pacing
-from shared.config import get_settings
-from shared.db import session_scope
-from shared.job_lifecycle import Claim, claim_job
-from shared.security import decrypt_secret, token_fingerprint
+from shared.accounts.security import decrypt_secret, token_fingerprint
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.jobs.lifecycle import Claim, claim_job
+from shared.upstream import pacing
 
 log = logging.getLogger(__name__)
 

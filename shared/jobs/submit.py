@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared.config import get_settings
-from shared.db import session_scope
-from shared.errors import (
+from shared.accounts.security import decrypt_secret
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.core.errors import (
     JobAlreadyFinished,
     JobCanceled,
     ModelNotFound,
@@ -22,11 +22,12 @@ from shared.errors import (
     ResultNotAvailable,
     ValidationFailed,
 )
-from shared.job_data import insert_job_data
-from shared.job_lifecycle import cancel_job
-from shared.limits import check_classes, check_test_shape, check_train_shape
+from shared.jobs import states as js
+from shared.jobs.data import insert_job_data
+from shared.jobs.lifecycle import cancel_job
 from shared.models import FittedModel, Job, JobData, User
-from shared.payloads import (
+from shared.tables.limits import check_classes, check_test_shape, check_train_shape
+from shared.tables.payloads import (
     TARGET_COLUMN,
     align_columns,
     encode_table,
@@ -34,11 +35,10 @@ from shared.payloads import (
     names_columns,
     table_from_json,
 )
-from shared.security import decrypt_secret
-from shared.table_ingest import Target, ingest_upload
-from shared.tabpfn import load_client
-from shared.upstream import delete_upstream_model, upstream_limits
-from shared.webhook_targets import check_target
+from shared.tables.table_ingest import Target, ingest_upload
+from shared.upstream.account import delete_upstream_model, upstream_limits
+from shared.upstream.client import load_client
+from shared.webhooks.targets import check_target
 
 CLASSIFIER_OUTPUTS = ("labels", "probabilities")
 REGRESSOR_OUTPUTS = ("mean", "median", "quantiles")

@@ -1,6 +1,6 @@
 """Why a queued job has not started yet, and until when: what `waiting` shows clients.
 
-Read at request time from the same state the scheduler uses (shared.scheduling),
+Read at request time from the same state the scheduler uses (shared.jobs.scheduling),
 so it never disagrees with what the workers will do:
 - `retry_backoff`: a transient upstream fault; the retry waits until `until`;
 - `upstream_rate_limit`: the TabPFN token's rate window is full until `until`;
@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared.config import get_settings
-from shared.job_lifecycle import WAIT_RETRY_BACKOFF
+from shared.core.config import get_settings
+from shared.jobs import states as js
+from shared.jobs.lifecycle import WAIT_RETRY_BACKOFF
 
 REASONS = ("retry_backoff", "upstream_rate_limit", "fair_share", "capacity")
 

@@ -5,7 +5,7 @@ into chunks the upstream accepts. Every table, train or test, has our own
 byte budget (MAX_DECODED_BYTES) for what it decodes to: a small, well
 compressed file may describe a huge table. Uploads are checked while they
 are read, so `at_least` marks a count that stopped at the limit. `limit` is
-the upstream's (shared.upstream.upstream_limits(), once per request); None
+the upstream's (shared.upstream.account.upstream_limits(), once per request); None
 when unknown, and then only our own budget applies.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.config import get_settings
-from shared.errors import LimitExceeded
+from shared.core.config import get_settings
+from shared.core.errors import LimitExceeded
 
 
 def _refuse(

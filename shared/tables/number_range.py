@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.errors import NumberOutOfRange
+from shared.core.errors import NumberOutOfRange
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

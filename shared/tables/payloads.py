@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas.api import types as ptypes
 
-from shared.errors import ValidationFailed
-from shared.job_states import CLASSIFICATION
-from shared.number_range import check_numbers, first_out_of_range, out_of_range
+from shared.core.errors import ValidationFailed
+from shared.jobs.states import CLASSIFICATION
+from shared.tables.number_range import check_numbers, first_out_of_range, out_of_range
 
 # The train set's target travels as the last Parquet column under this name.
 TARGET_COLUMN = "__tabpfn_api_target__"
@@ -352,7 +352,7 @@ def encode_table(table: pd.DataFrame) -> BinaryIO:
 
     Only JSON bodies come here (at most MAX_REQUEST_BYTES, and already a
     DataFrame in memory); uploads are encoded batch by batch to disk
-    (shared/table_ingest.py). Arrow writes into its own buffer without a
+    (shared/tables/table_ingest.py). Arrow writes into its own buffer without a
     Python call per write, a fifth of the encode's CPU for a small table.
     """
     sink = pa.BufferOutputStream()

@@ -1,7 +1,7 @@
 """CSV and Parquet files: which format an upload is, and results written out as tables.
 
 The format comes from the content (Parquet starts with `PAR1`); the name's
-extension must agree with it. Uploads are read by shared/table_ingest.py.
+extension must agree with it. Uploads are read by shared/tables/table_ingest.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from shared.errors import FileFormatMismatch, UnsupportedFile, ValidationFailed
+from shared.core.errors import FileFormatMismatch, UnsupportedFile, ValidationFailed
 
 PARQUET_MAGIC = b"PAR1"
 CSV = "csv"

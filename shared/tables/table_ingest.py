@@ -1,7 +1,7 @@
 """Uploaded tables checked and re-encoded batch by batch, in memory independent of file size.
 
 An upload becomes the zstd Parquet file that is stored for the job, the
-same table a JSON body of the same data becomes (shared/payloads.py):
+same table a JSON body of the same data becomes (shared/tables/payloads.py):
 feature columns as float64 numbers or text, a train set's target last.
 
 1. Limits before decoding: a Parquet file's rows and columns come from its
@@ -31,18 +31,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared import job_states as js
-from shared.errors import ValidationFailed
-from shared.limits import (
+from shared.core.errors import ValidationFailed
+from shared.jobs import states as js
+from shared.tables.limits import (
     check_classes,
     check_decoded_bytes,
     check_test_shape,
     check_train_shape,
 )
-from shared.number_range import check_numbers, out_of_range
-from shared.payloads import TARGET_COLUMN, check_column_names
-from shared.table_files import PARQUET, detect_format
-from shared.upload_sources import (
+from shared.tables.number_range import check_numbers, out_of_range
+from shared.tables.payloads import TARGET_COLUMN, check_column_names
+from shared.tables.table_files import PARQUET, detect_format
+from shared.tables.upload_sources import (
     BOOLEAN,
     DATE,
     EMPTY,
@@ -57,7 +57,7 @@ from shared.upload_sources import (
     ParquetSource,
     iso_text,
 )
-from shared.upstream import upstream_limits
+from shared.upstream.account import upstream_limits
 
 # Bytes a stored cell takes at least once decoded (a float64, or a text cell's
 # offset and data): the budget check a Parquet file's metadata allows.

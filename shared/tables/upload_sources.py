@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from shared.errors import ValidationFailed
+from shared.core.errors import ValidationFailed
 
 # Column kinds. Feature columns are stored as float64 (numbers) or text; a
 # train set's target keeps its kind (integers, numbers, booleans or text).

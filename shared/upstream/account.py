@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
-from shared.config import get_settings
-from shared.errors import UpstreamAuthFailed, UpstreamUnavailable
-from shared.tabpfn import load_client
-from shared.upstream_faults import SENT_TOKEN, fault_for_status
+from shared.core.config import get_settings
+from shared.core.errors import UpstreamAuthFailed, UpstreamUnavailable
+from shared.upstream.client import load_client
+from shared.upstream.faults import SENT_TOKEN, fault_for_status
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _call(
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:
-    """Raise the error shared.upstream_faults maps this answer to."""
+    """Raise the error shared.upstream.faults maps this answer to."""
     retry_after = response.headers.get("Retry-After", "")
     raise fault_for_status(
         response.status_code,

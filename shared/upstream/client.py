@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
-from shared.config import get_settings
+from shared.core.config import get_settings
 
 
 def load_client() -> SimpleNamespace:

@@ -1,7 +1,7 @@
 """The one table from an upstream fault to our error: for the API and the worker alike.
 
 An upstream answer reaches us two ways: as an HTTP response (the API's account
-calls in shared.upstream) or as an exception of tabpfn-client (the worker's fits
+calls in shared.upstream.account) or as an exception of tabpfn-client (the worker's fits
 and predictions, whose HTTP failures the client prints as "[HTTP 401] ..."). Both
 end here, so a status means the same error on both sides:
 
@@ -16,7 +16,7 @@ end here, so a status means the same error on both sides:
 | the client's own data checks     | validation_error          | no        |            |
 
 `transient`: a retry of the same call may succeed. `wait_until`: the job waits
-until then without spending an attempt (shared.pacing, the scheduler).
+until then without spending an attempt (shared.upstream.pacing, the scheduler).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 
 import httpx
 
-from shared.config import get_settings
-from shared.errors import (
+from shared.core.config import get_settings
+from shared.core.errors import (
     ModelNotFound,
     ServiceError,
     UpstreamAuthFailed,
@@ -38,8 +38,8 @@ from shared.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
-from shared.tabpfn import load_client
-from shared.upstream_throttle import RateWindow, classify_429, http_status
+from shared.upstream.client import load_client
+from shared.upstream.throttle import RateWindow, classify_429, http_status
 
 # Who the token is, in an auth failure's advice: the API checks the token it was
 # just sent; the worker uses the one stored with the account.

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared import job_states as js
-from shared import pacing
-from shared.config import get_settings
-from shared.tabpfn import load_client
-from shared.upstream import upstream_limits
+from shared.core.config import get_settings
+from shared.jobs import states as js
+from shared.upstream import pacing
+from shared.upstream.account import upstream_limits
+from shared.upstream.client import load_client
 
 _SYSTEMS = ["preprocessing", "text"]  # what TabPFNClassifier/Regressor send by default
 

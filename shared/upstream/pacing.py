@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.config import get_settings
-from shared.redis_client import get_redis
+from shared.core.config import get_settings
+from shared.core.redis_client import get_redis
 
 PREFIX = "tabpfn-api:pace"
 

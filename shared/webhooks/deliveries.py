@@ -1,6 +1,6 @@
 """Statements on webhook deliveries that the worker makes while it sends them.
 
-Recording events and redelivery (the API's side) are in shared.webhooks.
+Recording events and redelivery (the API's side) are in shared.webhooks.events.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, User, WebhookAttempt, WebhookDelivery
-from shared.webhooks import PENDING
+from shared.webhooks.events import PENDING
 
 
 def claim_delivery(

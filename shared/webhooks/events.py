@@ -17,10 +17,10 @@ from functools import partial
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared.after_commit import after_commit
-from shared.config import get_settings
-from shared.errors import Conflict
+from shared.core.after_commit import after_commit
+from shared.core.config import get_settings
+from shared.core.errors import Conflict
+from shared.jobs import states as js
 from shared.models import Job, WebhookAttempt, WebhookDelivery
 from shared.queue import enqueue_webhook
 

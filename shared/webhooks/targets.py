@@ -13,12 +13,12 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.errors import CallbackUrlForbidden, CallbackUrlUnresolvable
+from shared.core.errors import CallbackUrlForbidden, CallbackUrlUnresolvable
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
-# The names this module's callers know; the codes live in shared.errors.
+# The names this module's callers know; the codes live in shared.core.errors.
 TargetRefused = CallbackUrlForbidden
 TargetUnresolvable = CallbackUrlUnresolvable
 
