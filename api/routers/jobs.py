@@ -31,6 +31,7 @@ from api.schemas import (
     PredictRequest,
     Task,
 )
+from shared.core.after_commit import after_commit
 from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import ValidationFailed
@@ -107,10 +108,10 @@ def _accept(
     job, created = create_once(
         session=session, user=user, key=key, request_hash=request_hash, create=create
     )
-    # Enqueue only after the row is committed, so a worker always finds it.
-    session.commit()
     if created:
-        enqueue_job(job.id)
+        # Sent once SessionDep commits the row (before the 202 goes out), so a
+        # worker always finds it; nothing is sent if the commit fails.
+        after_commit(session, partial(enqueue_job, job.id))
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return job_out(job)
