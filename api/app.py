@@ -16,8 +16,8 @@ from api.request_log import RequestLogMiddleware
 from api.routers import auth, health, jobs, metrics, models, root, usage, webhooks
 from api.schemas import ErrorOut
 from api.warm_up import warm_up
-from shared.config import get_settings
-from shared.logging_setup import configure_logging
+from shared.core.config import get_settings
+from shared.core.logging_setup import configure_logging
 
 PREFIX = "/api/v1"
 # What any authenticated route may answer, documented once for all of them.

@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from shared.security import warm_api_key_hasher
-from shared.tabpfn import load_client
-from shared.upstream import upstream_limits
-from shared.users import warm_up_queries
+from shared.accounts.security import warm_api_key_hasher
+from shared.accounts.users import warm_up_queries
+from shared.upstream.account import upstream_limits
+from shared.upstream.client import load_client
 
 log = logging.getLogger(__name__)
 # An upstream that does not answer must not hold the API's start-up for long.

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from cli.embedded import start_embedded_postgres, start_embedded_redis
 from cli.lifeline import die_with_parent, read_pid, stop_leftover
 from cli.ports import check_port
-from shared.config import Settings, invalid_settings_line
+from shared.core.config import Settings, invalid_settings_line
 
 # The console script beside this interpreter: children are the commands a
 # deployment runs, and show up as such in `ps`.

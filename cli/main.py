@@ -10,8 +10,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cli.ports import PortInUse, check_port
-from shared.config import MissingSettingError, get_settings, invalid_settings_line
-from shared.logging_setup import configure_logging
+from shared.core.config import MissingSettingError, get_settings, invalid_settings_line
+from shared.core.logging_setup import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def run_flower(args: argparse.Namespace) -> None:
 
 def run_rotate_secret(_: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL", "SECRET_KEY")
-    from shared.secret_rotation import rotate_stored_secrets
+    from shared.accounts.secret_rotation import rotate_stored_secrets
 
     count = rotate_stored_secrets()
     print(f"Re-encrypted the secrets of {count} user(s) with the first key of SECRET_KEY.")

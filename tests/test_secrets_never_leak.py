@@ -11,7 +11,7 @@ from __future__ import annotations
 import redis
 from sqlalchemy import create_engine, inspect, text
 
-from shared.redis_client import redis_py_url
+from shared.core.redis_client import redis_py_url
 from tests.conftest import ISSUED_SECRETS, SECRET_KEY, TOKENS, register, wait_for_job
 
 TRAIN = {"X": [[1.0], [2.0], [3.0], [4.0]], "y": ["a", "a", "b", "b"]}

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from shared.connection_urls import normalize_database_url, normalize_redis_url
+from shared.core.connection_urls import normalize_database_url, normalize_redis_url
 from tests.services import create_database, drop_database
 from tests.stack import BIN, base_env
 

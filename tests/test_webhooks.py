@@ -9,7 +9,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared.webhook_targets import TargetRefused, check_target
+from shared.webhooks.targets import TargetRefused, check_target
 from tests.conftest import fresh_token, wait_for_job
 from tests.webhook_receiver import start_receiver
 

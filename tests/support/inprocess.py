@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from shared.config import get_settings
-from shared.db import get_engine, get_sessionmaker
-from shared.redis_client import get_redis
+from shared.core.config import get_settings
+from shared.core.db import get_engine, get_sessionmaker
+from shared.core.redis_client import get_redis
 from tests.services import Services, create_database, drop_database, migrate
 
 
