@@ -32,7 +32,8 @@ def warm_up() -> float:
     import pandas
     import pyarrow.parquet  # noqa: F401
 
-    from shared.core.db import ping
+    from shared.core.config import get_settings
+    from shared.core.db import open_pool
     from shared.core.redis_client import get_redis
     from shared.upstream.account import upstream_limits
     from shared.upstream.client import load_client
@@ -48,7 +49,7 @@ def warm_up() -> float:
     table = decode_table(encode_table(pandas.DataFrame({"x": [1.0], "c": ["a"]})).read())
     _clean_text_features(table)
     try:
-        ping()
+        open_pool(get_settings().db_pool_size)
         get_redis().ping()
     except Exception as exc:  # a dependency still starting: jobs will connect themselves
         log.warning("warm-up: %s not reachable yet", type(exc).__name__)

@@ -49,3 +49,21 @@ def ping() -> None:
     """One round trip on a fresh pooled connection; raises when the database is down."""
     with get_engine().connect() as connection:
         connection.execute(text("select 1"))
+
+
+def open_pool(connections: int) -> None:
+    """Open `connections` pooled connections now (one round trip each), then keep them.
+
+    For a process's warm-up: a burst of first jobs or requests should not each
+    wait for PostgreSQL to start a backend for it. Raises when the database is down.
+    """
+    engine = get_engine()
+    opened = []
+    try:
+        for _ in range(max(1, connections)):
+            connection = engine.connect()
+            opened.append(connection)
+            connection.execute(text("select 1"))
+    finally:
+        for connection in opened:
+            connection.close()  # back to the pool, still open

@@ -109,7 +109,7 @@ TableInput = JsonTable | FileTable
 
 
 def _train_parquet(task: str, data: TableInput) -> tuple[BinaryIO, list[str]]:
-    """The train set as stored (zstd Parquet, target last) and its feature columns."""
+    """The train set as stored (Parquet, target last) and its feature columns."""
     if isinstance(data, FileTable):
         stored = ingest_upload(
             data.file,
