@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from shared.config import get_settings
+from shared.core.config import get_settings
 from shared.models import Base
 
 config = context.config

@@ -16,7 +16,8 @@ from api.request_log import RequestLogMiddleware
 from api.routers import auth, health, jobs, metrics, models, root, usage, webhooks
 from api.schemas import ErrorOut
 from api.warm_up import warm_up
-from shared.config import get_settings
+from shared.core.config import get_settings
+from shared.core.logging_setup import configure_logging
 
 PREFIX = "/api/v1"
 # What any authenticated route may answer, documented once for all of them.
@@ -68,3 +69,9 @@ def create_app() -> FastAPI:
     app.include_router(root.router)
     mount_console(app)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The app in a process uvicorn started itself (API_PROCESSES > 1): logging first."""
+    configure_logging()
+    return create_app()

@@ -9,11 +9,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from shared.db import session_scope
-from shared.errors import Unauthorized
+from shared.accounts.users import authenticate
+from shared.core.db import session_scope
+from shared.core.errors import Unauthorized
+from shared.core.rate_limit import check_bad_auth_brake, check_key_rate, record_bad_auth
 from shared.models import User
-from shared.rate_limit import check_bad_auth_brake, check_key_rate, record_bad_auth
-from shared.users import authenticate
 
 
 def get_session() -> Iterator[Session]:

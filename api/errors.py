@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
-from shared.errors import ServiceError
+from shared.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

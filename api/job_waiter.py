@@ -18,10 +18,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from shared.config import get_settings
-from shared.job_events import CHANNEL, parse_change
-from shared.job_states import FINISHED
-from shared.redis_client import redis_py_url
+from shared.core.config import get_settings
+from shared.core.redis_client import redis_py_url
+from shared.jobs.events import CHANNEL, parse_change
+from shared.jobs.states import FINISHED
 
 log = logging.getLogger(__name__)
 RECHECK_S = 5.0

@@ -16,7 +16,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.logging_setup import current_request_id
+from shared.core.logging_setup import current_request_id
 
 log = logging.getLogger("api.request")
 

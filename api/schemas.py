@@ -10,7 +10,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 Task = Literal["classification", "regression"]
 Output = Literal["labels", "probabilities", "mean", "median", "quantiles"]
-# Cells are checked column by column in shared.payloads (numbers, text, booleans, null).
+# Cells are checked column by column in shared.tables.payloads (numbers, text, booleans, null).
 Rows = list[list[Any]] | list[dict[str, Any]] | dict[str, list[Any]]
 
 

@@ -14,10 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from shared.security import warm_api_key_hasher
-from shared.tabpfn import load_client
-from shared.upstream import upstream_limits
-from shared.users import warm_up_queries
+from shared.accounts.security import warm_api_key_hasher
+from shared.accounts.users import warm_up_queries
+from shared.core.config import get_settings
+from shared.core.db import open_pool
+from shared.upstream.account import upstream_limits
+from shared.upstream.client import load_client
 
 log = logging.getLogger(__name__)
 # An upstream that does not answer must not hold the API's start-up for long.
@@ -45,5 +47,7 @@ def warm_up() -> None:
     # bcrypt's backend and passlib's self-test run on first use.
     _step("API key hashing", warm_api_key_hasher)
     _step("database connection", warm_up_queries)
+    # Concurrent first requests each need a connection: open the pool's now.
+    _step("database pool", lambda: open_pool(get_settings().db_pool_size))
     upstream.join(UPSTREAM_WAIT_S)
     log.info("warm-up done in %.1f s", time.monotonic() - started)

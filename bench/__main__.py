@@ -582,7 +582,7 @@ def service_versions(stack: BenchStack) -> dict:
     engine.dispose()
     import redis
 
-    from shared.redis_client import redis_py_url
+    from shared.core.redis_client import redis_py_url
 
     info = redis.Redis.from_url(redis_py_url(stack.env["REDIS_URL"])).info("server")
     return {"postgres": postgres, "redis": info.get("redis_version")}

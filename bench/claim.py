@@ -1,4 +1,4 @@
-"""Claim time at scale: shared.scheduling.claim_next() with 100,000 queued jobs over 1,000 users.
+"""Claim time at scale: shared.jobs.scheduling.claim_next(), 100,000 queued jobs, 1,000 users.
 
 The parent (`bench_claim`) makes a database of its own, migrates it with the
 real command, and runs `python -m bench.claim` with DATABASE_URL, REDIS_URL and
@@ -56,7 +56,7 @@ def bench_claim(stack: BenchStack, *, jobs: int, users: int, claims: int) -> dic
 def _populate(engine, jobs: int, users: int) -> float:
     from sqlalchemy import text
 
-    from shared.security import encrypt_secret
+    from shared.accounts.security import encrypt_secret
 
     tokens = [encrypt_secret(f"claim-bench-token-{i}") for i in range(TOKENS)]
     webhook = encrypt_secret("whsec_claim_bench")
@@ -98,8 +98,8 @@ def _populate(engine, jobs: int, users: int) -> float:
 def _explain(engine) -> str:
     from sqlalchemy import text
 
-    from shared.config import get_settings
-    from shared.scheduling import _CANDIDATES, CANDIDATES
+    from shared.core.config import get_settings
+    from shared.jobs.scheduling import _CANDIDATES, CANDIDATES
 
     with engine.connect() as connection:
         rows = connection.execute(
@@ -111,8 +111,8 @@ def _explain(engine) -> str:
 
 def _time_candidates(engine, n: int) -> list[float]:
     """The candidates query alone, n times on one connection (what grows with the queue)."""
-    from shared.config import get_settings
-    from shared.scheduling import _CANDIDATES, CANDIDATES
+    from shared.core.config import get_settings
+    from shared.jobs.scheduling import _CANDIDATES, CANDIDATES
 
     params = {"cap": get_settings().max_running_per_user, "n": CANDIDATES, "skip": []}
     seconds = []
@@ -127,8 +127,8 @@ def _time_candidates(engine, n: int) -> list[float]:
 
 def main() -> None:
     jobs, users, claims = (int(a) for a in sys.argv[1:4])
-    from shared.db import get_engine
-    from shared.scheduling import claim_next
+    from shared.core.db import get_engine
+    from shared.jobs.scheduling import claim_next
 
     engine = get_engine()
     populate_s = _populate(engine, jobs, users)

@@ -102,7 +102,7 @@ def connections(pid: int, database_url: str, redis_url: str) -> dict:
     import redis
     from sqlalchemy import create_engine, make_url, text
 
-    from shared.redis_client import redis_py_url
+    from shared.core.redis_client import redis_py_url
 
     pids = tree(pid)
     pg_port = make_url(database_url).port or 5432

@@ -190,7 +190,7 @@ def _claim(add, r: dict) -> None:
     add("## 8. Claim time at scale")
     add("")
     add(
-        f"`shared.scheduling.claim_next()` timed in-process with **{r['jobs']:,} queued jobs "
+        f"`shared.jobs.scheduling.claim_next()` timed in-process with **{r['jobs']:,} queued jobs "
         f"over {r['users']:,} users** (a database of its own, migrated, filled with one "
         f"`INSERT … SELECT generate_series` per table in {r['populate_s']:.1f} s, then "
         "`VACUUM ANALYZE`), `MAX_RUNNING_PER_USER=16`. Each claim is the whole decision: "

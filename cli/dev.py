@@ -42,7 +42,7 @@ from cli.supervisor import (
     wait_for_http,
     write_pid_file,
 )
-from shared.config import Settings, invalid_settings_line
+from shared.core.config import Settings, invalid_settings_line
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
 DEMO_TOKEN = "demo-token"

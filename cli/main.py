@@ -10,8 +10,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cli.ports import PortInUse, check_port
-from shared.config import MissingSettingError, get_settings, invalid_settings_line
-from shared.logging_setup import configure_logging
+from shared.core.config import MissingSettingError, get_settings, invalid_settings_line
+from shared.core.logging_setup import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,14 @@ def run_api(args: argparse.Namespace) -> None:
     from api.app import create_app
 
     # log_config=None: uvicorn's own lines go through our handler (LOG_FORMAT).
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning", log_config=None)
+    served = {"host": args.host, "port": args.port, "log_level": "warning", "log_config": None}
+    processes = get_settings().api_processes
+    if processes > 1:
+        # Each process builds its own app (its own pools, key cache, job-change
+        # subscription) from the factory, which also sets up its logging.
+        uvicorn.run("api.app:create_served_app", factory=True, workers=processes, **served)
+        return
+    uvicorn.run(create_app(), **served)
 
 
 def _celery_argv(extra: list[str]) -> list[str]:
@@ -90,7 +97,7 @@ def run_flower(args: argparse.Namespace) -> None:
 
 def run_rotate_secret(_: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL", "SECRET_KEY")
-    from shared.secret_rotation import rotate_stored_secrets
+    from shared.accounts.secret_rotation import rotate_stored_secrets
 
     count = rotate_stored_secrets()
     print(f"Re-encrypted the secrets of {count} user(s) with the first key of SECRET_KEY.")

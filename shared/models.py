@@ -53,7 +53,7 @@ class User(Base):
     # user's money; the webhook secret must be readable to sign deliveries.
     tabpfn_token_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     webhook_secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
-    # Scheduling (shared/scheduling): free slots go to the user served longest ago
+    # Scheduling (shared/jobs/scheduling): free slots go to the user served longest ago
     # (a new user counts as served at the epoch, so it goes first)...
     last_served_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True),
@@ -63,7 +63,7 @@ class User(Base):
     )
     # ...unless the user's TabPFN token has no upstream budget until this time.
     upstream_paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # HMAC of the token keyed from SECRET_KEY (shared.security.token_fingerprint):
+    # HMAC of the token keyed from SECRET_KEY (shared.accounts.security.token_fingerprint):
     # setup with the same token finds this account. NULL for rows from before
     # it existed until the first setup miss or `rotate-secret` fills it.
     tabpfn_token_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)

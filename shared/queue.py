@@ -1,10 +1,11 @@
 """The Celery app: broker settings and how jobs are enqueued.
 
-Tasks are registered by `worker.tasks`; the API only sends task names, so it
-never imports worker code. Redis carries job ids only, never data or tokens.
+Tasks, and the settings only a worker or beat reads (pool, acks, time limits,
+the schedule), are added by `worker.tasks`; the API only sends task names, so
+it never imports worker code. Redis carries job ids only, never data or tokens.
 
 A `jobs.run` message is a wake-up: the worker slot that takes it runs whatever
-the scheduler (shared.scheduling) says should run next; the job id it carries
+the scheduler (shared.jobs.scheduling) says should run next; the job id it carries
 names the job that caused it, for operators reading Flower.
 """
 
@@ -19,8 +20,8 @@ from functools import lru_cache
 
 from celery import Celery
 
-from shared.config import get_settings
-from shared.redis_client import get_redis
+from shared.core.config import get_settings
+from shared.core.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +39,8 @@ def get_celery() -> Celery:
     app.conf.update(
         task_ignore_result=True,  # results live in Postgres
         task_default_queue=settings.celery_queue,
-        # A job is acknowledged only once it ran; a worker that dies mid-job
-        # hands it back, and the Postgres claim keeps a re-run from doubling.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        # Built for waiting: a job is almost all upstream wait, so one process
-        # holds WORKER_CONCURRENCY jobs in flight on threads (docs/scheduling.md).
-        # `tabpfn-api worker -P prefork -c 4` still works, for whoever wants it.
-        worker_pool="threads",
-        worker_concurrency=settings.worker_concurrency,
         # Longer than any job may run, so Redis does not redeliver a live job.
         broker_transport_options={"visibility_timeout": int(settings.running_timeout_s) + 600},
-        # The threads pool ignores these; the lease keeper (worker.heartbeat) ends a
-        # job at RUNNING_TIMEOUT_S whatever the pool. Under prefork they still apply.
-        task_soft_time_limit=settings.running_timeout_s,
-        task_time_limit=settings.running_timeout_s + 30,
-        broker_connection_retry_on_startup=True,
-        # Keep running jobs when the broker connection drops: their results land in
-        # Postgres either way, and the claim makes a redelivery harmless.
-        worker_cancel_long_running_tasks_on_connection_loss=False,
         # A submit must not hang on a dead broker: give up fast, the sweeper resends.
         task_publish_retry_policy={
             "max_retries": 2,
@@ -68,15 +51,8 @@ def get_celery() -> Celery:
         broker_connection_timeout=3,
         task_serializer="json",
         accept_content=["json"],
-        worker_hijack_root_logger=False,
-        # Task events feed Flower: its dashboard and its /metrics (worker metrics).
-        worker_send_task_events=True,
+        # Flower sees a task from the moment it is sent, not only once a worker has it.
         task_send_sent_event=True,
-        beat_schedule={
-            "sweep": {"task": SWEEP, "schedule": settings.sweeper_interval_s},
-            "retention": {"task": RETENTION, "schedule": settings.retention_interval_s},
-            "webhooks": {"task": SWEEP_WEBHOOKS, "schedule": settings.sweeper_interval_s},
-        },
     )
     return app
 

@@ -30,10 +30,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.config import get_settings
-from shared.db import session_scope
-from shared.errors import TimeLimitExceeded
-from shared.job_lifecycle import Claim, fail_job, heartbeat_many, set_stage
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.core.errors import TimeLimitExceeded
+from shared.jobs.lifecycle import Claim, fail_job, heartbeat_many, set_stage
 
 log = logging.getLogger(__name__)
 

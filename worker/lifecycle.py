@@ -21,7 +21,7 @@ import time
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
-from shared.config import get_settings
+from shared.core.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,16 @@ def warm_up() -> float:
     import pandas
     import pyarrow.parquet  # noqa: F401
 
-    from shared.db import ping
-    from shared.redis_client import get_redis
-    from shared.tabpfn import load_client
-    from shared.upstream import upstream_limits
+    from shared.core.config import get_settings
+    from shared.core.db import open_pool
+    from shared.core.redis_client import get_redis
+    from shared.upstream.account import upstream_limits
+    from shared.upstream.client import load_client
 
     client = load_client()
     from tabpfn_client.estimator import _clean_text_features
 
-    from shared.payloads import decode_table, encode_table
+    from shared.tables.payloads import decode_table, encode_table
 
     client.models.ClientOptions  # noqa: B018  (resolves the lazily built model classes)
     # One round trip through the codec and the client's text cleaning: their first
@@ -48,7 +49,7 @@ def warm_up() -> float:
     table = decode_table(encode_table(pandas.DataFrame({"x": [1.0], "c": ["a"]})).read())
     _clean_text_features(table)
     try:
-        ping()
+        open_pool(get_settings().db_pool_size)
         get_redis().ping()
     except Exception as exc:  # a dependency still starting: jobs will connect themselves
         log.warning("warm-up: %s not reachable yet", type(exc).__name__)
@@ -64,7 +65,7 @@ def _warm_before_the_pool(**_: object) -> None:
 @worker_process_init.connect
 def _fresh_pool_process(**_: object) -> None:
     # A forked child must not reuse its parent's database connections.
-    from shared.db import get_engine
+    from shared.core.db import get_engine
 
     get_engine().dispose(close=False)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from shared.config import get_settings
-from shared.db import session_scope
-from shared.job_repository import forget_idempotency_keys, purge_job_data
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.jobs.repository import forget_idempotency_keys, purge_job_data
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Serve the queue: claim the next job by the scheduler's policy, run it, repeat.
 
 A Celery message is a wake-up: the slot that receives it claims whatever
-shared.scheduling says should run next, runs it, and goes on while there is
-claimable work. Thin on purpose: state lives in Postgres (shared.job_lifecycle),
-the policy in shared.scheduling, upstream budgets in shared.pacing, upstream
-calls in worker.upstream; this module only sequences them.
+shared.jobs.scheduling says should run next, runs it, and goes on while there is
+claimable work. Thin on purpose: state lives in Postgres (shared.jobs.lifecycle),
+the policy in shared.jobs.scheduling, upstream budgets in shared.upstream.pacing, upstream
+calls in shared.upstream.fit_predict; this module only sequences them.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared import pacing
-from shared.config import get_settings
-from shared.db import session_scope
-from shared.errors import ModelNotFound, ServiceError, ServiceUnavailable
-from shared.job_lifecycle import (
+from shared.accounts.security import decrypt_secret, token_fingerprint
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.core.errors import ModelNotFound, ServiceError, ServiceUnavailable
+from shared.jobs import states as js
+from shared.jobs.lifecycle import (
     Claim,
     fail_job,
     hand_back,
@@ -39,7 +39,7 @@ from shared.job_lifecycle import (
     succeed_job,
     wait_for_window,
 )
-from shared.job_repository import (
+from shared.jobs.repository import (
     RunRows,
     add_model,
     load_job_for_run,
@@ -47,14 +47,14 @@ from shared.job_repository import (
     set_upstream_model_id,
     training_data,
 )
+from shared.jobs.scheduling import claim_next, pause_user
 from shared.models import FittedModel, Job
-from shared.payloads import decode_table, split_train
 from shared.queue import enqueue_job, wake_at, wake_now
-from shared.scheduling import claim_next, pause_user
-from shared.security import decrypt_secret, token_fingerprint
-from shared.upstream_faults import classify_fault
+from shared.tables.payloads import decode_table, split_train
+from shared.upstream import pacing
+from shared.upstream.faults import classify_fault
+from shared.upstream.fit_predict import TabPFNUpstream, as_list
 from worker.heartbeat import TIME_LIMIT_CODE, ClaimLost, Lease, holder_is_dead, holding, keeper
-from worker.upstream import TabPFNUpstream, as_list
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ draining = threading.Event()
 
 
 def _read_run(session: Session, job_id: uuid.UUID) -> RunRows:
-    """What a claimed job's run needs, read in the claim's transaction (shared.scheduling)."""
+    """What a claimed job's run needs, read in the claim's transaction (shared.jobs.scheduling)."""
     return load_job_for_run(session=session, job_id=job_id)
 
 
@@ -124,7 +124,7 @@ def release_dead_runs() -> int:
     sweeper's LEASE_TIMEOUT_S. Each dead run's attempt counts, as the sweeper's
     recovery would count it; a live process or another host's is never touched.
     """
-    from shared.job_lifecycle import this_worker
+    from shared.jobs.lifecycle import this_worker
 
     host = this_worker().rpartition(":")[0]
     with session_scope() as session:

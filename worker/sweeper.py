@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from shared import job_states as js
-from shared.config import get_settings
-from shared.db import session_scope
-from shared.job_events import job_changed
-from shared.job_lifecycle import job_ended
-from shared.job_repository import fail_abandoned_runs, requeue_abandoned_runs, stale_queued_job
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.jobs import states as js
+from shared.jobs.events import job_changed
+from shared.jobs.lifecycle import job_ended
+from shared.jobs.repository import fail_abandoned_runs, requeue_abandoned_runs, stale_queued_job
+from shared.jobs.scheduling import has_runnable_work, next_wake_up
 from shared.queue import enqueue_job, wake_at, wake_now
-from shared.scheduling import has_runnable_work, next_wake_up
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from shared.queue import (
     get_celery,
 )
 from worker import lifecycle  # noqa: F401  (start-up warm-up and drain signals)
+from worker.celery_config import configure_worker
 from worker.retention import purge_expired_data
 from worker.runner import serve
 from worker.sweeper import sweep
@@ -22,6 +23,7 @@ from worker.webhooks import deliver, sweep_webhooks
 
 log = logging.getLogger(__name__)
 app = get_celery()
+configure_worker(app)
 
 
 @app.task(name=RUN_JOB)

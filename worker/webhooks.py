@@ -18,19 +18,19 @@ from email.utils import parsedate_to_datetime
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from shared.config import get_settings
-from shared.db import session_scope
+from shared.accounts.security import decrypt_secret
+from shared.core.config import get_settings
+from shared.core.db import session_scope
 from shared.models import WebhookDelivery
 from shared.queue import enqueue_webhook
-from shared.security import decrypt_secret
-from shared.webhook_deliveries import (
+from shared.webhooks.deliveries import (
     claim_delivery,
     overdue_deliveries,
     record_attempt,
     secret_of_job_owner,
 )
-from shared.webhook_targets import Target, TargetRefused, TargetUnresolvable, check_target
-from shared.webhooks import FAILED, PENDING, SUCCEEDED
+from shared.webhooks.events import FAILED, PENDING, SUCCEEDED
+from shared.webhooks.targets import Target, TargetRefused, TargetUnresolvable, check_target
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Create Date: 2026-12-02 20:00:00
 
 Existing rows stay NULL: the fingerprint is keyed from SECRET_KEY, which a
 migration does not have. The API fills them at the first setup that misses
-(shared.users), and `tabpfn-api rotate-secret` fills or recomputes them all.
+(shared.accounts.users), and `tabpfn-api rotate-secret` fills or recomputes them all.
 """
 
 from collections.abc import Sequence

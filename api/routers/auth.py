@@ -15,7 +15,7 @@ from api.schemas import (
     TokenRequest,
     WebhookSecretOut,
 )
-from shared import users
+from shared.accounts import users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from shared.db import ping
+from shared.core.db import ping
 from shared.queue import get_celery
 
 router = APIRouter(tags=["health"])

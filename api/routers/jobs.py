@@ -31,16 +31,17 @@ from api.schemas import (
     PredictRequest,
     Task,
 )
-from shared import jobs
-from shared.config import get_settings
-from shared.db import session_scope
-from shared.errors import ValidationFailed
-from shared.idempotency import create_once, fingerprint
-from shared.job_states import FINISHED, QUEUED
+from shared.core.after_commit import after_commit
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.core.errors import ValidationFailed
+from shared.jobs import submit as jobs
+from shared.jobs.idempotency import create_once, fingerprint
+from shared.jobs.states import FINISHED, QUEUED
+from shared.jobs.waiting import UserQueue, user_queue, waiting
 from shared.models import Job, User
 from shared.queue import enqueue_job
-from shared.table_files import MEDIA_TYPES, file_digest, result_table, write_table
-from shared.waiting import UserQueue, user_queue, waiting
+from shared.tables.table_files import MEDIA_TYPES, file_digest, result_table, write_table
 
 # ContentTypeRoute: the submit operations take JSON or a multipart upload at one path.
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=ContentTypeRoute)
@@ -107,10 +108,10 @@ def _accept(
     job, created = create_once(
         session=session, user=user, key=key, request_hash=request_hash, create=create
     )
-    # Enqueue only after the row is committed, so a worker always finds it.
-    session.commit()
     if created:
-        enqueue_job(job.id)
+        # Sent once SessionDep commits the row (before the 202 goes out), so a
+        # worker always finds it; nothing is sent if the commit fails.
+        after_commit(session, partial(enqueue_job, job.id))
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return job_out(job)

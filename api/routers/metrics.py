@@ -1,6 +1,6 @@
 """Prometheus metrics of the service, for the operators' scraper (no auth).
 
-Job numbers come from PostgreSQL at scrape time (shared.metrics), so every API
+Job numbers come from PostgreSQL at scrape time (shared.core.metrics), so every API
 replica answers the same; the process metrics are this process's own. Worker
 task metrics come from Flower's /metrics. Do not expose this route publicly.
 """
@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, CollectorRegistry, generate_latest
 
-from shared.metrics import ServiceMetricsCollector
+from shared.core.metrics import ServiceMetricsCollector
 
 router = APIRouter(tags=["health"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response, status
 
 from api.deps import Caller, CurrentUser, SessionDep
 from api.schemas import ErrorOut, ModelOut
-from shared import jobs
+from shared.jobs import submit as jobs
 from shared.models import FittedModel
 
 router = APIRouter(prefix="/models", tags=["models"])

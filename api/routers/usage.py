@@ -9,9 +9,9 @@ from fastapi import APIRouter
 
 from api.deps import Caller
 from api.schemas import ErrorOut
-from shared import pacing
-from shared.security import decrypt_secret, token_fingerprint
-from shared.upstream import fetch_usage
+from shared.accounts.security import decrypt_secret, token_fingerprint
+from shared.upstream import pacing
+from shared.upstream.account import fetch_usage
 
 router = APIRouter(tags=["usage"])
 

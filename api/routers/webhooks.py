@@ -8,8 +8,9 @@ from fastapi import APIRouter, status
 
 from api.deps import CurrentUser, SessionDep
 from api.schemas import ErrorOut, WebhookAttemptOut, WebhookDeliveryOut
-from shared import jobs, webhooks
+from shared.jobs import submit as jobs
 from shared.models import WebhookDelivery
+from shared.webhooks import events as webhooks
 
 router = APIRouter(prefix="/jobs", tags=["webhooks"])
 
@@ -52,5 +53,5 @@ def list_deliveries(
 def redeliver(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> WebhookDeliveryOut:
     """Same `webhook-id` and body as before, so receivers can recognise a repeat."""
     job = jobs.get_job(session=session, user=user, job_id=job_id)
-    # Sent once SessionDep commits, before the response (shared.webhooks, after_commit).
+    # Sent once SessionDep commits, before the response (shared.webhooks.events, after_commit).
     return _out(webhooks.redeliver(session=session, job=job), [])

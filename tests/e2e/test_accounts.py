@@ -93,7 +93,7 @@ def test_rows_from_before_fingerprints_are_found_and_filled(api, stack):
 
 
 def _fingerprint(token: str, secret_key: str) -> str:
-    # shared.security.token_fingerprint, spelled out: the formula is a contract
+    # shared.accounts.security.token_fingerprint, spelled out: the formula is a contract
     # (per-token pacing keys on it too).
     key = hashlib.sha256(b"tabpfn-api/token-fingerprint/" + secret_key.encode()).digest()
     return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()

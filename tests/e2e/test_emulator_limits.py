@@ -2,7 +2,7 @@
 
 In-process checks of the protocol (status, headers, bodies, knobs) first; then the
 real tabpfn-client in a subprocess against a real emulator server, whose 429
-`RuntimeError`s the classifier in shared/upstream_throttle.py must read right.
+`RuntimeError`s the classifier in shared/upstream/throttle.py must read right.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from emulator.app import create_app
 from emulator.config import EmulatorConfig
 from emulator.limits import model_limit
 from emulator.token_pools import next_day, next_month, predict_cost
-from shared.upstream_throttle import PoolExhausted, RateWindow, classify_429
+from shared.upstream.throttle import PoolExhausted, RateWindow, classify_429
 from tests.e2e.test_emulator_contract import (
     ESTIMATOR_SCRIPT,
     REPO_ROOT,
@@ -375,7 +375,7 @@ from tabpfn_client.api_models import (
 )
 from tabpfn_client.client import ServiceClient
 from tabpfn_client.models import ClientOptions
-from shared.upstream_throttle import RateWindow, classify_429
+from shared.upstream.throttle import RateWindow, classify_429
 
 URL = ServiceClient.base_url
 A, B = %(token_a)r, %(token_b)r

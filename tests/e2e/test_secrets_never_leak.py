@@ -11,7 +11,7 @@ from __future__ import annotations
 import redis
 from sqlalchemy import create_engine, inspect, text
 
-from shared.redis_client import redis_py_url
+from shared.core.redis_client import redis_py_url
 from tests.support.api import register, wait_for_job
 from tests.support.tokens import ISSUED_SECRETS, SECRET_KEY, TOKENS
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared.webhook_targets import TargetRefused, check_target
+from shared.webhooks.targets import TargetRefused, check_target
 from tests.support.api import wait_for_job
 from tests.support.tokens import fresh_token
 from tests.support.webhook_receiver import start_receiver

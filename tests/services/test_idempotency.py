@@ -1,4 +1,4 @@
-"""Idempotency-Key (shared/idempotency.py `create_once`): the same key and body
+"""Idempotency-Key (shared/jobs/idempotency.py `create_once`): the same key and body
 return the first job; the same key with another body is a conflict."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.errors import IdempotencyConflict
-from shared.idempotency import create_once, fingerprint
+from shared.core.errors import IdempotencyConflict
+from shared.jobs.idempotency import create_once, fingerprint
 from shared.models import Job, User
 from tests.support.factories import make_job, make_user
 

@@ -1,4 +1,4 @@
-"""Claiming a job and ending its run (shared/job_lifecycle.py), statement by
+"""Claiming a job and ending its run (shared/jobs/lifecycle.py), statement by
 statement: one claim wins, and a run that lost its claim can change nothing."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
-from shared.job_lifecycle import (
+from shared.jobs import states as js
+from shared.jobs.lifecycle import (
     Claim,
     claim_job,
     fail_job,

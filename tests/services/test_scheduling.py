@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from shared import job_states as js
-from shared import pacing
-from shared.db import session_scope
+from shared.accounts.security import encrypt_secret, token_fingerprint
+from shared.core.db import session_scope
+from shared.jobs import states as js
+from shared.jobs.scheduling import claim_next
+from shared.jobs.waiting import user_queue, waiting
 from shared.models import Job, User
-from shared.scheduling import claim_next
-from shared.security import encrypt_secret, token_fingerprint
-from shared.waiting import user_queue, waiting
+from shared.upstream import pacing
 from tests.support.inprocess import configured
 
 LIMITS = {

@@ -9,18 +9,18 @@ from cli.supervisor import BIN
 from cli.throwaway import base_env, create_database, drop_database, migrate
 
 STORE = """
-from shared.db import session_scope
+from shared.core.db import session_scope
 from shared.models import User
-from shared.security import encrypt_secret
+from shared.accounts.security import encrypt_secret
 with session_scope() as s:
     s.add(User(tabpfn_token_encrypted=encrypt_secret("tok-1"),
                webhook_secret_encrypted=encrypt_secret("whsec_1")))
 """
 READ = """
 from sqlalchemy import select
-from shared.db import session_scope
+from shared.core.db import session_scope
 from shared.models import User
-from shared.security import decrypt_secret
+from shared.accounts.security import decrypt_secret
 with session_scope() as s:
     u = s.scalars(select(User)).one()
     print(decrypt_secret(u.tabpfn_token_encrypted), decrypt_secret(u.webhook_secret_encrypted))
@@ -28,9 +28,9 @@ with session_scope() as s:
 # Whether the stored fingerprint is the token's under the first key of SECRET_KEY.
 FINGERPRINT_CURRENT = """
 from sqlalchemy import select
-from shared.db import session_scope
+from shared.core.db import session_scope
 from shared.models import User
-from shared.security import token_fingerprint
+from shared.accounts.security import token_fingerprint
 with session_scope() as s:
     print(s.scalars(select(User)).one().tabpfn_token_fingerprint == token_fingerprint("tok-1"))
 """

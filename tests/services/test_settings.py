@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from cli.supervisor import BIN
 from cli.throwaway import base_env, create_database, drop_database
-from shared.connection_urls import normalize_database_url, normalize_redis_url
+from shared.core.connection_urls import normalize_database_url, normalize_redis_url
 
 
 @pytest.mark.parametrize(

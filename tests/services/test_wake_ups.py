@@ -47,7 +47,7 @@ def test_one_wake_up_per_second_covers_every_wait_that_ends_in_it(sent):
 
 
 def test_a_claim_says_whether_runnable_work_remains(sent):
-    from shared.scheduling import claim_next
+    from shared.jobs.scheduling import claim_next
 
     a = make_user()
     make_jobs(a, 2)

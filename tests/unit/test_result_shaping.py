@@ -1,6 +1,6 @@
 """A job's result as the user sees it, from what the upstream answered: the
 JSON shape (`_predict` in worker/runner.py) and the table form of
-GET /jobs/{id}/result (`result_table` in shared/table_files.py)."""
+GET /jobs/{id}/result (`result_table` in shared/tables/table_files.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from shared import job_states as js
+from shared.jobs import states as js
 from shared.models import FittedModel
-from shared.table_files import result_table
+from shared.tables.table_files import result_table
+from shared.upstream.fit_predict import Prediction, as_list
 from worker.runner import _predict
-from worker.upstream import Prediction, as_list
 
 X = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
 TIMINGS = {"predict_s": 0.5}

@@ -1,4 +1,4 @@
-"""The one table from an upstream fault to our error (shared.upstream_faults): pure
+"""The one table from an upstream fault to our error (shared.upstream.faults): pure
 functions, no stack. The worker's faults through the whole stack are in
 tests/e2e/test_upstream_faults.py and tests/e2e/test_fair_share.py."""
 
@@ -10,9 +10,9 @@ import httpx
 import pytest
 from tabpfn_client.errors import FittedModelNotFoundError, RetryableServerError
 
-from shared import errors
-from shared.upstream import _raise_for
-from shared.upstream_faults import (
+from shared.core import errors
+from shared.upstream.account import _raise_for
+from shared.upstream.faults import (
     SENT_TOKEN,
     STORED_TOKEN,
     classify_fault,

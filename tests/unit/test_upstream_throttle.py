@@ -18,7 +18,7 @@ from tabpfn_client.client import ServiceClient
 
 from emulator.app import create_app
 from emulator.config import EmulatorConfig
-from shared.upstream_throttle import PoolExhausted, RateWindow, classify_429, http_status
+from shared.upstream.throttle import PoolExhausted, RateWindow, classify_429, http_status
 
 NOW = datetime(2026, 12, 2, 20, 0, 0, tzinfo=UTC)
 

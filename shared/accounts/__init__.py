@@ -1,0 +1,1 @@
+"""Accounts: users, API keys, token encryption and secret rotation."""

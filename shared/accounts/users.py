@@ -1,0 +1,230 @@
+"""Users and their API keys: sign-up with a TabPFN token, and authentication."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session, configure_mappers
+
+from shared.accounts.security import (
+    NewApiKey,
+    VerifiedKeyCache,
+    decrypt_secret,
+    encrypt_secret,
+    new_api_key,
+    new_webhook_secret,
+    parse_key_id,
+    token_fingerprint,
+    token_fingerprints,
+    verify_api_key,
+)
+from shared.core.config import get_settings
+from shared.core.db import get_sessionmaker, session_scope
+from shared.core.errors import LastActiveKey, NotFound, TabpfnTokenInUse, Unauthorized
+from shared.models import ApiKey, User
+from shared.upstream.account import verify_tabpfn_token
+
+_verified_keys = VerifiedKeyCache(ttl_s=get_settings().api_key_cache_s)
+
+
+@dataclass(frozen=True)
+class Registration:
+    user: User
+    key_id: str
+    api_key: str
+    webhook_secret: str
+    # True when the token already had an account: a new key for it, not a new user.
+    existing: bool
+
+
+def register_user(*, session: Session, tabpfn_token: str) -> Registration:
+    """A new API key for the account of a TabPFN token the upstream accepts.
+
+    The same token finds the same account (by its keyed fingerprint), so a
+    lost API key is recovered by setting up again; a token seen for the first
+    time gets a new user. Whoever holds the token could spend the TabPFN
+    account directly anyway (docs/security.md).
+    """
+    verify_tabpfn_token(tabpfn_token)
+    fingerprint = token_fingerprint(tabpfn_token)
+    _lock_token(session, fingerprint)
+    user = find_user_by_token(session=session, tabpfn_token=tabpfn_token)
+    if user is not None:
+        key = create_api_key(session=session, user=user)
+        return Registration(
+            user=user,
+            key_id=key.key_id,
+            api_key=key.api_key,
+            webhook_secret=decrypt_secret(user.webhook_secret_encrypted),
+            existing=True,
+        )
+    webhook_secret = new_webhook_secret()
+    user = User(
+        tabpfn_token_encrypted=encrypt_secret(tabpfn_token),
+        tabpfn_token_fingerprint=fingerprint,
+        webhook_secret_encrypted=encrypt_secret(webhook_secret),
+    )
+    session.add(user)
+    session.flush()
+    key = create_api_key(session=session, user=user)
+    return Registration(
+        user=user,
+        key_id=key.key_id,
+        api_key=key.api_key,
+        webhook_secret=webhook_secret,
+        existing=False,
+    )
+
+
+def _lock_token(session: Session, fingerprint: str) -> None:
+    # Until the transaction ends: two requests with one new token at once
+    # must not both find no account and make two.
+    session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": int(fingerprint[:15], 16)})
+
+
+def find_user_by_token(*, session: Session, tabpfn_token: str) -> User | None:
+    """The oldest account holding `tabpfn_token`, or None."""
+    fingerprints = token_fingerprints(tabpfn_token)
+    query = (
+        select(User)
+        .where(User.tabpfn_token_fingerprint.in_(fingerprints))
+        .order_by(User.created_at)
+        .limit(1)
+    )
+    user = session.scalars(query).first()
+    if user is None:
+        user = _fill_missing_fingerprints(session=session, tabpfn_token=tabpfn_token)
+    if user is not None and user.tabpfn_token_fingerprint != fingerprints[0]:
+        user.tabpfn_token_fingerprint = fingerprints[0]  # was keyed by an older SECRET_KEY
+    return user
+
+
+def _fill_missing_fingerprints(*, session: Session, tabpfn_token: str) -> User | None:
+    """Fingerprint rows from before the column existed; the oldest holding the token.
+
+    A migration cannot compute fingerprints (it has no SECRET_KEY), so the
+    first setup that misses does it for every such row, once; so does
+    `tabpfn-api rotate-secret`.
+    """
+    query = (
+        select(User)
+        .where(User.tabpfn_token_fingerprint.is_(None))
+        .order_by(User.created_at)
+        .with_for_update(skip_locked=True)
+    )
+    found = None
+    for user in session.scalars(query):
+        try:
+            stored = decrypt_secret(user.tabpfn_token_encrypted)
+        except RuntimeError:
+            continue  # encrypted with a key no longer in SECRET_KEY: not recoverable
+        user.tabpfn_token_fingerprint = token_fingerprint(stored)
+        if found is None and hmac.compare_digest(stored, tabpfn_token):
+            found = user
+    return found
+
+
+def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
+    """The user owning `api_key` and the key's id, or Unauthorized.
+
+    The key's row is read on every request, so a revoked key stops working at
+    once; only the bcrypt comparison is skipped for recently verified keys.
+    """
+    key_id = parse_key_id(api_key)
+    # The key and its owner in one round trip: this runs on every request.
+    found = (
+        session.execute(
+            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == key_id)
+        ).one_or_none()
+        if key_id
+        else None
+    )
+    if found is None or found.ApiKey.revoked_at is not None:
+        raise Unauthorized("The API key is not valid.")
+    row, user = found.ApiKey, found.User
+    if not _verified_keys.hit(row.id, api_key):
+        with _verified_keys.verifying(row.id):
+            # Another request may have verified the same key while this one waited.
+            if not _verified_keys.hit(row.id, api_key):
+                if not verify_api_key(api_key, row.key_hash):
+                    raise Unauthorized("The API key is not valid.")
+                _verified_keys.remember(row.id, api_key)
+    now = datetime.now(UTC)
+    # A write on every request would cost more than the knowledge is worth.
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+        row.last_used_at = now
+    return user, row.id
+
+
+def create_api_key(*, session: Session, user: User) -> NewApiKey:
+    key = new_api_key()
+    session.add(ApiKey(id=key.key_id, user_id=user.id, key_hash=key.key_hash))
+    session.flush()
+    return key
+
+
+def list_api_keys(*, session: Session, user: User) -> list[ApiKey]:
+    query = select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at)
+    return list(session.scalars(query))
+
+
+def revoke_api_key(*, session: Session, user: User, key_id: str) -> None:
+    """Revoke at once: every API process reads the key's row on each request."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.user_id != user.id or row.revoked_at is not None:
+        raise NotFound(f"No active API key {key_id}.")
+    active = session.scalar(
+        select(func.count()).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+    )
+    if active <= 1:
+        raise LastActiveKey("This is your last active API key; create another before revoking it.")
+    row.revoked_at = datetime.now(UTC)
+
+
+def replace_tabpfn_token(*, user_id: uuid.UUID, tabpfn_token: str) -> None:
+    """Store a new TabPFN token for the user, once the upstream accepts it.
+
+    A token that is another account's is refused: one token, one account, so
+    that setup with it keeps finding the right one. The upstream check runs
+    before the transaction opens: no pooled connection waits on TabPFN.
+    """
+    verify_tabpfn_token(tabpfn_token)
+    fingerprint = token_fingerprint(tabpfn_token)
+    with session_scope() as session:
+        _lock_token(session, fingerprint)
+        owner = find_user_by_token(session=session, tabpfn_token=tabpfn_token)
+        if owner is not None and owner.id != user_id:
+            raise TabpfnTokenInUse(
+                "This TabPFN token belongs to another account here; to use that account, "
+                "call POST /auth/setup with the token."
+            )
+        session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(
+                tabpfn_token_encrypted=encrypt_secret(tabpfn_token),
+                tabpfn_token_fingerprint=fingerprint,
+            )
+        )
+
+
+def rotate_webhook_secret(*, session: Session, user: User) -> str:
+    secret = new_webhook_secret()
+    user.webhook_secret_encrypted = encrypt_secret(secret)
+    return secret
+
+
+def warm_up_queries() -> None:
+    """The first connection, and the ORM's one-time work (mapper configuration,
+    statement compilation) for the queries setup and authentication make."""
+    configure_mappers()
+    with get_sessionmaker()() as session:
+        session.execute(text("select 1"))
+        session.scalars(select(User).where(User.tabpfn_token_fingerprint.in_([""]))).first()
+        session.execute(
+            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == "")
+        )

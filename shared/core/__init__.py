@@ -1,0 +1,1 @@
+"""Infrastructure: settings, database, Redis, logging, errors, metrics, rate limits."""

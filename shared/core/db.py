@@ -1,0 +1,69 @@
+"""The database engine and sessions, built once per process from Settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.core.config import get_settings
+
+
+@lru_cache
+def get_engine() -> Engine:
+    settings = get_settings().require("DATABASE_URL")
+    # pre_ping: a connection that died while Postgres restarted is replaced
+    # instead of failing the next request. The pool bounds a process's connections
+    # (a worker's 64 jobs share it: none holds one while it waits on the upstream).
+    return create_engine(
+        settings.database_url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+
+
+@lru_cache
+def get_sessionmaker() -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One unit of work: committed on success, rolled back on any error."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def ping() -> None:
+    """One round trip on a fresh pooled connection; raises when the database is down."""
+    with get_engine().connect() as connection:
+        connection.execute(text("select 1"))
+
+
+def open_pool(connections: int) -> None:
+    """Open `connections` pooled connections now (one round trip each), then keep them.
+
+    For a process's warm-up: a burst of first jobs or requests should not each
+    wait for PostgreSQL to start a backend for it. Raises when the database is down.
+    """
+    engine = get_engine()
+    opened = []
+    try:
+        for _ in range(max(1, connections)):
+            connection = engine.connect()
+            opened.append(connection)
+            connection.execute(text("select 1"))
+    finally:
+        for connection in opened:
+            connection.close()  # back to the pool, still open

@@ -1,0 +1,284 @@
+"""Service metrics for Prometheus, read from PostgreSQL at scrape time.
+
+Several API processes and many Celery pool processes share the work, so no
+single process can count jobs in memory. Postgres holds the truth: every
+scrape runs a few aggregate queries, and every API replica reports the same
+numbers (scrape one, or take `max` across them). Job rows outlive retention,
+so counts of rows behave as counters.
+
+Durations are histograms over all finished jobs, bucketed in SQL: their
+buckets only grow, so `rate()` over a window (say 1h) gives the recent
+distribution and `histogram_quantile()` its quantiles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import redis
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from sqlalchemy import Float, case, func, select, text
+from sqlalchemy.orm import Session
+
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.core.redis_client import get_redis
+from shared.jobs import states as js
+from shared.jobs.waiting import REASONS
+from shared.models import Job, WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+PREFIX = "tabpfn_api"
+JOB_TYPES = (js.FIT, js.PREDICT, js.FIT_PREDICT)
+JOB_STATUSES = (js.QUEUED, js.RUNNING, js.SUCCEEDED, js.FAILED, js.CANCELED)
+FINISHED_STATUSES = (js.SUCCEEDED, js.FAILED, js.CANCELED)
+WEBHOOK_STATUSES = ("pending", "succeeded", "failed")
+# Seconds; from sub-second emulator runs to hour-long fits.
+BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# Celery's default queue: a Redis list of messages not yet taken by a worker.
+
+
+def _epoch(interval):
+    return func.extract("epoch", interval).cast(Float)
+
+
+def _timing(*path: str):
+    return func.coalesce(Job.upstream_timings[path].astext.cast(Float), 0.0)
+
+
+# Time the upstream reported for the job's calls: fit (and any refit) end to
+# end, and every stage of the prediction.
+_UPSTREAM_SECONDS = (
+    _timing("fit", "elapsed_s")
+    + _timing("refit", "elapsed_s")
+    + _timing("predict", "test_set_transform_queue_wait_s")
+    + _timing("predict", "test_set_transform_s")
+    + _timing("predict", "predict_queue_wait_s")
+    + _timing("predict", "predict_s")
+)
+
+# Queue wait spans earlier attempts and retry backoffs; run is the last attempt.
+DURATIONS = {
+    "queue_wait": (
+        _epoch(Job.started_at - Job.created_at),
+        "Seconds finished jobs waited from submission to their last start.",
+    ),
+    "run": (
+        _epoch(Job.finished_at - Job.started_at),
+        "Seconds the last run of finished jobs took in a worker.",
+    ),
+    "upstream": (
+        case((Job.upstream_timings.is_not(None), _UPSTREAM_SECONDS)),
+        "Seconds the TabPFN upstream reported for finished jobs' fit and predict calls.",
+    ),
+}
+
+
+@dataclass
+class Histogram:
+    buckets: list[int]
+    count: int
+    total: float
+
+
+@dataclass
+class Snapshot:
+    jobs: dict[tuple[str, str], int] = field(default_factory=dict)
+    errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    durations: dict[str, dict[tuple[str, str], Histogram]] = field(default_factory=dict)
+    webhooks: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+    broker_queue_length: int | None = None
+
+
+def _job_counts(session: Session) -> dict[tuple[str, str], int]:
+    rows = session.execute(
+        select(Job.type, Job.status, func.count()).group_by(Job.type, Job.status)
+    )
+    return {(type_, status): n for type_, status, n in rows}
+
+
+def _error_counts(session: Session) -> dict[tuple[str, str], int]:
+    """Failed jobs, and queued jobs waiting out a retry, by error code."""
+    rows = session.execute(
+        select(Job.status, Job.error_code, func.count())
+        .where(Job.status.in_([js.FAILED, js.QUEUED]), Job.error_code.is_not(None))
+        .group_by(Job.status, Job.error_code)
+    )
+    return {(status, code): n for status, code, n in rows}
+
+
+def _waiting_counts(session: Session) -> dict[str, int]:
+    """Queued jobs by why they wait (shared.jobs.waiting's reasons, decided the same way)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT CASE
+                WHEN j.run_after > now() THEN coalesce(j.wait_reason, 'retry_backoff')
+                WHEN u.upstream_paused_until > now() THEN 'upstream_rate_limit'
+                WHEN coalesce(r.n, 0) >= :cap THEN 'fair_share'
+                ELSE 'capacity'
+            END AS reason, count(*)
+            FROM jobs j
+            JOIN users u ON u.id = j.user_id
+            LEFT JOIN (SELECT user_id, count(*) AS n FROM jobs WHERE status = 'running'
+                       GROUP BY user_id) r ON r.user_id = j.user_id
+            WHERE j.status = 'queued'
+            GROUP BY 1
+            """
+        ),
+        {"cap": get_settings().max_running_per_user},
+    )
+    return {reason: n for reason, n in rows}
+
+
+def _duration_histograms(session: Session) -> dict[str, dict[tuple[str, str], Histogram]]:
+    """Every duration histogram in one pass over finished jobs."""
+    columns = []
+    for seconds, _ in DURATIONS.values():
+        columns += [func.count().filter(seconds <= le) for le in BUCKETS]
+        columns += [func.count(seconds), func.coalesce(func.sum(seconds), 0.0)]
+    rows = session.execute(
+        select(Job.type, Job.status, *columns)
+        .where(Job.status.in_(FINISHED_STATUSES), Job.started_at.is_not(None))
+        .group_by(Job.type, Job.status)
+    )
+    result: dict[str, dict[tuple[str, str], Histogram]] = defaultdict(dict)
+    width = len(BUCKETS) + 2
+    for type_, status, *values in rows:
+        for i, name in enumerate(DURATIONS):
+            part = values[i * width : (i + 1) * width]
+            result[name][(type_, status)] = Histogram(
+                buckets=list(part[: len(BUCKETS)]), count=part[-2], total=float(part[-1])
+            )
+    return result
+
+
+def _webhook_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+    )
+    return dict(rows.tuples().all())
+
+
+def _broker_queue_length() -> int | None:
+    """Messages waiting in Redis for a worker; None when Redis does not answer."""
+    try:
+        return int(get_redis().llen(get_settings().celery_queue))
+    except redis.RedisError as exc:
+        log.warning("broker queue length unavailable: %s", type(exc).__name__)
+        return None
+
+
+def read_snapshot() -> Snapshot:
+    """Query everything a scrape shows. Database errors propagate (the API answers 503)."""
+    with session_scope() as session:
+        snapshot = Snapshot(
+            jobs=_job_counts(session),
+            errors=_error_counts(session),
+            durations=_duration_histograms(session),
+            webhooks=_webhook_counts(session),
+            waiting=_waiting_counts(session),
+        )
+    snapshot.broker_queue_length = _broker_queue_length()
+    return snapshot
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+
+
+def _job_families(jobs: dict[tuple[str, str], int]) -> Iterator[Metric]:
+    current = _gauge("jobs", "Jobs by type and current status.", ["type", "status"])
+    created = _counter("jobs_created", "Jobs ever submitted, by type.", ["type"])
+    finished = _counter(
+        "jobs_finished", "Jobs that ended, by type and final status.", ["type", "status"]
+    )
+    per_type: dict[str, int] = defaultdict(int)
+    for (type_, status), n in sorted(jobs.items()):
+        current.add_metric([type_, status], n)
+        per_type[type_] += n
+        if status in FINISHED_STATUSES:
+            finished.add_metric([type_, status], n)
+    for type_, n in sorted(per_type.items()):
+        created.add_metric([type_], n)
+    yield from (current, created, finished)
+
+
+def _queue_families(jobs: dict[tuple[str, str], int], broker: int | None) -> Iterator[Metric]:
+    depth = _gauge("queue_depth", "Jobs queued in PostgreSQL, retries included.", [])
+    depth.add_metric([], sum(n for (_, status), n in jobs.items() if status == js.QUEUED))
+    yield depth
+    running = _gauge("jobs_running", "Jobs running now (holding a worker slot).", [])
+    running.add_metric([], sum(n for (_, status), n in jobs.items() if status == js.RUNNING))
+    yield running
+    # Absent rather than a guess while Redis is down: alert on absent().
+    if broker is not None:
+        length = _gauge(
+            "broker_queue_length", "Messages in the Celery queue (CELERY_QUEUE) not yet taken.", []
+        )
+        length.add_metric([], broker)
+        yield length
+
+
+def _error_families(errors: dict[tuple[str, str], int]) -> Iterator[Metric]:
+    failed = _counter("jobs_failed", "Failed jobs by error code.", ["code"])
+    retrying = _gauge("jobs_retrying", "Queued jobs waiting out a retry, by error code.", ["code"])
+    for (status, code), n in sorted(errors.items()):
+        (failed if status == js.FAILED else retrying).add_metric([code], n)
+    yield from (failed, retrying)
+
+
+def _duration_families(durations: dict[str, dict[tuple[str, str], Histogram]]) -> Iterator[Metric]:
+    for name, (_, doc) in DURATIONS.items():
+        family = HistogramMetricFamily(
+            f"{PREFIX}_job_{name}_seconds", doc, labels=["type", "status"]
+        )
+        for (type_, status), h in sorted(durations.get(name, {}).items()):
+            buckets = [(str(le), n) for le, n in zip(BUCKETS, h.buckets, strict=True)]
+            family.add_metric([type_, status], [*buckets, ("+Inf", h.count)], h.total)
+        yield family
+
+
+def _webhook_families(webhooks: dict[str, int]) -> Iterator[Metric]:
+    family = _gauge("webhook_deliveries", "Webhook deliveries by status.", ["status"])
+    for status, n in sorted(({s: 0 for s in WEBHOOK_STATUSES} | webhooks).items()):
+        family.add_metric([status], n)
+    yield family
+
+
+def _waiting_families(waiting: dict[str, int]) -> Iterator[Metric]:
+    # A fixed set of reasons as labels (never user ids): bounded cardinality.
+    family = _gauge("jobs_waiting", "Queued jobs by why they have not started.", ["reason"])
+    for reason in REASONS:
+        family.add_metric([reason], waiting.get(reason, 0))
+    yield family
+
+
+class ServiceMetricsCollector:
+    """A prometheus_client collector: each collect() is one snapshot of Postgres."""
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = read_snapshot()
+        # Every known type and status is reported, zeros included, so series
+        # exist before their first event and rate() sees the first increase.
+        jobs = {(t, s): 0 for t in JOB_TYPES for s in JOB_STATUSES} | snapshot.jobs
+        yield from _job_families(jobs)
+        yield from _queue_families(jobs, snapshot.broker_queue_length)
+        yield from _waiting_families(snapshot.waiting)
+        yield from _error_families(snapshot.errors)
+        yield from _duration_families(snapshot.durations)
+        yield from _webhook_families(snapshot.webhooks)

@@ -1,0 +1,1 @@
+"""Jobs: states, submission, the claim-run-end lifecycle, scheduling, events."""

@@ -1,0 +1,286 @@
+"""State transitions of a job, each one atomic in Postgres.
+
+A transition is a single UPDATE guarded by the state it expects, so two
+deliveries of one job id cannot both claim it, and a worker that lost its
+claim (the sweeper re-queued the job, or the user canceled it) cannot
+overwrite a newer run's outcome. A claim is identified by its attempt number.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, case, func, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from shared.core.errors import WorkerLost
+from shared.jobs import states as js
+from shared.jobs.events import FINAL_FIELDS, job_changed
+from shared.models import Job, JobData, User
+from shared.webhooks.events import record_job_event
+
+# Why a queued job has a run_after (GET /jobs/{id} shows it as `waiting`).
+WAIT_RETRY_BACKOFF = "retry_backoff"
+WAIT_UPSTREAM_RATE_LIMIT = "upstream_rate_limit"
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: uuid.UUID
+    attempt: int
+
+
+# What an UPDATE that ends a job returns (for `job_ended`): the fields its waiters
+# are sent, and whether it has a webhook to record.
+ENDED_FIELDS = (*FINAL_FIELDS, Job.callback_url)
+
+
+def this_worker() -> str:
+    """How a claim names the process that holds it: "<host>:<pid>"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_lost(max_attempts: int) -> dict[str, Any]:
+    """The values that fail a job whose runs kept losing their worker."""
+    return {
+        "status": js.FAILED,
+        "stage": None,
+        "finished_at": func.now(),
+        "error_code": WorkerLost.code,
+        "error_message": f"The job's worker stopped on each of its {max_attempts} attempts.",
+    }
+
+
+def _owned(claim: Claim):
+    return (Job.id == claim.job_id) & (Job.status == js.RUNNING) & (Job.attempts == claim.attempt)
+
+
+def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
+    """Move a queued job to running; None if it is not queued or waits out a backoff.
+
+    The claim enters the job's first upstream stage at once: reading the job's
+    data takes milliseconds, not worth a transaction of its own to report. The
+    same statement marks its owner as served now (round-robin order, see
+    shared.jobs.scheduling). The caller's transaction decides durability: the
+    scheduler's commits a claim without waiting for its WAL flush.
+    """
+    claimed = (
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == js.QUEUED,
+            or_(Job.run_after.is_(None), Job.run_after <= func.now()),
+        )
+        .values(
+            status=js.RUNNING,
+            stage=case((Job.type == js.PREDICT, js.STAGE_PREDICTING), else_=js.STAGE_FITTING),
+            attempts=Job.attempts + 1,
+            started_at=func.now(),
+            heartbeat_at=func.now(),
+            run_after=None,
+            wait_reason=None,
+            worker=this_worker(),
+        )
+        .returning(Job.attempts, Job.user_id)
+        .cte("claimed")
+    )
+    attempt = session.execute(
+        update(User)
+        .where(User.id == claimed.c.user_id)
+        .values(last_served_at=func.clock_timestamp())
+        .returning(claimed.c.attempts)
+        # A plain statement: the ORM's session sync cannot follow the CTE's rows.
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if attempt is None:
+        return None
+    job_changed(session, job_id, js.RUNNING)
+    return Claim(job_id=job_id, attempt=attempt)
+
+
+def job_ended(session: Session, ended: Row | None) -> bool:
+    """What every end of a job does in its transaction: the webhook event, the wake-up.
+
+    `ended` is the row the ending UPDATE returned with ENDED_FIELDS (None: nothing
+    was updated). Every way a job ends goes through here, the sweeper's included.
+    """
+    if ended is None:
+        return False
+    final = ended._asdict()
+    if final.pop("callback_url"):
+        record_job_event(session=session, job_id=ended.id)
+    job_changed(session, ended.id, ended.status, final=final)
+    return True
+
+
+def release_dead_run(
+    *, session: Session, job_id: uuid.UUID, holder: str, attempt: int, max_attempts: int
+) -> str | None:
+    """End a run whose process is known to be dead, as the sweeper would after its lease.
+
+    The job is queued again, or failed with `worker_lost` once its attempts are
+    spent. Guarded by the dead run's holder and attempt, so a run that is alive
+    (or a newer one) is never touched. The job's new status, or None.
+    """
+    dead = (
+        (Job.id == job_id)
+        & (Job.status == js.RUNNING)
+        & (Job.attempts == attempt)
+        & (Job.worker == holder)
+    )
+    if attempt >= max_attempts:
+        ended = session.execute(
+            update(Job).where(dead).values(**worker_lost(max_attempts)).returning(*ENDED_FIELDS)
+        ).one_or_none()
+        return js.FAILED if job_ended(session, ended) else None
+    released = session.execute(
+        update(Job).where(dead).values(status=js.QUEUED, stage=None, run_after=None)
+    )
+    if released.rowcount != 1:
+        return None
+    job_changed(session, job_id, js.QUEUED)
+    return js.QUEUED
+
+
+def heartbeat(*, session: Session, claim: Claim) -> bool:
+    """Renew the claim's lease; False once the claim is lost."""
+    result = session.execute(update(Job).where(_owned(claim)).values(heartbeat_at=func.now()))
+    return result.rowcount == 1
+
+
+def heartbeat_many(*, session: Session, claims: list[Claim]) -> set[uuid.UUID]:
+    """Renew many claims' leases in one statement; the job ids whose claims are still held."""
+    if not claims:
+        return set()
+    kept = session.scalars(
+        update(Job)
+        .where(
+            Job.status == js.RUNNING,
+            tuple_(Job.id, Job.attempts).in_([(c.job_id, c.attempt) for c in claims]),
+        )
+        .values(heartbeat_at=func.now())
+        .returning(Job.id)
+    ).all()
+    return set(kept)
+
+
+def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
+    result = session.execute(
+        update(Job).where(_owned(claim)).values(stage=stage, heartbeat_at=func.now())
+    )
+    if result.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id, js.RUNNING)
+    return True
+
+
+def succeed_job(
+    *,
+    session: Session,
+    claim: Claim,
+    result: dict[str, Any],
+    model_id: uuid.UUID | None,
+    timings: dict[str, Any] | None,
+) -> bool:
+    """Record the outcome; False (and nothing written) if the claim was lost."""
+    values: dict[str, Any] = {
+        "status": js.SUCCEEDED,
+        "stage": None,
+        "finished_at": func.now(),
+        "upstream_timings": timings,
+        "error_code": None,
+        "error_message": None,
+    }
+    if model_id is not None:
+        values["model_id"] = model_id
+    # One statement: the job's end and its result are stored together, or neither
+    # (a lost claim matches no row and stores nothing).
+    ended = update(Job).where(_owned(claim)).values(**values).returning(*ENDED_FIELDS).cte("ended")
+    stored = update(JobData).where(JobData.job_id == ended.c.id).values(result=result).cte("stored")
+    updated = session.execute(select(ended).add_cte(stored)).one_or_none()
+    return job_ended(session, updated)
+
+
+def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool:
+    updated = session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(
+            status=js.FAILED,
+            stage=None,
+            finished_at=func.now(),
+            error_code=code,
+            error_message=message,
+        )
+        .returning(*ENDED_FIELDS)
+    ).one_or_none()
+    return job_ended(session, updated)
+
+
+def requeue_job(*, session: Session, claim: Claim, code: str, message: str, delay_s: float) -> bool:
+    """Hand a job back after a transient fault, to run again after `delay_s`."""
+    updated = session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(
+            status=js.QUEUED,
+            stage=None,
+            error_code=code,
+            error_message=message,
+            run_after=datetime.now(UTC) + timedelta(seconds=delay_s),
+            wait_reason=WAIT_RETRY_BACKOFF,
+        )
+    )
+    if updated.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id, js.QUEUED)
+    return True
+
+
+def _give_back(claim: Claim, session: Session, **values: Any) -> bool:
+    """Queue a claimed job again without counting its attempt (a wait, not a failure)."""
+    updated = session.execute(
+        update(Job)
+        .where(_owned(claim))
+        .values(status=js.QUEUED, stage=None, attempts=Job.attempts - 1, **values)
+    )
+    if updated.rowcount != 1:
+        return False
+    job_changed(session, claim.job_id, js.QUEUED)
+    return True
+
+
+def wait_for_window(*, session: Session, claim: Claim, until: datetime) -> bool:
+    """Hand a job back until the upstream's rate window reopens.
+
+    A wait, not a failure: the attempt the claim counted is given back, so a
+    burst paced by the upstream never spends a job's MAX_ATTEMPTS.
+    """
+    return _give_back(claim, session, run_after=until, wait_reason=WAIT_UPSTREAM_RATE_LIMIT)
+
+
+def hand_back(*, session: Session, claim: Claim) -> bool:
+    """Give a job back to the queue untouched (its worker is shutting down): not an attempt."""
+    return _give_back(claim, session, run_after=None)
+
+
+def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
+    """Cancel a job that has not finished; False if it already had."""
+    updated = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([js.QUEUED, js.RUNNING]))
+        .values(
+            status=js.CANCELED,
+            stage=None,
+            finished_at=func.now(),
+            error_code="canceled",
+            error_message="The job was canceled by its owner.",
+        )
+        .returning(*ENDED_FIELDS)
+    ).one_or_none()
+    return job_ended(session, updated)

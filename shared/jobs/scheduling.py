@@ -1,0 +1,230 @@
+"""Who runs next: PostgreSQL decides, every worker slot asks.
+
+Policy (docs/scheduling.md):
+- free capacity goes round-robin between users with runnable queued work: the
+  user served longest ago goes first (`users.last_served_at`), FIFO within a user;
+- no user runs more than MAX_RUNNING_PER_USER jobs at once;
+- a job runs only when its token has upstream budget for every call it will
+  make (shared.upstream.pacing); a user whose token has none is paused until its window
+  ends (`users.upstream_paused_until`) and skipped meanwhile, holding no slot.
+
+Celery messages are wake-ups ("there is work"): the slot that receives one
+claims whatever this policy says, not necessarily the job the message names.
+Concurrent slots are kept apart by a row lock on the user (SKIP LOCKED: a slot
+never waits for another, it serves the next user) and by the guarded UPDATE
+that claims a job, so a job is never claimed twice and a cap never overrun.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from shared.accounts.security import decrypt_secret, token_fingerprint
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.jobs.lifecycle import Claim, claim_job
+from shared.upstream import pacing
+
+log = logging.getLogger(__name__)
+
+# Looks at the queue one claim may take while other slots hold the users it wants.
+_MAX_ROUNDS = 200
+
+# How many users one look at the queue considers; more are looked at only when
+# all of these are paused or lost a race to another slot.
+CANDIDATES = 16
+
+# Users in round-robin order with the oldest runnable job of each. The LATERAL
+# probes use the partial index on queued jobs; walking users in served order
+# stops as soon as enough candidates are found.
+_CANDIDATES = text(
+    """
+    SELECT u.id AS user_id, head.id AS job_id, head.type AS job_type,
+           u.tabpfn_token_encrypted AS token_encrypted
+    FROM users u
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.type FROM jobs j
+        WHERE j.user_id = u.id AND j.status = 'queued'
+          AND (j.run_after IS NULL OR j.run_after <= now())
+        ORDER BY j.created_at, j.id
+        LIMIT 1
+    ) head
+    WHERE (u.upstream_paused_until IS NULL OR u.upstream_paused_until <= now())
+      AND (SELECT count(*) FROM jobs r WHERE r.user_id = u.id AND r.status = 'running') < :cap
+      AND NOT (u.id = ANY(CAST(:skip AS uuid[])))
+    ORDER BY u.last_served_at, u.id
+    LIMIT :n
+    """
+)
+
+# The user's row lock, which keeps concurrent slots apart. The claim's commit
+# does not wait for its WAL flush (set here, for the transaction, to save a
+# round trip): should PostgreSQL crash before the flush, the job is queued
+# again (the sweeper resends it) and this run's later writes are refused as
+# those of a lost claim; a pause lost that way is found again at the next 429.
+_LOCK_USER = text(
+    """
+    SELECT id, set_config('synchronous_commit', 'off', true) FROM users
+    WHERE id = :user_id FOR UPDATE SKIP LOCKED
+    """
+)
+# Under the user's lock: the head job again (another slot may have taken it),
+# the one after it, and how many of the user's jobs run, in one round trip.
+_HEAD = text(
+    """
+    SELECT j.id, j.type,
+           (SELECT count(*) FROM jobs r WHERE r.user_id = :user_id AND r.status = 'running')
+             AS running
+    FROM jobs j
+    WHERE j.user_id = :user_id AND j.status = 'queued'
+      AND (j.run_after IS NULL OR j.run_after <= now())
+    ORDER BY j.created_at, j.id
+    LIMIT 2
+    """
+)
+_PAUSE = text(
+    """
+    UPDATE users SET upstream_paused_until = :until
+    WHERE id = :user_id AND (upstream_paused_until IS NULL OR upstream_paused_until < :until)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Paused:
+    """A user skipped for want of upstream budget, and until when."""
+
+    user_id: uuid.UUID
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Pick:
+    claim: Claim | None
+    paused: list[Paused]
+    # What `read` returned for the claimed job, in the claim's own transaction.
+    rows: Any = None
+    # Runnable work remained after this claim (another user's, or this user's next
+    # job within the cap): a slot woken for a backlog wakes one more (worker.runner).
+    more: bool = False
+
+
+def _fingerprint(token_encrypted: bytes | memoryview) -> str:
+    return token_fingerprint(decrypt_secret(bytes(token_encrypted)))  # bytea arrives as memoryview
+
+
+# Another slot holds the user's row for a few milliseconds: try again, do not skip them.
+BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    claim: Claim
+    more: bool  # the user has another runnable job, within the cap
+
+
+def _try_user(
+    session: Session, user_id: uuid.UUID, token_encrypted: bytes, cap: int
+) -> _Claimed | Paused | str | None:
+    """Claim the user's next job in this transaction; Paused when its token has no budget,
+    BUSY when another slot is serving the user right now, None when nothing is claimable."""
+    if session.execute(_LOCK_USER, {"user_id": user_id}).first() is None:
+        return BUSY
+    rows = session.execute(_HEAD, {"user_id": user_id}).all()
+    if not rows or rows[0].running >= cap:
+        return None
+    head = rows[0]
+    fingerprint = _fingerprint(token_encrypted)
+    calls = pacing.calls_for(head.type)
+    reserved_at = time.time()
+    until = pacing.reserve(fingerprint, calls, now=reserved_at)
+    if until is not None:
+        session.execute(_PAUSE, {"user_id": user_id, "until": until})
+        return Paused(user_id=user_id, until=until)
+    claim = claim_job(session=session, job_id=head.id)
+    if claim is None:  # cannot happen under the user's lock, but never spend for nothing
+        pacing.refund(fingerprint, calls, reserved_at=reserved_at)
+        return None
+    return _Claimed(claim=claim, more=len(rows) > 1 and head.running + 1 < cap)
+
+
+def claim_next(*, read: Callable[[Session, uuid.UUID], Any] | None = None) -> Pick:
+    """Claim the job that should run next, if any; committed when this returns.
+
+    One transaction per look at the queue: the candidates, each one's lock and
+    head job, the claim, and `read(session, job_id)` for the claimed job (what
+    its run needs, so the run opens no transaction of its own to start).
+
+    Many slots wake at once after a burst: a user another slot is serving is not
+    skipped but looked at again after that slot's claim commits (milliseconds),
+    so every woken slot finds work while there is any.
+    """
+    cap = get_settings().max_running_per_user
+    paused: list[Paused] = []
+    skip: list[uuid.UUID] = []  # nothing claimable for them now (cap, budget, raced)
+    for _ in range(_MAX_ROUNDS):
+        busy = False
+        with session_scope() as session:
+            candidates = session.execute(
+                _CANDIDATES, {"cap": cap, "n": CANDIDATES, "skip": [str(u) for u in skip]}
+            ).all()
+            if not candidates:
+                return Pick(claim=None, paused=paused)
+            for index, candidate in enumerate(candidates):
+                outcome = _try_user(session, candidate.user_id, candidate.token_encrypted, cap)
+                if isinstance(outcome, _Claimed):
+                    rows = read(session, outcome.claim.job_id) if read is not None else None
+                    more = outcome.more or index + 1 < len(candidates)
+                    session.commit()
+                    return Pick(claim=outcome.claim, paused=paused, rows=rows, more=more)
+                if outcome == BUSY:
+                    busy = True
+                    continue
+                if isinstance(outcome, Paused):
+                    paused.append(outcome)
+                skip.append(candidate.user_id)
+        if busy:
+            time.sleep(random.uniform(0.002, 0.01))
+    return Pick(claim=None, paused=paused)
+
+
+def pause_user(*, session: Session, user_id: uuid.UUID, until: datetime) -> None:
+    """Hold all of a user's jobs until `until` (the upstream's rate window reopens)."""
+    session.execute(_PAUSE, {"user_id": user_id, "until": until})
+
+
+def next_wake_up(*, session: Session) -> datetime | None:
+    """When queued work that nothing can run now becomes runnable (a pause or a backoff ends)."""
+    return session.execute(
+        text(
+            """
+            SELECT least(
+                (SELECT min(u.upstream_paused_until) FROM users u
+                 WHERE u.upstream_paused_until > now()
+                   AND EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = u.id
+                               AND j.status = 'queued')),
+                (SELECT min(run_after) FROM jobs WHERE status = 'queued' AND run_after > now())
+            )
+            """
+        )
+    ).scalar_one_or_none()
+
+
+def has_runnable_work(*, session: Session) -> int:
+    """How many users have work a free slot could claim now (capped at CANDIDATES)."""
+    return len(
+        session.execute(
+            _CANDIDATES,
+            {"cap": get_settings().max_running_per_user, "n": CANDIDATES, "skip": []},
+        ).all()
+    )

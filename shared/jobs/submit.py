@@ -1,0 +1,371 @@
+"""Creating and reading jobs: what the API does between parsing and responding."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from pydantic import ValidationError
+from sqlalchemy import Text, cast, select
+from sqlalchemy.orm import Session
+
+from shared.accounts.security import decrypt_secret
+from shared.core.config import get_settings
+from shared.core.db import session_scope
+from shared.core.errors import (
+    JobAlreadyFinished,
+    JobCanceled,
+    ModelNotFound,
+    NotFound,
+    ResultNotAvailable,
+    ValidationFailed,
+)
+from shared.jobs import states as js
+from shared.jobs.data import insert_job_data
+from shared.jobs.lifecycle import cancel_job
+from shared.models import FittedModel, Job, JobData, User
+from shared.tables.limits import check_classes, check_test_shape, check_train_shape
+from shared.tables.payloads import (
+    TARGET_COLUMN,
+    align_columns,
+    encode_table,
+    labels_from_json,
+    names_columns,
+    table_from_json,
+)
+from shared.tables.table_ingest import Target, ingest_upload
+from shared.upstream.account import delete_upstream_model, upstream_limits
+from shared.upstream.client import load_client
+from shared.webhooks.targets import check_target
+
+CLASSIFIER_OUTPUTS = ("labels", "probabilities")
+REGRESSOR_OUTPUTS = ("mean", "median", "quantiles")
+DEFAULT_QUANTILES = [0.1, 0.5, 0.9]
+
+
+def _check_options(task: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate TabPFN estimator options against the client's own config models."""
+    models = load_client().api_models
+    config = (
+        models.ClassifierTabPFNConfig if task == js.CLASSIFICATION else models.RegressorTabPFNConfig
+    )
+    unknown = sorted(set(options) - set(config.model_fields))
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown option(s) {unknown} for {task}; known: {sorted(config.model_fields)}."
+        )
+    try:
+        config.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValidationFailed(
+            f"options.{'.'.join(map(str, first['loc']))}: {first['msg']}."
+        ) from exc
+    return options
+
+
+def _check_output(task: str, output: str | None, quantiles: Sequence[float] | None) -> dict:
+    allowed = CLASSIFIER_OUTPUTS if task == js.CLASSIFICATION else REGRESSOR_OUTPUTS
+    output = output or allowed[0]
+    if output not in allowed:
+        raise ValidationFailed(
+            f"output {output!r} is not available for {task}; use one of {allowed}."
+        )
+    if output != "quantiles":
+        return {"output": output}
+    quantiles = list(quantiles or DEFAULT_QUANTILES)
+    if not quantiles or any(not 0 < q < 1 for q in quantiles):
+        raise ValidationFailed("quantiles must be numbers strictly between 0 and 1.")
+    return {"output": output, "quantiles": quantiles}
+
+
+def _check_task(task: str) -> None:
+    if task not in (js.CLASSIFICATION, js.REGRESSION):
+        raise ValidationFailed(f"task must be 'classification' or 'regression', not {task!r}.")
+
+
+@dataclass(frozen=True)
+class JsonTable:
+    """A table sent as JSON: rows, records or columns; a train set's targets in `y`."""
+
+    X: Any
+    columns: Sequence[str] | None = None
+    y: Sequence[Any] | None = None
+
+
+@dataclass(frozen=True)
+class FileTable:
+    """An uploaded CSV or Parquet file, read where it was spooled; a train set names its target."""
+
+    file: BinaryIO
+    filename: str | None
+    field: str
+    target: str | None = None
+
+
+TableInput = JsonTable | FileTable
+
+
+def _train_parquet(task: str, data: TableInput) -> tuple[BinaryIO, list[str]]:
+    """The train set as stored (Parquet, target last) and its feature columns."""
+    if isinstance(data, FileTable):
+        stored = ingest_upload(
+            data.file,
+            data.filename,
+            name=data.field,
+            target=Target(column=data.target or "", task=task),
+        )
+        return stored.file, stored.columns
+    table = table_from_json(data.X, data.columns, name="train")
+    labels = labels_from_json(data.y or [], task=task, n_rows=len(table))
+    limit = upstream_limits()
+    check_train_shape(limit, *table.shape)
+    if task == js.CLASSIFICATION:
+        check_classes(limit, labels.nunique())
+    columns = list(table.columns)
+    table[TARGET_COLUMN] = labels
+    # Encoded at once: the DataFrame is freed before the row is written.
+    return encode_table(table), columns
+
+
+def _test_parquet(data: TableInput, model_columns: list[str]) -> BinaryIO:
+    if isinstance(data, FileTable):
+        stored = ingest_upload(
+            data.file, data.filename, name=data.field, model_columns=model_columns
+        )
+        return stored.file
+    table = table_from_json(data.X, data.columns, name="test")
+    check_test_shape(upstream_limits(), table.shape[1])
+    named = names_columns(data.X, data.columns)
+    return encode_table(align_columns(table, model_columns, named=named))
+
+
+def _check_callback(callback_url: str | None) -> None:
+    if callback_url is not None:
+        check_target(callback_url, allow_private=get_settings().webhook_allow_private_targets)
+
+
+def _new_job(
+    *,
+    session: Session,
+    user: User,
+    type_: str,
+    task: str,
+    params: dict,
+    callback_url: str | None,
+    model_id: uuid.UUID | None,
+    train_parquet: BinaryIO | None,
+    test_parquet: BinaryIO | None,
+) -> Job:
+    job = Job(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        type=type_,
+        status=js.QUEUED,
+        task=task,
+        params=params,
+        callback_url=callback_url,
+        model_id=model_id,
+        attempts=0,
+    )
+    session.add(job)
+    session.flush()
+    try:
+        insert_job_data(session=session, job_id=job.id, train=train_parquet, test=test_parquet)
+    finally:
+        for file in (train_parquet, test_parquet):
+            if file is not None:
+                file.close()
+    return job
+
+
+def create_fit_job(
+    *,
+    session: Session,
+    user: User,
+    task: str,
+    train: TableInput,
+    options: dict[str, Any],
+    callback_url: str | None,
+) -> Job:
+    _check_task(task)
+    params = {"options": _check_options(task, options)}
+    _check_callback(callback_url)
+    train_parquet, _ = _train_parquet(task, train)
+    return _new_job(
+        session=session,
+        user=user,
+        type_=js.FIT,
+        task=task,
+        params=params,
+        callback_url=callback_url,
+        model_id=None,
+        train_parquet=train_parquet,
+        test_parquet=None,
+    )
+
+
+def create_predict_job(
+    *,
+    session: Session,
+    user: User,
+    model_id: uuid.UUID,
+    test: TableInput,
+    output: str | None,
+    quantiles: Sequence[float] | None,
+    callback_url: str | None,
+) -> Job:
+    model = get_model(session=session, user=user, model_id=model_id)
+    params = _check_output(model.task, output, quantiles)
+    _check_callback(callback_url)
+    test_parquet = _test_parquet(test, model.columns)
+    return _new_job(
+        session=session,
+        user=user,
+        type_=js.PREDICT,
+        task=model.task,
+        params=params,
+        callback_url=callback_url,
+        model_id=model.id,
+        train_parquet=None,
+        test_parquet=test_parquet,
+    )
+
+
+def create_fit_predict_job(
+    *,
+    session: Session,
+    user: User,
+    task: str,
+    train: TableInput,
+    test: TableInput,
+    options: dict[str, Any],
+    output: str | None,
+    quantiles: Sequence[float] | None,
+    callback_url: str | None,
+) -> Job:
+    _check_task(task)
+    params = {"options": _check_options(task, options), **_check_output(task, output, quantiles)}
+    _check_callback(callback_url)
+    train_parquet, train_columns = _train_parquet(task, train)
+    try:
+        test_parquet = _test_parquet(test, train_columns)
+    except BaseException:
+        train_parquet.close()
+        raise
+    return _new_job(
+        session=session,
+        user=user,
+        type_=js.FIT_PREDICT,
+        task=task,
+        params=params,
+        callback_url=callback_url,
+        model_id=None,
+        train_parquet=train_parquet,
+        test_parquet=test_parquet,
+    )
+
+
+def get_job(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
+    """The caller's job; another user's job is as absent as a missing one."""
+    job = session.get(Job, job_id)
+    if job is None or job.user_id != user.id:
+        raise NotFound(f"No job {job_id}.")
+    return job
+
+
+def list_jobs(
+    *,
+    session: Session,
+    user: User,
+    limit: int,
+    before: uuid.UUID | None,
+    status: str | None,
+    type_: str | None,
+) -> list[Job]:
+    """The caller's jobs, newest first; `before` is the last id of the previous page."""
+    query = select(Job).where(Job.user_id == user.id)
+    if status:
+        query = query.where(Job.status == status)
+    if type_:
+        query = query.where(Job.type == type_)
+    if before is not None:
+        anchor = get_job(session=session, user=user, job_id=before)
+        query = query.where(
+            (Job.created_at < anchor.created_at)
+            | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id))
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def cancel(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
+    job = get_job(session=session, user=user, job_id=job_id)
+    if not cancel_job(session=session, job_id=job.id):
+        raise JobAlreadyFinished(
+            f"Job {job_id} has already finished ({job.status}).", job_status=job.status
+        )
+    session.refresh(job)
+    return job
+
+
+def get_result_json(*, session: Session, user: User, job_id: uuid.UUID) -> str:
+    """A succeeded job's result as the JSON text Postgres holds.
+
+    Sent on as it is: parsing it into Python and serializing it again would
+    cost more than everything else a result request does, for large results
+    many times more.
+    """
+    found = session.execute(
+        select(Job.user_id, Job.status, cast(JobData.result, Text))
+        .outerjoin(JobData, JobData.job_id == Job.id)
+        .where(Job.id == job_id)
+    ).one_or_none()
+    if found is None or found.user_id != user.id:
+        raise NotFound(f"No job {job_id}.")
+    status, result = found.status, found[2]
+    if status != js.SUCCEEDED or result is None:
+        if status == js.SUCCEEDED:
+            raise NotFound(f"The result of job {job_id} has expired and was deleted.")
+        if status == js.CANCELED:
+            raise JobCanceled(f"Job {job_id} was canceled; it has no result.")
+        raise ResultNotAvailable(
+            f"Job {job_id} is {status}; its result is available once it has succeeded.",
+            job_status=status,
+        )
+    return result
+
+
+def get_model(*, session: Session, user: User, model_id: uuid.UUID) -> FittedModel:
+    model = session.get(FittedModel, model_id)
+    if model is None or model.user_id != user.id:
+        raise ModelNotFound(f"No model {model_id}.")
+    return model
+
+
+def delete_model(*, user: User, model_id: uuid.UUID) -> bool:
+    """Delete the model here and, best effort, in the user's TabPFN account.
+
+    Returns whether the upstream copy is gone too. Jobs that used the model keep
+    their results; predicting with it is `model_not_found` from now on.
+
+    The row goes first, in a transaction of its own that is over before the
+    upstream call: no pooled connection waits on TabPFN, and a model that is
+    gone upstream is never left behind here.
+    """
+    with session_scope() as session:
+        model = get_model(session=session, user=user, model_id=model_id)
+        upstream_model_id = model.upstream_model_id
+        session.delete(model)
+    return delete_upstream_model(decrypt_secret(user.tabpfn_token_encrypted), upstream_model_id)
+
+
+def list_models(*, session: Session, user: User) -> list[FittedModel]:
+    query = (
+        select(FittedModel)
+        .where(FittedModel.user_id == user.id)
+        .order_by(FittedModel.created_at.desc())
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,1 @@
+"""Tables: the payload codec, uploaded files, ingest, size and number limits."""

@@ -1,0 +1,269 @@
+"""Uploaded tables checked and re-encoded batch by batch, in memory independent of file size.
+
+An upload becomes the zstd Parquet file that is stored for the job, the
+same table a JSON body of the same data becomes (shared/tables/payloads.py):
+feature columns as float64 numbers or text, a train set's target last.
+
+1. Limits before decoding: a Parquet file's rows and columns come from its
+   metadata, so a 1 MiB file of 30 million zeros is refused before one page
+   is decompressed; a CSV file's rows are counted as the first pass reads it.
+2. The plan: each column's kind (upload_sources.py).
+3. The write: each batch converted, checked (numbers in float32's range,
+   targets present, classes, the decoded-bytes budget) and appended to a
+   spooled Parquet file. What must hold for the whole column (the kind, a
+   missing target, the number of classes) is carried from batch to batch.
+
+Peak memory is a batch of the reader plus a row group of the writer; the
+file itself stays where it was spooled. Any refusal closes the output, so
+nothing is stored.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from shared.core.errors import ValidationFailed
+from shared.jobs import states as js
+from shared.tables.limits import (
+    check_classes,
+    check_decoded_bytes,
+    check_test_shape,
+    check_train_shape,
+)
+from shared.tables.number_range import check_numbers, out_of_range
+from shared.tables.payloads import TARGET_COLUMN, check_column_names
+from shared.tables.table_files import PARQUET, detect_format
+from shared.tables.upload_sources import (
+    BOOLEAN,
+    DATE,
+    EMPTY,
+    INTEGER,
+    NUMBER,
+    NUMERIC_KINDS,
+    TEXT,
+    TIME,
+    TIMESTAMP,
+    Column,
+    CsvSource,
+    ParquetSource,
+    iso_text,
+)
+from shared.upstream.account import upstream_limits
+
+# Bytes a stored cell takes at least once decoded (a float64, or a text cell's
+# offset and data): the budget check a Parquet file's metadata allows.
+_MIN_CELL_BYTES = 8
+# An encoded upload larger than this waits for storage on disk, not in memory.
+SPOOL_BYTES = 4 * 2**20
+_LABEL_TYPES = {INTEGER: pa.int64(), NUMBER: pa.float64(), BOOLEAN: pa.bool_(), TEXT: pa.string()}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A train set's target: its column in the file and the task it is for."""
+
+    column: str
+    task: str
+
+
+@dataclass
+class StoredTable:
+    """The upload as stored: zstd Parquet (rewound; the caller closes it), feature columns, rows."""
+
+    file: BinaryIO
+    columns: list[str]
+    n_rows: int
+
+
+def _listed(names: list[str]) -> str:
+    return str(names if len(names) <= 30 else [*names[:30], "…"])
+
+
+def _features(names: list[str], target: Target | None, model_columns: list[str] | None, name: str):
+    """The feature columns to store, in the order to store them."""
+    if target is not None and target.column not in names:
+        raise ValidationFailed(
+            f"{name} has no column {target.column!r} to use as the target; "
+            f"its columns are {_listed(names)}.",
+            columns=names,
+        )
+    features = [n for n in names if target is None or n != target.column]
+    if not features:
+        raise ValidationFailed(f"{name} has no columns.")
+    if model_columns is None:
+        return features
+    missing = [c for c in model_columns if c not in features]
+    extra = [c for c in features if c not in model_columns]
+    if missing or extra:
+        raise ValidationFailed(
+            f"{name}'s columns do not match the model's: "
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}."
+        )
+    return list(model_columns)
+
+
+def _refuse_kind(column: Column, where: str) -> None:
+    if column.kind is None:
+        raise ValidationFailed(
+            f"{where} has type {column.arrow_type}; "
+            "cells must be numbers, strings, booleans, dates or null."
+        )
+
+
+def _feature(values: pa.Array, column: Column, where: str, offset: int) -> pa.Array:
+    """A batch of a feature column as stored: float64 numbers, or text."""
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    if column.kind in NUMERIC_KINDS:
+        numbers = pc.cast(values, pa.float64())
+        check_numbers(numbers.to_numpy(zero_copy_only=False), where, offset=offset)
+        return numbers
+    if column.kind == TIMESTAMP:
+        return iso_text(values, column.unit or "ns")
+    if column.kind == TIME:
+        return pa.array([None if v is None else str(v) for v in values.to_pylist()], pa.string())
+    return pc.cast(values, pa.string())  # text, or dates (ISO 8601)
+
+
+class _Labels:
+    """A target checked batch by batch: no missing value, numbers in range, the classes."""
+
+    def __init__(self, column: Column, target: Target, name: str, limit: Any) -> None:
+        self.task, self.where = target.task, f"{name} column {target.column!r}"
+        self.limit = limit
+        self.classes: set = set()
+        kind = column.kind
+        if kind is None or kind in (DATE, TIME, TIMESTAMP):
+            shown = column.arrow_type if kind is None else f"{kind} values"
+            raise ValidationFailed(f"{self.where} holds {shown}; use numbers or strings as labels.")
+        if self.task == js.REGRESSION and kind not in (INTEGER, NUMBER, EMPTY):
+            raise ValidationFailed(
+                f"{self.where} must hold finite numbers for regression, not {kind} values."
+            )
+        if self.task == js.REGRESSION or kind == EMPTY:
+            self.type = pa.float64()
+        else:
+            self.type = _LABEL_TYPES[kind]
+
+    def batch(self, values: pa.Array, offset: int) -> pa.Array:
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        missing = values.is_null(nan_is_null=True)
+        if pc.any(missing).as_py():
+            row = offset + pc.index(missing, True).as_py()
+            raise ValidationFailed(
+                f"{self.where}, row {row} is empty; every row needs a target.", row=row
+            )
+        try:
+            labels = pc.cast(values, self.type)
+        except (pa.ArrowInvalid, OverflowError) as exc:
+            raise ValidationFailed(f"{self.where} holds a label out of range.") from exc
+        if pa.types.is_floating(self.type):
+            numbers = labels.to_numpy(zero_copy_only=False)
+            if self.task == js.REGRESSION:
+                check_numbers(numbers, self.where, offset=offset)
+            elif np.isinf(numbers).any():  # classes are labels: only infinity is refused
+                index = int(np.argmax(np.isinf(numbers)))
+                raise out_of_range(self.where, offset + index, float(numbers[index]))
+        if self.task == js.CLASSIFICATION:
+            self.classes.update(pc.unique(labels).to_pylist())
+            check_classes(self.limit, len(self.classes), at_least=True)
+        return labels
+
+    def finish(self) -> None:
+        if self.task == js.CLASSIFICATION and len(self.classes) < 2:
+            raise ValidationFailed(
+                f"{self.where} has a single class; classification needs two or more."
+            )
+
+
+@contextmanager
+def _output() -> Iterator[BinaryIO]:
+    """A spooled temporary file, closed (so dropped) if anything is refused."""
+    # Closed by the caller once stored.
+    file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    try:
+        yield file
+    except BaseException:
+        file.close()
+        raise
+
+
+def ingest_upload(
+    file: BinaryIO,
+    filename: str | None,
+    *,
+    name: str,
+    target: Target | None = None,
+    model_columns: list[str] | None = None,
+) -> StoredTable:
+    """Check an uploaded CSV or Parquet file and encode it for storage, batch by batch.
+
+    `target`: a train set (the target column is stored last, as TARGET_COLUMN);
+    `model_columns`: a test set for a model fitted on these columns, matched by name.
+    """
+    fmt = detect_format(file, filename, name=name)
+    source = ParquetSource(file, name) if fmt == PARQUET else CsvSource(file, name)
+    names = check_column_names(source.names, name=name)
+    features = _features(names, target, model_columns, name)
+    width = len(features) + (target is not None)
+    limit = upstream_limits()
+
+    def count_rows(rows: int, *, at_least: bool = True) -> None:
+        if target is not None:
+            check_train_shape(limit, rows, len(features), at_least=at_least)
+        check_decoded_bytes(rows * width * _MIN_CELL_BYTES, at_least=at_least)
+
+    if target is None:
+        check_test_shape(limit, len(features))
+    # Parquet: from the metadata, before a page is read. CSV: counted in the first pass.
+    if source.declared_rows is not None:
+        count_rows(source.declared_rows, at_least=False)
+    plan = {
+        c.name: c
+        for c in source.plan(integers={target.column} if target else set(), count_rows=count_rows)
+    }
+    order = [plan[c] for c in features] + ([plan[target.column]] if target else [])
+    for column in order[: len(features)]:
+        _refuse_kind(column, f"{name}: column {column.name!r}")
+    labels = _Labels(plan[target.column], target, name, limit) if target else None
+
+    fields = [
+        pa.field(c.name, pa.float64() if c.kind in NUMERIC_KINDS else pa.string())
+        for c in order[: len(features)]
+    ]
+    if labels is not None:
+        fields.append(pa.field(TARGET_COLUMN, labels.type))
+    schema = pa.schema(fields)
+    rows = decoded = 0
+    with _output() as output:
+        with pq.ParquetWriter(output, schema, compression="zstd") as writer:
+            for batch in source.batches(order):
+                arrays = [
+                    _feature(batch.column(c.name), c, f"{name}: column {c.name!r}", rows)
+                    for c in order[: len(features)]
+                ]
+                if labels is not None:
+                    arrays.append(labels.batch(batch.column(target.column), rows))
+                stored = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                rows += batch.num_rows
+                decoded += stored.nbytes
+                check_decoded_bytes(decoded, at_least=True)
+                if target is not None:
+                    check_train_shape(limit, rows, len(features), at_least=True)
+                writer.write_batch(stored)
+        if rows == 0:
+            raise ValidationFailed(f"{name} has no rows.")
+        if labels is not None:
+            labels.finish()
+        output.seek(0)
+    return StoredTable(file=output, columns=features, n_rows=rows)

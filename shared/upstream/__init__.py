@@ -1,0 +1,1 @@
+"""The TabPFN upstream: the client, account calls, fit/predict, faults, pacing."""

@@ -1,0 +1,170 @@
+"""Fit and predict through `tabpfn-client`, with one user's token per call.
+
+`tabpfn-client` keeps one access token in process-global state. A worker runs
+jobs of many users, so it never sets that token: every call carries the job
+owner's token in `ClientOptions.headers`, and signed upload URLs (which the
+client PUTs without our headers) are credentials of their own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.core.config import get_settings
+from shared.jobs import states as js
+from shared.upstream import pacing
+from shared.upstream.account import upstream_limits
+from shared.upstream.client import load_client
+
+_SYSTEMS = ["preprocessing", "text"]  # what TabPFNClassifier/Regressor send by default
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    upstream_model_id: str
+    timings: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    values: Any
+    timings: dict[str, Any] | None
+    metadata: dict[str, Any]
+
+
+class TabPFNUpstream:
+    """One job's door to the upstream: its owner's token, its deadline, its token's budget."""
+
+    def __init__(
+        self, token: str, *, deadline_s: float | None = None, fingerprint: str = ""
+    ) -> None:
+        self._client = load_client()
+        timeout = get_settings().upstream_call_timeout_s
+        if deadline_s is not None:
+            # No call may outlive the job's deadline by much: the thread is then freed.
+            timeout = max(1.0, min(timeout, deadline_s))
+        self._deadline = time.monotonic() + (deadline_s if deadline_s is not None else timeout)
+        self._fingerprint = fingerprint
+        self._options = self._client.models.ClientOptions(
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def pace(self, calls: dict[str, int]) -> None:
+        """Reserve budget for calls beyond what the claim reserved, waiting for it if need be.
+
+        Rare (a refit, a test set split in chunks): the wait holds this job's slot,
+        which is cheaper than handing back a job that is half done.
+        """
+        if not self._fingerprint:
+            return
+        while (until := pacing.reserve(self._fingerprint, calls)) is not None:
+            wait = until.timestamp() - time.time()
+            if time.monotonic() + wait > self._deadline:
+                raise TimeoutError("no upstream budget before the job's deadline")
+            time.sleep(max(0.05, wait))
+
+    def _clean(self, X: pd.DataFrame) -> pd.DataFrame:
+        # The estimators clean text this way before upload; do as they do.
+        from tabpfn_client.estimator import _clean_text_features
+
+        return _clean_text_features(X)
+
+    def fit(self, *, task: str, X: pd.DataFrame, y: pd.Series, options: dict) -> FitOutcome:
+        models = self._client.api_models
+        if task == js.CLASSIFICATION:
+            config = models.ClassifierFitTaskConfig(
+                tabpfn_config=models.ClassifierTabPFNConfig(**options)
+            )
+        else:
+            config = models.RegressorFitTaskConfig(
+                tabpfn_config=models.RegressorTabPFNConfig(**options)
+            )
+        result = self._client.ServiceClient.fit_with_result(
+            self._clean(X),
+            y.to_numpy(),
+            task_config=config,
+            tabpfn_systems=_SYSTEMS,
+            client_options=self._options,
+        )
+        return FitOutcome(str(result.fitted_train_set_id), result.timings)
+
+    def predict(
+        self,
+        *,
+        task: str,
+        upstream_model_id: str,
+        X: pd.DataFrame,
+        output_type: str,
+        options: dict,
+        quantiles: list[float] | None = None,
+    ) -> Prediction:
+        models = self._client.api_models
+        if task == js.CLASSIFICATION:
+            config = models.ClassifierConfig(
+                tabpfn_config=models.ClassifierTabPFNConfig(**options),
+                predict_params=models.ClassifierPredictParams(output_type=output_type),
+            )
+        else:
+            config = models.RegressorConfig(
+                tabpfn_config=models.RegressorTabPFNConfig(**options),
+                predict_params=models.RegressorPredictParams(
+                    output_type=output_type, quantiles=quantiles
+                ),
+            )
+        parts = []
+        for index, chunk in enumerate(_chunks(X)):
+            if index > 0:  # the claim reserved the first chunk's calls
+                self.pace(pacing.calls_for(js.PREDICT))
+            parts.append(
+                self._client.ServiceClient.predict(
+                    upstream_model_id,
+                    self._clean(chunk),
+                    task_config=config,
+                    client_options=self._options,
+                )
+            )
+        # Quantile output is one row of values per quantile: join chunks along rows.
+        axis = 1 if output_type == "quantiles" else 0
+        values = np.concatenate([np.asarray(p.y_pred) for p in parts], axis=axis)
+        return Prediction(values, _sum_timings([p.timings for p in parts]), parts[-1].metadata)
+
+
+def _chunks(X: pd.DataFrame) -> list[pd.DataFrame]:
+    """Split a test set into pieces within the upstream's per-request limits."""
+    limit = upstream_limits()
+    if limit is None:
+        return [X]
+    rows = max(1, min(limit.test_set_max_rows, limit.test_set_max_cells // max(1, X.shape[1])))
+    return [X.iloc[start : start + rows] for start in range(0, len(X), rows)] or [X]
+
+
+def _sum_timings(timings: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    known = [t for t in timings if t]
+    if not known:
+        return None
+    total: dict[str, Any] = {}
+    for timing in known:
+        for key, value in timing.items():
+            if isinstance(value, int | float):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def as_list(values: Any) -> list:
+    """Predictions as plain JSON-ready lists; NaN (not valid JSON) becomes null."""
+    return _nan_to_none(np.asarray(values).tolist())
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

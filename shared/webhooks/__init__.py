@@ -1,0 +1,1 @@
+"""Webhooks: job events, delivery records, target checks."""

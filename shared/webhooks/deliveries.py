@@ -1,0 +1,88 @@
+"""Statements on webhook deliveries that the worker makes while it sends them.
+
+Recording events and redelivery (the API's side) are in shared.webhooks.events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.models import Job, User, WebhookAttempt, WebhookDelivery
+from shared.webhooks.events import PENDING
+
+
+def claim_delivery(
+    *, session: Session, delivery_id: uuid.UUID, lease: timedelta
+) -> WebhookDelivery | None:
+    """Take a due delivery; the lease keeps a duplicate message from sending it twice."""
+    return session.scalars(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == PENDING,
+            or_(
+                WebhookDelivery.next_attempt_at.is_(None),
+                WebhookDelivery.next_attempt_at <= func.now(),
+            ),
+        )
+        .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=func.now() + lease)
+        .returning(WebhookDelivery)
+    ).one_or_none()
+
+
+def secret_of_job_owner(*, session: Session, job_id: uuid.UUID) -> str | None:
+    """The encrypted webhook secret of the job's owner."""
+    return session.scalar(
+        select(User.webhook_secret_encrypted)
+        .join(Job, Job.user_id == User.id)
+        .where(Job.id == job_id)
+    )
+
+
+def record_attempt(
+    *,
+    session: Session,
+    delivery_id: uuid.UUID,
+    status_code: int | None,
+    latency_ms: int,
+    error: str | None,
+    outcome: str,
+    next_attempt_at: datetime | None,
+) -> None:
+    """Log one attempt and move the delivery on: pending until `next_attempt_at`, or done."""
+    session.add(
+        WebhookAttempt(
+            delivery_id=delivery_id,
+            status_code=status_code,
+            latency_ms=latency_ms,
+            error=error,
+        )
+    )
+    values: dict = {"status": outcome, "next_attempt_at": next_attempt_at}
+    if outcome != PENDING:
+        values["completed_at"] = func.now()
+        values["next_attempt_at"] = None
+    session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
+    )
+
+
+def overdue_deliveries(*, session: Session, overdue_s: float) -> list[uuid.UUID]:
+    """Pending deliveries due for at least `overdue_s`: their own message was lost."""
+    overdue = func.now() - timedelta(seconds=overdue_s)
+    return list(
+        session.scalars(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.created_at <= overdue,
+                or_(
+                    WebhookDelivery.next_attempt_at.is_(None),
+                    WebhookDelivery.next_attempt_at <= overdue,
+                ),
+            )
+        ).all()
+    )

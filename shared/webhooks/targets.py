@@ -1,0 +1,77 @@
+"""Where webhooks may go: public http(s) addresses only (SSRF protection).
+
+A callback URL must not make our workers probe the network they run in. The
+host is resolved and every address checked, at submit and again at delivery
+(DNS may change in between); the delivery then connects to an address that
+was checked, so a second, different DNS answer cannot slip through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from shared.core.errors import CallbackUrlForbidden, CallbackUrlUnresolvable
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+# The names this module's callers know; the codes live in shared.core.errors.
+TargetRefused = CallbackUrlForbidden
+TargetUnresolvable = CallbackUrlUnresolvable
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str
+    addresses: list[str]
+
+
+def refusal_reason(address: str) -> str | None:
+    """Why an address is not a public one, or None when it is."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    for reason, hit in (
+        ("loopback", ip.is_loopback),
+        ("unspecified", ip.is_unspecified),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("carrier-grade NAT", ip in _CGNAT if ip.version == 4 else False),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+        ("not globally routable", not ip.is_global),
+    ):
+        if hit:
+            return reason
+    return None
+
+
+def check_target(url: str, *, allow_private: bool) -> Target:
+    """Resolve the URL's host and refuse it unless every address is public."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused("callback_url must be an http(s) URL with a host.")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TargetUnresolvable(f"callback_url host {parts.hostname!r} does not resolve.") from exc
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not allow_private:
+        for address in addresses:
+            reason = refusal_reason(address)
+            if reason:
+                raise TargetRefused(
+                    f"callback_url host {parts.hostname!r} resolves to {address} ({reason}); "
+                    "webhooks go to public addresses only."
+                )
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    return Target(parts.scheme, parts.hostname, port, path, addresses)
