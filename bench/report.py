@@ -8,6 +8,7 @@ import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.report_api import render_api
 from bench.report_fleet import render_fleet
 
 LATENCY_TARGET = 1.10  # service ≤ 1.10 × direct
@@ -99,7 +100,8 @@ def render(facts: dict, results: dict) -> str:
     add(
         f"- Service: `tabpfn-api api` (one uvicorn process), `tabpfn-api worker "
         f"--concurrency {settings.worker_concurrency}` (Celery threads pool) for sections "
-        "1-4; sections 5-9 start their own nodes. `MAX_RUNNING_PER_USER=1000` and the "
+        "1-4; sections 5-9 start their own nodes, sections 10-11 stacks of their own. "
+        "`MAX_RUNNING_PER_USER=1000` and the "
         "per-token pacing raised out of the way (`UPSTREAM_*_PER_MINUTE`, "
         "`UPSTREAM_*_PER_HOUR`) except in section 9, `RATE_LIMIT_PER_MINUTE=0`, "
         "`API_KEY_CACHE_S=60` (a second API process with "
@@ -155,6 +157,7 @@ def render(facts: dict, results: dict) -> str:
         add("")
     _profiles(add, results.get("profiles", {}))
     render_fleet(add, results)
+    render_api(add, results)
     analysis = Path(__file__).with_name("ANALYSIS.md")
     if analysis.exists():
         add(analysis.read_text().rstrip())
@@ -168,7 +171,8 @@ def render(facts: dict, results: dict) -> str:
         "Options: `python -m bench --help` (emulator latency, worker concurrency, "
         "clients, repetitions, rows of the large case; "
         "`--quick` for a smoke run; `--only latency,throughput` (or `inflight`, "
-        "`coldstart`, `scaleout`, `claim`, `fairness`) runs some sections and "
+        "`coldstart`, `scaleout`, `claim`, `fairness`, `submitload`, `uploads`) runs some "
+        "sections and "
         "prints their figures as JSON, leaving this file alone; "
         "`--render DIR/results.json` rewrites this file from a "
         "kept run, e.g. after editing `bench/ANALYSIS.md`, the hand-written analysis "
