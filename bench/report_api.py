@@ -11,6 +11,7 @@ SUBMIT_P99_TARGET_MS = 100.0
 # Half of the ~49 ms of API CPU per fit-predict job that issue 15 measured.
 API_CPU_TARGET_MS = 49.0 / 2
 UPLOAD_BUDGET_MIB = 64.0  # docs/uploads.md: peak growth per upload, whatever the size
+FORMATS = {"csv": "CSV", "parquet": "Parquet"}
 
 
 def _met(ok: bool) -> str:
@@ -101,7 +102,7 @@ def _uploads(add, r: dict) -> None:
     add("|---|---|---|---|---|---|---|")
     for case in r["cases"]:
         add(
-            f"| {case['format'].upper()} {case['mib']:.0f} MiB | {case['rows']:,} "
+            f"| {FORMATS[case['format']]} {case['mib']:.0f} MiB | {case['rows']:,} "
             f"| {case['status']} | +{case['api_growth_mib']:.0f} MiB | {case['api_cpu_s']:.1f} s "
             f"| {case['seconds']:.1f} s | {case['mib'] / case['seconds']:.0f} |"
         )
