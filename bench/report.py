@@ -133,11 +133,13 @@ def render(facts: dict, results: dict) -> str:
         + (" — those jobs waited ≥ 30 s and weigh on the figures below." if resent else ".")
     )
     foreign = results.get("foreign_cpu_s", 0.0)
+    # Measured over the shared stack's sections only (1-9): 10-11 run on stacks of their own.
+    measured_s = results.get("shared_stack_s", results.get("wall_s", 1))
     add(
         f"- Whole run: {results.get('wall_s', 0):.0f} s; 1-minute load average before it "
         f"started: {facts['load_before']:.2f}. Other work on the machine used "
-        f"**{foreign:.0f} CPU-seconds** while the benchmarks ran "
-        f"({foreign / max(results.get('wall_s', 1), 1):.2f} of the {facts['cores']} cores on "
+        f"**{foreign:.0f} CPU-seconds** while sections 1-9 ran "
+        f"({foreign / max(measured_s, 1):.2f} of the {facts['cores']} cores on "
         "average); anything above a few percent of a core skews every figure below."
     )
     add("")
