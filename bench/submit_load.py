@@ -98,7 +98,6 @@ def run(
         beat = _start("beat", ["beat"], env, scratch)
         stack.callback(_stop, beat)
 
-        # A long timeout: the first setup of a cold process takes seconds (issue 16).
         user = ServiceUser.register(f"http://127.0.0.1:{api_port}", SERVICE_TOKEN)
         # Warm up the worker and, most likely, every API process (the kernel picks
         # which one accepts a connection; each client thread has its own).
