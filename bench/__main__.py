@@ -3,6 +3,7 @@
 python -m bench                 # the whole run (make bench)
 python -m bench --quick         # fewer repetitions, no large-data case: a smoke run
 python -m bench --only latency  # some sections only; prints their figures, keeps the docs
+python -m bench --only submitload,uploads --quick  # issue 15's sections, each on its own stack
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from bench.memory import (
     reset_peak_memory,
 )
 from bench.report import machine_facts, render
-from bench.sections import FLEET_SECTIONS, fleet_sections
+from bench.sections import (
+    FLEET_SECTIONS,
+    STANDALONE_SECTIONS,
+    fleet_sections,
+    standalone_sections,
+)
 from bench.service import ServiceUser, upload_fields
 from bench.stack import DIRECT_TOKEN, SERVICE_TOKEN, BenchStack, Settings, start_stack
 
@@ -460,7 +466,77 @@ def bench_large(user: ServiceUser, stack: BenchStack, direct: DirectProcess, row
     return {"shape": shape, "cases": cases, "sizes": cases_sizes, "upload": upload}
 
 
-SECTIONS = ("latency", "throughput", "submit", "auth", "profiles", "large", *FLEET_SECTIONS)
+SECTIONS = (
+    "latency",
+    "throughput",
+    "submit",
+    "auth",
+    "profiles",
+    "large",
+    *FLEET_SECTIONS,
+    *STANDALONE_SECTIONS,
+)
+
+
+def run_on_stack(
+    args: argparse.Namespace,
+    settings: Settings,
+    names: list[str],
+    facts: dict,
+    results: dict,
+    raw_dir: Path,
+) -> None:
+    """The sections that share one stack (bench/stack.py), after its warm-up, into `results`."""
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-bench-") as scratch:
+        scratch_dir = Path(scratch)
+        log("starting PostgreSQL/Redis, a fresh database, the emulator, two APIs, the workers")
+        running = start_stack(stack, scratch_dir, settings)
+        running.logs_dir = raw_dir
+        facts["services"] = running.services_origin
+        facts.update(service_versions(running))
+        try:
+            user = ServiceUser.register(running.api_url, SERVICE_TOKEN)
+            direct = DirectProcess(running.emulator_url, running.env, stack)
+            busy_at_start = machine_busy_seconds()
+            ours_at_start = our_cpu(running, direct)
+            started = time.perf_counter()
+            results["warm_up"] = warm_up(user, direct, args.worker_concurrency)
+            sections = {
+                "latency": lambda: bench_latency(user, direct, args.reps, running),
+                "throughput": lambda: bench_throughput(
+                    user, running, direct, args.jobs, args.clients, args.rounds
+                ),
+                "submit": lambda: bench_submit(
+                    user,
+                    args.clients,
+                    idle_n=10 if args.quick else 30,
+                    busy_n=30 if args.quick else 100,
+                ),
+                "auth": lambda: bench_auth(
+                    user, running, threads=4, duration_s=2 if args.quick else 5
+                ),
+                "profiles": lambda: bench_profiles(
+                    user, running, direct, raw_dir, args.reps, args.jobs, args.clients
+                ),
+                "large": lambda: bench_large(user, running, direct, args.large_rows),
+            }
+            # Issues 13/14: worker nodes, claim at scale, fairness (bench/sections.py).
+            sections |= fleet_sections(
+                running,
+                lambda token: DirectProcess(running.emulator_url, running.env, stack, token),
+                quick=args.quick,
+            )
+            for name in names:
+                if name != "large" or args.large_rows:
+                    results[name] = sections[name]()
+            results["resent_messages"] = running.resent_messages()
+            results["foreign_cpu_s"] = foreign_cpu(running, direct, busy_at_start, ours_at_start)
+            results["shared_stack_s"] = time.perf_counter() - started
+        except BaseException:
+            for process in running.processes.values():
+                (raw_dir / f"{process.name}.log").write_text(process.log())
+            print(f"bench failed; the processes' logs are in {raw_dir}", file=sys.stderr)
+            raise
 
 
 def main() -> None:
@@ -479,7 +555,8 @@ def main() -> None:
         type=lambda text: [s.strip() for s in text.split(",") if s.strip()],
         metavar="SECTIONS",
         help=f"comma-separated sections from {', '.join(SECTIONS)}: run these (after the "
-        "warm-up), print their figures as JSON and leave the output file alone",
+        "shared stack's warm-up; submitload and uploads start stacks of their own), print "
+        "their figures as JSON and leave the output file alone",
     )
     parser.add_argument(
         "--render",
@@ -514,54 +591,15 @@ def main() -> None:
     # Kept after the run: the numbers as JSON and py-spy's collapsed stacks.
     raw_dir = Path(tempfile.mkdtemp(prefix="tabpfn-bench-raw-"))
     results: dict = {"args": vars(args) | {"output": str(args.output)}, "settings": settings}
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-bench-") as scratch:
-        scratch_dir = Path(scratch)
-        log("starting PostgreSQL/Redis, a fresh database, the emulator, two APIs, the workers")
-        running = start_stack(stack, scratch_dir, settings)
-        running.logs_dir = raw_dir
-        facts["services"] = running.services_origin
-        facts.update(service_versions(running))
-        try:
-            user = ServiceUser.register(running.api_url, SERVICE_TOKEN)
-            direct = DirectProcess(running.emulator_url, running.env, stack)
-            busy_at_start = machine_busy_seconds()
-            ours_at_start = our_cpu(running, direct)
-            results["warm_up"] = warm_up(user, direct, args.worker_concurrency)
-            sections = {
-                "latency": lambda: bench_latency(user, direct, args.reps, running),
-                "throughput": lambda: bench_throughput(
-                    user, running, direct, args.jobs, args.clients, args.rounds
-                ),
-                "submit": lambda: bench_submit(
-                    user,
-                    args.clients,
-                    idle_n=10 if args.quick else 30,
-                    busy_n=30 if args.quick else 100,
-                ),
-                "auth": lambda: bench_auth(
-                    user, running, threads=4, duration_s=2 if args.quick else 5
-                ),
-                "profiles": lambda: bench_profiles(
-                    user, running, direct, raw_dir, args.reps, args.jobs, args.clients
-                ),
-                "large": lambda: bench_large(user, running, direct, args.large_rows),
-            }
-            # Issues 13/14: worker nodes, claim at scale, fairness (bench/sections.py).
-            sections |= fleet_sections(
-                running,
-                lambda token: DirectProcess(running.emulator_url, running.env, stack, token),
-                quick=args.quick,
-            )
-            for name in args.only or SECTIONS:
-                if name != "large" or args.large_rows:
-                    results[name] = sections[name]()
-            results["resent_messages"] = running.resent_messages()
-            results["foreign_cpu_s"] = foreign_cpu(running, direct, busy_at_start, ours_at_start)
-        except BaseException:
-            for process in running.processes.values():
-                (raw_dir / f"{process.name}.log").write_text(process.log())
-            print(f"bench failed; the processes' logs are in {raw_dir}", file=sys.stderr)
-            raise
+    names = args.only or SECTIONS
+    on_stack = [name for name in names if name not in STANDALONE_SECTIONS]
+    if on_stack:
+        run_on_stack(args, settings, on_stack, facts, results, raw_dir)
+    # After the shared stack is gone: these start their own, and measure the API alone.
+    standalone = standalone_sections(quick=args.quick, latency_s=args.latency)
+    for name in names:
+        if name in STANDALONE_SECTIONS:
+            results[name] = standalone[name]()
     results["wall_s"] = time.perf_counter() - started
     saved = results | {"settings": dataclasses.asdict(settings), "facts": facts}
     (raw_dir / "results.json").write_text(json.dumps(saved, indent=2, default=str))

@@ -8,6 +8,7 @@ import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.report_api import render_api
 from bench.report_fleet import render_fleet
 
 LATENCY_TARGET = 1.10  # service ≤ 1.10 × direct
@@ -99,7 +100,8 @@ def render(facts: dict, results: dict) -> str:
     add(
         f"- Service: `tabpfn-api api` (one uvicorn process), `tabpfn-api worker "
         f"--concurrency {settings.worker_concurrency}` (Celery threads pool) for sections "
-        "1-4; sections 5-9 start their own nodes. `MAX_RUNNING_PER_USER=1000` and the "
+        "1-4; sections 5-9 start their own nodes, sections 10-11 stacks of their own. "
+        "`MAX_RUNNING_PER_USER=1000` and the "
         "per-token pacing raised out of the way (`UPSTREAM_*_PER_MINUTE`, "
         "`UPSTREAM_*_PER_HOUR`) except in section 9, `RATE_LIMIT_PER_MINUTE=0`, "
         "`API_KEY_CACHE_S=60` (a second API process with "
@@ -131,11 +133,13 @@ def render(facts: dict, results: dict) -> str:
         + (" — those jobs waited ≥ 30 s and weigh on the figures below." if resent else ".")
     )
     foreign = results.get("foreign_cpu_s", 0.0)
+    # Measured over the shared stack's sections only (1-9): 10-11 run on stacks of their own.
+    measured_s = results.get("shared_stack_s", results.get("wall_s", 1))
     add(
         f"- Whole run: {results.get('wall_s', 0):.0f} s; 1-minute load average before it "
         f"started: {facts['load_before']:.2f}. Other work on the machine used "
-        f"**{foreign:.0f} CPU-seconds** while the benchmarks ran "
-        f"({foreign / max(results.get('wall_s', 1), 1):.2f} of the {facts['cores']} cores on "
+        f"**{foreign:.0f} CPU-seconds** while sections 1-9 ran "
+        f"({foreign / max(measured_s, 1):.2f} of the {facts['cores']} cores on "
         "average); anything above a few percent of a core skews every figure below."
     )
     add("")
@@ -155,6 +159,7 @@ def render(facts: dict, results: dict) -> str:
         add("")
     _profiles(add, results.get("profiles", {}))
     render_fleet(add, results)
+    render_api(add, results)
     analysis = Path(__file__).with_name("ANALYSIS.md")
     if analysis.exists():
         add(analysis.read_text().rstrip())
@@ -168,7 +173,8 @@ def render(facts: dict, results: dict) -> str:
         "Options: `python -m bench --help` (emulator latency, worker concurrency, "
         "clients, repetitions, rows of the large case; "
         "`--quick` for a smoke run; `--only latency,throughput` (or `inflight`, "
-        "`coldstart`, `scaleout`, `claim`, `fairness`) runs some sections and "
+        "`coldstart`, `scaleout`, `claim`, `fairness`, `submitload`, `uploads`) runs some "
+        "sections and "
         "prints their figures as JSON, leaving this file alone; "
         "`--render DIR/results.json` rewrites this file from a "
         "kept run, e.g. after editing `bench/ANALYSIS.md`, the hand-written analysis "

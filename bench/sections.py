@@ -1,4 +1,4 @@
-"""The sections of issues 13 and 14, by name, with their sizes (full run and --quick).
+"""The sections of issues 13, 14 and 15, by name, with their sizes (full run and --quick).
 
 Kept apart from bench/__main__.py so the earlier sections and these can change
 independently; `python -m bench --only inflight --quick` runs one of them.
@@ -10,10 +10,15 @@ from collections.abc import Callable
 
 from bench.claim import bench_claim
 from bench.fairness import bench_fairness
-from bench.fleet import Context, bench_coldstart, bench_inflight, bench_scaleout
+from bench.fleet import Context, bench_coldstart, bench_inflight, bench_scaleout, log
 from bench.stack import BenchStack
+from bench.submit_load import run as run_submit_load
+from bench.uploads import run as run_uploads
 
 FLEET_SECTIONS = ("inflight", "coldstart", "scaleout", "claim", "fairness")
+# Issue 15's sections start stacks of their own (bench/submit_load.py,
+# bench/uploads.py), so they run after the shared stack is gone.
+STANDALONE_SECTIONS = ("submitload", "uploads")
 
 
 def fleet_sections(
@@ -40,3 +45,28 @@ def fleet_sections(
         ),
         "fairness": lambda: bench_fairness(ctx),
     }
+
+
+def standalone_sections(*, quick: bool, latency_s: float) -> dict[str, Callable[[], dict]]:
+    return {
+        "submitload": lambda: bench_submitload(
+            seconds=15 if quick else 60, clients=8, latency_s=latency_s
+        ),
+        "uploads": lambda: bench_uploads(sizes_mib=[10] if quick else [10, 100, 500]),
+    }
+
+
+def bench_submitload(*, seconds: float, clients: int, latency_s: float) -> dict:
+    """Submit, long-poll and result under load, with API_PROCESSES=1 and then 2."""
+    runs = {}
+    for processes in (1, 2):
+        log(f"submitload: {clients} clients for {seconds:.0f} s, API_PROCESSES={processes}")
+        runs[str(processes)] = run_submit_load(
+            api_processes=processes, clients=clients, seconds=seconds, latency=latency_s
+        )
+    return {"clients": clients, "seconds": seconds, "latency_s": latency_s, "runs": runs}
+
+
+def bench_uploads(*, sizes_mib: list[int]) -> dict:
+    log(f"uploads: CSV and Parquet files of {sizes_mib} MiB")
+    return {"sizes_mib": sizes_mib, "cases": run_uploads(sizes_mib)}

@@ -1,14 +1,18 @@
 """Submit under load: POST /jobs/fit-predict, GET ?wait= and GET /result with 8 clients.
 
-python -m bench.submit_load                     # one API process, 60 s of load
-python -m bench.submit_load --api-processes 2   # two, each client on one of them
+python -m bench.submit_load                     # API_PROCESSES=1, 60 s of load
+python -m bench.submit_load --api-processes 2   # API_PROCESSES=2: two on one port
 python -m bench.submit_load --profile DIR       # and py-spy's stacks of the API(s)
+python -m bench --only submitload               # both, as a section of `make bench`
 
-A stack of its own: a fresh database, the emulator, the API process(es), one
-worker (threads as in production) and beat. Each client loops over new small
-tables (500 × 10, 100 test rows, probabilities): submit, long-poll, result.
-Reported: per-request wall time p50/p99 of each step, and the API's CPU per
-job (its /proc CPU time over the run, divided by the jobs it served).
+A stack of its own: a fresh database, the emulator (EMULATOR_MODEL=trivial,
+as in the rest of the bench), one `tabpfn-api api` with API_PROCESSES set,
+one worker (threads as in production) and beat. Each client loops over new
+small tables (500 × 10, 100 test rows, probabilities): submit, long-poll,
+result. Reported: per-request wall time p50/p99 of each step (the long-poll
+from the job's end to its answer), the API's CPU per job (its /proc CPU time
+over the run, uvicorn's supervisor and its serving processes summed, divided
+by the jobs it served) and the emulator's (GET /_emulator/stats).
 """
 
 from __future__ import annotations
@@ -27,12 +31,19 @@ import httpx
 import numpy as np
 
 from bench import data, profiling
-from bench.memory import cpu_seconds
+from bench.memory import children, cpu_seconds
 from bench.service import ServiceUser
 from bench.stack import SECRET_KEY, SERVICE_TOKEN, STOP_TIMEOUT_S, start_in
 from cli.ports import free_port
 from cli.supervisor import wait_for_http
-from cli.throwaway import base_env, create_database, drop_database, find_services, migrate
+from cli.throwaway import (
+    UNPACED,
+    base_env,
+    create_database,
+    drop_database,
+    find_services,
+    migrate,
+)
 
 SMALL = {"rows": 500, "features": 10, "test_rows": 100}
 
@@ -49,35 +60,45 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(args: argparse.Namespace) -> dict:
+def _tree_cpu_seconds(pid: int) -> float:
+    """With API_PROCESSES > 1 the serving processes are children of uvicorn's supervisor."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children(pid))
+
+
+def run(
+    *, api_processes: int, clients: int, seconds: float, latency: float, profile: Path | None = None
+) -> dict:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-bench-load-") as tmp:
         scratch = Path(tmp)
         services = find_services(stack, scratch / "services")
         database_url = create_database(services.admin_database_url)
         stack.callback(drop_database, services.admin_database_url, database_url)
         migrate(database_url)
-        emulator_port = free_port()
-        api_ports = [free_port() for _ in range(args.api_processes)]
+        emulator_port, api_port = free_port(), free_port()
+        emulator_url = f"http://127.0.0.1:{emulator_port}"
         env = base_env(
             DATABASE_URL=database_url,
             REDIS_URL=services.redis_url,
             SECRET_KEY=SECRET_KEY,
-            TABPFN_API_URL=f"http://127.0.0.1:{emulator_port}",
+            TABPFN_API_URL=emulator_url,
             EMULATOR_TOKENS=SERVICE_TOKEN,
-            EMULATOR_LATENCY_S=str(args.latency),
+            EMULATOR_LATENCY_S=str(latency),
+            EMULATOR_MODEL="trivial",
+            # A queue of this run's own: a test run on the same Redis cannot take its wake-ups.
+            CELERY_QUEUE=f"tabpfn-api-load-{uuid.uuid4().hex[:8]}",
+            # The published 60 fits a minute would pace the load, not the API.
+            **UNPACED,
             RATE_LIMIT_PER_MINUTE="0",
+            API_PROCESSES=str(api_processes),
             LOG_LEVEL="INFO",
             HOME=str(scratch),
         )
         emulator = start_in(scratch, "emulator", ["emulator", "--port", str(emulator_port)], env)
         stack.callback(emulator.stop, STOP_TIMEOUT_S)
-        wait_for_http(f"http://127.0.0.1:{emulator_port}/", emulator, timeout=30)
-        apis = []
-        for i, port in enumerate(api_ports):
-            api = start_in(scratch, f"api{i}", ["api", "--port", str(port)], env)
-            stack.callback(api.stop, STOP_TIMEOUT_S)
-            wait_for_http(f"http://127.0.0.1:{port}/healthz", api, timeout=60)
-            apis.append(api)
+        wait_for_http(f"{emulator_url}/", emulator, timeout=30)
+        api = start_in(scratch, "api", ["api", "--port", str(api_port)], env)
+        stack.callback(api.stop, STOP_TIMEOUT_S)
+        wait_for_http(f"http://127.0.0.1:{api_port}/healthz", api, timeout=60)
         hostname = f"load-{uuid.uuid4().hex[:6]}@%h"
         worker_args = ["worker", "--concurrency", "8", "--without-mingle", "--without-gossip"]
         worker = start_in(scratch, "worker", [*worker_args, "--hostname", hostname], env)
@@ -85,68 +106,67 @@ def run(args: argparse.Namespace) -> dict:
         beat = start_in(scratch, "beat", ["beat"], env)
         stack.callback(beat.stop, STOP_TIMEOUT_S)
 
-        # A long timeout: the first setup of a cold process takes seconds (issue 16).
-        setup = httpx.post(
-            f"http://127.0.0.1:{api_ports[0]}/api/v1/auth/setup",
-            json={"tabpfn_token": SERVICE_TOKEN},
-            timeout=120,
-        ).raise_for_status()
-        users = [
-            ServiceUser(f"http://127.0.0.1:{port}", setup.json()["api_key"]) for port in api_ports
-        ]
-        for user in users:  # warm up every API process and the worker
-            user.fit_predict(data.make_table(1, **SMALL))
+        user = ServiceUser.register(f"http://127.0.0.1:{api_port}", SERVICE_TOKEN)
+        # Warm up the worker and, most likely, every API process (the kernel picks
+        # which one accepts a connection; each client thread has its own).
+        warm = [data.make_table(1 + i, **SMALL) for i in range(2 * clients)]
+        user.throughput(warm, clients=clients)
 
-        submit, wait, result, totals = [], [], [], []
+        submit, long_poll, result, totals = [], [], [], []
         stop = threading.Event()
         lock = threading.Lock()
 
         def client(k: int) -> None:
-            user = users[k % len(users)]
             i = 0
             while not stop.is_set():
                 timing, _ = user.fit_predict(data.make_table(10_000 + k * 10_000 + i, **SMALL))
                 with lock:
                     submit.append(timing.submit_s)
-                    wait.append(timing.wait_s)
+                    long_poll.append(timing.notify_s)
                     result.append(timing.result_s)
                     totals.append(timing.total_s)
                 i += 1
 
         recordings = []
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
+        if profile:
+            profile.mkdir(parents=True, exist_ok=True)
             recordings = [
-                profiling.record(f"api{i}", api.popen.pid, args.profile, idle=False)
-                for i, api in enumerate(apis)
+                profiling.record(f"api{i}", pid, profile, idle=False)
+                for i, pid in enumerate(children(api.popen.pid) or [api.popen.pid])
             ]
             time.sleep(1.5)
-        cpu_before = sum(cpu_seconds(api.popen.pid) for api in apis)
+        cpu_before = _tree_cpu_seconds(api.popen.pid)
+        emulator_before = httpx.get(f"{emulator_url}/_emulator/stats").json()["cpu_s"]
         started = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
         for thread in threads:
             thread.start()
-        time.sleep(args.seconds)
+        time.sleep(seconds)
         stop.set()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
-        api_cpu = sum(cpu_seconds(api.popen.pid) for api in apis) - cpu_before
+        api_cpu = _tree_cpu_seconds(api.popen.pid) - cpu_before
+        emulator = httpx.get(f"{emulator_url}/_emulator/stats").json()
+        jobs = max(1, len(totals))
         out = {
-            "api_processes": args.api_processes,
-            "clients": args.clients,
+            "api_processes": api_processes,
+            "clients": clients,
+            "seconds": wall,
             "jobs": len(totals),
             "jobs_per_s": len(totals) / wall,
-            "api_cpu_ms_per_job": 1000 * api_cpu / max(1, len(totals)),
+            "api_cpu_ms_per_job": 1000 * api_cpu / jobs,
+            "emulator_cpu_ms_per_job": 1000 * (emulator["cpu_s"] - emulator_before) / jobs,
+            "emulator_model": emulator["model"],
             "submit": _percentiles(submit),
-            "long_poll": _percentiles(wait),
+            "long_poll": _percentiles(long_poll),
             "result": _percentiles(result),
             "job_total": _percentiles(totals),
         }
         if recordings:
             stacks = sum((r.stop() for r in recordings), start=profiling.Counter())
             split, samples = profiling.categorise(stacks, profiling.API_CATEGORIES, skip_idle=True)
-            per_job = 1000 * samples / profiling.RATE_HZ / max(1, len(totals))
+            per_job = 1000 * samples / profiling.RATE_HZ / jobs
             out["profile"] = {
                 "cpu_ms_per_job_sampled": per_job,
                 "split": [(c, round(share, 1)) for c, share in split],
@@ -162,7 +182,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--latency", type=float, default=0.1, help="emulator seconds per call")
     parser.add_argument("--profile", type=Path, help="record py-spy stacks of the API here")
-    print(json.dumps(run(parser.parse_args()), indent=2))
+    print(json.dumps(run(**vars(parser.parse_args())), indent=2))
 
 
 if __name__ == "__main__":

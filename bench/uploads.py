@@ -2,6 +2,7 @@
 
 python -m bench.uploads                 # 10, 100 and 500 MiB, CSV and Parquet
 python -m bench.uploads --sizes 10,100  # fewer sizes
+python -m bench --only uploads          # the same, as a section of `make bench`
 
 A stack of its own, only what an upload touches: a fresh database, the
 emulator and one API process (no worker: the jobs stay queued and are
@@ -108,11 +109,8 @@ def measure(client: httpx.Client, headers: dict, pid: int, path: Path, fmt: str)
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.uploads", description=__doc__)
-    parser.add_argument("--sizes", default="10,100,500", help="file sizes in MiB")
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+def run(sizes: list[int]) -> list[dict]:
+    """One case per size and format, in order: the API's answer, growth, CPU and wall time."""
     results = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-bench-up-") as tmp:
         scratch = Path(tmp)
@@ -158,6 +156,14 @@ def main() -> None:
                     path.unlink()
                     print(json.dumps(case), flush=True)
                     results.append(case)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.uploads", description=__doc__)
+    parser.add_argument("--sizes", default="10,100,500", help="file sizes in MiB")
+    args = parser.parse_args()
+    results = run([int(s) for s in args.sizes.split(",")])
     print("| file | rows | answer | API peak growth | API CPU | wall |")
     print("|---|---|---|---|---|---|")
     for case in results:

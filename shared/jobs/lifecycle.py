@@ -13,9 +13,10 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, case, func, or_, select, tuple_, update
+from sqlalchemy import Row, bindparam, case, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared.core.errors import WorkerLost
@@ -60,19 +61,13 @@ def _owned(claim: Claim):
     return (Job.id == claim.job_id) & (Job.status == js.RUNNING) & (Job.attempts == claim.attempt)
 
 
-def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
-    """Move a queued job to running; None if it is not queued or waits out a backoff.
-
-    The claim enters the job's first upstream stage at once: reading the job's
-    data takes milliseconds, not worth a transaction of its own to report. The
-    same statement marks its owner as served now (round-robin order, see
-    shared.jobs.scheduling). The caller's transaction decides durability: the
-    scheduler's commits a claim without waiting for its WAL flush.
-    """
+@cache
+def _claim_statement():
+    """The claim as one statement, built once (every job runs it; composing it is not free)."""
     claimed = (
         update(Job)
         .where(
-            Job.id == job_id,
+            Job.id == bindparam("job_id"),
             Job.status == js.QUEUED,
             or_(Job.run_after.is_(None), Job.run_after <= func.now()),
         )
@@ -84,18 +79,32 @@ def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
             heartbeat_at=func.now(),
             run_after=None,
             wait_reason=None,
-            worker=this_worker(),
+            worker=bindparam("worker"),
         )
         .returning(Job.attempts, Job.user_id)
         .cte("claimed")
     )
-    attempt = session.execute(
+    return (
         update(User)
         .where(User.id == claimed.c.user_id)
         .values(last_served_at=func.clock_timestamp())
         .returning(claimed.c.attempts)
         # A plain statement: the ORM's session sync cannot follow the CTE's rows.
         .execution_options(synchronize_session=False)
+    )
+
+
+def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
+    """Move a queued job to running; None if it is not queued or waits out a backoff.
+
+    The claim enters the job's first upstream stage at once: reading the job's
+    data takes milliseconds, not worth a transaction of its own to report. The
+    same statement marks its owner as served now (round-robin order, see
+    shared.jobs.scheduling). The caller's transaction decides durability: the
+    scheduler's commits a claim without waiting for its WAL flush.
+    """
+    attempt = session.execute(
+        _claim_statement(), {"job_id": job_id, "worker": this_worker()}
     ).scalar_one_or_none()
     if attempt is None:
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, delete, or_, select, update
+from sqlalchemy import Row, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.jobs import states as js
@@ -23,14 +23,18 @@ from shared.models import FittedModel, IdempotencyKey, Job, JobData, User
 RunRows = tuple[Job, JobData | None, bytes, FittedModel | None]
 
 
+# Built once (each job's claim runs it): composing it costs about what running it does.
+_RUN_ROWS = (
+    select(Job, JobData, User.tabpfn_token_encrypted)
+    .join(User, User.id == Job.user_id)
+    .outerjoin(JobData, JobData.job_id == Job.id)
+    .where(Job.id == bindparam("job_id"))
+)
+
+
 def load_job_for_run(*, session: Session, job_id: uuid.UUID) -> RunRows:
     """A claimed job, its data, its owner's encrypted token and the model it predicts with."""
-    job, data, token_encrypted = session.execute(
-        select(Job, JobData, User.tabpfn_token_encrypted)
-        .join(User, User.id == Job.user_id)
-        .outerjoin(JobData, JobData.job_id == Job.id)
-        .where(Job.id == job_id)
-    ).one()
+    job, data, token_encrypted = session.execute(_RUN_ROWS, {"job_id": job_id}).one()
     model = session.get(FittedModel, job.model_id) if job.model_id else None
     return job, data, token_encrypted, model
 
