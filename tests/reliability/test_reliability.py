@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
+
 from tests.support.reliability import CLASSES, FIT_PREDICT, TOKENS, RelStack, User, wait_until
 
 # Every upstream call (bar uploads) stalls this long, so a fit-predict job runs
