@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
 from shared.accounts.security import decrypt_secret, token_fingerprint
 from shared.core.config import get_settings
@@ -40,7 +39,6 @@ from shared.jobs.lifecycle import (
     wait_for_window,
 )
 from shared.jobs.repository import (
-    RunRows,
     add_model,
     load_job_for_run,
     running_jobs_on_host,
@@ -93,14 +91,10 @@ def _decoder() -> ThreadPoolExecutor:
 draining = threading.Event()
 
 
-def _read_run(session: Session, job_id: uuid.UUID) -> RunRows:
-    """What a claimed job's run needs, read in the claim's transaction (shared.jobs.scheduling)."""
-    return load_job_for_run(session=session, job_id=job_id)
-
-
-def _load(rows: RunRows) -> _Loaded:
+def _load(job_id: uuid.UUID) -> _Loaded:
     """The claimed job's rows as tables; raised here, after the claim committed, errors fail it."""
-    job, data, token_encrypted, model = rows
+    with session_scope() as session:
+        job, data, token_encrypted, model = load_job_for_run(session=session, job_id=job_id)
     if job.type == js.PREDICT and model is None:
         raise ModelNotFound("The model this job predicts with has been deleted.")
     if data is None or (data.train_parquet is None and data.test_parquet is None):
@@ -318,14 +312,14 @@ def serve(*, fan_out: bool) -> int:
     """
     ran = 0
     while not draining.is_set():
-        pick = claim_next(read=_read_run)
+        pick = claim_next()
         for paused in pick.paused:
             wake_at(paused.until)  # the token's window reopens: someone must look again
         if pick.claim is None:
             return ran
         if fan_out and pick.more:
             wake_now()
-        outcome = run_claimed(pick.claim, pick.rows)
+        outcome = run_claimed(pick.claim)
         ran += 1
         if outcome.retry_in_s is not None:
             # The job row is queued again with run_after set; this is its wake-up call.
@@ -334,7 +328,7 @@ def serve(*, fan_out: bool) -> int:
     return ran
 
 
-def run_claimed(claim: Claim, rows: RunRows) -> RunOutcome:
+def run_claimed(claim: Claim) -> RunOutcome:
     job_id = claim.job_id
     log.info(
         "job %s: claimed (attempt %d)",
@@ -346,7 +340,7 @@ def run_claimed(claim: Claim, rows: RunRows) -> RunOutcome:
     lease: Lease | None = None
     try:
         with holding(claim) as lease:
-            loaded = _load(rows)
+            loaded = _load(job_id)
             _execute(lease, loaded)
     except ClaimLost:
         # Canceled, re-queued by the sweeper, or past its deadline: this outcome is not wanted.

@@ -13,16 +13,15 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import Row, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared.core.errors import WorkerLost
 from shared.jobs import states as js
 from shared.jobs.events import FINAL_FIELDS, job_changed
-from shared.models import Job, JobData, User
+from shared.models import Job, JobData
 from shared.webhooks.events import record_job_event
 
 # Why a queued job has a run_after (GET /jobs/{id} shows it as `waiting`).
@@ -61,55 +60,74 @@ def _owned(claim: Claim):
     return (Job.id == claim.job_id) & (Job.status == js.RUNNING) & (Job.attempts == claim.attempt)
 
 
-@cache
-def _claim_statement():
-    """The claim as one statement, built once (every job runs it; composing it is not free)."""
-    claimed = (
-        update(Job)
-        .where(
-            Job.id == bindparam("job_id"),
-            Job.status == js.QUEUED,
-            or_(Job.run_after.is_(None), Job.run_after <= func.now()),
-        )
-        .values(
-            status=js.RUNNING,
-            stage=case((Job.type == js.PREDICT, js.STAGE_PREDICTING), else_=js.STAGE_FITTING),
-            attempts=Job.attempts + 1,
-            started_at=func.now(),
-            heartbeat_at=func.now(),
-            run_after=None,
-            wait_reason=None,
-            worker=bindparam("worker"),
-        )
-        .returning(Job.attempts, Job.user_id)
-        .cte("claimed")
-    )
-    return (
-        update(User)
-        .where(User.id == claimed.c.user_id)
-        .values(last_served_at=func.clock_timestamp())
-        .returning(claimed.c.attempts)
-        # A plain statement: the ORM's session sync cannot follow the CTE's rows.
-        .execution_options(synchronize_session=False)
-    )
-
-
-def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
-    """Move a queued job to running; None if it is not queued or waits out a backoff.
-
-    The claim enters the job's first upstream stage at once: reading the job's
-    data takes milliseconds, not worth a transaction of its own to report. The
-    same statement marks its owner as served now (round-robin order, see
-    shared.jobs.scheduling). The caller's transaction decides durability: the
-    scheduler's commits a claim without waiting for its WAL flush.
+# A user's next job, claimed in one statement under the user's row lock (taken
+# by the caller, shared.jobs.scheduling): the oldest runnable queued job, only
+# while fewer than :cap of the user's jobs run. Every subquery reads a snapshot
+# taken after the lock was granted, so two slots never both see room under the
+# cap. It enters the job's first upstream stage (reading its data takes
+# milliseconds, not worth a transaction of its own to report), marks the user
+# served now (round-robin order), and says whether the user has another job a
+# free slot could claim (`more`).
+_CLAIM_HEAD = text(
     """
-    attempt = session.execute(
-        _claim_statement(), {"job_id": job_id, "worker": this_worker()}
-    ).scalar_one_or_none()
-    if attempt is None:
+    WITH head AS (
+        SELECT j.id FROM jobs j
+        WHERE j.user_id = :user_id AND j.status = 'queued'
+          AND (j.run_after IS NULL OR j.run_after <= now())
+          AND (SELECT count(*) FROM jobs r
+               WHERE r.user_id = :user_id AND r.status = 'running') < :cap
+        ORDER BY j.created_at, j.id
+        LIMIT 1
+    ), claimed AS (
+        UPDATE jobs SET status = 'running',
+            stage = CASE WHEN jobs.type = :predict THEN :predicting ELSE :fitting END,
+            attempts = jobs.attempts + 1, started_at = now(), heartbeat_at = now(),
+            run_after = NULL, wait_reason = NULL, worker = :worker, updated_at = now()
+        FROM head WHERE jobs.id = head.id AND jobs.status = 'queued'
+        RETURNING jobs.id, jobs.type, jobs.attempts
+    ), served AS (
+        UPDATE users SET last_served_at = clock_timestamp()
+        WHERE id = :user_id AND EXISTS (SELECT 1 FROM claimed)
+    )
+    SELECT c.id, c.type, c.attempts,
+        (SELECT count(*) FROM jobs q
+         WHERE q.user_id = :user_id AND q.status = 'queued'
+           AND (q.run_after IS NULL OR q.run_after <= now())) > 1
+        AND (SELECT count(*) FROM jobs r
+             WHERE r.user_id = :user_id AND r.status = 'running') + 1 < :cap AS more
+    FROM claimed c
+    """
+)
+
+
+@dataclass(frozen=True)
+class HeadClaim:
+    claim: Claim
+    type: str
+    more: bool  # the user has another runnable job, within the cap
+
+
+def claim_head(*, session: Session, user_id: uuid.UUID, cap: int) -> HeadClaim | None:
+    """Claim the user's next job (FIFO, within the cap); None when none can run now.
+
+    The caller holds the user's row lock and decides durability: the
+    scheduler commits a claim without waiting for its WAL flush.
+    """
+    row = session.execute(
+        _CLAIM_HEAD,
+        {
+            "user_id": user_id,
+            "cap": cap,
+            "worker": this_worker(),
+            "predict": js.PREDICT,
+            "predicting": js.STAGE_PREDICTING,
+            "fitting": js.STAGE_FITTING,
+        },
+    ).first()
+    if row is None:
         return None
-    job_changed(session, job_id, js.RUNNING)
-    return Claim(job_id=job_id, attempt=attempt)
+    job_changed(session, row.id, js.RUNNING)
+    return HeadClaim(claim=Claim(job_id=row.id, attempt=row.attempts), type=row.type, more=row.more)
 
 
 def job_ended(session: Session, ended: Row | None) -> bool:

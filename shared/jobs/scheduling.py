@@ -18,21 +18,19 @@ that claims a job, so a job is never claimed twice and a cap never overrun.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from shared.accounts.security import decrypt_secret, token_fingerprint
 from shared.core.config import get_settings
 from shared.core.db import session_scope
-from shared.jobs.lifecycle import Claim, claim_job
+from shared.jobs.lifecycle import Claim, claim_head
 from shared.upstream import pacing
 
 log = logging.getLogger(__name__)
@@ -78,20 +76,17 @@ _LOCK_USER = text(
     WHERE id = :user_id FOR UPDATE SKIP LOCKED
     """
 )
-# Under the user's lock: the head job again (another slot may have taken it),
-# the one after it, and how many of the user's jobs run, in one round trip.
-_HEAD = text(
+# The same lock, waited for: when every user with work is being served by other
+# slots (one busy user, many woken slots), queueing on the lock hands it over
+# the moment the holder commits, where sleeping and looking again would burn a
+# candidates query per slot per look. Bounded by the lock_timeout set before it.
+_WAIT_FOR_USER = text(
     """
-    SELECT j.id, j.type,
-           (SELECT count(*) FROM jobs r WHERE r.user_id = :user_id AND r.status = 'running')
-             AS running
-    FROM jobs j
-    WHERE j.user_id = :user_id AND j.status = 'queued'
-      AND (j.run_after IS NULL OR j.run_after <= now())
-    ORDER BY j.created_at, j.id
-    LIMIT 2
+    SELECT id, set_config('synchronous_commit', 'off', true) FROM users
+    WHERE id = :user_id FOR UPDATE
     """
 )
+_LOCK_WAIT = text("SET LOCAL lock_timeout = '2s'")
 _PAUSE = text(
     """
     UPDATE users SET upstream_paused_until = :until
@@ -112,8 +107,6 @@ class Paused:
 class Pick:
     claim: Claim | None
     paused: list[Paused]
-    # What `read` returned for the claimed job, in the claim's own transaction.
-    rows: Any = None
     # Runnable work remained after this claim (another user's, or this user's next
     # job within the cap): a slot woken for a backlog wakes one more (worker.runner).
     more: bool = False
@@ -134,67 +127,109 @@ class _Claimed:
 
 
 def _try_user(
-    session: Session, user_id: uuid.UUID, token_encrypted: bytes, cap: int
+    session: Session, candidate: Row, cap: int, *, wait: bool
 ) -> _Claimed | Paused | str | None:
     """Claim the user's next job in this transaction; Paused when its token has no budget,
-    BUSY when another slot is serving the user right now, None when nothing is claimable."""
-    if session.execute(_LOCK_USER, {"user_id": user_id}).first() is None:
+    BUSY when another slot is serving the user right now, None when nothing is claimable.
+
+    The lock is held from here to the commit: what runs under it is kept to the
+    lock, one Redis reservation and one claiming statement.
+    """
+    user_id = candidate.user_id
+    if (
+        session.execute(_WAIT_FOR_USER if wait else _LOCK_USER, {"user_id": user_id}).first()
+        is None
+    ):
         return BUSY
-    rows = session.execute(_HEAD, {"user_id": user_id}).all()
-    if not rows or rows[0].running >= cap:
-        return None
-    head = rows[0]
-    fingerprint = _fingerprint(token_encrypted)
-    calls = pacing.calls_for(head.type)
+    # Reserved for the head job the candidates query saw, before claiming, so a
+    # claim never spends what the token does not have.
+    fingerprint = _fingerprint(candidate.token_encrypted)
+    calls = pacing.calls_for(candidate.job_type)
     reserved_at = time.time()
     until = pacing.reserve(fingerprint, calls, now=reserved_at)
     if until is not None:
         session.execute(_PAUSE, {"user_id": user_id, "until": until})
         return Paused(user_id=user_id, until=until)
-    claim = claim_job(session=session, job_id=head.id)
-    if claim is None:  # cannot happen under the user's lock, but never spend for nothing
+    head = claim_head(session=session, user_id=user_id, cap=cap)
+    if head is None:  # another slot took the last one, or the cap was reached meanwhile
         pacing.refund(fingerprint, calls, reserved_at=reserved_at)
         return None
-    return _Claimed(claim=claim, more=len(rows) > 1 and head.running + 1 < cap)
+    if head.type != candidate.job_type:  # the head changed under us: reserve for this one
+        pacing.refund(fingerprint, calls, reserved_at=reserved_at)
+        until = pacing.reserve(fingerprint, pacing.calls_for(head.type))
+        if until is not None:
+            raise _NoBudgetForHead(user_id=user_id, until=until)
+    return _Claimed(claim=head.claim, more=head.more)
 
 
-def claim_next(*, read: Callable[[Session, uuid.UUID], Any] | None = None) -> Pick:
+class _NoBudgetForHead(Exception):
+    """Rare: the head job changed type between the look and the claim, and the token
+    has no budget for the new one; its claim is rolled back and the user paused."""
+
+    def __init__(self, *, user_id: uuid.UUID, until: datetime) -> None:
+        self.paused = Paused(user_id=user_id, until=until)
+
+
+def claim_next() -> Pick:
     """Claim the job that should run next, if any; committed when this returns.
 
-    One transaction per look at the queue: the candidates, each one's lock and
-    head job, the claim, and `read(session, job_id)` for the claimed job (what
-    its run needs, so the run opens no transaction of its own to start).
+    One transaction per look at the queue: the candidates, each one's lock, the
+    claim. The run reads the job's rows afterwards, with no lock held.
 
     Many slots wake at once after a burst: a user another slot is serving is not
-    skipped but looked at again after that slot's claim commits (milliseconds),
-    so every woken slot finds work while there is any.
+    skipped; when every candidate is busy, the slot queues on the first one's
+    lock and claims the moment it is free, so every woken slot finds work while
+    there is any.
     """
     cap = get_settings().max_running_per_user
     paused: list[Paused] = []
     skip: list[uuid.UUID] = []  # nothing claimable for them now (cap, budget, raced)
     for _ in range(_MAX_ROUNDS):
-        busy = False
         with session_scope() as session:
             candidates = session.execute(
                 _CANDIDATES, {"cap": cap, "n": CANDIDATES, "skip": [str(u) for u in skip]}
             ).all()
             if not candidates:
                 return Pick(claim=None, paused=paused)
-            for index, candidate in enumerate(candidates):
-                outcome = _try_user(session, candidate.user_id, candidate.token_encrypted, cap)
-                if isinstance(outcome, _Claimed):
-                    rows = read(session, outcome.claim.job_id) if read is not None else None
-                    more = outcome.more or index + 1 < len(candidates)
-                    session.commit()
-                    return Pick(claim=outcome.claim, paused=paused, rows=rows, more=more)
-                if outcome == BUSY:
-                    busy = True
+            busy: list[Row] = []
+            try:
+                for index, candidate in enumerate(candidates):
+                    outcome = _try_user(session, candidate, cap, wait=False)
+                    if isinstance(outcome, _Claimed):
+                        session.commit()
+                        more = outcome.more or index + 1 < len(candidates)
+                        return Pick(claim=outcome.claim, paused=paused, more=more)
+                    if outcome == BUSY:
+                        busy.append(candidate)
+                        continue
+                    if isinstance(outcome, Paused):
+                        paused.append(outcome)
+                    skip.append(candidate.user_id)
+                if not busy:
                     continue
-                if isinstance(outcome, Paused):
-                    paused.append(outcome)
-                skip.append(candidate.user_id)
-        if busy:
-            time.sleep(random.uniform(0.002, 0.01))
+                # Commit the pauses first: no other user's lock is held while this waits.
+                session.commit()
+                session.execute(_LOCK_WAIT)
+                outcome = _try_user(session, busy[0], cap, wait=True)
+            except _NoBudgetForHead as no_budget:
+                session.rollback()
+                pause_user(
+                    session=session, user_id=no_budget.paused.user_id, until=no_budget.paused.until
+                )
+                paused.append(no_budget.paused)
+                skip.append(no_budget.paused.user_id)
+                continue
+            except OperationalError:  # lock_timeout: the holder is slow; look again
+                session.rollback()
+                continue
+            if isinstance(outcome, _Claimed):
+                session.commit()
+                return Pick(
+                    claim=outcome.claim, paused=paused, more=outcome.more or len(candidates) > 1
+                )
+            if isinstance(outcome, Paused):
+                paused.append(outcome)
+            skip.append(busy[0].user_id)
     return Pick(claim=None, paused=paused)
 
 

@@ -1,5 +1,6 @@
 """Claiming a job and ending its run (shared/jobs/lifecycle.py), statement by
-statement: one claim wins, and a run that lost its claim can change nothing."""
+statement: one claim wins, the cap and FIFO hold, and a run that lost its claim
+can change nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from shared.jobs import states as js
 from shared.jobs.lifecycle import (
     Claim,
-    claim_job,
+    claim_head,
     fail_job,
     heartbeat,
     release_dead_run,
@@ -30,6 +31,17 @@ def _state(session: Session, job_id: uuid.UUID) -> tuple:
     return session.execute(
         select(Job.status, Job.stage, Job.attempts, Job.error_code).where(Job.id == job_id)
     ).one()
+
+
+def claim_job(*, session: Session, job_id: uuid.UUID) -> Claim | None:
+    """Claim the owner's next job (the scheduler holds the owner's lock); the claim only
+    if it is the job named (these tests give each user one claimable job)."""
+    owner = session.scalar(select(Job.user_id).where(Job.id == job_id))
+    head = claim_head(session=session, user_id=owner, cap=10)
+    if head is None:
+        return None
+    assert head.claim.job_id == job_id
+    return head.claim
 
 
 def _result(session: Session, job_id: uuid.UUID) -> dict | None:
@@ -103,3 +115,19 @@ def test_a_run_released_as_dead_cannot_end_the_next_run(session: Session) -> Non
     assert _state(session, job.id) == (js.RUNNING, js.STAGE_FITTING, 2, None)
     assert fail_job(session=session, claim=second, code="upstream_error", message="now")
     assert _state(session, job.id) == (js.FAILED, None, 2, "upstream_error")
+
+
+def test_a_claim_takes_the_oldest_job_within_the_cap_and_says_what_remains(
+    session: Session,
+) -> None:
+    user = make_user(session=session)
+    first, second, third = (make_job(session=session, user=user) for _ in range(3))
+    session.flush()
+    order = sorted([first, second, third], key=lambda j: (j.created_at, j.id))
+
+    head = claim_head(session=session, user_id=user.id, cap=2)
+    assert head.claim.job_id == order[0].id and head.more, "two queued, one slot left"
+    head = claim_head(session=session, user_id=user.id, cap=2)
+    assert head.claim.job_id == order[1].id and not head.more, "the cap is reached now"
+    assert claim_head(session=session, user_id=user.id, cap=2) is None
+    assert _state(session, order[2].id)[0] == js.QUEUED
