@@ -80,6 +80,17 @@ def _submitload(add, r: dict) -> None:
             f"jobs/s, submit p50 {two['submit']['p50_ms']:.0f} against "
             f"{one['submit']['p50_ms']:.0f} ms."
         )
+    own = next((x for x in r["runs"].values() if x.get("api_core")), None)
+    if one and own:
+        add(
+            "The last row pins the API to CPU 0 and everything else the load touches (worker, "
+            "emulator, beat, PostgreSQL, Redis, the load generator) to CPU 1 (`taskset`-style "
+            "affinity, undone after): the same API on a core it does not share, as in a "
+            "deployment where the upstream is not on the machine and the workers have their "
+            f"own. Submit p50 {own['submit']['p50_ms']:.0f} ms and p99 "
+            f"{own['submit']['p99_ms']:.0f} ms there, against {one['submit']['p50_ms']:.0f} "
+            f"and {one['submit']['p99_ms']:.0f} ms sharing both cores."
+        )
     add("")
 
 

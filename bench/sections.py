@@ -6,6 +6,7 @@ independently; `python -m bench --only inflight --quick` runs one of them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from bench.claim import bench_claim
@@ -56,13 +57,24 @@ def standalone_sections(*, quick: bool, latency_s: float) -> dict[str, Callable[
     }
 
 
+# (label, API_PROCESSES, the API pinned to CPU 0 and the rest to CPU 1)
+CASES = [("1", 1, False), ("2", 2, False)]
+if (os.cpu_count() or 1) >= 2:
+    CASES.append(("1, on a core of its own", 1, True))
+
+
 def bench_submitload(*, seconds: float, clients: int, latency_s: float) -> dict:
-    """Submit, long-poll and result under load, with API_PROCESSES=1 and then 2."""
+    """Submit, long-poll and result under load: API_PROCESSES=1, then 2, then 1 with the API
+    on a core of its own (what the API's figures would be on a machine it does not share)."""
     runs = {}
-    for processes in (1, 2):
-        log(f"submitload: {clients} clients for {seconds:.0f} s, API_PROCESSES={processes}")
-        runs[str(processes)] = run_submit_load(
-            api_processes=processes, clients=clients, seconds=seconds, latency=latency_s
+    for label, processes, api_core in CASES:
+        log(f"submitload: {clients} clients for {seconds:.0f} s, API_PROCESSES={label}")
+        runs[label] = run_submit_load(
+            api_processes=processes,
+            clients=clients,
+            seconds=seconds,
+            latency=latency_s,
+            api_core=api_core,
         )
     return {"clients": clients, "seconds": seconds, "latency_s": latency_s, "runs": runs}
 

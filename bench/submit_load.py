@@ -18,7 +18,9 @@ by the jobs it served) and the emulator's (GET /_emulator/stats).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -31,7 +33,7 @@ import httpx
 import numpy as np
 
 from bench import data, profiling
-from bench.memory import children, cpu_seconds
+from bench.memory import children, cpu_seconds, pids_named
 from bench.service import ServiceUser
 from bench.stack import SECRET_KEY, SERVICE_TOKEN, STOP_TIMEOUT_S, start_in
 from cli.ports import free_port
@@ -65,8 +67,45 @@ def _tree_cpu_seconds(pid: int) -> float:
     return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children(pid))
 
 
+def _tasks(pid: int) -> list[int]:
+    """Every thread of `pid` (an affinity is per thread)."""
+    try:
+        return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return []
+
+
+def _pin(pids: list[int], cpus: set[int]) -> None:
+    for pid in pids:
+        for task in _tasks(pid):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(task, cpus)
+
+
+def _api_on_a_core_of_its_own(stack: ExitStack, api_pid: int, others: list[int]) -> None:
+    """CPU 0 for the API's processes, CPU 1 for everything else the load touches.
+
+    The question it answers: what would the API's latency be if it did not share
+    its cores with the workers, PostgreSQL, Redis, the emulator and the load
+    generator (as in a deployment, where the upstream is not even on the machine)?
+    PostgreSQL's new backends inherit the postmaster's CPU; all is undone after.
+    """
+    everyone = set(range(os.cpu_count() or 1))
+    servers = [*pids_named("postgres"), *pids_named("redis-server")]
+    rest = [*others, *servers, os.getpid()]
+    stack.callback(lambda: _pin([*rest, *pids_named("postgres")], everyone))
+    _pin(rest, {1})
+    _pin([api_pid, *children(api_pid)], {0})
+
+
 def run(
-    *, api_processes: int, clients: int, seconds: float, latency: float, profile: Path | None = None
+    *,
+    api_processes: int,
+    clients: int,
+    seconds: float,
+    latency: float,
+    profile: Path | None = None,
+    api_core: bool = False,
 ) -> dict:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-bench-load-") as tmp:
         scratch = Path(tmp)
@@ -106,6 +145,9 @@ def run(
         beat = start_in(scratch, "beat", ["beat"], env)
         stack.callback(beat.stop, STOP_TIMEOUT_S)
 
+        if api_core:
+            pids = [emulator.popen.pid, worker.popen.pid, beat.popen.pid]
+            _api_on_a_core_of_its_own(stack, api.popen.pid, pids)
         user = ServiceUser.register(f"http://127.0.0.1:{api_port}", SERVICE_TOKEN)
         # Warm up the worker and, most likely, every API process (the kernel picks
         # which one accepts a connection; each client thread has its own).
@@ -151,6 +193,7 @@ def run(
         jobs = max(1, len(totals))
         out = {
             "api_processes": api_processes,
+            "api_core": api_core,
             "clients": clients,
             "seconds": wall,
             "jobs": len(totals),
@@ -182,6 +225,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--latency", type=float, default=0.1, help="emulator seconds per call")
     parser.add_argument("--profile", type=Path, help="record py-spy stacks of the API here")
+    parser.add_argument(
+        "--api-core", action="store_true", help="the API on CPU 0, everything else on CPU 1"
+    )
     print(json.dumps(run(**vars(parser.parse_args())), indent=2))
 
 
