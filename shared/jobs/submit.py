@@ -148,17 +148,18 @@ def _check_callback(callback_url: str | None) -> None:
 
 
 def _new_job(
-    *,
     session: Session,
     user: User,
     type_: str,
     task: str,
     params: dict,
     callback_url: str | None,
-    model_id: uuid.UUID | None,
-    train_parquet: BinaryIO | None,
-    test_parquet: BinaryIO | None,
+    *,
+    model_id: uuid.UUID | None = None,
+    train_parquet: BinaryIO | None = None,
+    test_parquet: BinaryIO | None = None,
 ) -> Job:
+    """Insert the job and stream its tables into its data row (the files are closed after)."""
     job = Job(
         id=uuid.uuid4(),
         user_id=user.id,
@@ -194,17 +195,7 @@ def create_fit_job(
     params = {"options": _check_options(task, options)}
     _check_callback(callback_url)
     train_parquet, _ = _train_parquet(task, train)
-    return _new_job(
-        session=session,
-        user=user,
-        type_=js.FIT,
-        task=task,
-        params=params,
-        callback_url=callback_url,
-        model_id=None,
-        train_parquet=train_parquet,
-        test_parquet=None,
-    )
+    return _new_job(session, user, js.FIT, task, params, callback_url, train_parquet=train_parquet)
 
 
 def create_predict_job(
@@ -221,17 +212,8 @@ def create_predict_job(
     params = _check_output(model.task, output, quantiles)
     _check_callback(callback_url)
     test_parquet = _test_parquet(test, model.columns)
-    return _new_job(
-        session=session,
-        user=user,
-        type_=js.PREDICT,
-        task=model.task,
-        params=params,
-        callback_url=callback_url,
-        model_id=model.id,
-        train_parquet=None,
-        test_parquet=test_parquet,
-    )
+    fields = (session, user, js.PREDICT, model.task, params, callback_url)
+    return _new_job(*fields, model_id=model.id, test_parquet=test_parquet)
 
 
 def create_fit_predict_job(
@@ -255,17 +237,8 @@ def create_fit_predict_job(
     except BaseException:
         train_parquet.close()
         raise
-    return _new_job(
-        session=session,
-        user=user,
-        type_=js.FIT_PREDICT,
-        task=task,
-        params=params,
-        callback_url=callback_url,
-        model_id=None,
-        train_parquet=train_parquet,
-        test_parquet=test_parquet,
-    )
+    fields = (session, user, js.FIT_PREDICT, task, params, callback_url)
+    return _new_job(*fields, train_parquet=train_parquet, test_parquet=test_parquet)
 
 
 def get_job(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
