@@ -273,10 +273,11 @@ def test_a_database_statement_cut_mid_job_does_not_fail_the_job(baseline: RelSta
     )
 
     def worker_updates_waiting(kind: str) -> list:
-        # psycopg2 sends parameters inline: the worker's final update names its status.
+        # psycopg2 sends parameters inline: the worker's final update names its status
+        # (inside a WITH: the same statement stores the result).
         return rel.sql(
             "select pid from pg_stat_activity where wait_event_type = 'Lock' and query ilike :kind",
-            kind=f"update jobs set {kind}%",
+            kind=f"%update jobs set {kind}%",
         )
 
     engine = create_engine(rel.database_url, poolclass=NullPool)
