@@ -23,11 +23,9 @@ from cli.supervisor import CELERY_READY, Child, start, wait_for_http, wait_for_l
 from cli.throwaway import (
     UNPACED,
     answers,
-    base_env,
-    create_database,
-    drop_database,
     find_services,
-    migrate,
+    stack_env,
+    throwaway_database,
 )
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
@@ -154,20 +152,18 @@ def start_stack(stack: ExitStack, scratch: Path, settings: Settings) -> BenchSta
     origin = services.origin.replace("from environment", "").strip(", ")
     origin = ", ".join(o for o in (origin, redis_origin) if o)
 
-    database_url = create_database(services.admin_database_url)
-    stack.callback(drop_database, services.admin_database_url, database_url)
-    migrate(database_url)
+    database_url = throwaway_database(stack, services)
 
     home = scratch / "home"
     home.mkdir()
     emulator_port, api_port, nocache_port = free_port(), free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{emulator_port}"
-    env = base_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=services.redis_url,
-        SECRET_KEY=SECRET_KEY,
-        TABPFN_API_URL=emulator_url,
-        EMULATOR_TOKENS=",".join([SERVICE_TOKEN, DIRECT_TOKEN, *SECTION_TOKENS.values()]),
+    env = stack_env(
+        database_url,
+        services.redis_url,
+        SECRET_KEY,
+        emulator_url,
+        [SERVICE_TOKEN, DIRECT_TOKEN, *SECTION_TOKENS.values()],
         EMULATOR_LATENCY_S=str(settings.latency_s),
         EMULATOR_MAX_ROWS=str(settings.emulator_max_rows),
         EMULATOR_MODEL=settings.emulator_model,

@@ -40,11 +40,9 @@ from cli.ports import free_port
 from cli.supervisor import wait_for_http
 from cli.throwaway import (
     UNPACED,
-    base_env,
-    create_database,
-    drop_database,
     find_services,
-    migrate,
+    stack_env,
+    throwaway_database,
 )
 
 SMALL = {"rows": 500, "features": 10, "test_rows": 100}
@@ -110,17 +108,15 @@ def run(
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-bench-load-") as tmp:
         scratch = Path(tmp)
         services = find_services(stack, scratch / "services")
-        database_url = create_database(services.admin_database_url)
-        stack.callback(drop_database, services.admin_database_url, database_url)
-        migrate(database_url)
+        database_url = throwaway_database(stack, services)
         emulator_port, api_port = free_port(), free_port()
         emulator_url = f"http://127.0.0.1:{emulator_port}"
-        env = base_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=services.redis_url,
-            SECRET_KEY=SECRET_KEY,
-            TABPFN_API_URL=emulator_url,
-            EMULATOR_TOKENS=SERVICE_TOKEN,
+        env = stack_env(
+            database_url,
+            services.redis_url,
+            SECRET_KEY,
+            emulator_url,
+            [SERVICE_TOKEN],
             EMULATOR_LATENCY_S=str(latency),
             EMULATOR_MODEL="trivial",
             # A queue of this run's own: a test run on the same Redis cannot take its wake-ups.

@@ -31,7 +31,11 @@ from bench.memory import cpu_seconds, memory_kb, reset_peak_memory
 from bench.stack import SECRET_KEY, SERVICE_TOKEN, STOP_TIMEOUT_S, start_in
 from cli.ports import free_port
 from cli.supervisor import wait_for_http
-from cli.throwaway import base_env, create_database, drop_database, find_services, migrate
+from cli.throwaway import (
+    find_services,
+    stack_env,
+    throwaway_database,
+)
 
 BLOCK_ROWS = 25_000  # one block: 25,000 × 20 (18 numbers, a word, a date) ≈ 4.4 MiB of CSV
 
@@ -115,16 +119,14 @@ def run(sizes: list[int]) -> list[dict]:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-bench-up-") as tmp:
         scratch = Path(tmp)
         services = find_services(stack, scratch / "services")
-        database_url = create_database(services.admin_database_url)
-        stack.callback(drop_database, services.admin_database_url, database_url)
-        migrate(database_url)
+        database_url = throwaway_database(stack, services)
         emulator_port, api_port = free_port(), free_port()
-        env = base_env(
-            DATABASE_URL=database_url,
-            REDIS_URL=services.redis_url,
-            SECRET_KEY=SECRET_KEY,
-            TABPFN_API_URL=f"http://127.0.0.1:{emulator_port}",
-            EMULATOR_TOKENS=SERVICE_TOKEN,
+        env = stack_env(
+            database_url,
+            services.redis_url,
+            SECRET_KEY,
+            f"http://127.0.0.1:{emulator_port}",
+            [SERVICE_TOKEN],
             RATE_LIMIT_PER_MINUTE="0",
             MAX_UPLOAD_BYTES=str((max(sizes) + 64) * 2**20),
             MAX_DECODED_BYTES=str(4 * 2**30),

@@ -119,3 +119,31 @@ def migrate(url: str) -> None:
         capture_output=True,
         timeout=120,
     )
+
+
+def throwaway_database(stack: ExitStack, services: Services) -> str:
+    """A fresh, migrated database on `services`, dropped when `stack` closes."""
+    url = create_database(services.admin_database_url)
+    stack.callback(drop_database, services.admin_database_url, url)
+    migrate(url)
+    return url
+
+
+def stack_env(
+    database_url: str,
+    redis_url: str,
+    secret_key: str,
+    emulator_url: str,
+    tokens: list[str],
+    **values: str,
+) -> dict[str, str]:
+    """What every process of a throwaway stack shares: its database and Redis, its
+    SECRET_KEY, the emulator as the upstream and the tokens the emulator accepts."""
+    return base_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SECRET_KEY=secret_key,
+        TABPFN_API_URL=emulator_url,
+        EMULATOR_TOKENS=",".join(tokens),
+        **values,
+    )

@@ -76,14 +76,20 @@ def test_a_token_of_another_account_is_refused_and_a_new_one_moves(api):
     assert (found["account"], found["user_id"]) == ("existing", owner_id)
 
 
-def test_rows_from_before_fingerprints_are_found_and_filled(api, stack):
+def _account_from_before_fingerprints(api, stack) -> tuple[str, dict]:
+    """An account whose row has no fingerprint, as the migration leaves a row that
+    existed before it; its token and its setup answer."""
     token = fresh_token()
     first = _setup(api, token)
-    # As the migration leaves a row that existed before it: no fingerprint.
     stack.sql(
         "UPDATE users SET tabpfn_token_fingerprint = NULL WHERE id = :id RETURNING id",
         id=first["user_id"],
     )
+    return token, first
+
+
+def test_rows_from_before_fingerprints_are_found_and_filled(api, stack):
+    token, first = _account_from_before_fingerprints(api, stack)
     again = _setup(api, token)
     assert (again["account"], again["user_id"]) == ("existing", first["user_id"])
     [(fingerprint,)] = stack.sql(
@@ -129,12 +135,7 @@ def test_fingerprints_of_an_older_secret_key_are_found_and_rekeyed(api, stack, t
 
 
 def test_rotate_secret_fills_missing_fingerprints(api, stack):
-    token = fresh_token()
-    first = _setup(api, token)
-    stack.sql(
-        "UPDATE users SET tabpfn_token_fingerprint = NULL WHERE id = :id RETURNING id",
-        id=first["user_id"],
-    )
+    token, first = _account_from_before_fingerprints(api, stack)
     # The stack's own key: re-encrypting with it changes nothing for the other tests.
     rotated = subprocess.run(
         [str(BIN), "rotate-secret"], env=stack.env, capture_output=True, text=True, timeout=120

@@ -487,6 +487,12 @@ def _predict(client: TestClient, token: str, model_id: str) -> httpx.Response:
     )
 
 
+def _prepare_upload(client: TestClient, x: bytes) -> dict[str, Any]:
+    """Token A's prepared train-set upload of `x` (as features and as target)."""
+    body = {"x_train_info": _file_info(x), "y_train_info": _file_info(x)}
+    return client.post("/tabpfn/prepare_train_set_upload", json=body, headers=_auth(TOKEN_A)).json()
+
+
 def _client(**knobs: Any) -> TestClient:
     return TestClient(create_app(EmulatorConfig(tokens=[TOKEN_A, TOKEN_B], **knobs)))
 
@@ -514,11 +520,7 @@ def test_chunked_upload_round_trip() -> None:
 def test_incomplete_upload_cannot_be_fitted() -> None:
     client = _client()
     x = _parquet(TRAIN_X)
-    prep = client.post(
-        "/tabpfn/prepare_train_set_upload",
-        json={"x_train_info": _file_info(x), "y_train_info": _file_info(x)},
-        headers=_auth(TOKEN_A),
-    ).json()
+    prep = _prepare_upload(client, x)
     _put(client, prep["x_train_info"], x)
     fit = client.post(
         "/tabpfn/fit",
@@ -560,11 +562,7 @@ def test_models_are_invisible_to_other_accounts() -> None:
 def test_tampered_signed_url_is_refused() -> None:
     client = _client()
     x = _parquet(TRAIN_X)
-    prep = client.post(
-        "/tabpfn/prepare_train_set_upload",
-        json={"x_train_info": _file_info(x), "y_train_info": _file_info(x)},
-        headers=_auth(TOKEN_A),
-    ).json()
+    prep = _prepare_upload(client, x)
     url = prep["x_train_info"]["signed_urls"][0]
     headers = prep["x_train_info"]["required_headers"]
     forged = url.replace(f"account={ACCOUNT_A}", f"account={ACCOUNT_B}")

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.api import register, wait_for_job
+from tests.support.stacks import extra_api_url
 from tests.support.tokens import fresh_token
 
 LATENCY_S = 4.0
@@ -25,13 +26,9 @@ TRAIN = {"X": [[0.0], [1.0], [2.0], [3.0], [10.0], [11.0], [12.0], [13.0]], "y":
 
 @pytest.fixture(scope="module")
 def one_connection_api(stack, tmp_path_factory):
-    with stack.extra_api(
-        "api-one-connection",
-        tmp_path_factory.mktemp("one-connection"),
-        DB_POOL_SIZE="1",
-        DB_MAX_OVERFLOW="0",
-    ) as (url, _):
-        yield url
+    yield from extra_api_url(
+        stack, tmp_path_factory, "one-connection", DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0"
+    )
 
 
 def _list_while(url: str, headers: dict, slow: Callable[[], httpx.Response]) -> httpx.Response:

@@ -18,15 +18,14 @@ from tests.support.tokens import ISSUED_SECRETS, SECRET_KEY, TOKENS
 TRAIN = {"X": [[1.0], [2.0], [3.0], [4.0]], "y": ["a", "a", "b", "b"]}
 
 
+def _fit(api, headers) -> dict:
+    job = api.post("/jobs/fit", json={"task": "classification", "train": TRAIN}, headers=headers)
+    return wait_for_job(api, headers, job.json()["id"])
+
+
 def _full_flow(api, emulator_knobs) -> None:
     headers = register(api, "alice-token")
-    fit = wait_for_job(
-        api,
-        headers,
-        api.post(
-            "/jobs/fit", json={"task": "classification", "train": TRAIN}, headers=headers
-        ).json()["id"],
-    )
+    fit = _fit(api, headers)
     wait_for_job(
         api,
         headers,
@@ -41,13 +40,7 @@ def _full_flow(api, emulator_knobs) -> None:
     api.post("/auth/setup", json={"tabpfn_token": "bad-token"})
     api.get("/jobs", headers={"Authorization": "Bearer tpa_0123456789abcdef_" + "y" * 43})
     emulator_knobs(revoked_tokens=["alice-token"])
-    failed = wait_for_job(
-        api,
-        headers,
-        api.post(
-            "/jobs/fit", json={"task": "classification", "train": TRAIN}, headers=headers
-        ).json()["id"],
-    )
+    failed = _fit(api, headers)
     assert failed["error"]["code"] == "upstream_auth_failed"
 
 

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.support.api import register
+from tests.support.stacks import extra_api_url
 from tests.support.tokens import fresh_token
 
 
@@ -83,13 +84,9 @@ def test_body_over_max_request_bytes_is_413_before_it_is_read(api, stack):
 @pytest.fixture(scope="module")
 def strict_api(stack, tmp_path_factory):
     """An API process with low limits, beside the main one (same database and Redis)."""
-    with stack.extra_api(
-        "api-strict",
-        tmp_path_factory.mktemp("strict"),
-        RATE_LIMIT_PER_MINUTE="5",
-        BAD_AUTH_PER_MINUTE="3",
-    ) as (url, _):
-        yield url
+    yield from extra_api_url(
+        stack, tmp_path_factory, "strict", RATE_LIMIT_PER_MINUTE="5", BAD_AUTH_PER_MINUTE="3"
+    )
 
 
 def test_requests_over_the_key_rate_are_429_with_retry_after(api, strict_api):

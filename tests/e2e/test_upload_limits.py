@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.api import register
+from tests.support.stacks import extra_api_url
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
@@ -123,15 +124,20 @@ def _long_csv(rows: int) -> list[bytes]:
     return frame.to_csv(index=False).encode().split(b"\n")
 
 
-def _fit_predict(api, headers, test: bytes) -> httpx.Response:
+REGRESSION_TRAIN = ("regression", "y", b"a,b,y\n1,u,1.5\n2,v,2.5\n3,u,0.5\n")
+CLASSIFICATION_TRAIN = ("classification", "t", b"x,y,t\n1,2,a\n2,3,b\n3,4,a\n")
+
+
+def _fit_predict(
+    api, headers, test: bytes, *, name: str = "test.csv", train=REGRESSION_TRAIN
+) -> httpx.Response:
+    """A fit-predict of a tiny train file (task, target, CSV) and this test file."""
+    task, target, train_csv = train
     return api.post(
         "/jobs/fit-predict",
         headers=headers,
-        data={"task": "regression", "target": "y"},
-        files={
-            "train_file": ("train.csv", b"a,b,y\n1,u,1.5\n2,v,2.5\n3,u,0.5\n"),
-            "test_file": ("test.csv", test),
-        },
+        data={"task": task, "target": target},
+        files={"train_file": ("train.csv", train_csv), "test_file": (name, test)},
     )
 
 
@@ -198,24 +204,15 @@ def test_a_parquet_bomb_is_refused_from_its_metadata(api, bomb):
 
 @pytest.fixture(scope="module")
 def small_budget_api(stack, tmp_path_factory):
-    with stack.extra_api(
-        "api-small-budget", tmp_path_factory.mktemp("budget"), MAX_DECODED_BYTES="50000000"
-    ) as (url, _):
-        yield url
+    yield from extra_api_url(stack, tmp_path_factory, "budget", MAX_DECODED_BYTES="50000000")
 
 
 def test_a_test_set_past_the_decoded_budget_is_refused(api, small_budget_api, bomb):
     """Test sets have no upstream row limit: the byte budget is what stops a bomb there."""
     headers = register(api)
     with httpx.Client(base_url=small_budget_api, timeout=60) as client:
-        response = client.post(
-            "/jobs/fit-predict",
-            headers=headers,
-            data={"task": "classification", "target": "t"},
-            files={
-                "train_file": ("train.csv", b"x,y,t\n1,2,a\n2,3,b\n3,4,a\n"),
-                "test_file": ("bomb.parquet", bomb),
-            },
+        response = _fit_predict(
+            client, headers, bomb, name="bomb.parquet", train=CLASSIFICATION_TRAIN
         )
         error = _refused(response, "limit_exceeded", "max_decoded_bytes", "480000000")
         assert error["limit"] == "max_decoded_bytes"
@@ -223,25 +220,10 @@ def test_a_test_set_past_the_decoded_budget_is_refused(api, small_budget_api, bo
         # A CSV is counted as it is read, and stopped at the budget.
         rows = 2_000_000
         csv = b"x,y\n" + b"1,2\n" * rows  # 2 million rows × 2 × 8 bytes: 32 MB decoded...
-        under = client.post(
-            "/jobs/fit-predict",
-            headers=headers,
-            data={"task": "classification", "target": "t"},
-            files={
-                "train_file": ("train.csv", b"x,y,t\n1,2,a\n2,3,b\n3,4,a\n"),
-                "test_file": ("t.csv", csv),
-            },
-        )
+        under = _fit_predict(client, headers, csv, train=CLASSIFICATION_TRAIN)
         assert under.status_code == 202, under.text
-        over = client.post(
-            "/jobs/fit-predict",
-            headers=headers,
-            data={"task": "classification", "target": "t"},
-            files={
-                "train_file": ("train.csv", b"x,y,t\n1,2,a\n2,3,b\n3,4,a\n"),
-                "test_file": ("t.csv", csv + b"1,2\n" * rows),  # ...twice that: over 50 MB
-            },
-        )
+        # ...twice that: over 50 MB
+        over = _fit_predict(client, headers, csv + b"1,2\n" * rows, train=CLASSIFICATION_TRAIN)
         _refused(over, "limit_exceeded", "at least", "max_decoded_bytes")
     api.post(f"/jobs/{under.json()['id']}/cancel", headers=headers)
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 1

@@ -19,6 +19,7 @@ import pytest
 from cli.ports import free_port
 from cli.supervisor import start, wait_for_http
 from tests.support.api import register, wait_for_job
+from tests.support.stacks import extra_api_url
 
 N_ROWS = 40
 FEATURES = ["width", "colour", "day", "count", "flag"]
@@ -86,6 +87,19 @@ def _finish(api: httpx.Client, headers: dict, job: dict) -> tuple[dict, dict]:
     return done, result.json()
 
 
+def _predict_json(api, headers, model_id: str, X, **fields) -> dict:
+    """A predict job submitted as JSON, accepted."""
+    body = {"model_id": model_id, "X": X, **fields}
+    return _accepted(api.post("/jobs/predict", headers=headers, json=body))
+
+
+def _same_at_rest(stack, one: dict, other: dict, column: str) -> None:
+    """Two jobs' stored tables are the same table."""
+    pd.testing.assert_frame_equal(
+        _stored(stack, one["id"], column), _stored(stack, other["id"], column)
+    )
+
+
 def _stored(stack, job_id: str, column: str) -> pd.DataFrame:
     [(data,)] = stack.sql(f"SELECT {column} FROM job_data WHERE job_id = :id", id=job_id)
     return pd.read_parquet(io.BytesIO(data))
@@ -113,24 +127,13 @@ def _fit_and_predict_both_ways(api, stack, headers, train, test, *, target, enco
         )
     )
     # The same data, whichever way it came, is the same table at rest.
-    pd.testing.assert_frame_equal(
-        _stored(stack, json_fit["id"], "train_parquet"),
-        _stored(stack, file_fit["id"], "train_parquet"),
-    )
+    _same_at_rest(stack, json_fit, file_fit, "train_parquet")
     _, json_model = _finish(api, headers, json_fit)
     _, file_model = _finish(api, headers, file_fit)
     assert json_model["classes"] == file_model["classes"]
 
-    json_predict = _accepted(
-        api.post(
-            "/jobs/predict",
-            headers=headers,
-            json={
-                "model_id": json_model["model_id"],
-                "X": _records(test),
-                "output": "probabilities",
-            },
-        )
+    json_predict = _predict_json(
+        api, headers, json_model["model_id"], _records(test), output="probabilities"
     )
     file_predict = _accepted(
         api.post(
@@ -140,10 +143,7 @@ def _fit_and_predict_both_ways(api, stack, headers, train, test, *, target, enco
             files={"file": (f"test{suffix}", encode(test))},
         )
     )
-    pd.testing.assert_frame_equal(
-        _stored(stack, json_predict["id"], "test_parquet"),
-        _stored(stack, file_predict["id"], "test_parquet"),
-    )
+    _same_at_rest(stack, json_predict, file_predict, "test_parquet")
     _, from_json = _finish(api, headers, json_predict)
     predict_job, from_file = _finish(api, headers, file_predict)
     return from_json, from_file, predict_job
@@ -277,16 +277,8 @@ def test_json_columns_keep_names_and_order(api):
         "tint",
     ]
     # Columns in another order are matched by name.
-    predict = _accepted(
-        api.post(
-            "/jobs/predict",
-            headers=headers,
-            json={
-                "model_id": model["model_id"],
-                "X": {"tint": ["blue", "red"], "size": [5.0, 0.2]},
-            },
-        )
-    )
+    X = {"tint": ["blue", "red"], "size": [5.0, 0.2]}
+    predict = _predict_json(api, headers, model["model_id"], X)
     _, result = _finish(api, headers, predict)
     assert result["predictions"] == ["b", "a"]
 
@@ -381,10 +373,7 @@ def test_idempotency_key_with_an_upload_returns_the_first_job(api):
 
 @pytest.fixture(scope="module")
 def small_upload_api(stack, tmp_path_factory):
-    with stack.extra_api(
-        "api-small-uploads", tmp_path_factory.mktemp("small"), MAX_UPLOAD_BYTES="100000"
-    ) as (url, _):
-        yield url
+    yield from extra_api_url(stack, tmp_path_factory, "small", MAX_UPLOAD_BYTES="100000")
 
 
 def test_upload_over_max_upload_bytes_is_413(api, small_upload_api):

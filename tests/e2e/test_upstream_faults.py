@@ -185,30 +185,17 @@ def test_large_predict_sets_are_split_into_chunks_invisibly(api, stack, emulator
     headers = register(api, "bob-token")
     model_id = _fit(api, headers)["model_id"]
     rows = [[float(i % 12), "red" if i % 2 else "blue"] for i in range(11)]
-    whole = wait_for_job(
-        api,
-        headers,
-        _submit(
-            api,
-            headers,
-            "/jobs/predict",
-            {"model_id": model_id, "X": rows, "output": "probabilities"},
-        ),
-    )
+
+    def predict() -> dict:
+        body = {"model_id": model_id, "X": rows, "output": "probabilities"}
+        return wait_for_job(api, headers, _submit(api, headers, "/jobs/predict", body))
+
+    whole = predict()
     expected = api.get(f"/jobs/{whole['id']}/result", headers=headers).json()
 
     emulator_knobs(max_rows=4)
     calls_before = len(httpx.get(f"{stack.emulator_url}/_emulator/calls").json())
-    chunked = wait_for_job(
-        api,
-        headers,
-        _submit(
-            api,
-            headers,
-            "/jobs/predict",
-            {"model_id": model_id, "X": rows, "output": "probabilities"},
-        ),
-    )
+    chunked = predict()
     assert chunked["status"] == "succeeded", chunked
     assert api.get(f"/jobs/{chunked['id']}/result", headers=headers).json() == expected
     calls = httpx.get(f"{stack.emulator_url}/_emulator/calls").json()[calls_before:]

@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.webhooks.targets import TargetRefused, check_target
 from tests.support.api import wait_for_job
+from tests.support.stacks import extra_api_url
 from tests.support.tokens import fresh_token
 from tests.support.webhook_receiver import start_receiver
 
@@ -132,10 +133,9 @@ def test_the_webhook_secret_can_be_rotated(api, receiver):
 @pytest.fixture(scope="module")
 def public_only_api(stack, tmp_path_factory):
     """An API with the production default: private webhook targets refused."""
-    with stack.extra_api(
-        "api-public", tmp_path_factory.mktemp("public"), WEBHOOK_ALLOW_PRIVATE_TARGETS="false"
-    ) as (url, _):
-        yield url
+    yield from extra_api_url(
+        stack, tmp_path_factory, "public", WEBHOOK_ALLOW_PRIVATE_TARGETS="false"
+    )
 
 
 @pytest.mark.parametrize("url", [

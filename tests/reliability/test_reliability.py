@@ -97,13 +97,19 @@ def test_a_killed_node_restarted_on_its_host_runs_its_job_again_at_once(baseline
     assert_fit_calls(rel, user, [job], exact=False)
 
 
-def test_killed_worker_node_mid_job_is_recovered_by_the_sweeper(baseline: RelStack, api):
-    rel = baseline
+def _running_slow_job(rel: RelStack, api):
+    """A new user's job, running on the one live worker, its upstream calls slowed down."""
     user = rel.new_user(api)
     [worker] = rel.live_workers()
     rel.emulator(latency_s=SLOW_S)
     job_id = user.submit()
     rel.wait_running(job_id)
+    return user, worker, job_id
+
+
+def test_killed_worker_node_mid_job_is_recovered_by_the_sweeper(baseline: RelStack, api):
+    rel = baseline
+    user, worker, job_id = _running_slow_job(rel, api)
     rel.kill_worker(worker)
     assert rel.job_row(job_id).status == "running"
 
@@ -242,11 +248,7 @@ def test_a_poison_job_fails_with_worker_lost_and_others_still_succeed(baseline: 
 
 def test_sigterm_lets_the_running_job_finish(baseline: RelStack, api):
     rel = baseline
-    user = rel.new_user(api)
-    [worker] = rel.live_workers()
-    rel.emulator(latency_s=SLOW_S)
-    job_id = user.submit()
-    rel.wait_running(job_id)
+    user, worker, job_id = _running_slow_job(rel, api)
     worker.process.popen.send_signal(signal.SIGTERM)  # what `docker stop` sends
 
     job = assert_succeeded_once(rel, user, job_id, attempts=1)

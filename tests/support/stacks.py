@@ -19,7 +19,14 @@ from sqlalchemy import create_engine, text
 
 from cli.ports import free_port
 from cli.supervisor import Child, start, stop_all, wait_for_http
-from cli.throwaway import UNPACED, Services, base_env, create_database, drop_database, migrate
+from cli.throwaway import (
+    UNPACED,
+    Services,
+    create_database,
+    drop_database,
+    migrate,
+    stack_env,
+)
 
 # Enough for a worker's warm shutdown: the suite's jobs take a second or two.
 STOP_TIMEOUT_S = 15.0
@@ -59,6 +66,13 @@ class Stack:
             process.stop(STOP_TIMEOUT_S)
 
 
+def extra_api_url(stack: Stack, tmp_path_factory, name: str, **settings: str) -> Iterator[str]:
+    """For a module fixture (`yield from` it): the `/api/v1` URL of another API process
+    beside the stack's, named `api-<name>`, with `settings` changed."""
+    with stack.extra_api(f"api-{name}", tmp_path_factory.mktemp(name), **settings) as (url, _):
+        yield url
+
+
 @contextmanager
 def running_stack(
     *,
@@ -76,12 +90,12 @@ def running_stack(
     logs.mkdir(parents=True, exist_ok=True)
     emulator_port, api_port = free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{emulator_port}"
-    env = base_env(
-        DATABASE_URL=database_url,
-        REDIS_URL=services.redis_url,
-        SECRET_KEY=secret_key,
-        TABPFN_API_URL=emulator_url,
-        EMULATOR_TOKENS=",".join(tokens),
+    env = stack_env(
+        database_url,
+        services.redis_url,
+        secret_key,
+        emulator_url,
+        tokens,
         # DEBUG: the test that searches every log line for secrets sees the most.
         LOG_LEVEL="DEBUG",
         # Fault tests need retries in seconds, not minutes, and limits that follow
