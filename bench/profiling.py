@@ -64,7 +64,10 @@ WORKER_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("tabpfn-client local work (Parquet, hashing, models)", ("tabpfn_client/",)),
     ("text cleaning before upload (_clean_text_features)", ("_clean_text_features",)),
-    ("claim and read the job's rows (DB)", ("_claim (worker/runner", "claim_job")),
+    (
+        "claim and read the job's rows (DB)",
+        ("claim_next (shared/jobs/scheduling", "load_job_for_run"),
+    ),
     ("decode the train set, decrypt the token", ("_decode (worker/runner",)),
     # Stage changes are written by the lease thread; starting and stopping it is here.
     ("lease thread start/stop", ("holding (worker/heartbeat",)),

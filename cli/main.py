@@ -41,7 +41,6 @@ def run_api(args: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL", "SECRET_KEY", "REDIS_URL")
     # uvicorn would import and warm the app before finding the port taken.
     check_port(args.host, args.port, "--port", command="tabpfn-api api")
-    from api.app import create_app
 
     # log_config=None: uvicorn's own lines go through our handler (LOG_FORMAT).
     served = {"host": args.host, "port": args.port, "log_level": "warning", "log_config": None}
@@ -51,6 +50,8 @@ def run_api(args: argparse.Namespace) -> None:
         # subscription) from the factory, which also sets up its logging.
         uvicorn.run("api.app:create_served_app", factory=True, workers=processes, **served)
         return
+    from api.app import create_app  # here: uvicorn's supervisor above needs no app
+
     uvicorn.run(create_app(), **served)
 
 

@@ -32,7 +32,6 @@ def warm_up() -> float:
     import pandas
     import pyarrow.parquet  # noqa: F401
 
-    from shared.core.config import get_settings
     from shared.core.db import open_pool
     from shared.core.redis_client import get_redis
     from shared.upstream.account import upstream_limits

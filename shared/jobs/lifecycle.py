@@ -70,12 +70,13 @@ def _owned(claim: Claim):
 # free slot could claim (`more`).
 _CLAIM_HEAD = text(
     """
-    WITH head AS (
+    WITH running AS (
+        SELECT count(*) AS n FROM jobs WHERE user_id = :user_id AND status = 'running'
+    ), head AS (
         SELECT j.id FROM jobs j
         WHERE j.user_id = :user_id AND j.status = 'queued'
           AND (j.run_after IS NULL OR j.run_after <= now())
-          AND (SELECT count(*) FROM jobs r
-               WHERE r.user_id = :user_id AND r.status = 'running') < :cap
+          AND (SELECT n FROM running) < :cap
         ORDER BY j.created_at, j.id
         LIMIT 1
     ), claimed AS (
@@ -90,11 +91,10 @@ _CLAIM_HEAD = text(
         WHERE id = :user_id AND EXISTS (SELECT 1 FROM claimed)
     )
     SELECT c.id, c.type, c.attempts,
-        (SELECT count(*) FROM jobs q
-         WHERE q.user_id = :user_id AND q.status = 'queued'
-           AND (q.run_after IS NULL OR q.run_after <= now())) > 1
-        AND (SELECT count(*) FROM jobs r
-             WHERE r.user_id = :user_id AND r.status = 'running') + 1 < :cap AS more
+        (SELECT n FROM running) + 1 < :cap
+        AND EXISTS (SELECT 1 FROM jobs q
+                    WHERE q.user_id = :user_id AND q.status = 'queued' AND q.id <> c.id
+                      AND (q.run_after IS NULL OR q.run_after <= now())) AS more
     FROM claimed c
     """
 )

@@ -11,8 +11,9 @@ Policy (docs/scheduling.md):
 Celery messages are wake-ups ("there is work"): the slot that receives one
 claims whatever this policy says, not necessarily the job the message names.
 Concurrent slots are kept apart by a row lock on the user (SKIP LOCKED: a slot
-never waits for another, it serves the next user) and by the guarded UPDATE
-that claims a job, so a job is never claimed twice and a cap never overrun.
+serves the next user rather than wait; only when every candidate is taken does
+it queue on one's lock) and by the guarded UPDATE that claims a job, so a job is
+never claimed twice and a cap never overrun.
 """
 
 from __future__ import annotations
@@ -70,23 +71,17 @@ _CANDIDATES = text(
 # round trip): should PostgreSQL crash before the flush, the job is queued
 # again (the sweeper resends it) and this run's later writes are refused as
 # those of a lost claim; a pause lost that way is found again at the next 429.
-_LOCK_USER = text(
-    """
+_USER_LOCK_SQL = """
     SELECT id, set_config('synchronous_commit', 'off', true) FROM users
-    WHERE id = :user_id FOR UPDATE SKIP LOCKED
-    """
-)
-# The same lock, waited for: when every user with work is being served by other
-# slots (one busy user, many woken slots), queueing on the lock hands it over
-# the moment the holder commits, where sleeping and looking again would burn a
-# candidates query per slot per look. Bounded by the lock_timeout set before it.
-_WAIT_FOR_USER = text(
-    """
-    SELECT id, set_config('synchronous_commit', 'off', true) FROM users
-    WHERE id = :user_id FOR UPDATE
-    """
-)
+    WHERE id = :user_id FOR UPDATE"""
+_LOCK_USER = text(_USER_LOCK_SQL + " SKIP LOCKED")
+# The same lock, waited for (`_WAIT_FOR_USER`): when every user with work is being
+# served by other slots (one busy user, many woken slots), queueing on the lock
+# hands it over the moment the holder commits, where sleeping and looking again
+# would burn a candidates query per slot per look. Bounded by _LOCK_WAIT.
+_WAIT_FOR_USER = text(_USER_LOCK_SQL)
 _LOCK_WAIT = text("SET LOCAL lock_timeout = '2s'")
+_LOCK_NOT_AVAILABLE = "55P03"  # what PostgreSQL raises when lock_timeout runs out
 _PAUSE = text(
     """
     UPDATE users SET upstream_paused_until = :until
@@ -148,7 +143,7 @@ def _try_user(
     reserved_at = time.time()
     until = pacing.reserve(fingerprint, calls, now=reserved_at)
     if until is not None:
-        session.execute(_PAUSE, {"user_id": user_id, "until": until})
+        pause_user(session=session, user_id=user_id, until=until)
         return Paused(user_id=user_id, until=until)
     head = claim_head(session=session, user_id=user_id, cap=cap)
     if head is None:  # another slot took the last one, or the cap was reached meanwhile
@@ -219,8 +214,10 @@ def claim_next() -> Pick:
                 paused.append(no_budget.paused)
                 skip.append(no_budget.paused.user_id)
                 continue
-            except OperationalError:  # lock_timeout: the holder is slow; look again
-                session.rollback()
+            except OperationalError as exc:
+                if getattr(exc.orig, "pgcode", None) != _LOCK_NOT_AVAILABLE:
+                    raise  # the database itself is in trouble: not this loop's to retry
+                session.rollback()  # lock_timeout: the holder is slow; look again
                 continue
             if isinstance(outcome, _Claimed):
                 session.commit()

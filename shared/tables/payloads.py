@@ -378,7 +378,7 @@ def _arrow_table(table: pd.DataFrame) -> pa.Table:
     index is dropped and the columns are named either way); anything else
     (text, mixed, categorical) goes through it.
     """
-    if all(kind in "fib" for kind in table.dtypes.map(lambda dtype: dtype.kind)):
+    if all(dtype.kind in "fib" for dtype in table.dtypes):
         names = [str(name) for name in table.columns]
         return pa.table([table[name].to_numpy() for name in table.columns], names=names)
     return pa.Table.from_pandas(table, preserve_index=False)
