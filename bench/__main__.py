@@ -138,9 +138,10 @@ def bench_latency(
         after = stack.emulator_stats()["cpu_s"] if stack else 0.0
         emulator_cpu["service"] += middle - before
         emulator_cpu["direct"] += after - middle
+    user.add_server_times(service)
     parts = {
         name: stats([getattr(t, name) for t in service])
-        for name in ("submit_s", "queue_s", "run_s", "notify_s", "result_s")
+        for name in ("submit_s", "queue_s", "run_s", "notify_s")
     }
     return {
         "reps": reps,
@@ -410,6 +411,7 @@ def bench_large(user: ServiceUser, stack: BenchStack, direct: DirectProcess, row
             cases[name] = {"error": str(exc)[:400]}
             return
         assert len(result["predictions"]) == shape["test_rows"]
+        user.add_server_times([timing])
         # GET /result again, away from the job's own traffic: its steady cost.
         job_id = timing.job_id
         again = []
@@ -423,7 +425,6 @@ def bench_large(user: ServiceUser, stack: BenchStack, direct: DirectProcess, row
             "submit_s": timing.submit_s,
             "queue_s": timing.queue_s,
             "run_s": timing.run_s,
-            "result_s": timing.result_s,
             **_service_memory(stack, rss_before),
         }
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import create_engine, text
 
 from bench import data
-from bench.nodes import Sampler, connections, nodes, tree_rss_kb
+from bench.nodes import Sampler, connections, nodes, tree, tree_pss_kb, tree_rss_kb
 from bench.service import ServiceUser
 from bench.stack import ROOT_DIR, SECTION_TOKENS, BenchStack
 
@@ -98,7 +98,7 @@ def _latency(timings) -> dict:
         # Where the time went (server-side timestamps): waiting for a slot vs running.
         **{
             f"{part}_median": statistics.median(getattr(t, f"{part}_s") for t in timings)
-            for part in ("submit", "queue", "run", "notify", "result")
+            for part in ("submit", "queue", "run", "notify")
         },
     }
 
@@ -123,6 +123,8 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
         ):
             pid = node.popen.pid
             out["idle_rss_mb"] = tree_rss_kb(pid) / 1024
+            out["idle_pss_mb"] = tree_pss_kb(pid) / 1024
+            out["processes"] = len(tree(pid))
             for k, n in enumerate(sizes):
                 jobs = n * jobs_per_client
                 base = 200_000 + k * 10_000
@@ -141,7 +143,11 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
                 tables = _tables(base, jobs)
                 emulator = Emulator(stack)
                 sampler = Sampler(
-                    {"rss_kb": lambda: tree_rss_kb(pid), "running": _running_jobs(engine)},
+                    {
+                        "rss_kb": lambda: tree_rss_kb(pid),
+                        "pss_kb": lambda: tree_pss_kb(pid),
+                        "running": _running_jobs(engine),
+                    },
                     at_peak_of="running",
                     snapshot=lambda: connections(
                         pid, stack.env["DATABASE_URL"], stack.env["REDIS_URL"]
@@ -149,6 +155,7 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
                 )
                 with sampler:
                     seconds, timings = user.throughput(tables, clients=n)
+                user.add_server_times(timings)
                 service_side = {
                     "seconds": seconds,
                     "jobs_per_s": jobs / seconds,
@@ -156,6 +163,7 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
                     "latency": _latency(timings),
                     "emulator": emulator.spent(jobs),
                     "peak_rss_mb": sampler.peak["rss_kb"] / 1024,
+                    "peak_pss_mb": sampler.peak["pss_kb"] / 1024,
                     "peak_running": sampler.peak["running"],
                     "connections_at_peak": sampler.at_peak,
                 }
@@ -205,6 +213,7 @@ def bench_coldstart(ctx: Context, n: int) -> dict:
             for k, name in enumerate(("cold", "warm", "warm again")):
                 emulator = Emulator(stack)
                 seconds, timings = user.throughput(_tables(300_000 + 1000 * k, n), clients=n)
+                user.add_server_times(timings)
                 rounds[name] = {
                     "seconds": seconds,
                     "first_s": min(t.total_s for t in timings),
@@ -212,7 +221,7 @@ def bench_coldstart(ctx: Context, n: int) -> dict:
                     "max_s": max(t.total_s for t in timings),
                     **{
                         f"{part}_mean_s": statistics.mean(getattr(t, f"{part}_s") for t in timings)
-                        for part in ("submit", "queue", "run", "notify", "result")
+                        for part in ("submit", "queue", "run", "notify")
                     },
                     "emulator": emulator.spent(n),
                 }
@@ -318,6 +327,7 @@ def bench_scaleout(ctx: Context, clients: int, jobs_per_client: int, concurrency
                             _tables(400_000 + 10_000 * k, jobs), clients=clients
                         )
                     spent = emulator.spent(jobs)
+                    user.add_server_times(timings)
                     checks = _no_job_ran_twice(engine, [t.job_id for t in timings])
                     checks["emulator_fits"] = spent["calls"].get("fit", 0)
                     out["runs"][name] = {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.memory import memory_kb
 from bench.stack import start_in
-from cli.supervisor import CELERY_READY, Child, wait_for_line
+from cli.supervisor import WORKER_READY, Child, wait_for_line
 
 
 @contextmanager
@@ -43,7 +43,7 @@ def nodes(
             started.append(start_in(scratch, name, ["worker", *args], {**env, **settings}))
         for node in started:
             # After lifecycle's warm-up.
-            wait_for_line(node, CELERY_READY)
+            wait_for_line(node, WORKER_READY)
         yield started
     finally:
         for node in started:
@@ -69,6 +69,23 @@ def tree_rss_kb(pid: int) -> int:
     for p in tree(pid):
         with suppress(OSError, KeyError):
             total += memory_kb(p)["VmRSS"]
+    return total
+
+
+def tree_pss_kb(pid: int) -> int:
+    """The tree's proportional set size: a page shared by n processes counts 1/n in each.
+
+    A node's processes are forked from one warm parent and share its pages
+    (copy-on-write), which a sum of RSS counts once per process; PSS counts each
+    page once, as the kernel's memory accounting of a container does.
+    """
+    total = 0
+    for p in tree(pid):
+        with suppress(OSError, ValueError):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
     return total
 
 

@@ -194,8 +194,9 @@ def _latency(add, r: dict) -> None:
     add("")
     add(
         f"{r['reps']} jobs each way, one at a time, interleaved. Service: `POST "
-        "/api/v1/jobs/fit-predict`, long-poll `GET /api/v1/jobs/{id}?wait=30`, `GET "
-        "/api/v1/jobs/{id}/result` (JSON serialization of the body included). Direct: "
+        "/api/v1/jobs/fit-predict`, then the result long-poll `GET "
+        "/api/v1/jobs/{id}/result?wait=30`, which answers with the result the moment the job "
+        "ends (JSON serialization of the body included). Direct: "
         "`ServiceClient.fit_with_result` + `ServiceClient.predict` with the token in "
         "`ClientOptions` headers, in a process of its own."
     )
@@ -231,8 +232,7 @@ def _latency(add, r: dict) -> None:
         "submit_s": "submit: POST until 202 (parse, validate, Parquet, insert, enqueue)",
         "queue_s": "queued: 202 at the client → started_at (Redis, Celery pickup, claim)",
         "run_s": "run: started_at → finished_at (load, upstream fit + predict, store)",
-        "notify_s": "notify: finished_at → long-poll answer at the client",
-        "result_s": "GET /result",
+        "notify_s": "notify: finished_at → the result at the client (result long-poll)",
     }
     for key, label in labels.items():
         add(f"| {label} | {_ms(r['parts'][key]['median'])} | {_ms(r['parts'][key]['p90'])} |")

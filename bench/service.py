@@ -16,18 +16,23 @@ from bench.data import Table, fit_body, fit_predict_body
 FINISHED = ("succeeded", "failed", "canceled")
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobTiming:
-    """One job seen from the client, and the server-side timestamps that split it."""
+    """One job seen from the client, and the server-side timestamps that split it.
+
+    The split needs the job's own timestamps, which the result does not carry:
+    `ServiceUser.add_server_times` reads them afterwards, outside the timed work.
+    """
 
     job_id: str
     total_s: float
     submit_s: float  # POST until 202
-    wait_s: float  # 202 until the long-poll answered `succeeded`
-    result_s: float  # GET /result
-    queue_s: float  # 202 at the client → started_at (broker, worker pickup, claim)
-    run_s: float  # started_at → finished_at (the worker's whole run)
-    notify_s: float  # finished_at → the long-poll's answer reached the client
+    wait_s: float  # 202 until the result long-poll answered with the result
+    submitted_wall: float  # time.time() at the 202
+    answered_wall: float  # time.time() when the result arrived
+    queue_s: float = float("nan")  # 202 at the client → started_at (broker, pickup, claim)
+    run_s: float = float("nan")  # started_at → finished_at (the worker's whole run)
+    notify_s: float = float("nan")  # finished_at → the result reached the client
 
 
 def _ts(value: str) -> float:
@@ -86,6 +91,29 @@ class ServiceUser:
             raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
         return seconds, response.json()
 
+    def wait_for_result(self, job_id: str, timeout_s: float = 300) -> dict:
+        """`GET /jobs/{id}/result?wait=30` until the result comes: one request per job."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {job_id} did not finish in {timeout_s:.0f} s")
+            response = self.send("GET", f"/jobs/{job_id}/result", params={"wait": 30})
+            if response.status_code == 200:
+                return response.json()
+            answer = response.json()
+            if response.status_code != 409 or answer.get("job_status") not in ("queued", "running"):
+                raise RuntimeError(f"job {job_id}: {response.status_code} {response.text[:300]}")
+
+    def add_server_times(self, timings: list[JobTiming]) -> None:
+        """Split each timing with its job's started_at and finished_at (one GET per job)."""
+        for timing in timings:
+            job = self.send("GET", f"/jobs/{timing.job_id}").raise_for_status().json()
+            # Same machine, same clock: Postgres now() against the client's time.time().
+            started, finished = _ts(job["started_at"]), _ts(job["finished_at"])
+            timing.queue_s = started - timing.submitted_wall
+            timing.run_s = finished - started
+            timing.notify_s = timing.answered_wall - finished
+
     def wait(self, job_id: str, timeout_s: float = 300) -> dict:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -122,25 +150,20 @@ class ServiceUser:
         return self._follow(start, path, response)
 
     def _follow(self, start: float, path: str, response: httpx.Response) -> tuple[JobTiming, dict]:
-        """Long-poll the submitted job to its end and fetch its result, timing each step."""
+        """Wait for the submitted job's result with the result long-poll, timing each step."""
         submit_s, submitted_wall = time.perf_counter() - start, time.time()
         if response.status_code != 202:
             raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
-        job = self.wait(response.json()["id"])
-        answered_wall, answered = time.time(), time.perf_counter()
-        result = self.result(job["id"])
-        end = time.perf_counter()
-        # Same machine, same clock: Postgres now() against the client's time.time().
-        started, finished = _ts(job["started_at"]), _ts(job["finished_at"])
+        job_id = response.json()["id"]
+        result = self.wait_for_result(job_id)
+        answered_wall, end = time.time(), time.perf_counter()
         timing = JobTiming(
-            job_id=job["id"],
+            job_id=job_id,
             total_s=end - start,
             submit_s=submit_s,
-            wait_s=answered - start - submit_s,
-            result_s=end - answered,
-            queue_s=started - submitted_wall,
-            run_s=finished - started,
-            notify_s=answered_wall - finished,
+            wait_s=end - start - submit_s,
+            submitted_wall=submitted_wall,
+            answered_wall=answered_wall,
         )
         return timing, result
 

@@ -19,7 +19,7 @@ import httpx
 import redis
 
 from cli.ports import free_port
-from cli.supervisor import CELERY_READY, Child, start, wait_for_http, wait_for_line
+from cli.supervisor import WORKER_READY, Child, start, wait_for_http, wait_for_line
 from cli.throwaway import (
     UNPACED,
     answers,
@@ -117,7 +117,7 @@ class BenchStack:
         finally:
             process = start_in(self.scratch, "worker", self.worker_args, self.env)
             self.processes["worker"] = process
-            wait_for_line(process, CELERY_READY)
+            wait_for_line(process, WORKER_READY)
 
 
 def start_in(scratch: Path, name: str, args: list[str], env: dict[str, str]) -> Child:

@@ -61,9 +61,9 @@ def _celery_argv(extra: list[str]) -> list[str]:
 
 def run_worker(args: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL", "SECRET_KEY", "REDIS_URL")
-    from worker.tasks import app
+    from worker.node import run_node
 
-    app.worker_main(argv=["worker", *_celery_argv(args.celery_args)])
+    run_node(_celery_argv(args.celery_args))
 
 
 def run_beat(args: argparse.Namespace) -> None:
@@ -126,8 +126,9 @@ EXAMPLES = {
   tabpfn-api api                              # http://127.0.0.1:8000
   tabpfn-api api --host 0.0.0.0 --port 8080   # every interface, another port""",
     "worker": """examples:
-  tabpfn-api worker
-  tabpfn-api worker --concurrency 4           # any Celery worker option""",
+  tabpfn-api worker                           # WORKER_PROCESSES (2) sharing 64 job slots
+  tabpfn-api worker --concurrency 16          # 16 slots over the node's processes
+  WORKER_PROCESSES=1 tabpfn-api worker        # one process, as a plain Celery worker""",
     "flower": """examples:
   FLOWER_BASIC_AUTH=ops:long-password tabpfn-api flower --port 5555
   (`tabpfn-api dev` starts its own Flower and prints its URL and login)""",
@@ -174,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     add("api", run_api, "serve the HTTP API", port=8000)
-    add("worker", run_worker, "run a Celery worker (extra arguments go to Celery)")
+    add("worker", run_worker, "run a worker node (extra arguments go to Celery)")
     add("beat", run_beat, "run the periodic scheduler (sweeper)")
     add("flower", run_flower, "run Flower behind basic auth", port=5555)
     add("migrate", run_migrate, "upgrade the database schema to head")

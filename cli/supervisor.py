@@ -33,8 +33,8 @@ from cli.lifeline import die_with_parent, stop_leftover
 # The console script beside this interpreter: children are the commands a
 # deployment runs, and show up as such in `ps`.
 BIN = Path(sys.executable).parent / "tabpfn-api"
-# Celery's own line once a worker's pool and consumer run ("celery@host ready.").
-CELERY_READY = " ready."
+# A worker node's line once every one of its processes is ready (worker/node.py).
+WORKER_READY = "worker node ready"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 3000

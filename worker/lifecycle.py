@@ -26,15 +26,15 @@ from shared.core.config import get_settings
 log = logging.getLogger(__name__)
 
 
-def warm_up() -> float:
-    """Import and connect what jobs need; the seconds it took."""
-    started = time.perf_counter()
+def import_what_jobs_need() -> None:
+    """Import what jobs run and build its first-call caches; opens no connection.
+
+    A node of several processes runs this in its parent before the fork
+    (worker/node.py), so the processes share these pages.
+    """
     import pandas
     import pyarrow.parquet  # noqa: F401
 
-    from shared.core.db import open_pool
-    from shared.core.redis_client import get_redis
-    from shared.upstream.account import upstream_limits
     from shared.upstream.client import load_client
 
     client = load_client()
@@ -47,6 +47,16 @@ def warm_up() -> float:
     # calls build caches (pyarrow's, pandas') that a job should not pay for.
     table = decode_table(encode_table(pandas.DataFrame({"x": [1.0], "c": ["a"]})).read())
     _clean_text_features(table)
+
+
+def warm_up() -> float:
+    """Import and connect what jobs need; the seconds it took."""
+    from shared.core.db import open_pool
+    from shared.core.redis_client import get_redis
+    from shared.upstream.account import upstream_limits
+
+    started = time.perf_counter()
+    import_what_jobs_need()
     try:
         open_pool(get_settings().db_pool_size)
         get_redis().ping()
@@ -70,8 +80,9 @@ def _fresh_pool_process(**_: object) -> None:
 
 
 @worker_ready.connect
-def _recover_and_wake(**_: object) -> None:
+def _recover_and_wake(sender: object = None, **_: object) -> None:
     from shared.queue import wake_at
+    from worker.node import report_ready
     from worker.runner import release_dead_runs
 
     try:
@@ -85,6 +96,7 @@ def _recover_and_wake(**_: object) -> None:
     from datetime import UTC, datetime
 
     wake_at(datetime.now(UTC))
+    report_ready(getattr(getattr(sender, "controller", None), "concurrency", 0))
 
 
 @worker_shutting_down.connect

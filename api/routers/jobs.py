@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -34,7 +35,7 @@ from api.schemas import (
 from shared.core.after_commit import after_commit
 from shared.core.config import get_settings
 from shared.core.db import session_scope
-from shared.core.errors import ValidationFailed
+from shared.core.errors import ResultNotAvailable, ValidationFailed
 from shared.jobs import submit as jobs
 from shared.jobs.idempotency import create_once, fingerprint
 from shared.jobs.states import FINISHED, QUEUED
@@ -560,28 +561,79 @@ def _result_format(requested: str | None, accept: str | None) -> str:
         409: {"model": ErrorOut, "description": "result_not_available: the job has not succeeded"},
     },
 )
-def get_result(
+async def get_result(
     job_id: uuid.UUID,
     request: Request,
-    session: SessionDep,
-    user: CurrentUser,
+    credentials: Credentials,
     result_format: Annotated[
         ResultFormat | None,
         Query(alias="format", description="json, csv or parquet; overrides Accept."),
     ] = None,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            description="Seconds to wait for a queued or running job to succeed (long-poll; "
+            "capped): the result in one request instead of a long-poll and a fetch.",
+        ),
+    ] = 0,
 ) -> Any:
     """JSON by default. As a table with `?format=csv|parquet`, or `Accept: text/csv`
     or `application/vnd.apache.parquet` (also `application/x-parquet`), sent as an
     attachment named `<job_id>.csv|.parquet`. Predictions: one row per input row,
     in input order; columns `prediction`, then `proba_<class>` per class (output
     probabilities) or `q_<quantile>` per quantile. A fit: one row of its fields
-    (`model_id`, `task`, `n_rows`, `n_features`, `classes` as JSON text)."""
-    result = jobs.get_result_json(session=session, user=user, job_id=job_id)
+    (`model_id`, `task`, `n_rows`, `n_features`, `classes` as JSON text).
+
+    With `wait=S`, a job still queued or running is waited for: the answer comes
+    the moment it ends (its result, or the error of a job that did not succeed),
+    or 409 `result_not_available` with its `job_status` after S seconds (at most
+    MAX_WAIT_S), and the client asks again."""
     kind = _result_format(result_format, request.headers.get("accept"))
+    deadline = time.monotonic() + min(wait, get_settings().max_wait_s)
+    watching = (
+        request.app.state.job_waiter.watching(str(job_id), only_when_finished=True)
+        if wait > 0
+        else contextlib.nullcontext()
+    )
+    async with watching as watch:
+        # Watching first (as the job long-poll does): an end between this read and the
+        # wait is not missed. The key is checked in the same short transaction.
+        user, found = await run_in_threadpool(
+            _authenticate_and_read_result, request, credentials, job_id
+        )
+        while isinstance(found, ResultNotAvailable):
+            remaining = deadline - time.monotonic()
+            if watch is None or found.extra.get("job_status") in FINISHED or remaining <= 0:
+                raise found
+            await next_change(watch, remaining)
+            found = await run_in_threadpool(_read_result, user, job_id)
     if kind == "json":
-        return Response(result, media_type="application/json")
+        return Response(found, media_type="application/json")
+    table = await run_in_threadpool(lambda: write_table(result_table(json.loads(found)), kind))
     return Response(
-        write_table(result_table(json.loads(result)), kind),
+        table,
         media_type=MEDIA_TYPES[kind],
         headers={"Content-Disposition": f'attachment; filename="{job_id}.{kind}"'},
     )
+
+
+def _result_or_pending(session: Session, user: User, job_id: uuid.UUID) -> str | ResultNotAvailable:
+    """The result's JSON text; for a job that has not succeeded, the 409 to answer with."""
+    try:
+        return jobs.get_result_json(session=session, user=user, job_id=job_id)
+    except ResultNotAvailable as not_yet:
+        return not_yet
+
+
+def _read_result(user: User, job_id: uuid.UUID) -> str | ResultNotAvailable:
+    with session_scope() as session:
+        return _result_or_pending(session, user, job_id)
+
+
+def _authenticate_and_read_result(
+    request: Request, credentials: Credentials, job_id: uuid.UUID
+) -> tuple[User, str | ResultNotAvailable]:
+    with session_scope() as session:
+        user = get_current_user(request, session, credentials)
+        return user, _result_or_pending(session, user, job_id)

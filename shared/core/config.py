@@ -83,9 +83,12 @@ class Settings(BaseSettings):
     # jobs ending together) queues behind it. docker-compose runs 2 (docs/benchmarks.md).
     api_processes: int = Field(default=1, gt=0)
 
-    # Worker nodes are built for waiting: a job is almost all upstream wait, so one
-    # process holds this many jobs in flight on threads (see docs/scheduling.md).
+    # Worker nodes are built for waiting: a job is almost all upstream wait, so a
+    # node holds this many jobs in flight on threads (see docs/scheduling.md)...
     worker_concurrency: int = Field(default=64, gt=0)
+    # ...shared by this many processes forked from one warm parent (worker/node.py):
+    # the Python a job does need comes in waves, and one process runs it on one core.
+    worker_processes: int = Field(default=2, gt=0)
     # SIGTERM: in-flight jobs may finish for this long; the rest are handed back.
     worker_drain_s: float = Field(default=30.0, ge=0)
     # Database connections per process: jobs hold one only while they read or

@@ -38,6 +38,45 @@ def test_long_poll_returns_the_moment_the_job_ends(api, emulator_knobs):
     assert job == api.get(f"/jobs/{job_id}", headers=headers).json()
 
 
+def test_result_long_poll_answers_with_the_result_the_moment_the_job_succeeds(api, emulator_knobs):
+    headers = register(api)
+    emulator_knobs(latency_s=0.4)
+    job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+
+    short = api.get(f"/jobs/{job_id}/result", params={"wait": 0.5}, headers=headers)
+    assert (short.status_code, short.json()["code"]) == (409, "result_not_available")
+    assert short.json()["job_status"] in ("queued", "running")  # gave up waiting, as asked
+
+    started = time.monotonic()
+    done = api.get(f"/jobs/{job_id}/result", params={"wait": 30}, headers=headers, timeout=40)
+    returned_at = datetime.now().astimezone()
+    assert time.monotonic() - started < 25
+    assert done.status_code == 200, done.text
+    job = api.get(f"/jobs/{job_id}", headers=headers).json()
+    assert job["status"] == "succeeded"
+    # Pushed, not polled: the result follows the job's end within a fraction of a second.
+    assert (returned_at - datetime.fromisoformat(job["finished_at"])).total_seconds() < 0.5
+    assert done.json() == api.get(f"/jobs/{job_id}/result", headers=headers).json()
+    assert done.json()["model_id"] == job["model_id"]
+    # The table formats wait the same way.
+    as_csv = api.get(f"/jobs/{job_id}/result", params={"wait": 5, "format": "csv"}, headers=headers)
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert job["model_id"] in as_csv.text
+
+
+def test_result_long_poll_of_a_failed_job_answers_at_once_with_its_state(api, emulator_knobs):
+    revoked = register(api, "dave-token")
+    emulator_knobs(revoked_tokens=["dave-token"])
+    job_id = api.post("/jobs/fit", json=FIT, headers=revoked).json()["id"]
+    waited = api.get(f"/jobs/{job_id}/result", params={"wait": 30}, headers=revoked, timeout=40)
+    assert (waited.status_code, waited.json()["code"]) == (409, "result_not_available")
+    assert waited.json()["job_status"] == "failed"
+    started = time.monotonic()
+    again = api.get(f"/jobs/{job_id}/result", params={"wait": 30}, headers=revoked, timeout=40)
+    assert again.json()["job_status"] == "failed"
+    assert time.monotonic() - started < 5  # an ended job is not waited on
+
+
 def _long_poll_then(api, headers, job_id, action) -> dict:
     """Start a long-poll on the job, run `action` while it waits, return its answer."""
     with ThreadPoolExecutor(1) as pool:
@@ -89,5 +128,7 @@ def test_waiting_on_someone_elses_job_is_404(api, stack):
     owner, other = register(api), register(api)
     job_id = api.post("/jobs/fit", json=FIT, headers=owner).json()["id"]
     assert api.get(f"/jobs/{job_id}", params={"wait": 5}, headers=other).status_code == 404
+    result = api.get(f"/jobs/{job_id}/result", params={"wait": 5}, headers=other)
+    assert (result.status_code, result.json()["code"]) == (404, "not_found")
     response = httpx.get(f"{stack.api_url}/api/v1/jobs/{job_id}/events", headers=other)
     assert (response.status_code, response.json()["code"]) == (404, "not_found")

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from cli.embedded import EmbeddedService, start_embedded_postgres, start_embedded_redis
-from cli.supervisor import CELERY_READY, Child, start, stop_all, wait_for_line
+from cli.supervisor import WORKER_READY, Child, start, stop_all, wait_for_line
 from emulator.accounts import account_name
 
 SECRET_KEY = "reliability-secret-key-not-for-production"
@@ -70,7 +70,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
 
 @dataclass
 class Worker:
-    """A `tabpfn-api worker` node: one process holding its jobs on threads."""
+    """A `tabpfn-api worker` node: a parent and its forked processes, jobs on threads."""
 
     hostname: str
     process: Child
@@ -151,7 +151,7 @@ class RelStack:
         return worker
 
     def wait_worker_ready(self, worker: Worker, timeout: float = 30) -> None:
-        wait_for_line(worker.process, CELERY_READY, timeout)
+        wait_for_line(worker.process, WORKER_READY, timeout)
 
     @contextlib.contextmanager
     def sweeper_paused(self) -> Iterator[None]:
