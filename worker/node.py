@@ -93,8 +93,7 @@ def run_node(argv: list[str]) -> None:
     total = options.concurrency or settings.worker_concurrency
     shares = _shares(total, settings.worker_processes)
     if options.pool not in (None, "threads") or len(shares) == 1:
-        app.worker_main(argv=["worker", *argv])
-        return
+        sys.exit(_celery_worker(app, ["worker", *argv]))
     # Before the fork: the processes share these pages instead of each importing them.
     from worker.lifecycle import import_what_jobs_need
 
@@ -105,6 +104,18 @@ def run_node(argv: list[str]) -> None:
         for i, share in enumerate(shares)
     ]
     sys.exit(_Node(app, argvs).run())
+
+
+def _celery_worker(app, argv: list[str]) -> int:
+    """Run Celery's worker command; a usage error is one line and exit 2, not a traceback."""
+    import click
+
+    try:
+        app.worker_main(argv=argv)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
 
 
 class _Node:
@@ -167,8 +178,7 @@ class _Node:
                 self.die_with_parent()
             os.close(self.read_fd)
             _ready_fd, _index = self.write_fd, index
-            self.app.worker_main(argv=self.argvs[index])
-            code = 0
+            code = _celery_worker(self.app, self.argvs[index])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:

@@ -6,6 +6,7 @@ what is left.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from cli.supervisor import WORKER_READY, start
+from cli.supervisor import WORKER_READY, start, wait_for_line
 from emulator.accounts import account_name
 from tests.support.api import register, wait_for_job
 from tests.support.stacks import api_client, own_stack
@@ -152,3 +153,39 @@ def test_sigterm_drains_then_hands_back_what_is_left(client, wide_stack):
     job = wait_for_job(client, headers, job_id, timeout=60)
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job
     assert "handed 1 unfinished job(s) back to the queue" in worker.log()
+
+
+def test_a_node_killed_hard_takes_its_processes_with_it(wide_stack):
+    node = start(
+        "node-killed",
+        ["worker", "--concurrency", "4", "-n", "killed@%h", "--without-mingle"],
+        wide_stack.env,
+        wide_stack.scratch / "logs",
+    )
+    try:
+        wait_for_line(node, WORKER_READY)
+        assert "2 processes, 2 + 2 job slots" in node.log()
+        processes = psutil.Process(node.pid).children()
+        assert len(processes) == 2
+        os.kill(node.pid, signal.SIGKILL)  # the parent only: no clean-up code runs
+        _, alive = psutil.wait_procs(processes, timeout=10)
+        assert alive == [], f"outlived their node: {alive}"
+    finally:
+        node.stop()
+
+
+def test_a_node_whose_processes_cannot_start_stops_instead_of_restarting_them(wide_stack):
+    node = start(
+        "node-bad-option",
+        ["worker", "--no-such-celery-option"],
+        wide_stack.env,
+        wide_stack.scratch / "logs",
+    )
+    try:
+        assert node.popen.wait(60) == 2  # Celery's usage error, passed on
+    finally:
+        node.stop()
+    log = node.log()
+    assert "No such option" in log
+    assert "failed at start-up (exit 2); stopping the node" in log
+    assert "starting another" not in log
