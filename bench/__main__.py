@@ -305,7 +305,7 @@ def bench_auth(user: ServiceUser, stack: BenchStack, threads: int, duration_s: f
 
 
 RATE_HZ = profiling.RATE_HZ
-WORKER_FRAME = "run_job (worker/runner.py"
+WORKER_FRAME = "serve (worker/runner.py"
 DIRECT_FRAME = "fit_predict (bench/direct.py"
 
 

@@ -107,7 +107,11 @@ def _latency(timings) -> dict:
 
 
 def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -> dict:
-    """N clients at 1 s per upstream call: the default worker node vs N direct threads."""
+    """N clients at 1 s per upstream call: the default worker node vs N direct threads.
+
+    Then the largest size once more on a node of two processes (WORKER_PROCESSES=2,
+    the same slots), against its own direct run: the evidence for the default.
+    """
     stack = ctx.stack
     log(f"inflight: {sizes} clients x {jobs_per_client} fit-predicts at 1 s per upstream call")
     user = ServiceUser.register(stack.api_url, SECTION_TOKENS["inflight"])
@@ -116,68 +120,77 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
     out: dict = {"jobs_per_client": jobs_per_client, "latency_s": 1.0, "sizes": {}}
     stack.set_latency(1.0)
     try:
-        spec = [("inflight", [], {})]
-        with (
-            stack.main_worker_stopped(),
-            nodes(spec, stack.env, stack.scratch, stack.logs_dir) as (node,),
-        ):
-            pid = node.popen.pid
-            out["idle_rss_mb"] = tree_rss_kb(pid) / 1024
-            out["idle_pss_mb"] = tree_pss_kb(pid) / 1024
-            out["processes"] = len(tree(pid))
-            for k, n in enumerate(sizes):
-                jobs = n * jobs_per_client
-                base = 200_000 + k * 10_000
-                log(f"inflight: {n} direct threads, {jobs} jobs")
-                emulator = Emulator(stack)
-                answer = direct.ask(
-                    op="throughput", seeds=_seeds(base, jobs), shape=SMALL, threads=n
+        with stack.main_worker_stopped():
+            spec = [("inflight", [], {})]
+            with nodes(spec, stack.env, stack.scratch, stack.logs_dir) as (node,):
+                pid = node.popen.pid
+                out["idle_rss_mb"] = tree_rss_kb(pid) / 1024
+                out["idle_pss_mb"] = tree_pss_kb(pid) / 1024
+                out["processes"] = len(tree(pid))
+                for k, n in enumerate(sizes):
+                    base = 200_000 + k * 10_000
+                    out["sizes"][str(n)] = _inflight_pair(
+                        stack, user, direct, engine, pid, n, n * jobs_per_client, base
+                    )
+                out["worker_settings"] = _node_settings(node.log())
+            n = sizes[-1]
+            spec = [("inflight-2p", [], {"WORKER_PROCESSES": "2"})]
+            with nodes(spec, stack.env, stack.scratch, stack.logs_dir) as (node,):
+                log(f"inflight: {n} clients again, on a node of 2 processes")
+                pair = _inflight_pair(
+                    stack, user, direct, engine, node.popen.pid, n, n * jobs_per_client, 250_000
                 )
-                direct_side = {
-                    "seconds": answer["seconds"],
-                    "jobs_per_s": jobs / answer["seconds"],
-                    "latency_median": statistics.median(answer["latencies"]),
-                    "emulator": emulator.spent(jobs),
-                }
-                log(f"inflight: {n} service clients, {jobs} jobs")
-                tables = _tables(base, jobs)
-                emulator = Emulator(stack)
-                sampler = Sampler(
-                    {
-                        "rss_kb": lambda: tree_rss_kb(pid),
-                        "pss_kb": lambda: tree_pss_kb(pid),
-                        "running": _running_jobs(engine),
-                    },
-                    at_peak_of="running",
-                    snapshot=lambda: connections(
-                        pid, stack.env["DATABASE_URL"], stack.env["REDIS_URL"]
-                    ),
-                )
-                with sampler:
-                    seconds, timings = user.throughput(tables, clients=n)
-                user.add_server_times(timings)
-                service_side = {
-                    "seconds": seconds,
-                    "jobs_per_s": jobs / seconds,
-                    "latency_median": _latency(timings)["median"],
-                    "latency": _latency(timings),
-                    "emulator": emulator.spent(jobs),
-                    "peak_rss_mb": sampler.peak["rss_kb"] / 1024,
-                    "peak_pss_mb": sampler.peak["pss_kb"] / 1024,
-                    "peak_running": sampler.peak["running"],
-                    "connections_at_peak": sampler.at_peak,
-                }
-                out["sizes"][str(n)] = {
-                    "jobs": jobs,
-                    "service": service_side,
-                    "direct": direct_side,
-                    "ratio": service_side["jobs_per_s"] / direct_side["jobs_per_s"],
-                }
-            out["worker_settings"] = _node_settings(node.log())
+                out["two_processes"] = {"clients": n, "processes": len(tree(node.popen.pid))}
+                out["two_processes"] |= pair
     finally:
         stack.set_latency(stack_latency(stack))
         engine.dispose()
     return out
+
+
+def _inflight_pair(stack, user, direct, engine, pid: int, n: int, jobs: int, base: int) -> dict:
+    """`jobs` fit-predicts from `n` direct threads, then from `n` service clients."""
+    log(f"inflight: {n} direct threads, {jobs} jobs")
+    emulator = Emulator(stack)
+    answer = direct.ask(op="throughput", seeds=_seeds(base, jobs), shape=SMALL, threads=n)
+    direct_side = {
+        "seconds": answer["seconds"],
+        "jobs_per_s": jobs / answer["seconds"],
+        "latency_median": statistics.median(answer["latencies"]),
+        "emulator": emulator.spent(jobs),
+    }
+    log(f"inflight: {n} service clients, {jobs} jobs")
+    tables = _tables(base, jobs)
+    emulator = Emulator(stack)
+    sampler = Sampler(
+        {
+            "rss_kb": lambda: tree_rss_kb(pid),
+            "pss_kb": lambda: tree_pss_kb(pid),
+            "running": _running_jobs(engine),
+        },
+        at_peak_of="running",
+        snapshot=lambda: connections(pid, stack.env["DATABASE_URL"], stack.env["REDIS_URL"]),
+    )
+    with sampler:
+        seconds, timings = user.throughput(tables, clients=n)
+    user.add_server_times(timings)
+    service_side = {
+        "seconds": seconds,
+        "jobs_per_s": jobs / seconds,
+        "latency_median": _latency(timings)["median"],
+        "latency": _latency(timings),
+        "emulator": emulator.spent(jobs),
+        "peak_rss_mb": sampler.peak["rss_kb"] / 1024,
+        "peak_pss_mb": sampler.peak["pss_kb"] / 1024,
+        "peak_running": sampler.peak["running"],
+        "connections_at_peak": sampler.at_peak,
+    }
+    return {
+        "jobs": jobs,
+        "service": service_side,
+        "direct": direct_side,
+        "ratio": service_side["jobs_per_s"] / direct_side["jobs_per_s"],
+    }
 
 
 def stack_latency(stack: BenchStack) -> float:

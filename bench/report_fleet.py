@@ -79,6 +79,20 @@ def _inflight(add, r: dict) -> None:
         f"{r['idle_rss_mb']:.0f} MB when idle and ready). RSS is the sum of VmRSS over the "
         "worker process and its descendants, sampled every 200 ms."
     )
+    two = r.get("two_processes")
+    if two:
+        service = two["service"]
+        add("")
+        add(
+            f"The same {two['clients']} clients on a node of **two processes** "
+            f"(`WORKER_PROCESSES=2`: {two['processes']} processes with the parent, the same "
+            f"slots shared): **{two['ratio']:.2f}×** ({service['jobs_per_s']:.2f} against "
+            f"{two['direct']['jobs_per_s']:.2f} jobs/s direct in its own pair of runs), peak "
+            f"RSS {service['peak_rss_mb']:.0f} MB summed over the processes, "
+            f"{service['peak_pss_mb']:.0f} MB PSS (pages the forked processes share counted "
+            "once, as a container's memory limit counts them). One process is the default: "
+            "see the analysis below."
+        )
     largest = list(r["sizes"].values())[-1]["service"]
     at_peak = largest.get("connections_at_peak") or {}
     if at_peak:

@@ -126,9 +126,9 @@ EXAMPLES = {
   tabpfn-api api                              # http://127.0.0.1:8000
   tabpfn-api api --host 0.0.0.0 --port 8080   # every interface, another port""",
     "worker": """examples:
-  tabpfn-api worker                           # WORKER_PROCESSES (2) sharing 64 job slots
-  tabpfn-api worker --concurrency 16          # 16 slots over the node's processes
-  WORKER_PROCESSES=1 tabpfn-api worker        # one process, as a plain Celery worker""",
+  tabpfn-api worker                           # 64 job slots (WORKER_CONCURRENCY) on threads
+  tabpfn-api worker --concurrency 16          # 16 slots
+  WORKER_PROCESSES=2 tabpfn-api worker        # the slots shared by 2 forked processes""",
     "flower": """examples:
   FLOWER_BASIC_AUTH=ops:long-password tabpfn-api flower --port 5555
   (`tabpfn-api dev` starts its own Flower and prints its URL and login)""",

@@ -4,7 +4,8 @@ Why more than one: a job is almost all upstream wait, so one process holds
 dozens of jobs on threads; but one Python process runs Python on one core at a
 time, and the Python a job does need (claiming it, decoding its tables, calling
 tabpfn-client, shaping and storing its result) comes in waves when many jobs
-end together. Two processes put that work on two cores (docs/benchmarks.md).
+end together. Several processes let that work use several cores, on a node
+whose cores are not all taken by other work.
 
 How:
 - The parent imports what jobs need (tabpfn-client, pandas, pyarrow) once and
@@ -22,8 +23,9 @@ How:
 - The processes die with the parent (PR_SET_PDEATHSIG): a node killed hard is
   killed whole, as before.
 
-`--pool prefork` or `solo` (or WORKER_PROCESSES=1) runs one Celery worker in
-this process, as a plain `celery worker` would.
+WORKER_PROCESSES=1 (the default: on the 2-core machine the project is measured
+on, two processes gained nothing, docs/benchmarks.md), `--pool prefork` or
+`solo` run one Celery worker in this process, as a plain `celery worker` would.
 """
 
 from __future__ import annotations

@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     # node holds this many jobs in flight on threads (see docs/scheduling.md)...
     worker_concurrency: int = Field(default=64, gt=0)
     # ...shared by this many processes forked from one warm parent (worker/node.py):
-    # the Python a job does need comes in waves, and one process runs it on one core.
-    worker_processes: int = Field(default=2, gt=0)
+    # one process runs Python on one core at a time. 1 by default: on the 2-core
+    # machine the project is measured on, 2 gained nothing (docs/benchmarks.md).
+    worker_processes: int = Field(default=1, gt=0)
     # SIGTERM: in-flight jobs may finish for this long; the rest are handed back.
     worker_drain_s: float = Field(default=30.0, ge=0)
     # Database connections per process: jobs hold one only while they read or

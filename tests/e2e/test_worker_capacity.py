@@ -41,6 +41,9 @@ def wide_stack(services, tmp_path_factory):
         # Long enough that only the job's deadline can end a hung call.
         UPSTREAM_CALL_TIMEOUT_S="120",
         WORKER_DRAIN_S="2",
+        # A node of two processes (the default is one): the slots are shared between
+        # them, and every test below holds for the node as a whole.
+        WORKER_PROCESSES="2",
     ) as stack:
         stack.scratch = scratch
         yield stack
@@ -92,7 +95,7 @@ def test_one_node_holds_many_jobs_in_flight_each_call_with_its_owners_token(clie
             "select worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids
         )
     }
-    # The node's own processes ran them all: the default two, forked from its parent.
+    # The node's own processes ran them all: its two, forked from its parent.
     processes = {p.pid for p in psutil.Process(worker.pid).children()}
     assert len(processes) == 2 and holders <= processes, (holders, processes)
 

@@ -116,7 +116,8 @@ def test_a_killed_process_of_a_node_is_replaced_and_its_job_runs_again_at_once(
     again at once; the node's other process never stops serving."""
     rel = baseline
     user = rel.new_user(api)
-    [worker] = rel.live_workers()
+    rel.stop_all_workers()
+    worker = rel.start_worker(processes=2)
     rel.emulator(latency_s=SLOW_S)
     with rel.sweeper_paused():
         job_id = user.submit()

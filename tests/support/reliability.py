@@ -138,12 +138,16 @@ class RelStack:
 
     # --- processes -----------------------------------------------------------
 
-    def start_worker(self, concurrency: int = 2, wait: bool = True) -> Worker:
+    def start_worker(
+        self, concurrency: int = 2, wait: bool = True, processes: int | None = None
+    ) -> Worker:
+        """A node; `processes`: its WORKER_PROCESSES (the default, 1, when None)."""
         self._worker_seq += 1
         hostname = f"rel-w{self._worker_seq}@localhost"
         args = ["worker", "--concurrency", str(concurrency), "--without-mingle"]
         args += ["--without-gossip", "-n", hostname]
-        process = start(f"worker-{self._worker_seq}", args, self.env, self.root / "logs")
+        env = self.env if processes is None else {**self.env, "WORKER_PROCESSES": str(processes)}
+        process = start(f"worker-{self._worker_seq}", args, env, self.root / "logs")
         worker = Worker(hostname=hostname, process=process)
         self.workers.append(worker)
         if wait:
