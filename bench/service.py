@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,13 +92,16 @@ class ServiceUser:
             raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
         return seconds, response.json()
 
+    def _long_polls(self, job_id: str, path: str, timeout_s: float) -> Iterator[httpx.Response]:
+        """`GET path?wait=30` again and again, until the caller stops or `timeout_s` passed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() <= deadline:
+            yield self.send("GET", path, params={"wait": 30})
+        raise RuntimeError(f"job {job_id} did not finish in {timeout_s:.0f} s")
+
     def wait_for_result(self, job_id: str, timeout_s: float = 300) -> dict:
         """`GET /jobs/{id}/result?wait=30` until the result comes: one request per job."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"job {job_id} did not finish in {timeout_s:.0f} s")
-            response = self.send("GET", f"/jobs/{job_id}/result", params={"wait": 30})
+        for response in self._long_polls(job_id, f"/jobs/{job_id}/result", timeout_s):
             if response.status_code == 200:
                 return response.json()
             answer = response.json()
@@ -115,12 +119,8 @@ class ServiceUser:
             timing.notify_s = timing.answered_wall - finished
 
     def wait(self, job_id: str, timeout_s: float = 300) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"job {job_id} did not finish in {timeout_s:.0f} s")
-            job = self.send("GET", f"/jobs/{job_id}", params={"wait": 30})
-            job = job.raise_for_status().json()
+        for response in self._long_polls(job_id, f"/jobs/{job_id}", timeout_s):
+            job = response.raise_for_status().json()
             if job["status"] in FINISHED:
                 if job["status"] != "succeeded":
                     raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
