@@ -46,7 +46,7 @@ from shared.core.config import get_settings
 log = logging.getLogger(__name__)
 
 # Logged once every process of the node took its place in the queue; what the
-# tests, the bench and `tabpfn-api dev` wait for.
+# tests and the bench wait for (cli.supervisor.WORKER_READY).
 NODE_READY = "worker node ready"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 # A process that exits with an error this soon after its start, never ready, is
@@ -105,7 +105,7 @@ def run_node(argv: list[str]) -> None:
         + ["--hostname", _name(options.hostname, i + 1)]
         for i, share in enumerate(shares)
     ]
-    sys.exit(_Node(app, argvs).run())
+    sys.exit(_Node(app, argvs, shares).run())
 
 
 def _celery_worker(app, argv: list[str]) -> int:
@@ -121,9 +121,10 @@ def _celery_worker(app, argv: list[str]) -> int:
 
 
 class _Node:
-    def __init__(self, app, argvs: list[list[str]]) -> None:
+    def __init__(self, app, argvs: list[list[str]], shares: list[int]) -> None:
         self.app = app
         self.argvs = argvs
+        self.shares = shares
         self.pids: dict[int, int] = {}  # pid -> process index
         self.started: dict[int, float] = {}  # index -> monotonic start
         self.ready: set[int] = set()
@@ -148,12 +149,11 @@ class _Node:
                     self.ready.add(index)
             if not announced and len(self.ready) == len(self.argvs):
                 announced = True
-                slots = " + ".join(argv[argv.index("--concurrency") + 1] for argv in self.argvs)
                 log.info(
                     "%s: %d processes, %s job slots",
                     NODE_READY,
-                    len(self.argvs),
-                    slots,
+                    len(self.shares),
+                    " + ".join(map(str, self.shares)),
                     extra={"event": "node_ready"},
                 )
             self._reap()

@@ -412,18 +412,22 @@ def _job_view(session: Session, user: User, job_id: uuid.UUID) -> JobOut:
     return job_out(job, queue)
 
 
-def _read_job(user: User, job_id: uuid.UUID) -> JobOut:
+def _read(view: Callable[[Session, User, uuid.UUID], Any], user: User, job_id: uuid.UUID) -> Any:
+    """`view` of the job in a short transaction of its own (a long-poll's later looks)."""
     with session_scope() as session:
-        return _job_view(session, user, job_id)
+        return view(session, user, job_id)
 
 
 def _authenticate_and_read(
-    request: Request, credentials: Credentials, job_id: uuid.UUID
-) -> tuple[User, JobOut]:
-    """The caller and the job in one short transaction (a long-poll's first look)."""
+    view: Callable[[Session, User, uuid.UUID], Any],
+    request: Request,
+    credentials: Credentials,
+    job_id: uuid.UUID,
+) -> tuple[User, Any]:
+    """The caller and `view` of the job in one short transaction (a long-poll's first look)."""
     with session_scope() as session:
         user = get_current_user(request, session, credentials)
-        return user, _job_view(session, user, job_id)
+        return user, view(session, user, job_id)
 
 
 @router.get(
@@ -447,7 +451,9 @@ async def get_job(
     async with waiter.watching(str(job_id), only_when_finished=True) as watch:
         # Watching first: a change between this read and the wait is not missed. The
         # key is checked in the same transaction, which holds no connection after it.
-        user, job = await run_in_threadpool(_authenticate_and_read, request, credentials, job_id)
+        user, job = await run_in_threadpool(
+            _authenticate_and_read, _job_view, request, credentials, job_id
+        )
         while True:
             if watch.final is not None and watch.final["user_id"] == str(user.id):
                 # Ended: the message carried the fields; no need to read them back.
@@ -457,7 +463,7 @@ async def get_job(
                 return job
             await next_change(watch, remaining)
             if watch.final is None:  # woken by the re-check timer: read the row again
-                job = await run_in_threadpool(_read_job, user, job_id)
+                job = await run_in_threadpool(_read, _job_view, user, job_id)
 
 
 def _sse(job: JobOut) -> str:
@@ -476,7 +482,7 @@ def _sse(job: JobOut) -> str:
 async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> StreamingResponse:
     """One `event: job` (the Job as JSON) now and at every change of state or
     stage; the stream ends after the job ends."""
-    first = await run_in_threadpool(_read_job, user, job_id)  # 404 before streaming
+    first = await run_in_threadpool(_read, _job_view, user, job_id)  # 404 before streaming
 
     async def stream() -> AsyncIterator[str]:
         last = first
@@ -484,7 +490,7 @@ async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> Strea
         async with request.app.state.job_waiter.watching(str(job_id)) as watch:
             while last.status not in FINISHED and not await request.is_disconnected():
                 await next_change(watch, KEEPALIVE_S)
-                job = await run_in_threadpool(_read_job, user, job_id)
+                job = await run_in_threadpool(_read, _job_view, user, job_id)
                 if (job.status, job.stage, job.attempts, job.waiting) != (
                     last.status,
                     last.stage,
@@ -600,14 +606,14 @@ async def get_result(
         # Watching first (as the job long-poll does): an end between this read and the
         # wait is not missed. The key is checked in the same short transaction.
         user, found = await run_in_threadpool(
-            _authenticate_and_read_result, request, credentials, job_id
+            _authenticate_and_read, _result_or_pending, request, credentials, job_id
         )
         while isinstance(found, ResultNotAvailable):
-            remaining = deadline - time.monotonic()
-            if watch is None or found.extra.get("job_status") in FINISHED or remaining <= 0:
+            remaining = deadline - time.monotonic()  # never above 0 without `wait`
+            if found.extra.get("job_status") in FINISHED or remaining <= 0:
                 raise found
             await next_change(watch, remaining)
-            found = await run_in_threadpool(_read_result, user, job_id)
+            found = await run_in_threadpool(_read, _result_or_pending, user, job_id)
     if kind == "json":
         return Response(found, media_type="application/json")
     table = await run_in_threadpool(lambda: write_table(result_table(json.loads(found)), kind))
@@ -624,16 +630,3 @@ def _result_or_pending(session: Session, user: User, job_id: uuid.UUID) -> str |
         return jobs.get_result_json(session=session, user=user, job_id=job_id)
     except ResultNotAvailable as not_yet:
         return not_yet
-
-
-def _read_result(user: User, job_id: uuid.UUID) -> str | ResultNotAvailable:
-    with session_scope() as session:
-        return _result_or_pending(session, user, job_id)
-
-
-def _authenticate_and_read_result(
-    request: Request, credentials: Credentials, job_id: uuid.UUID
-) -> tuple[User, str | ResultNotAvailable]:
-    with session_scope() as session:
-        user = get_current_user(request, session, credentials)
-        return user, _result_or_pending(session, user, job_id)

@@ -304,8 +304,14 @@ def get_result_json(*, session: Session, user: User, job_id: uuid.UUID) -> str:
             raise NotFound(f"The result of job {job_id} has expired and was deleted.")
         if status == js.CANCELED:
             raise JobCanceled(f"Job {job_id} was canceled; it has no result.")
+        if status == js.FAILED:
+            raise ResultNotAvailable(
+                f"Job {job_id} failed; it has no result. GET /jobs/{job_id} has its error.",
+                job_status=status,
+            )
         raise ResultNotAvailable(
-            f"Job {job_id} is {status}; its result is available once it has succeeded.",
+            f"Job {job_id} is {status}; its result is available once it has succeeded "
+            "(GET this URL with ?wait=30 to wait for it).",
             job_status=status,
         )
     return result
