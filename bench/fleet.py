@@ -148,19 +148,63 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
     return out
 
 
-def _inflight_pair(stack, user, direct, engine, pid: int, n: int, jobs: int, base: int) -> dict:
-    """`jobs` fit-predicts from `n` direct threads, then from `n` service clients."""
-    log(f"inflight: {n} direct threads, {jobs} jobs")
-    emulator = Emulator(stack)
-    answer = direct.ask(op="throughput", seeds=_seeds(base, jobs), shape=SMALL, threads=n)
-    direct_side = {
-        "seconds": answer["seconds"],
-        "jobs_per_s": jobs / answer["seconds"],
-        "latency_median": statistics.median(answer["latencies"]),
-        "emulator": emulator.spent(jobs),
+def _inflight_pair(
+    stack, user, direct, engine, pid: int, n: int, jobs: int, base: int, rounds: int = 2
+) -> dict:
+    """`jobs` fit-predicts from `n` direct threads, then from `n` service clients; twice.
+
+    The sides alternate, direct first, and each side's rate is its jobs over its
+    seconds summed across the rounds. This machine's speed drifts by more than the
+    margin under test within a minute (a fixed loop of Python took 270-500 ms in
+    one idle minute), so one pair of runs can land each side in a different phase;
+    alternating spreads the drift over both sides.
+    """
+    direct_rounds, service_rounds = [], []
+    for k in range(rounds):
+        seeds = _seeds(base + k * jobs, jobs)
+        direct_rounds.append(_direct_round(stack, direct, n, seeds))
+        service_rounds.append(_service_round(stack, user, engine, pid, n, seeds))
+    direct_side = _pooled(direct_rounds, jobs)
+    direct_side["retries"] = sum(r["retries"] for r in direct_rounds)
+    direct_side["latency_median"] = statistics.median(
+        x for r in direct_rounds for x in r["latencies"]
+    )
+    service_side = _pooled(service_rounds, jobs)
+    timings = [t for r in service_rounds for t in r["timings"]]
+    service_side["latency"] = _latency(timings)
+    service_side["latency_median"] = service_side["latency"]["median"]
+    fullest = max(service_rounds, key=lambda r: r["sampler"].peak["running"])
+    peak = {k: max(r["sampler"].peak[k] for r in service_rounds) for k in ("rss_kb", "pss_kb")}
+    service_side |= {
+        "peak_rss_mb": peak["rss_kb"] / 1024,
+        "peak_pss_mb": peak["pss_kb"] / 1024,
+        "peak_running": fullest["sampler"].peak["running"],
+        "connections_at_peak": fullest["sampler"].at_peak,
     }
-    log(f"inflight: {n} service clients, {jobs} jobs")
-    tables = _tables(base, jobs)
+    return {
+        "jobs": jobs * rounds,
+        "rounds": rounds,
+        "service": service_side,
+        "direct": direct_side,
+        "ratio": service_side["jobs_per_s"] / direct_side["jobs_per_s"],
+    }
+
+
+def _direct_round(stack, direct, n: int, seeds: list[int]) -> dict:
+    log(f"inflight: {n} direct threads, {len(seeds)} jobs")
+    emulator = Emulator(stack)
+    answer = direct.ask(op="throughput", seeds=seeds, shape=SMALL, threads=n)
+    return {
+        "seconds": answer["seconds"],
+        "latencies": answer["latencies"],
+        "retries": answer.get("retries", 0),
+        "emulator": emulator.spent(len(seeds)),
+    }
+
+
+def _service_round(stack, user, engine, pid: int, n: int, seeds: list[int]) -> dict:
+    log(f"inflight: {n} service clients, {len(seeds)} jobs")
+    tables = [data.make_table(seed, **SMALL) for seed in seeds]
     emulator = Emulator(stack)
     sampler = Sampler(
         {
@@ -174,22 +218,34 @@ def _inflight_pair(stack, user, direct, engine, pid: int, n: int, jobs: int, bas
     with sampler:
         seconds, timings = user.throughput(tables, clients=n)
     user.add_server_times(timings)
-    service_side = {
+    return {
         "seconds": seconds,
-        "jobs_per_s": jobs / seconds,
-        "latency_median": _latency(timings)["median"],
-        "latency": _latency(timings),
-        "emulator": emulator.spent(jobs),
-        "peak_rss_mb": sampler.peak["rss_kb"] / 1024,
-        "peak_pss_mb": sampler.peak["pss_kb"] / 1024,
-        "peak_running": sampler.peak["running"],
-        "connections_at_peak": sampler.at_peak,
+        "timings": timings,
+        "sampler": sampler,
+        "emulator": emulator.spent(len(seeds)),
+    }
+
+
+def _pooled(rounds: list[dict], jobs: int) -> dict:
+    """One side's rounds as one rate: all its jobs over all its seconds."""
+    seconds = sum(r["seconds"] for r in rounds)
+    cpu_s = sum(r["emulator"]["cpu_s"] for r in rounds)
+    calls: dict[str, int] = {}
+    for r in rounds:
+        for kind, count in r["emulator"]["calls"].items():
+            calls[kind] = calls.get(kind, 0) + count
+    emulator = dict(rounds[-1]["emulator"])
+    emulator |= {
+        "cpu_s": cpu_s,
+        "cpu_ms_per_job": 1000 * cpu_s / (jobs * len(rounds)),
+        "cpu_ms_per_job_rounds": [r["emulator"]["cpu_ms_per_job"] for r in rounds],
+        "calls": calls,
     }
     return {
-        "jobs": jobs,
-        "service": service_side,
-        "direct": direct_side,
-        "ratio": service_side["jobs_per_s"] / direct_side["jobs_per_s"],
+        "seconds": seconds,
+        "jobs_per_s": jobs * len(rounds) / seconds,
+        "jobs_per_s_rounds": [jobs / r["seconds"] for r in rounds],
+        "emulator": emulator,
     }
 
 

@@ -40,6 +40,16 @@ def render_fleet(add, results: dict) -> None:
             render(add, results[name])
 
 
+def _rounds(r: dict) -> int:
+    return next(iter(r["sizes"].values())).get("rounds", 1)
+
+
+def _rate(side: dict) -> str:
+    rounds = side.get("jobs_per_s_rounds", [])
+    each = f" ({', '.join(f'{x:.2f}' for x in rounds)})" if len(rounds) > 1 else ""
+    return f"{side['jobs_per_s']:.2f}{each}"
+
+
 def _inflight(add, r: dict) -> None:
     add("## 5. Jobs in flight: 32 and 64 clients at 1 s per upstream call")
     add("")
@@ -51,7 +61,11 @@ def _inflight(add, r: dict) -> None:
         "calling tabpfn-client directly from one process (`bench/direct.py`). The emulator "
         f"answers every non-upload call after {r['latency_s']:.0f} s (`EMULATOR_LATENCY_S`), "
         "so a fit-predict (four delayed calls) takes about 4 s either way. Each client runs "
-        f"{r['jobs_per_client']} job(s) back to back. One bench user sends every job, with "
+        f"{r['jobs_per_client']} job(s) back to back, in {_rounds(r)} rounds per side that "
+        "alternate with the direct side's (direct first); a side's rate is all its jobs over "
+        "all its seconds, and the rounds' own rates are in brackets. This machine's speed "
+        "drifts within a minute by more than the margin under test, so one pair of runs "
+        "could catch the two sides in different phases. One bench user sends every job, with "
         "`MAX_RUNNING_PER_USER=1000` (a setting, so the per-user cap does not limit this "
         "run) and the per-token pacing raised out of the way (`UPSTREAM_*_PER_MINUTE`)."
     )
@@ -64,12 +78,20 @@ def _inflight(add, r: dict) -> None:
     for n, s in r["sizes"].items():
         service, direct = s["service"], s["direct"]
         add(
-            f"| {n} | {s['jobs']} | {service['jobs_per_s']:.2f} | {direct['jobs_per_s']:.2f} "
+            f"| {n} | {s['jobs']} | {_rate(service)} | {_rate(direct)} "
             f"| **{s['ratio']:.2f}×** | {service['peak_running']:.0f} "
             f"| {service['peak_rss_mb']:.0f} MB | {_cpu(service['emulator'])} / "
             f"{_cpu(direct['emulator'])} |"
         )
     add("")
+    retries = sum(s["direct"].get("retries", 0) for s in r["sizes"].values())
+    if retries:
+        add(
+            f"The direct client sent {retries} job(s) again after a connection failed under "
+            "it (tabpfn-client's threads share one httpx client); the failed try's time is "
+            "included."
+        )
+        add("")
     ratios = [s["ratio"] for s in r["sizes"].values()]
     peak_rss = max(s["service"]["peak_rss_mb"] for s in r["sizes"].values())
     add(
@@ -86,8 +108,8 @@ def _inflight(add, r: dict) -> None:
         add(
             f"The same {two['clients']} clients on a node of **two processes** "
             f"(`WORKER_PROCESSES=2`: {two['processes']} processes with the parent, the same "
-            f"slots shared): **{two['ratio']:.2f}×** ({service['jobs_per_s']:.2f} against "
-            f"{two['direct']['jobs_per_s']:.2f} jobs/s direct in its own pair of runs), peak "
+            f"slots shared): **{two['ratio']:.2f}×** ({_rate(service)} against "
+            f"{_rate(two['direct'])} jobs/s direct in its own alternating rounds), peak "
             f"RSS {service['peak_rss_mb']:.0f} MB summed over the processes, "
             f"{service['peak_pss_mb']:.0f} MB PSS (pages the forked processes share counted "
             "once, as a container's memory limit counts them). One process is the default: "

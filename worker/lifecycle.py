@@ -48,6 +48,10 @@ def import_what_jobs_need() -> None:
     table = decode_table(encode_table(pandas.DataFrame({"x": [1.0], "c": ["a"]})).read())
     _clean_text_features(table)
 
+    from worker.webhooks import tls_context
+
+    tls_context()  # loads the CA bundle webhook deliveries verify against
+
 
 def warm_up() -> float:
     """Import and connect what jobs need; the seconds it took."""

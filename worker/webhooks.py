@@ -8,8 +8,10 @@ Gone stops for good; `Retry-After` is honoured.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import ssl
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -48,6 +50,18 @@ def _secret(job_id: uuid.UUID) -> str:
     return decrypt_secret(user_secret)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default verifying context, built once per process.
+
+    Building one loads the CA bundle: about 20 ms of CPU, and a new httpx.Client
+    builds one unless it is given one (36 ms in all). A delivery's own client
+    (no connection reused across receivers) costs under a millisecond with this.
+    An SSLContext is safe to share between threads.
+    """
+    return httpx.create_ssl_context()
+
+
 def _post(target: Target, delivery: WebhookDelivery, secret: str) -> httpx.Response:
     """POST to an address that was checked, not to whatever DNS answers next."""
     address = target.addresses[0]
@@ -64,7 +78,8 @@ def _post(target: Target, delivery: WebhookDelivery, secret: str) -> httpx.Respo
         "webhook-timestamp": str(int(now.timestamp())),
         "webhook-signature": signature,
     }
-    with httpx.Client(timeout=get_settings().webhook_timeout_s, follow_redirects=False) as client:
+    timeout = get_settings().webhook_timeout_s
+    with httpx.Client(verify=tls_context(), timeout=timeout, follow_redirects=False) as client:
         request = client.build_request(
             "POST",
             url,
