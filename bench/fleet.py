@@ -10,6 +10,7 @@ to what the stand-in upstream cost the machine.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import create_engine, text
 
 from bench import data
+from bench.memory import cpu_seconds, pids_named
 from bench.nodes import Sampler, connections, nodes, tree, tree_pss_kb, tree_rss_kb
 from bench.service import ServiceUser
 from bench.stack import ROOT_DIR, SECTION_TOKENS, BenchStack
@@ -162,8 +164,8 @@ def _inflight_pair(
     direct_rounds, service_rounds = [], []
     for k in range(rounds):
         seeds = _seeds(base + k * jobs, jobs)
-        direct_rounds.append(_direct_round(stack, direct, n, seeds))
-        service_rounds.append(_service_round(stack, user, engine, pid, n, seeds))
+        direct_rounds.append(_direct_round(stack, direct, pid, n, seeds))
+        service_rounds.append(_service_round(stack, user, engine, direct, pid, n, seeds))
     direct_side = _pooled(direct_rounds, jobs)
     direct_side["retries"] = sum(r["retries"] for r in direct_rounds)
     direct_side["latency_median"] = statistics.median(
@@ -190,22 +192,41 @@ def _inflight_pair(
     }
 
 
-def _direct_round(stack, direct, n: int, seeds: list[int]) -> dict:
+def _cpu(stack, node: int, direct) -> dict[str, float]:
+    """CPU seconds so far of each part of an in-flight run (PostgreSQL, Redis: whole servers)."""
+    own = os.times()
+    return {
+        "API": cpu_seconds(stack.pid("api")),
+        "worker node": sum(cpu_seconds(p) for p in tree(node)),
+        "PostgreSQL": sum(cpu_seconds(p) for p in pids_named("postgres")),
+        "Redis": sum(cpu_seconds(p) for p in pids_named("redis-server")),
+        "emulator": cpu_seconds(stack.pid("emulator")),
+        "direct client": cpu_seconds(direct.pid),
+        "load generator": own.user + own.system,
+    }
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {part: after[part] - before[part] for part in after}
+
+
+def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:
     log(f"inflight: {n} direct threads, {len(seeds)} jobs")
-    emulator = Emulator(stack)
+    emulator, cpu = Emulator(stack), _cpu(stack, node, direct)
     answer = direct.ask(op="throughput", seeds=seeds, shape=SMALL, threads=n)
     return {
         "seconds": answer["seconds"],
         "latencies": answer["latencies"],
         "retries": answer.get("retries", 0),
         "emulator": emulator.spent(len(seeds)),
+        "cpu_s": _spent(cpu, _cpu(stack, node, direct)),
     }
 
 
-def _service_round(stack, user, engine, pid: int, n: int, seeds: list[int]) -> dict:
+def _service_round(stack, user, engine, direct, pid: int, n: int, seeds: list[int]) -> dict:
     log(f"inflight: {n} service clients, {len(seeds)} jobs")
     tables = [data.make_table(seed, **SMALL) for seed in seeds]
-    emulator = Emulator(stack)
+    emulator, cpu = Emulator(stack), _cpu(stack, pid, direct)
     sampler = Sampler(
         {
             "rss_kb": lambda: tree_rss_kb(pid),
@@ -217,18 +238,26 @@ def _service_round(stack, user, engine, pid: int, n: int, seeds: list[int]) -> d
     )
     with sampler:
         seconds, timings = user.throughput(tables, clients=n)
+    spent = _spent(cpu, _cpu(stack, pid, direct))
     user.add_server_times(timings)
     return {
         "seconds": seconds,
         "timings": timings,
         "sampler": sampler,
         "emulator": emulator.spent(len(seeds)),
+        "cpu_s": spent,
     }
 
 
 def _pooled(rounds: list[dict], jobs: int) -> dict:
     """One side's rounds as one rate: all its jobs over all its seconds."""
     seconds = sum(r["seconds"] for r in rounds)
+    # CPU ms per job by process, and the cores they kept busy on average.
+    by_process = {
+        part: 1000 * sum(r["cpu_s"][part] for r in rounds) / (jobs * len(rounds))
+        for part in rounds[0]["cpu_s"]
+    }
+    cores = sum(sum(r["cpu_s"].values()) for r in rounds) / seconds
     cpu_s = sum(r["emulator"]["cpu_s"] for r in rounds)
     calls: dict[str, int] = {}
     for r in rounds:
@@ -243,6 +272,8 @@ def _pooled(rounds: list[dict], jobs: int) -> dict:
     }
     return {
         "seconds": seconds,
+        "cpu_ms_per_job": by_process,
+        "cores_busy": cores,
         "jobs_per_s": jobs * len(rounds) / seconds,
         "jobs_per_s_rounds": [jobs / r["seconds"] for r in rounds],
         "emulator": emulator,

@@ -50,6 +50,40 @@ def _rate(side: dict) -> str:
     return f"{side['jobs_per_s']:.2f}{each}"
 
 
+def _inflight_cpu(add, r: dict) -> None:
+    """Where each side's CPU went, per job, at every size (from /proc, both rounds)."""
+    sizes = {n: s for n, s in r["sizes"].items() if "cpu_ms_per_job" in s["service"]}
+    if not sizes:
+        return
+    add(
+        "CPU per job by process in these runs, service / direct (ms; PostgreSQL and Redis "
+        "are the whole servers), and the cores all of it kept busy on average:"
+    )
+    add("")
+    add("| process | " + " | ".join(f"{n} clients" for n in sizes) + " |")
+    add("|---|" + "---|" * len(sizes))
+    parts = next(iter(sizes.values()))["service"]["cpu_ms_per_job"]
+    for part in parts:
+        cells = [
+            f"{side['service']['cpu_ms_per_job'][part]:.0f} / "
+            f"{side['direct']['cpu_ms_per_job'][part]:.0f}"
+            for side in sizes.values()
+        ]
+        add(f"| {part} | " + " | ".join(cells) + " |")
+    totals = [
+        f"**{sum(s['service']['cpu_ms_per_job'].values()):.0f} / "
+        f"{sum(s['direct']['cpu_ms_per_job'].values()):.0f}**"
+        for s in sizes.values()
+    ]
+    add("| **all** | " + " | ".join(totals) + " |")
+    cores = [
+        f"{side['service']['cores_busy']:.2f} / {side['direct']['cores_busy']:.2f}"
+        for side in sizes.values()
+    ]
+    add("| cores busy on average (of 2) | " + " | ".join(cores) + " |")
+    add("")
+
+
 def _inflight(add, r: dict) -> None:
     add("## 5. Jobs in flight: 32 and 64 clients at 1 s per upstream call")
     add("")
@@ -84,6 +118,7 @@ def _inflight(add, r: dict) -> None:
             f"{_cpu(direct['emulator'])} |"
         )
     add("")
+    _inflight_cpu(add, r)
     retries = sum(s["direct"].get("retries", 0) for s in r["sizes"].values())
     if retries:
         add(

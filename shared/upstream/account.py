@@ -115,4 +115,23 @@ def upstream_limits() -> Any | None:
     limit = settings.model_limits.get(settings.default_model_version, settings.max_model_limit)
     with _limits_lock:
         _limits = (time.monotonic(), limit)
+    _share_with_the_client(settings)
     return limit
+
+
+def _share_with_the_client(settings: Any) -> None:
+    """Fill tabpfn-client's own cache of these settings with the answer we just got.
+
+    The client reads the same settings inside every fit and predict
+    (`ServiceClient.get_settings`), cached per process for an hour and fetched
+    without a lock. Left cold, every job of a worker's first wave made that call
+    itself: one more upstream round trip each (a whole second per job against
+    an upstream at 1 s per call). Sharing our answer makes it one call per
+    process, made during warm-up. Our TTL (UPSTREAM_SETTINGS_TTL_S) is not longer
+    than the client's hour, and the runner asks us before each fit, so ours
+    refreshes first and refills the client's with it.
+    """
+    client = load_client().ServiceClient
+    if hasattr(client, "_api_settings") and hasattr(client, "_api_settings_ts"):
+        client._api_settings = settings
+        client._api_settings_ts = time.monotonic()

@@ -86,6 +86,7 @@ class TabPFNUpstream:
             config = models.RegressorFitTaskConfig(
                 tabpfn_config=models.RegressorTabPFNConfig(**options)
             )
+        upstream_limits()  # cached; when stale, refreshed here, before the client asks
         result = self._client.ServiceClient.fit_with_result(
             self._clean(X),
             y.to_numpy(),

@@ -41,6 +41,10 @@ def wide_stack(services, tmp_path_factory):
         # Long enough that only the job's deadline can end a hung call.
         UPSTREAM_CALL_TIMEOUT_S="120",
         WORKER_DRAIN_S="2",
+        # The suite's stacks refetch the upstream's settings on every use (TTL 0), so
+        # tests that change the emulator's limits see them at once; none here does.
+        # The default TTL lets the first test see what a node's warm-up caches.
+        UPSTREAM_SETTINGS_TTL_S="3600",
         # A node of two processes (the default is one): the slots are shared between
         # them, and every test below holds for the node as a whole.
         WORKER_PROCESSES="2",
@@ -100,6 +104,11 @@ def test_one_node_holds_many_jobs_in_flight_each_call_with_its_owners_token(clie
     assert len(processes) == 2 and holders <= processes, (holders, processes)
 
     calls = httpx.get(f"{wide_stack.emulator_url}/_emulator/calls").json()[calls_before:]
+    # Ready means warm, tabpfn-client's cache of the upstream's settings included:
+    # the node fetched them during warm-up, and not one job of this first wave asked
+    # again (before, each made that extra round trip: a second each at this latency).
+    asked = [c for c in calls if c["path"] == "/tabpfn/get_settings"]
+    assert asked == [], f"{len(asked)} job(s) fetched the upstream's settings themselves"
     accounts = {account_name(token) for token in TOKENS}
     for token in TOKENS:
         mine = [c["path"] for c in calls if c["account"] == account_name(token)]

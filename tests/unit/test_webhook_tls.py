@@ -14,4 +14,3 @@ def test_the_shared_context_verifies_certificates_and_host_names():
     assert context.check_hostname is True
     # The CA bundle is loaded: an empty store would refuse every receiver.
     assert context.cert_store_stats()["x509_ca"] > 0
-
