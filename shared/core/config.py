@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     # Seconds for one upstream call made while the API waits (token checks, limits).
     upstream_timeout_s: float = 10.0
     # How long the upstream's published limits are trusted before asking again.
+    # Each fetch also fills tabpfn-client's own cache of them, which lasts an hour.
     upstream_settings_ttl_s: float = 3600.0
     # Seconds for one upstream call a worker makes (fit, predict); fits can be slow.
     upstream_call_timeout_s: float = 900.0
