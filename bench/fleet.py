@@ -192,22 +192,35 @@ def _inflight_pair(
     }
 
 
-def _cpu(stack, node: int, direct) -> dict[str, float]:
-    """CPU seconds so far of each part of an in-flight run (PostgreSQL, Redis: whole servers)."""
+def _cpu(stack, node: int, direct) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each part of an in-flight run, by process id.
+
+    PostgreSQL and Redis are the whole servers. A PostgreSQL backend can end
+    during a round (the sampler's own connection does): kept by process id, its
+    CPU is dropped from the round rather than subtracted from the others'.
+    """
     own = os.times()
+
+    def of(pids: list[int]) -> dict[int, float]:
+        return {p: cpu_seconds(p) for p in pids}
+
     return {
-        "API": cpu_seconds(stack.pid("api")),
-        "worker node": sum(cpu_seconds(p) for p in tree(node)),
-        "PostgreSQL": sum(cpu_seconds(p) for p in pids_named("postgres")),
-        "Redis": sum(cpu_seconds(p) for p in pids_named("redis-server")),
-        "emulator": cpu_seconds(stack.pid("emulator")),
-        "direct client": cpu_seconds(direct.pid),
-        "load generator": own.user + own.system,
+        "API": of([stack.pid("api")]),
+        "worker node": of(tree(node)),
+        "PostgreSQL": of(pids_named("postgres")),
+        "Redis": of(pids_named("redis-server")),
+        "emulator": of([stack.pid("emulator")]),
+        "direct client": of([direct.pid]),
+        "load generator": {os.getpid(): own.user + own.system},
     }
 
 
-def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {part: after[part] - before[part] for part in after}
+def _spent(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds each part used between two `_cpu` snapshots (new processes whole)."""
+    return {
+        part: sum(max(0.0, cpu - before[part].get(pid, 0.0)) for pid, cpu in pids.items())
+        for part, pids in after.items()
+    }
 
 
 def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:

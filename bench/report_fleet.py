@@ -198,20 +198,31 @@ def _coldstart(add, r: dict) -> None:
     )
     add("")
     run_ratio = cold["run_mean_s"] / warm["run_mean_s"]
+    node_ratio = _on_node(cold) / _on_node(warm)
     direct_ratio = d["first_call_s"] / d["later_calls_mean_s"]
     add(
         f"The worker's own part (started_at → finished_at): cold {_s(cold['run_mean_s'])} "
-        f"against {_s(warm['run_mean_s'])} later, **{run_ratio:.2f}×**; the direct client's "
-        f"first call against its later ones: {direct_ratio:.2f}× (a first call opens the "
-        "connections and runs code paths the later ones find ready, on both sides)."
+        f"against {_s(warm['run_mean_s'])} later, {run_ratio:.2f}×; with the wait for the "
+        f"node to pick the job up and claim it (mean queued + mean run): "
+        f"{_s(_on_node(cold))} against {_s(_on_node(warm))}, **{node_ratio:.2f}×**. The "
+        f"whole job as its client saw it, the submit to the API included: {ratio:.2f}× "
+        f"(the API was not restarted; its submits of {r['jobs']} jobs at once vary from round to "
+        f"round). The direct client's first call against its later ones: {direct_ratio:.2f}× "
+        "(a first call opens the connections and runs code paths the later ones find "
+        "ready, on both sides)."
     )
     add("")
     add(
-        f"Target: a node's first jobs no slower than its later ones (cold mean ≤ "
-        f"{COLD_TARGET:.2f}× the third round's mean, the 10% for noise) — "
-        f"**{ratio:.2f}×**, {_met(ratio <= COLD_TARGET)}."
+        f"Target: a node's first jobs no slower than its later ones (their time on the "
+        f"node, queued + run, ≤ {COLD_TARGET:.2f}× the third round's, the 10% for noise) — "
+        f"**{node_ratio:.2f}×**, {_met(node_ratio <= COLD_TARGET)}."
     )
     add("")
+
+
+def _on_node(round_: dict) -> float:
+    """A job's time on the node: the wait for a slot to pick it up and claim it, then its run."""
+    return max(0.0, round_["queue_mean_s"]) + round_["run_mean_s"]
 
 
 def _scaleout(add, r: dict) -> None:
