@@ -127,9 +127,11 @@ def _share_with_the_client(settings: Any) -> None:
     without a lock. Left cold, every job of a worker's first wave made that call
     itself: one more upstream round trip each (a whole second per job against
     an upstream at 1 s per call). Sharing our answer makes it one call per
-    process, made during warm-up. Our TTL (UPSTREAM_SETTINGS_TTL_S) is not longer
-    than the client's hour, and the runner asks us before each fit, so ours
-    refreshes first and refills the client's with it.
+    process, made during warm-up. Our TTL (UPSTREAM_SETTINGS_TTL_S) is the
+    client's hour by default, and the runner asks us before each fit, so ours
+    refreshes first and refills the client's with it. The attributes are the
+    client's own (pinned version); if a release renamed them this would do
+    nothing, and tests/e2e/test_worker_capacity.py would fail on the calls.
     """
     client = load_client().ServiceClient
     if hasattr(client, "_api_settings") and hasattr(client, "_api_settings_ts"):
