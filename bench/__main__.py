@@ -26,7 +26,9 @@ import numpy as np
 from bench import data, profiling
 from bench.memory import (
     children,
+    cpu_by_process,
     cpu_seconds,
+    cpu_spent,
     machine_busy_seconds,
     memory_kb,
     pids_named,
@@ -153,19 +155,20 @@ def bench_latency(
     }
 
 
-def cpu_snapshot(stack: BenchStack, direct: DirectProcess) -> dict[str, float]:
-    """CPU seconds used so far by each part of the run (PostgreSQL and Redis: whole servers)."""
+def cpu_snapshot(stack: BenchStack, direct: DirectProcess) -> dict[str, dict[int, float]]:
+    """CPU so far of each part of the run, by process (PostgreSQL and Redis: whole servers)."""
     worker = stack.pid("worker")
-    own = os.times()
-    return {
-        "API": cpu_seconds(stack.pid("api")),
-        "workers": cpu_seconds(worker) + sum(cpu_seconds(p) for p in children(worker)),
-        "PostgreSQL": sum(cpu_seconds(p) for p in pids_named("postgres")),
-        "Redis": sum(cpu_seconds(p) for p in pids_named("redis-server")),
-        "emulator": cpu_seconds(stack.pid("emulator")),
-        "direct client": cpu_seconds(direct.pid),
-        "load generator (this process)": own.user + own.system,
-    }
+    return cpu_by_process(
+        {
+            "API": [stack.pid("api")],
+            "workers": [worker, *children(worker)],
+            "PostgreSQL": pids_named("postgres"),
+            "Redis": pids_named("redis-server"),
+            "emulator": [stack.pid("emulator")],
+            "direct client": [direct.pid],
+            "load generator (this process)": [os.getpid()],
+        }
+    )
 
 
 def our_cpu(stack: BenchStack, direct: DirectProcess) -> float:
@@ -183,8 +186,8 @@ def foreign_cpu(stack: BenchStack, direct: DirectProcess, busy: float, ours: flo
 
 
 def _add_cpu(total: dict[str, float], before: dict, after: dict) -> None:
-    for role in after:
-        total[role] = total.get(role, 0.0) + after[role] - before[role]
+    for role, seconds in cpu_spent(before, after).items():
+        total[role] = total.get(role, 0.0) + seconds
 
 
 def bench_throughput(

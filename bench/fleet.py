@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import create_engine, text
 
 from bench import data
-from bench.memory import cpu_seconds, pids_named
+from bench.memory import cpu_by_process, cpu_spent, pids_named
 from bench.nodes import Sampler, connections, nodes, tree, tree_pss_kb, tree_rss_kb
 from bench.service import ServiceUser
 from bench.stack import ROOT_DIR, SECTION_TOKENS, BenchStack
@@ -193,34 +193,18 @@ def _inflight_pair(
 
 
 def _cpu(stack, node: int, direct) -> dict[str, dict[int, float]]:
-    """CPU seconds so far of each part of an in-flight run, by process id.
-
-    PostgreSQL and Redis are the whole servers. A PostgreSQL backend can end
-    during a round (the sampler's own connection does): kept by process id, its
-    CPU is dropped from the round rather than subtracted from the others'.
-    """
-    own = os.times()
-
-    def of(pids: list[int]) -> dict[int, float]:
-        return {p: cpu_seconds(p) for p in pids}
-
-    return {
-        "API": of([stack.pid("api")]),
-        "worker node": of(tree(node)),
-        "PostgreSQL": of(pids_named("postgres")),
-        "Redis": of(pids_named("redis-server")),
-        "emulator": of([stack.pid("emulator")]),
-        "direct client": of([direct.pid]),
-        "load generator": {os.getpid(): own.user + own.system},
-    }
-
-
-def _spent(before: dict, after: dict) -> dict[str, float]:
-    """CPU seconds each part used between two `_cpu` snapshots (new processes whole)."""
-    return {
-        part: sum(max(0.0, cpu - before[part].get(pid, 0.0)) for pid, cpu in pids.items())
-        for part, pids in after.items()
-    }
+    """CPU so far of each part of an in-flight run (PostgreSQL, Redis: whole servers)."""
+    return cpu_by_process(
+        {
+            "API": [stack.pid("api")],
+            "worker node": tree(node),
+            "PostgreSQL": pids_named("postgres"),
+            "Redis": pids_named("redis-server"),
+            "emulator": [stack.pid("emulator")],
+            "direct client": [direct.pid],
+            "load generator": [os.getpid()],
+        }
+    )
 
 
 def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:
@@ -232,7 +216,7 @@ def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:
         "latencies": answer["latencies"],
         "retries": answer.get("retries", 0),
         "emulator": emulator.spent(len(seeds)),
-        "cpu_s": _spent(cpu, _cpu(stack, node, direct)),
+        "cpu_s": cpu_spent(cpu, _cpu(stack, node, direct)),
     }
 
 
@@ -251,7 +235,7 @@ def _service_round(stack, user, engine, direct, pid: int, n: int, seeds: list[in
     )
     with sampler:
         seconds, timings = user.throughput(tables, clients=n)
-    spent = _spent(cpu, _cpu(stack, pid, direct))
+    spent = cpu_spent(cpu, _cpu(stack, pid, direct))
     user.add_server_times(timings)
     return {
         "seconds": seconds,

@@ -46,6 +46,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
+def cpu_by_process(parts: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each part of a run, by process id (see `cpu_spent`)."""
+    return {part: {p: cpu_seconds(p) for p in pids} for part, pids in parts.items()}
+
+
+def cpu_spent(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds each part used between two `cpu_by_process` snapshots.
+
+    Kept by process id: a process that ended in between (a PostgreSQL backend
+    does) has its CPU dropped rather than subtracted from the others'; one that
+    started in between counts whole.
+    """
+    return {
+        part: sum(max(0.0, cpu - before[part].get(pid, 0.0)) for pid, cpu in pids.items())
+        for part, pids in after.items()
+    }
+
+
 def pids_named(name: str) -> list[int]:
     """Every process whose command name is `name` (PostgreSQL backends, redis-server)."""
     found = []
