@@ -31,7 +31,8 @@ export function clearKey() {
   sessionStorage.removeItem(KEY_STORAGE);
 }
 
-// Called when the service refuses the key (revoked, unknown): the app signs out.
+// Called when the service refuses the key (revoked, unknown), with the key that was
+// refused: the app signs out.
 let onUnauthorized = () => {};
 export function whenUnauthorized(handler) {
   onUnauthorized = handler;
@@ -80,7 +81,7 @@ export async function call(method, path, { json, form, as = "json", key, signal,
     const error = await errorFrom(response);
     // Only a key the service refuses signs out; upstream_auth_failed is about the TabPFN token.
     if (response.status === 401 && error.code === "unauthorized" && apiKey && !key) {
-      onUnauthorized(error);
+      onUnauthorized(error, apiKey);
     }
     throw error;
   }

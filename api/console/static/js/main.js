@@ -48,7 +48,11 @@ function signOut(flashNode) {
   navigate("/signin");
 }
 
-whenUnauthorized((error) => {
+whenUnauthorized((error, refusedKey) => {
+  // Several requests in flight can be refused together. The first signs out; the
+  // others must not sign out again, or their second render of the sign-in page
+  // would clear the message the first left there (nor sign out a key signed in since).
+  if (refusedKey !== getKey()) return;
   signOut(errorBox(error, "Signed out: the service refused this API key"));
 });
 
