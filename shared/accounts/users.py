@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session, configure_mappers
@@ -155,11 +155,35 @@ def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
                 if not verify_api_key(api_key, row.key_hash):
                     raise Unauthorized("The API key is not valid.")
                 _verified_keys.remember(row.id, api_key)
-    now = datetime.now(UTC)
-    # A write on every request would cost more than the knowledge is worth.
-    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-        row.last_used_at = now
+    _note_use(session, row)
     return user, row.id
+
+
+# A write on every request would cost more than the knowledge is worth: once a minute.
+LAST_USED_EVERY_S = 60.0
+# Written only where no other request holds the key's row: a burst of one key's
+# requests a minute after its last use all read it stale, and waiting for the row
+# in their own transactions (held across a request's thread hops until its
+# commit) convoyed them, and past anyio's 40 threads deadlocked the process until
+# the pool's 30 s timeout (tests/e2e/test_request_burst.py). Now the first to
+# take the row writes it, and the others, finding it taken, go on without.
+_NOTE_USE = text(
+    """
+    UPDATE api_keys SET last_used_at = :now
+    WHERE id = (SELECT id FROM api_keys
+                WHERE id = :key_id AND (last_used_at IS NULL OR last_used_at < :stale)
+                FOR NO KEY UPDATE SKIP LOCKED)
+    """
+)
+
+
+def _note_use(session: Session, row: ApiKey) -> None:
+    now = datetime.now(UTC)
+    last = row.last_used_at
+    if last is not None and (now - last).total_seconds() <= LAST_USED_EVERY_S:
+        return
+    stale = now - timedelta(seconds=LAST_USED_EVERY_S)
+    session.execute(_NOTE_USE, {"now": now, "key_id": row.id, "stale": stale})
 
 
 def create_api_key(*, session: Session, user: User) -> NewApiKey:

@@ -66,14 +66,19 @@ _CANDIDATES = text(
     """
 )
 
-# The user's row lock, which keeps concurrent slots apart. The claim's commit
+# The user's row lock, which keeps concurrent slots apart: FOR NO KEY UPDATE, the
+# lock an UPDATE of a non-key column takes, not FOR UPDATE. A submit's INSERT of a
+# job takes FOR KEY SHARE on its owner's row (the foreign key); FOR UPDATE would
+# queue every submit of a user behind the slots claiming that user's jobs, and
+# those slots behind the submits, so one user's burst convoyed the API and the
+# workers on a single row. The claim's commit
 # does not wait for its WAL flush (set here, for the transaction, to save a
 # round trip): should PostgreSQL crash before the flush, the job is queued
 # again (the sweeper resends it) and this run's later writes are refused as
 # those of a lost claim; a pause lost that way is found again at the next 429.
 _USER_LOCK_SQL = """
     SELECT id, set_config('synchronous_commit', 'off', true) FROM users
-    WHERE id = :user_id FOR UPDATE"""
+    WHERE id = :user_id FOR NO KEY UPDATE"""
 _LOCK_USER = text(_USER_LOCK_SQL + " SKIP LOCKED")
 # The same lock, waited for (`_WAIT_FOR_USER`): when every user with work is being
 # served by other slots (one busy user, many woken slots), queueing on the lock

@@ -7,6 +7,7 @@ a failure points at the policy; tests/e2e/test_fair_share.py runs the whole stac
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -189,3 +190,23 @@ def test_pacing_reserves_all_of_a_jobs_calls_or_none(scheduler_db):
     used = {(w.kind, w.window_s): w.used for w in pacing.window_use(fingerprint)}
     assert used[("fit", 60.0)] == 3 and used[("predict", 60.0)] == 2
     assert used[("upload", 60.0)] == 4
+
+
+def test_a_submit_in_progress_does_not_hold_up_its_users_claims(scheduler_db):
+    """A submit's open transaction (its job inserted, its commit still to come) holds
+    FOR KEY SHARE on its owner's row, through the foreign key. The claim's lock on the
+    same row must not wait for it: one user's burst of submits would stall the slots
+    claiming that user's jobs (and queue the next submits behind them)."""
+    user_id = make_user()
+    [queued] = make_jobs(user_id, 1)
+    with session_scope() as submitting:
+        submitting.add(
+            Job(user_id=user_id, type=js.FIT, status=js.QUEUED, task=js.CLASSIFICATION, params={})
+        )
+        submitting.flush()  # the INSERT ran; the commit waits, as between two thread hops
+        started = time.monotonic()
+        pick = claim_next()
+        elapsed = time.monotonic() - started
+        assert pick.claim is not None and pick.claim.job_id == queued
+        # The lock's wait (lock_timeout) is 2 s; a claim is milliseconds.
+        assert elapsed < 1.0, f"the claim waited {elapsed:.2f}s for the submit"
