@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tabpfn_client.api_models import (
     ClassifierConfig,
     DuplicateTestSetErrorResponse,
@@ -76,7 +77,11 @@ class Emulator:
     stats: CallStats = field(default_factory=CallStats)
 
 
-def _emulator(request: Request) -> Emulator:
+# Dependencies and light routes are `async def`: each sync one costs a hop to a
+# worker thread and back (about 0.3 ms of CPU), and the stand-in upstream should
+# cost the machine almost nothing. Fit and predict stay sync: the forest stand-in
+# computes, and must not hold up the event loop.
+async def _emulator(request: Request) -> Emulator:
     return request.app.state.emulator
 
 
@@ -86,7 +91,7 @@ def _bearer(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _account(request: Request, emu: Annotated[Emulator, Depends(_emulator)]) -> Account:
+async def _account(request: Request, emu: Annotated[Emulator, Depends(_emulator)]) -> Account:
     token = _bearer(request)
     account = emu.store.authenticate(token)
     if account is None:
@@ -126,7 +131,7 @@ def _window_full(full: WindowFull) -> ApiError:
 def _metered(kind: str) -> Callable[..., Account]:
     """A dependency: authenticate, count the call in its kind's rate windows, maybe fail."""
 
-    def dependency(
+    async def dependency(
         account: Annotated[Account, Depends(_account)],
         emu: Annotated[Emulator, Depends(_emulator)],
     ) -> Account:
@@ -249,27 +254,27 @@ def _start_fit(
 
 
 @router.get("/")
-def root() -> dict[str, str]:
+async def root() -> dict[str, str]:
     return {"message": f"TabPFN cloud emulator. Predictions come from {STANDIN_LABEL}."}
 
 
 @router.get("/protected/")
-def protected(account: AccountDep) -> dict[str, str]:
+async def protected(account: AccountDep) -> dict[str, str]:
     return {"message": "Authenticated.", "account": account.name}
 
 
 @router.get("/retrieve_greeting_messages/")
-def greeting_messages() -> dict[str, list[str]]:
+async def greeting_messages() -> dict[str, list[str]]:
     return {"messages": []}
 
 
 @router.get("/tabpfn/get_settings")
-def get_settings(emu: EmuDep) -> JSONResponse:
+async def get_settings(emu: EmuDep) -> JSONResponse:
     return _json(settings_response(emu.config))
 
 
 @router.post("/tabpfn/prepare_train_set_upload")
-def prepare_train_set_upload(
+async def prepare_train_set_upload(
     req: PrepareTrainSetUploadRequest, request: Request, emu: EmuDep, account: UploadAccountDep
 ) -> JSONResponse:
     _check_file_info("x_train", req.x_train_info)
@@ -354,7 +359,9 @@ def submit_fit_job(req: SubmitFitJobRequest, emu: EmuDep, account: FitAccountDep
 
 
 @router.post("/tabpfn/get_fit_status")
-def get_fit_status(req: GetFitStatusRequest, emu: EmuDep, account: AccountDep) -> JSONResponse:
+async def get_fit_status(
+    req: GetFitStatusRequest, emu: EmuDep, account: AccountDep
+) -> JSONResponse:
     model = _fitted_model(emu, account, req.fitted_train_set_id)
     now = time.time()
     status = jobs.fit_status(model, now)
@@ -375,7 +382,7 @@ def get_fit_status(req: GetFitStatusRequest, emu: EmuDep, account: AccountDep) -
 
 
 @router.post("/tabpfn/prepare_test_set_upload")
-def prepare_test_set_upload(
+async def prepare_test_set_upload(
     req: PrepareTestSetUploadRequest, request: Request, emu: EmuDep, account: UploadAccountDep
 ) -> JSONResponse:
     _fitted_model(emu, account, req.fitted_train_set_id)
@@ -570,35 +577,55 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
 
-    @app.middleware("http")
-    async def record_calls(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        if path.startswith("/_emulator/"):
-            return await call_next(request)
+    app.add_middleware(RecordCalls, emu=emu)
+    return app
+
+
+class RecordCalls:
+    """Delay each upstream call (EMULATOR_LATENCY_S, EMULATOR_HANG_S), then log it.
+
+    A pure ASGI middleware: Starlette's `@app.middleware("http")` wraps every
+    response in a stream of its own, which cost more CPU than the routes did.
+    """
+
+    def __init__(self, app: ASGIApp, emu: Emulator) -> None:
+        self.app = app
+        self.emu = emu
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith("/_emulator/"):
+            await self.app(scope, receive, send)
+            return
+        emu = self.emu
         is_upload = path.startswith(STORAGE_PREFIX)
         if emu.config.latency_s and not is_upload:
             await asyncio.sleep(emu.config.latency_s)
         if emu.config.hang_s and path in HANGING_PATHS:
             await asyncio.sleep(emu.config.hang_s)
-        response = await call_next(request)
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_status)
+        request = Request(scope)
         token = _bearer(request)
-        entry: dict[str, Any] = {
-            "method": request.method,
-            "path": path,
-            "status": response.status_code,
-        }
+        entry: dict[str, Any] = {"method": scope["method"], "path": path, "status": status}
         if is_upload:
-            entry["account"] = getattr(request.state, "upload_account", None)
+            entry["account"] = scope.get("state", {}).get("upload_account")
             entry["auth_account"] = account_name(token) if token else None
         else:
             account = emu.store.authenticate(token)
             entry["account"] = account.name if account else None
         emu.calls.append(entry)
-        emu.stats.count(path_kind(path, STORAGE_PREFIX), response.status_code)
-        return response
-
-    return app
+        emu.stats.count(path_kind(path, STORAGE_PREFIX), status)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
-    uvicorn.run(create_app(), host=host, port=port)
+    # No access log: GET /_emulator/calls records every call, and a log line per
+    # call was a tenth of the emulator's CPU.
+    uvicorn.run(create_app(), host=host, port=port, access_log=False)
