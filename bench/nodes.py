@@ -150,7 +150,9 @@ class Sampler:
 
     `probes` maps a name to a function returning a number; `at_peak_of` names
     the probe whose new maxima trigger `snapshot` (e.g. connections when the
-    most jobs are in flight), kept as `at_peak`.
+    most jobs are in flight), kept as `at_peak`. `sparse` names probes read only
+    every that many ticks: costly ones, which would otherwise load the machine
+    under test during one side's runs only.
     """
 
     def __init__(
@@ -160,8 +162,9 @@ class Sampler:
         at_peak_of: str | None = None,
         snapshot: Callable[[], dict] | None = None,
         every_s: float = 0.2,
+        sparse: dict[str, int] | None = None,
     ) -> None:
-        self.probes, self.every_s = probes, every_s
+        self.probes, self.every_s, self.sparse = probes, every_s, sparse or {}
         self.at_peak_of, self.snapshot = at_peak_of, snapshot
         self.peak: dict[str, float] = dict.fromkeys(probes, 0.0)
         self.at_peak: dict = {}
@@ -169,8 +172,11 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        tick = 0
         while not self._stop.is_set():
             for name, probe in self.probes.items():
+                if tick % self.sparse.get(name, 1):
+                    continue
                 try:
                     value = probe()
                 except Exception:  # a probe racing a process exit: skip this sample
@@ -180,6 +186,7 @@ class Sampler:
                     if name == self.at_peak_of and self.snapshot is not None:
                         with suppress(Exception):
                             self.at_peak = {name: value, **self.snapshot()}
+            tick += 1
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> Sampler:

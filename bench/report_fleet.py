@@ -134,7 +134,8 @@ def _inflight(add, r: dict) -> None:
         f"{_met(min(ratios) >= INFLIGHT_TARGET)}; the worker's process tree within "
         f"{RSS_TARGET_MB} MiB — {_met(peak_rss <= RSS_TARGET_MB)} (peak {peak_rss:.0f} MB, "
         f"{r['idle_rss_mb']:.0f} MB when idle and ready). RSS is the sum of VmRSS over the "
-        "worker process and its descendants, sampled every 200 ms."
+        "worker process and its descendants, sampled every 200 ms (PSS, below, every 2 s: "
+        "reading it walks the node's whole memory map)."
     )
     two = r.get("two_processes")
     if two:
