@@ -26,17 +26,15 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from tests.support.api import register, wait_for_job
+from tests.support.stacks import SMALL_FIT_PREDICT, submit_small
 
 BURST = 120  # three times anyio's 40 threads
 HOLD_S = 3.0
-TRAIN = {"X": [[0.0], [1.0], [2.0], [3.0], [10.0], [11.0], [12.0], [13.0]], "y": [0] * 4 + [1] * 4}
 
 
 def test_a_burst_of_one_keys_requests_a_minute_after_its_last_use(stack, api):
     headers = register(api)
-    first = api.post("/jobs/fit", json={"task": "classification", "train": TRAIN}, headers=headers)
-    assert first.status_code == 202, first.text
-    job_id = first.json()["id"]
+    job_id = submit_small(api, headers)
     [(key_id,)] = stack.sql(
         "UPDATE api_keys SET last_used_at = now() - interval '1 hour' "
         "WHERE user_id = (SELECT user_id FROM jobs WHERE id = :job_id) RETURNING id",
@@ -51,9 +49,7 @@ def test_a_burst_of_one_keys_requests_a_minute_after_its_last_use(stack, api):
         ) as client:
             try:
                 if k % 3 == 0:
-                    response = client.post(
-                        "/jobs/fit", json={"task": "classification", "train": TRAIN}
-                    )
+                    response = client.post("/jobs/fit-predict", json=SMALL_FIT_PREDICT)
                 elif k % 3 == 1:
                     response = client.get(f"/jobs/{job_id}")
                 else:
