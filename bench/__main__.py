@@ -26,7 +26,6 @@ import numpy as np
 from bench import data, profiling
 from bench.memory import (
     children,
-    cpu_by_process,
     cpu_seconds,
     cpu_spent,
     machine_busy_seconds,
@@ -156,19 +155,8 @@ def bench_latency(
 
 
 def cpu_snapshot(stack: BenchStack, direct: DirectProcess) -> dict[str, dict[int, float]]:
-    """CPU so far of each part of the run, by process (PostgreSQL and Redis: whole servers)."""
     worker = stack.pid("worker")
-    return cpu_by_process(
-        {
-            "API": [stack.pid("api")],
-            "workers": [worker, *children(worker)],
-            "PostgreSQL": pids_named("postgres"),
-            "Redis": pids_named("redis-server"),
-            "emulator": [stack.pid("emulator")],
-            "direct client": [direct.pid],
-            "load generator (this process)": [os.getpid()],
-        }
-    )
+    return stack.cpu_by_part({"workers": [worker, *children(worker)]}, direct.pid)
 
 
 def our_cpu(stack: BenchStack, direct: DirectProcess) -> float:

@@ -10,7 +10,6 @@ to what the stand-in upstream cost the machine.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import create_engine, text
 
 from bench import data
-from bench.memory import cpu_by_process, cpu_spent, pids_named
+from bench.memory import cpu_spent
 from bench.nodes import Sampler, connections, nodes, tree, tree_pss_kb, tree_rss_kb
 from bench.service import ServiceUser
 from bench.stack import ROOT_DIR, SECTION_TOKENS, BenchStack
@@ -193,18 +192,7 @@ def _inflight_pair(
 
 
 def _cpu(stack, node: int, direct) -> dict[str, dict[int, float]]:
-    """CPU so far of each part of an in-flight run (PostgreSQL, Redis: whole servers)."""
-    return cpu_by_process(
-        {
-            "API": [stack.pid("api")],
-            "worker node": tree(node),
-            "PostgreSQL": pids_named("postgres"),
-            "Redis": pids_named("redis-server"),
-            "emulator": [stack.pid("emulator")],
-            "direct client": [direct.pid],
-            "load generator": [os.getpid()],
-        }
-    )
+    return stack.cpu_by_part({"worker node": tree(node)}, direct.pid)
 
 
 def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.memory import cpu_by_process, pids_named
 from cli.ports import free_port
 from cli.supervisor import WORKER_READY, Child, start, wait_for_http, wait_for_line
 from cli.throwaway import (
@@ -83,6 +84,22 @@ class BenchStack:
 
     def pid(self, name: str) -> int:
         return self.processes[name].popen.pid
+
+    def cpu_by_part(self, workers: dict[str, list[int]], direct_pid: int) -> dict:
+        """CPU so far of each part of a run, by process (`bench.memory.cpu_spent` takes
+        two of these); `workers` names the worker processes measured. PostgreSQL and
+        Redis are the whole servers."""
+        return cpu_by_process(
+            {
+                "API": [self.pid("api")],
+                **workers,
+                "PostgreSQL": pids_named("postgres"),
+                "Redis": pids_named("redis-server"),
+                "emulator": [self.pid("emulator")],
+                "direct client": [direct_pid],
+                "load generator (this process)": [os.getpid()],
+            }
+        )
 
     def resent_messages(self) -> int:
         """Job messages the sweeper had to send again (their first one never arrived)."""
