@@ -285,38 +285,21 @@ def _node_settings(log_text: str) -> dict:
 # --- cold start ----------------------------------------------------------------
 
 
-def bench_coldstart(ctx: Context, n: int) -> dict:
-    """A fresh node's first N jobs (submitted the moment it is ready) vs N more after."""
+def bench_coldstart(ctx: Context, n: int, trials: int) -> dict:
+    """A fresh node's first N jobs (submitted the moment it is ready) vs N more after, twice;
+    `trials` times, each on a node of its own (one trial's rounds swing with the machine)."""
     stack = ctx.stack
-    log(f"coldstart: a fresh worker node, {n} jobs at once as soon as it is ready")
+    log(f"coldstart: {trials} fresh worker node(s), {n} jobs at once as soon as each is ready")
     user = ServiceUser.register(stack.api_url, SECTION_TOKENS["coldstart"])
     # The API's key-verification cache warm for this user (bcrypt once): the
     # section measures the worker node's cold start, not the API's.
     user.http.get("/auth/me").raise_for_status()
-    out: dict = {"jobs": n, "latency_s": stack_latency(stack)}
+    out: dict = {"jobs": n, "latency_s": stack_latency(stack), "trials": []}
     with stack.main_worker_stopped():
-        spawned = time.perf_counter()
-        with nodes([("coldstart", [], {})], stack.env, stack.scratch, stack.logs_dir):
-            out["ready_s"] = time.perf_counter() - spawned
-            rounds = {}
-            for k, name in enumerate(("cold", "warm", "warm again")):
-                emulator = Emulator(stack)
-                seconds, timings = user.throughput(_tables(300_000 + 1000 * k, n), clients=n)
-                user.add_server_times(timings)
-                rounds[name] = {
-                    "seconds": seconds,
-                    "first_s": min(t.total_s for t in timings),
-                    "mean_s": statistics.mean(t.total_s for t in timings),
-                    "max_s": max(t.total_s for t in timings),
-                    **{
-                        f"{part}_mean_s": statistics.mean(getattr(t, f"{part}_s") for t in timings)
-                        for part in ("submit", "queue", "run", "notify")
-                    },
-                    "emulator": emulator.spent(n),
-                }
-            out["rounds"] = rounds
+        for trial in range(trials):
+            out["trials"].append(_cold_trial(stack, user, n, seed=300_000 + 5_000 * trial))
     log("coldstart: a direct tabpfn-client in a fresh process")
-    seeds = [str(310_000 + i) for i in range(4)]
+    seeds = [str(390_000 + i) for i in range(4)]
     spawned = time.perf_counter()
     answer = subprocess.run(
         [
@@ -345,6 +328,28 @@ def bench_coldstart(ctx: Context, n: int) -> dict:
         "later_calls_mean_s": statistics.mean(cold["calls_s"][1:]),
     }
     return out
+
+
+def _cold_trial(stack: BenchStack, user: ServiceUser, n: int, seed: int) -> dict:
+    spawned = time.perf_counter()
+    with nodes([("coldstart", [], {})], stack.env, stack.scratch, stack.logs_dir):
+        trial: dict = {"ready_s": time.perf_counter() - spawned, "rounds": {}}
+        for k, name in enumerate(("cold", "warm", "warm again")):
+            emulator = Emulator(stack)
+            seconds, timings = user.throughput(_tables(seed + 1000 * k, n), clients=n)
+            user.add_server_times(timings)
+            trial["rounds"][name] = {
+                "seconds": seconds,
+                "first_s": min(t.total_s for t in timings),
+                "mean_s": statistics.mean(t.total_s for t in timings),
+                "max_s": max(t.total_s for t in timings),
+                **{
+                    f"{part}_mean_s": statistics.mean(getattr(t, f"{part}_s") for t in timings)
+                    for part in ("submit", "queue", "run", "notify")
+                },
+                "emulator": emulator.spent(n),
+            }
+    return trial
 
 
 # --- scale-out -----------------------------------------------------------------

@@ -31,7 +31,7 @@ def fleet_sections(
         "inflight": lambda: bench_inflight(
             ctx, sizes=(8, 16) if quick else (32, 64), jobs_per_client=1 if quick else 3
         ),
-        "coldstart": lambda: bench_coldstart(ctx, n=8 if quick else 16),
+        "coldstart": lambda: bench_coldstart(ctx, n=8 if quick else 16, trials=1 if quick else 5),
         "scaleout": lambda: bench_scaleout(
             ctx,
             clients=16 if quick else 64,

@@ -55,15 +55,19 @@ def import_what_jobs_need() -> None:
 
 def warm_up() -> float:
     """Import and connect what jobs need; the seconds it took."""
-    from shared.core.db import open_pool
-    from shared.core.redis_client import get_redis
+    from shared.accounts.security import warm_secret_box
+    from shared.core.redis_client import open_connections
+    from shared.jobs.warm_up import warm_up_job_queries
     from shared.upstream.account import upstream_limits
 
+    settings = get_settings()
     started = time.perf_counter()
     import_what_jobs_need()
+    warm_secret_box()  # `tabpfn-api worker` requires SECRET_KEY before it gets here
     try:
-        open_pool(get_settings().db_pool_size)
-        get_redis().ping()
+        # Opens the pool's connections and runs each job statement once on each.
+        warm_up_job_queries(settings.db_pool_size)
+        open_connections(min(settings.worker_concurrency, settings.redis_max_connections))
     except Exception as exc:  # a dependency still starting: jobs will connect themselves
         log.warning("warm-up: %s not reachable yet", type(exc).__name__)
     upstream_limits()

@@ -98,6 +98,11 @@ def warm_api_key_hasher() -> None:
     _hasher.verify("warm-up", _hasher.hash("warm-up"))
 
 
+def warm_secret_box() -> None:
+    """Build OpenSSL's AES context once now: a process's first decrypt costs ~4 ms more."""
+    decrypt_secret(encrypt_secret("warm-up"))
+
+
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 

@@ -35,3 +35,19 @@ def get_redis() -> redis.Redis:
         socket_connect_timeout=1,
     )
     return redis.Redis(connection_pool=pool)
+
+
+def open_connections(count: int) -> None:
+    """Open up to `count` pooled connections now (the pool's bound caps it), then keep them.
+
+    For a worker's warm-up: a burst of first jobs should not each wait for a
+    connect and redis-py's handshake. Raises when Redis is down.
+    """
+    pool = get_redis().connection_pool
+    held = []
+    try:
+        for _ in range(min(count, pool.max_connections)):
+            held.append(pool.get_connection())  # connected and checked by the pool
+    finally:
+        for connection in held:
+            pool.release(connection)

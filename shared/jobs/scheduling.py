@@ -112,6 +112,20 @@ class Pick:
     more: bool = False
 
 
+def look_at_queue(*, session: Session, cap: int, skip: list[uuid.UUID]) -> list[Row]:
+    """Up to CANDIDATES users with runnable work, in round-robin order, with each one's head job."""
+    return session.execute(
+        _CANDIDATES, {"cap": cap, "n": CANDIDATES, "skip": [str(u) for u in skip]}
+    ).all()
+
+
+def try_lock_user(*, session: Session, user_id: uuid.UUID, wait: bool = False) -> bool:
+    """Take the user's row lock for this transaction; False when another slot holds it
+    (with `wait`, queue for it instead, within the transaction's lock_timeout)."""
+    statement = _WAIT_FOR_USER if wait else _LOCK_USER
+    return session.execute(statement, {"user_id": user_id}).first() is not None
+
+
 def _fingerprint(token_encrypted: bytes | memoryview) -> str:
     return token_fingerprint(decrypt_secret(bytes(token_encrypted)))  # bytea arrives as memoryview
 
@@ -136,10 +150,7 @@ def _try_user(
     lock, one Redis reservation and one claiming statement.
     """
     user_id = candidate.user_id
-    if (
-        session.execute(_WAIT_FOR_USER if wait else _LOCK_USER, {"user_id": user_id}).first()
-        is None
-    ):
+    if not try_lock_user(session=session, user_id=user_id, wait=wait):
         return BUSY
     # Reserved for the head job the candidates query saw, before claiming, so a
     # claim never spends what the token does not have.
@@ -186,9 +197,7 @@ def claim_next() -> Pick:
     skip: list[uuid.UUID] = []  # nothing claimable for them now (cap, budget, raced)
     for _ in range(_MAX_ROUNDS):
         with session_scope() as session:
-            candidates = session.execute(
-                _CANDIDATES, {"cap": cap, "n": CANDIDATES, "skip": [str(u) for u in skip]}
-            ).all()
+            candidates = look_at_queue(session=session, cap=cap, skip=skip)
             if not candidates:
                 return Pick(claim=None, paused=paused)
             busy: list[Row] = []
