@@ -188,6 +188,7 @@ def bench_throughput(
 ) -> dict:
     log(f"2. throughput: {jobs} jobs from {clients} clients, {rounds} round(s) each way")
     service_rounds, direct_rounds, service_latency, direct_latency = [], [], [], []
+    service_timings: list = []
     cpu: dict[str, dict[str, float]] = {"service": {}, "direct": {}}
     wall = {"service": 0.0, "direct": 0.0}
     emulator_cpu = {"service": 0.0, "direct": 0.0}
@@ -211,6 +212,8 @@ def bench_throughput(
         wall["service"] += seconds
         service_rounds.append(jobs / seconds)
         service_latency += [t.total_s for t in timings]
+        user.add_server_times(timings)  # after the round: its GETs are not timed
+        service_timings += timings
     return {
         "jobs": jobs,
         "clients": clients,
@@ -219,6 +222,11 @@ def bench_throughput(
         "direct_jobs_per_s": direct_rounds,
         "service_latency": stats(service_latency),
         "direct_latency": stats(direct_latency),
+        # Where a service job's time went: submit, queued, run, notify (as section 1).
+        "service_parts": {
+            part: stats([getattr(t, f"{part}_s") for t in service_timings])
+            for part in ("submit", "queue", "run", "notify")
+        },
         # CPU milliseconds per job, by process; and cores busy on average.
         "cpu_ms_per_job": {
             side: {role: 1000 * v / (jobs * rounds) for role, v in cpu[side].items()}

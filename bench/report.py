@@ -295,6 +295,23 @@ def _throughput(add, r: dict, settings) -> None:
         f"| {r['cores_busy']['direct']:.2f} |"
     )
     add("")
+    parts = r.get("service_parts")
+    if parts:
+        add(
+            "Where a service job's time went in these runs (server-side timestamps, as in "
+            "section 1; medians, p90 in brackets): "
+            + ", ".join(
+                f"{name} {_s(parts[key]['median'])} ({_s(parts[key]['p90'])})"
+                for name, key in (
+                    ("submit", "submit"),
+                    ("queued", "queue"),
+                    ("run", "run"),
+                    ("notify", "notify"),
+                )
+            )
+            + f"; the direct fit + predict took {_s(r['direct_latency']['median'])}."
+        )
+        add("")
 
 
 def _submit(add, r: dict, auth: dict, settings) -> None:
