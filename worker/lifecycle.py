@@ -68,8 +68,11 @@ def warm_up() -> float:
         # Opens the pool's connections and runs each job statement once on each.
         warm_up_job_queries(settings.db_pool_size)
         open_connections(min(settings.worker_concurrency, settings.redis_max_connections))
-    except Exception as exc:  # a dependency still starting: jobs will connect themselves
-        log.warning("warm-up: %s not reachable yet", type(exc).__name__)
+    except Exception as exc:  # a dependency still starting (or not migrated yet)
+        log.warning(
+            "warm-up: database or Redis part skipped (%s); jobs will connect themselves",
+            type(exc).__name__,
+        )
     upstream_limits()
     return time.perf_counter() - started
 
