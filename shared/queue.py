@@ -57,6 +57,23 @@ def get_celery() -> Celery:
     return app
 
 
+def warm_up_broker() -> None:
+    """Celery's configuration, routes and a pooled broker connection, built now.
+
+    A process's first `send_task` finalizes Celery's configuration (importing its
+    loader), builds the router and the producer pool and connects: ~260 ms of CPU
+    in a fresh process, measured, against about a millisecond for later sends.
+    Nothing is sent. Raises when the broker is down.
+    """
+    app = get_celery()
+    app.amqp.router  # noqa: B018  (finalizes the configuration; the first send would)
+    app.backend  # noqa: B018  (results are ignored, but a send builds the backend first)
+    with app.producer_or_acquire() as producer:
+        producer.connection.ensure_connection(max_retries=1)
+        # Declared once per pooled connection, as the first send would (idempotent).
+        producer.maybe_declare(app.amqp.queues[app.conf.task_default_queue])
+
+
 def _send(task: str, ident: uuid.UUID | None, countdown: float | None) -> bool:
     try:
         args = [str(ident)] if ident is not None else []
