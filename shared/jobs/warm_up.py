@@ -1,4 +1,4 @@
-"""A worker's first jobs run the job statements warm: compiled, on warm backends.
+"""A worker's first jobs, and an API's first submit, run their statements warm.
 
 Each statement a job runs (the claim's, the load's, the stage and heartbeat
 updates, the ending UPDATE) costs more the first time: SQLAlchemy builds and
@@ -9,11 +9,12 @@ of CPU, later ones ~7 ms. A fresh node's first burst pays that in every slot
 at once (each compiles before any has cached the result), on the cores the
 burst needs.
 
-`warm_up_job_queries` runs each statement once per pooled connection with
-arguments that match no row, in transactions rolled back: nothing is written,
-no lock is kept, nothing is published. The fitted model's ORM insert needs an
-owner: a user row is inserted for it in the same transaction, and both are
-rolled back with it.
+For a worker node, `warm_up_job_queries` runs each statement once per pooled
+connection (compiled, and each backend warm) with arguments that match no row,
+in transactions rolled back: nothing is written, no lock is kept, nothing is
+published. The fitted model's ORM insert needs an owner: a user row is
+inserted for it in the same transaction, and both are rolled back with it.
+For an API process, `warm_up_submit` does the same for a fit-predict submit.
 """
 
 from __future__ import annotations
