@@ -66,15 +66,21 @@ def test_a_small_user_is_not_starved_by_a_flood(client, fair_stack):
     # (A job of theirs may end between two reads: for that moment, they wait for a slot.)
     assert set(reasons) <= {"fair_share", "capacity"} and "fair_share" in reasons, reasons
 
-    # Operators see the same, by reason only (no user ids as labels).
-    metrics = httpx.get(f"{fair_stack.api_url}/metrics")
-    waiting = {
-        sample.labels["reason"]: sample.value
-        for family in text_string_to_metric_families(metrics.text)
-        for sample in family.samples
-        if sample.name == "tabpfn_api_jobs_waiting"
-    }
-    assert set(waiting) == {"capacity", "fair_share", "upstream_rate_limit", "retry_backoff"}
+    # Operators see the same, by reason only (no user ids as labels). A snapshot taken
+    # between one of the flood's jobs ending and its next being claimed (milliseconds)
+    # rightly counts the flood as waiting for capacity: look a few times.
+    for _ in range(20):
+        metrics = httpx.get(f"{fair_stack.api_url}/metrics")
+        waiting = {
+            sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(metrics.text)
+            for sample in family.samples
+            if sample.name == "tabpfn_api_jobs_waiting"
+        }
+        assert set(waiting) == {"capacity", "fair_share", "upstream_rate_limit", "retry_backoff"}
+        if waiting["fair_share"] >= 1:
+            break
+        time.sleep(0.05)
     assert waiting["fair_share"] >= 1, waiting
     assert "tabpfn_api_jobs_running" in metrics.text
 
