@@ -2,13 +2,15 @@
 
 uvicorn binds its socket only after the lifespan start-up returns, so nothing
 is served (not even /healthz) until this has run: the first `/auth/setup`
-then costs what later ones do instead of seconds more, and the first submit
-~45 ms of CPU instead of ~95 (later ones ~16; measured in-process, the key's
-check already cached): its statements are compiled and Celery's first send is
-set up here (shared/jobs/warm_up.py, shared/queue.py). What a first request
-still pays is FastAPI's own per-route set-up, built at a route's first match. Each step is best
-effort: a failure is logged and the request that needs the thing pays for it
-(and reports the error) as before.
+then costs what later ones do instead of seconds more. The first submit's
+statements are compiled and Celery's first send is set up here too
+(shared/jobs/warm_up.py, shared/queue.py): measured in-process with the key's
+check cached, a fresh API's first fit-predict submit cost 91-98 ms of CPU,
+39-50 ms with these steps, later ones 14-18 ms. What a first request still
+pays is FastAPI's own per-route set-up, built at a route's first match.
+
+Each step is best effort: a failure is logged and the request that needs the
+thing pays for it (and reports the error) as before.
 """
 
 from __future__ import annotations

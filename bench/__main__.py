@@ -40,7 +40,7 @@ from bench.sections import (
     fleet_sections,
     standalone_sections,
 )
-from bench.service import ServiceUser, upload_fields
+from bench.service import JobTiming, ServiceUser, upload_fields
 from bench.stack import DIRECT_TOKEN, SERVICE_TOKEN, BenchStack, Settings, start_stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +188,7 @@ def bench_throughput(
 ) -> dict:
     log(f"2. throughput: {jobs} jobs from {clients} clients, {rounds} round(s) each way")
     service_rounds, direct_rounds, service_latency, direct_latency = [], [], [], []
-    service_timings: list = []
+    service_timings: list[JobTiming] = []
     cpu: dict[str, dict[str, float]] = {"service": {}, "direct": {}}
     wall = {"service": 0.0, "direct": 0.0}
     emulator_cpu = {"service": 0.0, "direct": 0.0}

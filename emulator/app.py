@@ -611,18 +611,22 @@ class RecordCalls:
                 status = message["status"]
             await send(message)
 
-        await self.app(scope, receive, send_status)
-        request = Request(scope)
-        token = _bearer(request)
+        try:
+            await self.app(scope, receive, send_status)
+        finally:  # a call that raised is recorded too, as the 500 the client got
+            self._record(scope, path, is_upload, status)
+
+    def _record(self, scope: Scope, path: str, is_upload: bool, status: int) -> None:
+        token = _bearer(Request(scope))
         entry: dict[str, Any] = {"method": scope["method"], "path": path, "status": status}
         if is_upload:
             entry["account"] = scope.get("state", {}).get("upload_account")
             entry["auth_account"] = account_name(token) if token else None
         else:
-            account = emu.store.authenticate(token)
+            account = self.emu.store.authenticate(token)
             entry["account"] = account.name if account else None
-        emu.calls.append(entry)
-        emu.stats.count(path_kind(path, STORAGE_PREFIX), status)
+        self.emu.calls.append(entry)
+        self.emu.stats.count(path_kind(path, STORAGE_PREFIX), status)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:

@@ -67,7 +67,7 @@ def warm_up() -> float:
     try:
         # Opens the pool's connections and runs each job statement once on each.
         warm_up_job_queries(settings.db_pool_size)
-        open_connections(min(settings.worker_concurrency, settings.redis_max_connections))
+        open_connections(settings.worker_concurrency)  # capped by REDIS_MAX_CONNECTIONS
     except Exception as exc:  # a dependency still starting (or not migrated yet)
         log.warning(
             "warm-up: database or Redis part skipped (%s); jobs will connect themselves",

@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import Row, bindparam, delete, or_, select, update
-from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from shared.jobs import states as js
@@ -33,17 +32,9 @@ _RUN_ROWS = (
 )
 
 
-def run_rows(*, session: Session, job_id: uuid.UUID) -> Row | None:
-    """(job, its data, its owner's encrypted token), or None for no such job."""
-    return session.execute(_RUN_ROWS, {"job_id": job_id}).one_or_none()
-
-
 def load_job_for_run(*, session: Session, job_id: uuid.UUID) -> RunRows:
     """A claimed job, its data, its owner's encrypted token and the model it predicts with."""
-    rows = run_rows(session=session, job_id=job_id)
-    if rows is None:
-        raise NoResultFound(f"job {job_id} is gone")
-    job, data, token_encrypted = rows
+    job, data, token_encrypted = session.execute(_RUN_ROWS, {"job_id": job_id}).one()
     model = session.get(FittedModel, job.model_id) if job.model_id else None
     return job, data, token_encrypted, model
 
