@@ -433,9 +433,10 @@ def _handle_failure(claim: Claim, exc: Exception, loaded: _Loaded | None) -> Run
                 session=session, claim=claim, code=error.code, message=error.message, delay_s=delay
             )
         log.warning(
-            "job %s: %s; retry in %.1fs",
+            "job %s: %s (%s); retry in %.1fs",
             claim.job_id,
             error.code,
+            error.message,
             delay,
             extra={
                 "job_id": str(claim.job_id),

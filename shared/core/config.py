@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     upstream_settings_ttl_s: float = 3600.0
     # Seconds for one upstream call a worker makes (fit, predict); fits can be slow.
     upstream_call_timeout_s: float = 900.0
+    # Seconds an idle connection to the upstream is kept for reuse; below the
+    # upstream's own idle timeout (shared/upstream/client.py).
+    upstream_keepalive_s: float = Field(default=4.0, gt=0)
     # Transient upstream faults are retried after base * 2^(attempt-1) seconds,
     # capped, with jitter; MAX_ATTEMPTS counts every run of a job.
     retry_backoff_s: float = 2.0

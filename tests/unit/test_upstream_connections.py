@@ -1,0 +1,93 @@
+"""The upstream HTTP client keeps a connection per job slot (shared/upstream/client.py).
+
+A real HTTP/1.1 server on loopback counts the connections it accepts; two waves
+of concurrent calls go through the client. A client that keeps one idle
+connection per slot serves the second wave on the first wave's connections.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from shared.core.config import get_settings
+from shared.upstream.client import load_client
+
+CALLS = 40  # fewer than WORKER_CONCURRENCY's default (64), more than httpx's 20
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        time.sleep(0.2)  # the calls of a wave overlap, as jobs in flight do
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    accepted = 0
+
+    def get_request(self):
+        request = super().get_request()
+        self.accepted += 1
+        return request
+
+
+@pytest.fixture
+def server():
+    httpd = _CountingServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _second_wave_connections(client: httpx.Client, server: _CountingServer) -> int:
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+    def wave() -> None:
+        with ThreadPoolExecutor(CALLS) as pool:
+            answers = list(pool.map(lambda _: client.get(url), range(CALLS)))
+        assert all(a.status_code == 200 for a in answers)
+
+    wave()
+    first = server.accepted
+    assert first >= CALLS // 2  # the calls did overlap
+    wave()
+    return server.accepted - first
+
+
+def test_every_slot_keeps_its_connection(server):
+    client = load_client().ServiceClient.httpx_client
+    assert get_settings().worker_concurrency >= CALLS
+    assert _second_wave_connections(client, server) == 0
+
+
+def test_httpx_default_pool_reconnects(server):
+    """What the sizing is for: the client's stock pool keeps 20, the rest reconnect."""
+    with httpx.Client() as stock:
+        assert _second_wave_connections(stock, server) >= CALLS - 20
+
+
+def test_same_url_headers_and_timeout_as_the_clients_own():
+    from tabpfn_client.client import get_client_version
+    from tabpfn_client.options import get_opts
+
+    client = load_client().ServiceClient.httpx_client
+    assert str(client.base_url).rstrip("/") == get_settings().tabpfn_api_url.rstrip("/")
+    assert client.headers["Prior-Client-Version"] == get_client_version()
+    assert client.timeout.read == get_opts().TABPFN_CLIENT_TIMEOUT
+    assert client.follow_redirects
