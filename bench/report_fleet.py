@@ -91,7 +91,9 @@ def _inflight(add, r: dict) -> None:
     add("")
     add(
         "The worker started exactly as docker-compose starts it — `tabpfn-api worker`, no "
-        "flags: the threads pool with `WORKER_CONCURRENCY` at its default (Celery's banner: "
+        "flags: the threads pool with `WORKER_CONCURRENCY` at its default over "
+        f"`WORKER_PROCESSES`' default of two ({r.get('processes', '?')} processes with the "
+        "supervisor; Celery's banner of the first: "
         f"concurrency {r.get('worker_settings', {}).get('concurrency', '?')}) — against as "
         "many threads "
         "calling tabpfn-client directly from one process (`bench/direct.py`). The emulator "
@@ -108,7 +110,7 @@ def _inflight(add, r: dict) -> None:
     add("")
     add(
         "| clients | jobs | service jobs/s | direct jobs/s | **service / direct** | peak running "
-        "| worker tree peak RSS | emulator CPU ms/job (service / direct) |"
+        "| worker tree peak RSS (PSS) | emulator CPU ms/job (service / direct) |"
     )
     add("|---|---|---|---|---|---|---|---|")
     for n, s in r["sizes"].items():
@@ -116,7 +118,8 @@ def _inflight(add, r: dict) -> None:
         add(
             f"| {n} | {s['jobs']} | {_rate(service)} | {_rate(direct)} "
             f"| **{s['ratio']:.2f}×** | {service['peak_running']:.0f} "
-            f"| {service['peak_rss_mb']:.0f} MB | {_cpu(service['emulator'])} / "
+            f"| {service['peak_rss_mb']:.0f} MB ({service['peak_pss_mb']:.0f} MB) "
+            f"| {_cpu(service['emulator'])} / "
             f"{_cpu(direct['emulator'])} |"
         )
     add("")
@@ -137,22 +140,22 @@ def _inflight(add, r: dict) -> None:
         f"{_met(min(ratios) >= INFLIGHT_TARGET)}; the worker's process tree within "
         f"{RSS_TARGET_MB} MiB — {_met(peak_rss <= RSS_TARGET_MB)} (peak {peak_rss:.0f} MB, "
         f"{r['idle_rss_mb']:.0f} MB when idle and ready). RSS is the sum of VmRSS over the "
-        "worker process and its descendants, sampled every 200 ms (PSS, below, every 2 s: "
-        "reading it walks the node's whole memory map)."
+        "worker process and its descendants, sampled every 200 ms; PSS, in brackets, every "
+        "2 s (reading it walks the node's whole memory map): it counts a page that forked "
+        "processes share once, as a container's memory limit does, where summed RSS counts "
+        "it in each."
     )
-    two = r.get("two_processes")
-    if two:
-        service = two["service"]
+    one = r.get("one_process")
+    if one:
+        service = one["service"]
         add("")
         add(
-            f"The same {two['clients']} clients on a node of **two processes** "
-            f"(`WORKER_PROCESSES=2`: {two['processes']} processes with the parent, the same "
-            f"slots shared): **{two['ratio']:.2f}×** ({_rate(service)} against "
-            f"{_rate(two['direct'])} jobs/s direct in its own alternating rounds), peak "
-            f"RSS {service['peak_rss_mb']:.0f} MB summed over the processes, "
-            f"{service['peak_pss_mb']:.0f} MB PSS (pages the forked processes share counted "
-            "once, as a container's memory limit counts them). One process is the default: "
-            "see the analysis below."
+            f"The same {one['clients']} clients on a node of **one process** "
+            f"(`WORKER_PROCESSES=1`, the same slots on one interpreter's threads): "
+            f"**{one['ratio']:.2f}×** ({_rate(service)} against {_rate(one['direct'])} jobs/s "
+            f"direct in its own alternating rounds), peak RSS {service['peak_rss_mb']:.0f} MB. "
+            "Two processes are the default on a node of two or more cores: see the analysis "
+            "below."
         )
     largest = list(r["sizes"].values())[-1]["service"]
     at_peak = largest.get("connections_at_peak") or {}

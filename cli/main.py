@@ -128,7 +128,7 @@ EXAMPLES = {
     "worker": """examples:
   tabpfn-api worker                           # 64 job slots (WORKER_CONCURRENCY) on threads
   tabpfn-api worker --concurrency 16          # 16 slots
-  WORKER_PROCESSES=2 tabpfn-api worker        # the slots shared by 2 forked processes""",
+  WORKER_PROCESSES=1 tabpfn-api worker        # all slots on one process (less memory)""",
     "flower": """examples:
   FLOWER_BASIC_AUTH=ops:long-password tabpfn-api flower --port 5555
   (`tabpfn-api dev` starts its own Flower and prints its URL and login)""",

@@ -90,10 +90,11 @@ class Settings(BaseSettings):
     # Worker nodes are built for waiting: a job is almost all upstream wait, so a
     # node holds this many jobs in flight on threads (see docs/scheduling.md)...
     worker_concurrency: int = Field(default=64, gt=0)
-    # ...shared by this many processes forked from one warm parent (worker/node.py):
-    # one process runs Python on one core at a time. 1 by default: on the 2-core
-    # machine the project is measured on, 2 gained nothing (docs/benchmarks.md).
-    worker_processes: int = Field(default=1, gt=0)
+    # ...shared by this many processes forked from one warm image (worker/node.py):
+    # one process runs Python on one core at a time. Unset: two, or one where the
+    # node may use a single core (at 64 in flight on 2 cores, two reach 0.85× the
+    # direct client against 0.70× for one: docs/benchmarks.md).
+    worker_processes: int | None = Field(default=None, gt=0)
     # SIGTERM: in-flight jobs may finish for this long; the rest are handed back.
     worker_drain_s: float = Field(default=30.0, ge=0)
     # Database connections per process: jobs hold one only while they read or

@@ -1,5 +1,6 @@
 """The worker built for waiting, through the whole stack: many jobs in flight in one
-node (WORKER_PROCESSES processes forked from one parent), each call with its owner's
+node (WORKER_PROCESSES processes forked from one warm image, then supervised by a small
+process in its place), each call with its owner's
 token; a deadline that holds while the upstream hangs; SIGTERM drains and hands back
 what is left.
 """
@@ -45,8 +46,8 @@ def wide_stack(services, tmp_path_factory):
         # tests that change the emulator's limits see them at once; none here does.
         # The default TTL lets the first test see what a node's warm-up caches.
         UPSTREAM_SETTINGS_TTL_S="3600",
-        # A node of two processes (the default is one): the slots are shared between
-        # them, and every test below holds for the node as a whole.
+        # A node of two processes (the default, unless the machine lends one core): the
+        # slots are shared between them, and every test below holds for the node as a whole.
         WORKER_PROCESSES="2",
     ) as stack:
         stack.scratch = scratch
@@ -177,8 +178,14 @@ def test_a_node_killed_hard_takes_its_processes_with_it(wide_stack):
     try:
         wait_for_line(node, WORKER_READY)
         assert "2 processes, 2 + 2 job slots" in node.log()
-        processes = psutil.Process(node.pid).children()
+        supervisor = psutil.Process(node.pid)
+        processes = supervisor.children()
         assert len(processes) == 2
+        # The warm image the processes were forked from is gone: the node's own pid
+        # now runs the supervisor, a fraction of a serving process's memory.
+        assert "worker.supervisor" in supervisor.cmdline(), supervisor.cmdline()
+        smallest = min(p.memory_info().rss for p in processes)
+        assert supervisor.memory_info().rss < smallest / 3, (supervisor, processes)
         os.kill(node.pid, signal.SIGKILL)  # the parent only: no clean-up code runs
         _, alive = psutil.wait_procs(processes, timeout=10)
         assert alive == [], f"outlived their node: {alive}"

@@ -111,8 +111,8 @@ def test_a_killed_node_restarted_on_its_host_runs_its_job_again_at_once(baseline
 def test_a_killed_process_of_a_node_is_replaced_and_its_job_runs_again_at_once(
     baseline: RelStack, api
 ):
-    """kill -9 one of the node's processes (the OOM killer's way): the node forks a
-    replacement from its warm parent, whose start-up queues the dead process's job
+    """kill -9 one of the node's processes (the OOM killer's way): the node's
+    supervisor starts a fresh one, whose start-up queues the dead process's job
     again at once; the node's other process never stops serving."""
     rel = baseline
     user = rel.new_user(api)
