@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import create_engine, text
 
 from bench import data
-from bench.memory import cpu_spent
+from bench.memory import cpu_seconds, cpu_spent, minor_faults
 from bench.nodes import Sampler, connections, nodes, tree, tree_pss_kb, tree_rss_kb
 from bench.service import ServiceUser
 from bench.stack import ROOT_DIR, SECTION_TOKENS, BenchStack
@@ -336,11 +336,18 @@ def bench_coldstart(ctx: Context, n: int, trials: int) -> dict:
 
 def _cold_trial(stack: BenchStack, user: ServiceUser, n: int, seed: int) -> dict:
     spawned = time.perf_counter()
-    with nodes([("coldstart", [], {})], stack.env, stack.scratch, stack.logs_dir):
+    with nodes([("coldstart", [], {})], stack.env, stack.scratch, stack.logs_dir) as started:
         trial: dict = {"ready_s": time.perf_counter() - spawned, "rounds": {}}
+        pids = tree(started[0].popen.pid)
         for k, name in enumerate(("cold", "warm", "warm again")):
             emulator = Emulator(stack)
+            # The node's CPU and page faults per round: what a cold round pays beyond
+            # a warm one (lazy set-up, copy-on-write of pages shared across the fork).
+            cpu_before = sum(cpu_seconds(p) for p in pids)
+            faults_before = sum(minor_faults(p) for p in pids)
             seconds, timings = user.throughput(_tables(seed + 1000 * k, n), clients=n)
+            node_cpu_ms = (sum(cpu_seconds(p) for p in pids) - cpu_before) * 1000 / n
+            node_faults = (sum(minor_faults(p) for p in pids) - faults_before) / n
             user.add_server_times(timings)
             trial["rounds"][name] = {
                 "seconds": seconds,
@@ -352,6 +359,8 @@ def _cold_trial(stack: BenchStack, user: ServiceUser, n: int, seed: int) -> dict
                     for part in ("submit", "queue", "run", "notify")
                 },
                 "emulator": emulator.spent(n),
+                "node_cpu_ms_per_job": node_cpu_ms,
+                "node_minor_faults_per_job": node_faults,
             }
     return trial
 

@@ -46,6 +46,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults `pid` has taken so far: in a forked process, mostly the first
+    write to each page it shares with its parent (copy-on-write); 0 once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    except OSError:
+        return 0
+
+
 def cpu_by_process(parts: dict[str, list[int]]) -> dict[str, dict[int, float]]:
     """CPU seconds so far of each part of a run, by process id (see `cpu_spent`)."""
     return {part: {p: cpu_seconds(p) for p in pids} for part, pids in parts.items()}

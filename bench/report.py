@@ -99,7 +99,8 @@ def render(facts: dict, results: dict) -> str:
     )
     add(
         f"- Service: `tabpfn-api api` (one uvicorn process), `tabpfn-api worker "
-        f"--concurrency {settings.worker_concurrency}` (Celery threads pool) for sections "
+        f"--concurrency {settings.worker_concurrency}` (Celery threads pool, over "
+        "`WORKER_PROCESSES`' default of two processes) for sections "
         "1-4; sections 5-9 start their own nodes, sections 10-11 stacks of their own. "
         "`MAX_RUNNING_PER_USER=1000` and the "
         "per-token pacing raised out of the way (`UPSTREAM_*_PER_MINUTE`, "

@@ -186,14 +186,17 @@ def _coldstart(add, r: dict) -> None:
         "own, because one trial's rounds swing with the machine's speed by more than the margin "
         f"under test. Emulator latency {r['latency_s'] * 1000:.0f} ms per call. A job's time on "
         "the node is the wait for a slot to pick it up and claim it (202 at the client → "
-        "started_at) plus its run (started_at → finished_at); the table gives each round's mean."
+        "started_at) plus its run (started_at → finished_at); the table gives each round's mean, "
+        "and the CPU and minor page faults of the node's processes per job in each round (from "
+        "/proc: in a forked process, a first write to a page it shares with the node's image "
+        "copies that page)."
     )
     add("")
     add(
         "| trial | ready after | cold: queued + run | warm | warm again | **cold / later** "
-        "| run alone: cold / later | emulator CPU ms/job |"
+        "| run alone: cold / later | node CPU ms/job (page faults/job) | emulator CPU ms/job |"
     )
-    add("|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|")
     ratios, run_ratios = [], []
     for i, t in enumerate(trials, 1):
         cold, warm, again = (t["rounds"][k] for k in ("cold", "warm", "warm again"))
@@ -205,9 +208,15 @@ def _coldstart(add, r: dict) -> None:
             f"{_s(x['queue_mean_s'])} + {_s(x['run_mean_s'])}" for x in (cold, warm, again)
         )
         emulator = " / ".join(_cpu(x["emulator"]) for x in (cold, warm, again))
+        node = " / ".join(
+            f"{x['node_cpu_ms_per_job']:.0f} ({x['node_minor_faults_per_job']:.0f})"
+            if "node_cpu_ms_per_job" in x
+            else "?"
+            for x in (cold, warm, again)
+        )
         add(
             f"| {i} | {_s(t['ready_s'])} | {cells} | **{ratio:.2f}×** | {run_ratio:.2f}× "
-            f"| {emulator} |"
+            f"| {node} | {emulator} |"
         )
     add("")
     d = r["direct"]
