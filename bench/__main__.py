@@ -533,10 +533,11 @@ def run_on_stack(
             results["foreign_cpu_s"] = foreign_cpu(running, direct, busy_at_start, ours_at_start)
             results["shared_stack_s"] = time.perf_counter() - started
         except BaseException:
-            for process in running.processes.values():
-                (raw_dir / f"{process.name}.log").write_text(process.log())
             print(f"bench failed; the processes' logs are in {raw_dir}", file=sys.stderr)
             raise
+        finally:  # kept beside the results either way, to read against them
+            for process in running.processes.values():
+                (raw_dir / f"{process.name}.log").write_text(process.log())
 
 
 def main() -> None:

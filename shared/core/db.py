@@ -9,21 +9,24 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.core import pool_liveness
 from shared.core.config import get_settings
 
 
 @lru_cache
 def get_engine() -> Engine:
     settings = get_settings().require("DATABASE_URL")
-    # pre_ping: a connection that died while Postgres restarted is replaced
-    # instead of failing the next request. The pool bounds a process's connections
-    # (a worker's 64 jobs share it: none holds one while it waits on the upstream).
-    return create_engine(
+    # The pool bounds a process's connections (a worker's 64 jobs share it: none
+    # holds one while it waits on the upstream). A connection that died while
+    # Postgres restarted is replaced instead of failing the next request: checked
+    # without a round trip (pool_liveness; a pre-ping would be one per transaction).
+    engine = create_engine(
         settings.database_url,
-        pool_pre_ping=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
+    pool_liveness.install(engine)
+    return engine
 
 
 @lru_cache
