@@ -6,7 +6,7 @@ time, and the Python a job does need (claiming it, decoding its tables, calling
 tabpfn-client, shaping and storing its result) comes in waves when many jobs
 end together. Two processes let that work use two cores: at 64 jobs in flight
 on the 2-core machine the project is measured on, 0.76–0.84× the direct
-client's throughput against 0.72–0.79× for one in the same runs, which won seven
+client's throughput against 0.72–0.79× for one in the same runs; two won seven
 of ten pairs (docs/benchmarks.md, docs/scheduling.md).
 
 How:
