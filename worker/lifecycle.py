@@ -4,7 +4,7 @@
   imported, the upstream's limits are read, and the database and Redis are
   connected before the node takes its first job. With the threads pool this
   runs once per node; under prefork it runs in the parent, before the fork, so
-  the children share its pages.
+  the children share its pages. The threads pool's threads are started too.
 - On start, jobs whose process on this host died (the node was killed and
   restarted) are queued again at once, without waiting for the sweeper.
 - On SIGTERM, slots finish the job in hand and claim no more; whatever still
@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
@@ -90,11 +92,42 @@ def _fresh_pool_process(**_: object) -> None:
     get_engine().dispose(close=False)
 
 
+def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 30.0) -> int:
+    """Start `count` threads of `executor` now; how many it has.
+
+    concurrent.futures starts a thread at a submit that finds none idle, and
+    waits until that thread runs. In a fresh node's first burst those submits
+    come from Celery's consumer thread, one message after another, each waiting
+    for its new thread to get the interpreter's lock while the burst's jobs hold
+    it: the first jobs then wait longer for their slot than any later ones.
+    Each task started here waits for all the others, so each needs a thread.
+    """
+    barrier = threading.Barrier(count + 1)
+    for _ in range(count):
+        executor.submit(barrier.wait, timeout_s)
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout_s)
+    return len(executor._threads)
+
+
+def _start_slot_threads(sender: object) -> None:
+    """The threads pool's slots and the test-set decoders, started before the first job."""
+    from worker.runner import DECODE_THREADS, decoder_pool
+
+    pool = getattr(getattr(sender, "controller", None), "pool", None)
+    executor = getattr(pool, "executor", None)
+    if isinstance(executor, ThreadPoolExecutor):  # the threads pool (not prefork, not solo)
+        start_threads(executor, pool.limit)
+    start_threads(decoder_pool(), DECODE_THREADS)
+
+
 @worker_ready.connect
 def _recover_and_wake(sender: object = None, **_: object) -> None:
     from shared.queue import wake_at
     from worker.node import report_ready
     from worker.runner import release_dead_runs
+
+    _start_slot_threads(sender)
 
     try:
         released = release_dead_runs()

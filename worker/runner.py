@@ -81,10 +81,13 @@ class _Loaded:
         return token_fingerprint(self.token)
 
 
+DECODE_THREADS = 4
+
+
 @cache
-def _decoder() -> ThreadPoolExecutor:
+def decoder_pool() -> ThreadPoolExecutor:
     # Created in the process that uses it (a thread does not survive a fork).
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+    return ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
 
 
 # Set when the worker is asked to stop: slots finish their job and claim no more.
@@ -100,7 +103,8 @@ def _load(job_id: uuid.UUID) -> _Loaded:
     if data is None or (data.train_parquet is None and data.test_parquet is None):
         raise ServiceError("The job's data has been deleted (retention); submit it again.")
     # The test set is decoded while the fit runs upstream: it is needed only after.
-    pending_test = _decoder().submit(decode_table, data.test_parquet) if data.test_parquet else None
+    test = data.test_parquet
+    pending_test = decoder_pool().submit(decode_table, test) if test else None
     return _Loaded(
         job=job,
         token=decrypt_secret(token_encrypted),

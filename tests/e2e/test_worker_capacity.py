@@ -171,13 +171,13 @@ def test_sigterm_drains_then_hands_back_what_is_left(client, wide_stack):
 def test_a_node_killed_hard_takes_its_processes_with_it(wide_stack):
     node = start(
         "node-killed",
-        ["worker", "--concurrency", "4", "-n", "killed@%h", "--without-mingle"],
+        ["worker", "--concurrency", "40", "-n", "killed@%h", "--without-mingle"],
         wide_stack.env,
         wide_stack.scratch / "logs",
     )
     try:
         wait_for_line(node, WORKER_READY)
-        assert "2 processes, 2 + 2 job slots" in node.log()
+        assert "2 processes, 20 + 20 job slots" in node.log()
         supervisor = psutil.Process(node.pid)
         processes = supervisor.children()
         assert len(processes) == 2
@@ -186,6 +186,11 @@ def test_a_node_killed_hard_takes_its_processes_with_it(wide_stack):
         assert "worker.supervisor" in supervisor.cmdline(), supervisor.cmdline()
         smallest = min(p.memory_info().rss for p in processes)
         assert supervisor.memory_info().rss < smallest / 3, (supervisor, processes)
+        # Ready means its slots' threads run already (worker.lifecycle.start_threads),
+        # 20 slots and 4 test-set decoders each: a first burst does not start them
+        # one message at a time. Without it a ready process runs a handful.
+        for process in processes:
+            assert process.num_threads() >= 20 + 4, process.num_threads()
         os.kill(node.pid, signal.SIGKILL)  # the parent only: no clean-up code runs
         _, alive = psutil.wait_procs(processes, timeout=10)
         assert alive == [], f"outlived their node: {alive}"
