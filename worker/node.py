@@ -5,9 +5,9 @@ dozens of jobs on threads; but one Python process runs Python on one core at a
 time, and the Python a job does need (claiming it, decoding its tables, calling
 tabpfn-client, shaping and storing its result) comes in waves when many jobs
 end together. Two processes let that work use two cores: at 64 jobs in flight
-on the 2-core machine the project is measured on, 0.76–0.84× the direct
-client's throughput against 0.72–0.79× for one in the same runs; two won seven
-of ten pairs (docs/benchmarks.md, docs/scheduling.md).
+on the 2-core machine the project is measured on, 0.76–0.85× the direct
+client's throughput against 0.72–0.86× for one in the same runs; two won seven
+of eleven pairs, and never lost by more than 0.02 (docs/scheduling.md).
 
 How:
 - The node's first process imports what jobs need (tabpfn-client, pandas,
