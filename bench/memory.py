@@ -37,22 +37,25 @@ def children(pid: int) -> list[int]:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (None once `pid` is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time `pid` has used so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0  # utime, stime
 
 
 def minor_faults(pid: int) -> int:
     """Minor page faults `pid` has taken so far: in a forked process, mostly the first
     write to each page it shares with its parent (copy-on-write); 0 once it is gone."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-    except OSError:
-        return 0
+    fields = _stat(pid)
+    return int(fields[7]) if fields else 0
 
 
 def cpu_by_process(parts: dict[str, list[int]]) -> dict[str, dict[int, float]]:
