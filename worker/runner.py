@@ -39,7 +39,6 @@ from shared.jobs.lifecycle import (
     wait_for_window,
 )
 from shared.jobs.repository import (
-    add_model,
     load_job_for_run,
     running_jobs_on_host,
     set_upstream_model_id,
@@ -156,7 +155,7 @@ def release_dead_runs() -> int:
 
 
 def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[FittedModel, dict]:
-    """Fit upstream; the model row is returned unsaved, to commit with the outcome."""
+    """Fit upstream; the model row is returned unsaved, to store with the outcome."""
     X, y = split_train(train)
     options = job.params.get("options", {})
     fitted = upstream.fit(task=job.task, X=X, y=y, options=options)
@@ -289,14 +288,8 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
 
     # Storing takes milliseconds: the transaction that stores the result ends the job.
     with session_scope() as session:
-        if new_model is not None:
-            add_model(session=session, model=new_model)
         stored = succeed_job(
-            session=session,
-            claim=claim,
-            result=result,
-            model_id=new_model.id if new_model else None,
-            timings=timings,
+            session=session, claim=claim, result=result, model=new_model, timings=timings
         )
         if not stored:
             session.rollback()

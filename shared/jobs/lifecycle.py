@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select, text, tuple_, update
+from sqlalchemy import Row, exists, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from shared.core.errors import WorkerLost
 from shared.jobs import states as js
 from shared.jobs.events import FINAL_FIELDS, job_changed
-from shared.models import Job, JobData
+from shared.models import FittedModel, Job, JobData
 from shared.webhooks.events import record_job_event
 
 # Why a queued job has a run_after (GET /jobs/{id} shows it as `waiting`).
@@ -211,10 +211,11 @@ def succeed_job(
     session: Session,
     claim: Claim,
     result: dict[str, Any],
-    model_id: uuid.UUID | None,
+    model: FittedModel | None,
     timings: dict[str, Any] | None,
 ) -> bool:
-    """Record the outcome; False (and nothing written) if the claim was lost."""
+    """Record the outcome, and the model a fit made; False (nothing written) if the
+    claim was lost."""
     values: dict[str, Any] = {
         "status": js.SUCCEEDED,
         "stage": None,
@@ -223,14 +224,46 @@ def succeed_job(
         "error_code": None,
         "error_message": None,
     }
-    if model_id is not None:
-        values["model_id"] = model_id
-    # One statement: the job's end and its result are stored together, or neither
-    # (a lost claim matches no row and stores nothing).
+    if model is not None:
+        if model.id is None:  # the ORM would give it one at a flush; there is none here
+            model.id = uuid.uuid4()
+        values["model_id"] = model.id
+    # One statement: the job's end, its result and its model are stored together, or
+    # none of them (a lost claim matches no row: nothing is stored, no model inserted).
+    # One round trip where the ORM's insert of the model took one more, and its flush.
     ended = update(Job).where(_owned(claim)).values(**values).returning(*ENDED_FIELDS).cte("ended")
     stored = update(JobData).where(JobData.job_id == ended.c.id).values(result=result).cte("stored")
-    updated = session.execute(select(ended).add_cte(stored)).one_or_none()
+    statement = select(ended).add_cte(stored)
+    if model is not None:
+        statement = statement.add_cte(_insert_model(model, ended).cte("modelled"))
+    updated = session.execute(statement).one_or_none()
     return job_ended(session, updated)
+
+
+_MODEL_COLUMNS = (
+    "id",
+    "user_id",
+    "fit_job_id",
+    "task",
+    "options",
+    "upstream_model_id",
+    "columns",
+    "classes",
+    "n_rows",
+    "n_features",
+)
+
+
+def _insert_model(model: FittedModel, ended: Any) -> Any:
+    """INSERT the model's row only when `ended` (the job's ending UPDATE) matched."""
+    table = FittedModel.__table__
+    row = {name: getattr(model, name) for name in _MODEL_COLUMNS}
+    row["options"] = row["options"] or {}
+    # Typed binds: JSONB columns take dicts and lists, the id columns UUIDs.
+    picked = select(*(literal(row[name], type_=table.c[name].type) for name in _MODEL_COLUMNS))
+    return insert(FittedModel).from_select(
+        list(_MODEL_COLUMNS), picked.where(exists(select(ended.c.id)))
+    )
 
 
 def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool:

@@ -56,12 +56,6 @@ def training_data(*, session: Session, fit_job_id: uuid.UUID) -> bytes | None:
     return data.train_parquet if data else None
 
 
-def add_model(*, session: Session, model: FittedModel) -> None:
-    """Insert a fitted model now, so the job that made it can point at it."""
-    session.add(model)
-    session.flush()
-
-
 def set_upstream_model_id(*, session: Session, model_id: uuid.UUID, upstream_model_id: str) -> None:
     """Point a model at the upstream copy a refit made."""
     session.execute(

@@ -12,9 +12,7 @@ burst needs.
 For a worker node, `warm_up_job_queries` runs each statement once per pooled
 connection (compiled, and each backend warm) with arguments that match no row,
 in transactions rolled back: nothing is written, no lock is kept, nothing is
-published. The fitted model's ORM insert needs an owner: a user row is
-inserted for it in the same transaction, and both are rolled back with it.
-For an API process, `warm_up_submit` does the same for a fit-predict submit.
+published. For an API process, `warm_up_submit` does the same for a fit-predict submit.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from shared.jobs.lifecycle import (
     set_stage,
     succeed_job,
 )
-from shared.jobs.repository import add_model, load_job_for_run
+from shared.jobs.repository import load_job_for_run
 from shared.jobs.scheduling import look_at_queue, try_lock_user
 from shared.jobs.submit import JsonTable, create_fit_predict_job, get_result_json
 from shared.models import FittedModel, User
@@ -51,8 +49,8 @@ def _run_each_job_statement(session: Session) -> None:
         load_job_for_run(session=session, job_id=nothing.job_id)
     set_stage(session=session, claim=nothing, stage=js.STAGE_PREDICTING)
     heartbeat_many(session=session, claims=[nothing])
-    succeed_job(session=session, claim=nothing, result={}, model_id=uuid.uuid4(), timings={})
-    add_model(session=session, model=_a_model(_throwaway_owner(session).id))
+    # With a model: the ending statement that also inserts a fit's model.
+    succeed_job(session=session, claim=nothing, result={}, model=_a_model(nobody), timings={})
 
 
 def _throwaway_owner(session: Session) -> User:

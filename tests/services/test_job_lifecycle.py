@@ -21,10 +21,10 @@ from shared.jobs.lifecycle import (
     succeed_job,
     this_worker,
 )
-from shared.models import Job, JobData
+from shared.models import FittedModel, Job, JobData
 from tests.support.factories import make_job, make_user
 
-OUTCOME = {"result": {"x": 1}, "model_id": None, "timings": None}
+OUTCOME = {"result": {"x": 1}, "model": None, "timings": None}
 
 
 def _state(session: Session, job_id: uuid.UUID) -> tuple:
@@ -86,7 +86,7 @@ def test_a_run_with_a_wrong_attempt_is_refused_everywhere(session: Session) -> N
     assert heartbeat(session=session, claim=wrong) is False
     assert set_stage(session=session, claim=wrong, stage=js.STAGE_PREDICTING) is False
     assert (
-        succeed_job(session=session, claim=wrong, result={"x": 1}, model_id=None, timings=None)
+        succeed_job(session=session, claim=wrong, result={"x": 1}, model=None, timings=None)
         is False
     )
     assert fail_job(session=session, claim=wrong, code="upstream_error", message="no") is False
@@ -96,6 +96,46 @@ def test_a_run_with_a_wrong_attempt_is_refused_everywhere(session: Session) -> N
     assert succeed_job(session=session, claim=claim, **OUTCOME)
     assert _state(session, job.id) == (js.SUCCEEDED, None, 1, None)
     assert _result(session, job.id) == {"x": 1}
+
+
+def _a_model(job: Job) -> FittedModel:
+    return FittedModel(
+        id=uuid.uuid4(),
+        user_id=job.user_id,
+        fit_job_id=job.id,
+        task=js.CLASSIFICATION,
+        options={"n_estimators": 4},
+        upstream_model_id="upstream-1",
+        columns=["a", "b"],
+        classes=["no", "yes"],
+        n_rows=3,
+        n_features=2,
+    )
+
+
+def test_the_end_of_a_fit_stores_its_model_in_the_same_statement_or_not_at_all(
+    session: Session,
+) -> None:
+    job = make_job(session=session, user=make_user(session=session))
+    claim = claim_job(session=session, job_id=job.id)
+    assert claim is not None
+    lost, kept = _a_model(job), _a_model(job)
+
+    wrong = Claim(job_id=job.id, attempt=claim.attempt + 1)
+    assert succeed_job(session=session, claim=wrong, result={}, model=lost, timings=None) is False
+    assert session.get(FittedModel, lost.id) is None, "a lost claim inserts no model"
+
+    assert succeed_job(session=session, claim=claim, result={"x": 1}, model=kept, timings=None)
+    session.expire_all()
+    stored = session.get(FittedModel, kept.id)
+    assert stored is not None and stored.created_at is not None
+    assert (stored.options, stored.columns, stored.classes) == (
+        {"n_estimators": 4},
+        ["a", "b"],
+        ["no", "yes"],
+    )
+    assert (stored.user_id, stored.fit_job_id, stored.n_rows) == (job.user_id, job.id, 3)
+    assert session.scalar(select(Job.model_id).where(Job.id == job.id)) == kept.id
 
 
 def test_a_run_released_as_dead_cannot_end_the_next_run(session: Session) -> None:

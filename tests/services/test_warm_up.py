@@ -20,7 +20,7 @@ from shared.core.errors import ResultNotAvailable
 from shared.core.redis_client import get_redis
 from shared.jobs import states as js
 from shared.jobs.lifecycle import set_stage, succeed_job
-from shared.jobs.repository import add_model, load_job_for_run
+from shared.jobs.repository import load_job_for_run
 from shared.jobs.scheduling import claim_next
 from shared.jobs.submit import JsonTable, create_fit_predict_job, get_result_json
 from shared.jobs.warm_up import warm_up_job_queries, warm_up_submit
@@ -66,10 +66,7 @@ def _run_a_job_without_upstream(job_id: uuid.UUID, claim) -> None:
         n_features=1,
     )
     with session_scope() as session:
-        add_model(session=session, model=model)
-        assert succeed_job(
-            session=session, claim=claim, result={"y": [0]}, model_id=model.id, timings={}
-        )
+        assert succeed_job(session=session, claim=claim, result={"y": [0]}, model=model, timings={})
 
 
 def test_the_warm_up_writes_nothing_and_claims_nothing(services):
