@@ -123,19 +123,23 @@ def warm_up(user: ServiceUser, direct: DirectProcess, concurrency: int) -> dict:
 
 
 def bench_latency(
-    user: ServiceUser, direct: DirectProcess, reps: int, stack: BenchStack | None = None
+    user: ServiceUser,
+    direct: DirectProcess,
+    reps: int,
+    stack: BenchStack | None = None,
+    seed_base: int = 10_000,
 ) -> dict:
     log(f"1. job latency: {reps} fit-predict jobs each way, interleaved")
     service, direct_s = [], []
     emulator_cpu = {"service": 0.0, "direct": 0.0}
     for i in range(reps):
         before = stack.emulator_stats()["cpu_s"] if stack else 0.0
-        timing, _ = user.fit_predict(data.make_table(10_000 + i, **SMALL))
+        timing, _ = user.fit_predict(data.make_table(seed_base + i, **SMALL))
         service.append(timing)
         middle = stack.emulator_stats()["cpu_s"] if stack else 0.0
         # The same table on both sides (separate accounts: no upload is skipped), so
         # the stand-in model's work, which varies a little with the data, is paired.
-        direct_s.append(direct.ask(op="fit_predict", seed=10_000 + i, shape=SMALL)["seconds"])
+        direct_s.append(direct.ask(op="fit_predict", seed=seed_base + i, shape=SMALL)["seconds"])
         after = stack.emulator_stats()["cpu_s"] if stack else 0.0
         emulator_cpu["service"] += middle - before
         emulator_cpu["direct"] += after - middle
@@ -185,6 +189,7 @@ def bench_throughput(
     jobs: int,
     clients: int,
     rounds: int,
+    seed_base: int = 30_000,
 ) -> dict:
     log(f"2. throughput: {jobs} jobs from {clients} clients, {rounds} round(s) each way")
     service_rounds, direct_rounds, service_latency, direct_latency = [], [], [], []
@@ -193,7 +198,7 @@ def bench_throughput(
     wall = {"service": 0.0, "direct": 0.0}
     emulator_cpu = {"service": 0.0, "direct": 0.0}
     for r in range(rounds):
-        base = 30_000 + r * 1000
+        base = seed_base + r * 1000
         seeds = [base + i for i in range(jobs)]  # the service gets the same tables
         before = cpu_snapshot(stack, direct)
         emulator_before = stack.emulator_stats()["cpu_s"]
@@ -237,6 +242,34 @@ def bench_throughput(
             side: 1000 * v / (jobs * rounds) for side, v in emulator_cpu.items()
         },
     }
+
+
+LIGHT_LATENCY_S = 0.05
+
+
+def bench_light(
+    user: ServiceUser,
+    stack: BenchStack,
+    direct: DirectProcess,
+    *,
+    reps: int,
+    jobs: int,
+    clients: int,
+    rounds: int,
+    restore_s: float,
+) -> dict:
+    """Sections 1 and 2 again against a faster upstream (50 ms per call, as issue 13
+    first measured): the service's cost per job is about fixed, so its ratio to a
+    direct job that takes half as long is what a faster upstream would see."""
+    log(f"1b/2b. the same at {LIGHT_LATENCY_S * 1000:.0f} ms per upstream call")
+    stack.set_latency(LIGHT_LATENCY_S)
+    try:
+        # Tables of their own (new seeds): an account that saw a table skips its upload.
+        latency = bench_latency(user, direct, reps, stack, seed_base=60_000)
+        throughput = bench_throughput(user, stack, direct, jobs, clients, rounds, seed_base=70_000)
+    finally:
+        stack.set_latency(restore_s)
+    return {"latency_s": LIGHT_LATENCY_S, "latency": latency, "throughput": throughput}
 
 
 def bench_submit(user: ServiceUser, clients: int, idle_n: int, busy_n: int) -> dict:
@@ -469,6 +502,7 @@ def bench_large(user: ServiceUser, stack: BenchStack, direct: DirectProcess, row
 SECTIONS = (
     "latency",
     "throughput",
+    "light",
     "submit",
     "auth",
     "profiles",
@@ -505,6 +539,16 @@ def run_on_stack(
                 "latency": lambda: bench_latency(user, direct, args.reps, running),
                 "throughput": lambda: bench_throughput(
                     user, running, direct, args.jobs, args.clients, args.rounds
+                ),
+                "light": lambda: bench_light(
+                    user,
+                    running,
+                    direct,
+                    reps=max(3, args.reps * 2 // 3),
+                    jobs=args.jobs,
+                    clients=args.clients,
+                    rounds=args.rounds,
+                    restore_s=settings.latency_s,
                 ),
                 "submit": lambda: bench_submit(
                     user,

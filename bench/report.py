@@ -149,6 +149,8 @@ def render(facts: dict, results: dict) -> str:
         _latency(add, results["latency"])
     if "throughput" in results:
         _throughput(add, results["throughput"], settings)
+    if "light" in results:
+        _light(add, results["light"], results.get("latency"))
     if "submit" in results and "auth" in results:
         _submit(add, results["submit"], results["auth"], settings)
     if "large" in results:
@@ -313,6 +315,60 @@ def _throughput(add, r: dict, settings) -> None:
             + f"; the direct fit + predict took {_s(r['direct_latency']['median'])}."
         )
         add("")
+
+
+def _light(add, r: dict, at_default: dict | None) -> None:
+    latency, throughput = r["latency"], r["throughput"]
+    ms = r["latency_s"] * 1000
+    add(f"## 2b. A faster upstream: sections 1 and 2 at {ms:.0f} ms per call")
+    add("")
+    add(
+        f"The same two measurements, with the emulator answering each call after {ms:.0f} ms "
+        f"(issue 13 first measured at this point): {latency['reps']} jobs each way one at a "
+        f"time, then {throughput['jobs']} jobs from {throughput['clients']} clients in "
+        f"{throughput['rounds']} alternating round(s) per side, each job a table of its own. "
+        "Reported beside the targets, not instead of them: what the service adds to a job is "
+        "about fixed, so a direct job half as long makes the same cost weigh twice as much."
+    )
+    add("")
+    lat_s, lat_d = latency["service"]["median"], latency["direct"]["median"]
+    tp_s = sum(throughput["service_jobs_per_s"]) / len(throughput["service_jobs_per_s"])
+    tp_d = sum(throughput["direct_jobs_per_s"]) / len(throughput["direct_jobs_per_s"])
+    add("| | service | direct tabpfn-client | **service / direct** | target (sections 1, 2) |")
+    add("|---|---|---|---|---|")
+    add(
+        f"| latency, one at a time (median) | {_s(lat_s)} | {_s(lat_d)} | "
+        f"**{lat_s / lat_d:.2f}×** | ≤ {LATENCY_TARGET:.2f}× |"
+    )
+    add(
+        f"| throughput, {throughput['clients']} clients (jobs/s, mean of rounds) | {tp_s:.2f} "
+        f"| {tp_d:.2f} | **{tp_s / tp_d:.2f}×** | ≥ {THROUGHPUT_TARGET:.1f}× |"
+    )
+    add("")
+    added = (lat_s - lat_d) * 1000
+    line = f"The service added **{added:.0f} ms** to a job here"
+    if at_default:
+        at = (at_default["service"]["median"] - at_default["direct"]["median"]) * 1000
+        line += f", {at:.0f} ms in section 1"
+    parts = latency["parts"]
+    add(
+        line
+        + " (medians: submit "
+        + f"{_ms(parts['submit_s']['median'])}, queued {_ms(parts['queue_s']['median'])}, "
+        + f"run {_ms(parts['run_s']['median'])} against the direct "
+        + f"{_ms(lat_d)}, notify {_ms(parts['notify_s']['median'])})."
+    )
+    cpu = throughput["cpu_ms_per_job"]
+    emulator = throughput.get("emulator_cpu_ms_per_job", {})
+    add(
+        f"With {throughput['clients']} clients, all processes together spent "
+        f"{sum(cpu['service'].values()):.0f} ms of CPU per service job against "
+        f"{sum(cpu['direct'].values()):.0f} per direct one (cores busy "
+        f"{throughput['cores_busy']['service']:.2f} and {throughput['cores_busy']['direct']:.2f}"
+        f" of {os.cpu_count()}); the emulator's share: {emulator.get('service', 0):.1f} and "
+        f"{emulator.get('direct', 0):.1f} ms."
+    )
+    add("")
 
 
 def _submit(add, r: dict, auth: dict, settings) -> None:
