@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from bench.memory import cpu_by_process, pids_named
+from bench.memory import children, cpu_by_process, pids_named
 from cli.ports import free_port
 from cli.supervisor import WORKER_READY, Child, start, wait_for_http, wait_for_line
 from cli.throwaway import (
@@ -91,7 +91,8 @@ class BenchStack:
         Redis are the whole servers."""
         return cpu_by_process(
             {
-                "API": [self.pid("api")],
+                # With API_PROCESSES > 1, uvicorn's supervisor and its serving children.
+                "API": [self.pid("api"), *children(self.pid("api"))],
                 **workers,
                 "PostgreSQL": pids_named("postgres"),
                 "Redis": pids_named("redis-server"),
