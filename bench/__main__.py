@@ -590,7 +590,10 @@ def main() -> None:
     parser.add_argument("--worker-concurrency", type=int, default=8)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--jobs", type=int, default=40)
+    # 80: ten jobs per client and round. With five (40, before session 11), a round
+    # lasted ~2.5 s and its synchronized start and its tail (a round ends with its
+    # slowest client) weighed on the side whose jobs vary more.
+    parser.add_argument("--jobs", type=int, default=80, help="jobs per throughput round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--large-rows", type=int, help="rows of the large case (100000; 0: skip)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small and fast")

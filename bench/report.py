@@ -256,7 +256,8 @@ def _throughput(add, r: dict, settings) -> None:
         f"{r['jobs']} fit-predict jobs from {r['clients']} concurrent clients through the "
         f"service (worker `--concurrency {settings.worker_concurrency}`), against "
         f"{r['clients']} threads calling tabpfn-client directly; {r['rounds']} round(s) each, "
-        "alternating, mean of the rounds."
+        "alternating, mean of the rounds. All clients start together, and a round ends with "
+        "its slowest client: the fewer jobs per client, the more those two moments weigh."
     )
     add("")
     add("| | jobs/s (per round) | mean jobs/s | job latency median | p90 |")
