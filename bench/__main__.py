@@ -29,6 +29,7 @@ from bench.memory import (
     cpu_seconds,
     cpu_spent,
     machine_busy_seconds,
+    main_thread_cpu_seconds,
     memory_kb,
     pids_named,
     reset_peak_memory,
@@ -177,6 +178,20 @@ def foreign_cpu(stack: BenchStack, direct: DirectProcess, busy: float, ours: flo
     return max(0.0, (machine_busy_seconds() - busy) - (our_cpu(stack, direct) - ours))
 
 
+def thread_split(stack: BenchStack) -> dict[str, float]:
+    """CPU seconds so far of the API's and the worker processes' first threads (event
+    loop, Celery's consumer) and of all their other threads (thread pool; job slots,
+    lease keeper, decoders). The node's supervisor is left out (it only waits)."""
+    split = dict.fromkeys(("api_main", "api_other", "worker_main", "worker_other"), 0.0)
+    api = stack.pid("api")
+    for side, pids in (("api", [api, *children(api)]), ("worker", children(stack.pid("worker")))):
+        for pid in pids:
+            main = main_thread_cpu_seconds(pid)
+            split[f"{side}_main"] += main
+            split[f"{side}_other"] += cpu_seconds(pid) - main
+    return split
+
+
 def _add_cpu(total: dict[str, float], before: dict, after: dict) -> None:
     for role, seconds in cpu_spent(before, after).items():
         total[role] = total.get(role, 0.0) + seconds
@@ -197,6 +212,7 @@ def bench_throughput(
     cpu: dict[str, dict[str, float]] = {"service": {}, "direct": {}}
     wall = {"service": 0.0, "direct": 0.0}
     emulator_cpu = {"service": 0.0, "direct": 0.0}
+    threads: dict[str, float] = {}
     for r in range(rounds):
         base = seed_base + r * 1000
         seeds = [base + i for i in range(jobs)]  # the service gets the same tables
@@ -210,10 +226,13 @@ def bench_throughput(
         direct_latency += answer["latencies"]
         tables = [data.make_table(base + i, **SMALL) for i in range(jobs)]
         before = cpu_snapshot(stack, direct)
+        threads_before = thread_split(stack)
         emulator_before = stack.emulator_stats()["cpu_s"]
         seconds, timings = user.throughput(tables, clients=clients)
         emulator_cpu["service"] += stack.emulator_stats()["cpu_s"] - emulator_before
         _add_cpu(cpu["service"], before, cpu_snapshot(stack, direct))
+        for key, value in thread_split(stack).items():
+            threads[key] = threads.get(key, 0.0) + value - threads_before[key]
         wall["service"] += seconds
         service_rounds.append(jobs / seconds)
         service_latency += [t.total_s for t in timings]
@@ -238,6 +257,8 @@ def bench_throughput(
             for side in cpu
         },
         "cores_busy": {side: sum(cpu[side].values()) / wall[side] for side in cpu},
+        # The service side's API and worker CPU split by thread (see `thread_split`).
+        "thread_ms_per_job": {k: 1000 * v / (jobs * rounds) for k, v in threads.items()},
         "emulator_cpu_ms_per_job": {
             side: 1000 * v / (jobs * rounds) for side, v in emulator_cpu.items()
         },

@@ -51,6 +51,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0  # utime, stime
 
 
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU time so far of `pid`'s first thread alone (the event loop of an API process,
+    Celery's consumer in a worker process); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def minor_faults(pid: int) -> int:
     """Minor page faults `pid` has taken so far: in a forked process, mostly the first
     write to each page it shares with its parent (copy-on-write); 0 once it is gone."""

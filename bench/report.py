@@ -299,6 +299,17 @@ def _throughput(add, r: dict, settings) -> None:
         f"| {r['cores_busy']['direct']:.2f} |"
     )
     add("")
+    threads = r.get("thread_ms_per_job")
+    if threads:
+        add(
+            "By thread (ms per job): the API's event loop "
+            f"{threads['api_main']:.1f} and its thread pool (the routes' database work, "
+            f"checks and encodes) {threads['api_other']:.1f}; in the worker processes, "
+            f"Celery's consumer (receiving, acknowledging, task events) "
+            f"{threads['worker_main']:.1f} and the job slots with the lease keeper and "
+            f"decoders {threads['worker_other']:.1f}."
+        )
+        add("")
     parts = r.get("service_parts")
     if parts:
         add(
