@@ -37,28 +37,29 @@ def children(pid: int) -> list[int]:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat's fields after the command name (None once `pid` is gone)."""
+def _stat(pid: int, thread: int | None = None) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name, or one thread's (task/<thread>);
+    None once it is gone."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
 
 
+def _cpu(fields: list[str] | None) -> float:
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0  # utime, stime
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time `pid` has used so far (0 once it is gone)."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0  # utime, stime
+    return _cpu(_stat(pid))
 
 
 def main_thread_cpu_seconds(pid: int) -> float:
     """CPU time so far of `pid`'s first thread alone (the event loop of an API process,
     Celery's consumer in a worker process); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return _cpu(_stat(pid, thread=pid))
 
 
 def minor_faults(pid: int) -> int:

@@ -246,9 +246,16 @@ def _latency(add, r: dict) -> None:
     add("")
 
 
+def _mean_rates(r: dict) -> tuple[float, float]:
+    """A throughput section's mean jobs/s over its rounds: (service, direct)."""
+    return tuple(
+        sum(r[f"{side}_jobs_per_s"]) / len(r[f"{side}_jobs_per_s"])
+        for side in ("service", "direct")
+    )
+
+
 def _throughput(add, r: dict, settings) -> None:
-    service = sum(r["service_jobs_per_s"]) / len(r["service_jobs_per_s"])
-    direct = sum(r["direct_jobs_per_s"]) / len(r["direct_jobs_per_s"])
+    service, direct = _mean_rates(r)
     ratio = service / direct
     add("## 2. Throughput: concurrent clients")
     add("")
@@ -344,8 +351,7 @@ def _light(add, r: dict, at_default: dict | None) -> None:
     )
     add("")
     lat_s, lat_d = latency["service"]["median"], latency["direct"]["median"]
-    tp_s = sum(throughput["service_jobs_per_s"]) / len(throughput["service_jobs_per_s"])
-    tp_d = sum(throughput["direct_jobs_per_s"]) / len(throughput["direct_jobs_per_s"])
+    tp_s, tp_d = _mean_rates(throughput)
     add("| | service | direct tabpfn-client | **service / direct** | target (sections 1, 2) |")
     add("|---|---|---|---|---|")
     add(

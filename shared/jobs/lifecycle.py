@@ -225,8 +225,6 @@ def succeed_job(
         "error_message": None,
     }
     if model is not None:
-        if model.id is None:  # the ORM would give it one at a flush; there is none here
-            model.id = uuid.uuid4()
         values["model_id"] = model.id
     # One statement: the job's end, its result and its model are stored together, or
     # none of them (a lost claim matches no row: nothing is stored, no model inserted).
@@ -240,29 +238,16 @@ def succeed_job(
     return job_ended(session, updated)
 
 
-_MODEL_COLUMNS = (
-    "id",
-    "user_id",
-    "fit_job_id",
-    "task",
-    "options",
-    "upstream_model_id",
-    "columns",
-    "classes",
-    "n_rows",
-    "n_features",
-)
-
-
 def _insert_model(model: FittedModel, ended: Any) -> Any:
-    """INSERT the model's row only when `ended` (the job's ending UPDATE) matched."""
-    table = FittedModel.__table__
-    row = {name: getattr(model, name) for name in _MODEL_COLUMNS}
-    row["options"] = row["options"] or {}
+    """INSERT the model's row only when `ended` (the job's ending UPDATE) matched.
+
+    Every column but those PostgreSQL fills (created_at) comes from `model` as built
+    (its id included: no ORM flush runs to apply Python-side defaults)."""
+    columns = [c for c in FittedModel.__table__.columns if c.server_default is None]
     # Typed binds: JSONB columns take dicts and lists, the id columns UUIDs.
-    picked = select(*(literal(row[name], type_=table.c[name].type) for name in _MODEL_COLUMNS))
+    picked = select(*(literal(getattr(model, c.key), type_=c.type) for c in columns))
     return insert(FittedModel).from_select(
-        list(_MODEL_COLUMNS), picked.where(exists(select(ended.c.id)))
+        [c.key for c in columns], picked.where(exists(select(ended.c.id)))
     )
 
 

@@ -63,6 +63,7 @@ def _throwaway_owner(session: Session) -> User:
 
 def _a_model(user_id: uuid.UUID) -> FittedModel:
     return FittedModel(
+        id=uuid.uuid4(),
         user_id=user_id,
         fit_job_id=uuid.uuid4(),
         task=js.CLASSIFICATION,

@@ -55,6 +55,7 @@ def _run_a_job_without_upstream(job_id: uuid.UUID, claim) -> None:
     with session_scope() as session:
         assert set_stage(session=session, claim=claim, stage=js.STAGE_PREDICTING)
     model = FittedModel(
+        id=uuid.uuid4(),
         user_id=job.user_id,
         fit_job_id=job.id,
         task=js.CLASSIFICATION,
