@@ -190,6 +190,9 @@ def test_the_api_is_warm_before_it_reports_ready(stack, tmp_path):
     # importing tabpfn-client, bcrypt's self-test, the first connections).
     with stack.extra_api("api-cold", tmp_path) as (url, process):
         assert "warm-up done" in process.log()
+        # What the warm-up built is out of the collector's walks (api/warm_up.py).
+        frozen = re.search(r"(\d+) objects left out of garbage collection", process.log())
+        assert frozen and int(frozen[1]) > 100_000, process.log()[-2000:]
         timings = []
         for _ in range(2):
             started = time.monotonic()

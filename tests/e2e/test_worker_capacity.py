@@ -8,6 +8,7 @@ what is left.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +95,9 @@ def test_one_node_holds_many_jobs_in_flight_each_call_with_its_owners_token(clie
     [worker] = [p for p in wide_stack.processes if p.name == "worker"]
     log = worker.log()
     assert log.index("worker warmed up in") < log.index(WORKER_READY) < log.index(": claimed")
+    # And what it built to start is out of the collector's walks (worker/lifecycle.py).
+    frozen = [int(n) for n in re.findall(r"ready; (\d+) objects left out of garbage", log)]
+    assert frozen and min(frozen) > 100_000, frozen
     holders = {
         int(r.worker.rpartition(":")[2])
         for r in wide_stack.sql(
