@@ -72,7 +72,9 @@ def warm_up() -> None:
     # lives as long as the process. Left to the collector, each full collection
     # walked all of it and stopped every request meanwhile: 147 ms once in a 15 s
     # run of 8 busy clients, up to 230 ms at start-up. Frozen, a collection walks
-    # only what requests made (two took 6 ms together in the same run).
+    # only what requests made (two took 6 ms together in the same run). Collected
+    # first, so that the warm-up's own garbage is not kept for good.
+    gc.collect()
     gc.freeze()
     log.info(
         "warm-up done in %.1f s; %d objects left out of garbage collection",

@@ -143,7 +143,10 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     wake_at(datetime.now(UTC))
     # What the process built to start (Celery's consumer and pool, the connections;
     # a node's parent froze the imports before the fork) lives as long as it does:
-    # left out of the collector's walks, as the API does after its warm-up.
+    # left out of the collector's walks, as the API does after its warm-up. Collected
+    # first (the parent's frozen objects are not walked, so no shared page is
+    # written), so that start-up garbage is not kept for good.
+    gc.collect()
     gc.freeze()
     log.info("ready; %d objects left out of garbage collection", gc.get_freeze_count())
     report_ready(getattr(getattr(sender, "controller", None), "concurrency", 0))

@@ -135,7 +135,9 @@ def _fork_and_supervise(app, argvs: list[list[str]], shares: list[int]) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     # The garbage collector writes to every object it examines, and so would copy
     # each shared page into the process that runs it: what exists now (the imported
-    # modules, mostly) is left out of its collections from here on.
+    # modules, mostly) is left out of its collections from here on, after one last
+    # collection so that no garbage of the imports is kept for good.
+    gc.collect()
     gc.freeze()
     pids = {}
     for index in range(len(argvs)):
