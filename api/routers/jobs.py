@@ -32,16 +32,14 @@ from api.schemas import (
     PredictRequest,
     Task,
 )
-from shared.core.after_commit import after_commit
 from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import ResultNotAvailable, ValidationFailed
 from shared.jobs import submit as jobs
-from shared.jobs.idempotency import create_once, fingerprint
+from shared.jobs.idempotency import fingerprint
 from shared.jobs.states import FINISHED, QUEUED
 from shared.jobs.waiting import UserQueue, user_queue, waiting
 from shared.models import Job, User
-from shared.queue import enqueue_job
 from shared.tables.table_files import MEDIA_TYPES, file_digest, result_table, write_table
 
 # ContentTypeRoute: the submit operations take JSON or a multipart upload at one path.
@@ -106,21 +104,12 @@ def _accept(
     request_hash: Callable[[], str],
     create: Callable[[], Job],
 ) -> JobOut:
-    job, created = create_once(
+    job, created = jobs.accept_once(
         session=session, user=user, key=key, request_hash=request_hash, create=create
     )
-    if created:
-        # Sent once the row is committed, so a worker always finds it; nothing is
-        # sent if the commit fails.
-        after_commit(session, partial(enqueue_job, job.id))
-    else:
+    if not created:
         response.headers["Idempotent-Replayed"] = "true"
-    answer = job_out(job)
-    # Committed (and the job sent) here rather than when SessionDep closes: FastAPI
-    # validates the response and ends the session in two more trips to its thread
-    # pool, ~2 ms that a worker would otherwise wait before it could start the job.
-    session.commit()
-    return answer
+    return job_out(job)
 
 
 def _json_hash(route: str, body: BaseModel) -> str:
