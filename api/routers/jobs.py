@@ -36,7 +36,7 @@ from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import ResultNotAvailable, ValidationFailed
 from shared.jobs import submit as jobs
-from shared.jobs.idempotency import fingerprint
+from shared.jobs.idempotency import create_once, fingerprint
 from shared.jobs.states import FINISHED, QUEUED
 from shared.jobs.waiting import UserQueue, user_queue, waiting
 from shared.models import Job, User
@@ -104,9 +104,10 @@ def _accept(
     request_hash: Callable[[], str],
     create: Callable[[], Job],
 ) -> JobOut:
-    job, created = jobs.accept_once(
+    job, created = create_once(
         session=session, user=user, key=key, request_hash=request_hash, create=create
     )
+    jobs.commit_and_send(session, job, new=created)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return job_out(job)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, BinaryIO
@@ -26,7 +26,6 @@ from shared.core.errors import (
 )
 from shared.jobs import states as js
 from shared.jobs.data import insert_job_data
-from shared.jobs.idempotency import create_once
 from shared.jobs.lifecycle import cancel_job
 from shared.models import FittedModel, Job, JobData, User
 from shared.queue import enqueue_job
@@ -245,29 +244,18 @@ def create_fit_predict_job(
     return _new_job(*fields, train_parquet=train_parquet, test_parquet=test_parquet)
 
 
-def accept_once(
-    *,
-    session: Session,
-    user: User,
-    key: str | None,
-    request_hash: Callable[[], str],
-    create: Callable[[], Job],
-) -> tuple[Job, bool]:
-    """The request's job, made and committed now (True) or earlier (an Idempotency-Key replay).
+def commit_and_send(session: Session, job: Job, *, new: bool) -> None:
+    """Commit the submit now, and send a new job to the workers once it is committed.
 
-    Committed here, before the API builds its answer: FastAPI validates the
-    response and ends the request's session in two more trips to its thread
-    pool (~2 ms), which a worker would otherwise wait for before it could start
-    the job. The job is sent once its row is committed, so a worker always
-    finds it; nothing is sent if the commit fails.
+    Called before the API builds its answer: FastAPI validates the response and
+    ends the request's session in two more trips to its thread pool (~2 ms),
+    which a worker would otherwise wait for before it could start the job. Sent
+    only after the commit, so a worker always finds the row; nothing is sent if
+    the commit fails.
     """
-    job, created = create_once(
-        session=session, user=user, key=key, request_hash=request_hash, create=create
-    )
-    if created:
+    if new:
         after_commit(session, partial(enqueue_job, job.id))
     session.commit()
-    return job, created
 
 
 def get_job(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
