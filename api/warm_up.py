@@ -15,7 +15,6 @@ thing pays for it (and reports the error) as before.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from shared.accounts.security import warm_api_key_hasher
 from shared.accounts.users import warm_up_queries
 from shared.core.config import get_settings
 from shared.core.db import open_pool
+from shared.core.heap import freeze_start_up_heap
 from shared.jobs.warm_up import warm_up_submit
 from shared.queue import warm_up_broker
 from shared.upstream.account import upstream_limits
@@ -68,16 +68,9 @@ def warm_up() -> None:
         log.warning("warm-up: job submit skipped (the upstream has not answered)")
     else:
         _step("job submit", warm_up_submit)
-    # What exists now (imported modules, compiled statements, caches: ~260k objects)
-    # lives as long as the process. Left to the collector, each full collection
-    # walked all of it and stopped every request meanwhile: 147 ms once in a 15 s
-    # run of 8 busy clients, up to 230 ms at start-up. Frozen, a collection walks
-    # only what requests made (two took 6 ms together in the same run). Collected
-    # first, so that the warm-up's own garbage is not kept for good.
-    gc.collect()
-    gc.freeze()
+    frozen = freeze_start_up_heap()
     log.info(
         "warm-up done in %.1f s; %d objects left out of garbage collection",
         time.monotonic() - started,
-        gc.get_freeze_count(),
+        frozen,
     )

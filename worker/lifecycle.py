@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import threading
@@ -25,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from shared.core.config import get_settings
+from shared.core.heap import freeze_start_up_heap
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,9 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     from datetime import UTC, datetime
 
     wake_at(datetime.now(UTC))
-    # What the process built to start (Celery's consumer and pool, the connections;
-    # a node's parent froze the imports before the fork) lives as long as it does:
-    # left out of the collector's walks, as the API does after its warm-up. Collected
-    # first (the parent's frozen objects are not walked, so no shared page is
-    # written), so that start-up garbage is not kept for good.
-    gc.collect()
-    gc.freeze()
-    log.info("ready; %d objects left out of garbage collection", gc.get_freeze_count())
+    # What the process built to start (a node's parent froze its imports before the
+    # fork; frozen objects are not walked again, so no shared page is written).
+    log.info("ready; %d objects left out of garbage collection", freeze_start_up_heap())
     report_ready(getattr(getattr(sender, "controller", None), "concurrency", 0))
 
 

@@ -38,7 +38,6 @@ plain `celery worker` would.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ import traceback
 
 from cli.lifeline import die_with_parent
 from shared.core.config import get_settings
+from shared.core.heap import freeze_start_up_heap
 from worker.supervisor import (
     FORWARDED,
     NODE_READY,
@@ -135,10 +135,8 @@ def _fork_and_supervise(app, argvs: list[list[str]], shares: list[int]) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     # The garbage collector writes to every object it examines, and so would copy
     # each shared page into the process that runs it: what exists now (the imported
-    # modules, mostly) is left out of its collections from here on, after one last
-    # collection so that no garbage of the imports is kept for good.
-    gc.collect()
-    gc.freeze()
+    # modules, mostly) is left out of its collections from here on.
+    freeze_start_up_heap()
     pids = {}
     for index in range(len(argvs)):
         # Whatever is still buffered would otherwise be written twice.
