@@ -35,7 +35,7 @@ API_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("authentication (key + user lookup)", ("authenticate (shared/accounts/users",)),
     ("long-poll / read job (GET /jobs/{id})", ("_read_job", "job_waiter")),
     ("read result (GET /result)", ("get_result (shared/jobs/submit",)),
-    ("DB (SQLAlchemy + psycopg)", ("sqlalchemy/", "psycopg")),
+    ("DB (SQLAlchemy + psycopg2)", ("sqlalchemy/", "psycopg2")),
     (
         "request body: JSON decode + pydantic validation",
         (
@@ -71,7 +71,7 @@ WORKER_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("decode the train set, decrypt the token", ("_decode (worker/runner",)),
     # Stage changes are written by the lease thread; starting and stopping it is here.
     ("lease thread start/stop", ("holding (worker/heartbeat",)),
-    ("store result + succeed (DB)", ("succeed_job", "session_scope", "sqlalchemy/", "psycopg")),
+    ("store result + succeed (DB)", ("succeed_job", "session_scope", "sqlalchemy/", "psycopg2")),
     ("Redis publish", ("redis/",)),
     ("shaping the result (as_list, labels)", ("_predict (worker/runner", "as_list")),
     ("logging", ("logging/", "pythonjsonlogger")),

@@ -141,9 +141,9 @@ def start_embedded_postgres(
             start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **run_as,
         )  # fmt: skip
 
-    # psycopg passes `host`/`port` to libpq; a directory as host means a socket.
+    # psycopg2 passes `host`/`port` to libpq; a directory as host means a socket.
     # The explicit port beats a stray PGPORT in the environment.
-    url = f"postgresql+psycopg://postgres@/postgres?host={quote(str(pgdata))}&port={POSTGRES_PORT}"
+    url = f"postgresql+psycopg2://postgres@/postgres?host={quote(str(pgdata))}&port={POSTGRES_PORT}"
     service = EmbeddedService(
         name="postgres", url=url, celery_url=None, data_dir=data_dir, log_path=log_path,
         process=process, stop_signal=signal.SIGINT,

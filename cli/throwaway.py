@@ -65,7 +65,7 @@ def find_services(stack: ExitStack, scratch: Path) -> Services:
     origin = []
     if not database_url:
         if local and answers(5432):
-            database_url = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+            database_url = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
             origin.append("postgres@127.0.0.1")
         else:
             from cli.embedded import start_embedded_postgres

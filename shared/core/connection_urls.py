@@ -1,20 +1,19 @@
 """DATABASE_URL and REDIS_URL in the forms providers and tools hand out.
 
 Providers (Heroku, Render, Supabase, Railway…) give `postgres://` or
-`postgresql://`; SQLAlchemy would read the first as an unknown dialect. Both,
-and the `postgresql+psycopg2://` that earlier releases wrote, mean PostgreSQL
-through the psycopg 3 driver we ship. Redis URLs are checked the same way, so a
-typo stops the process at start-up with one line instead of a traceback at the
-first job.
+`postgresql://`; SQLAlchemy would read the first as an unknown dialect and the
+second as psycopg 3, which is not installed. Both mean PostgreSQL through the
+psycopg2 driver we ship. Redis URLs are checked the same way, so a typo stops
+the process at start-up with one line instead of a traceback at the first job.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-POSTGRES_DRIVER_SCHEME = "postgresql+psycopg"
-# Every spelling of PostgreSQL we accept; all are served by psycopg 3.
-_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg2", POSTGRES_DRIVER_SCHEME}
+POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2"
+# Every spelling of PostgreSQL we accept; all are served by psycopg2.
+_POSTGRES_SCHEMES = {"postgres", "postgresql", POSTGRES_DRIVER_SCHEME}
 # redis-py and kombu/Celery each know a different pair of socket spellings;
 # shared.core.redis_client and Celery translate between them.
 REDIS_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
@@ -25,7 +24,7 @@ def _scheme(url: str) -> str:
 
 
 def normalize_database_url(url: str) -> str:
-    """The SQLAlchemy URL for psycopg 3; ValueError naming DATABASE_URL otherwise."""
+    """The SQLAlchemy URL for psycopg2; ValueError naming DATABASE_URL otherwise."""
     scheme = _scheme(url)
     if scheme not in _POSTGRES_SCHEMES:
         shown = f"{scheme}://" if scheme else "a URL without a scheme"

@@ -56,7 +56,7 @@ def server_closed(dbapi_connection: Any) -> bool:
         return True
     try:
         fd = dbapi_connection.fileno()
-    except Exception:  # a closed connection may raise rather than say so
+    except Exception:  # psycopg2 raises InterfaceError on a closed connection
         return True
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLPRI)

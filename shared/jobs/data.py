@@ -1,9 +1,9 @@
 """Storing a job's data: its Parquet files streamed into Postgres with binary COPY.
 
-A bytea parameter is a whole copy of the payload in memory (psycopg2 sent it
-as hex text inside the SQL string: a 16 MB payload cost the API about 125 MB of
-peak memory). COPY reads the payload from its (spooled) file in small chunks
-instead, inside the session's transaction, so a rollback undoes it like any insert.
+psycopg2 sends a bytea parameter as hex text inside the SQL string, so a
+16 MB payload costs the API about 125 MB of peak memory that way. COPY
+reads the payload from its (spooled) file in small chunks instead, inside
+the session's transaction, so a rollback undoes it like any insert.
 """
 
 from __future__ import annotations
@@ -68,10 +68,6 @@ def insert_job_data(
     *, session: Session, job_id: uuid.UUID, train: BinaryIO | None, test: BinaryIO | None
 ) -> None:
     """Insert the job_data row of a job already flushed in this session."""
-    stream = _CopyStream(job_id, train, test)
     connection = session.connection().connection
-    # Written as whole blocks (header to trailer, as _CopyStream makes them): psycopg
-    # adds neither signature nor trailer to a binary COPY it is given blocks of.
-    with connection.cursor() as cursor, cursor.copy(_COPY) as copy:
-        while chunk := stream.read(_CHUNK):
-            copy.write(chunk)
+    with connection.cursor() as cursor:
+        cursor.copy_expert(_COPY, _CopyStream(job_id, train, test), size=_CHUNK)

@@ -126,8 +126,8 @@ def try_lock_user(*, session: Session, user_id: uuid.UUID, wait: bool = False) -
     return session.execute(statement, {"user_id": user_id}).first() is not None
 
 
-def _fingerprint(token_encrypted: bytes) -> str:
-    return token_fingerprint(decrypt_secret(token_encrypted))
+def _fingerprint(token_encrypted: bytes | memoryview) -> str:
+    return token_fingerprint(decrypt_secret(bytes(token_encrypted)))  # bytea arrives as memoryview
 
 
 # Another slot holds the user's row for a few milliseconds: try again, do not skip them.
@@ -229,7 +229,7 @@ def claim_next() -> Pick:
                 skip.append(no_budget.paused.user_id)
                 continue
             except OperationalError as exc:
-                if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                if getattr(exc.orig, "pgcode", None) != _LOCK_NOT_AVAILABLE:
                     raise  # the database itself is in trouble: not this loop's to retry
                 session.rollback()  # lock_timeout: the holder is slow; look again
                 continue

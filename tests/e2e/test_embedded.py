@@ -1,6 +1,6 @@
 """The private PostgreSQL and Redis from cli/embedded.py, driven for real.
 
-Covers SQLAlchemy/psycopg over the PostgreSQL socket, redis-py and a Celery
+Covers SQLAlchemy/psycopg2 over the PostgreSQL socket, redis-py and a Celery
 round trip (real worker subprocess) over the Redis socket, restart on an
 existing cluster, and that stop() leaves no process behind.
 """

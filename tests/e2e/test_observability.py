@@ -138,7 +138,7 @@ def test_metrics_answer_503_while_the_database_is_down(stack, tmp_path):
     with stack.extra_api(
         "api-no-db",
         tmp_path,
-        DATABASE_URL=f"postgresql+psycopg://nobody@127.0.0.1:{dead}/none",
+        DATABASE_URL=f"postgresql+psycopg2://nobody@127.0.0.1:{dead}/none",
         REDIS_URL=f"redis://127.0.0.1:{dead}/0",
     ) as (url, _):
         response = httpx.get(f"{url}/metrics", timeout=30)

@@ -314,8 +314,8 @@ def test_a_database_statement_cut_mid_job_does_not_fail_the_job(baseline: RelSta
     )
 
     def worker_updates_waiting(kind: str) -> list:
-        # The worker's final update is the only one that sets the status first (inside a
-        # WITH: the same statement stores the result); its value is a bound parameter.
+        # psycopg2 sends parameters inline: the worker's final update names its status
+        # (inside a WITH: the same statement stores the result).
         return rel.sql(
             "select pid from pg_stat_activity where wait_event_type = 'Lock' and query ilike :kind",
             kind=f"%update jobs set {kind}%",
@@ -328,7 +328,7 @@ def test_a_database_statement_cut_mid_job_does_not_fail_the_job(baseline: RelSta
             transaction = lock.begin()
             lock.execute(text("select 1 from jobs where id = :id for update"), {"id": job_id})
             [stuck] = wait_until(
-                lambda: worker_updates_waiting("status="),
+                lambda: worker_updates_waiting("status='succeeded'"),
                 15,
                 "the worker's final update",
             )

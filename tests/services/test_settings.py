@@ -18,14 +18,12 @@ from shared.core.connection_urls import normalize_database_url, normalize_redis_
     [
         "postgres://u:p@db.example:5432/app",
         "postgresql://u:p@db.example:5432/app",
-        "postgresql+psycopg://u:p@db.example:5432/app",
-        # What earlier releases wrote: still served, by the driver we ship.
         "postgresql+psycopg2://u:p@db.example:5432/app",
         "POSTGRES://u:p@db.example:5432/app",
     ],
 )
-def test_every_postgres_spelling_means_psycopg(given: str) -> None:
-    assert normalize_database_url(given) == "postgresql+psycopg://u:p@db.example:5432/app"
+def test_every_postgres_spelling_means_psycopg2(given: str) -> None:
+    assert normalize_database_url(given) == "postgresql+psycopg2://u:p@db.example:5432/app"
 
 
 @pytest.mark.parametrize(
