@@ -256,6 +256,38 @@ def test_a_job_delivered_twice_runs_once(baseline: RelStack, api):
     assert rel.job_row(job_id).attempts == 1, "a refused delivery leaves no trace"
 
 
+def test_two_nodes_share_the_queue_and_run_each_job_once(baseline: RelStack, api):
+    """Scale-out: two nodes (their own names) on one Redis and one PostgreSQL both take
+    jobs, at once, and no job runs twice: one claim, one upstream fit, one model each."""
+    rel = baseline
+    user = rel.new_user(api)
+    rel.emulator(latency_s=0.3)  # a job takes ~1.2 s: the two nodes' slots fill together
+    rel.stop_all_workers()
+    first, second = rel.start_worker(concurrency=3), rel.start_worker(concurrency=3)
+    try:
+        job_ids = [user.submit() for _ in range(12)]
+        running_at_once = 0
+
+        def all_ended() -> bool:
+            nonlocal running_at_once
+            rows = rel.sql(
+                "select status from jobs where id = any(cast(:ids as uuid[]))", ids=job_ids
+            )
+            running_at_once = max(running_at_once, sum(r.status == "running" for r in rows))
+            return all(r.status in ("succeeded", "failed", "canceled") for r in rows)
+
+        wait_until(all_ended, 60, "the twelve jobs to end", interval=0.05)
+        jobs = [assert_succeeded_once(rel, user, job_id, attempts=1) for job_id in job_ids]
+        assert_fit_calls(rel, user, jobs, exact=True)
+        holders = {holder_pid(rel.job_row(job_id)) for job_id in job_ids}
+        for node in (first, second):
+            assert holders & node_processes(node), f"{node.hostname} ran none of the jobs"
+        # More than one node's three slots held jobs at the same moment.
+        assert running_at_once > 3, running_at_once
+    finally:
+        rel.stop_worker(second)  # the other tests expect one node
+
+
 def test_a_poison_job_fails_with_worker_lost_and_others_still_succeed(baseline: RelStack, api):
     rel = baseline
     victim = rel.new_user(api)
