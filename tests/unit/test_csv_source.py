@@ -1,0 +1,100 @@
+"""A CSV upload read by CsvSource arrives whole: header, every row, every value.
+
+Arrow's CSV reader reads ahead on a thread of its own. A reader opened only for
+the header kept reading the spooled file after CsvSource had what it wanted,
+while the next reader read it from the start: the two moved one file position,
+and a valid upload was now and then refused ("line 2 has 20 fields but the
+header has 13"; seen in the upload benchmark). With reads of 5 ms, as from a
+spooled file on a busy disk, the old reader failed 8 of 10 runs of a loop like
+the integrity test below, and one run in three of that test itself; the first
+test checks the cause directly.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from shared.core.errors import ValidationFailed
+from shared.tables.upload_sources import CSV_BLOCK_BYTES, CsvSource
+
+COLUMNS = [f"f{j}" for j in range(18)] + ["kind", "day"]
+ROWS = 60_000  # about 6 MiB: a dozen of the reader's blocks
+
+
+class SlowReads(io.BytesIO):
+    """Every read takes a few milliseconds (the GIL is let go meanwhile); counted."""
+
+    reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        time.sleep(0.005)
+        self.reads += 1
+        return super().read(size)
+
+
+def _csv() -> bytes:
+    lines = [",".join(COLUMNS)]
+    lines += [
+        ",".join([f"{i}.{j}" for j in range(18)] + ["red" if i % 2 else "blue", "2024-01-01"])
+        for i in range(ROWS)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_no_reader_of_arrow_touches_the_file_for_the_header() -> None:
+    """The header is read from a copy of the file's first line: Arrow's read-ahead
+    thread, which outlived the old header reader by a read or two (their timing
+    is the machine's), never reads the shared file before plan() opens it."""
+
+    class Recording(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.readers: list[str] = []
+
+        def read(self, size: int | None = -1) -> bytes:
+            self.readers.append(threading.current_thread().name)
+            return super().read(size)
+
+    file = Recording(_csv())
+    CsvSource(file, "test_file")
+    time.sleep(0.05)
+    assert file.readers == [threading.current_thread().name]
+
+
+def test_the_reader_for_the_header_does_not_disturb_the_reads_after_it() -> None:
+    data = _csv()
+    assert len(data) > 8 * CSV_BLOCK_BYTES
+    for _ in range(5):
+        source = CsvSource(SlowReads(data), "test_file")
+        assert source.names == COLUMNS
+        columns = source.plan(integers=set(), count_rows=lambda rows, **_: None)
+        assert [c.kind for c in columns] == ["number"] * 18 + ["text", "text"]
+        table = pa.Table.from_batches(list(source.batches(columns)))
+        assert table.num_rows == ROWS
+        assert table.column("f0").to_pylist() == [float(f"{i}.0") for i in range(ROWS)]
+        assert table.column("kind").to_pylist()[:2] == ["blue", "red"]
+
+
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        (b"a,b\n1,2\n", ["a", "b"]),
+        (b"\xef\xbb\xbfa,b\r\n1,2\r\n", ["a", "b"]),  # a BOM, Windows line ends
+        (b"a,b\r1,2\r", ["a", "b"]),  # old Mac line ends
+        (b"\n\na,b\n1,2\n", ["a", "b"]),  # blank lines before the header
+        (b'"x,y",z\n1,2\n', ["x,y", "z"]),  # a quoted name with a comma
+    ],
+)
+def test_the_header_is_read_as_arrow_reads_it(data: bytes, names: list[str]) -> None:
+    assert CsvSource(io.BytesIO(data), "train_file").names == names
+
+
+def test_a_header_row_longer_than_a_block_is_refused_by_name() -> None:
+    data = ",".join(f"c{i:06d}" for i in range(80_000)).encode() + b"\n"
+    with pytest.raises(ValidationFailed, match="header row is longer than 512 KiB"):
+        CsvSource(io.BytesIO(data), "train_file")
