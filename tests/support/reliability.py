@@ -33,7 +33,7 @@ from emulator.accounts import account_name
 
 SECRET_KEY = "reliability-secret-key-not-for-production"
 # One TabPFN account per test keeps the emulator's call counts per test clean.
-TOKENS = [f"rel-{name}-token" for name in ("ref", *(f"t{i}" for i in range(1, 13)))]
+TOKENS = [f"rel-{name}-token" for name in ("ref", *(f"t{i}" for i in range(1, 17)))]
 
 # Seconds instead of minutes, so a lost run is noticed and recovered within a test.
 RELIABILITY_SETTINGS = {
