@@ -141,8 +141,9 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     from datetime import UTC, datetime
 
     wake_at(datetime.now(UTC))
-    # What the process built to start (a node's parent froze its imports before the
-    # fork; frozen objects are not walked again, so no shared page is written).
+    # What the process built to start is left out of garbage collection from now on
+    # (the node's parent froze the imports before the fork: those are not walked
+    # again, so no page shared with the parent is written).
     log.info("ready; %d objects left out of garbage collection", freeze_start_up_heap())
     report_ready(getattr(getattr(sender, "controller", None), "concurrency", 0))
 

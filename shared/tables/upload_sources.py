@@ -10,6 +10,7 @@ column text. `batches()` then reads the columns in the types the plan chose.
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ NULL_VALUES = [
 TRUE_VALUES = ["True", "TRUE", "true"]
 FALSE_VALUES = ["False", "FALSE", "false"]
 _BOOLEAN_TEXT = pa.array(TRUE_VALUES + FALSE_VALUES)
+_LINE_END = re.compile(rb"[\r\n]")
 _ISO_UNITS = ["D", "s", "ms", "us", "ns"]
 
 
@@ -130,16 +132,15 @@ class CsvSource:
         of the file is now read to its end before the next one opens.
         """
         self.file.seek(0)
-        head = self.file.read(CSV_BLOCK_BYTES)
-        # Arrow skips blank lines before the header; the header's line ends at \n or \r.
-        start = len(head) - len(head.lstrip(b"\r\n"))
-        ends = [i for i in (head.find(b"\n", start), head.find(b"\r", start)) if i >= 0]
-        if ends:
-            head = head[: min(ends) + 1]
-        elif len(head) == CSV_BLOCK_BYTES:
+        block = self.file.read(CSV_BLOCK_BYTES)
+        # Arrow skips blank lines before the header: its line ends at the first \n or \r after.
+        end = _LINE_END.search(block, len(block) - len(block.lstrip(b"\r\n")))
+        if end is None and len(block) == CSV_BLOCK_BYTES:
             raise ValidationFailed(
-                f"{self.name}: the header row is longer than {CSV_BLOCK_BYTES // 1024} KiB."
+                f"{self.name}: the header row is longer than {CSV_BLOCK_BYTES // 1024} KiB; "
+                "shorten the column names or send the table as Parquet."
             )
+        head = block[: end.end()] if end else block
         return list(self._reader(io.BytesIO(head), None).schema.names)
 
     def _note_bad_row(self, row: Any) -> str:

@@ -279,7 +279,12 @@ def test_two_nodes_share_the_queue_and_run_each_job_once(baseline: RelStack, api
         wait_until(all_ended, 60, "the twelve jobs to end", interval=0.05)
         jobs = [assert_succeeded_once(rel, user, job_id, attempts=1) for job_id in job_ids]
         assert_fit_calls(rel, user, jobs, exact=True)
-        holders = {holder_pid(rel.job_row(job_id)) for job_id in job_ids}
+        holders = {
+            holder_pid(row)
+            for row in rel.sql(
+                "select worker from jobs where id = any(cast(:ids as uuid[]))", ids=job_ids
+            )
+        }
         for node in (first, second):
             assert holders & node_processes(node), f"{node.hostname} ran none of the jobs"
         # More than one node's three slots held jobs at the same moment.

@@ -27,13 +27,10 @@ ROWS = 60_000  # about 6 MiB: a dozen of the reader's blocks
 
 
 class SlowReads(io.BytesIO):
-    """Every read takes a few milliseconds (the GIL is let go meanwhile); counted."""
-
-    reads = 0
+    """Every read takes a few milliseconds (the GIL is let go meanwhile)."""
 
     def read(self, size: int | None = -1) -> bytes:
         time.sleep(0.005)
-        self.reads += 1
         return super().read(size)
 
 
