@@ -31,7 +31,7 @@ def run_job_task(job_id: str | None = None) -> None:
     """A wake-up (the id names the job that caused it): run what the scheduler picks.
 
     Without an id it stands for a backlog (worker.runner.serve fans it out)."""
-    serve(fan_out=job_id is None)
+    serve(fan_out=job_id is None, job_id=uuid.UUID(job_id) if job_id else None)
 
 
 @app.task(name=SWEEP)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, exists, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import Row, TextClause, bindparam, func, text, tuple_, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.core.errors import WorkerLost
@@ -196,14 +197,82 @@ def heartbeat_many(*, session: Session, claims: list[Claim]) -> set[uuid.UUID]:
     return set(kept)
 
 
+# Built once, as the store's statement is (below): a fit-predict reports a stage per job.
+_SET_STAGE = (
+    update(Job)
+    .where(
+        Job.id == bindparam("job_id"),
+        Job.status == js.RUNNING,
+        Job.attempts == bindparam("attempt"),
+    )
+    .values(stage=bindparam("stage"), heartbeat_at=func.now())
+)
+
+
 def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
     result = session.execute(
-        update(Job).where(_owned(claim)).values(stage=stage, heartbeat_at=func.now())
+        _SET_STAGE, {"job_id": claim.job_id, "attempt": claim.attempt, "stage": stage}
     )
     if result.rowcount != 1:
         return False
     job_changed(session, claim.job_id, js.RUNNING)
     return True
+
+
+# Every column of a model row but those PostgreSQL fills (created_at).
+_MODEL_COLUMNS = [c for c in FittedModel.__table__.columns if c.server_default is None]
+
+
+def _succeed_statement(*, with_model: bool) -> TextClause:
+    """The job's end, its result and (for a fit) its model's row, in one statement.
+
+    Built once, as SQL with typed bind parameters: composed per job with
+    SQLAlchemy's constructs (a CTE over the ending UPDATE's RETURNING, a literal
+    per model column), it cost the worker more CPU than PostgreSQL spent running
+    it. A lost claim matches no row: nothing is stored, no model inserted.
+    """
+    returned = ", ".join(field.key for field in ENDED_FIELDS)
+    dialect = postgresql.dialect()
+    modelled = ""
+    if with_model:
+        names = ", ".join(c.name for c in _MODEL_COLUMNS)
+        values = ", ".join(
+            f"CAST(:model_{c.key} AS {c.type.compile(dialect)})" for c in _MODEL_COLUMNS
+        )
+        modelled = f"""
+        , modelled AS (
+            INSERT INTO fitted_models ({names})
+            SELECT {values} WHERE EXISTS (SELECT 1 FROM ended)
+        )"""
+    # A fit records the model it made; a predict keeps the one it predicted with.
+    statement = text(
+        f"""
+        WITH ended AS (
+            UPDATE jobs SET status = :succeeded, stage = NULL, finished_at = now(),
+                updated_at = now(), upstream_timings = :timings,
+                error_code = NULL, error_message = NULL,
+                model_id = coalesce(CAST(:new_model_id AS uuid), model_id)
+            WHERE id = :job_id AND status = :running AND attempts = :attempt
+            RETURNING {returned}
+        ), stored AS (
+            UPDATE job_data SET result = :result FROM ended WHERE job_data.job_id = ended.id
+        ){modelled}
+        SELECT {returned} FROM ended
+        """
+    ).bindparams(
+        bindparam("succeeded", js.SUCCEEDED),
+        bindparam("running", js.RUNNING),
+        bindparam("job_id", type_=Job.id.type),
+        bindparam("new_model_id", type_=Job.model_id.type),
+        bindparam("timings", type_=Job.upstream_timings.type),
+        bindparam("result", type_=JobData.result.type),
+        *(bindparam(f"model_{c.key}", type_=c.type) for c in _MODEL_COLUMNS if with_model),
+    )
+    return statement.columns(*ENDED_FIELDS)
+
+
+_SUCCEED = _succeed_statement(with_model=False)
+_SUCCEED_WITH_MODEL = _succeed_statement(with_model=True)
 
 
 def succeed_job(
@@ -216,39 +285,17 @@ def succeed_job(
 ) -> bool:
     """Record the outcome, and the model a fit made; False (nothing written) if the
     claim was lost."""
-    values: dict[str, Any] = {
-        "status": js.SUCCEEDED,
-        "stage": None,
-        "finished_at": func.now(),
-        "upstream_timings": timings,
-        "error_code": None,
-        "error_message": None,
+    params: dict[str, Any] = {
+        "job_id": claim.job_id,
+        "attempt": claim.attempt,
+        "timings": timings,
+        "result": result,
+        "new_model_id": model.id if model is not None else None,
     }
     if model is not None:
-        values["model_id"] = model.id
-    # One statement: the job's end, its result and its model are stored together, or
-    # none of them (a lost claim matches no row: nothing is stored, no model inserted).
-    # One round trip where the ORM's insert of the model took one more, and its flush.
-    ended = update(Job).where(_owned(claim)).values(**values).returning(*ENDED_FIELDS).cte("ended")
-    stored = update(JobData).where(JobData.job_id == ended.c.id).values(result=result).cte("stored")
-    statement = select(ended).add_cte(stored)
-    if model is not None:
-        statement = statement.add_cte(_insert_model(model, ended).cte("modelled"))
-    updated = session.execute(statement).one_or_none()
-    return job_ended(session, updated)
-
-
-def _insert_model(model: FittedModel, ended: Any) -> Any:
-    """INSERT the model's row only when `ended` (the job's ending UPDATE) matched.
-
-    Every column but those PostgreSQL fills (created_at) comes from `model` as built
-    (its id included: no ORM flush runs to apply Python-side defaults)."""
-    columns = [c for c in FittedModel.__table__.columns if c.server_default is None]
-    # Typed binds: JSONB columns take dicts and lists, the id columns UUIDs.
-    picked = select(*(literal(getattr(model, c.key), type_=c.type) for c in columns))
-    return insert(FittedModel).from_select(
-        [c.key for c in columns], picked.where(exists(select(ended.c.id)))
-    )
+        params |= {f"model_{c.key}": getattr(model, c.key) for c in _MODEL_COLUMNS}
+    statement = _SUCCEED if model is None else _SUCCEED_WITH_MODEL
+    return job_ended(session, session.execute(statement, params).one_or_none())
 
 
 def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool:

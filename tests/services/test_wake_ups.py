@@ -72,7 +72,9 @@ def test_a_backlog_wake_up_fans_out_and_a_submit_wake_up_does_not(
     ran = []
     # The run itself is not under test: only the wake-ups the claims send.
     monkeypatch.setattr(
-        runner, "run_claimed", lambda claim: ran.append(claim) or runner.RunOutcome()
+        runner,
+        "run_claimed",
+        lambda claim, prefetched=None: ran.append(claim) or runner.RunOutcome(),
     )
     make_jobs(make_user(), 3)
     assert runner.serve(fan_out=fan_out) == 3
@@ -80,3 +82,56 @@ def test_a_backlog_wake_up_fans_out_and_a_submit_wake_up_does_not(
     # While work remained after a claim (after the first and the second), one more slot woke.
     assert [task for task, ident, _ in sent] == [queue.RUN_JOB] * wake_ups
     assert all(ident is None and countdown is None for _, ident, countdown in sent)
+
+
+def _recording_runs(monkeypatch) -> tuple[list, list]:
+    """Replace the job's read and its run: which jobs were read, and what each run was given."""
+    from worker import runner
+
+    reads: list = []
+    runs: list = []
+
+    def read(job_id):
+        reads.append(job_id)
+        return f"rows of {job_id}"
+
+    def run(claim, prefetched=None):
+        runs.append((claim.job_id, prefetched.result() if prefetched else None))
+        return runner.RunOutcome()
+
+    monkeypatch.setattr(runner, "_load", read)
+    monkeypatch.setattr(runner, "run_claimed", run)
+    return reads, runs
+
+
+def test_an_idle_slot_reads_the_job_its_wake_up_names_while_it_claims(sent, monkeypatch):
+    from worker import runner
+
+    reads, runs = _recording_runs(monkeypatch)
+    (job,) = make_jobs(make_user(), 1)
+    assert runner.serve(fan_out=False, job_id=job) == 1
+    assert runs == [(job, f"rows of {job}")], "the run was handed the rows read during the claim"
+    assert reads == [job]
+
+
+def test_a_prefetch_for_a_job_the_slot_did_not_claim_is_not_used(sent, monkeypatch):
+    from worker import runner
+
+    reads, runs = _recording_runs(monkeypatch)
+    # FIFO: the slot woken by the second job's submit claims the first job first.
+    first, second = make_jobs(make_user(), 2)
+    assert runner.serve(fan_out=False, job_id=second) == 2
+    assert runs == [(first, None), (second, None)], "each run reads its own job"
+    assert reads == [second], "only the guess was read ahead (and dropped)"
+
+
+def test_a_busy_process_does_not_read_ahead(sent, monkeypatch):
+    from worker import runner
+    from worker.heartbeat import keeper
+
+    reads, runs = _recording_runs(monkeypatch)
+    (job,) = make_jobs(make_user(), 1)
+    monkeypatch.setattr(keeper(), "held", lambda: ["another job in flight"])
+    assert runner.serve(fan_out=False, job_id=job) == 1
+    assert runs == [(job, None)]
+    assert reads == []
