@@ -394,7 +394,8 @@ def decode_table(data: bytes) -> pd.DataFrame:
     # What pandas.read_parquet does for a buffer, without its path handling and
     # without the dataset layer of pq.read_table (half the time for small tables).
     threads = len(data) > _THREADED_DECODE_BYTES
-    table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=threads, use_pandas_metadata=True)
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    table = parquet.read(use_threads=threads, use_pandas_metadata=True)
     return table.to_pandas(use_threads=threads)
 
 
