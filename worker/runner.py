@@ -13,7 +13,9 @@ import logging
 import random
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -296,8 +298,27 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
             raise ClaimLost
 
 
+# How many slots of this process are serving a wake-up (claiming or running jobs).
+_serving = 0
+_serving_lock = threading.Lock()
+
+
+@contextmanager
+def _serving_slot() -> Iterator[bool]:
+    """Count this slot in while it serves; True when no other slot of the process is serving."""
+    global _serving
+    with _serving_lock:
+        _serving += 1
+        alone = _serving == 1
+    try:
+        yield alone
+    finally:
+        with _serving_lock:
+            _serving -= 1
+
+
 def _prefetch(job_id: uuid.UUID | None) -> Future[_Loaded] | None:
-    """Start reading the job a wake-up names while the claim runs, when this process is idle.
+    """Start reading the job a wake-up names while the claim runs (the caller is idle).
 
     The scheduler, not the message, decides which job a slot runs, but on an
     idle node the slot woken by a submit nearly always claims that submit's
@@ -305,10 +326,11 @@ def _prefetch(job_id: uuid.UUID | None) -> Future[_Loaded] | None:
     read after it (a few milliseconds off every such job's latency). A job's
     data and parameters do not change once submitted, so what was read before
     the claim is what would be read after it. A read for a job another slot
-    claimed is dropped. With jobs in flight a miss is likelier and its CPU
-    would be taken from them, so a busy process does not guess.
+    claimed is dropped. While other slots claim and run jobs a miss is likely
+    (a backlog's head is seldom the job that woke this slot) and its CPU would
+    be taken from them, so only a slot alone in its process guesses.
     """
-    if job_id is None or keeper().held():
+    if job_id is None:
         return None
     return decoder_pool().submit(_load, job_id)
 
@@ -326,8 +348,14 @@ def serve(*, fan_out: bool, job_id: uuid.UUID | None = None) -> int:
     spreads the backlog over free slots within milliseconds. A submit's own
     message stands for its job only: no fan-out, no extra message per job.
     """
+    with _serving_slot() as alone:
+        return _serve(
+            fan_out=fan_out, prefetched=_prefetch(job_id) if alone else None, job_id=job_id
+        )
+
+
+def _serve(*, fan_out: bool, prefetched: Future[_Loaded] | None, job_id: uuid.UUID | None) -> int:
     ran = 0
-    prefetched = _prefetch(job_id)
     while not draining.is_set():
         pick = claim_next()
         for paused in pick.paused:

@@ -125,13 +125,13 @@ def test_a_prefetch_for_a_job_the_slot_did_not_claim_is_not_used(sent, monkeypat
     assert reads == [second], "only the guess was read ahead (and dropped)"
 
 
-def test_a_busy_process_does_not_read_ahead(sent, monkeypatch):
+def test_a_slot_does_not_read_ahead_while_another_slot_of_its_process_serves(sent, monkeypatch):
     from worker import runner
-    from worker.heartbeat import keeper
 
     reads, runs = _recording_runs(monkeypatch)
     (job,) = make_jobs(make_user(), 1)
-    monkeypatch.setattr(keeper(), "held", lambda: ["another job in flight"])
-    assert runner.serve(fan_out=False, job_id=job) == 1
+    with runner._serving_slot() as alone:  # another slot, claiming or running a job
+        assert alone
+        assert runner.serve(fan_out=False, job_id=job) == 1
     assert runs == [(job, None)]
     assert reads == []
