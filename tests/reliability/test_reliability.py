@@ -350,12 +350,12 @@ def test_a_database_statement_cut_mid_job_does_not_fail_the_job(baseline: RelSta
         lambda: rel.job_row(job_id).stage == "predicting", 30, "the job's predict", interval=0.02
     )
 
-    def worker_updates_waiting(kind: str) -> list:
+    def worker_updates_waiting(status: str) -> list:
         # psycopg2 sends parameters inline: the worker's final update names its status
         # (inside a WITH: the same statement stores the result).
         return rel.sql(
-            "select pid from pg_stat_activity where wait_event_type = 'Lock' and query ilike :kind",
-            kind=f"%update jobs set {kind}%",
+            "select pid from pg_stat_activity where wait_event_type = 'Lock' and query ~* :sets",
+            sets=rf"update jobs set status\s*=\s*'{status}'",
         )
 
     engine = create_engine(rel.database_url, poolclass=NullPool)
@@ -365,7 +365,7 @@ def test_a_database_statement_cut_mid_job_does_not_fail_the_job(baseline: RelSta
             transaction = lock.begin()
             lock.execute(text("select 1 from jobs where id = :id for update"), {"id": job_id})
             [stuck] = wait_until(
-                lambda: worker_updates_waiting("status='succeeded'"),
+                lambda: worker_updates_waiting("succeeded"),
                 15,
                 "the worker's final update",
             )
