@@ -58,17 +58,16 @@ API_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 WORKER_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     # The test set is decoded in a thread during the fit; this is any wait for it.
     ("waiting for the test set's decode", ("test (worker/runner",)),
+    # Before the upstream's markers: a read done ahead during the claim is waited for
+    # in concurrent.futures, which would otherwise count as upstream HTTP.
+    ("read the job (rows, tables, token)", ("_read (worker/runner", "_load (worker/runner")),
     (
         "upstream HTTP: waiting on the emulator (fit, predict, uploads)",
         ("httpx/", "httpcore/", "_upload_to_gcs", "as_completed", "concurrent/futures"),
     ),
     ("tabpfn-client local work (Parquet, hashing, models)", ("tabpfn_client/",)),
     ("text cleaning before upload (_clean_text_features)", ("_clean_text_features",)),
-    (
-        "claim and read the job's rows (DB)",
-        ("claim_next (shared/jobs/scheduling", "load_job_for_run"),
-    ),
-    ("decode the train set, decrypt the token", ("_decode (worker/runner",)),
+    ("claim the job (DB)", ("claim_next (shared/jobs/scheduling",)),
     # Stage changes are written by the lease thread; starting and stopping it is here.
     ("lease thread start/stop", ("holding (worker/heartbeat",)),
     ("store result + succeed (DB)", ("succeed_job", "session_scope", "sqlalchemy/", "psycopg2")),

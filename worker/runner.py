@@ -317,8 +317,8 @@ def _serving_slot() -> Iterator[bool]:
             _serving -= 1
 
 
-def _prefetch(job_id: uuid.UUID | None) -> Future[_Loaded] | None:
-    """Start reading the job a wake-up names while the claim runs (the caller is idle).
+def _prefetch(job_id: uuid.UUID | None, *, alone: bool) -> Future[_Loaded] | None:
+    """Start reading the job a wake-up names while the claim runs, if the slot is `alone`.
 
     The scheduler, not the message, decides which job a slot runs, but on an
     idle node the slot woken by a submit nearly always claims that submit's
@@ -330,9 +330,14 @@ def _prefetch(job_id: uuid.UUID | None) -> Future[_Loaded] | None:
     (a backlog's head is seldom the job that woke this slot) and its CPU would
     be taken from them, so only a slot alone in its process guesses.
     """
-    if job_id is None:
+    if job_id is None or not alone:
         return None
     return decoder_pool().submit(_load, job_id)
+
+
+def _read(job_id: uuid.UUID, prefetched: Future[_Loaded] | None) -> _Loaded:
+    """The claimed job's rows as tables: those read during the claim, else read now."""
+    return prefetched.result() if prefetched is not None else _load(job_id)
 
 
 def serve(*, fan_out: bool, job_id: uuid.UUID | None = None) -> int:
@@ -349,9 +354,7 @@ def serve(*, fan_out: bool, job_id: uuid.UUID | None = None) -> int:
     message stands for its job only: no fan-out, no extra message per job.
     """
     with _serving_slot() as alone:
-        return _serve(
-            fan_out=fan_out, prefetched=_prefetch(job_id) if alone else None, job_id=job_id
-        )
+        return _serve(fan_out=fan_out, prefetched=_prefetch(job_id, alone=alone), job_id=job_id)
 
 
 def _serve(*, fan_out: bool, prefetched: Future[_Loaded] | None, job_id: uuid.UUID | None) -> int:
@@ -388,7 +391,7 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
     lease: Lease | None = None
     try:
         with holding(claim) as lease:
-            loaded = prefetched.result() if prefetched is not None else _load(job_id)
+            loaded = _read(job_id, prefetched)
             _execute(lease, loaded)
     except ClaimLost:
         # Canceled, re-queued by the sweeper, or past its deadline: this outcome is not wanted.

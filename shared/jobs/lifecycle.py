@@ -57,8 +57,17 @@ def worker_lost(max_attempts: int) -> dict[str, Any]:
     }
 
 
-def _owned(claim: Claim):
-    return (Job.id == claim.job_id) & (Job.status == js.RUNNING) & (Job.attempts == claim.attempt)
+# The guard of every write a run makes: the job is still running this claim's attempt.
+# Bind parameters, whose values `_claimed` gives: statements built once use it as is.
+_OWNED = (
+    (Job.id == bindparam("job_id"))
+    & (Job.status == js.RUNNING)
+    & (Job.attempts == bindparam("attempt"))
+)
+
+
+def _claimed(claim: Claim) -> dict[str, Any]:
+    return {"job_id": claim.job_id, "attempt": claim.attempt}
 
 
 # A user's next job, claimed in one statement under the user's row lock (taken
@@ -177,7 +186,9 @@ def release_dead_run(
 
 def heartbeat(*, session: Session, claim: Claim) -> bool:
     """Renew the claim's lease; False once the claim is lost."""
-    result = session.execute(update(Job).where(_owned(claim)).values(heartbeat_at=func.now()))
+    result = session.execute(
+        update(Job).where(_OWNED).values(heartbeat_at=func.now()), _claimed(claim)
+    )
     return result.rowcount == 1
 
 
@@ -198,21 +209,11 @@ def heartbeat_many(*, session: Session, claims: list[Claim]) -> set[uuid.UUID]:
 
 
 # Built once, as the store's statement is (below): a fit-predict reports a stage per job.
-_SET_STAGE = (
-    update(Job)
-    .where(
-        Job.id == bindparam("job_id"),
-        Job.status == js.RUNNING,
-        Job.attempts == bindparam("attempt"),
-    )
-    .values(stage=bindparam("stage"), heartbeat_at=func.now())
-)
+_SET_STAGE = update(Job).where(_OWNED).values(stage=bindparam("stage"), heartbeat_at=func.now())
 
 
 def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
-    result = session.execute(
-        _SET_STAGE, {"job_id": claim.job_id, "attempt": claim.attempt, "stage": stage}
-    )
+    result = session.execute(_SET_STAGE, _claimed(claim) | {"stage": stage})
     if result.rowcount != 1:
         return False
     job_changed(session, claim.job_id, js.RUNNING)
@@ -252,7 +253,7 @@ def _succeed_statement(*, with_model: bool) -> TextClause:
                 updated_at = now(), upstream_timings = :timings,
                 error_code = NULL, error_message = NULL,
                 model_id = coalesce(CAST(:new_model_id AS uuid), model_id)
-            WHERE id = :job_id AND status = :running AND attempts = :attempt
+            WHERE id = :job_id AND status = :running AND attempts = :attempt  -- _OWNED
             RETURNING {returned}
         ), stored AS (
             UPDATE job_data SET result = :result FROM ended WHERE job_data.job_id = ended.id
@@ -285,9 +286,7 @@ def succeed_job(
 ) -> bool:
     """Record the outcome, and the model a fit made; False (nothing written) if the
     claim was lost."""
-    params: dict[str, Any] = {
-        "job_id": claim.job_id,
-        "attempt": claim.attempt,
+    params: dict[str, Any] = _claimed(claim) | {
         "timings": timings,
         "result": result,
         "new_model_id": model.id if model is not None else None,
@@ -301,7 +300,7 @@ def succeed_job(
 def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool:
     updated = session.execute(
         update(Job)
-        .where(_owned(claim))
+        .where(_OWNED)
         .values(
             status=js.FAILED,
             stage=None,
@@ -309,7 +308,8 @@ def fail_job(*, session: Session, claim: Claim, code: str, message: str) -> bool
             error_code=code,
             error_message=message,
         )
-        .returning(*ENDED_FIELDS)
+        .returning(*ENDED_FIELDS),
+        _claimed(claim),
     ).one_or_none()
     return job_ended(session, updated)
 
@@ -318,7 +318,7 @@ def requeue_job(*, session: Session, claim: Claim, code: str, message: str, dela
     """Hand a job back after a transient fault, to run again after `delay_s`."""
     updated = session.execute(
         update(Job)
-        .where(_owned(claim))
+        .where(_OWNED)
         .values(
             status=js.QUEUED,
             stage=None,
@@ -326,7 +326,8 @@ def requeue_job(*, session: Session, claim: Claim, code: str, message: str, dela
             error_message=message,
             run_after=datetime.now(UTC) + timedelta(seconds=delay_s),
             wait_reason=WAIT_RETRY_BACKOFF,
-        )
+        ),
+        _claimed(claim),
     )
     if updated.rowcount != 1:
         return False
@@ -338,8 +339,9 @@ def _give_back(claim: Claim, session: Session, **values: Any) -> bool:
     """Queue a claimed job again without counting its attempt (a wait, not a failure)."""
     updated = session.execute(
         update(Job)
-        .where(_owned(claim))
-        .values(status=js.QUEUED, stage=None, attempts=Job.attempts - 1, **values)
+        .where(_OWNED)
+        .values(status=js.QUEUED, stage=None, attempts=Job.attempts - 1, **values),
+        _claimed(claim),
     )
     if updated.rowcount != 1:
         return False
