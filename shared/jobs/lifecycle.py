@@ -220,7 +220,8 @@ def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
     return True
 
 
-# Every column of a model row but those PostgreSQL fills (created_at).
+# Every column of a model row but those PostgreSQL fills (created_at): the model is
+# stored as the run built it, its id included (no ORM flush applies Python defaults).
 _MODEL_COLUMNS = [c for c in FittedModel.__table__.columns if c.server_default is None]
 
 
