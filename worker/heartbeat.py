@@ -125,7 +125,8 @@ class LeaseKeeper:
 
     def _write_stages(self, stages: dict[Claim, str]) -> None:
         for claim, stage in stages.items():
-            with session_scope() as session:
+            # One statement: no BEGIN and COMMIT around it (session_scope).
+            with session_scope(autocommit=True) as session:
                 kept = set_stage(session=session, claim=claim, stage=stage)
             if not kept and (lease := self._lease(claim)) is not None:
                 lease.lost = True
@@ -133,7 +134,7 @@ class LeaseKeeper:
     def _beat(self, leases: list[Lease]) -> None:
         if not leases:
             return
-        with session_scope() as session:
+        with session_scope(autocommit=True) as session:
             kept = heartbeat_many(session=session, claims=[lease.claim for lease in leases])
         for lease in leases:
             if lease.claim.job_id not in kept:

@@ -97,7 +97,8 @@ draining = threading.Event()
 
 def _load(job_id: uuid.UUID) -> _Loaded:
     """The claimed job's rows as tables; raised here, after the claim committed, errors fail it."""
-    with session_scope() as session:
+    # Reads of rows that do not change once submitted: no common snapshot needed.
+    with session_scope(autocommit=True) as session:
         job, data, token_encrypted, model = load_job_for_run(session=session, job_id=job_id)
     if job.type == js.PREDICT and model is None:
         raise ModelNotFound("The model this job predicts with has been deleted.")
@@ -288,8 +289,11 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
             prediction["model_id"] = result["model_id"]
         result = prediction
 
-    # Storing takes milliseconds: the transaction that stores the result ends the job.
-    with session_scope() as session:
+    # Storing takes milliseconds: the statement that stores the result ends the job.
+    # It is one statement, committed on its own (no BEGIN and COMMIT round trips),
+    # unless the job has a callback: its webhook event is written in the same
+    # transaction, so the end and the event are stored together or not at all.
+    with session_scope(autocommit=not job.callback_url) as session:
         stored = succeed_job(
             session=session, claim=claim, result=result, model=new_model, timings=timings
         )

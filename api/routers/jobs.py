@@ -408,8 +408,11 @@ def _job_view(session: Session, user: User, job_id: uuid.UUID) -> JobOut:
 
 
 def _read(view: Callable[[Session, User, uuid.UUID], Any], user: User, job_id: uuid.UUID) -> Any:
-    """`view` of the job in a short transaction of its own (a long-poll's later looks)."""
-    with session_scope() as session:
+    """`view` of the job in a short transaction of its own (a long-poll's later looks).
+
+    Reads only: each statement commits on its own, without BEGIN and COMMIT round trips.
+    """
+    with session_scope(autocommit=True) as session:
         return view(session, user, job_id)
 
 
@@ -419,8 +422,12 @@ def _authenticate_and_read(
     credentials: Credentials,
     job_id: uuid.UUID,
 ) -> tuple[User, Any]:
-    """The caller and `view` of the job in one short transaction (a long-poll's first look)."""
-    with session_scope() as session:
+    """The caller and `view` of the job in one short unit (a long-poll's first look).
+
+    Autocommit: reads, and the key's once-a-minute last-use write, which is one
+    statement and is better committed at once than held to the end of the look.
+    """
+    with session_scope(autocommit=True) as session:
         user = get_current_user(request, session, credentials)
         return user, view(session, user, job_id)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.core import pool_liveness
@@ -35,9 +35,27 @@ def get_sessionmaker() -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """One unit of work: committed on success, rolled back on any error."""
-    session = get_sessionmaker()()
+def session_scope(*, autocommit: bool = False) -> Iterator[Session]:
+    """One unit of work: committed on success, rolled back on any error.
+
+    `autocommit`: each statement commits on its own, and the unit costs one
+    round trip per statement. psycopg2 opens every transaction with a BEGIN of
+    its own and ends it with a COMMIT, two more round trips, which a unit of one
+    statement (a job's store, a long-poll's look) does not need. Only for units
+    whose statements need no transaction together: one write, or reads that need
+    no common snapshot. `after_commit` actions still run after the last one.
+    """
+    if autocommit:
+        with _autocommit_connection() as connection:
+            with _unit(get_sessionmaker()(bind=connection)) as session:
+                yield session
+        return
+    with _unit(get_sessionmaker()()) as session:
+        yield session
+
+
+@contextmanager
+def _unit(session: Session) -> Iterator[Session]:
     try:
         yield session
         session.commit()
@@ -46,6 +64,25 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def _autocommit_connection() -> Iterator[Connection]:
+    """A pooled connection in psycopg2's autocommit mode, given back as it was.
+
+    Set on the driver's connection, not through SQLAlchemy's isolation level:
+    that is reset with a SET statement at check-in, a round trip of its own.
+    The flag itself is client-side only; COMMIT and ROLLBACK outside a
+    transaction are no-ops in psycopg2, so closing sends nothing either.
+    """
+    with get_engine().connect() as connection:
+        driver = connection.connection.dbapi_connection
+        driver.autocommit = True
+        try:
+            yield connection
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
 
 
 def ping() -> None:

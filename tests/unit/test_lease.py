@@ -44,7 +44,7 @@ def database(monkeypatch):
     monkeypatch.setattr(lease_module, "set_stage", set_stage)
     monkeypatch.setattr(lease_module, "heartbeat_many", heartbeat_many)
     monkeypatch.setattr(lease_module, "fail_job", fail_job)
-    monkeypatch.setattr(lease_module, "session_scope", contextlib.nullcontext)
+    monkeypatch.setattr(lease_module, "session_scope", lambda **_: contextlib.nullcontext())
     monkeypatch.setenv("HEARTBEAT_INTERVAL_S", "0.05")
     get_settings.cache_clear()
     yield state, release, written
