@@ -364,7 +364,9 @@ def serve(*, fan_out: bool, job_id: uuid.UUID | None = None) -> int:
 def _serve(*, fan_out: bool, prefetched: Future[_Loaded] | None, job_id: uuid.UUID | None) -> int:
     ran = 0
     while not draining.is_set():
-        pick = claim_next()
+        # A slot alone, woken by a submit (it reads that job ahead), expects to claim
+        # that job: its first look takes the first free user and its lock at once.
+        pick = claim_next(first_free=prefetched is not None and not fan_out)
         for paused in pick.paused:
             wake_at(paused.until)  # the token's window reopens: someone must look again
         if pick.claim is None:

@@ -46,9 +46,11 @@ def session_scope(*, autocommit: bool = False) -> Iterator[Session]:
     no common snapshot. `after_commit` actions still run after the last one.
     """
     if autocommit:
-        with _autocommit_connection() as connection:
-            with _unit(get_sessionmaker()(bind=connection)) as session:
-                yield session
+        with (
+            _autocommit_connection() as connection,
+            _unit(get_sessionmaker()(bind=connection)) as session,
+        ):
+            yield session
         return
     with _unit(get_sessionmaker()()) as session:
         yield session

@@ -46,8 +46,7 @@ CANDIDATES = 16
 # Users in round-robin order with the oldest runnable job of each. The LATERAL
 # probes use the partial index on queued jobs; walking users in served order
 # stops as soon as enough candidates are found.
-_CANDIDATES = text(
-    """
+_CANDIDATES_SQL = """
     SELECT u.id AS user_id, head.id AS job_id, head.type AS job_type,
            u.tabpfn_token_encrypted AS token_encrypted
     FROM users u
@@ -62,8 +61,17 @@ _CANDIDATES = text(
       AND (SELECT count(*) FROM jobs r WHERE r.user_id = u.id AND r.status = 'running') < :cap
       AND NOT (u.id = ANY(CAST(:skip AS uuid[])))
     ORDER BY u.last_served_at, u.id
-    LIMIT :n
-    """
+    LIMIT :n"""
+_CANDIDATES = text(_CANDIDATES_SQL)
+# The first candidate no other slot holds, locked as `_LOCK_USER` locks it: the look
+# and the lock in one round trip, for a claim that needs only one job (`first_free`).
+_FIRST_FREE = text(
+    _CANDIDATES_SQL.replace(
+        "u.tabpfn_token_encrypted AS token_encrypted",
+        "u.tabpfn_token_encrypted AS token_encrypted, "
+        "set_config('synchronous_commit', 'off', true) AS _async_commit",
+    )
+    + " FOR NO KEY UPDATE OF u SKIP LOCKED"
 )
 
 # The user's row lock, which keeps concurrent slots apart: FOR NO KEY UPDATE, the
@@ -141,16 +149,17 @@ class _Claimed:
 
 
 def _try_user(
-    session: Session, candidate: Row, cap: int, *, wait: bool
+    session: Session, candidate: Row, cap: int, *, wait: bool, locked: bool = False
 ) -> _Claimed | Paused | str | None:
     """Claim the user's next job in this transaction; Paused when its token has no budget,
     BUSY when another slot is serving the user right now, None when nothing is claimable.
+    `locked`: the candidate's row lock is held already (`_FIRST_FREE`).
 
     The lock is held from here to the commit: what runs under it is kept to the
     lock, one Redis reservation and one claiming statement.
     """
     user_id = candidate.user_id
-    if not try_lock_user(session=session, user_id=user_id, wait=wait):
+    if not locked and not try_lock_user(session=session, user_id=user_id, wait=wait):
         return BUSY
     # Reserved for the head job the candidates query saw, before claiming, so a
     # claim never spends what the token does not have.
@@ -181,7 +190,7 @@ class _NoBudgetForHead(Exception):
         self.paused = Paused(user_id=user_id, until=until)
 
 
-def claim_next() -> Pick:
+def claim_next(*, first_free: bool = False) -> Pick:
     """Claim the job that should run next, if any; committed when this returns.
 
     One transaction per look at the queue: the candidates, each one's lock, the
@@ -191,19 +200,31 @@ def claim_next() -> Pick:
     skipped; when every candidate is busy, the slot queues on the first one's
     lock and claims the moment it is free, so every woken slot finds work while
     there is any.
+
+    `first_free`, for a slot woken by a submit: the first look takes the first
+    candidate no other slot holds, and its lock, in one statement (a round trip
+    less on every submitted job's way to its run). `more` then says only whether
+    that user has more runnable work; other users' work is not looked at. When
+    no candidate is free, or the free one has nothing to claim, the usual looks follow.
     """
     cap = get_settings().max_running_per_user
     paused: list[Paused] = []
     skip: list[uuid.UUID] = []  # nothing claimable for them now (cap, budget, raced)
-    for _ in range(_MAX_ROUNDS):
+    for round_ in range(_MAX_ROUNDS):
         with session_scope() as session:
-            candidates = look_at_queue(session=session, cap=cap, skip=skip)
+            locked = first_free and round_ == 0
+            if locked:
+                candidates = session.execute(_FIRST_FREE, {"cap": cap, "n": 1, "skip": skip}).all()
+                if not candidates:
+                    continue  # none free, or none at all: the usual look tells which
+            else:
+                candidates = look_at_queue(session=session, cap=cap, skip=skip)
             if not candidates:
                 return Pick(claim=None, paused=paused)
             busy: list[Row] = []
             try:
                 for index, candidate in enumerate(candidates):
-                    outcome = _try_user(session, candidate, cap, wait=False)
+                    outcome = _try_user(session, candidate, cap, wait=False, locked=locked)
                     if isinstance(outcome, _Claimed):
                         session.commit()
                         more = outcome.more or index + 1 < len(candidates)

@@ -80,11 +80,17 @@ def finish(job_id: uuid.UUID) -> None:
         session.execute(update(Job).where(Job.id == job_id).values(status=js.SUCCEEDED))
 
 
-def test_free_slots_go_round_robin_between_users_and_fifo_within_one(scheduler_db):
+# Both ways of claiming: the usual looks, and a submit's first claim on an idle
+# node (`first_free`: the first user no slot holds and its lock, in one statement).
+CLAIM_WAYS = pytest.mark.parametrize("first_free", [False, True], ids=["looks", "first_free"])
+
+
+@CLAIM_WAYS
+def test_free_slots_go_round_robin_between_users_and_fifo_within_one(scheduler_db, first_free):
     a, b, c = make_user(), make_user(), make_user()
     jobs = {a: make_jobs(a, 4), b: make_jobs(b, 2), c: make_jobs(c, 1)}
     order = []
-    while (pick := claim_next()).claim is not None:
+    while (pick := claim_next(first_free=first_free)).claim is not None:
         order.append(pick.claim.job_id)
         finish(pick.claim.job_id)  # a slot frees: the cap never binds here
     users = [owner(j) for j in order]
@@ -96,23 +102,25 @@ def test_free_slots_go_round_robin_between_users_and_fifo_within_one(scheduler_d
         assert [j for j in order if j in theirs] == theirs  # FIFO within a user
 
 
-def test_one_user_never_runs_more_than_the_cap(scheduler_db):
+@CLAIM_WAYS
+def test_one_user_never_runs_more_than_the_cap(scheduler_db, first_free):
     a, b = make_user(), make_user()
     make_jobs(a, 6)
-    claimed = [claim_next().claim for _ in range(4)]
+    claimed = [claim_next(first_free=first_free).claim for _ in range(4)]
     assert all(claimed[:3]) and claimed[3] is None  # MAX_RUNNING_PER_USER=3
     with session_scope() as session:
         queue = user_queue(session=session, user_id=a)
         job = session.scalars(select(Job).where(Job.user_id == a, Job.status == js.QUEUED)).first()
         assert waiting(job, queue)["reason"] == "fair_share"
     b_job = make_jobs(b, 1)[0]
-    assert claim_next().claim.job_id == b_job  # another user still gets a slot
+    assert claim_next(first_free=first_free).claim.job_id == b_job  # another user gets a slot
     finish(claimed[0].job_id)
-    assert owner(claim_next().claim.job_id) == a  # a freed slot of A's: A's next job
+    assert owner(claim_next(first_free=first_free).claim.job_id) == a  # a freed slot of A's
 
 
+@CLAIM_WAYS
 @pytest.mark.parametrize("scheduler_db", [{"UPSTREAM_FITS_PER_MINUTE": "2"}], indirect=True)
-def test_a_token_without_budget_waits_without_a_slot_and_others_run(scheduler_db):
+def test_a_token_without_budget_waits_without_a_slot_and_others_run(scheduler_db, first_free):
     shared_token = f"shared-{uuid.uuid4().hex}"
     a, a_again, b = make_user(token=shared_token), make_user(token=shared_token), make_user()
     make_jobs(a, 3, type_=js.FIT)
@@ -121,7 +129,7 @@ def test_a_token_without_budget_waits_without_a_slot_and_others_run(scheduler_db
 
     claims = []
     paused_users = set()
-    while (pick := claim_next()).claim is not None or pick.paused:
+    while (pick := claim_next(first_free=first_free)).claim is not None or pick.paused:
         paused_users |= {p.user_id for p in pick.paused}
         if pick.claim is None:
             break
@@ -141,7 +149,8 @@ def test_a_token_without_budget_waits_without_a_slot_and_others_run(scheduler_db
     assert datetime.now(UTC) < shown["until"] <= datetime.now(UTC) + timedelta(seconds=61)
 
 
-def test_parallel_slots_never_claim_a_job_twice_nor_overrun_the_cap(scheduler_db):
+@CLAIM_WAYS
+def test_parallel_slots_never_claim_a_job_twice_nor_overrun_the_cap(scheduler_db, first_free):
     users = [make_user() for _ in range(4)]
     for user in users:
         make_jobs(user, 5)
@@ -150,7 +159,7 @@ def test_parallel_slots_never_claim_a_job_twice_nor_overrun_the_cap(scheduler_db
 
     def slot() -> None:
         for _ in range(6):
-            pick = claim_next()
+            pick = claim_next(first_free=first_free)
             if pick.claim is not None:
                 with lock:
                     claimed.append(pick.claim.job_id)
@@ -210,3 +219,32 @@ def test_a_submit_in_progress_does_not_hold_up_its_users_claims(scheduler_db):
         assert pick.claim is not None and pick.claim.job_id == queued
         # The lock's wait (lock_timeout) is 2 s; a claim is milliseconds.
         assert elapsed < 1.0, f"the claim waited {elapsed:.2f}s for the submit"
+
+
+def test_a_first_free_claim_takes_the_next_user_while_a_slot_holds_the_first(scheduler_db):
+    """The first user in round-robin order is held by another slot (its row lock, as
+    mid-claim): a submit's first claim takes the next user's job at once, in the same
+    statement that looks, instead of waiting for the lock or looking twice."""
+    first, second = make_user(), make_user()
+    make_jobs(first, 1)
+    [theirs] = make_jobs(second, 1)
+    with session_scope() as session:
+        served = datetime.now(UTC) - timedelta(hours=1)
+        session.execute(update(User).where(User.id == first).values(last_served_at=served))
+        later = served + timedelta(seconds=1)
+        session.execute(update(User).where(User.id == second).values(last_served_at=later))
+    with session_scope() as holder:
+        holder.execute(select(User.id).where(User.id == first).with_for_update())
+        started = time.monotonic()
+        pick = claim_next(first_free=True)
+        elapsed = time.monotonic() - started
+    assert pick.claim is not None and pick.claim.job_id == theirs
+    assert elapsed < 1.0, f"the claim waited {elapsed:.2f}s for the held user"
+    # Released, the first user's job is next.
+    assert owner(claim_next(first_free=True).claim.job_id) == first
+
+
+def test_a_first_free_claim_on_an_empty_queue_claims_nothing(scheduler_db):
+    make_user()
+    pick = claim_next(first_free=True)
+    assert pick.claim is None and pick.paused == []
