@@ -79,6 +79,9 @@ def _autocommit_connection() -> Iterator[Connection]:
     """
     with get_engine().connect() as connection:
         driver = connection.connection.dbapi_connection
+        # Free when no transaction is open (psycopg2 sends nothing then); the flag
+        # cannot be set inside one.
+        driver.rollback()
         driver.autocommit = True
         try:
             yield connection

@@ -70,5 +70,8 @@ def _ping(dbapi_connection: Any) -> None:
             cursor.execute("SELECT 1")
         finally:
             cursor.close()
+        # psycopg2 opened a transaction for the ping: end it, so the connection is
+        # handed out as idle as it was checked in (autocommit can be set only then).
+        dbapi_connection.rollback()
     except Exception as error:
         raise exc.DisconnectionError(f"ping failed ({type(error).__name__})") from error

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, text
 
+from shared.core import pool_liveness
 from shared.core.after_commit import after_commit
 from shared.core.db import get_engine, session_scope
 from tests.support.inprocess import configured
@@ -79,3 +80,15 @@ def test_statements_sent_alone_are_the_only_traffic(engine):
     # SQLAlchemy's isolation-level option would reset the connection with a SET
     # statement at check-in: one more round trip, which this scope avoids.
     assert statements == ["select 1"]
+
+
+def test_a_connection_pinged_at_checkout_can_still_autocommit(engine, monkeypatch):
+    """A pooled connection idle past IDLE_PING_S is pinged at checkout, and psycopg2
+    opens a transaction for the ping; psycopg2 refuses autocommit inside one. The
+    ping ends its transaction (and the scope ends any it finds, at no cost when
+    none is open)."""
+    with session_scope() as session:
+        session.execute(text("select 1"))
+    monkeypatch.setattr(pool_liveness, "IDLE_PING_S", -1.0)  # every checkout pings
+    first, second = _transaction_ids(autocommit=True)
+    assert first != second
