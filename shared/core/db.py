@@ -79,9 +79,9 @@ def _autocommit_connection() -> Iterator[Connection]:
     """
     with get_engine().connect() as connection:
         driver = connection.connection.dbapi_connection
-        # Free when no transaction is open (psycopg2 sends nothing then); the flag
-        # cannot be set inside one.
-        driver.rollback()
+        # psycopg2 refuses the flag inside a transaction: a pooled connection is
+        # handed out with none open (SQLAlchemy rolls back at check-in, and the
+        # liveness ping ends the one it opens).
         driver.autocommit = True
         try:
             yield connection

@@ -43,12 +43,20 @@ _MAX_ROUNDS = 200
 # all of these are paused or lost a race to another slot.
 CANDIDATES = 16
 
+# The claim's commit does not wait for its WAL flush (set in the statement that
+# takes the user's lock, for the transaction, to save a round trip): should
+# PostgreSQL crash before the flush, the job is queued again (the sweeper resends
+# it) and this run's later writes are refused as those of a lost claim; a pause
+# lost that way is found again at the next 429.
+_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
 # Users in round-robin order with the oldest runnable job of each. The LATERAL
 # probes use the partial index on queued jobs; walking users in served order
-# stops as soon as enough candidates are found.
+# stops as soon as enough candidates are found. `{also}` and `{locked}`: what
+# _FIRST_FREE adds.
 _CANDIDATES_SQL = """
     SELECT u.id AS user_id, head.id AS job_id, head.type AS job_type,
-           u.tabpfn_token_encrypted AS token_encrypted
+           u.tabpfn_token_encrypted AS token_encrypted{also}
     FROM users u
     CROSS JOIN LATERAL (
         SELECT j.id, j.type FROM jobs j
@@ -61,17 +69,14 @@ _CANDIDATES_SQL = """
       AND (SELECT count(*) FROM jobs r WHERE r.user_id = u.id AND r.status = 'running') < :cap
       AND NOT (u.id = ANY(CAST(:skip AS uuid[])))
     ORDER BY u.last_served_at, u.id
-    LIMIT :n"""
-_CANDIDATES = text(_CANDIDATES_SQL)
-# The first candidate no other slot holds, locked as `_LOCK_USER` locks it: the look
-# and the lock in one round trip, for a claim that needs only one job (`first_free`).
+    LIMIT :n{locked}"""
+_CANDIDATES = text(_CANDIDATES_SQL.format(also="", locked=""))
+# The first candidate no other slot holds, locked as `_LOCK_USER` locks it (LIMIT 1):
+# the look and the lock in one round trip, for a claim that needs one job (`first_free`).
 _FIRST_FREE = text(
-    _CANDIDATES_SQL.replace(
-        "u.tabpfn_token_encrypted AS token_encrypted",
-        "u.tabpfn_token_encrypted AS token_encrypted, "
-        "set_config('synchronous_commit', 'off', true) AS _async_commit",
+    _CANDIDATES_SQL.format(
+        also=f", {_ASYNC_COMMIT} AS async_commit", locked=" FOR NO KEY UPDATE OF u SKIP LOCKED"
     )
-    + " FOR NO KEY UPDATE OF u SKIP LOCKED"
 )
 
 # The user's row lock, which keeps concurrent slots apart: FOR NO KEY UPDATE, the
@@ -79,13 +84,9 @@ _FIRST_FREE = text(
 # job takes FOR KEY SHARE on its owner's row (the foreign key); FOR UPDATE would
 # queue every submit of a user behind the slots claiming that user's jobs, and
 # those slots behind the submits, so one user's burst convoyed the API and the
-# workers on a single row. The claim's commit
-# does not wait for its WAL flush (set here, for the transaction, to save a
-# round trip): should PostgreSQL crash before the flush, the job is queued
-# again (the sweeper resends it) and this run's later writes are refused as
-# those of a lost claim; a pause lost that way is found again at the next 429.
-_USER_LOCK_SQL = """
-    SELECT id, set_config('synchronous_commit', 'off', true) FROM users
+# workers on a single row.
+_USER_LOCK_SQL = f"""
+    SELECT id, {_ASYNC_COMMIT} FROM users
     WHERE id = :user_id FOR NO KEY UPDATE"""
 _LOCK_USER = text(_USER_LOCK_SQL + " SKIP LOCKED")
 # The same lock, waited for (`_WAIT_FOR_USER`): when every user with work is being
@@ -120,11 +121,15 @@ class Pick:
     more: bool = False
 
 
-def look_at_queue(*, session: Session, cap: int, skip: list[uuid.UUID]) -> list[Row]:
-    """Up to CANDIDATES users with runnable work, in round-robin order, with each one's head job."""
-    return session.execute(
-        _CANDIDATES, {"cap": cap, "n": CANDIDATES, "skip": [str(u) for u in skip]}
-    ).all()
+def look_at_queue(
+    *, session: Session, cap: int, skip: list[uuid.UUID], lock_first_free: bool = False
+) -> list[Row]:
+    """Up to CANDIDATES users with runnable work, in round-robin order, with each one's head job.
+
+    `lock_first_free`: only the first of them no other slot holds, with its row
+    lock taken (as `try_lock_user` takes it); none when every one is held."""
+    statement, n = (_FIRST_FREE, 1) if lock_first_free else (_CANDIDATES, CANDIDATES)
+    return session.execute(statement, {"cap": cap, "n": n, "skip": [str(u) for u in skip]}).all()
 
 
 def try_lock_user(*, session: Session, user_id: uuid.UUID, wait: bool = False) -> bool:
@@ -213,13 +218,10 @@ def claim_next(*, first_free: bool = False) -> Pick:
     for round_ in range(_MAX_ROUNDS):
         with session_scope() as session:
             locked = first_free and round_ == 0
-            if locked:
-                candidates = session.execute(_FIRST_FREE, {"cap": cap, "n": 1, "skip": skip}).all()
-                if not candidates:
-                    continue  # none free, or none at all: the usual look tells which
-            else:
-                candidates = look_at_queue(session=session, cap=cap, skip=skip)
+            candidates = look_at_queue(session=session, cap=cap, skip=skip, lock_first_free=locked)
             if not candidates:
+                if locked:
+                    continue  # none free, or none at all: the usual look tells which
                 return Pick(claim=None, paused=paused)
             busy: list[Row] = []
             try:
@@ -289,9 +291,4 @@ def next_wake_up(*, session: Session) -> datetime | None:
 
 def has_runnable_work(*, session: Session) -> int:
     """How many users have work a free slot could claim now (capped at CANDIDATES)."""
-    return len(
-        session.execute(
-            _CANDIDATES,
-            {"cap": get_settings().max_running_per_user, "n": CANDIDATES, "skip": []},
-        ).all()
-    )
+    return len(look_at_queue(session=session, cap=get_settings().max_running_per_user, skip=[]))

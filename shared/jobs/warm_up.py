@@ -43,6 +43,8 @@ def _run_each_job_statement(session: Session) -> None:
     nobody = uuid.uuid4()
     nothing = Claim(job_id=uuid.uuid4(), attempt=1)
     look_at_queue(session=session, cap=1, skip=[])
+    # cap 0 matches no user: the locking look runs without locking anyone's row.
+    look_at_queue(session=session, cap=0, skip=[], lock_first_free=True)
     try_lock_user(session=session, user_id=nobody)
     claim_head(session=session, user_id=nobody, cap=1)
     with contextlib.suppress(NoResultFound):

@@ -85,8 +85,7 @@ def test_statements_sent_alone_are_the_only_traffic(engine):
 def test_a_connection_pinged_at_checkout_can_still_autocommit(engine, monkeypatch):
     """A pooled connection idle past IDLE_PING_S is pinged at checkout, and psycopg2
     opens a transaction for the ping; psycopg2 refuses autocommit inside one. The
-    ping ends its transaction (and the scope ends any it finds, at no cost when
-    none is open)."""
+    ping ends its transaction."""
     with session_scope() as session:
         session.execute(text("select 1"))
     monkeypatch.setattr(pool_liveness, "IDLE_PING_S", -1.0)  # every checkout pings
