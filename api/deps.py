@@ -45,6 +45,7 @@ def get_current_user(
         raise
     check_key_rate(key_id)
     request.state.api_key_id = key_id
+    request.state.user = user  # for what a route does after its session closed (api.submit_wait)
     return user
 
 

@@ -4,6 +4,10 @@ One Redis subscription per API process (not one per waiting client) fans
 job-change messages out to the requests waiting on those jobs. Waiters also
 wake every RECHECK_S seconds to re-read Postgres, so a lost message or a
 Redis outage costs latency, never a wrong answer.
+
+The last few thousand ends are remembered for a minute: a submit that waits for
+its own job (`POST /jobs/...?wait=S`) starts watching only after its job was
+sent to the workers, and an end that came in between is not missed.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,9 @@ from shared.jobs.states import FINISHED
 
 log = logging.getLogger(__name__)
 RECHECK_S = 5.0
+# Ends kept for watches that start late (a waiting submit): how many, and how long.
+RECENT_ENDS = 4096
+RECENT_END_S = 60.0
 
 
 @dataclass(eq=False)
@@ -41,6 +49,8 @@ class JobWaiter:
     def __init__(self) -> None:
         self._waiting: dict[str, set[Watch]] = defaultdict(set)
         self._task: asyncio.Task | None = None
+        # job id -> (monotonic time of the message, the final fields or None)
+        self._recent_ends: OrderedDict[str, tuple[float, dict[str, Any] | None]] = OrderedDict()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="job-change-listener")
@@ -72,11 +82,26 @@ class JobWaiter:
 
     def _wake(self, job_id: str, status: str, final: dict[str, Any] | None) -> None:
         finished = status in FINISHED
+        if finished:
+            self._remember_end(job_id, final)
         for watch in self._waiting.get(job_id, ()):
             if finished or not watch.only_when_finished:
                 if finished:
                     watch.final = final
                 watch.changed.set()
+
+    def _remember_end(self, job_id: str, final: dict[str, Any] | None) -> None:
+        ends = self._recent_ends
+        ends[job_id] = (time.monotonic(), final)
+        ends.move_to_end(job_id)
+        while len(ends) > RECENT_ENDS:
+            ends.popitem(last=False)
+
+    def _ended_lately(self, job_id: str) -> tuple[float, dict[str, Any] | None] | None:
+        seen = self._recent_ends.get(job_id)
+        if seen is None or time.monotonic() - seen[0] > RECENT_END_S:
+            return None
+        return seen
 
     @contextlib.asynccontextmanager
     async def watching(
@@ -86,6 +111,10 @@ class JobWaiter:
         before reading its state, so a change between the read and the wait is not
         missed."""
         watch = Watch(only_when_finished)
+        ended = self._ended_lately(job_id)
+        if ended is not None:  # the end came before the watch: it is not missed
+            watch.final = ended[1]
+            watch.changed.set()
         self._waiting[job_id].add(watch)
         try:
             yield watch

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, Credentials, CurrentUser, SessionDep, get_current_user
 from api.job_waiter import next_change
-from api.multipart import ContentTypeRoute, multipart_variant
+from api.multipart import multipart_variant
 from api.schemas import (
     ErrorOut,
     FitPredictRequest,
@@ -32,18 +32,20 @@ from api.schemas import (
     PredictRequest,
     Task,
 )
+from api.submit_wait import WaitingRoute, WaitQuery, waits_for_end
 from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import ResultNotAvailable, ValidationFailed
 from shared.jobs import submit as jobs
 from shared.jobs.idempotency import create_once, fingerprint
-from shared.jobs.states import FINISHED, QUEUED
+from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
 from shared.jobs.waiting import UserQueue, user_queue, waiting
 from shared.models import Job, User
 from shared.tables.table_files import MEDIA_TYPES, file_digest, result_table, write_table
 
-# ContentTypeRoute: the submit operations take JSON or a multipart upload at one path.
-router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=ContentTypeRoute)
+# WaitingRoute: the submit operations take JSON or a multipart upload at one path
+# (api.multipart), and with ?wait=S answer once the job ends (api.submit_wait).
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=WaitingRoute)
 KEEPALIVE_S = 15.0
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -123,6 +125,38 @@ def _upload_hash(route: str, fields: dict[str, Any], files: dict[str, UploadFile
     return fingerprint(f"{route}:upload", {**fields, **digests})
 
 
+async def _answer_when_ended(request: Request, accepted: Response, wait: float) -> Response:
+    """A submit's `?wait=S` (api.submit_wait): 200 with the ended job (and its result,
+    if it succeeded) as soon as it ends, or `accepted`, the 202, after S seconds."""
+    deadline = time.monotonic() + min(wait, get_settings().max_wait_s)
+    job = JobOut.model_validate_json(accepted.body)
+    user = request.state.user
+    async with request.app.state.job_waiter.watching(str(job.id), only_when_finished=True) as watch:
+        # A new job was sent to the workers a moment ago: the message that ends it
+        # reaches this watch even if it came first (the waiter keeps recent ends).
+        # A replayed submit's job may have ended long before: its state is read once.
+        if "idempotent-replayed" in accepted.headers:
+            job = await run_in_threadpool(_read, _job_view, user, job.id)
+        while watch.final is None and job.status not in FINISHED:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return accepted
+            await next_change(watch, remaining)
+            if watch.final is None:  # the re-check timer, or an end without its fields
+                job = await run_in_threadpool(_read, _job_view, user, job.id)
+    if watch.final is not None and watch.final["user_id"] == str(user.id):
+        job = job_out(SimpleNamespace(**watch.final))  # as the job long-poll answers
+    body = job.model_dump_json().encode()
+    if job.status == SUCCEEDED:
+        found = await run_in_threadpool(_read, _result_or_pending, user, job.id)
+        if not isinstance(found, ResultNotAvailable):  # (expired meanwhile: the job alone)
+            body = body[:-1] + b',"result":' + found.encode() + b"}"
+    replayed = {k: v for k, v in accepted.headers.items() if k == "idempotent-replayed"}
+    return Response(
+        body, status_code=status.HTTP_200_OK, media_type="application/json", headers=replayed
+    )
+
+
 def _url(value: Any) -> str | None:
     return str(value) if value is not None else None
 
@@ -181,6 +215,7 @@ def submit_fit_upload(
     options: FormOptions = None,
     callback_url: FormCallback = None,
     key: IdempotencyKeyHeader = None,
+    wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
     parsed_options, url = _options(options), _url(callback_url)
 
@@ -206,12 +241,14 @@ def submit_fit_upload(
     responses={**_ERRORS, 413: _TOO_LARGE},
 )
 @multipart_variant(submit_fit_upload)
+@waits_for_end(_answer_when_ended)
 def submit_fit(
     body: FitRequest,
     session: SessionDep,
     user: CurrentUser,
     response: Response,
     key: IdempotencyKeyHeader = None,
+    wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
     """The training data as JSON (`train.X` as rows, records or columns, and
     `train.y`), or as an uploaded file (`multipart/form-data`): fields `task`,
@@ -242,6 +279,7 @@ def submit_predict_upload(
     quantiles: FormQuantiles = None,
     callback_url: FormCallback = None,
     key: IdempotencyKeyHeader = None,
+    wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
     parsed_quantiles, url = _quantiles(quantiles), _url(callback_url)
 
@@ -277,12 +315,14 @@ def submit_predict_upload(
     },
 )
 @multipart_variant(submit_predict_upload)
+@waits_for_end(_answer_when_ended)
 def submit_predict(
     body: PredictRequest,
     session: SessionDep,
     user: CurrentUser,
     response: Response,
     key: IdempotencyKeyHeader = None,
+    wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
     """The rows to predict as JSON (`X` as rows, records or columns), or as an
     uploaded file (`multipart/form-data`): fields `model_id`, `file` (.csv or
@@ -318,6 +358,7 @@ def submit_fit_predict_upload(
     quantiles: FormQuantiles = None,
     callback_url: FormCallback = None,
     key: IdempotencyKeyHeader = None,
+    wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
     parsed_options, parsed_quantiles = _options(options), _quantiles(quantiles)
     url = _url(callback_url)
@@ -355,12 +396,14 @@ def submit_fit_predict_upload(
     responses={**_ERRORS, 413: _TOO_LARGE},
 )
 @multipart_variant(submit_fit_predict_upload)
+@waits_for_end(_answer_when_ended)
 def submit_fit_predict(
     body: FitPredictRequest,
     session: SessionDep,
     user: CurrentUser,
     response: Response,
     key: IdempotencyKeyHeader = None,
+    wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
     """`train` and `test` as JSON, or two uploaded files (`multipart/form-data`):
     fields `task`, `target` (the train file's column to predict), `train_file`,

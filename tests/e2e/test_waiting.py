@@ -10,6 +10,7 @@ from datetime import datetime
 import httpx
 
 from tests.support.api import register
+from tests.support.tokens import fresh_token
 
 FIT = {
     "task": "classification",
@@ -132,3 +133,89 @@ def test_waiting_on_someone_elses_job_is_404(api, stack):
     assert (result.status_code, result.json()["code"]) == (404, "not_found")
     response = httpx.get(f"{stack.api_url}/api/v1/jobs/{job_id}/events", headers=other)
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
+
+
+# --- A submit that waits for its job (POST ...?wait=S) ---------------------------------
+
+FIT_PREDICT = {
+    **FIT,
+    "test": {"X": [[0.5], [6.5]]},
+    "output": "probabilities",
+}
+
+
+def test_a_submit_with_wait_answers_with_the_ended_job_and_its_result(api):
+    headers = register(api)
+    started = time.monotonic()
+    done = api.post(
+        "/jobs/fit-predict", params={"wait": 30}, json=FIT_PREDICT, headers=headers, timeout=40
+    )
+    returned_at = datetime.now().astimezone()
+    assert done.status_code == 200, done.text
+    assert time.monotonic() - started < 25
+    answer = done.json()
+    result = answer.pop("result")
+    job = api.get(f"/jobs/{answer['id']}", headers=headers).json()
+    assert answer == job  # the Job in its final state, as GET shows it
+    assert job["status"] == "succeeded"
+    assert result == api.get(f"/jobs/{job['id']}/result", headers=headers).json()
+    assert len(result["probabilities"]) == 2 and result["classes"] == ["a", "b"]
+    # Answered the moment the job ended, not at a poll's next turn.
+    assert (returned_at - datetime.fromisoformat(job["finished_at"])).total_seconds() < 0.5
+
+
+def test_a_submit_whose_job_outlasts_its_wait_is_accepted_as_usual(api, emulator_knobs):
+    headers = register(api)
+    emulator_knobs(latency_s=0.4)  # the job runs a few seconds
+    started = time.monotonic()
+    accepted = api.post("/jobs/fit", params={"wait": 0.5}, json=FIT, headers=headers)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert accepted.status_code == 202, accepted.text
+    job = accepted.json()
+    assert job["status"] in ("queued", "running") and "result" not in job
+    result = api.get(f"/jobs/{job['id']}/result", params={"wait": 30}, headers=headers, timeout=40)
+    assert result.status_code == 200 and result.json()["model_id"]
+
+
+def test_a_submit_waiting_for_a_job_that_fails_answers_with_its_error(api, emulator_knobs):
+    token = fresh_token()
+    revoked = register(api, token)
+    emulator_knobs(revoked_tokens=[token])
+    done = api.post("/jobs/fit", params={"wait": 30}, json=FIT, headers=revoked, timeout=40)
+    assert done.status_code == 200, done.text
+    job = done.json()
+    assert job["status"] == "failed" and job["error"]["code"] and "result" not in job
+    assert job == api.get(f"/jobs/{job['id']}", headers=revoked).json()
+
+
+def test_a_replayed_submit_with_wait_answers_with_the_first_jobs_outcome(api):
+    headers = {**register(api), "Idempotency-Key": "wait-replay-1"}
+    first = api.post("/jobs/fit", params={"wait": 30}, json=FIT, headers=headers, timeout=40)
+    assert first.status_code == 200, first.text
+    started = time.monotonic()
+    again = api.post("/jobs/fit", params={"wait": 30}, json=FIT, headers=headers, timeout=40)
+    assert time.monotonic() - started < 5  # an ended job is not waited on
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+
+
+def test_an_upload_submit_waits_too(api):
+    headers = register(api)
+    csv = "x,target\n" + "".join(f"{i},{'a' if i < 4 else 'b'}\n" for i in range(8))
+    done = api.post(
+        "/jobs/fit",
+        params={"wait": 30},
+        data={"task": "classification", "target": "target"},
+        files={"file": ("train.csv", csv.encode())},
+        headers=headers,
+        timeout=40,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "succeeded" and done.json()["result"]["n_rows"] == 8
+
+
+def test_a_bad_wait_is_refused_before_anything_is_stored(api):
+    headers = register(api)
+    refused = api.post("/jobs/fit", params={"wait": -1}, json=FIT, headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (422, "validation_error")
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
