@@ -131,9 +131,13 @@ def bench_latency(
     seed_base: int = 10_000,
 ) -> dict:
     log(f"1. job latency: {reps} fit-predict jobs each way, interleaved")
-    service, direct_s = [], []
+    service, one_request, direct_s = [], [], []
     emulator_cpu = {"service": 0.0, "direct": 0.0}
     for i in range(reps):
+        # The one-request flow (`POST ...?wait=30`) on tables of its own, outside the
+        # paired emulator CPU count below.
+        seconds, _ = user.fit_predict_one_request(data.make_table(seed_base + 500_000 + i, **SMALL))
+        one_request.append(seconds)
         before = stack.emulator_stats()["cpu_s"] if stack else 0.0
         timing, _ = user.fit_predict(data.make_table(seed_base + i, **SMALL))
         service.append(timing)
@@ -152,6 +156,7 @@ def bench_latency(
     return {
         "reps": reps,
         "service": stats([t.total_s for t in service]),
+        "service_one_request": stats(one_request),
         "direct": stats(direct_s),
         "parts": parts,
         # The stand-in upstream's CPU per job (GET /_emulator/stats), each side.

@@ -141,6 +141,24 @@ class ServiceUser:
         # Serializing the body is part of the client's work, as the direct client's Parquet is.
         return self.post_json_job("/jobs/fit-predict", body=fit_predict_body(table))
 
+    def fit_predict_one_request(self, table: Table) -> tuple[float, dict]:
+        """The same job in one request: `POST ...?wait=30` answers with the ended job and
+        its result (a job still running after 30 s is followed with the long-poll)."""
+        start = time.perf_counter()
+        response = self.http.post(
+            "/jobs/fit-predict",
+            params={"wait": 30},
+            content=json.dumps(fit_predict_body(table)).encode(),
+            headers={"content-type": "application/json"},
+        )
+        if response.status_code == 202:
+            result = self.wait_for_result(response.json()["id"])
+        elif response.status_code == 200 and "result" in response.json():
+            result = response.json()["result"]
+        else:
+            raise RuntimeError(f"POST ?wait: {response.status_code} {response.text[:300]}")
+        return time.perf_counter() - start, result
+
     def post_file_job(self, path: str, data: dict, files: dict) -> tuple[JobTiming, dict]:
         """A multipart submit, then the same long-poll and result fetch."""
         start = time.perf_counter()
