@@ -152,6 +152,15 @@ both = client.fit_predict(
 ).result(timeout=120)
 assert set(both["quantiles"]) == {"0.1", "0.9"} and len(both["predictions"]) == 5, both
 
+# A submit that waits for its job: it comes back finished, its result with it.
+requests = []
+client._http.event_hooks["request"].append(lambda request: requests.append(request.url.path))
+waited = client.fit_predict(X.iloc[::3], y.iloc[::3], X.iloc[:4], wait=60)
+assert waited.status == "succeeded" and len(requests) == 1, (waited.data, requests)
+assert len(waited.result()["predictions"]) == 4 and len(requests) == 1  # no second request
+assert "result" not in waited.data and waited.result() == client.get_job(waited.id).result()
+client._http.event_hooks["request"].clear()
+
 # Listing, one job, models and usage.
 assert fit.id in [job.id for job in client.list_jobs(limit=50)]
 assert client.get_job(fit.id).status == "succeeded"

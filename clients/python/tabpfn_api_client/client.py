@@ -59,6 +59,8 @@ class Job:
 
     def __init__(self, client: Client, data: dict[str, Any]) -> None:
         self._client = client
+        # A submit that waited (`wait=`) answers with the ended job and its result.
+        self._result: dict[str, Any] | None = data.pop("result", None)
         self.data = data
 
     def __repr__(self) -> str:
@@ -158,8 +160,11 @@ class Job:
         raise cls(error.get("message") or self.status, job=self.data, code=error["code"])
 
     def result(self, timeout: float | None = None) -> dict[str, Any]:
-        """The job's result, waiting for it first if needed (see `wait`)."""
+        """The job's result, waiting for it first if needed (see `wait`); a submit
+        that waited for its job already holds it."""
         self.wait(timeout)
+        if self._result is not None:
+            return self._result
         return self._client._request("GET", f"/jobs/{self.id}/result")
 
     def cancel(self) -> Job:
@@ -310,9 +315,25 @@ class Client:
                 response.status_code, payload, response.text, _retry_after(response)
             )
 
-    def _submit(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Job:
+    def _submit(
+        self, path: str, body: dict[str, Any], idempotency_key: str | None, wait: float | None
+    ) -> Job:
+        """POST a job (retry-safe with its Idempotency-Key). With `wait`, the service
+        holds the answer until the job ends (`?wait=S`, at most its MAX_WAIT_S): the
+        job comes back finished, with its result, in the one request."""
         key = idempotency_key or str(uuid.uuid4())
-        data = self._request("POST", path, body=body, headers={"Idempotency-Key": key}, retry=True)
+        headers = {"Idempotency-Key": key}
+        if not wait:
+            return Job(self, self._request("POST", path, body=body, headers=headers, retry=True))
+        data = self._request(
+            "POST",
+            path,
+            body=body,
+            headers=headers,
+            params={"wait": wait},
+            retry=True,
+            timeout=wait + self.timeout,
+        )
         return Job(self, data)
 
     def _get_job_data(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
@@ -358,14 +379,20 @@ class Client:
         columns: Sequence[str] | None = None,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> Job:
-        """Submit a fit job. `X`: DataFrame, 2-D array, list of rows or of records."""
+        """Submit a fit job. `X`: DataFrame, 2-D array, list of rows or of records.
+
+        `wait` (seconds, at most the service's MAX_WAIT_S): the submit itself waits
+        for the job to end, so a job that ends in time comes back finished with its
+        result, in one request; one that does not comes back as usual (then `wait()`).
+        The same for `predict` and `fit_predict`."""
         body: dict[str, Any] = {"task": task, "train": _train(X, y, columns)}
         if options:
             body["options"] = options
         if callback_url:
             body["callback_url"] = callback_url
-        return self._submit("/jobs/fit", body, idempotency_key)
+        return self._submit("/jobs/fit", body, idempotency_key, wait)
 
     def predict(
         self,
@@ -377,6 +404,7 @@ class Client:
         columns: Sequence[str] | None = None,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> Job:
         """Submit a predict job with a fitted model. `output`: labels | probabilities
         (classification), mean | median | quantiles (regression); default labels/mean."""
@@ -387,7 +415,7 @@ class Client:
         _add_output(body, output, quantiles)
         if callback_url:
             body["callback_url"] = callback_url
-        return self._submit("/jobs/predict", body, idempotency_key)
+        return self._submit("/jobs/predict", body, idempotency_key, wait)
 
     def fit_predict(
         self,
@@ -401,6 +429,7 @@ class Client:
         quantiles: Sequence[float] | None = None,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> Job:
         """Submit one job that fits on (X, y) and predicts X_test."""
         rows, names = to_rows(X_test)
@@ -413,7 +442,7 @@ class Client:
         _add_output(body, output, quantiles)
         if callback_url:
             body["callback_url"] = callback_url
-        return self._submit("/jobs/fit-predict", body, idempotency_key)
+        return self._submit("/jobs/fit-predict", body, idempotency_key, wait)
 
     def get_job(self, job_id: str) -> Job:
         return Job(self, self._get_job_data(str(job_id)))

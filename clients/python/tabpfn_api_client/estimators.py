@@ -10,6 +10,7 @@ client is built on first use from `api_url`/`api_key` or the environment
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from .client import Client
+from .client import MAX_LONG_POLL_S, Client
 
 # Constructor parameters that are TabPFN options; None means "the service's default".
 _COMMON_OPTIONS = (
@@ -101,16 +102,40 @@ class _RemoteTabPFN(BaseEstimator):
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}.")
         client = self._client()
-        job = client.fit(X, y, task=self._task, options=self._options(), columns=self._columns(X))
-        job.wait(self.job_timeout)
+        started = time.monotonic()
+        job = client.fit(
+            X,
+            y,
+            task=self._task,
+            options=self._options(),
+            columns=self._columns(X),
+            wait=self._submit_wait(),
+        )
+        job.wait(self._time_left(started))
         self.model_id_ = job.model_id
         self.fit_job_id_ = job.id
 
     def _predict(self, X: Any, **kwargs: Any) -> dict[str, Any]:
         check_is_fitted(self, "model_id_")
         X = self._check_X(X, reset=False)
-        job = self._client().predict(self.model_id_, X, columns=self._columns(X), **kwargs)
-        return job.result(self.job_timeout)
+        started = time.monotonic()
+        job = self._client().predict(
+            self.model_id_, X, columns=self._columns(X), wait=self._submit_wait(), **kwargs
+        )
+        return job.result(self._time_left(started))
+
+    def _submit_wait(self) -> float:
+        """How long a submit waits for its job itself: a job that ends in time comes
+        back with its result in one request (within `job_timeout`)."""
+        if self.job_timeout is None:
+            return MAX_LONG_POLL_S
+        return max(0.0, min(self.job_timeout, MAX_LONG_POLL_S))
+
+    def _time_left(self, started: float) -> float | None:
+        """What is left of `job_timeout` after the submit's own wait."""
+        if self.job_timeout is None:
+            return None
+        return max(0.001, self.job_timeout - (time.monotonic() - started))
 
 
 class RemoteTabPFNClassifier(ClassifierMixin, _RemoteTabPFN):
