@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     bad_auth_per_minute: int = 30
     # How long a successful API key verification is trusted before bcrypt runs again.
     api_key_cache_s: float = 60.0
-    # Long-poll cap for GET /jobs/{id}?wait=S.
+    # The cap on every ?wait=S: the job and result long-polls, and a submit that waits.
     max_wait_s: float = 60.0
 
     # The sweeper repairs what crashes leave behind (see docs/reliability.md).
