@@ -184,6 +184,16 @@ class JobOut(BaseModel):
     links: JobLinks
 
 
+class WaitedJobOut(JobOut):
+    """A submit's answer with `?wait=S` when its job ended within S seconds."""
+
+    result: dict[str, Any] | None = Field(
+        default=None,
+        description="The job's result, as GET /jobs/{id}/result sends it; "
+        "only when the job succeeded.",
+    )
+
+
 class JobPage(BaseModel):
     jobs: list[JobOut]
     next_cursor: uuid.UUID | None = Field(

@@ -31,6 +31,7 @@ from api.schemas import (
     Output,
     PredictRequest,
     Task,
+    WaitedJobOut,
 )
 from api.submit_wait import WaitingRoute, WaitQuery, waits_for_end
 from shared.core.config import get_settings
@@ -56,6 +57,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "validation_error, limit_exceeded or number_out_of_range; "
         "for uploads also unsupported_file or file_format_mismatch",
     },
+}
+# With ?wait=S (api/submit_wait.py): the job ended in time.
+_WAITED = {
+    "model": WaitedJobOut,
+    "description": "With ?wait=S, the job ended within S seconds: the Job in its final "
+    "state, with its `result` if it succeeded",
 }
 _TOO_LARGE = {
     "model": ErrorOut,
@@ -238,7 +245,7 @@ def submit_fit_upload(
     "/fit",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Fit a model",
-    responses={**_ERRORS, 413: _TOO_LARGE},
+    responses={200: _WAITED, **_ERRORS, 413: _TOO_LARGE},
 )
 @multipart_variant(submit_fit_upload)
 @waits_for_end(_answer_when_ended)
@@ -309,6 +316,7 @@ def submit_predict_upload(
     status_code=status.HTTP_202_ACCEPTED,
     summary="Predict with a fitted model",
     responses={
+        200: _WAITED,
         **_ERRORS,
         404: {"model": ErrorOut, "description": "model_not_found"},
         413: _TOO_LARGE,
@@ -393,7 +401,7 @@ def submit_fit_predict_upload(
     "/fit-predict",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Fit and predict in one job",
-    responses={**_ERRORS, 413: _TOO_LARGE},
+    responses={200: _WAITED, **_ERRORS, 413: _TOO_LARGE},
 )
 @multipart_variant(submit_fit_predict_upload)
 @waits_for_end(_answer_when_ended)
