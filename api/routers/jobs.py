@@ -153,6 +153,8 @@ async def _answer_when_ended(request: Request, accepted: Response, wait: float) 
                 job = await run_in_threadpool(_read, _job_view, user, job.id)
     if watch.final is not None and watch.final["user_id"] == str(user.id):
         job = job_out(SimpleNamespace(**watch.final))  # as the job long-poll answers
+    elif job.status not in FINISHED:  # a message without the caller's fields: read the row
+        job = await run_in_threadpool(_read, _job_view, user, job.id)
     body = job.model_dump_json().encode()
     if job.status == SUCCEEDED:
         found = await run_in_threadpool(_read, _result_or_pending, user, job.id)
