@@ -36,7 +36,7 @@ from api.schemas import (
 from api.submit_wait import WaitingRoute, WaitQuery, waits_for_end
 from shared.core.config import get_settings
 from shared.core.db import session_scope
-from shared.core.errors import ResultNotAvailable, ValidationFailed
+from shared.core.errors import NotFound, ResultNotAvailable, ValidationFailed
 from shared.jobs import submit as jobs
 from shared.jobs.idempotency import create_once, fingerprint
 from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
@@ -157,8 +157,11 @@ async def _answer_when_ended(request: Request, accepted: Response, wait: float) 
         job = await run_in_threadpool(_read, _job_view, user, job.id)
     body = job.model_dump_json().encode()
     if job.status == SUCCEEDED:
-        found = await run_in_threadpool(_read, _result_or_pending, user, job.id)
-        if not isinstance(found, ResultNotAvailable):  # (expired meanwhile: the job alone)
+        try:
+            found = await run_in_threadpool(_read, _result_or_pending, user, job.id)
+        except NotFound:  # its result deleted meanwhile (retention): the job alone
+            found = None
+        if isinstance(found, str):
             body = body[:-1] + b',"result":' + found.encode() + b"}"
     replayed = {k: v for k, v in accepted.headers.items() if k == "idempotent-replayed"}
     return Response(
