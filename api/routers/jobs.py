@@ -18,7 +18,7 @@ from pydantic import AnyHttpUrl, BaseModel
 from sqlalchemy.orm import Session
 
 from api.deps import Caller, Credentials, CurrentUser, SessionDep, get_current_user
-from api.job_waiter import next_change
+from api.job_waiter import Watch, next_change
 from api.multipart import multipart_variant
 from api.schemas import (
     ErrorOut,
@@ -144,17 +144,9 @@ async def _answer_when_ended(request: Request, accepted: Response, wait: float) 
         # A replayed submit's job may have ended long before: its state is read once.
         if "idempotent-replayed" in accepted.headers:
             job = await run_in_threadpool(_read, _job_view, user, job.id)
-        while watch.final is None and job.status not in FINISHED:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return accepted
-            await next_change(watch, remaining)
-            if watch.final is None:  # the re-check timer, or an end without its fields
-                job = await run_in_threadpool(_read, _job_view, user, job.id)
-    if watch.final is not None and watch.final["user_id"] == str(user.id):
-        job = job_out(SimpleNamespace(**watch.final))  # as the job long-poll answers
-    elif job.status not in FINISHED:  # a message without the caller's fields: read the row
-        job = await run_in_threadpool(_read, _job_view, user, job.id)
+        job = await _when_ended(watch, user, job, deadline)
+    if job.status not in FINISHED:
+        return accepted
     body = job.model_dump_json().encode()
     if job.status == SUCCEEDED:
         try:
@@ -512,16 +504,22 @@ async def get_job(
         user, job = await run_in_threadpool(
             _authenticate_and_read, _job_view, request, credentials, job_id
         )
-        while True:
-            if watch.final is not None and watch.final["user_id"] == str(user.id):
-                # Ended: the message carried the fields; no need to read them back.
-                return job_out(SimpleNamespace(**watch.final))
-            remaining = deadline - time.monotonic()
-            if job.status in FINISHED or remaining <= 0:
-                return job
-            await next_change(watch, remaining)
-            if watch.final is None:  # woken by the re-check timer: read the row again
-                job = await run_in_threadpool(_read, _job_view, user, job_id)
+        return await _when_ended(watch, user, job, deadline)
+
+
+async def _when_ended(watch: Watch, user: User, job: JobOut, deadline: float) -> JobOut:
+    """`job` the moment it ends, or as last seen at `deadline` (monotonic), watched by
+    `watch` (entered before `job` was read, so no change between the two is missed)."""
+    while True:
+        if watch.final is not None and watch.final["user_id"] == str(user.id):
+            # Ended: the message carried the fields; no need to read them back.
+            return job_out(SimpleNamespace(**watch.final))
+        remaining = deadline - time.monotonic()
+        if job.status in FINISHED or remaining <= 0:
+            return job
+        await next_change(watch, remaining)
+        if watch.final is None:  # the re-check timer, or an end without its fields
+            job = await run_in_threadpool(_read, _job_view, user, job.id)
 
 
 def _sse(job: JobOut) -> str:
