@@ -322,17 +322,14 @@ class Client:
         holds the answer until the job ends (`?wait=S`, at most its MAX_WAIT_S): the
         job comes back finished, with its result, in the one request."""
         key = idempotency_key or str(uuid.uuid4())
-        headers = {"Idempotency-Key": key}
-        if not wait:
-            return Job(self, self._request("POST", path, body=body, headers=headers, retry=True))
         data = self._request(
             "POST",
             path,
             body=body,
-            headers=headers,
-            params={"wait": wait},
+            headers={"Idempotency-Key": key},
+            params={"wait": wait} if wait else None,
             retry=True,
-            timeout=wait + self.timeout,
+            timeout=wait + self.timeout if wait else None,
         )
         return Job(self, data)
 
