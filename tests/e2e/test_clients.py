@@ -101,6 +101,30 @@ def test_sdk_installs_alone_without_server_packages(sdk_venv: Path):
     assert "RemoteTabPFNClassifier" in ok.stdout
 
 
+TLS_CHECK = r"""
+import ssl
+from tabpfn_api_client import Client, RemoteTabPFNClassifier
+from tabpfn_api_client.client import _tls_context
+
+first = Client("https://127.0.0.1:1", "k")
+clients = [Client("http://127.0.0.1:1", "k") for _ in range(3)]
+clones = [RemoteTabPFNClassifier("https://127.0.0.1:1", "k")._client() for _ in range(3)]
+context = _tls_context()
+assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname, "TLS not verified"
+for client in [first, *clients, *clones]:
+    assert client._http._transport._pool._ssl_context is context, "a client built its own"
+print("shared")
+"""
+
+
+def test_sdk_clients_share_one_verifying_tls_context(sdk_venv: Path):
+    # httpx builds a TLS context per client by default, loading the CA bundle each
+    # time (~20 ms): every estimator clone paid it. One per process, still verifying.
+    ran = _python(sdk_venv, TLS_CHECK)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "shared"
+
+
 # -- the SDK end to end ------------------------------------------------------------
 
 SDK_SCRIPT = r"""
