@@ -38,7 +38,7 @@ from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import NotFound, ResultNotAvailable, ValidationFailed
 from shared.jobs import submit as jobs
-from shared.jobs.idempotency import create_once, fingerprint
+from shared.jobs.idempotency import HashedRequest, create_once
 from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
 from shared.jobs.waiting import UserQueue, user_queue, waiting
 from shared.models import Job, User
@@ -110,26 +110,26 @@ def _accept(
     response: Response,
     *,
     key: str | None,
-    request_hash: Callable[[], str],
+    request: Callable[[], HashedRequest],
     create: Callable[[], Job],
 ) -> JobOut:
-    job, created = create_once(
-        session=session, user=user, key=key, request_hash=request_hash, create=create
-    )
+    job, created = create_once(session=session, user=user, key=key, request=request, create=create)
     jobs.commit_and_send(session, job, new=created)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return job_out(job)
 
 
-def _json_hash(route: str, body: BaseModel) -> str:
-    return fingerprint(route, body.model_dump(mode="json"))
+def _json_request(route: str, body: BaseModel) -> HashedRequest:
+    return route, body.model_dump(mode="json")
 
 
-def _upload_hash(route: str, fields: dict[str, Any], files: dict[str, UploadFile]) -> str:
+def _upload_request(
+    route: str, fields: dict[str, Any], files: dict[str, UploadFile]
+) -> HashedRequest:
     """The files by content (hashed in chunks from where they are spooled), with the fields."""
     digests = {name: file_digest(upload.file) for name, upload in files.items()}
-    return fingerprint(f"{route}:upload", {**fields, **digests})
+    return f"{route}:upload", {**fields, **digests}
 
 
 async def _answer_when_ended(request: Request, accepted: Response, wait: float) -> Response:
@@ -234,8 +234,8 @@ def submit_fit_upload(
         )
 
     fields = {"task": task, "target": target, "options": parsed_options, "callback_url": url}
-    request_hash = partial(_upload_hash, "fit", fields, {"file": file})
-    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+    request = partial(_upload_request, "fit", fields, {"file": file})
+    return _accept(session, user, response, key=key, request=request, create=create)
 
 
 @router.post(
@@ -269,8 +269,8 @@ def submit_fit(
             callback_url=_url(body.callback_url),
         )
 
-    request_hash = partial(_json_hash, "fit", body)
-    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+    request = partial(_json_request, "fit", body)
+    return _accept(session, user, response, key=key, request=request, create=create)
 
 
 def submit_predict_upload(
@@ -304,8 +304,8 @@ def submit_predict_upload(
         "quantiles": parsed_quantiles,
         "callback_url": url,
     }
-    request_hash = partial(_upload_hash, "predict", fields, {"file": file})
-    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+    request = partial(_upload_request, "predict", fields, {"file": file})
+    return _accept(session, user, response, key=key, request=request, create=create)
 
 
 @router.post(
@@ -346,8 +346,8 @@ def submit_predict(
             callback_url=_url(body.callback_url),
         )
 
-    request_hash = partial(_json_hash, "predict", body)
-    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+    request = partial(_json_request, "predict", body)
+    return _accept(session, user, response, key=key, request=request, create=create)
 
 
 def submit_fit_predict_upload(
@@ -390,8 +390,8 @@ def submit_fit_predict_upload(
         "callback_url": url,
     }
     files = {"train_file": train_file, "test_file": test_file}
-    request_hash = partial(_upload_hash, "fit-predict", fields, files)
-    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+    request = partial(_upload_request, "fit-predict", fields, files)
+    return _accept(session, user, response, key=key, request=request, create=create)
 
 
 @router.post(
@@ -427,8 +427,8 @@ def submit_fit_predict(
             callback_url=_url(body.callback_url),
         )
 
-    request_hash = partial(_json_hash, "fit-predict", body)
-    return _accept(session, user, response, key=key, request_hash=request_hash, create=create)
+    request = partial(_json_request, "fit-predict", body)
+    return _accept(session, user, response, key=key, request=request, create=create)
 
 
 @router.get("", summary="List your jobs, newest first")
