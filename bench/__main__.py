@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import data, profiling
+from bench.first_job import bench_first_job
 from bench.memory import (
     children,
     cpu_seconds,
@@ -529,6 +530,7 @@ SECTIONS = (
     "latency",
     "throughput",
     "light",
+    "firstjob",
     "submit",
     "auth",
     "profiles",
@@ -575,6 +577,12 @@ def run_on_stack(
                     clients=args.clients,
                     rounds=args.rounds,
                     restore_s=settings.latency_s,
+                ),
+                "firstjob": lambda: bench_first_job(
+                    running,
+                    user.api_key,
+                    trials=3 if args.quick else 10,
+                    seed_base=70_000,
                 ),
                 "submit": lambda: bench_submit(
                     user,

@@ -9,6 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench.report_api import render_api
+from bench.report_first_job import render_first_job
 from bench.report_fleet import render_fleet
 
 LATENCY_TARGET = 1.10  # service ≤ 1.10 × direct
@@ -151,6 +152,8 @@ def render(facts: dict, results: dict) -> str:
         _throughput(add, results["throughput"], settings)
     if "light" in results:
         _light(add, results["light"], results.get("latency"))
+    if "firstjob" in results:
+        render_first_job(add, results["firstjob"], results.get("latency"))
     if "submit" in results and "auth" in results:
         _submit(add, results["submit"], results["auth"], settings)
     if "large" in results:

@@ -50,6 +50,7 @@ def _ts(value: str) -> float:
 class ServiceUser:
     def __init__(self, api_url: str, api_key: str) -> None:
         self.base = f"{api_url}/api/v1"
+        self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self._local = threading.local()
 
