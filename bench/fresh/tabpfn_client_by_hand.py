@@ -6,32 +6,22 @@ the imports and after each job, so the caller can split the cold start from
 the jobs (the same clock as the caller's).
 """
 
-import json
 import sys
 import time
-from pathlib import Path
 
 started = time.time()
 import numpy as np  # noqa: E402  (the imports are what is measured)
-import pandas as pd  # noqa: E402
 from tabpfn_client import TabPFNClassifier, set_access_token  # noqa: E402
+from user_data import run_jobs  # noqa: E402  (this directory: the script's own)
 
 imported = time.time()
 
 
-def fit_predict(path: str) -> int:
-    body = json.loads(Path(path).read_text(encoding="utf-8"))
-    train, test = body["train"], body["test"]
-    X = pd.DataFrame(train["X"], columns=train["columns"])
-    X_test = pd.DataFrame(test["X"], columns=test["columns"])
+def fit_predict(X, y, X_test) -> int:
     model = TabPFNClassifier()
-    model.fit(X, np.asarray(train["y"]))
+    model.fit(X, np.asarray(y))
     return len(model.predict_proba(X_test))
 
 
 set_access_token(sys.argv[1])
-ends, rows = [], []
-for body_path in sys.argv[2:]:
-    rows.append(fit_predict(body_path))
-    ends.append(time.time())
-print(json.dumps({"started": started, "imported": imported, "ends": ends, "rows": rows}))
+run_jobs(started, imported, sys.argv[2:], fit_predict)
