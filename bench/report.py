@@ -178,7 +178,7 @@ def render(facts: dict, results: dict) -> str:
         "collapsed stacks are kept in the temporary directory the run names at its end. "
         "Options: `python -m bench --help` (emulator latency, worker concurrency, "
         "clients, repetitions, rows of the large case; "
-        "`--quick` for a smoke run; `--only latency,throughput` (or `inflight`, "
+        "`--quick` for a smoke run; `--only latency,throughput` (or `firstjob`, `inflight`, "
         "`coldstart`, `scaleout`, `claim`, `fairness`, `submitload`, `uploads`) runs some "
         "sections and "
         "prints their figures as JSON, leaving this file alone; "
