@@ -220,3 +220,33 @@ def test_usage_reports_the_callers_upstream_usage(api):
     )
     after = api.get("/usage", headers=headers).json()
     assert after["current_usage"] == before.json()["current_usage"] + 1
+
+
+def _calls(stack, token: str, path: str) -> tuple[int, int]:
+    """(answered, refused with 429) calls to `path` by the token's emulator account."""
+    calls = httpx.get(f"{stack.emulator_url}/_emulator/calls").json()
+    mine = [c for c in calls if c["path"] == path and c["account"] == account_name(token)]
+    return sum(c["status"] == 200 for c in mine), sum(c["status"] == 429 for c in mine)
+
+
+def test_a_full_predict_window_after_the_fit_is_waited_out_without_fitting_again(
+    api, stack, emulator_knobs
+):
+    # The upstream allows one prediction per 3-s window, which the service's own pacing
+    # (60 a minute by default) does not know: the second job's predict meets a 429
+    # after its fit. It waits in place for the window; handing it back would fit again.
+    token = fresh_token()
+    headers = register(api, token)
+    emulator_knobs(rate_limits=True, predictions_per_minute=1, rate_window_scale=3 / 60)
+    body = {"task": "classification", "train": TRAIN, "test": {"X": [[3.0, "red"]]}}
+    first = wait_for_job(api, headers, _submit(api, headers, "/jobs/fit-predict", body))
+    second = wait_for_job(api, headers, _submit(api, headers, "/jobs/fit-predict", body))
+
+    assert first["status"] == second["status"] == "succeeded", (first, second)
+    assert second["attempts"] == 1 and second["error"] is None
+    fits, _ = _calls(stack, token, "/tabpfn/fit")
+    predicts, refused = _calls(stack, token, "/tabpfn/predict")
+    assert refused >= 1, "the upstream never refused a prediction: the test tested nothing"
+    assert (fits, predicts) == (2, 2), "a job was fitted twice"
+    result = api.get(f"/jobs/{second['id']}/result", headers=headers).json()
+    assert result["predictions"] in (["low"], ["high"])
