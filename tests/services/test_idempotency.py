@@ -104,6 +104,16 @@ def test_a_key_stored_before_orjson_still_replays(session: Session) -> None:
     assert submit.created == 0
 
 
+def test_a_request_with_an_integer_beyond_64_bits_has_a_stable_digest(session: Session) -> None:
+    # orjson refuses such integers; the json module's digest stands in, every time.
+    user, submit = make_user(session=session), Submit(session)
+    body = {**BODY, "options": {"random_state": 2**70}}
+    assert fingerprint("/jobs/fit", body) == fingerprint("/jobs/fit", dict(body))
+    first, _ = submit(user, "big", body)
+    again, made = submit(user, "big", dict(body))
+    assert made is False and again.id == first.id
+
+
 def test_the_digest_ignores_key_order_and_spacing() -> None:
     one = {"task": "classification", "train": {"X": [[1.5, None]], "y": [0]}}
     other = {"train": {"y": [0], "X": [[1.5, None]]}, "task": "classification"}
