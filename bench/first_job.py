@@ -31,9 +31,9 @@ from functools import partial
 from pathlib import Path
 
 from bench import data
+from bench.fleet import SMALL, log
 from bench.stack import DIRECT_TOKEN, BenchStack
 
-SMALL = {"rows": 500, "features": 10, "test_rows": 100}
 FRESH = Path(__file__).with_name("fresh")
 SDK_DIR = Path(__file__).resolve().parents[1] / "clients" / "python"
 # The same table goes to the direct side and to curl (separate upstream accounts:
@@ -41,10 +41,6 @@ SDK_DIR = Path(__file__).resolve().parents[1] / "clients" / "python"
 # their own, since the service's upstream account would skip a repeated upload.
 SDK_CLIENT_SEEDS, SDK_ESTIMATOR_SEEDS, SECOND_SEEDS = 300_000, 600_000, 900_000
 SIDES = ("direct", "curl", "sdk client", "sdk estimator")
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def _write_body(directory: Path, seed: int) -> Path:
