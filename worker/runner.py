@@ -247,7 +247,7 @@ def _predict(
 # A fit-predict whose predict meets a full upstream rate window waits in place for
 # at most this long (a minute window's worth, and a margin) instead of being handed
 # back: a hand-back throws its fit away and the rerun fits again, the costly upstream
-# call (in section 9's burst, 4 of 61 fits were made twice). Longer waits (an hour
+# call (in section 9's burst, 3 of 61 fits were made twice). Longer waits (an hour
 # window) and waits past the job's deadline hand the job back as before.
 WAIT_IN_PLACE_MAX_S = 75.0
 
@@ -268,18 +268,7 @@ def _predict_after_fit(
             if wait_s > min(WAIT_IN_PLACE_MAX_S, lease.remaining_s() / 2):
                 raise  # handed back by _handle_failure, to run again from its fit
             with session_scope() as session:
-                _hold_back_the_token(session, loaded, until)
-            log.info(
-                "job %s: upstream rate window full after its fit; waits in place until %s",
-                lease.claim.job_id,
-                until.isoformat(),
-                extra={
-                    "job_id": str(lease.claim.job_id),
-                    "attempt": lease.claim.attempt,
-                    "until": until.isoformat(),
-                    "event": "waiting",
-                },
-            )
+                _hold_back_the_token(session, lease.claim, loaded, until, in_place=True)
             if not _sleep_until(lease, until):
                 raise  # the node is draining: handed back (its fit is lost, as before)
             upstream.pace(pacing.calls_for(js.PREDICT))
@@ -507,10 +496,24 @@ def _wait_for_window(claim: Claim, loaded: _Loaded, until: datetime) -> RunOutco
     with session_scope() as session:
         if not wait_for_window(session=session, claim=claim, until=until):
             return RunOutcome()  # canceled or taken over meanwhile
-        _hold_back_the_token(session, loaded, until)  # with the hand-back, in one commit
+        # With the hand-back, in one commit.
+        _hold_back_the_token(session, claim, loaded, until, in_place=False)
+    return RunOutcome()
+
+
+def _hold_back_the_token(
+    session: Session, claim: Claim, loaded: _Loaded, until: datetime, *, in_place: bool
+) -> None:
+    """The upstream's window is full until `until`: the user's other jobs wait (paused in
+    the scheduler, the token's budget counted spent) and a slot looks again then.
+    `in_place`: the job itself waits in its slot rather than in the queue."""
+    pause_user(session=session, user_id=loaded.job.user_id, until=until)
+    pacing.exhaust(loaded.fingerprint, until)
+    wake_at(until)  # a wake-up for later: sent now, harmless should the commit fail
     log.info(
-        "job %s: upstream rate window full; waits until %s",
+        "job %s: upstream rate window full; waits %suntil %s",
         claim.job_id,
+        "in place (its fit kept) " if in_place else "",
         until.isoformat(),
         extra={
             "job_id": str(claim.job_id),
@@ -519,15 +522,6 @@ def _wait_for_window(claim: Claim, loaded: _Loaded, until: datetime) -> RunOutco
             "event": "waiting",
         },
     )
-    return RunOutcome()
-
-
-def _hold_back_the_token(session: Session, loaded: _Loaded, until: datetime) -> None:
-    """The upstream's window is full until `until`: the user's other jobs wait (paused in
-    the scheduler, the token's budget counted spent) and a slot looks again then."""
-    pause_user(session=session, user_id=loaded.job.user_id, until=until)
-    pacing.exhaust(loaded.fingerprint, until)
-    wake_at(until)  # a wake-up for later: sent now, harmless should the commit fail
 
 
 def _handle_failure(claim: Claim, exc: Exception, loaded: _Loaded | None) -> RunOutcome:

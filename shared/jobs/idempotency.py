@@ -98,7 +98,9 @@ def create_once(
     if won is None:
         session.rollback()
         first = _replay(session, user, key, hashed, digest)
-        if first is None:  # the winner rolled back after all; this request's job is gone
+        # The key's row was there a moment ago (committed: the INSERT found it) and is
+        # gone now (retention forgot it meanwhile); this request's job is rolled back.
+        if first is None:
             raise IdempotencyConflict(
                 "Another request with this Idempotency-Key was being processed; send it again."
             )
