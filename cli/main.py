@@ -43,7 +43,13 @@ def run_api(args: argparse.Namespace) -> None:
     check_port(args.host, args.port, "--port", command="tabpfn-api api")
 
     # log_config=None: uvicorn's own lines go through our handler (LOG_FORMAT).
-    served = {"host": args.host, "port": args.port, "log_level": "warning", "log_config": None}
+    served = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "warning",
+        "log_config": None,
+        "timeout_keep_alive": get_settings().api_keepalive_s,
+    }
     processes = get_settings().api_processes
     if processes > 1:
         # Each process builds its own app (its own pools, key cache, job-change

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     # process runs Python on one core at a time: a wave of submits (many clients'
     # jobs ending together) queues behind it. docker-compose runs 2 (docs/benchmarks.md).
     api_processes: int = Field(default=1, gt=0)
+    # Seconds the API keeps an idle keep-alive connection open. uvicorn's own 5 s
+    # equals the idle time of httpx's pool and is below Go's (90 s) and AWS load
+    # balancers' (60 s): a request sent as the server closes the connection fails
+    # with a reset (docs/operations.md). Above the client's idle time, the client
+    # closes first. Behind a load balancer, keep it above the balancer's idle timeout.
+    api_keepalive_s: float = Field(default=100.0, gt=0)
 
     # Worker nodes are built for waiting: a job is almost all upstream wait, so a
     # node holds this many jobs in flight on threads (see docs/scheduling.md)...
