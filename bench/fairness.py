@@ -64,7 +64,17 @@ def _summary(jobs: list[dict], submitted_wall: float) -> dict:
         "failed": [j["error"] for j in jobs if j["status"] != "succeeded"][:5],
         "attempts_not_1": sum(1 for j in jobs if j["attempts"] != 1),
         "drain_s": finished - submitted_wall,
+        # When each job started and ended, seconds after the submits began: how the
+        # pacing spread the burst over the windows.
+        "started_s": sorted(
+            _after(j["started_at"], submitted_wall) for j in jobs if j["started_at"]
+        ),
+        "finished_s": sorted(_after(j["finished_at"], submitted_wall) for j in jobs),
     }
+
+
+def _after(stamp: str, wall: float) -> float:
+    return round(datetime.fromisoformat(stamp).timestamp() - wall, 3)
 
 
 def _idle(user: ServiceUser, base: int, n: int) -> float:

@@ -89,21 +89,28 @@ def enqueue_webhook(delivery_id: uuid.UUID, *, countdown: float | None = None) -
     return _send(DELIVER_WEBHOOK, delivery_id, countdown)
 
 
+# Wake-ups are de-duplicated per tick this long, fleet-wide. A token's budget
+# frees up at fractional moments (shared/upstream/pacing.py: the moment an earlier
+# call leaves the window): rounded up to whole seconds, a burst paced to 5-s
+# windows started each window's jobs up to a second late, every window.
+WAKE_TICK_S = 0.1
+
+
 def wake_at(when: datetime) -> None:
-    """Make sure some worker slot looks at the queue at `when` (once per second, fleet-wide).
+    """Make sure some worker slot looks at the queue at `when` (once per tick, fleet-wide).
 
     A job whose token has no budget holds no slot while it waits, so nothing
     would look at it again when the window reopens; this is that look.
     """
-    # One wake-up per whole second, sent for the END of that second: every caller
-    # whose `when` falls in it is covered. (Sent for the first caller's `when`, a
-    # later caller with a later `when` in the same second was dropped, and its
-    # jobs waited for the sweeper.)
-    second = math.ceil(when.timestamp())
-    countdown = max(0.0, second - time.time()) + 0.05
+    # One wake-up per tick, sent for the END of that tick: every caller whose
+    # `when` falls in it is covered. (Sent for the first caller's `when`, a later
+    # caller with a later `when` in the same tick was dropped, and its jobs
+    # waited for the sweeper.)
+    tick = math.ceil(when.timestamp() / WAKE_TICK_S)
+    countdown = max(0.0, tick * WAKE_TICK_S - time.time()) + 0.05
     try:
         # Keyed by the queue: deployments sharing one Redis must not swallow each other's.
-        key = f"tabpfn-api:wake:{get_settings().celery_queue}:{second}"
+        key = f"tabpfn-api:wake:{get_settings().celery_queue}:{tick}"
         first = get_redis().set(key, 1, nx=True, ex=int(countdown) + 60)
     except Exception:  # Redis down: the sweeper's next pass wakes the queue instead
         return

@@ -27,8 +27,9 @@ router = APIRouter(tags=["usage"])
 def get_usage(user: Caller) -> dict[str, Any]:
     """`current_usage`, `usage_limit` (-1: unlimited) and `reset_time`, from TabPFN; and
     `rate_windows`: this service's view of the token's per-window request budgets
-    (kind fit|predict|upload, window minute|hour, limit, used, resets_at), which
-    pace your jobs (docs/scheduling.md)."""
+    (kind fit|predict|upload, window minute|hour, limit, used in the last window's
+    length, resets_at: when the oldest of those leaves it), which pace your jobs
+    (docs/scheduling.md)."""
     # `Caller`: the key is checked in a session closed at once, so no pooled
     # connection is held while TabPFN answers (up to UPSTREAM_TIMEOUT_S).
     token = decrypt_secret(user.tabpfn_token_encrypted)

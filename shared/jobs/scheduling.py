@@ -19,7 +19,6 @@ never claimed twice and a cap never overrun.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -170,17 +169,17 @@ def _try_user(
     # claim never spends what the token does not have.
     fingerprint = _fingerprint(candidate.token_encrypted)
     calls = pacing.calls_for(candidate.job_type)
-    reserved_at = time.time()
-    until = pacing.reserve(fingerprint, calls, now=reserved_at)
+    reservation = pacing.new_reservation()
+    until = pacing.reserve(fingerprint, calls, reservation=reservation)
     if until is not None:
         pause_user(session=session, user_id=user_id, until=until)
         return Paused(user_id=user_id, until=until)
     head = claim_head(session=session, user_id=user_id, cap=cap)
     if head is None:  # another slot took the last one, or the cap was reached meanwhile
-        pacing.refund(fingerprint, calls, reserved_at=reserved_at)
+        pacing.refund(fingerprint, calls, reservation=reservation)
         return None
     if head.type != candidate.job_type:  # the head changed under us: reserve for this one
-        pacing.refund(fingerprint, calls, reserved_at=reserved_at)
+        pacing.refund(fingerprint, calls, reservation=reservation)
         until = pacing.reserve(fingerprint, pacing.calls_for(head.type))
         if until is not None:
             raise _NoBudgetForHead(user_id=user_id, until=until)

@@ -5,18 +5,33 @@ per kind of call (fits, predictions, uploads), answering 429 past a limit. A
 job reserves the calls it will make before it is claimed: all of them or none,
 in one atomic Lua script, so two nodes can never both spend a token's last
 call. A job that gets no budget stays queued and holds no worker slot; the
-answer says until when (the end of the fullest window).
+answer says until when (the moment enough of the token's earlier calls have
+left the window).
+
+The budget is a sliding log: each reserved call is an entry in one sorted set
+per (token, kind), scored by the time it was reserved, and a window's use is
+the entries younger than its length. A fixed window may open anywhere: on the
+minute, or at the first request after the previous one ended (as an INCR +
+EXPIRE limiter does, and the project's emulator), and the cloud does not say
+which. No more than a window's limit of calls in *any* span of the window's
+length keeps within every fixed window of that length, wherever it starts.
+Clock-aligned counters did not: against windows that open at the first request
+they admitted a new window's calls just before the upstream's window ended,
+and a burst met a 429 at nearly every window's edge (17 in the bench's burst of
+60 jobs). Each window is counted a little longer than it is (`_span`): a call
+leaves the worker some milliseconds after its reservation, more or fewer from
+one job to the next, and a window's worth of calls must not reach the upstream
+less than a window apart. A 429 that comes anyway is a wait (see
+worker.runner), not a failure.
 
 Keys hold a keyed hash of the token (`token_fingerprint`), never the token:
 everything sent with one token shares one budget, whichever user sent it.
-Windows are aligned to the epoch, as fixed windows are; an upstream whose
-windows start elsewhere may still answer 429 now and then, which the worker
-treats as a wait (see worker.runner), not as a failure.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,30 +41,74 @@ from shared.core.redis_client import get_redis
 
 PREFIX = "tabpfn-api:pace"
 
-# KEYS: one counter per (kind, window). ARGV: now, then per key: window seconds,
-# limit, calls wanted. Returns 0 (reserved), or the epoch second at which the
-# last full window ends (nothing reserved).
+# How much longer than its length a window is counted: the spread of the delay
+# from a job's reservation to its calls (claim, read, encode; under load, tens
+# of milliseconds) must not let two windows' worth of calls reach the upstream
+# within one window. A quarter second, or 1 % of longer windows: a 60-s window
+# admits its limit every 60.6 s, 99 % of the published rate.
+_MARGIN_S = 0.25
+_MARGIN_FRACTION = 0.01
+
+
+def _span(window_s: float) -> float:
+    return window_s + max(_MARGIN_S, window_s * _MARGIN_FRACTION)
+
+
+# KEYS: each kind's log, then the token's "closed until" key. ARGV: now, the
+# reservation's id, then per kind: calls wanted, how long its log keeps entries,
+# its window count, and per window: span, limit. Returns 0 (reserved), or the
+# epoch second at which every window has room (nothing reserved).
 _RESERVE = """
 local now = tonumber(ARGV[1])
-local blocked_until = 0
-for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[3 * i - 1])
-  local limit = tonumber(ARGV[3 * i])
-  local wanted = tonumber(ARGV[3 * i + 1])
-  local used = tonumber(redis.call('GET', key) or '0')
-  if used + wanted > limit then
-    local ends = (math.floor(now / window) + 1) * window
-    if ends > blocked_until then blocked_until = ends end
+local id = ARGV[2]
+local blocked_until = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+if blocked_until <= now then blocked_until = 0 end
+local at = 3
+local wanted_of = {}
+local keep_of = {}
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
+  local wanted = tonumber(ARGV[at])
+  local keep = tonumber(ARGV[at + 1])
+  local windows = tonumber(ARGV[at + 2])
+  at = at + 3
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.6f', now - keep))
+  for w = 1, windows do
+    local span = tonumber(ARGV[at])
+    local limit = tonumber(ARGV[at + 1])
+    at = at + 2
+    local used = redis.call('ZCOUNT', key, '(' .. string.format('%.6f', now - span), '+inf')
+    local over = used + wanted - limit
+    if over > 0 then
+      local free_at = now + span
+      if over <= used then
+        -- the over-th oldest call in the window must leave it first
+        local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. string.format('%.6f', now - span), '+inf',
+                                  'WITHSCORES', 'LIMIT', over - 1, 1)
+        free_at = tonumber(oldest[2]) + span
+      end
+      if free_at > blocked_until then blocked_until = free_at end
+    end
   end
+  wanted_of[i] = wanted
+  keep_of[i] = keep
 end
-if blocked_until > 0 then return tostring(blocked_until) end
-for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[3 * i - 1])
-  local wanted = tonumber(ARGV[3 * i + 1])
-  if wanted > 0 then
-    redis.call('INCRBY', key, wanted)
-    redis.call('EXPIRE', key, math.ceil(window) + 5)
+if blocked_until > 0 then return string.format('%.6f', blocked_until) end
+for i = 1, #KEYS - 1 do
+  for n = 1, wanted_of[i] do
+    redis.call('ZADD', KEYS[i], now, id .. ':' .. n)
   end
+  redis.call('PEXPIRE', KEYS[i], math.ceil(keep_of[i] * 1000) + 5000)
+end
+return 0
+"""
+
+# KEYS: the token's "closed until" key. ARGV: when it reopens (epoch seconds), its
+# lifetime in ms. Never moves an existing closing earlier.
+_CLOSE = """
+local reopens = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[1]) or '0') < reopens then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return 0
 """
@@ -62,7 +121,7 @@ class WindowUse:
     window_s: float
     limit: int
     used: int
-    resets_at: datetime
+    resets_at: datetime  # when the oldest call counted leaves the window (now if none)
 
 
 def calls_for(job_type: str) -> dict[str, int]:
@@ -74,54 +133,70 @@ def calls_for(job_type: str) -> dict[str, int]:
     return {"fit": 1, "predict": 1, "upload": 2}
 
 
-def _window_start(now: float, window_s: float) -> int:
-    return int(now // window_s)
+def _log_key(fingerprint: str, kind: str) -> str:
+    return f"{PREFIX}:{fingerprint}:{kind}:log"
 
 
-def _key(fingerprint: str, kind: str, window_s: float, now: float) -> str:
-    return f"{PREFIX}:{fingerprint}:{kind}:{window_s:g}:{_window_start(now, window_s)}"
+def _closed_key(fingerprint: str) -> str:
+    return f"{PREFIX}:{fingerprint}:closed"
+
+
+def new_reservation() -> str:
+    return uuid.uuid4().hex
 
 
 def reserve(
-    fingerprint: str, calls: Mapping[str, int], *, now: float | None = None
+    fingerprint: str,
+    calls: Mapping[str, int],
+    *,
+    now: float | None = None,
+    reservation: str | None = None,
 ) -> datetime | None:
-    """Reserve `calls` from the token's budget; None when reserved, else when to try again."""
+    """Reserve `calls` from the token's budget; None when reserved, else when to try again.
+
+    `reservation` names the entries (`refund` takes them back by it)."""
     now = time.time() if now is None else now
+    reservation = reservation or new_reservation()
     limits = get_settings().rate_limits()
     keys: list[str] = []
-    argv: list[float] = [now]
+    argv: list[float | str] = [now, reservation]
     for kind, wanted in calls.items():
-        for window_s, limit in limits[kind]:
-            keys.append(_key(fingerprint, kind, window_s, now))
-            argv += [window_s, limit, wanted]
+        if wanted <= 0:
+            continue
+        windows = limits[kind]
+        keys.append(_log_key(fingerprint, kind))
+        argv += [wanted, max(_span(w) for w, _ in windows), len(windows)]
+        for window_s, limit in windows:
+            argv += [_span(window_s), limit]
+    keys.append(_closed_key(fingerprint))
     answer = get_redis().eval(_RESERVE, len(keys), *keys, *argv)
     until = float(answer)
     return None if until == 0 else datetime.fromtimestamp(until, UTC)
 
 
-def refund(fingerprint: str, calls: Mapping[str, int], *, reserved_at: float) -> None:
+def refund(fingerprint: str, calls: Mapping[str, int], *, reservation: str) -> None:
     """Give back a reservation that was not used (the claim it was for did not happen)."""
     pipe = get_redis().pipeline()
     for kind, wanted in calls.items():
-        for window_s, _ in get_settings().rate_limits()[kind]:
-            if _window_start(reserved_at, window_s) == _window_start(time.time(), window_s):
-                pipe.decrby(_key(fingerprint, kind, window_s, reserved_at), wanted)
+        if wanted > 0:
+            members = [f"{reservation}:{n}" for n in range(1, wanted + 1)]
+            pipe.zrem(_log_key(fingerprint, kind), *members)
     pipe.execute()
 
 
 def exhaust(fingerprint: str, until: datetime) -> None:
-    """The upstream said 429 for a window: count the current windows as full.
+    """The upstream said 429 for a window: no call of the token's is reserved before `until`.
 
-    (The scheduler also pauses the token's users in Postgres until `until`; this
-    keeps jobs of other users with the same token from trying before then.)
+    Only for a window that reopens within a minute window's span; a longer wait (an
+    hour window) is the scheduler's pause of the token's users in Postgres, which
+    this backs up for jobs of other users with the same token.
     """
     now = time.time()
-    pipe = get_redis().pipeline()
-    for each, windows in get_settings().rate_limits().items():
-        window_s, limit = windows[0]
-        if until.timestamp() <= (_window_start(now, window_s) + 1) * window_s:
-            pipe.set(_key(fingerprint, each, window_s, now), limit, ex=int(window_s) + 5)
-    pipe.execute()
+    minute = min(windows[0][0] for windows in get_settings().rate_limits().values())
+    wait = until.timestamp() - now
+    if 0 < wait <= _span(minute):
+        ttl_ms = int(wait * 1000) + 1000
+        get_redis().eval(_CLOSE, 1, _closed_key(fingerprint), until.timestamp(), ttl_ms)
 
 
 def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]:
@@ -134,15 +209,30 @@ def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]
         for kind, windows in limits.items()
         for name, (window_s, limit) in zip(("minute", "hour"), windows, strict=True)
     ]
-    used = get_redis().mget([_key(fingerprint, k, w, now) for k, _, w, _ in entries])
-    return [
-        WindowUse(
-            kind=kind,
-            window=name,
-            window_s=window_s,
-            limit=limit,
-            used=min(limit, int(count or 0)),
-            resets_at=datetime.fromtimestamp((_window_start(now, window_s) + 1) * window_s, UTC),
+    pipe = get_redis().pipeline()
+    for kind, _, window_s, _ in entries:
+        since = f"({now - _span(window_s)}"
+        pipe.zcount(_log_key(fingerprint, kind), since, "+inf")
+        pipe.zrangebyscore(
+            _log_key(fingerprint, kind), since, "+inf", start=0, num=1, withscores=True
         )
-        for (kind, name, window_s, limit), count in zip(entries, used, strict=True)
-    ]
+    pipe.get(_closed_key(fingerprint))
+    *answers, closed = pipe.execute()
+    closed_until = float(closed or 0)
+    uses = []
+    for index, (kind, name, window_s, limit) in enumerate(entries):
+        used, oldest = int(answers[2 * index]), answers[2 * index + 1]
+        resets = oldest[0][1] + _span(window_s) if oldest else now
+        if now < closed_until <= now + _span(window_s):  # a 429 closed it until then
+            used, resets = limit, max(resets, closed_until)
+        uses.append(
+            WindowUse(
+                kind=kind,
+                window=name,
+                window_s=window_s,
+                limit=limit,
+                used=min(limit, used),
+                resets_at=datetime.fromtimestamp(resets, UTC),
+            )
+        )
+    return uses

@@ -172,16 +172,18 @@ def test_a_burst_far_above_the_rate_limit_is_paced_and_every_job_succeeds(paced,
     elapsed = time.monotonic() - started
     assert [j["status"] for j in jobs] == ["succeeded"] * 30, [j["error"] for j in jobs]
     assert {j["attempts"] for j in jobs} == {1}, "a wait is not an attempt"
-    # 30 fit-predicts at 10 per 5 s window span three fixed windows: at least the
-    # two window starts after the first (over 5 s when the burst began late in
-    # its window, about 10 s when it began early), paced, not all at once.
-    assert 5 < elapsed < 60, elapsed
+    # 30 fit-predicts at 10 per 5-s window: the third ten start no earlier than two
+    # windows (and their margins) after the first, paced, not all at once.
+    assert 10 < elapsed < 60, elapsed
     after = emulator_stats(paced_stack)
     throttled = sum(after["http_429"].values()) - sum(before["http_429"].values())
-    # Each 429 is a wait, never a failure. Our windows are aligned to the clock and
-    # the emulator's open at their first request, so a few claims per window edge
-    # meet a still-full upstream window (docs/benchmarks.md measures them).
-    assert throttled <= 12, f"paced to the limit, few 429s: {throttled}"
+    # Each 429 is a wait, never a failure. The emulator's windows open at their
+    # first request, not on the clock; the budget is a sliding log, so no span of
+    # a window holds more than its limit wherever the upstream's window starts.
+    # (Counters per clock window met up to 9 here, a few per window edge.) A job's
+    # calls leave later than its reservation, by more under load than the margin
+    # allows now and then.
+    assert throttled <= 3, f"paced to the limit, few 429s: {throttled}"
 
 
 def test_a_rate_window_429_is_a_wait_and_a_spent_pool_fails_with_its_reset(paced, paced_stack):

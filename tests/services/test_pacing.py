@@ -1,0 +1,91 @@
+"""Each token's upstream budget as a sliding log, on real Redis (shared/upstream/pacing.py).
+
+The cloud's fixed windows may open on the clock or at a token's first request:
+the budget must never let more than a window's limit of calls through in any
+span of the window's length, wherever the upstream's window starts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.accounts.security import token_fingerprint
+from shared.upstream import pacing
+from tests.support.inprocess import configured
+
+FITS = {"fit": 1}
+SPAN = 60.0 + 0.6  # a minute, counted 1 % longer (pacing._span)
+
+
+@pytest.fixture
+def three_fits_a_minute(services):
+    with configured(
+        services,
+        UPSTREAM_FITS_PER_MINUTE="3",
+        UPSTREAM_PREDICTIONS_PER_MINUTE="1000",
+        UPSTREAM_UPLOADS_PER_MINUTE="1000",
+    ) as url:
+        yield url
+
+
+def _token() -> str:
+    return token_fingerprint(f"t-{uuid.uuid4().hex}")
+
+
+def test_no_span_of_a_window_holds_more_than_its_limit(three_fits_a_minute):
+    fingerprint = _token()
+    # Three calls late in one clock minute...
+    for now in (1_000_000_000 + 57.0, 1_000_000_000 + 58.0, 1_000_000_000 + 59.0):
+        assert pacing.reserve(fingerprint, FITS, now=now) is None
+    # ...do not let three more through as the next clock minute opens: an upstream
+    # window opened at the first of them would still be full.
+    later = 1_000_000_000 + 61.0
+    until = pacing.reserve(fingerprint, FITS, now=later)
+    assert until == datetime.fromtimestamp(1_000_000_000 + 57.0 + SPAN, UTC)
+    # The first call's entry leaves the window at that moment, and one call passes.
+    assert pacing.reserve(fingerprint, FITS, now=until.timestamp()) is None
+    assert pacing.reserve(fingerprint, FITS, now=until.timestamp() + 0.1) is not None
+
+
+def test_a_refused_reservation_takes_nothing_and_says_when_enough_has_left(
+    three_fits_a_minute,
+):
+    fingerprint = _token()
+    start = 2_000_000_000.0
+    for offset in (0.0, 1.0, 2.0):
+        assert pacing.reserve(fingerprint, FITS, now=start + offset) is None
+    # Two calls need the two oldest to leave: the second oldest's exit.
+    until = pacing.reserve(fingerprint, {"fit": 2}, now=start + 10)
+    assert until == datetime.fromtimestamp(start + 1.0 + SPAN, UTC)
+    uses = {(w.kind, w.window): w for w in pacing.window_use(fingerprint, now=start + 10)}
+    assert uses[("fit", "minute")].used == 3  # the refused two took nothing
+    assert uses[("fit", "minute")].resets_at == datetime.fromtimestamp(start + SPAN, UTC)
+
+
+def test_a_refund_gives_back_exactly_its_own_calls(three_fits_a_minute):
+    fingerprint = _token()
+    now = 2_100_000_000.0
+    kept, returned = pacing.new_reservation(), pacing.new_reservation()
+    assert pacing.reserve(fingerprint, {"fit": 2}, now=now, reservation=kept) is None
+    assert pacing.reserve(fingerprint, FITS, now=now, reservation=returned) is None
+    assert pacing.reserve(fingerprint, FITS, now=now) is not None  # 3 of 3 spent
+    pacing.refund(fingerprint, FITS, reservation=returned)
+    assert pacing.reserve(fingerprint, FITS, now=now + 0.01) is None
+    assert pacing.reserve(fingerprint, FITS, now=now + 0.02) is not None
+
+
+def test_a_429_closes_the_tokens_budget_until_the_window_reopens(three_fits_a_minute):
+    fingerprint = _token()
+    until = datetime.fromtimestamp(datetime.now(UTC).timestamp() + 30, UTC)
+    pacing.exhaust(fingerprint, until)
+    assert pacing.reserve(fingerprint, FITS) == until
+    assert pacing.reserve(fingerprint, {"upload": 1}) == until  # every kind of the token
+    fit_minute = next(
+        w for w in pacing.window_use(fingerprint) if (w.kind, w.window) == ("fit", "minute")
+    )
+    assert (fit_minute.used, fit_minute.resets_at) == (3, until)
+    assert pacing.reserve(fingerprint, FITS, now=until.timestamp() + 0.01) is None
+    assert pacing.reserve(_token(), FITS) is None  # other tokens are not touched
