@@ -357,7 +357,6 @@ def _fairness(add, r: dict) -> None:
         "28.6×.)"
     )
     add("")
-    b = burst["burst"]
     add(
         f"**Burst.** One token allowed {burst['fits_per_window']} fits, "
         f"{burst['predictions_per_window']} predictions and {burst['uploads_per_window']} "
@@ -370,29 +369,46 @@ def _fairness(add, r: dict) -> None:
     )
     add("")
     add(
-        "| jobs succeeded | attempts ≠ 1 | drain | minimum the limits allow | **drain / minimum** "
-        "| upstream 429s | B idle | B during the burst | emulator CPU ms/job |"
+        "| upstream windows start | jobs succeeded | attempts ≠ 1 | drain "
+        "| minimum the limits allow | **drain / minimum** | upstream 429s | B idle "
+        "| B during the burst | emulator CPU ms/job |"
     )
-    add("|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    runs = [burst] + ([r["burst_clock"]] if "burst_clock" in r else [])
+    for run in runs:
+        each = run["burst"]
+        start = run.get("window_start", "first_request").replace("_", " ")
+        add(
+            f"| {start} | {each['succeeded']}/{each['jobs']} | {each['attempts_not_1']} "
+            f"| {_s(each['drain_s'])} | {_s(run['minimum_drain_s'])} "
+            f"| **{run['drain_ratio']:.2f}×** | {run['http_429']} | {_s(run['b_idle_s'])} "
+            f"| {_s(run['b_during_s'])} | {_cpu(run['emulator'])} |"
+        )
+    add("")
     add(
-        f"| {b['succeeded']}/{b['jobs']} | {b['attempts_not_1']} | {_s(b['drain_s'])} "
-        f"| {_s(burst['minimum_drain_s'])} | **{burst['drain_ratio']:.2f}×** "
-        f"| {burst['http_429']} | {_s(burst['b_idle_s'])} | {_s(burst['b_during_s'])} "
-        f"| {_cpu(burst['emulator'])} |"
+        "Where a fixed window starts, the cloud does not say: at the first request after "
+        "the previous window ended (an INCR + EXPIRE limiter), or on the clock. The "
+        "emulator does either (`EMULATOR_RATE_WINDOW_START`); the service's budget is a "
+        "sliding log that keeps within both (docs/scheduling.md)."
     )
     add("")
+    ratios = ", ".join(f"{x['b_ratio']:.2f}×" for x in runs)
     add(
         "The minimum: fixed windows admit ten fit-predicts each, so the last ten can start "
         f"no earlier than window {-(-burst['jobs'] // burst['fits_per_window'])} opens, and "
         "then take one job's idle time. "
-        f"Targets: every job succeeded — {_met(b['succeeded'] == b['jobs'])}; drain ≤ "
-        f"{BURST_TARGET}× the minimum — {_met(burst['drain_ratio'] <= BURST_TARGET)}; few "
-        f"429s (≤ 10% of the jobs) — {_met(burst['http_429'] <= burst['jobs'] / 10)}; B "
-        f"within {FAIR_TARGET:.0f}× its idle latency — "
-        f"{_met(burst['b_ratio'] <= FAIR_TARGET)} ({burst['b_ratio']:.2f}×). "
+        "Targets, in every run: every job succeeded — "
+        f"{_met(all(x['burst']['succeeded'] == x['burst']['jobs'] for x in runs))}; drain ≤ "
+        f"{BURST_TARGET}× the minimum — "
+        f"{_met(all(x['drain_ratio'] <= BURST_TARGET for x in runs))}; few 429s (≤ 10% of "
+        f"the jobs) — {_met(all(x['http_429'] <= x['jobs'] / 10 for x in runs))}; B within "
+        f"{FAIR_TARGET:.0f}× its idle latency — "
+        f"{_met(all(x['b_ratio'] <= FAIR_TARGET for x in runs))} "
+        f"({ratios}). "
         "(Before the scheduler, issue 14 measured 30 of 60 jobs failed.)"
     )
-    if b["failed"]:
-        add("")
-        add(f"Errors of failed jobs (first five): {b['failed']}")
+    for run in runs:
+        if run["burst"]["failed"]:
+            add("")
+            add(f"Errors of failed jobs (first five): {run['burst']['failed']}")
     add("")

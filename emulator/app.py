@@ -143,6 +143,7 @@ def _metered(kind: str) -> Callable[..., Account]:
                 config.rate_limits_of(kind),
                 config.rate_window_scale,
                 time.time(),
+                on_the_clock=config.rate_window_start == "clock",
             )
             if full is not None:
                 raise _window_full(full)

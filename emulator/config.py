@@ -45,6 +45,10 @@ class EmulatorConfig(BaseSettings):
     uploads_per_hour: int = Field(default=3_000, gt=0)
     # Window lengths are multiplied by this: 0.1 makes a "minute" 6 s, for tests.
     rate_window_scale: float = Field(default=1.0, gt=0.0)
+    # Where a fixed window starts: at the first request after the previous one
+    # ended (an INCR + EXPIRE limiter), or on the clock (every whole window since
+    # the epoch). The cloud does not say which; a caller must keep within both.
+    rate_window_start: Literal["first_request", "clock"] = "first_request"
 
     # Daily and monthly prediction-token pools per token (the cloud's defaults).
     # Off by default, like the rate windows.

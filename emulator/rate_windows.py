@@ -3,10 +3,12 @@
 Fixed windows, one counter per account, request kind and window. A window opens
 with the first request after the previous one ended and lasts `scale × 60` s
 (minute) or `scale × 3600` s (hour), as a Redis INCR + EXPIRE limiter does: it
-never slides and is never shared between tokens. A request is admitted only
-while every window of its kind has room, and only admitted requests count: a
-refused one spends nothing. Refused, the caller learns which window is full and
-how many seconds remain until it ends, which becomes the 429's `Retry-After`.
+never slides and is never shared between tokens. Or, `on_the_clock`, windows
+are the whole window lengths since the epoch (a counter per clock minute).
+A request is admitted only while every window of its kind has room, and only
+admitted requests count: a refused one spends nothing. Refused, the caller
+learns which window is full and how many seconds remain until it ends, which
+becomes the 429's `Retry-After`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ class RateWindows:
         self._counts: dict[tuple[str, str, str], tuple[float, int]] = {}
 
     def admit(
-        self, account: str, kind: str, limits: dict[str, int], scale: float, now: float
+        self,
+        account: str,
+        kind: str,
+        limits: dict[str, int],
+        scale: float,
+        now: float,
+        *,
+        on_the_clock: bool = False,
     ) -> WindowFull | None:
         """Count one request of `kind`, or say which window is full (the later-ending one)."""
         with self._lock:
@@ -48,9 +57,10 @@ class RateWindows:
             for window, base_s in WINDOWS.items():
                 length = base_s * scale
                 key = (account, kind, window)
-                opened, count = self._counts.get(key, (now, 0))
+                start = math.floor(now / length) * length if on_the_clock else now
+                opened, count = self._counts.get(key, (start, 0))
                 if now >= opened + length:
-                    opened, count = now, 0
+                    opened, count = start, 0
                 if count >= limits[window]:
                     full.append(WindowFull(kind, window, limits[window], opened + length - now))
                 seen.append((key, opened, count))

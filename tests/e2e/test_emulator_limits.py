@@ -172,6 +172,23 @@ def test_window_reopens_after_retry_after_and_refusals_count_nothing() -> None:
     assert _prepare_train(client).status_code == 200
 
 
+def test_windows_open_at_the_first_request_or_on_the_clock() -> None:
+    from emulator.rate_windows import RateWindows
+
+    def admit(windows: RateWindows, now: float, on_the_clock: bool) -> str:
+        limits = {"minute": 2, "hour": 100}
+        full = windows.admit("acct", "fit", limits, 1.0, now, on_the_clock=on_the_clock)
+        return "admitted" if full is None else f"refused {full.retry_after_s:g}"
+
+    for on_the_clock, at_the_minute in ((False, "refused"), (True, "admitted")):
+        windows = RateWindows()
+        calls = [admit(windows, now, on_the_clock) for now in (119.0, 119.2, 119.5, 120.0)]
+        assert calls[:2] == ["admitted", "admitted"]
+        # A first-request window opened at 119.0 lasts to 179.0; a clock one ends at 120.0.
+        assert calls[2] == ("refused 0.5" if on_the_clock else "refused 59.5")
+        assert calls[3].split()[0] == at_the_minute
+
+
 def test_get_fit_status_and_signed_uploads_are_not_rate_limited() -> None:
     client = _client(rate_limits=True, fits_per_minute=1, uploads_per_minute=1)
     model_id = _model(client)
