@@ -142,7 +142,9 @@ def _closed_key(fingerprint: str) -> str:
 
 
 def new_reservation() -> str:
-    return uuid.uuid4().hex
+    # 48 random bits: unique among one token's calls of the last hour, and short, since
+    # every call of that hour is an entry (docs/scheduling.md: memory).
+    return uuid.uuid4().hex[:12]
 
 
 def reserve(
