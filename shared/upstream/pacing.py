@@ -77,13 +77,14 @@ for i = 1, #KEYS - 1 do
     local span = tonumber(ARGV[at])
     local limit = tonumber(ARGV[at + 1])
     at = at + 2
-    local used = redis.call('ZCOUNT', key, '(' .. string.format('%.6f', now - span), '+inf')
+    local since = '(' .. string.format('%.6f', now - span)
+    local used = redis.call('ZCOUNT', key, since, '+inf')
     local over = used + wanted - limit
     if over > 0 then
       local free_at = now + span
       if over <= used then
         -- the over-th oldest call in the window must leave it first
-        local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. string.format('%.6f', now - span), '+inf',
+        local oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf',
                                   'WITHSCORES', 'LIMIT', over - 1, 1)
         free_at = tonumber(oldest[2]) + span
       end
