@@ -17,8 +17,8 @@ which. No more than a window's limit of calls in *any* span of the window's
 length keeps within every fixed window of that length, wherever it starts.
 Clock-aligned counters did not: against windows that open at the first request
 they admitted a new window's calls just before the upstream's window ended,
-and a burst met a 429 at nearly every window's edge (17 in the bench's burst of
-60 jobs). Each window is counted a little longer than it is (`_span`): a call
+and a burst met a 429 at nearly every window's edge (14-18 in the bench's burst
+of 60 jobs). Each window is counted a little longer than it is (`_span`): a call
 leaves the worker some milliseconds after its reservation, more or fewer from
 one job to the next, and a window's worth of calls must not reach the upstream
 less than a window apart. A 429 that comes anyway is a wait (see
