@@ -48,6 +48,7 @@ class Lease:
     def __init__(self, claim: Claim, deadline: float, keeper: LeaseKeeper) -> None:
         self.claim = claim
         self.deadline = deadline  # time.monotonic() past which the job is failed
+        self.held_at = time.monotonic()  # just after the claim
         self.lost = False
         self.timed_out = False
         self._keeper = keeper

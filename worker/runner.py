@@ -252,10 +252,43 @@ def _predict(
 WAIT_IN_PLACE_MAX_S = 75.0
 
 
+class _NoBudgetYet(Exception):
+    """The token's window has no room for a fit-predict's predict before the in-place
+    wait's bound (or the node began to drain): the job waits in the queue instead."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(f"no upstream budget for the prediction until {until.isoformat()}")
+        self.until = until
+
+
+def _await_predict_budget(lease: Lease, loaded: _Loaded) -> None:
+    """Move the predict's and its upload's entries in the token's log from the claim to
+    now, waiting in place while the window has no room for them (docs/scheduling.md).
+
+    The claim reserved them; the fit between took seconds to minutes on the real
+    cloud. Without this, a window's worth of later claims could be admitted while
+    this prediction is still to be sent, and meet a 429.
+    """
+    reservation = lease.claim.reservation
+    if reservation is None or not loaded.fingerprint:
+        return
+    if time.monotonic() - lease.held_at < pacing.MARGIN_S:
+        return  # a quick fit: the claim's stamp is as close to the call as the margin
+    entries = pacing.calls_after_fit(reservation)
+    while (until := pacing.restamp(loaded.fingerprint, entries)) is not None:
+        wait_s = until.timestamp() - time.time()
+        if wait_s > min(WAIT_IN_PLACE_MAX_S, lease.remaining_s() / 2):
+            raise _NoBudgetYet(until)
+        if not _sleep_until(lease, until):
+            raise _NoBudgetYet(until)  # the node is draining
+
+
 def _predict_after_fit(
     lease: Lease, upstream: TabPFNUpstream, loaded: _Loaded, model: FittedModel
 ) -> tuple[dict[str, Any], dict | None]:
-    """A fit-predict's predict step; a full rate window met here is waited out in place."""
+    """A fit-predict's predict step, when its token's window has room for it; a full
+    rate window met anyway is waited out in place."""
+    _await_predict_budget(lease, loaded)
     while True:
         try:
             return _predict(upstream, model, loaded.test, loaded.job.params)
@@ -525,6 +558,8 @@ def _hold_back_the_token(
 
 
 def _handle_failure(claim: Claim, exc: Exception, loaded: _Loaded | None) -> RunOutcome:
+    if isinstance(exc, _NoBudgetYet) and loaded is not None:
+        return _wait_for_window(claim, loaded, exc.until)
     fault = None if isinstance(exc, ServiceError) else classify_fault(exc)
     if fault is not None and fault.wait_until is not None and loaded is not None:
         return _wait_for_window(claim, loaded, fault.wait_until)

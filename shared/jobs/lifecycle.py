@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,10 @@ WAIT_UPSTREAM_RATE_LIMIT = "upstream_rate_limit"
 class Claim:
     job_id: uuid.UUID
     attempt: int
+    # The name of the job's calls in its token's budget (shared.upstream.pacing), so
+    # the run can move a later call's entry to when it is made. Not part of the
+    # claim's identity.
+    reservation: str | None = field(default=None, compare=False)
 
 
 # What an UPDATE that ends a job returns (for `job_ended`): the fields its waiters

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Row, text
@@ -180,10 +180,11 @@ def _try_user(
         return None
     if head.type != candidate.job_type:  # the head changed under us: reserve for this one
         pacing.refund(fingerprint, calls, reservation=reservation)
-        until = pacing.reserve(fingerprint, pacing.calls_for(head.type))
+        reservation = pacing.new_reservation()
+        until = pacing.reserve(fingerprint, pacing.calls_for(head.type), reservation=reservation)
         if until is not None:
             raise _NoBudgetForHead(user_id=user_id, until=until)
-    return _Claimed(claim=head.claim, more=head.more)
+    return _Claimed(claim=replace(head.claim, reservation=reservation), more=head.more)
 
 
 class _NoBudgetForHead(Exception):

@@ -46,12 +46,12 @@ PREFIX = "tabpfn-api:pace"
 # of milliseconds) must not let two windows' worth of calls reach the upstream
 # within one window. A quarter second, or 1 % of longer windows: a 60-s window
 # admits its limit every 60.6 s, 99 % of the published rate.
-_MARGIN_S = 0.25
+MARGIN_S = 0.25
 _MARGIN_FRACTION = 0.01
 
 
 def _span(window_s: float) -> float:
-    return window_s + max(_MARGIN_S, window_s * _MARGIN_FRACTION)
+    return window_s + max(MARGIN_S, window_s * _MARGIN_FRACTION)
 
 
 # KEYS: each kind's log, then the token's "closed until" key. ARGV: now, the
@@ -115,6 +115,62 @@ return 0
 """
 
 
+# KEYS: each kind's log, then the token's "closed until" key. ARGV: now, then per
+# kind: the entry's name, how long the log keeps entries, its window count, and per
+# window: span, limit. Moves each entry to `now` once every window has room for it
+# beside the other entries; returns 0, or when that will be (nothing moved).
+_RESTAMP = """
+local now = tonumber(ARGV[1])
+local blocked_until = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+if blocked_until <= now then blocked_until = 0 end
+local at = 2
+local member_of = {}
+local keep_of = {}
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
+  local member = ARGV[at]
+  local keep = tonumber(ARGV[at + 1])
+  local windows = tonumber(ARGV[at + 2])
+  at = at + 3
+  local own = tonumber(redis.call('ZSCORE', key, member) or '-1')
+  for w = 1, windows do
+    local span = tonumber(ARGV[at])
+    local limit = tonumber(ARGV[at + 1])
+    at = at + 2
+    local since = '(' .. string.format('%.6f', now - span)
+    local used = redis.call('ZCOUNT', key, since, '+inf')
+    if own > now - span then used = used - 1 end
+    local over = used + 1 - limit
+    if over > 0 then
+      -- the over-th oldest of the other entries in the window must leave it first
+      local free_at = now + span
+      local oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf',
+                                'WITHSCORES', 'LIMIT', 0, over + 1)
+      local seen = 0
+      for j = 1, #oldest, 2 do
+        if oldest[j] ~= member then
+          seen = seen + 1
+          if seen == over then
+            free_at = tonumber(oldest[j + 1]) + span
+            break
+          end
+        end
+      end
+      if free_at > blocked_until then blocked_until = free_at end
+    end
+  end
+  member_of[i] = member
+  keep_of[i] = keep
+end
+if blocked_until > 0 then return string.format('%.6f', blocked_until) end
+for i = 1, #KEYS - 1 do
+  redis.call('ZADD', KEYS[i], now, member_of[i])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(keep_of[i] * 1000) + 5000)
+end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class WindowUse:
     kind: str
@@ -132,6 +188,12 @@ def calls_for(job_type: str) -> dict[str, int]:
     if job_type == "predict":
         return {"predict": 1, "upload": 1}
     return {"fit": 1, "predict": 1, "upload": 2}
+
+
+def calls_after_fit(reservation: str) -> dict[str, str]:
+    """A fit-predict's entries for the calls it makes after its fit (its prediction and
+    the test set's upload): by kind, the entry's name in the log."""
+    return {"predict": f"{reservation}:1", "upload": f"{reservation}:2"}
 
 
 def _log_key(fingerprint: str, kind: str) -> str:
@@ -173,6 +235,33 @@ def reserve(
             argv += [_span(window_s), limit]
     keys.append(_closed_key(fingerprint))
     answer = get_redis().eval(_RESERVE, len(keys), *keys, *argv)
+    until = float(answer)
+    return None if until == 0 else datetime.fromtimestamp(until, UTC)
+
+
+def restamp(
+    fingerprint: str, entries: Mapping[str, str], *, now: float | None = None
+) -> datetime | None:
+    """Move reserved entries to the moment their calls are made; None when moved, else
+    when the windows will have room for them (nothing moved).
+
+    A fit-predict reserves its prediction when it is claimed, and predicts after its
+    fit, which on the real cloud takes seconds to minutes. Stamped at the claim, that
+    entry would leave the window while the call is still to come, or long before the
+    call does; moved to the call, the log holds the call where it is made.
+    """
+    now = time.time() if now is None else now
+    limits = get_settings().rate_limits()
+    keys: list[str] = []
+    argv: list[float | str] = [now]
+    for kind, member in entries.items():
+        windows = limits[kind]
+        keys.append(_log_key(fingerprint, kind))
+        argv += [member, max(_span(w) for w, _ in windows), len(windows)]
+        for window_s, limit in windows:
+            argv += [_span(window_s), limit]
+    keys.append(_closed_key(fingerprint))
+    answer = get_redis().eval(_RESTAMP, len(keys), *keys, *argv)
     until = float(answer)
     return None if until == 0 else datetime.fromtimestamp(until, UTC)
 

@@ -89,3 +89,65 @@ def test_a_429_closes_the_tokens_budget_until_the_window_reopens(three_fits_a_mi
     assert (fit_minute.used, fit_minute.resets_at) == (3, until)
     assert pacing.reserve(fingerprint, FITS, now=until.timestamp() + 0.01) is None
     assert pacing.reserve(_token(), FITS) is None  # other tokens are not touched
+
+
+@pytest.fixture
+def one_prediction_a_minute(services):
+    with configured(
+        services,
+        UPSTREAM_FITS_PER_MINUTE="1000",
+        UPSTREAM_PREDICTIONS_PER_MINUTE="1",
+        UPSTREAM_UPLOADS_PER_MINUTE="1000",
+    ) as url:
+        yield url
+
+
+FIT_PREDICT = {"fit": 1, "predict": 1, "upload": 2}
+
+
+def test_a_prediction_made_after_a_long_fit_is_counted_when_it_is_made(
+    one_prediction_a_minute,
+):
+    fingerprint = _token()
+    start = 2_200_000_000.0
+    first = pacing.new_reservation()
+    assert pacing.reserve(fingerprint, FIT_PREDICT, now=start, reservation=first) is None
+    # Its fit took 30 s: the prediction's entry moves from the claim to the call.
+    assert pacing.restamp(fingerprint, pacing.calls_after_fit(first), now=start + 30) is None
+    # Stamped at the claim, it would have left the window at start + 60.6; where the
+    # call was made, the next fit-predict waits for the call's window.
+    until = pacing.reserve(fingerprint, FIT_PREDICT, now=start + 61)
+    assert until == datetime.fromtimestamp(start + 30 + SPAN, UTC)
+
+
+def test_a_prediction_waits_for_room_beside_calls_claimed_while_it_fitted(
+    one_prediction_a_minute,
+):
+    fingerprint = _token()
+    start = 2_300_000_000.0
+    slow, quick = pacing.new_reservation(), pacing.new_reservation()
+    assert pacing.reserve(fingerprint, FIT_PREDICT, now=start, reservation=slow) is None
+    # The slow job's entry left the window while it was still fitting; another job
+    # was admitted and predicted meanwhile.
+    assert pacing.reserve(fingerprint, FIT_PREDICT, now=start + 61, reservation=quick) is None
+    # The slow job's prediction must wait for that one's window, and moves nothing.
+    until = pacing.restamp(fingerprint, pacing.calls_after_fit(slow), now=start + 62)
+    assert until == datetime.fromtimestamp(start + 61 + SPAN, UTC)
+    assert pacing.restamp(fingerprint, pacing.calls_after_fit(slow), now=until.timestamp()) is None
+
+
+def test_a_claim_names_its_reservation(services):
+    from shared.jobs.scheduling import claim_next
+    from tests.services.test_scheduling import LIMITS, make_jobs, make_user
+
+    with configured(services, **{**LIMITS, "UPSTREAM_PREDICTIONS_PER_MINUTE": "1"}):
+        token = f"t-{uuid.uuid4().hex}"
+        make_jobs(make_user(token=token), 1)
+        claim = claim_next().claim
+        assert claim is not None and claim.reservation
+        fingerprint = token_fingerprint(token)
+        # The claimed job's own prediction entry is there to move: one a minute, and
+        # it is that one, so moving it needs no room.
+        entries = pacing.calls_after_fit(claim.reservation)
+        assert pacing.reserve(fingerprint, {"predict": 1}) is not None
+        assert pacing.restamp(fingerprint, entries) is None

@@ -52,3 +52,60 @@ def test_a_lost_claim_ends_the_wait():
     with pytest.raises(ClaimLost):
         runner._sleep_until(lease, _in(30.0))
     assert time.monotonic() - started < 5.0
+
+
+# A fit-predict's prediction, checked against its token's log when it is made
+# (`_await_predict_budget`): the log's answers are faked, the waiting is real.
+
+
+def _lease(
+    reservation: str | None = "r1", remaining_s: float = 600.0, fitted_s: float = 10.0
+) -> SimpleNamespace:
+    return SimpleNamespace(
+        lost=False,
+        claim=SimpleNamespace(reservation=reservation),
+        remaining_s=lambda: remaining_s,
+        held_at=time.monotonic() - fitted_s,
+    )
+
+
+def _answers(monkeypatch, *answers) -> list:
+    calls: list = []
+    queue = list(answers)
+
+    def restamp(fingerprint, entries):
+        calls.append((fingerprint, entries))
+        return queue.pop(0)
+
+    monkeypatch.setattr(runner.pacing, "restamp", restamp)
+    return calls
+
+
+def test_the_prediction_waits_in_place_until_the_window_has_room(monkeypatch):
+    calls = _answers(monkeypatch, _in(0.3), None)
+    started = time.monotonic()
+    runner._await_predict_budget(_lease(), SimpleNamespace(fingerprint="fp"))
+    assert time.monotonic() - started >= 0.25
+    assert calls == [("fp", runner.pacing.calls_after_fit("r1"))] * 2
+
+
+def test_a_long_wait_hands_the_job_back_to_the_queue(monkeypatch):
+    _answers(monkeypatch, _in(runner.WAIT_IN_PLACE_MAX_S + 30))
+    with pytest.raises(runner._NoBudgetYet):
+        runner._await_predict_budget(_lease(), SimpleNamespace(fingerprint="fp"))
+    # ...as does a wait past half the job's remaining time.
+    _answers(monkeypatch, _in(20))
+    with pytest.raises(runner._NoBudgetYet):
+        runner._await_predict_budget(_lease(remaining_s=30), SimpleNamespace(fingerprint="fp"))
+
+
+def test_a_claim_without_a_reservation_is_not_checked(monkeypatch):
+    calls = _answers(monkeypatch)
+    runner._await_predict_budget(_lease(reservation=None), SimpleNamespace(fingerprint="fp"))
+    assert calls == []
+
+
+def test_a_prediction_right_after_its_claim_keeps_the_claims_stamp(monkeypatch):
+    calls = _answers(monkeypatch)
+    runner._await_predict_budget(_lease(fitted_s=0.05), SimpleNamespace(fingerprint="fp"))
+    assert calls == []  # within the log's margin of the claim: nothing to move
