@@ -54,50 +54,71 @@ def _span(window_s: float) -> float:
     return window_s + max(MARGIN_S, window_s * _MARGIN_FRACTION)
 
 
-# KEYS: each kind's log, then the token's "closed until" key. ARGV: now, the
-# reservation's id, then per kind: calls wanted, how long its log keeps entries,
-# its window count, and per window: span, limit. Returns 0 (reserved), or the
-# epoch second at which every window has room (nothing reserved).
-_RESERVE = """
+# Places entries in a token's logs at `now`: new ones (a reservation) or ones already
+# there (a reservation's later calls, moved to when they are made). KEYS: each kind's
+# log, then the token's "closed until" key. ARGV: now, then per kind: how long its
+# log keeps entries, its window count, its entry count, per window: span, limit,
+# then the entries' names. Every window must have room for the entries beside the
+# log's other entries; returns 0 (placed), or when every window will have room
+# (nothing placed).
+_PLACE = """
 local now = tonumber(ARGV[1])
-local id = ARGV[2]
 local blocked_until = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
 if blocked_until <= now then blocked_until = 0 end
-local at = 3
-local wanted_of = {}
+local at = 2
+local members_of = {}
 local keep_of = {}
 for i = 1, #KEYS - 1 do
   local key = KEYS[i]
-  local wanted = tonumber(ARGV[at])
-  local keep = tonumber(ARGV[at + 1])
-  local windows = tonumber(ARGV[at + 2])
-  at = at + 3
+  local keep = tonumber(ARGV[at])
+  local windows = tonumber(ARGV[at + 1])
+  local count = tonumber(ARGV[at + 2])
+  local spans_at = at + 3
+  local members = {}
+  local mine = {}
+  for n = 1, count do
+    local member = ARGV[spans_at + 2 * windows + n - 1]
+    members[n] = member
+    mine[member] = tonumber(redis.call('ZSCORE', key, member) or '-1')
+  end
+  at = spans_at + 2 * windows + count
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.6f', now - keep))
-  for w = 1, windows do
-    local span = tonumber(ARGV[at])
-    local limit = tonumber(ARGV[at + 1])
-    at = at + 2
+  for w = 0, windows - 1 do
+    local span = tonumber(ARGV[spans_at + 2 * w])
+    local limit = tonumber(ARGV[spans_at + 2 * w + 1])
     local since = '(' .. string.format('%.6f', now - span)
     local used = redis.call('ZCOUNT', key, since, '+inf')
-    local over = used + wanted - limit
+    for _, score in pairs(mine) do
+      if score > now - span then used = used - 1 end
+    end
+    local over = used + count - limit
     if over > 0 then
+      -- the over-th oldest of the other entries in the window must leave it first
       local free_at = now + span
       if over <= used then
-        -- the over-th oldest call in the window must leave it first
         local oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf',
-                                  'WITHSCORES', 'LIMIT', over - 1, 1)
-        free_at = tonumber(oldest[2]) + span
+                                  'WITHSCORES', 'LIMIT', 0, over + count)
+        local seen = 0
+        for j = 1, #oldest, 2 do
+          if mine[oldest[j]] == nil then
+            seen = seen + 1
+            if seen == over then
+              free_at = tonumber(oldest[j + 1]) + span
+              break
+            end
+          end
+        end
       end
       if free_at > blocked_until then blocked_until = free_at end
     end
   end
-  wanted_of[i] = wanted
+  members_of[i] = members
   keep_of[i] = keep
 end
 if blocked_until > 0 then return string.format('%.6f', blocked_until) end
 for i = 1, #KEYS - 1 do
-  for n = 1, wanted_of[i] do
-    redis.call('ZADD', KEYS[i], now, id .. ':' .. n)
+  for _, member in ipairs(members_of[i]) do
+    redis.call('ZADD', KEYS[i], now, member)
   end
   redis.call('PEXPIRE', KEYS[i], math.ceil(keep_of[i] * 1000) + 5000)
 end
@@ -110,62 +131,6 @@ _CLOSE = """
 local reopens = tonumber(ARGV[1])
 if tonumber(redis.call('GET', KEYS[1]) or '0') < reopens then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-return 0
-"""
-
-
-# KEYS: each kind's log, then the token's "closed until" key. ARGV: now, then per
-# kind: the entry's name, how long the log keeps entries, its window count, and per
-# window: span, limit. Moves each entry to `now` once every window has room for it
-# beside the other entries; returns 0, or when that will be (nothing moved).
-_RESTAMP = """
-local now = tonumber(ARGV[1])
-local blocked_until = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
-if blocked_until <= now then blocked_until = 0 end
-local at = 2
-local member_of = {}
-local keep_of = {}
-for i = 1, #KEYS - 1 do
-  local key = KEYS[i]
-  local member = ARGV[at]
-  local keep = tonumber(ARGV[at + 1])
-  local windows = tonumber(ARGV[at + 2])
-  at = at + 3
-  local own = tonumber(redis.call('ZSCORE', key, member) or '-1')
-  for w = 1, windows do
-    local span = tonumber(ARGV[at])
-    local limit = tonumber(ARGV[at + 1])
-    at = at + 2
-    local since = '(' .. string.format('%.6f', now - span)
-    local used = redis.call('ZCOUNT', key, since, '+inf')
-    if own > now - span then used = used - 1 end
-    local over = used + 1 - limit
-    if over > 0 then
-      -- the over-th oldest of the other entries in the window must leave it first
-      local free_at = now + span
-      local oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf',
-                                'WITHSCORES', 'LIMIT', 0, over + 1)
-      local seen = 0
-      for j = 1, #oldest, 2 do
-        if oldest[j] ~= member then
-          seen = seen + 1
-          if seen == over then
-            free_at = tonumber(oldest[j + 1]) + span
-            break
-          end
-        end
-      end
-      if free_at > blocked_until then blocked_until = free_at end
-    end
-  end
-  member_of[i] = member
-  keep_of[i] = keep
-end
-if blocked_until > 0 then return string.format('%.6f', blocked_until) end
-for i = 1, #KEYS - 1 do
-  redis.call('ZADD', KEYS[i], now, member_of[i])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(keep_of[i] * 1000) + 5000)
 end
 return 0
 """
@@ -192,7 +157,7 @@ def calls_for(job_type: str) -> dict[str, int]:
 
 def calls_after_fit(reservation: str) -> dict[str, str]:
     """A fit-predict's entries for the calls it makes after its fit (its prediction and
-    the test set's upload): by kind, the entry's name in the log."""
+    the test set's upload): by kind, the entry's name in the log (see `_names`)."""
     return {"predict": f"{reservation}:1", "upload": f"{reservation}:2"}
 
 
@@ -210,6 +175,33 @@ def new_reservation() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _place(
+    fingerprint: str, members: Mapping[str, list[str]], now: float | None
+) -> datetime | None:
+    """Run _PLACE for `members` (by kind, the entries' names)."""
+    now = time.time() if now is None else now
+    limits = get_settings().rate_limits()
+    keys: list[str] = []
+    argv: list[float | str] = [now]
+    for kind, names in members.items():
+        if not names:
+            continue
+        windows = limits[kind]
+        keys.append(_log_key(fingerprint, kind))
+        argv += [max(_span(w) for w, _ in windows), len(windows), len(names)]
+        for window_s, limit in windows:
+            argv += [_span(window_s), limit]
+        argv += names
+    keys.append(_closed_key(fingerprint))
+    answer = get_redis().eval(_PLACE, len(keys), *keys, *argv)
+    until = float(answer)
+    return None if until == 0 else datetime.fromtimestamp(until, UTC)
+
+
+def _names(reservation: str, wanted: int) -> list[str]:
+    return [f"{reservation}:{n}" for n in range(1, wanted + 1)]
+
+
 def reserve(
     fingerprint: str,
     calls: Mapping[str, int],
@@ -220,23 +212,9 @@ def reserve(
     """Reserve `calls` from the token's budget; None when reserved, else when to try again.
 
     `reservation` names the entries (`refund` takes them back by it)."""
-    now = time.time() if now is None else now
     reservation = reservation or new_reservation()
-    limits = get_settings().rate_limits()
-    keys: list[str] = []
-    argv: list[float | str] = [now, reservation]
-    for kind, wanted in calls.items():
-        if wanted <= 0:
-            continue
-        windows = limits[kind]
-        keys.append(_log_key(fingerprint, kind))
-        argv += [wanted, max(_span(w) for w, _ in windows), len(windows)]
-        for window_s, limit in windows:
-            argv += [_span(window_s), limit]
-    keys.append(_closed_key(fingerprint))
-    answer = get_redis().eval(_RESERVE, len(keys), *keys, *argv)
-    until = float(answer)
-    return None if until == 0 else datetime.fromtimestamp(until, UTC)
+    members = {kind: _names(reservation, wanted) for kind, wanted in calls.items()}
+    return _place(fingerprint, members, now)
 
 
 def restamp(
@@ -250,20 +228,7 @@ def restamp(
     entry would leave the window while the call is still to come, or long before the
     call does; moved to the call, the log holds the call where it is made.
     """
-    now = time.time() if now is None else now
-    limits = get_settings().rate_limits()
-    keys: list[str] = []
-    argv: list[float | str] = [now]
-    for kind, member in entries.items():
-        windows = limits[kind]
-        keys.append(_log_key(fingerprint, kind))
-        argv += [member, max(_span(w) for w, _ in windows), len(windows)]
-        for window_s, limit in windows:
-            argv += [_span(window_s), limit]
-    keys.append(_closed_key(fingerprint))
-    answer = get_redis().eval(_RESTAMP, len(keys), *keys, *argv)
-    until = float(answer)
-    return None if until == 0 else datetime.fromtimestamp(until, UTC)
+    return _place(fingerprint, {kind: [name] for kind, name in entries.items()}, now)
 
 
 def refund(fingerprint: str, calls: Mapping[str, int], *, reservation: str) -> None:
@@ -271,8 +236,7 @@ def refund(fingerprint: str, calls: Mapping[str, int], *, reservation: str) -> N
     pipe = get_redis().pipeline()
     for kind, wanted in calls.items():
         if wanted > 0:
-            members = [f"{reservation}:{n}" for n in range(1, wanted + 1)]
-            pipe.zrem(_log_key(fingerprint, kind), *members)
+            pipe.zrem(_log_key(fingerprint, kind), *_names(reservation, wanted))
     pipe.execute()
 
 
