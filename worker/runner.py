@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -275,12 +276,25 @@ def _await_predict_budget(lease: Lease, loaded: _Loaded) -> None:
     if time.monotonic() - lease.held_at < pacing.MARGIN_S:
         return  # a quick fit: the claim's stamp is as close to the call as the margin
     entries = pacing.calls_after_fit(reservation)
-    while (until := pacing.restamp(loaded.fingerprint, entries)) is not None:
+    while (until := _restamp(loaded.fingerprint, entries)) is not None:
         wait_s = until.timestamp() - time.time()
         if wait_s > min(WAIT_IN_PLACE_MAX_S, lease.remaining_s() / 2):
             raise _NoBudgetYet(until)
         if not _sleep_until(lease, until):
             raise _NoBudgetYet(until)  # the node is draining
+
+
+def _restamp(fingerprint: str, entries: dict[str, str]) -> datetime | None:
+    try:
+        return pacing.restamp(fingerprint, entries)
+    except redis.RedisError as exc:
+        # The budget lives in Redis; a job half done is not failed for its refinement.
+        # The claim's stamps stand, and a 429 that follows is a wait, as ever.
+        log.warning(
+            "upstream budget not checked before a prediction: Redis unavailable (%s)",
+            type(exc).__name__,
+        )
+        return None
 
 
 def _predict_after_fit(

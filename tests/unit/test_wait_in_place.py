@@ -109,3 +109,14 @@ def test_a_prediction_right_after_its_claim_keeps_the_claims_stamp(monkeypatch):
     calls = _answers(monkeypatch)
     runner._await_predict_budget(_lease(fitted_s=0.05), SimpleNamespace(fingerprint="fp"))
     assert calls == []  # within the log's margin of the claim: nothing to move
+
+
+def test_redis_down_does_not_fail_a_job_half_done(monkeypatch):
+    import redis
+
+    def restamp(fingerprint, entries):
+        raise redis.ConnectionError("Redis is down")
+
+    monkeypatch.setattr(runner.pacing, "restamp", restamp)
+    # The prediction goes ahead on the claim's stamps (a 429 would still be a wait).
+    runner._await_predict_budget(_lease(), SimpleNamespace(fingerprint="fp"))
