@@ -237,7 +237,7 @@ def _succeed_statement(*, with_model: bool) -> TextClause:
     per model column), it cost the worker more CPU than PostgreSQL spent running
     it. A lost claim matches no row: nothing is stored, no model inserted.
     """
-    returned = ", ".join(field.key for field in ENDED_FIELDS)
+    returned = ", ".join(column.key for column in ENDED_FIELDS)
     dialect = postgresql.dialect()
     modelled = ""
     if with_model:
