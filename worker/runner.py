@@ -262,26 +262,34 @@ class _NoBudgetYet(Exception):
         self.until = until
 
 
-def _await_predict_budget(lease: Lease, loaded: _Loaded) -> None:
+def _may_wait_in_place(lease: Lease, until: datetime) -> bool:
+    """Whether a wait until `until` is short enough to hold the job's slot for."""
+    return until.timestamp() - time.time() <= min(WAIT_IN_PLACE_MAX_S, lease.remaining_s() / 2)
+
+
+def _await_predict_budget(
+    lease: Lease, upstream: TabPFNUpstream, loaded: _Loaded, *, retry: bool = False
+) -> None:
     """Move the predict's and its upload's entries in the token's log from the claim to
     now, waiting in place while the window has no room for them (docs/scheduling.md).
 
     The claim reserved them; the fit between took seconds to minutes on the real
     cloud. Without this, a window's worth of later claims could be admitted while
-    this prediction is still to be sent, and meet a 429.
+    this prediction is still to be sent, and meet a 429. `retry`: the prediction is
+    sent again after a 429's wait, so its entries move to the new call whatever the
+    fit took (a claim that named no reservation reserves the call afresh).
     """
     reservation = lease.claim.reservation
     if reservation is None or not loaded.fingerprint:
+        if retry:
+            upstream.pace(pacing.calls_for(js.PREDICT))
         return
-    if time.monotonic() - lease.held_at < pacing.MARGIN_S:
+    if not retry and time.monotonic() - lease.held_at < pacing.MARGIN_S:
         return  # a quick fit: the claim's stamp is as close to the call as the margin
     entries = pacing.calls_after_fit(reservation)
     while (until := _restamp(loaded.fingerprint, entries)) is not None:
-        wait_s = until.timestamp() - time.time()
-        if wait_s > min(WAIT_IN_PLACE_MAX_S, lease.remaining_s() / 2):
-            raise _NoBudgetYet(until)
-        if not _sleep_until(lease, until):
-            raise _NoBudgetYet(until)  # the node is draining
+        if not _may_wait_in_place(lease, until) or not _sleep_until(lease, until):
+            raise _NoBudgetYet(until)  # too long a wait, or the node is draining
 
 
 def _restamp(fingerprint: str, entries: dict[str, str]) -> datetime | None:
@@ -302,23 +310,20 @@ def _predict_after_fit(
 ) -> tuple[dict[str, Any], dict | None]:
     """A fit-predict's predict step, when its token's window has room for it; a full
     rate window met anyway is waited out in place."""
-    _await_predict_budget(lease, loaded)
+    _await_predict_budget(lease, upstream, loaded)
     while True:
         try:
             return _predict(upstream, model, loaded.test, loaded.job.params)
         except Exception as exc:
             fault = classify_fault(exc)
             until = fault.wait_until if fault is not None else None
-            if until is None:
-                raise
-            wait_s = until.timestamp() - time.time()
-            if wait_s > min(WAIT_IN_PLACE_MAX_S, lease.remaining_s() / 2):
+            if until is None or not _may_wait_in_place(lease, until):
                 raise  # handed back by _handle_failure, to run again from its fit
             with session_scope() as session:
                 _hold_back_the_token(session, lease.claim, loaded, until, in_place=True)
             if not _sleep_until(lease, until):
                 raise  # the node is draining: handed back (its fit is lost, as before)
-            upstream.pace(pacing.calls_for(js.PREDICT))
+            _await_predict_budget(lease, upstream, loaded, retry=True)
 
 
 def _sleep_until(lease: Lease, until: datetime) -> bool:

@@ -69,6 +69,11 @@ def _lease(
     )
 
 
+# The upstream is only asked to reserve a retried prediction afresh when its claim
+# named no reservation.
+_UPSTREAM = SimpleNamespace(pace=lambda calls: pytest.fail("reserved afresh"))
+
+
 def _answers(monkeypatch, *answers) -> list:
     calls: list = []
     queue = list(answers)
@@ -84,7 +89,7 @@ def _answers(monkeypatch, *answers) -> list:
 def test_the_prediction_waits_in_place_until_the_window_has_room(monkeypatch):
     calls = _answers(monkeypatch, _in(0.3), None)
     started = time.monotonic()
-    runner._await_predict_budget(_lease(), SimpleNamespace(fingerprint="fp"))
+    runner._await_predict_budget(_lease(), _UPSTREAM, SimpleNamespace(fingerprint="fp"))
     assert time.monotonic() - started >= 0.25
     assert calls == [("fp", runner.pacing.calls_after_fit("r1"))] * 2
 
@@ -92,22 +97,28 @@ def test_the_prediction_waits_in_place_until_the_window_has_room(monkeypatch):
 def test_a_long_wait_hands_the_job_back_to_the_queue(monkeypatch):
     _answers(monkeypatch, _in(runner.WAIT_IN_PLACE_MAX_S + 30))
     with pytest.raises(runner._NoBudgetYet):
-        runner._await_predict_budget(_lease(), SimpleNamespace(fingerprint="fp"))
+        runner._await_predict_budget(_lease(), _UPSTREAM, SimpleNamespace(fingerprint="fp"))
     # ...as does a wait past half the job's remaining time.
     _answers(monkeypatch, _in(20))
     with pytest.raises(runner._NoBudgetYet):
-        runner._await_predict_budget(_lease(remaining_s=30), SimpleNamespace(fingerprint="fp"))
+        runner._await_predict_budget(
+            _lease(remaining_s=30), _UPSTREAM, SimpleNamespace(fingerprint="fp")
+        )
 
 
 def test_a_claim_without_a_reservation_is_not_checked(monkeypatch):
     calls = _answers(monkeypatch)
-    runner._await_predict_budget(_lease(reservation=None), SimpleNamespace(fingerprint="fp"))
+    runner._await_predict_budget(
+        _lease(reservation=None), _UPSTREAM, SimpleNamespace(fingerprint="fp")
+    )
     assert calls == []
 
 
 def test_a_prediction_right_after_its_claim_keeps_the_claims_stamp(monkeypatch):
     calls = _answers(monkeypatch)
-    runner._await_predict_budget(_lease(fitted_s=0.05), SimpleNamespace(fingerprint="fp"))
+    runner._await_predict_budget(
+        _lease(fitted_s=0.05), _UPSTREAM, SimpleNamespace(fingerprint="fp")
+    )
     assert calls == []  # within the log's margin of the claim: nothing to move
 
 
@@ -119,4 +130,22 @@ def test_redis_down_does_not_fail_a_job_half_done(monkeypatch):
 
     monkeypatch.setattr(runner.pacing, "restamp", restamp)
     # The prediction goes ahead on the claim's stamps (a 429 would still be a wait).
-    runner._await_predict_budget(_lease(), SimpleNamespace(fingerprint="fp"))
+    runner._await_predict_budget(_lease(), _UPSTREAM, SimpleNamespace(fingerprint="fp"))
+
+
+def test_a_prediction_sent_again_after_a_429_moves_its_entries_to_the_new_call(monkeypatch):
+    calls = _answers(monkeypatch, None)
+    runner._await_predict_budget(
+        _lease(fitted_s=0.05), _UPSTREAM, SimpleNamespace(fingerprint="fp"), retry=True
+    )
+    assert calls == [("fp", runner.pacing.calls_after_fit("r1"))]  # however quick the fit
+
+
+def test_a_retry_without_a_reservation_reserves_the_call_afresh(monkeypatch):
+    calls = _answers(monkeypatch)
+    paced: list = []
+    upstream = SimpleNamespace(pace=paced.append)
+    runner._await_predict_budget(
+        _lease(reservation=None), upstream, SimpleNamespace(fingerprint="fp"), retry=True
+    )
+    assert (calls, paced) == ([], [runner.pacing.calls_for("predict")])
