@@ -10,12 +10,17 @@
   slot that wakes keeps running jobs while there are any). A spare wake-up is
   harmless: it claims by the scheduler's policy, and claiming is atomic.
 - Work that waits for a window or a backoff gets a wake-up for when it ends.
+
+Every age is read on PostgreSQL's clock, the one that stamped the heartbeats:
+a sweeping node whose own clock ran a minute ahead would otherwise take every
+live run for lost, and queue it again beside the worker still running it.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+
+from sqlalchemy import func, select
 
 from shared.core.config import get_settings
 from shared.core.db import session_scope
@@ -32,8 +37,8 @@ log = logging.getLogger(__name__)
 def sweep() -> int:
     """Run one sweep; returns how many jobs were sent to the workers."""
     settings = get_settings()
-    now = datetime.now(UTC)
     with session_scope() as session:
+        now = session.execute(select(func.now())).scalar_one()
         lease = {"lease_timeout_s": settings.lease_timeout_s, "max_attempts": settings.max_attempts}
         failed = fail_abandoned_runs(session=session, **lease, now=now)
         for ended in failed:

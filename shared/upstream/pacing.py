@@ -24,6 +24,12 @@ one job to the next, and a window's worth of calls must not reach the upstream
 less than a window apart. A 429 that comes anyway is a wait (see
 worker.runner), not a failure.
 
+Every entry is stamped on Redis's clock (`TIME` inside the scripts), not on
+the clock of the node that reserved it: the nodes of a fleet share one log, and
+a node whose clock ran half a second behind the others would otherwise see
+their entries leave the window half a second early, and spend a window's calls
+twice within it. Times go back to the caller on its own clock (`_Clock`).
+
 Keys hold a keyed hash of the token (`token_fingerprint`), never the token:
 everything sent with one token shares one budget, whichever user sent it.
 """
@@ -54,15 +60,26 @@ def _span(window_s: float) -> float:
     return window_s + max(MARGIN_S, window_s * _MARGIN_FRACTION)
 
 
-# Places entries in a token's logs at `now`: new ones (a reservation) or ones already
+# Redis's clock in a script, in seconds; or the caller's `now` when it gave one (tests).
+_NOW = """
+local function clock(given)
+  if given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+# Places entries in a token's logs at now: new ones (a reservation) or ones already
 # there (a reservation's later calls, moved to when they are made). KEYS: each kind's
-# log, then the token's "closed until" key. ARGV: now, then per kind: how long its
-# log keeps entries, its window count, its entry count, per window: span, limit,
-# then the entries' names. Every window must have room for the entries beside the
-# log's other entries; returns 0 (placed), or when every window will have room
-# (nothing placed).
-_PLACE = """
-local now = tonumber(ARGV[1])
+# log, then the token's "closed until" key. ARGV: now ('' for Redis's clock), then per
+# kind: how long its log keeps entries, its window count, its entry count, per
+# window: span, limit, then the entries' names. Every window must have room for the
+# entries beside the log's other entries; returns {0 (placed) or when every window
+# will have room (nothing placed), now}.
+_PLACE = (
+    _NOW
+    + """
+local now = clock(ARGV[1])
 local blocked_until = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
 if blocked_until <= now then blocked_until = 0 end
 local at = 2
@@ -115,25 +132,51 @@ for i = 1, #KEYS - 1 do
   members_of[i] = members
   keep_of[i] = keep
 end
-if blocked_until > 0 then return string.format('%.6f', blocked_until) end
+local stamp = string.format('%.6f', now)
+if blocked_until > 0 then return {string.format('%.6f', blocked_until), stamp} end
 for i = 1, #KEYS - 1 do
   for _, member in ipairs(members_of[i]) do
     redis.call('ZADD', KEYS[i], now, member)
   end
   redis.call('PEXPIRE', KEYS[i], math.ceil(keep_of[i] * 1000) + 5000)
 end
-return 0
+return {'0', stamp}
 """
+)
 
-# KEYS: the token's "closed until" key. ARGV: when it reopens (epoch seconds), its
-# lifetime in ms. Never moves an existing closing earlier.
-_CLOSE = """
-local reopens = tonumber(ARGV[1])
+# KEYS: the token's "closed until" key. ARGV: now ('' for Redis's clock), how long
+# until it reopens (seconds), its lifetime in ms. Never moves an existing closing earlier.
+_CLOSE = (
+    _NOW
+    + """
+local reopens = clock(ARGV[1]) + tonumber(ARGV[2])
 if tonumber(redis.call('GET', KEYS[1]) or '0') < reopens then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], string.format('%.6f', reopens), 'PX', ARGV[3])
 end
 return 0
 """
+)
+
+
+class _Clock:
+    """Turns times on the log's clock into the caller's.
+
+    With no `now`, the log's clock is Redis's: a time it answers becomes the same
+    distance from the caller's clock, read when the answer came back. With `now`
+    (tests), the log runs on the caller's times as given.
+    """
+
+    def __init__(self, now: float | None) -> None:
+        self.given = now
+
+    @property
+    def argument(self) -> str | float:
+        return "" if self.given is None else self.given
+
+    def to_caller(self, moment: float, log_now: float) -> datetime:
+        if self.given is None:
+            moment = time.time() + (moment - log_now)
+        return datetime.fromtimestamp(moment, UTC)
 
 
 @dataclass(frozen=True)
@@ -179,10 +222,10 @@ def _place(
     fingerprint: str, members: Mapping[str, list[str]], now: float | None
 ) -> datetime | None:
     """Run _PLACE for `members` (by kind, the entries' names)."""
-    now = time.time() if now is None else now
+    clock = _Clock(now)
     limits = get_settings().rate_limits()
     keys: list[str] = []
-    argv: list[float | str] = [now]
+    argv: list[float | str] = [clock.argument]
     for kind, names in members.items():
         if not names:
             continue
@@ -193,9 +236,8 @@ def _place(
             argv += [_span(window_s), limit]
         argv += names
     keys.append(_closed_key(fingerprint))
-    answer = get_redis().eval(_PLACE, len(keys), *keys, *argv)
-    until = float(answer)
-    return None if until == 0 else datetime.fromtimestamp(until, UTC)
+    until, log_now = (float(v) for v in get_redis().eval(_PLACE, len(keys), *keys, *argv))
+    return None if until == 0 else clock.to_caller(until, log_now)
 
 
 def _names(reservation: str, wanted: int) -> list[str]:
@@ -209,9 +251,11 @@ def reserve(
     now: float | None = None,
     reservation: str | None = None,
 ) -> datetime | None:
-    """Reserve `calls` from the token's budget; None when reserved, else when to try again.
+    """Reserve `calls` from the token's budget; None when reserved, else when to try again
+    (on the caller's clock).
 
-    `reservation` names the entries (`refund` takes them back by it)."""
+    `reservation` names the entries (`refund` takes them back by it). `now` (tests)
+    stamps them at that moment instead of on Redis's clock."""
     reservation = reservation or new_reservation()
     members = {kind: _names(reservation, wanted) for kind, wanted in calls.items()}
     return _place(fingerprint, members, now)
@@ -247,17 +291,19 @@ def exhaust(fingerprint: str, until: datetime) -> None:
     hour window) is the scheduler's pause of the token's users in Postgres, which
     this backs up for jobs of other users with the same token.
     """
-    now = time.time()
     minute = min(windows[0][0] for windows in get_settings().rate_limits().values())
-    wait = until.timestamp() - now
+    wait = until.timestamp() - time.time()  # `until` is on this node's clock; Redis's differs
     if 0 < wait <= _span(minute):
         ttl_ms = int(wait * 1000) + 1000
-        get_redis().eval(_CLOSE, 1, _closed_key(fingerprint), until.timestamp(), ttl_ms)
+        get_redis().eval(_CLOSE, 1, _closed_key(fingerprint), "", wait, ttl_ms)
 
 
 def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]:
     """The token's budgets in the current windows, for GET /usage."""
-    now = time.time() if now is None else now
+    clock = _Clock(now)
+    if now is None:
+        seconds, micros = get_redis().time()
+        now = seconds + micros / 1_000_000
     limits = get_settings().rate_limits()
     # Settings.rate_limits lists each kind's windows as (minute, hour).
     entries = [
@@ -288,7 +334,7 @@ def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]
                 window_s=window_s,
                 limit=limit,
                 used=min(limit, used),
-                resets_at=datetime.fromtimestamp(resets, UTC),
+                resets_at=clock.to_caller(resets, now),
             )
         )
     return uses

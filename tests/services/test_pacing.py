@@ -77,17 +77,23 @@ def test_a_refund_gives_back_exactly_its_own_calls(three_fits_a_minute):
     assert pacing.reserve(fingerprint, FITS, now=now + 0.02) is not None
 
 
+def _near(moment: datetime | None, expected: datetime) -> bool:
+    # Redis's clock goes back to the caller's: the same moment, give or take the
+    # microseconds between the two clocks' readings.
+    return moment is not None and abs((moment - expected).total_seconds()) < 0.05
+
+
 def test_a_429_closes_the_tokens_budget_until_the_window_reopens(three_fits_a_minute):
     fingerprint = _token()
     until = datetime.fromtimestamp(datetime.now(UTC).timestamp() + 30, UTC)
     pacing.exhaust(fingerprint, until)
-    assert pacing.reserve(fingerprint, FITS) == until
-    assert pacing.reserve(fingerprint, {"upload": 1}) == until  # every kind of the token
+    assert _near(pacing.reserve(fingerprint, FITS), until)
+    assert _near(pacing.reserve(fingerprint, {"upload": 1}), until)  # every kind of the token
     fit_minute = next(
         w for w in pacing.window_use(fingerprint) if (w.kind, w.window) == ("fit", "minute")
     )
-    assert (fit_minute.used, fit_minute.resets_at) == (3, until)
-    assert pacing.reserve(fingerprint, FITS, now=until.timestamp() + 0.01) is None
+    assert fit_minute.used == 3 and _near(fit_minute.resets_at, until)
+    assert pacing.reserve(fingerprint, FITS, now=until.timestamp() + 0.05) is None
     assert pacing.reserve(_token(), FITS) is None  # other tokens are not touched
 
 
@@ -151,3 +157,34 @@ def test_a_claim_names_its_reservation(services):
         entries = pacing.calls_after_fit(claim.reservation)
         assert pacing.reserve(fingerprint, {"predict": 1}) is not None
         assert pacing.restamp(fingerprint, entries) is None
+
+
+def _on_a_clock(monkeypatch, skew_s: float) -> None:
+    """This process is now a node whose clock runs `skew_s` ahead of the others'."""
+    real = pacing.time.time
+    monkeypatch.setattr(pacing.time, "time", lambda: real() + skew_s)
+
+
+@pytest.mark.parametrize("skew_s", [-5.0, 61.0])
+def test_nodes_with_clocks_apart_share_one_log(three_fits_a_minute, monkeypatch, skew_s):
+    """A fleet's nodes stamp the log on Redis's clock, so none of them sees another's
+    calls leave the window early, or late, because its own clock is off."""
+    fingerprint = _token()
+    assert pacing.reserve(fingerprint, {"fit": 3}) is None  # a node with the right time
+    _on_a_clock(monkeypatch, skew_s)
+    # Stamped and counted on its own clock, a node a minute ahead would see those
+    # calls gone and spend a fourth call in their window (a 429 upstream); one 5 s
+    # behind would tell its jobs to come back 5 s late.
+    until = pacing.reserve(fingerprint, FITS)
+    # On this node's clock: a minute (and its margin) after the calls, as it reads now.
+    expected = datetime.fromtimestamp(pacing.time.time() + SPAN, UTC)
+    assert _near(until, expected)
+    fit_minute = next(
+        w for w in pacing.window_use(fingerprint) if (w.kind, w.window) == ("fit", "minute")
+    )
+    assert fit_minute.used == 3 and _near(fit_minute.resets_at, expected)
+    # A 429 it meets closes the token for as long as the upstream said, on every node.
+    pacing.exhaust(fingerprint, datetime.fromtimestamp(pacing.time.time() + 30, UTC))
+    monkeypatch.undo()
+    reopens = datetime.fromtimestamp(pacing.time.time() + 30, UTC)
+    assert _near(pacing.reserve(fingerprint, {"upload": 1}), reopens)
