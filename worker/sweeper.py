@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import func, select
-
 from shared.core.config import get_settings
-from shared.core.db import session_scope
+from shared.core.db import database_now, session_scope
 from shared.jobs import states as js
 from shared.jobs.events import job_changed
 from shared.jobs.lifecycle import job_ended
@@ -38,7 +36,7 @@ def sweep() -> int:
     """Run one sweep; returns how many jobs were sent to the workers."""
     settings = get_settings()
     with session_scope() as session:
-        now = session.execute(select(func.now())).scalar_one()
+        now = database_now(session)
         lease = {"lease_timeout_s": settings.lease_timeout_s, "max_attempts": settings.max_attempts}
         failed = fail_abandoned_runs(session=session, **lease, now=now)
         for ended in failed:

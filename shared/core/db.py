@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import ColumnElement, Connection, Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.core import pool_liveness
@@ -112,3 +114,18 @@ def open_pool(connections: int) -> None:
     finally:
         for connection in opened:
             connection.close()  # back to the pool, still open
+
+
+def on_database_clock(moment: datetime) -> ColumnElement[datetime]:
+    """`moment`, read on this node's clock, as the same distance from PostgreSQL's now().
+
+    A stored moment that PostgreSQL compares with its now() (a backoff's end, a
+    pause's) is set on PostgreSQL's clock, so a node whose own clock is off moves
+    it by nothing more than the time the statement takes to arrive.
+    """
+    return func.now() + timedelta(seconds=moment.timestamp() - time.time())
+
+
+def database_now(session: Session) -> datetime:
+    """PostgreSQL's now(): the clock that stamps heartbeats and compares stored moments."""
+    return session.execute(select(func.now())).scalar_one()

@@ -12,13 +12,14 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, TextClause, bindparam, func, text, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from shared.core.db import on_database_clock
 from shared.core.errors import WorkerLost
 from shared.jobs import states as js
 from shared.jobs.events import FINAL_FIELDS, job_changed
@@ -329,7 +330,7 @@ def requeue_job(*, session: Session, claim: Claim, code: str, message: str, dela
             stage=None,
             error_code=code,
             error_message=message,
-            run_after=datetime.now(UTC) + timedelta(seconds=delay_s),
+            run_after=func.now() + timedelta(seconds=delay_s),  # on the database's clock
             wait_reason=WAIT_RETRY_BACKOFF,
         ),
         _claimed(claim),
@@ -360,7 +361,9 @@ def wait_for_window(*, session: Session, claim: Claim, until: datetime) -> bool:
     A wait, not a failure: the attempt the claim counted is given back, so a
     burst paced by the upstream never spends a job's MAX_ATTEMPTS.
     """
-    return _give_back(claim, session, run_after=until, wait_reason=WAIT_UPSTREAM_RATE_LIMIT)
+    return _give_back(
+        claim, session, run_after=on_database_clock(until), wait_reason=WAIT_UPSTREAM_RATE_LIMIT
+    )
 
 
 def hand_back(*, session: Session, claim: Claim) -> bool:

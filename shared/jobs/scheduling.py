@@ -19,6 +19,7 @@ never claimed twice and a cap never overrun.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -95,10 +96,12 @@ _LOCK_USER = text(_USER_LOCK_SQL + " SKIP LOCKED")
 _WAIT_FOR_USER = text(_USER_LOCK_SQL)
 _LOCK_WAIT = text("SET LOCAL lock_timeout = '2s'")
 _LOCK_NOT_AVAILABLE = "55P03"  # what PostgreSQL raises when lock_timeout runs out
+# The pause ends `:wait_s` from PostgreSQL's now(), the clock that compares it.
 _PAUSE = text(
     """
-    UPDATE users SET upstream_paused_until = :until
-    WHERE id = :user_id AND (upstream_paused_until IS NULL OR upstream_paused_until < :until)
+    UPDATE users SET upstream_paused_until = now() + make_interval(secs => :wait_s)
+    WHERE id = :user_id AND (upstream_paused_until IS NULL
+                             OR upstream_paused_until < now() + make_interval(secs => :wait_s))
     """
 )
 
@@ -269,7 +272,8 @@ def claim_next(*, first_free: bool = False) -> Pick:
 
 def pause_user(*, session: Session, user_id: uuid.UUID, until: datetime) -> None:
     """Hold all of a user's jobs until `until` (the upstream's rate window reopens)."""
-    session.execute(_PAUSE, {"user_id": user_id, "until": until})
+    wait_s = until.timestamp() - time.time()  # `until` is on this node's clock
+    session.execute(_PAUSE, {"user_id": user_id, "wait_s": wait_s})
 
 
 def next_wake_up(*, session: Session) -> datetime | None:

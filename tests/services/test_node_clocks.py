@@ -1,8 +1,9 @@
-"""The sweeper on real PostgreSQL and Redis (worker/sweeper.py): a run is lost when its
-heartbeat is older than the lease on the database's clock, whatever the sweeping
-node's own clock says.
+"""A node whose clock is off, on real PostgreSQL and Redis: the sweeper (worker/sweeper.py)
+ages runs on the database's clock, and the moments a node stores (a 429's pause, a
+retry's backoff) are set on it too (docs/scheduling.md, "One clock for the fleet").
+The token budget's clock is tested in test_pacing.py.
 
-Sends to the broker are recorded instead of published; everything else is real.
+Sends to the broker are dropped instead of published; everything else is real.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import time_machine
 from sqlalchemy import select, text
 
 from shared import queue
-from shared.core.db import session_scope
+from shared.core.db import database_now, session_scope
 from shared.jobs import states as js
-from shared.jobs.scheduling import claim_next
-from shared.models import Job
+from shared.jobs.lifecycle import requeue_job
+from shared.jobs.scheduling import claim_next, pause_user
+from shared.models import Job, User
 from tests.services.test_scheduling import LIMITS, make_jobs, make_user
 from tests.support.inprocess import configured
 from worker.sweeper import sweep
@@ -54,3 +56,25 @@ def test_a_node_whose_clock_runs_ahead_takes_no_live_run_for_lost(sweeping):
     with time_machine.travel(datetime.now(UTC) - timedelta(seconds=10 * LEASE_S), tick=True):
         sweep()
     assert _state(job_id) == (js.QUEUED, 1)
+
+
+AHEAD = timedelta(minutes=10)
+
+
+def test_a_pause_and_a_backoff_a_node_stores_are_on_the_databases_clock(sweeping):
+    user_id = make_user()
+    [job_id] = make_jobs(user_id, 1)
+    claim = claim_next().claim
+    assert claim is not None
+    with time_machine.travel(datetime.now(UTC) + AHEAD, tick=True), session_scope() as session:
+        # A 429 said 30 s; a transient fault's backoff is 20 s: on this node's clock.
+        reopens = datetime.now(UTC) + timedelta(seconds=30)
+        pause_user(session=session, user_id=user_id, until=reopens)
+        assert requeue_job(session=session, claim=claim, code="x", message="x", delay_s=20)
+    with session_scope() as session:
+        now = database_now(session)
+        paused = session.scalar(select(User.upstream_paused_until).where(User.id == user_id))
+        run_after = session.scalar(select(Job.run_after).where(Job.id == job_id))
+    # 30 s and 20 s from the database's now, not ten minutes more.
+    assert abs((paused - now).total_seconds() - 30) < 2
+    assert abs((run_after - now).total_seconds() - 20) < 2
