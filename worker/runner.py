@@ -543,28 +543,45 @@ def retry_delay(attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _wait_for_window(claim: Claim, loaded: _Loaded, until: datetime) -> RunOutcome:
-    """The upstream's rate window is full: the job waits for it, its user's other jobs too."""
+def _wait_for_window(
+    claim: Claim, loaded: _Loaded, until: datetime, *, met_429: bool = True
+) -> RunOutcome:
+    """The token's window is full: the job waits for it, its user's other jobs too.
+
+    `met_429`: the upstream said so. Otherwise the token's own log did (a
+    fit-predict's prediction found no room before the in-place bound, or its node
+    began to drain): the log already holds the token's other calls back, so it is
+    not closed for every kind of call as after a 429."""
     with session_scope() as session:
         if not wait_for_window(session=session, claim=claim, until=until):
             return RunOutcome()  # canceled or taken over meanwhile
         # With the hand-back, in one commit.
-        _hold_back_the_token(session, claim, loaded, until, in_place=False)
+        _hold_back_the_token(session, claim, loaded, until, in_place=False, met_429=met_429)
     return RunOutcome()
 
 
 def _hold_back_the_token(
-    session: Session, claim: Claim, loaded: _Loaded, until: datetime, *, in_place: bool
+    session: Session,
+    claim: Claim,
+    loaded: _Loaded,
+    until: datetime,
+    *,
+    in_place: bool,
+    met_429: bool = True,
 ) -> None:
-    """The upstream's window is full until `until`: the user's other jobs wait (paused in
-    the scheduler, the token's budget counted spent) and a slot looks again then.
-    `in_place`: the job itself waits in its slot rather than in the queue."""
+    """The token's window is full until `until`: the user's other jobs wait (paused in
+    the scheduler; after a 429, the token's budget counted spent) and a slot looks
+    again then. `in_place`: the job itself waits in its slot rather than in the queue."""
     pause_user(session=session, user_id=loaded.job.user_id, until=until)
-    pacing.exhaust(loaded.fingerprint, until)
+    if met_429:
+        pacing.exhaust(loaded.fingerprint, until)
     wake_at(until)  # a wake-up for later: sent now, harmless should the commit fail
     log.info(
-        "job %s: upstream rate window full; waits %suntil %s",
+        "job %s: %s; waits %suntil %s",
         claim.job_id,
+        "upstream rate window full"
+        if met_429
+        else "no room in the token's rate window for its prediction",
         "in place (its fit kept) " if in_place else "",
         until.isoformat(),
         extra={
@@ -578,7 +595,7 @@ def _hold_back_the_token(
 
 def _handle_failure(claim: Claim, exc: Exception, loaded: _Loaded | None) -> RunOutcome:
     if isinstance(exc, _NoBudgetYet) and loaded is not None:
-        return _wait_for_window(claim, loaded, exc.until)
+        return _wait_for_window(claim, loaded, exc.until, met_429=False)
     fault = None if isinstance(exc, ServiceError) else classify_fault(exc)
     if fault is not None and fault.wait_until is not None and loaded is not None:
         return _wait_for_window(claim, loaded, fault.wait_until)

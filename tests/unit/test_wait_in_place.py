@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -149,3 +150,38 @@ def test_a_retry_without_a_reservation_reserves_the_call_afresh(monkeypatch):
         _lease(reservation=None), upstream, SimpleNamespace(fingerprint="fp"), retry=True
     )
     assert (calls, paced) == ([], [runner.pacing.calls_for("predict")])
+
+
+# What a hand-back does to the token: after a 429 the upstream closed it for every
+# kind of call; when the token's own log had no room for a prediction, the log
+# already holds its other calls back, and a fit-only job may still have room.
+
+
+def _hand_back(monkeypatch, exc: Exception) -> list:
+    done: list = []
+
+    @contextmanager
+    def session_scope():
+        yield "session"
+
+    monkeypatch.setattr(runner, "session_scope", session_scope)
+    monkeypatch.setattr(runner, "wait_for_window", lambda **kw: done.append("queued") or True)
+    monkeypatch.setattr(runner, "pause_user", lambda **kw: done.append("paused"))
+    monkeypatch.setattr(runner, "wake_at", lambda until: done.append("wake-up"))
+    monkeypatch.setattr(runner.pacing, "exhaust", lambda fp, until: done.append("closed"))
+    monkeypatch.setattr(runner, "classify_fault", lambda exc: getattr(exc, "fault", None))
+    loaded = SimpleNamespace(job=SimpleNamespace(user_id="u"), fingerprint="fp")
+    claim = SimpleNamespace(job_id="j", attempt=1)
+    runner._handle_failure(claim, exc, loaded)
+    return done
+
+
+def test_no_room_for_a_prediction_hands_back_without_closing_the_token(monkeypatch):
+    done = _hand_back(monkeypatch, runner._NoBudgetYet(_in(120)))
+    assert done == ["queued", "paused", "wake-up"]
+
+
+def test_a_429_hands_back_and_closes_the_token(monkeypatch):
+    met = Exception("429")
+    met.fault = SimpleNamespace(wait_until=_in(120))
+    assert _hand_back(monkeypatch, met) == ["queued", "paused", "closed", "wake-up"]
