@@ -124,9 +124,6 @@ def _record(
     outcome: str,
     delay_s: float | None,
 ) -> None:
-    next_attempt_at = None
-    if outcome == PENDING:
-        next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay_s or 0)
     with session_scope() as session:
         record_attempt(
             session=session,
@@ -135,7 +132,7 @@ def _record(
             latency_ms=latency_ms,
             error=error,
             outcome=outcome,
-            next_attempt_at=next_attempt_at,
+            retry_in_s=delay_s,
         )
 
 

@@ -6,7 +6,7 @@ Recording events and redelivery (the API's side) are in shared.webhooks.events.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -51,9 +51,10 @@ def record_attempt(
     latency_ms: int,
     error: str | None,
     outcome: str,
-    next_attempt_at: datetime | None,
+    retry_in_s: float | None,
 ) -> None:
-    """Log one attempt and move the delivery on: pending until `next_attempt_at`, or done."""
+    """Log one attempt and move the delivery on: pending for `retry_in_s` more seconds
+    (from PostgreSQL's now(), the clock that finds it due), or done."""
     session.add(
         WebhookAttempt(
             delivery_id=delivery_id,
@@ -62,10 +63,11 @@ def record_attempt(
             error=error,
         )
     )
-    values: dict = {"status": outcome, "next_attempt_at": next_attempt_at}
-    if outcome != PENDING:
+    values: dict = {"status": outcome, "next_attempt_at": None}
+    if outcome == PENDING:
+        values["next_attempt_at"] = func.now() + timedelta(seconds=retry_in_s or 0)
+    else:
         values["completed_at"] = func.now()
-        values["next_attempt_at"] = None
     session.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
     )

@@ -1,7 +1,8 @@
-"""A node whose clock is off, on real PostgreSQL and Redis: the sweeper (worker/sweeper.py)
-ages runs on the database's clock, and the moments a node stores (a 429's pause, a
-retry's backoff) are set on it too (docs/scheduling.md, "One clock for the fleet").
-The token budget's clock is tested in test_pacing.py.
+"""A node whose clock is off, on real PostgreSQL and Redis: the sweeper
+(worker/sweeper.py) ages runs on the database's clock, and the moments a node
+stores (a 429's pause, a retry's backoff, a webhook's next try) are set on it too
+(docs/scheduling.md, "One clock for the fleet"). The token budget's clock is
+tested in test_pacing.py.
 
 Sends to the broker are dropped instead of published; everything else is real.
 """
@@ -20,7 +21,8 @@ from shared.core.db import database_now, session_scope
 from shared.jobs import states as js
 from shared.jobs.lifecycle import requeue_job
 from shared.jobs.scheduling import claim_next, pause_user
-from shared.models import Job, User
+from shared.models import Job, User, WebhookDelivery
+from shared.webhooks.deliveries import record_attempt
 from tests.services.test_scheduling import LIMITS, make_jobs, make_user
 from tests.support.inprocess import configured
 from worker.sweeper import sweep
@@ -78,3 +80,35 @@ def test_a_pause_and_a_backoff_a_node_stores_are_on_the_databases_clock(sweeping
     # 30 s and 20 s from the database's now, not ten minutes more.
     assert abs((paused - now).total_seconds() - 30) < 2
     assert abs((run_after - now).total_seconds() - 20) < 2
+
+
+def test_a_webhook_retry_a_node_schedules_is_due_on_the_databases_clock(sweeping):
+    [job_id] = make_jobs(make_user(), 1)
+    with session_scope() as session:
+        delivery = WebhookDelivery(
+            job_id=job_id,
+            event_id="msg_clock",
+            event_type="job.succeeded",
+            url="https://example.com/hook",
+            payload="{}",
+            status="pending",
+        )
+        session.add(delivery)
+        session.flush()
+        delivery_id = delivery.id
+    with time_machine.travel(datetime.now(UTC) + AHEAD, tick=True), session_scope() as session:
+        record_attempt(
+            session=session,
+            delivery_id=delivery_id,
+            status_code=503,
+            latency_ms=5,
+            error=None,
+            outcome="pending",
+            retry_in_s=20,
+        )
+    with session_scope() as session:
+        now = database_now(session)
+        due = session.scalar(
+            select(WebhookDelivery.next_attempt_at).where(WebhookDelivery.id == delivery_id)
+        )
+    assert abs((due - now).total_seconds() - 20) < 2
