@@ -48,7 +48,8 @@ API_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("response serialization", ("serialize_response", "jsonable_encoder", "render (")),
-    ("logging", ("logging/", "pythonjsonlogger", "request_log")),
+    # The request log's own call, not its middleware: every request passes through that.
+    ("logging", ("logging/", "pythonjsonlogger", "_log_request (api/request_log")),
     (
         "HTTP server + framework (uvicorn, starlette, anyio)",
         ("uvicorn/", "starlette/", "anyio/", "h11", "httptools", "asyncio/"),
