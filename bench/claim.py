@@ -1,4 +1,5 @@
-"""Claim time at scale: shared.jobs.scheduling.claim_next(), 100,000 queued jobs, 1,000 users.
+"""Claim time at scale: shared.jobs.scheduling.claim_next(), 100,000 queued jobs, 1,000 users;
+and a few busy users among 20,000 idle accounts (most of a service's accounts are idle).
 
 The parent (`bench_claim`) makes a database of its own, migrates it with the
 real command, and runs `python -m bench.claim` with DATABASE_URL, REDIS_URL and
@@ -25,8 +26,11 @@ from cli.throwaway import UNPACED, create_database, drop_database, migrate
 TOKENS = 8  # a few encrypted tokens, reused: Fernet is not what is measured
 
 
-def bench_claim(stack: BenchStack, *, jobs: int, users: int, claims: int) -> dict:
-    print(f"[bench {time.strftime('%H:%M:%S')}] claim: {jobs} queued jobs over {users} users")
+def bench_claim(stack: BenchStack, *, jobs: int, users: int, claims: int, idle: int = 0) -> dict:
+    print(
+        f"[bench {time.strftime('%H:%M:%S')}] claim: {jobs} queued jobs over {users} users"
+        + (f", beside {idle} idle accounts" if idle else "")
+    )
     url = create_database(stack.admin_database_url)
     try:
         migrate(url)
@@ -39,7 +43,7 @@ def bench_claim(stack: BenchStack, *, jobs: int, users: int, claims: int) -> dic
             **UNPACED,
         }
         answer = subprocess.run(
-            [sys.executable, "-m", "bench.claim", str(jobs), str(users), str(claims)],
+            [sys.executable, "-m", "bench.claim", str(jobs), str(users), str(claims), str(idle)],
             cwd=ROOT_DIR,
             env=env,
             capture_output=True,
@@ -53,7 +57,7 @@ def bench_claim(stack: BenchStack, *, jobs: int, users: int, claims: int) -> dic
         drop_database(stack.admin_database_url, url)
 
 
-def _populate(engine, jobs: int, users: int) -> float:
+def _populate(engine, jobs: int, users: int, idle: int) -> float:
     from sqlalchemy import text
 
     from shared.accounts.security import encrypt_secret
@@ -88,6 +92,16 @@ def _populate(engine, jobs: int, users: int) -> float:
                 """
             ),
             {"jobs": jobs, "users": users},
+        )
+        # Accounts with no job queued, never served (so first in served order).
+        connection.execute(
+            text(
+                """
+                INSERT INTO users (id, tabpfn_token_encrypted, webhook_secret_encrypted)
+                SELECT gen_random_uuid(), :token, :webhook FROM generate_series(1, :idle)
+                """
+            ),
+            {"token": tokens[0], "webhook": webhook, "idle": idle},
         )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM ANALYZE users"))
@@ -126,12 +140,12 @@ def _time_candidates(engine, n: int) -> list[float]:
 
 
 def main() -> None:
-    jobs, users, claims = (int(a) for a in sys.argv[1:4])
+    jobs, users, claims, idle = (int(a) for a in sys.argv[1:5])
     from shared.core.db import get_engine
     from shared.jobs.scheduling import claim_next
 
     engine = get_engine()
-    populate_s = _populate(engine, jobs, users)
+    populate_s = _populate(engine, jobs, users, idle)
     started = time.perf_counter()
     first = claim_next()
     first_s = time.perf_counter() - started
@@ -149,6 +163,7 @@ def main() -> None:
             {
                 "jobs": jobs,
                 "users": users,
+                "idle": idle,
                 "claims": claims,
                 "populate_s": populate_s,
                 "first_claim_s": first_s,

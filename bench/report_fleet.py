@@ -318,10 +318,30 @@ def _claim(add, r: dict) -> None:
             f"| the candidates query alone (one connection) | {r['query_p50_s'] * 1000:.2f} ms "
             f"| {r['query_p99_s'] * 1000:.2f} ms | |"
         )
+    idle = r.get("idle_accounts")
+    if idle:
+        add(
+            f"| the whole claim, {idle['jobs']:,} jobs over {idle['users']} users beside "
+            f"{idle['idle']:,} idle accounts | {idle['p50_s'] * 1000:.2f} ms "
+            f"| {idle['p99_s'] * 1000:.2f} ms | {idle['max_s'] * 1000:.2f} ms |"
+        )
+        add(
+            f"| the candidates query alone, beside {idle['idle']:,} idle accounts "
+            f"| {idle['query_p50_s'] * 1000:.2f} ms | {idle['query_p99_s'] * 1000:.2f} ms | |"
+        )
     add("")
+    if idle:
+        add(
+            "Idle accounts (no job queued, never served: first in served order) are what a "
+            "service has most of. Before session 19 the candidates query walked every account "
+            "in served order: 48–281 ms a look with 20,000 of them beside one busy user "
+            "(docs/scheduling.md)."
+        )
+        add("")
+    worst = max(r["p99_s"], idle["p99_s"]) if idle else r["p99_s"]
     add(
         f"Target: a few ms (p99 ≤ {CLAIM_TARGET_S * 1000:.0f} ms) — "
-        f"{_met(r['p99_s'] <= CLAIM_TARGET_S)}."
+        f"{_met(worst <= CLAIM_TARGET_S)}."
     )
     add("")
     add("The candidates query, `EXPLAIN (ANALYZE, BUFFERS)` after the claims:")

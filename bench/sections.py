@@ -38,12 +38,22 @@ def fleet_sections(
             jobs_per_client=1 if quick else 2,
             concurrency=4 if quick else 16,
         ),
-        "claim": lambda: bench_claim(
-            stack,
-            jobs=10_000 if quick else 100_000,
-            users=100 if quick else 1_000,
-            claims=50 if quick else 200,
-        ),
+        "claim": lambda: {
+            **bench_claim(
+                stack,
+                jobs=10_000 if quick else 100_000,
+                users=100 if quick else 1_000,
+                claims=50 if quick else 200,
+            ),
+            # A few busy users among many idle accounts: a look must not walk them all.
+            "idle_accounts": bench_claim(
+                stack,
+                jobs=2_000,
+                users=20,
+                claims=50 if quick else 200,
+                idle=2_000 if quick else 20_000,
+            ),
+        },
         "fairness": lambda: bench_fairness(ctx),
     }
 

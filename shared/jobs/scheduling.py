@@ -50,10 +50,15 @@ CANDIDATES = 16
 # lost that way is found again at the next 429.
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 
-# Users in round-robin order with the oldest runnable job of each. The LATERAL
-# probes use the partial index on queued jobs; walking users in served order
-# stops as soon as enough candidates are found. `{also}` and `{locked}`: what
-# _FIRST_FREE adds.
+# Users in round-robin order with the oldest runnable job of each. The EXISTS on
+# queued jobs lets the planner start from whichever side is smaller: the users in
+# served order (most of them have work: it stops after the first few), or the users
+# with queued jobs, from the partial index (most accounts are idle). The LATERAL
+# alone left it one way, walking every account in served order, and idle ones sort
+# first (those never served, and those served long ago): 48-281 ms a look with
+# 20,000 idle accounts and one busy one, on every claim; 0.3 ms with the EXISTS,
+# and the same 0.65 ms as before with 100,000 jobs queued over 1,000 users
+# (docs/scheduling.md). `{also}` and `{locked}`: what _FIRST_FREE adds.
 _CANDIDATES_SQL = """
     SELECT u.id AS user_id, head.id AS job_id, head.type AS job_type,
            u.tabpfn_token_encrypted AS token_encrypted{also}
@@ -65,7 +70,8 @@ _CANDIDATES_SQL = """
         ORDER BY j.created_at, j.id
         LIMIT 1
     ) head
-    WHERE (u.upstream_paused_until IS NULL OR u.upstream_paused_until <= now())
+    WHERE EXISTS (SELECT FROM jobs q WHERE q.user_id = u.id AND q.status = 'queued')
+      AND (u.upstream_paused_until IS NULL OR u.upstream_paused_until <= now())
       AND (SELECT count(*) FROM jobs r WHERE r.user_id = u.id AND r.status = 'running') < :cap
       AND NOT (u.id = ANY(CAST(:skip AS uuid[])))
     ORDER BY u.last_served_at, u.id
