@@ -57,8 +57,8 @@ _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 # alone left it one way, walking every account in served order, and idle ones sort
 # first (those never served, and those served long ago): 48-281 ms a look with
 # 20,000 idle accounts and one busy one, on every claim; 0.3 ms with the EXISTS,
-# and the same 0.65 ms as before with 100,000 jobs queued over 1,000 users
-# (docs/scheduling.md). `{also}` and `{locked}`: what _FIRST_FREE adds.
+# and the same 0.65 ms as before with 100,000 jobs queued over 1,000 users, plus
+# about 0.1 ms of planning (docs/scheduling.md). `{also}` and `{locked}`: what _FIRST_FREE adds.
 _CANDIDATES_SQL = """
     SELECT u.id AS user_id, head.id AS job_id, head.type AS job_type,
            u.tabpfn_token_encrypted AS token_encrypted{also}
