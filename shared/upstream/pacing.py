@@ -28,7 +28,7 @@ Every entry is stamped on Redis's clock (`TIME` inside the scripts), not on
 the clock of the node that reserved it: the nodes of a fleet share one log, and
 a node whose clock ran half a second behind the others would otherwise see
 their entries leave the window half a second early, and spend a window's calls
-twice within it. Times go back to the caller on its own clock (`_Clock`).
+twice within it. Times go back to the caller on its own clock (`_on_callers_clock`).
 
 Keys hold a keyed hash of the token (`token_fingerprint`), never the token:
 everything sent with one token shares one budget, whichever user sent it.
@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 
 from shared.core.config import get_settings
 from shared.core.redis_client import get_redis
+from shared.jobs import states as js
 
 PREFIX = "tabpfn-api:pace"
 
@@ -158,25 +159,13 @@ return 0
 )
 
 
-class _Clock:
-    """Turns times on the log's clock into the caller's.
-
-    With no `now`, the log's clock is Redis's: a time it answers becomes the same
-    distance from the caller's clock, read when the answer came back. With `now`
-    (tests), the log runs on the caller's times as given.
-    """
-
-    def __init__(self, now: float | None) -> None:
-        self.given = now
-
-    @property
-    def argument(self) -> str | float:
-        return "" if self.given is None else self.given
-
-    def to_caller(self, moment: float, log_now: float) -> datetime:
-        if self.given is None:
-            moment = time.time() + (moment - log_now)
-        return datetime.fromtimestamp(moment, UTC)
+def _on_callers_clock(moment: float, log_now: float, given_now: float | None) -> datetime:
+    """A time the log answered, on the caller's clock: the same distance from the
+    caller's now, read when the answer came back, as from Redis's (`log_now`). With
+    `given_now` (tests), the log ran on the caller's times as given."""
+    if given_now is None:
+        moment = time.time() + (moment - log_now)
+    return datetime.fromtimestamp(moment, UTC)
 
 
 @dataclass(frozen=True)
@@ -199,9 +188,10 @@ def calls_for(job_type: str) -> dict[str, int]:
 
 
 def calls_after_fit(reservation: str) -> dict[str, str]:
-    """A fit-predict's entries for the calls it makes after its fit (its prediction and
-    the test set's upload): by kind, the entry's name in the log (see `_names`)."""
-    return {"predict": f"{reservation}:1", "upload": f"{reservation}:2"}
+    """A fit-predict's entries for the calls it makes after its fit: by kind, the last
+    entry of the kind it reserved (its prediction, and its second upload: the test set's)."""
+    reserved = calls_for(js.FIT_PREDICT)
+    return {kind: _names(reservation, reserved[kind])[-1] for kind in ("predict", "upload")}
 
 
 def _log_key(fingerprint: str, kind: str) -> str:
@@ -222,10 +212,9 @@ def _place(
     fingerprint: str, members: Mapping[str, list[str]], now: float | None
 ) -> datetime | None:
     """Run _PLACE for `members` (by kind, the entries' names)."""
-    clock = _Clock(now)
     limits = get_settings().rate_limits()
     keys: list[str] = []
-    argv: list[float | str] = [clock.argument]
+    argv: list[float | str] = ["" if now is None else now]
     for kind, names in members.items():
         if not names:
             continue
@@ -237,7 +226,7 @@ def _place(
         argv += names
     keys.append(_closed_key(fingerprint))
     until, log_now = (float(v) for v in get_redis().eval(_PLACE, len(keys), *keys, *argv))
-    return None if until == 0 else clock.to_caller(until, log_now)
+    return None if until == 0 else _on_callers_clock(until, log_now, now)
 
 
 def _names(reservation: str, wanted: int) -> list[str]:
@@ -300,7 +289,7 @@ def exhaust(fingerprint: str, until: datetime) -> None:
 
 def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]:
     """The token's budgets in the current windows, for GET /usage."""
-    clock = _Clock(now)
+    given_now = now
     if now is None:
         seconds, micros = get_redis().time()
         now = seconds + micros / 1_000_000
@@ -334,7 +323,7 @@ def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]
                 window_s=window_s,
                 limit=limit,
                 used=min(limit, used),
-                resets_at=clock.to_caller(resets, now),
+                resets_at=_on_callers_clock(resets, now, given_now),
             )
         )
     return uses
