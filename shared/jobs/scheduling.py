@@ -19,19 +19,19 @@ never claimed twice and a cap never overrun.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Row, text
+from sqlalchemy import Row, or_, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from shared.accounts.security import decrypt_secret, token_fingerprint
 from shared.core.config import get_settings
-from shared.core.db import session_scope
+from shared.core.db import on_database_clock, session_scope
 from shared.jobs.lifecycle import Claim, claim_head
+from shared.models import User
 from shared.upstream import pacing
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,6 @@ _LOCK_USER = text(_USER_LOCK_SQL + " SKIP LOCKED")
 _WAIT_FOR_USER = text(_USER_LOCK_SQL)
 _LOCK_WAIT = text("SET LOCAL lock_timeout = '2s'")
 _LOCK_NOT_AVAILABLE = "55P03"  # what PostgreSQL raises when lock_timeout runs out
-# The pause ends `:wait_s` from PostgreSQL's now(), the clock that compares it.
-_PAUSE = text(
-    """
-    UPDATE users SET upstream_paused_until = now() + make_interval(secs => :wait_s)
-    WHERE id = :user_id AND (upstream_paused_until IS NULL
-                             OR upstream_paused_until < now() + make_interval(secs => :wait_s))
-    """
-)
 
 
 @dataclass(frozen=True)
@@ -277,9 +269,18 @@ def claim_next(*, first_free: bool = False) -> Pick:
 
 
 def pause_user(*, session: Session, user_id: uuid.UUID, until: datetime) -> None:
-    """Hold all of a user's jobs until `until` (the upstream's rate window reopens)."""
-    wait_s = until.timestamp() - time.time()  # `until` is on this node's clock
-    session.execute(_PAUSE, {"user_id": user_id, "wait_s": wait_s})
+    """Hold all of a user's jobs until `until` (the upstream's rate window reopens);
+    never shortens a longer pause."""
+    paused_until = on_database_clock(until)  # `until` is on this node's clock
+    session.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            or_(User.upstream_paused_until.is_(None), User.upstream_paused_until < paused_until),
+        )
+        .values(upstream_paused_until=paused_until)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def next_wake_up(*, session: Session) -> datetime | None:
