@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data, profiling
+from bench import data, machine_speed, profiling
 from bench.first_job import bench_first_job
 from bench.memory import (
     children,
@@ -604,9 +604,12 @@ def run_on_stack(
                 lambda token: DirectProcess(running.emulator_url, running.env, stack, token),
                 quick=args.quick,
             )
+            speed = results["machine_speed"] = {"start": machine_speed.probe(), "sections": {}}
             for name in names:
                 if name != "large" or args.large_rows:
+                    before = machine_speed.probe()
                     results[name] = sections[name]()
+                    speed["sections"][name] = machine_speed.bracket(before, machine_speed.probe())
             results["resent_messages"] = running.resent_messages()
             results["foreign_cpu_s"] = foreign_cpu(running, direct, busy_at_start, ours_at_start)
             results["shared_stack_s"] = time.perf_counter() - started

@@ -144,6 +144,7 @@ def render(facts: dict, results: dict) -> str:
         f"({foreign / max(measured_s, 1):.2f} of the {facts['cores']} cores on "
         "average); anything above a few percent of a core skews every figure below."
     )
+    _machine_speed(add, results.get("machine_speed"))
     add("")
 
     if "latency" in results:
@@ -190,6 +191,56 @@ def render(facts: dict, results: dict) -> str:
     )
     add("")
     return "\n".join(lines)
+
+
+# The shared stack's sections by the numbers the headings give them.
+_SECTION_NUMBERS = {
+    "latency": "1",
+    "throughput": "2",
+    "light": "2b",
+    "firstjob": "1c",
+    "submit": "3a-b",
+    "auth": "3c",
+    "profiles": "profiles",
+    "large": "4",
+    "inflight": "5",
+    "coldstart": "6",
+    "scaleout": "7",
+    "claim": "8",
+    "fairness": "9",
+}
+
+
+def _machine_speed(add, speed: dict | None) -> None:
+    """The probes of bench/machine_speed.py: before and after each section."""
+    if not speed:
+        return
+    sections = speed["sections"]
+    start = speed["start"]
+    memory = ""
+    if "memory_ms" in start:
+        memory = f" and the memory-bound one {start['memory_ms']:.1f} ms"
+    add(
+        "- Machine speed (`bench/machine_speed.py`): a fixed piece of interpreter work "
+        f"took **{start['cpu_ms']:.1f} ms of CPU** before the first section{memory}. The "
+        "same probes before and after each section, with the stack idle, in ms (lower is "
+        "faster; steal is CPU time the hypervisor gave to others while ours waited). "
+        "Neither other processes' CPU nor steal shows a slow host; these may. A section "
+        "whose probes read well above the run's fastest is one to measure again."
+    )
+    add("")
+    add("| probe | " + " | ".join(_SECTION_NUMBERS.get(n, n) for n in sections) + " |")
+    add("|---|" + "---|" * len(sections))
+    rows = [
+        ("interpreter, before", "before_ms", "{:.1f}"),
+        ("interpreter, after", "after_ms", "{:.1f}"),
+        ("memory-bound, before", "memory_before_ms", "{:.1f}"),
+        ("memory-bound, after", "memory_after_ms", "{:.1f}"),
+        ("steal, s", "steal_s", "{:.2f}"),
+    ]
+    for label, key, fmt in rows:
+        if all(key in b for b in sections.values()):
+            add(f"| {label} | " + " | ".join(fmt.format(b[key]) for b in sections.values()) + " |")
 
 
 def _latency(add, r: dict) -> None:
