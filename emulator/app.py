@@ -64,6 +64,8 @@ UPLOAD_HEADERS = {"Content-Type": "application/octet-stream"}
 MAX_CHUNKS = 32
 # The calls a hung upstream stalls on (EMULATOR_HANG_S): the long-running ones.
 HANGING_PATHS = frozenset({"/tabpfn/fit", "/tabpfn/submit_fit_job", "/tabpfn/predict"})
+# How often a hung call looks at EMULATOR_HANG_S again (see _hang).
+_HANG_CHECK_S = 0.1
 
 
 @dataclass
@@ -582,6 +584,20 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     return app
 
 
+async def _hang(emu: Emulator) -> None:
+    """Stall for EMULATOR_HANG_S from the call's start, as the knob reads now.
+
+    Lowering the knob (PATCH /_emulator/config) shortens calls that hang already,
+    and 0 releases them: a test that hung the upstream ends its hang when it is
+    done. With a plain sleep, a call hung for minutes held the emulator's
+    shutdown that long (uvicorn waits for running requests), and then its stop
+    timed out.
+    """
+    started = time.monotonic()
+    while (left := started + emu.config.hang_s - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, _HANG_CHECK_S))
+
+
 class RecordCalls:
     """Delay each upstream call (EMULATOR_LATENCY_S, EMULATOR_HANG_S), then log it.
 
@@ -603,7 +619,7 @@ class RecordCalls:
         if emu.config.latency_s and not is_upload:
             await asyncio.sleep(emu.config.latency_s)
         if emu.config.hang_s and path in HANGING_PATHS:
-            await asyncio.sleep(emu.config.hang_s)
+            await _hang(emu)
         status = 500  # what the client gets if the app raises before answering
 
         async def send_status(message: Message) -> None:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -619,6 +620,32 @@ def test_knobs_change_at_runtime_revoke_hang_and_rows() -> None:
     assert time.perf_counter() - started >= 0.3  # the predict call stalled
     assert client.patch("/_emulator/config", json={"tokens": ["x"]}).status_code == 422
     assert client.patch("/_emulator/config", json={"error_rate": 2}).status_code == 422
+
+
+def test_lowering_the_hang_releases_calls_already_hanging(emulator_url: str) -> None:
+    """Calls stalled by EMULATOR_HANG_S end when the knob goes back to 0: a test that
+    hung the upstream for minutes no longer holds the emulator's shutdown that long
+    (uvicorn waits for running requests before it exits)."""
+    config = emulator_url + "/_emulator/config"
+    answered: list[float] = []
+
+    def hung_call() -> None:
+        httpx.post(emulator_url + "/tabpfn/predict", json={}, headers=_auth(TOKEN_A), timeout=120)
+        answered.append(time.monotonic())
+
+    httpx.patch(config, json={"hang_s": 90}).raise_for_status()
+    thread = threading.Thread(target=hung_call, daemon=True)
+    try:
+        thread.start()
+        time.sleep(1.0)
+        assert not answered, "the call did not hang"
+        released = time.monotonic()
+        httpx.patch(config, json={"hang_s": 0}).raise_for_status()
+        thread.join(timeout=10)
+    finally:
+        httpx.patch(config, json={"hang_s": 0})
+    assert answered, "the hung call was not released"
+    assert answered[0] - released < 2.0, answered[0] - released
 
 
 def test_delete_dataset_forgets_the_model() -> None:
