@@ -101,6 +101,18 @@ def test_sdk_installs_alone_without_server_packages(sdk_venv: Path):
     assert "RemoteTabPFNClassifier" in ok.stdout
 
 
+def test_the_package_and_its_cli_start_without_numpy_and_pandas(sdk_venv: Path):
+    """Importing them takes about 0.3 s of a fresh process: only a call that sends or
+    shows a table needs them (a script's first fit, the CLI's fit or predict)."""
+    probe = _python(
+        sdk_venv,
+        "import sys, tabpfn_api_client, tabpfn_api_client.cli; "
+        "print(sorted(m for m in ('numpy', 'pandas') if m in sys.modules))",
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]", probe.stdout
+
+
 TLS_CHECK = r"""
 import ssl
 from tabpfn_api_client import Client, RemoteTabPFNClassifier

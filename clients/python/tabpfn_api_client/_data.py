@@ -2,13 +2,17 @@
 
 Cells become JSON numbers, strings, booleans or null (NaN, None, pd.NA, NaT);
 column names travel next to the rows so the service matches them by name.
+
+Imported by the first call that sends a table, not with the package: numpy and
+pandas take about 0.3 s to import, which `import tabpfn_api_client` and the
+CLI's commands that send or show no table (`setup`, `jobs`, `models`, `usage`,
+`cancel`) no longer pay.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -119,14 +123,3 @@ def to_labels(y: Any) -> list[Any]:
     if values.ndim != 1:
         raise ValidationError(f"y must be 1-D; got shape {values.shape}.")
     return _column(values)
-
-
-def dumps(body: dict[str, Any]) -> bytes:
-    """JSON for a request; infinite numbers are refused here rather than by the service."""
-    try:
-        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
-    except ValueError as exc:
-        raise ValidationError(
-            "The data holds an infinite number; replace it (NaN/None is sent as missing).",
-            code="validation_error",
-        ) from exc

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from ._data import dumps, to_labels, to_rows
+from ._json import dumps
 from ._version import __version__
 from .errors import (
     APIConnectionError,
@@ -421,6 +421,8 @@ class Client:
     ) -> Job:
         """Submit a predict job with a fitted model. `output`: labels | probabilities
         (classification), mean | median | quantiles (regression); default labels/mean."""
+        from ._data import to_rows  # numpy and pandas: at the first table sent (_data.py)
+
         rows, names = to_rows(X, columns)
         body: dict[str, Any] = {"model_id": str(model_id), "X": rows}
         if names is not None:
@@ -445,6 +447,8 @@ class Client:
         wait: float | None = None,
     ) -> Job:
         """Submit one job that fits on (X, y) and predicts X_test."""
+        from ._data import to_rows  # numpy and pandas: at the first table sent (_data.py)
+
         rows, names = to_rows(X_test)
         test: dict[str, Any] = {"X": rows}
         if names is not None:
@@ -507,6 +511,8 @@ class Client:
 
 
 def _train(X: Any, y: Any, columns: Sequence[str] | None) -> dict[str, Any]:
+    from ._data import to_labels, to_rows  # numpy and pandas: at the first table sent
+
     rows, names = to_rows(X, columns)
     train: dict[str, Any] = {"X": rows, "y": to_labels(y)}
     if names is not None:
