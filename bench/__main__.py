@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import data, machine_speed, profiling
+from bench.data import SMALL
 from bench.first_job import bench_first_job
 from bench.memory import (
     children,
@@ -46,7 +47,6 @@ from bench.service import JobTiming, ServiceUser, upload_fields
 from bench.stack import DIRECT_TOKEN, SERVICE_TOKEN, BenchStack, Settings, start_stack
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"rows": 500, "features": 10, "test_rows": 100}
 
 
 def log(message: str) -> None:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from bench import data
-from bench.fleet import SMALL, Context, Emulator, log, stack_latency
+from bench.fleet import Context, Emulator, log, stack_latency
 from bench.nodes import nodes
 from bench.service import ServiceUser
 from bench.stack import SECTION_TOKENS
@@ -80,7 +80,7 @@ def _after(stamp: str, wall: float) -> float:
 
 def _idle(user: ServiceUser, base: int, n: int) -> float:
     return statistics.median(
-        user.fit_predict(data.make_table(base + i, **SMALL))[0].total_s for i in range(n)
+        user.fit_predict(data.make_table(base + i, **data.SMALL))[0].total_s for i in range(n)
     )
 
 
@@ -96,11 +96,11 @@ def bench_noisy(ctx: Context, backlog: int) -> dict:
         spec = [("noisy", [], settings)]
         with stack.main_worker_stopped(), nodes(spec, stack.env, stack.scratch, stack.logs_dir):
             idle = _idle(small, 500_000, 3)
-            tables = [data.make_table(510_000 + i, **SMALL) for i in range(backlog)]
+            tables = [data.make_table(510_000 + i, **data.SMALL) for i in range(backlog)]
             submitted = time.time()
             flood = _submit_all(noisy, tables)
             time.sleep(0.5)  # the backlog is queued and every slot busy
-            busy = small.fit_predict(data.make_table(520_000, **SMALL))[0].total_s
+            busy = small.fit_predict(data.make_table(520_000, **data.SMALL))[0].total_s
             backlog_end = _summary(_ends(noisy, flood), submitted)
     finally:
         stack.set_latency(stack_latency(stack))
@@ -147,12 +147,12 @@ def bench_burst(ctx: Context, jobs: int, window_start: str = "first_request") ->
             idle = _idle(bystander, 600_000, 3)
             # The burst's first window starts empty: wait out the bystander's.
             time.sleep(WINDOW_S - time.time() % WINDOW_S + 0.05)
-            tables = [data.make_table(610_000 + i, **SMALL) for i in range(jobs)]
+            tables = [data.make_table(610_000 + i, **data.SMALL) for i in range(jobs)]
             emulator = Emulator(stack)
             submitted = time.time()
             job_ids = _submit_all(burst, tables)
             time.sleep(1.0)
-            during = bystander.fit_predict(data.make_table(620_000, **SMALL))[0].total_s
+            during = bystander.fit_predict(data.make_table(620_000, **data.SMALL))[0].total_s
             ended = _summary(_ends(burst, job_ids), submitted)
             spent = emulator.spent(jobs + 1)
     finally:

@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from bench import data
-from bench.fleet import SMALL, log
+from bench.fleet import log
 from bench.stack import DIRECT_TOKEN, BenchStack
 
 FRESH = Path(__file__).with_name("fresh")
@@ -45,7 +45,7 @@ SIDES = ("direct", "curl", "sdk client", "sdk estimator")
 
 def _write_body(directory: Path, seed: int) -> Path:
     path = directory / f"body-{seed}.json"
-    path.write_text(json.dumps(data.fit_predict_body(data.make_table(seed, **SMALL))))
+    path.write_text(json.dumps(data.fit_predict_body(data.make_table(seed, **data.SMALL))))
     return path
 
 
@@ -58,7 +58,7 @@ def _script(args: list[str], env: dict[str, str]) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{args[0]} failed: {done.stderr[-1500:]}")
     answer = json.loads(done.stdout.strip().splitlines()[-1])
-    if any(rows != SMALL["test_rows"] for rows in answer["rows"]):
+    if any(rows != data.SMALL["test_rows"] for rows in answer["rows"]):
         raise RuntimeError(f"{args[0]}: predictions for {answer['rows']} rows")
     ends = answer["ends"]
     return {
@@ -86,7 +86,7 @@ def _curl(api_url: str, api_key: str, body: Path) -> dict:
     answer, _, code = done.stdout.rpartition("\n")
     if done.returncode != 0 or code != "200":
         raise RuntimeError(f"curl: exit {done.returncode}, HTTP {code}: {done.stdout[-500:]}")
-    if len(json.loads(answer)["result"]["probabilities"]) != SMALL["test_rows"]:
+    if len(json.loads(answer)["result"]["probabilities"]) != data.SMALL["test_rows"]:
         raise RuntimeError("curl: a result of the wrong length")
     return {"first_s": seconds}
 

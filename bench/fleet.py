@@ -25,8 +25,6 @@ from bench.nodes import Sampler, connections, nodes, tree, tree_pss_kb, tree_rss
 from bench.service import ServiceUser
 from bench.stack import ROOT_DIR, SECTION_TOKENS, BenchStack
 
-SMALL = {"rows": 500, "features": 10, "test_rows": 100}
-
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -83,7 +81,7 @@ def _running_jobs(engine) -> Callable[[], float]:
 
 
 def _tables(base: int, n: int) -> list[data.Table]:
-    return [data.make_table(base + i, **SMALL) for i in range(n)]
+    return [data.make_table(base + i, **data.SMALL) for i in range(n)]
 
 
 def _seeds(base: int, n: int) -> list[int]:
@@ -200,7 +198,7 @@ def _cpu(stack, node: int, direct) -> dict[str, dict[int, float]]:
 def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:
     log(f"inflight: {n} direct threads, {len(seeds)} jobs")
     emulator, cpu = Emulator(stack), _cpu(stack, node, direct)
-    answer = direct.ask(op="throughput", seeds=seeds, shape=SMALL, threads=n)
+    answer = direct.ask(op="throughput", seeds=seeds, shape=data.SMALL, threads=n)
     return {
         "seconds": answer["seconds"],
         "latencies": answer["latencies"],
@@ -212,7 +210,7 @@ def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:
 
 def _service_round(stack, user, engine, direct, pid: int, n: int, seeds: list[int]) -> dict:
     log(f"inflight: {n} service clients, {len(seeds)} jobs")
-    tables = [data.make_table(seed, **SMALL) for seed in seeds]
+    tables = [data.make_table(seed, **data.SMALL) for seed in seeds]
     emulator, cpu = Emulator(stack), _cpu(stack, pid, direct)
     sampler = Sampler(
         {
@@ -313,7 +311,7 @@ def bench_coldstart(ctx: Context, n: int, trials: int) -> dict:
             "--cold",
             stack.emulator_url,
             SECTION_TOKENS["coldstart-direct"],
-            json.dumps(SMALL),
+            json.dumps(data.SMALL),
             *seeds,
         ],
         cwd=ROOT_DIR,

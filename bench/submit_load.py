@@ -45,8 +45,6 @@ from cli.throwaway import (
     throwaway_database,
 )
 
-SMALL = {"rows": 500, "features": 10, "test_rows": 100}
-
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
@@ -147,7 +145,7 @@ def run(
         user = ServiceUser.register(f"http://127.0.0.1:{api_port}", SERVICE_TOKEN)
         # Warm up the worker and, most likely, every API process (the kernel picks
         # which one accepts a connection; each client thread has its own).
-        warm = [data.make_table(1 + i, **SMALL) for i in range(2 * clients)]
+        warm = [data.make_table(1 + i, **data.SMALL) for i in range(2 * clients)]
         user.throughput(warm, clients=clients)
 
         submit, timings, totals = [], [], []
@@ -157,7 +155,7 @@ def run(
         def client(k: int) -> None:
             i = 0
             while not stop.is_set():
-                timing, _ = user.fit_predict(data.make_table(10_000 + k * 10_000 + i, **SMALL))
+                timing, _ = user.fit_predict(data.make_table(10_000 + k * 10_000 + i, **data.SMALL))
                 with lock:
                     submit.append(timing.submit_s)
                     timings.append(timing)
