@@ -225,8 +225,10 @@ def _machine_speed(add, speed: dict | None) -> None:
         f"took **{start['cpu_ms']:.1f} ms of CPU** before the first section{memory}. The "
         "same probes before and after each section, with the stack idle, in ms (lower is "
         "faster; steal is CPU time the hypervisor gave to others while ours waited). "
-        "Neither other processes' CPU nor steal shows a slow host; these may. A section "
-        "whose probes read well above the run's fastest is one to measure again."
+        "Neither other processes' CPU nor steal shows a slow host; the interpreter probe "
+        "does: over fifteen runs of section 2b in session 20 it followed the CPU per job "
+        "of both sides at r = 0.92-0.93 (bench/ANALYSIS.md). A section whose probes read "
+        "well above the run's fastest is one to measure again."
     )
     add("")
     add("| probe | " + " | ".join(_SECTION_NUMBERS.get(n, n) for n in sections) + " |")
