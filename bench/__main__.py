@@ -604,12 +604,16 @@ def run_on_stack(
                 lambda token: DirectProcess(running.emulator_url, running.env, stack, token),
                 quick=args.quick,
             )
+            # One probe between two sections stands for the end of one and the start of
+            # the next (the stack idles in between either way).
             speed = results["machine_speed"] = {"start": machine_speed.probe(), "sections": {}}
+            before = speed["start"]
             for name in names:
                 if name != "large" or args.large_rows:
-                    before = machine_speed.probe()
                     results[name] = sections[name]()
-                    speed["sections"][name] = machine_speed.bracket(before, machine_speed.probe())
+                    after = machine_speed.probe()
+                    speed["sections"][name] = machine_speed.bracket(before, after)
+                    before = after
             results["resent_messages"] = running.resent_messages()
             results["foreign_cpu_s"] = foreign_cpu(running, direct, busy_at_start, ours_at_start)
             results["shared_stack_s"] = time.perf_counter() - started
