@@ -26,6 +26,7 @@ import numpy as np
 from bench import data, machine_speed, profiling
 from bench.data import SMALL
 from bench.first_job import bench_first_job
+from bench.fleet import log
 from bench.memory import (
     children,
     cpu_seconds,
@@ -47,10 +48,6 @@ from bench.service import JobTiming, ServiceUser, upload_fields
 from bench.stack import DIRECT_TOKEN, SERVICE_TOKEN, BenchStack, Settings, start_stack
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 class DirectProcess:
