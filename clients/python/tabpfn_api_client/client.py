@@ -421,12 +421,7 @@ class Client:
     ) -> Job:
         """Submit a predict job with a fitted model. `output`: labels | probabilities
         (classification), mean | median | quantiles (regression); default labels/mean."""
-        from ._data import to_rows  # numpy and pandas: at the first table sent (_data.py)
-
-        rows, names = to_rows(X, columns)
-        body: dict[str, Any] = {"model_id": str(model_id), "X": rows}
-        if names is not None:
-            body["columns"] = names
+        body: dict[str, Any] = {"model_id": str(model_id), **_table(X, columns)}
         _add_output(body, output, quantiles)
         if callback_url:
             body["callback_url"] = callback_url
@@ -447,13 +442,11 @@ class Client:
         wait: float | None = None,
     ) -> Job:
         """Submit one job that fits on (X, y) and predicts X_test."""
-        from ._data import to_rows  # numpy and pandas: at the first table sent (_data.py)
-
-        rows, names = to_rows(X_test)
-        test: dict[str, Any] = {"X": rows}
-        if names is not None:
-            test["columns"] = names
-        body: dict[str, Any] = {"task": task, "train": _train(X, y, None), "test": test}
+        body: dict[str, Any] = {
+            "task": task,
+            "train": _train(X, y, None),
+            "test": _table(X_test, None),
+        }
         if options:
             body["options"] = options
         _add_output(body, output, quantiles)
@@ -510,14 +503,19 @@ class Client:
         self._request("DELETE", f"/models/{model_id}", retry=True)
 
 
-def _train(X: Any, y: Any, columns: Sequence[str] | None) -> dict[str, Any]:
-    from ._data import to_labels, to_rows  # numpy and pandas: at the first table sent
+def _table(X: Any, columns: Sequence[str] | None) -> dict[str, Any]:
+    """A table as the service takes it: its rows, and its column names when known."""
+    # numpy and pandas are imported by the first table sent, not with the package (_data.py).
+    from ._data import to_rows
 
     rows, names = to_rows(X, columns)
-    train: dict[str, Any] = {"X": rows, "y": to_labels(y)}
-    if names is not None:
-        train["columns"] = names
-    return train
+    return {"X": rows} if names is None else {"X": rows, "columns": names}
+
+
+def _train(X: Any, y: Any, columns: Sequence[str] | None) -> dict[str, Any]:
+    from ._data import to_labels
+
+    return {**_table(X, columns), "y": to_labels(y)}
 
 
 def _add_output(body: dict[str, Any], output: str | None, quantiles: Sequence[float] | None):
