@@ -8,10 +8,10 @@ after IDEMPOTENCY_TTL_S.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from shared.core.config import get_settings
-from shared.core.db import session_scope
+from shared.core.db import database_now, session_scope
 from shared.jobs.repository import forget_idempotency_keys, purge_job_data
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 def purge_expired_data() -> tuple[int, int]:
     """Returns (jobs whose data was deleted, idempotency keys forgotten)."""
     settings = get_settings()
-    now = datetime.now(UTC)
     with session_scope() as session:
+        # PostgreSQL's clock stamped finished_at and created_at: ages are read on it,
+        # as the sweeper reads a run's (a node's own clock may be off).
+        now = database_now(session)
         purged = purge_job_data(
             session=session, finished_before=now - timedelta(seconds=settings.retention_s)
         )

@@ -1,8 +1,8 @@
 """A node whose clock is off, on real PostgreSQL and Redis: the sweeper
 (worker/sweeper.py) ages runs on the database's clock, and the moments a node
-stores (a 429's pause, a retry's backoff, a webhook's next try) are set on it too
-(docs/scheduling.md, "One clock for the fleet"). The token budget's clock is
-tested in test_pacing.py.
+stores (a 429's pause, a retry's backoff, a webhook's next try) are set on it too,
+and retention ages data on it (docs/scheduling.md, "One clock for the fleet").
+The token budget's clock is tested in test_pacing.py.
 
 Sends to the broker are dropped instead of published; everything else is real.
 """
@@ -112,3 +112,43 @@ def test_a_webhook_retry_a_node_schedules_is_due_on_the_databases_clock(sweeping
             select(WebhookDelivery.next_attempt_at).where(WebhookDelivery.id == delivery_id)
         )
     assert abs((due - now).total_seconds() - 20) < 2
+
+
+@pytest.fixture
+def retaining(services):
+    with configured(services, **LIMITS, RETENTION_S="3600"):
+        yield
+
+
+def test_retention_ages_data_on_the_databases_clock(retaining):
+    """A node whose clock runs hours ahead deletes no data younger than RETENTION_S
+    on the database's clock, which stamped finished_at."""
+    from worker.retention import purge_expired_data
+
+    [job_id] = make_jobs(make_user(), 1)
+    finish = text(
+        "UPDATE jobs SET status = 'succeeded', finished_at = now() - :s * interval '1 s' "
+        "WHERE id = :id"
+    )
+    with session_scope() as session:
+        session.execute(finish, {"s": 0, "id": job_id})
+        session.execute(
+            text("INSERT INTO job_data (job_id, size_bytes, result) VALUES (:id, 2, '{}')"),
+            {"id": job_id},
+        )
+
+    def held() -> bool:
+        with session_scope() as session:
+            query = text("SELECT result IS NOT NULL FROM job_data WHERE job_id = :id")
+            return session.execute(query, {"id": job_id}).scalar_one()
+
+    with time_machine.travel(datetime.now(UTC) + timedelta(hours=2), tick=True):
+        purge_expired_data()
+    assert held(), "data an hour short of its retention was deleted"
+
+    with session_scope() as session:
+        session.execute(finish, {"s": 7200, "id": job_id})
+    # Even a node whose clock runs hours behind deletes data past it.
+    with time_machine.travel(datetime.now(UTC) - timedelta(hours=2), tick=True):
+        purge_expired_data()
+    assert not held(), "data past its retention on the database's clock was kept"
