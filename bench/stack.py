@@ -46,6 +46,7 @@ SECTION_TOKENS = {
     "small": "bench-small-token",
     "burst": "bench-burst-token",
     "bystander": "bench-bystander-token",
+    "floor": "bench-floor-token",  # bench/floor.py's worker
 }
 # One bench user drives up to 64 jobs at once: MAX_RUNNING_PER_USER (default 16)
 # must not cap it outside the fairness section.
