@@ -41,13 +41,17 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench.service import JobTiming
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS floor_jobs (
     id uuid PRIMARY KEY,
     status text NOT NULL,
     train bytea NOT NULL,
     test bytea NOT NULL,
-    result bytea
+    result bytea,
+    started_at timestamptz,
+    finished_at timestamptz
 )"""
 _WAKE = "floor:wake"
 
@@ -185,7 +189,8 @@ def run_worker(token: str, threads: int) -> None:
                 continue
             job_id = popped[1].decode()
             claimed = statement(
-                "UPDATE floor_jobs SET status = 'running' WHERE id = %s AND status = 'queued' "
+                "UPDATE floor_jobs SET status = 'running', started_at = now() "
+                "WHERE id = %s AND status = 'queued' "
                 "RETURNING train, test",
                 (job_id,),
             )
@@ -195,7 +200,8 @@ def run_worker(token: str, threads: int) -> None:
             probabilities = direct.fit_predict(Table(X, y.to_numpy(), decode_table(claimed[1])))
             answer = orjson.dumps({"probabilities": np.asarray(probabilities).tolist()})
             statement(
-                "UPDATE floor_jobs SET status = 'succeeded', result = %s WHERE id = %s "
+                "UPDATE floor_jobs SET status = 'succeeded', result = %s, finished_at = now() "
+                "WHERE id = %s "
                 "RETURNING id",
                 (psycopg2.Binary(answer), job_id),
             )
@@ -218,15 +224,33 @@ class FloorClient:
 
         self.http = httpx.Client(base_url=url, timeout=60)
 
-    def fit_predict(self, body: dict) -> tuple[float, dict]:
+    def fit_predict(self, body: dict) -> tuple[JobTiming, dict]:
         started = time.perf_counter()
         accepted = self.http.post(
             "/jobs", content=json.dumps(body), headers={"content-type": "application/json"}
         )
         accepted.raise_for_status()
-        answered = self.http.get(f"/jobs/{accepted.json()['id']}/result", params={"wait": 30})
+        submit_s, submitted_wall = time.perf_counter() - started, time.time()
+        job_id = accepted.json()["id"]
+        answered = self.http.get(f"/jobs/{job_id}/result", params={"wait": 30})
         answered.raise_for_status()
-        return time.perf_counter() - started, answered.json()
+        answered_wall, total_s = time.time(), time.perf_counter() - started
+        timing = JobTiming(
+            job_id=job_id,
+            total_s=total_s,
+            submit_s=submit_s,
+            wait_s=total_s - submit_s,
+            submitted_wall=submitted_wall,
+            answered_wall=answered_wall,
+        )
+        return timing, answered.json()
+
+
+def _split(timing: JobTiming, started_at: float, finished_at: float) -> None:
+    """As bench.service.ServiceUser.add_server_times splits a service job."""
+    timing.queue_s = started_at - timing.submitted_wall
+    timing.run_s = finished_at - started_at
+    timing.notify_s = timing.answered_wall - finished_at
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -309,33 +333,63 @@ def measure(latencies: list[float], reps: int) -> list[dict]:
         seed = 90_000
         for latency in latencies:
             running.set_latency(latency)
-            times: dict[str, list[float]] = {"direct": [], "service": [], "floor": []}
+            direct_ms: list[float] = []
+            timings: dict[str, list[JobTiming]] = {"service": [], "floor": []}
             for rep in range(reps + 5):  # the first five of each way warm it up
                 seed += 1
                 table = data.make_table(seed, **data.SMALL)
-                seconds = {
-                    "direct": direct.ask(op="fit_predict", seed=seed, shape=data.SMALL)["seconds"],
-                    "service": user.fit_predict(table)[0].total_s,
-                    "floor": floor.fit_predict(data.fit_predict_body(table))[0],
-                }
+                direct_s = direct.ask(op="fit_predict", seed=seed, shape=data.SMALL)["seconds"]
+                service = user.fit_predict(table)[0]
+                floor_timing = floor.fit_predict(data.fit_predict_body(table))[0]
                 if rep >= 5:
-                    for way, value in seconds.items():
-                        times[way].append(value * 1000)
-            medians = {way: statistics.median(values) for way, values in times.items()}
-            rows.append({"latency_s": latency, "reps": reps, "median_ms": medians})
+                    direct_ms.append(direct_s * 1000)
+                    timings["service"].append(service)
+                    timings["floor"].append(floor_timing)
+            user.add_server_times(timings["service"])
+            with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+                for timing in timings["floor"]:
+                    cursor.execute(
+                        "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) "
+                        "FROM floor_jobs WHERE id = %s",
+                        (timing.job_id,),
+                    )
+                    _split(timing, *map(float, cursor.fetchone()))
+            rows.append(
+                {
+                    "latency_s": latency,
+                    "reps": reps,
+                    "direct_ms": statistics.median(direct_ms),
+                    **{way: _parts_ms(found) for way, found in timings.items()},
+                }
+            )
             print(_row_text(rows[-1]), flush=True)
     return rows
 
 
+_PARTS = ("total", "submit", "queue", "run", "notify")
+
+
+def _parts_ms(timings: list[JobTiming]) -> dict[str, float]:
+    """Medians of each part of the jobs, in ms."""
+    return {
+        part: statistics.median(getattr(t, f"{part}_s") * 1000 for t in timings) for part in _PARTS
+    }
+
+
 def _row_text(row: dict) -> str:
-    m = row["median_ms"]
-    direct = m["direct"]
-    return (
-        f"{row['latency_s'] * 1000:.0f} ms per call, {row['reps']} jobs each way: "
-        f"direct {direct:.1f} ms; service +{m['service'] - direct:.1f} ms "
-        f"({m['service'] / direct:.3f}x); floor +{m['floor'] - direct:.1f} ms "
-        f"({m['floor'] / direct:.3f}x)"
-    )
+    direct = row["direct_ms"]
+    lines = [
+        f"{row['latency_s'] * 1000:.0f} ms per call, {row['reps']} jobs each way, medians: "
+        f"direct {direct:.1f} ms"
+    ]
+    for way in ("service", "floor"):
+        parts = row[way]
+        split = ", ".join(f"{part} {parts[part]:.1f}" for part in _PARTS[1:])
+        lines.append(
+            f"  {way}: +{parts['total'] - direct:.1f} ms ({parts['total'] / direct:.3f}x); "
+            f"{split} (run - direct: {parts['run'] - direct:+.1f})"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
