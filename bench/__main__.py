@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import data, machine_speed, profiling
+from bench import data, floor, machine_speed, profiling
 from bench.data import SMALL
 from bench.first_job import bench_first_job
 from bench.fleet import log
@@ -296,6 +296,27 @@ def bench_light(
     return {"latency_s": LIGHT_LATENCY_S, "latency": latency, "throughput": throughput}
 
 
+def bench_floor(
+    user: ServiceUser,
+    stack: BenchStack,
+    direct: DirectProcess,
+    exits: ExitStack,
+    *,
+    reps: int,
+    restore_s: float,
+) -> dict:
+    """The path of DESIGN.md without the service's features (bench/floor.py), one job at a
+    time beside the direct client and the service, at 50 ms per call and the run's own."""
+    latencies = sorted({LIGHT_LATENCY_S, restore_s})
+    log(f"2c. the path's floor: {reps} jobs each way at {latencies} s per call")
+    started = floor.start_floor(stack, exits, stack.scratch)
+    try:
+        rows = floor.measure_on(stack, user, direct, started, latencies, reps, seed=80_000)
+    finally:
+        stack.set_latency(restore_s)
+    return {"rows": rows}
+
+
 def bench_submit(user: ServiceUser, clients: int, idle_n: int, busy_n: int) -> dict:
     log(f"3a. submit latency of POST /jobs/fit: {idle_n} with idle workers")
     idle = []
@@ -527,6 +548,7 @@ SECTIONS = (
     "latency",
     "throughput",
     "light",
+    "floor",
     "firstjob",
     "submit",
     "auth",
@@ -573,6 +595,14 @@ def run_on_stack(
                     jobs=args.jobs,
                     clients=args.clients,
                     rounds=args.rounds,
+                    restore_s=settings.latency_s,
+                ),
+                "floor": lambda: bench_floor(
+                    user,
+                    running,
+                    direct,
+                    stack,
+                    reps=max(10, args.reps * 2 // 3),
                     restore_s=settings.latency_s,
                 ),
                 "firstjob": lambda: bench_first_job(

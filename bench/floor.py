@@ -219,10 +219,11 @@ def run_worker(token: str, threads: int) -> None:
 class FloorClient:
     """A caller of the floor's API, as bench.service.ServiceUser calls the service's."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, database_url: str) -> None:
         import httpx
 
         self.http = httpx.Client(base_url=url, timeout=60)
+        self.database_url = database_url
 
     def fit_predict(self, body: dict) -> tuple[JobTiming, dict]:
         started = time.perf_counter()
@@ -245,12 +246,21 @@ class FloorClient:
         )
         return timing, answered.json()
 
+    def add_server_times(self, timings: list[JobTiming]) -> None:
+        """As bench.service.ServiceUser.add_server_times splits a service job."""
+        import psycopg2
 
-def _split(timing: JobTiming, started_at: float, finished_at: float) -> None:
-    """As bench.service.ServiceUser.add_server_times splits a service job."""
-    timing.queue_s = started_at - timing.submitted_wall
-    timing.run_s = finished_at - started_at
-    timing.notify_s = timing.answered_wall - finished_at
+        with psycopg2.connect(self.database_url) as connection, connection.cursor() as cursor:
+            for timing in timings:
+                cursor.execute(
+                    "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) "
+                    "FROM floor_jobs WHERE id = %s",
+                    (timing.job_id,),
+                )
+                started_at, finished_at = map(float, cursor.fetchone())
+                timing.queue_s = started_at - timing.submitted_wall
+                timing.run_s = finished_at - started_at
+                timing.notify_s = timing.answered_wall - finished_at
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -267,18 +277,95 @@ def _wait_for(check, what: str, timeout_s: float = 60) -> None:
         time.sleep(0.1)
 
 
-def measure(latencies: list[float], reps: int) -> list[dict]:
-    """Direct, service and floor fit-predicts one at a time, interleaved, per call time."""
+def start_floor(running, stack: ExitStack, scratch_dir: Path) -> FloorClient:
+    """The floor's API and worker on `running`'s database, Redis and emulator (stopped
+    by `stack`), and a client of its API."""
     import httpx
     import psycopg2
 
-    from bench import data
-    from bench.__main__ import DirectProcess
-    from bench.service import ServiceUser
-    from bench.stack import SECTION_TOKENS, SERVICE_TOKEN, Settings, start_stack
+    from bench.stack import SECTION_TOKENS
     from cli.ports import free_port
 
+    # psycopg2's own URL: the service's names its SQLAlchemy driver.
+    database_url = running.env["DATABASE_URL"].replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(database_url) as connection:
+        connection.cursor().execute(_SCHEMA)
+    port = free_port()
+    env = {
+        **running.env,
+        "FLOOR_DATABASE_URL": database_url,
+        "FLOOR_REDIS_URL": running.env["REDIS_URL"],
+        "TABPFN_CLIENT_API_URL": running.emulator_url,
+    }
+    python = sys.executable
+    api = _start(
+        [
+            *(python, "-m", "uvicorn", "bench.floor:create_api", "--factory"),
+            *("--port", str(port), "--loop", "uvloop", "--http", "httptools"),
+            *("--log-level", "warning"),
+        ],
+        env,
+        scratch_dir / "floor-api.log",
+    )
+    stack.callback(lambda: (api.terminate(), api.wait(10)))
+    worker_log = scratch_dir / "floor-worker.log"
+    worker = _start(
+        [python, "-m", "bench.floor", "--worker", SECTION_TOKENS["floor"]], env, worker_log
+    )
+    stack.callback(lambda: (worker.terminate(), worker.wait(10)))
+    _wait_for(lambda: "floor worker ready" in worker_log.read_text(), "the floor's worker")
+
+    def api_answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _wait_for(api_answers, "the floor's API")
+    return FloorClient(f"http://127.0.0.1:{port}", database_url)
+
+
+def measure_on(
+    running, user, direct, floor: FloorClient, latencies: list[float], reps: int, seed: int
+) -> list[dict]:
+    """Direct, service and floor fit-predicts one at a time, interleaved, at each call time;
+    the emulator is left at the last one."""
+    from bench import data
+
     rows = []
+    for latency in latencies:
+        running.set_latency(latency)
+        direct_ms: list[float] = []
+        timings: dict[str, list[JobTiming]] = {"service": [], "floor": []}
+        for rep in range(reps + 5):  # the first five of each way warm it up
+            seed += 1
+            table = data.make_table(seed, **data.SMALL)
+            direct_s = direct.ask(op="fit_predict", seed=seed, shape=data.SMALL)["seconds"]
+            service = user.fit_predict(table)[0]
+            floor_timing = floor.fit_predict(data.fit_predict_body(table))[0]
+            if rep >= 5:
+                direct_ms.append(direct_s * 1000)
+                timings["service"].append(service)
+                timings["floor"].append(floor_timing)
+        user.add_server_times(timings["service"])
+        floor.add_server_times(timings["floor"])
+        rows.append(
+            {
+                "latency_s": latency,
+                "reps": reps,
+                "direct_ms": statistics.median(direct_ms),
+                **{way: _parts_ms(found) for way, found in timings.items()},
+            }
+        )
+    return rows
+
+
+def measure(latencies: list[float], reps: int) -> list[dict]:
+    """`python -m bench.floor`: the bench's stack, the floor beside it, the direct client."""
+    from bench.__main__ import DirectProcess
+    from bench.service import ServiceUser
+    from bench.stack import SERVICE_TOKEN, Settings, start_stack
+
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tabpfn-floor-") as scratch:
         scratch_dir = Path(scratch)
         settings = Settings(
@@ -288,81 +375,12 @@ def measure(latencies: list[float], reps: int) -> list[dict]:
             max_request_bytes=50 * 2**20,
         )
         running = start_stack(stack, scratch_dir, settings)
-        # psycopg2's own URL: the service's names its SQLAlchemy driver.
-        database_url = running.env["DATABASE_URL"].replace(
-            "postgresql+psycopg2://", "postgresql://"
-        )
-        with psycopg2.connect(database_url) as connection:
-            connection.cursor().execute(_SCHEMA)
-        port = free_port()
-        env = {
-            **running.env,
-            "FLOOR_DATABASE_URL": database_url,
-            "FLOOR_REDIS_URL": running.env["REDIS_URL"],
-            "TABPFN_CLIENT_API_URL": running.emulator_url,
-        }
-        python = sys.executable
-        api = _start(
-            [
-                *(python, "-m", "uvicorn", "bench.floor:create_api", "--factory"),
-                *("--port", str(port), "--loop", "uvloop", "--http", "httptools"),
-                *("--log-level", "warning"),
-            ],
-            env,
-            scratch_dir / "floor-api.log",
-        )
-        stack.callback(lambda: (api.terminate(), api.wait(10)))
-        worker_log = scratch_dir / "floor-worker.log"
-        worker = _start(
-            [python, "-m", "bench.floor", "--worker", SECTION_TOKENS["floor"]], env, worker_log
-        )
-        stack.callback(lambda: (worker.terminate(), worker.wait(10)))
-        _wait_for(lambda: "floor worker ready" in worker_log.read_text(), "the floor's worker")
-
-        def api_answers() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_for(api_answers, "the floor's API")
-
+        floor = start_floor(running, stack, scratch_dir)
         user = ServiceUser.register(running.api_url, SERVICE_TOKEN)
         direct = DirectProcess(running.emulator_url, running.env, stack)
-        floor = FloorClient(f"http://127.0.0.1:{port}")
-        seed = 90_000
-        for latency in latencies:
-            running.set_latency(latency)
-            direct_ms: list[float] = []
-            timings: dict[str, list[JobTiming]] = {"service": [], "floor": []}
-            for rep in range(reps + 5):  # the first five of each way warm it up
-                seed += 1
-                table = data.make_table(seed, **data.SMALL)
-                direct_s = direct.ask(op="fit_predict", seed=seed, shape=data.SMALL)["seconds"]
-                service = user.fit_predict(table)[0]
-                floor_timing = floor.fit_predict(data.fit_predict_body(table))[0]
-                if rep >= 5:
-                    direct_ms.append(direct_s * 1000)
-                    timings["service"].append(service)
-                    timings["floor"].append(floor_timing)
-            user.add_server_times(timings["service"])
-            with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
-                for timing in timings["floor"]:
-                    cursor.execute(
-                        "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) "
-                        "FROM floor_jobs WHERE id = %s",
-                        (timing.job_id,),
-                    )
-                    _split(timing, *map(float, cursor.fetchone()))
-            rows.append(
-                {
-                    "latency_s": latency,
-                    "reps": reps,
-                    "direct_ms": statistics.median(direct_ms),
-                    **{way: _parts_ms(found) for way, found in timings.items()},
-                }
-            )
-            print(_row_text(rows[-1]), flush=True)
+        rows = measure_on(running, user, direct, floor, latencies, reps, seed=90_000)
+    for row in rows:
+        print(row_text(row))
     return rows
 
 
@@ -376,7 +394,7 @@ def _parts_ms(timings: list[JobTiming]) -> dict[str, float]:
     }
 
 
-def _row_text(row: dict) -> str:
+def row_text(row: dict) -> str:
     direct = row["direct_ms"]
     lines = [
         f"{row['latency_s'] * 1000:.0f} ms per call, {row['reps']} jobs each way, medians: "

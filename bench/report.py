@@ -153,6 +153,8 @@ def render(facts: dict, results: dict) -> str:
         _throughput(add, results["throughput"], settings)
     if "light" in results:
         _light(add, results["light"], results.get("latency"))
+    if "floor" in results:
+        _floor(add, results["floor"])
     if "firstjob" in results:
         render_first_job(add, results["firstjob"], results.get("latency"))
     if "submit" in results and "auth" in results:
@@ -179,7 +181,8 @@ def render(facts: dict, results: dict) -> str:
         "collapsed stacks are kept in the temporary directory the run names at its end. "
         "Options: `python -m bench --help` (emulator latency, worker concurrency, "
         "clients, repetitions, rows of the large case; "
-        "`--quick` for a smoke run; `--only latency,throughput` (or `firstjob`, `inflight`, "
+        "`--quick` for a smoke run; `--only latency,throughput` (or `floor`, `firstjob`, "
+        "`inflight`, "
         "`coldstart`, `scaleout`, `claim`, `fairness`, `submitload`, `uploads`) runs some "
         "sections and "
         "prints their figures as JSON, leaving this file alone; "
@@ -187,7 +190,8 @@ def render(facts: dict, results: dict) -> str:
         "kept run, e.g. after editing `bench/ANALYSIS.md`, the hand-written analysis "
         "below the tables). It uses DATABASE_URL/REDIS_URL, else PostgreSQL and "
         "Redis on 127.0.0.1 (Redis database 15, which must be empty), else embedded "
-        "servers, and stops everything it started."
+        "servers, and stops everything it started. `python -m bench.floor` measures "
+        "section 2c alone, on a stack of its own."
     )
     add("")
     return "\n".join(lines)
@@ -198,6 +202,7 @@ _SECTION_NUMBERS = {
     "latency": "1",
     "throughput": "2",
     "light": "2b",
+    "floor": "2c",
     "firstjob": "1c",
     "submit": "3a-b",
     "auth": "3c",
@@ -410,6 +415,58 @@ def _throughput(add, r: dict, settings) -> None:
             + f"; the direct fit + predict took {_s(r['direct_latency']['median'])}."
         )
         add("")
+
+
+def _floor(add, r: dict) -> None:
+    add("## 2c. The path's floor: what the service's guarantees cost")
+    add("")
+    add(
+        "The path a job takes through the service (a JSON submit over HTTP, its tables "
+        "checked and stored as Parquet in PostgreSQL, a wake-up through Redis, a worker that "
+        "claims the row, makes tabpfn-client's calls and stores the result, a long-poll "
+        "answered when the end is published) built with nothing else: no authentication, "
+        "Celery (and so no Flower), scheduler, pacing, leases, stages, idempotency, webhooks, "
+        "ORM or logging (`bench/floor.py`; the same table checks and Parquet encode, the "
+        "same tabpfn-client calls as the direct side, uvicorn with httptools and uvloop). "
+        "Fit-predicts one at a time, the three ways interleaved on the same stack, the "
+        "first five of each way left out."
+    )
+    add("")
+    add("| per call | jobs each way | direct | service | floor | **service − floor** |")
+    add("|---|---|---|---|---|---|")
+    for row in r["rows"]:
+        direct = row["direct_ms"]
+        service, floor = row["service"]["total"], row["floor"]["total"]
+        add(
+            f"| {row['latency_s'] * 1000:.0f} ms | {row['reps']} | {direct:.1f} ms | "
+            f"+{service - direct:.1f} ms ({service / direct:.3f}×) | "
+            f"+{floor - direct:.1f} ms ({floor / direct:.3f}×) | "
+            f"**{service - floor:.1f} ms** |"
+        )
+    add("")
+    add(
+        "Where the difference lies (medians in ms; split as in section 1: the submit until "
+        "its 202, the 202 until the claim, the claim until the result is stored, the store "
+        "until the result is at the client; a negative queue means the claim began before "
+        "the 202 reached the client):"
+    )
+    add("")
+    add("| per call | way | submit | queued | run − direct | notify |")
+    add("|---|---|---|---|---|---|")
+    for row in r["rows"]:
+        for way in ("service", "floor"):
+            parts = row[way]
+            add(
+                f"| {row['latency_s'] * 1000:.0f} ms | {way} | {parts['submit']:.1f} | "
+                f"{parts['queue']:.1f} | {parts['run'] - row['direct_ms']:+.1f} | "
+                f"{parts['notify']:.1f} |"
+            )
+    add("")
+    add(
+        "The floor is what the path alone costs on this machine; the difference is what the "
+        "service's guarantees cost on the same path (bench/ANALYSIS.md, session 21)."
+    )
+    add("")
 
 
 def _light(add, r: dict, at_default: dict | None) -> None:
