@@ -22,6 +22,13 @@ from bench.data import make_table
 from bench.memory import memory_kb, reset_peak_memory
 
 SYSTEMS = ["preprocessing", "text"]  # what TabPFNClassifier sends, and the worker too
+# Each call's timeout, against tabpfn-client's 900 s. Twice in these sessions (17 and 21)
+# one call of the 64- or 32-thread rounds got no answer from the emulator until a
+# debugger attached to a process woke it, 8-11 minutes later, voiding its round
+# (bench/ANALYSIS.md, session 21). A call here takes seconds; after this long it is
+# ended and tabpfn-client sends it again, and the job counts as stalled.
+CALL_TIMEOUT_S = 120.0
+STALLED_S = 60.0
 
 
 class Direct:
@@ -32,7 +39,9 @@ class Direct:
 
         self.models = api_models
         self.client = ServiceClient
-        self.options = ClientOptions(headers={"Authorization": f"Bearer {token}"})
+        self.options = ClientOptions(
+            headers={"Authorization": f"Bearer {token}"}, timeout=CALL_TIMEOUT_S
+        )
 
     def fit_predict(self, table) -> np.ndarray:
         from tabpfn_client.estimator import _clean_text_features
@@ -58,9 +67,11 @@ class Direct:
 
 
 class Retries:
-    """Fit-predicts sent again after a connection failed under them (counted, reported)."""
+    """Fit-predicts sent again after a connection failed under them, and those that took
+    over STALLED_S (counted, reported)."""
 
     count = 0
+    stalled = 0
     lock = threading.Lock()
 
 
@@ -79,7 +90,11 @@ def _timed(direct: Direct, table) -> tuple[float, list]:
         with Retries.lock:
             Retries.count += 1
         probabilities = direct.fit_predict(table)
-    return time.perf_counter() - start, probabilities
+    seconds = time.perf_counter() - start
+    if seconds > STALLED_S:
+        with Retries.lock:
+            Retries.stalled += 1
+    return seconds, probabilities
 
 
 def handle(direct: Direct, command: dict) -> dict:
@@ -99,7 +114,7 @@ def handle(direct: Direct, command: dict) -> dict:
         return answer
     if op == "throughput":
         tables = [make_table(seed, **shape) for seed in command["seeds"]]
-        retries = Retries.count
+        retries, stalled = Retries.count, Retries.stalled
         start = time.perf_counter()
         with ThreadPoolExecutor(command["threads"]) as pool:
             latencies = [s for s, _ in pool.map(lambda t: _timed(direct, t), tables)]
@@ -107,6 +122,7 @@ def handle(direct: Direct, command: dict) -> dict:
             "seconds": time.perf_counter() - start,
             "latencies": latencies,
             "retries": Retries.count - retries,
+            "stalled": Retries.stalled - stalled,
         }
     if op == "pid":
         return {"pid": os.getpid()}

@@ -166,6 +166,7 @@ def _inflight_pair(
         service_rounds.append(_service_round(stack, user, engine, direct, pid, n, seeds))
     direct_side = _pooled(direct_rounds, jobs)
     direct_side["retries"] = sum(r["retries"] for r in direct_rounds)
+    direct_side["stalled"] = sum(r.get("stalled", 0) for r in direct_rounds)
     direct_side["latency_median"] = statistics.median(
         x for r in direct_rounds for x in r["latencies"]
     )
@@ -203,6 +204,7 @@ def _direct_round(stack, direct, node: int, n: int, seeds: list[int]) -> dict:
         "seconds": answer["seconds"],
         "latencies": answer["latencies"],
         "retries": answer.get("retries", 0),
+        "stalled": answer.get("stalled", 0),
         "emulator": emulator.spent(len(seeds)),
         "cpu_s": cpu_spent(cpu, _cpu(stack, node, direct)),
     }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import statistics
 
+from bench.direct import STALLED_S
+
 INFLIGHT_TARGET = 0.8  # service ≥ 0.8 × direct threads at 1 s per call
 RSS_TARGET_MB = 1024  # a node's process tree at 64 in flight
 COLD_TARGET = 1.10  # first jobs' mean ≤ 1.10 × later jobs' mean (noise allowance)
@@ -132,6 +134,13 @@ def _inflight(add, r: dict) -> None:
         "service side (run again after the retry backoff: `attempts` > 1); the failed "
         "try's time is included."
     )
+    stalled = sum(s["direct"].get("stalled", 0) for s in r["sizes"].values())
+    if stalled:
+        add(
+            f"**{stalled} direct job(s) stalled** (over {STALLED_S:.0f} s: a call the "
+            "emulator did not answer until its timeout, bench/direct.py): their rounds' "
+            "rates, and the ratios built on them, do not measure the service."
+        )
     add("")
     ratios = [s["ratio"] for s in r["sizes"].values()]
     peak_rss = max(s["service"]["peak_rss_mb"] for s in r["sizes"].values())
