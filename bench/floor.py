@@ -257,10 +257,7 @@ class FloorClient:
                     "FROM floor_jobs WHERE id = %s",
                     (timing.job_id,),
                 )
-                started_at, finished_at = map(float, cursor.fetchone())
-                timing.queue_s = started_at - timing.submitted_wall
-                timing.run_s = finished_at - started_at
-                timing.notify_s = timing.answered_wall - finished_at
+                timing.split(*map(float, cursor.fetchone()))
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

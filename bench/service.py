@@ -35,6 +35,14 @@ class JobTiming:
     run_s: float = float("nan")  # started_at → finished_at (the worker's whole run)
     notify_s: float = float("nan")  # finished_at → the result reached the client
 
+    def split(self, started_at: float, finished_at: float) -> None:
+        """Set queue, run and notify from the job's started_at and finished_at (epoch s).
+
+        Same machine, same clock: PostgreSQL's now() against the client's time.time()."""
+        self.queue_s = started_at - self.submitted_wall
+        self.run_s = finished_at - started_at
+        self.notify_s = self.answered_wall - finished_at
+
 
 # httpx builds an SSL context for every new Client unless given one: ~36 ms of CPU,
 # which each client thread of a timed run would pay at its start, and which no
@@ -121,11 +129,7 @@ class ServiceUser:
         """Split each timing with its job's started_at and finished_at (one GET per job)."""
         for timing in timings:
             job = self.send("GET", f"/jobs/{timing.job_id}").raise_for_status().json()
-            # Same machine, same clock: Postgres now() against the client's time.time().
-            started, finished = _ts(job["started_at"]), _ts(job["finished_at"])
-            timing.queue_s = started - timing.submitted_wall
-            timing.run_s = finished - started
-            timing.notify_s = timing.answered_wall - finished
+            timing.split(_ts(job["started_at"]), _ts(job["finished_at"]))
 
     def wait(self, job_id: str, timeout_s: float = 300) -> dict:
         for response in self._long_polls(job_id, f"/jobs/{job_id}", timeout_s):
