@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,6 +53,7 @@ CREATE TABLE IF NOT EXISTS floor_jobs (
     finished_at timestamptz
 )"""
 _WAKE = "floor:wake"
+_WORKER_READY = "floor worker ready"
 
 
 def _end_channel(job_id: str) -> str:
@@ -209,7 +209,7 @@ def run_worker(token: str, threads: int) -> None:
 
     for _ in range(threads):
         threading.Thread(target=slot, daemon=True).start()
-    print("floor worker ready", flush=True)
+    print(_WORKER_READY, flush=True)
     threading.Event().wait()
 
 
@@ -260,31 +260,19 @@ class FloorClient:
                 timing.split(*map(float, cursor.fetchone()))
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    root = Path(__file__).resolve().parents[1]
-    with log.open("w") as out:
-        return subprocess.Popen(args, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait_for(check, what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start in {timeout_s:.0f} s")
-        time.sleep(0.1)
-
-
 def start_floor(running, stack: ExitStack, scratch_dir: Path) -> FloorClient:
     """The floor's API and worker on `running`'s database, Redis and emulator (stopped
     by `stack`), and a client of its API."""
-    import httpx
     import psycopg2
+    from sqlalchemy.engine import make_url
 
     from bench.stack import SECTION_TOKENS
     from cli.ports import free_port
+    from cli.supervisor import start_command, wait_for_http, wait_for_line
 
     # psycopg2's own URL: the service's names its SQLAlchemy driver.
-    database_url = running.env["DATABASE_URL"].replace("postgresql+psycopg2://", "postgresql://")
+    url = make_url(running.env["DATABASE_URL"]).set(drivername="postgresql")
+    database_url = url.render_as_string(hide_password=False)
     with psycopg2.connect(database_url) as connection:
         connection.cursor().execute(_SCHEMA)
     port = free_port()
@@ -294,31 +282,29 @@ def start_floor(running, stack: ExitStack, scratch_dir: Path) -> FloorClient:
         "FLOOR_REDIS_URL": running.env["REDIS_URL"],
         "TABPFN_CLIENT_API_URL": running.emulator_url,
     }
-    python = sys.executable
-    api = _start(
+    root = Path(__file__).resolve().parents[1]
+    api = start_command(
+        "floor-api",
         [
-            *(python, "-m", "uvicorn", "bench.floor:create_api", "--factory"),
+            *(sys.executable, "-m", "uvicorn", "bench.floor:create_api", "--factory"),
             *("--port", str(port), "--loop", "uvloop", "--http", "httptools"),
             *("--log-level", "warning"),
         ],
         env,
-        scratch_dir / "floor-api.log",
+        scratch_dir,
+        cwd=root,
     )
-    stack.callback(lambda: (api.terminate(), api.wait(10)))
-    worker_log = scratch_dir / "floor-worker.log"
-    worker = _start(
-        [python, "-m", "bench.floor", "--worker", SECTION_TOKENS["floor"]], env, worker_log
+    stack.callback(api.stop)
+    worker = start_command(
+        "floor-worker",
+        [sys.executable, "-m", "bench.floor", "--worker", SECTION_TOKENS["floor"]],
+        env,
+        scratch_dir,
+        cwd=root,
     )
-    stack.callback(lambda: (worker.terminate(), worker.wait(10)))
-    _wait_for(lambda: "floor worker ready" in worker_log.read_text(), "the floor's worker")
-
-    def api_answers() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    _wait_for(api_answers, "the floor's API")
+    stack.callback(worker.stop)
+    wait_for_line(worker, _WORKER_READY)
+    wait_for_http(f"http://127.0.0.1:{port}/", api)
     return FloorClient(f"http://127.0.0.1:{port}", database_url)
 
 

@@ -74,10 +74,18 @@ def start(
     name: str, args: list[str], env: dict[str, str], log_dir: Path, *, cwd: Path | None = None
 ) -> Child:
     """Run `tabpfn-api *args` as child `name`, its output in `log_dir/name.log`."""
+    return start_command(name, [str(BIN), *args], env, log_dir, cwd=cwd)
+
+
+def start_command(
+    name: str, argv: list[str], env: dict[str, str], log_dir: Path, *, cwd: Path | None = None
+) -> Child:
+    """Run `argv` as child `name`, its output in `log_dir/name.log` (what `start` does for
+    `tabpfn-api`, for another program)."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            [str(BIN), *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT,
             # Own session and process group: a Ctrl-C in the terminal reaches only
             # the parent, which stops the children in order, and a group kill
