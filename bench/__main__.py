@@ -297,23 +297,19 @@ def bench_light(
 
 
 def bench_floor(
-    user: ServiceUser,
-    stack: BenchStack,
-    direct: DirectProcess,
-    exits: ExitStack,
-    *,
-    reps: int,
-    restore_s: float,
+    user: ServiceUser, stack: BenchStack, direct: DirectProcess, *, reps: int, restore_s: float
 ) -> dict:
     """The path of DESIGN.md without the service's features (bench/floor.py), one job at a
-    time beside the direct client and the service, at 50 ms per call and the run's own."""
+    time beside the direct client and the service, at 50 ms per call and the run's own.
+    The floor's processes stop with the section: later sections do not share the cores."""
     latencies = sorted({LIGHT_LATENCY_S, restore_s})
     log(f"2c. the path's floor: {reps} jobs each way at {latencies} s per call")
-    started = floor.start_floor(stack, exits, stack.scratch)
-    try:
-        rows = floor.measure_on(stack, user, direct, started, latencies, reps, seed=80_000)
-    finally:
-        stack.set_latency(restore_s)
+    with ExitStack() as floor_processes:
+        started = floor.start_floor(stack, floor_processes, stack.scratch)
+        try:
+            rows = floor.measure_on(stack, user, direct, started, latencies, reps, seed=80_000)
+        finally:
+            stack.set_latency(restore_s)
     return {"rows": rows}
 
 
@@ -601,7 +597,6 @@ def run_on_stack(
                     user,
                     running,
                     direct,
-                    stack,
                     reps=max(10, args.reps * 2 // 3),
                     restore_s=settings.latency_s,
                 ),
