@@ -7,6 +7,7 @@ span of the window's length, wherever the upstream's window starts.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -165,26 +166,36 @@ def _on_a_clock(monkeypatch, skew_s: float) -> None:
     monkeypatch.setattr(pacing.time, "time", lambda: real() + skew_s)
 
 
+def _within(moment: datetime | None, low: float, high: float) -> bool:
+    # Bounds read from a local clock before and after the calls under test: a loaded
+    # machine's seconds between them are allowed, a node's skew (5 s, 61 s) is not.
+    return moment is not None and low - 0.05 <= moment.timestamp() <= high + 0.05
+
+
 @pytest.mark.parametrize("skew_s", [-5.0, 61.0])
 def test_nodes_with_clocks_apart_share_one_log(three_fits_a_minute, monkeypatch, skew_s):
     """A fleet's nodes stamp the log on Redis's clock, so none of them sees another's
     calls leave the window early, or late, because its own clock is off."""
     fingerprint = _token()
+    real = time.time  # pacing.time is the time module: _on_a_clock skews time.time too
+    before = real()
     assert pacing.reserve(fingerprint, {"fit": 3}) is None  # a node with the right time
     _on_a_clock(monkeypatch, skew_s)
     # Stamped and counted on its own clock, a node a minute ahead would see those
     # calls gone and spend a fourth call in their window (a 429 upstream); one 5 s
     # behind would tell its jobs to come back 5 s late.
     until = pacing.reserve(fingerprint, FITS)
-    # On this node's clock: a minute (and its margin) after the calls, as it reads now.
-    expected = datetime.fromtimestamp(pacing.time.time() + SPAN, UTC)
-    assert _near(until, expected)
+    # On this node's clock: a minute (and its margin) after the calls.
+    after = real()
+    low, high = before + skew_s + SPAN, after + skew_s + SPAN
+    assert _within(until, low, high)
     fit_minute = next(
         w for w in pacing.window_use(fingerprint) if (w.kind, w.window) == ("fit", "minute")
     )
-    assert fit_minute.used == 3 and _near(fit_minute.resets_at, expected)
+    assert fit_minute.used == 3 and _within(fit_minute.resets_at, low, high)
     # A 429 it meets closes the token for as long as the upstream said, on every node.
+    before = real()
     pacing.exhaust(fingerprint, datetime.fromtimestamp(pacing.time.time() + 30, UTC))
     monkeypatch.undo()
-    reopens = datetime.fromtimestamp(pacing.time.time() + 30, UTC)
-    assert _near(pacing.reserve(fingerprint, {"upload": 1}), reopens)
+    after = real()
+    assert _within(pacing.reserve(fingerprint, {"upload": 1}), before + 30, after + 30)
