@@ -235,15 +235,7 @@ class FloorClient:
         job_id = accepted.json()["id"]
         answered = self.http.get(f"/jobs/{job_id}/result", params={"wait": 30})
         answered.raise_for_status()
-        answered_wall, total_s = time.time(), time.perf_counter() - started
-        timing = JobTiming(
-            job_id=job_id,
-            total_s=total_s,
-            submit_s=submit_s,
-            wait_s=total_s - submit_s,
-            submitted_wall=submitted_wall,
-            answered_wall=answered_wall,
-        )
+        timing = JobTiming.answered_now(job_id, started, submit_s, submitted_wall)
         return timing, answered.json()
 
     def add_server_times(self, timings: list[JobTiming]) -> None:

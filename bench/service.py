@@ -28,12 +28,26 @@ class JobTiming:
     job_id: str
     total_s: float
     submit_s: float  # POST until 202
-    wait_s: float  # 202 until the result long-poll answered with the result
     submitted_wall: float  # time.time() at the 202
     answered_wall: float  # time.time() when the result arrived
     queue_s: float = float("nan")  # 202 at the client → started_at (broker, pickup, claim)
     run_s: float = float("nan")  # started_at → finished_at (the worker's whole run)
     notify_s: float = float("nan")  # finished_at → the result reached the client
+
+    @classmethod
+    def answered_now(
+        cls, job_id: str, started: float, submit_s: float, submitted_wall: float
+    ) -> JobTiming:
+        """A job whose result reached the client just now (`started`: perf_counter() at
+        its POST)."""
+        answered_wall, total_s = time.time(), time.perf_counter() - started
+        return cls(
+            job_id=job_id,
+            total_s=total_s,
+            submit_s=submit_s,
+            submitted_wall=submitted_wall,
+            answered_wall=answered_wall,
+        )
 
     def split(self, started_at: float, finished_at: float) -> None:
         """Set queue, run and notify from the job's started_at and finished_at (epoch s).
@@ -187,16 +201,7 @@ class ServiceUser:
             raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
         job_id = response.json()["id"]
         result = self.wait_for_result(job_id)
-        answered_wall, end = time.time(), time.perf_counter()
-        timing = JobTiming(
-            job_id=job_id,
-            total_s=end - start,
-            submit_s=submit_s,
-            wait_s=end - start - submit_s,
-            submitted_wall=submitted_wall,
-            answered_wall=answered_wall,
-        )
-        return timing, result
+        return JobTiming.answered_now(job_id, start, submit_s, submitted_wall), result
 
     def throughput(self, tables: list[Table], clients: int) -> tuple[float, list[JobTiming]]:
         start = time.perf_counter()
