@@ -29,6 +29,7 @@ reported against the direct one's, at each upstream call time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -60,6 +61,19 @@ def _end_channel(job_id: str) -> str:
     return f"floor:end:{job_id}"
 
 
+def _statement(database, sql: str, args: tuple) -> tuple | None:
+    """One statement in a transaction of its own on a pooled connection; its first row."""
+    connection = database.getconn()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+            row = cursor.fetchone() if cursor.description else None
+        connection.commit()
+        return row
+    finally:
+        database.putconn(connection)
+
+
 # ---------------------------------------------------------------- the API
 
 
@@ -86,16 +100,7 @@ def create_api():
     broker = redis.Redis.from_url(os.environ["FLOOR_REDIS_URL"])
     listener = redis.asyncio.Redis.from_url(os.environ["FLOOR_REDIS_URL"])
 
-    def statement(sql: str, args: tuple) -> tuple | None:
-        connection = database.getconn()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, args)
-                row = cursor.fetchone() if cursor.description else None
-            connection.commit()
-            return row
-        finally:
-            database.putconn(connection)
+    statement = functools.partial(_statement, database)
 
     def accept(body: dict) -> str:
         train = table_from_json(body["train"]["X"], body["train"].get("columns"), name="train")
@@ -167,16 +172,7 @@ def run_worker(token: str, threads: int) -> None:
     direct = Direct(token)
     direct.client.get_settings()  # cached, as every worker process of the service does
 
-    def statement(sql: str, args: tuple) -> tuple | None:
-        connection = database.getconn()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, args)
-                row = cursor.fetchone()
-            connection.commit()
-            return row
-        finally:
-            database.putconn(connection)
+    statement = functools.partial(_statement, database)
 
     class Table:  # what Direct.fit_predict reads
         def __init__(self, X, y, X_test) -> None:
