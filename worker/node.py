@@ -112,6 +112,10 @@ def run_node(argv: list[str]) -> None:
     total = options.concurrency or settings.worker_concurrency
     shares = _shares(total, settings.worker_processes or default_processes())
     if options.pool not in (None, "threads") or len(shares) == 1:
+        if options.pool:
+            # Celery's --pool reads "prefork", its own default, as "the configured pool"
+            # (worker_pool: threads here), so `--pool prefork` alone ran threads.
+            app.conf.worker_pool = options.pool
         sys.exit(_celery_worker(app, ["worker", *argv]))
     # Before the fork: the processes share these pages instead of each importing them.
     from worker.lifecycle import import_what_jobs_need

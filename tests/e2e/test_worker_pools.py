@@ -1,0 +1,52 @@
+"""A pool other than the default, asked for by name, is the pool the node runs.
+
+The node runs Celery's threads pool unless told otherwise (worker/celery_config.py).
+Celery's `--pool` reads "prefork", its own default, as "whatever the configuration
+says", so `tabpfn-api worker --pool prefork` used to run threads, silently; the
+node now configures the pool it was asked for (worker/node.py).
+"""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from tests.support.api import register, wait_for_job
+from tests.support.stacks import api_client, own_stack
+from tests.support.stacks import submit_small as submit
+
+TOKENS = ["pool-a-token", "pool-b-token"]
+
+
+@pytest.fixture(scope="module")
+def prefork_stack(services, tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("prefork")
+    with own_stack(
+        services,
+        scratch,
+        tokens=TOKENS,
+        worker_args=("--pool", "prefork", "--concurrency", "2"),
+        EMULATOR_MODEL="trivial",
+    ) as stack:
+        yield stack
+
+
+def test_a_node_asked_for_prefork_runs_its_jobs_in_prefork_processes(prefork_stack, request):
+    with api_client(prefork_stack, request) as client:
+        users = [register(client, token) for token in TOKENS]
+        ids = [(headers, submit(client, headers)) for headers in users for _ in range(2)]
+        jobs = [wait_for_job(client, headers, job_id) for headers, job_id in ids]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 4
+
+    [worker] = [p for p in prefork_stack.processes if p.name == "worker"]
+    assert "concurrency: 2 (prefork)" in worker.log()
+    holders = {
+        int(row.worker.rpartition(":")[2])
+        for row in prefork_stack.sql(
+            "select worker from jobs where id = any(cast(:ids as uuid[]))",
+            ids=[job_id for _, job_id in ids],
+        )
+    }
+    # Run by the pool's processes, forked from the node, not by the node's own thread.
+    pool = {child.pid for child in psutil.Process(worker.pid).children()}
+    assert holders and holders <= pool, (holders, pool)
