@@ -36,7 +36,7 @@ dev: install
 	$(BIN)/tabpfn-api dev
 
 # The service against direct tabpfn-client calls (its own stack, torn down after);
-# rewrites docs/benchmarks.md. Takes about fifteen minutes on two cores (submit under
+# rewrites docs/benchmarks.md. Takes about half an hour on two cores (submit under
 # load runs 2 × 60 s; the upload section writes and sends files of up to 500 MiB).
 bench: install
 	$(BIN)/pip install --quiet -r bench/requirements.txt

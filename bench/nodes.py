@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.memory import memory_kb
 from bench.stack import start_in
-from cli.supervisor import WORKER_READY, Child, wait_for_line
+from cli.supervisor import WORKER_READY, Child, start_command, wait_for_line
 
 
 @contextmanager
@@ -31,16 +31,24 @@ def nodes(
     env: dict[str, str],
     scratch: Path,
     keep_logs: Path | None = None,
+    program: list[str] | None = None,
 ):
     """Start every (name, args, settings) node, wait until all are ready, stop them after.
 
-    Each is `tabpfn-api worker *args` with `settings` over `env`. With
-    `keep_logs`, each node's log is copied there (name-<pid>.log) once it stopped.
+    Each is `tabpfn-api worker *args` with `settings` over `env`, or `program *args`
+    (a launcher that runs the worker, bench/gevent_worker.py). With `keep_logs`,
+    each node's log is copied there (name-<pid>.log) once it stopped.
     """
     started: list[Child] = []
     try:
         for name, args, settings in specs:
-            started.append(start_in(scratch, name, ["worker", *args], {**env, **settings}))
+            settings = {**env, **settings}
+            if program is None:
+                started.append(start_in(scratch, name, ["worker", *args], settings))
+            else:
+                started.append(
+                    start_command(name, [*program, *args], settings, scratch, cwd=scratch)
+                )
         for node in started:
             # After lifecycle's warm-up.
             wait_for_line(node, WORKER_READY)

@@ -176,13 +176,15 @@ def render(facts: dict, results: dict) -> str:
     add("## Reproducing")
     add("")
     add(
-        "`make bench` installs the project and the profiler (`bench/requirements.txt`), "
+        "`make bench` installs the project and what only the bench needs (the profiler, and "
+        "gevent for section 5b: `bench/requirements.txt`), "
         "runs `python -m bench` and rewrites this file; the raw numbers and py-spy's "
         "collapsed stacks are kept in the temporary directory the run names at its end. "
         "Options: `python -m bench --help` (emulator latency, worker concurrency, "
         "clients, repetitions, rows of the large case; "
         "`--quick` for a smoke run; `--only latency,throughput` (or `floor`, `firstjob`, "
-        "`inflight`, `coldstart`, `scaleout`, `claim`, `fairness`, `submitload`, `uploads`) "
+        "`inflight`, `pools`, `coldstart`, `scaleout`, `claim`, `fairness`, `submitload`, "
+        "`uploads`) "
         "runs some sections and "
         "prints their figures as JSON, leaving this file alone; "
         "`--render DIR/results.json` rewrites this file from a "
@@ -208,6 +210,7 @@ _SECTION_NUMBERS = {
     "profiles": "profiles",
     "large": "4",
     "inflight": "5",
+    "pools": "5b",
     "coldstart": "6",
     "scaleout": "7",
     "claim": "8",

@@ -35,6 +35,7 @@ def _cpu(emulator: dict) -> str:
 def render_fleet(add, results: dict) -> None:
     for name, render in (
         ("inflight", _inflight),
+        ("pools", _pools),
         ("coldstart", _coldstart),
         ("scaleout", _scaleout),
         ("claim", _claim),
@@ -179,6 +180,55 @@ def _inflight(add, r: dict) -> None:
             f"**{at_peak['redis']} Redis** clients (CLIENT LIST entries from the worker's "
             f"sockets; names: {names})."
         )
+    add("")
+
+
+def _pools(add, r: dict) -> None:
+    add("## 5b. The pool, chosen on evidence: the candidates side by side")
+    add("")
+    add(
+        f"Each candidate is a node of {r['clients']} slots (`--concurrency "
+        f"{r['clients']}`) measured as section 5 measures the default: {r['clients']} "
+        f"clients at {r['latency_s']:.0f} s per upstream call, {r['jobs_per_client']} "
+        "job(s) each, in rounds that alternate with as many threads of direct tabpfn-client "
+        "(bench/pools.py). Celery's **threads** pool over two processes (the default) and "
+        "over one; its **gevent** pool, with the standard library monkey-patched and "
+        "psycopg2 made cooperative (psycogreen) before anything else is imported, as gevent "
+        "requires (bench/gevent_worker.py); and **prefork**, a process per slot, forked "
+        "from the warm node, each with a database pool of two (at the pool's defaults its "
+        "processes could ask PostgreSQL for more connections than its default "
+        "`max_connections` of 100)."
+    )
+    add("")
+    add(
+        "| pool | Celery's banner (first process) | processes | service jobs/s "
+        "| direct jobs/s | **service / direct** "
+        "| peak running | node peak RSS (PSS) | idle and ready: RSS (PSS) "
+        "| node CPU ms/job | PostgreSQL / Redis connections at peak "
+        "| emulator CPU ms/job (service / direct) |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, c in r["candidates"].items():
+        service, direct = c["service"], c["direct"]
+        at_peak = service.get("connections_at_peak") or {}
+        add(
+            f"| {label} | {c['banner'].get('concurrency', '?')} | {c['processes']} "
+            f"| {_rate(service)} | {_rate(direct)} | **{c['ratio']:.2f}×** "
+            f"| {service['peak_running']:.0f} "
+            f"| {service['peak_rss_mb']:.0f} MB ({service['peak_pss_mb']:.0f} MB) "
+            f"| {c['idle_rss_mb']:.0f} MB ({c['idle_pss_mb']:.0f} MB) "
+            f"| {service['cpu_ms_per_job'].get('worker node', 0):.0f} "
+            f"| {at_peak.get('postgres', '?')} / {at_peak.get('redis', '?')} "
+            f"| {_cpu(service['emulator'])} / {_cpu(direct['emulator'])} |"
+        )
+    add("")
+    add(
+        "Processes: the node's whole tree (the supervisor, its Celery processes, prefork's "
+        "pool). RSS sums each process's resident pages, so pages forked processes share "
+        "count once per process; PSS counts them once, as a container's memory limit does. "
+        "Node CPU is all the node's processes per job, from /proc. The analysis below says "
+        "what the choice rests on."
+    )
     add("")
 
 

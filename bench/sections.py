@@ -12,11 +12,12 @@ from collections.abc import Callable
 from bench.claim import bench_claim
 from bench.fairness import bench_fairness
 from bench.fleet import Context, bench_coldstart, bench_inflight, bench_scaleout, log
+from bench.pools import bench_pools
 from bench.stack import BenchStack
 from bench.submit_load import run as run_submit_load
 from bench.uploads import run as run_uploads
 
-FLEET_SECTIONS = ("inflight", "coldstart", "scaleout", "claim", "fairness")
+FLEET_SECTIONS = ("inflight", "pools", "coldstart", "scaleout", "claim", "fairness")
 # Issue 15's sections start stacks of their own (bench/submit_load.py,
 # bench/uploads.py), so they run after the shared stack is gone.
 STANDALONE_SECTIONS = ("submitload", "uploads")
@@ -30,6 +31,12 @@ def fleet_sections(
         # At 1 s per upstream call a fit-predict takes ~4.5 s: each client runs a few.
         "inflight": lambda: bench_inflight(
             ctx, sizes=(8, 16) if quick else (32, 64), jobs_per_client=1 if quick else 3
+        ),
+        "pools": lambda: bench_pools(
+            ctx,
+            clients=8 if quick else 32,
+            jobs_per_client=1 if quick else 3,
+            rounds=1 if quick else 3,
         ),
         "coldstart": lambda: bench_coldstart(ctx, n=8 if quick else 16, trials=1 if quick else 5),
         "scaleout": lambda: bench_scaleout(

@@ -39,6 +39,8 @@ DIRECT_TOKEN = "bench-direct-token"
 SECTION_TOKENS = {
     "inflight": "bench-inflight-token",
     "inflight-direct": "bench-inflight-direct-token",
+    "pools": "bench-pools-token",
+    "pools-direct": "bench-pools-direct-token",
     "coldstart": "bench-cold-token",
     "coldstart-direct": "bench-cold-direct-token",
     "scaleout": "bench-scale-token",
