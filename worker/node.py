@@ -92,6 +92,23 @@ def _name(hostname: str | None, number: int) -> str:
     return f"{name}-{number}@{host or '%h'}"
 
 
+def _unpatched_green_pool(pool: str | None) -> bool:
+    """gevent or eventlet asked for in a process nobody monkey-patched.
+
+    Celery's own `celery` command patches the process for these pools; this one does
+    not. Unpatched, every socket read and every psycopg2 query blocks the whole
+    process, so its slots would run one job at a time. A launcher that patches first
+    (bench/gevent_worker.py) may run them.
+    """
+    if pool == "gevent":
+        monkey = sys.modules.get("gevent.monkey")
+        return monkey is None or not monkey.is_module_patched("socket")
+    if pool == "eventlet":
+        patcher = sys.modules.get("eventlet.patcher")
+        return patcher is None or not patcher.is_monkey_patched("socket")
+    return False
+
+
 def default_processes() -> int:
     """Two, or one where this process may use a single core only (affinity, cpusets)."""
     return min(2, len(os.sched_getaffinity(0)))
@@ -108,6 +125,14 @@ def run_node(argv: list[str]) -> None:
         _index, _ready_fd = int(index), int(fd)
         sys.exit(_celery_worker(app, ["worker", *argv]))
     options, rest = _split(argv)
+    if _unpatched_green_pool(options.pool):
+        print(
+            f"tabpfn-api worker: --pool {options.pool} needs the process monkey-patched "
+            "before it imports anything, which tabpfn-api worker does not do; use the "
+            "threads pool (the default) or --pool prefork (docs/operations.md)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     settings = get_settings()
     total = options.concurrency or settings.worker_concurrency
     shares = _shares(total, settings.worker_processes or default_processes())

@@ -1,4 +1,5 @@
-"""A pool other than the default, asked for by name, is the pool the node runs.
+"""A pool other than the default, asked for by name, is the pool the node runs, or is
+refused in one line when the process is not set up for it.
 
 The node runs Celery's threads pool unless told otherwise (worker/celery_config.py).
 Celery's `--pool` reads "prefork", its own default, as "whatever the configuration
@@ -8,9 +9,13 @@ node now configures the pool it was asked for (worker/node.py).
 
 from __future__ import annotations
 
+import subprocess
+
 import psutil
 import pytest
 
+from cli.supervisor import BIN
+from cli.throwaway import base_env
 from tests.support.api import register, wait_for_job
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
@@ -50,3 +55,19 @@ def test_a_node_asked_for_prefork_runs_its_jobs_in_prefork_processes(prefork_sta
     # Run by the pool's processes, forked from the node, not by the node's own thread.
     pool = {child.pid for child in psutil.Process(worker.pid).children()}
     assert holders and holders <= pool, (holders, pool)
+
+
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_a_green_pool_in_a_process_nobody_patched_is_refused_in_one_line(pool):
+    # Unpatched, each slot's socket reads and queries would block the whole process.
+    done = subprocess.run(
+        [str(BIN), "worker", "--pool", pool],
+        env=base_env(SECRET_KEY="k", DATABASE_URL="postgres://x/y", REDIS_URL="redis://x"),
+        capture_output=True, text=True, timeout=60, cwd="/",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"tabpfn-api worker: --pool {pool} needs the process monkey-patched before it "
+        "imports anything, which tabpfn-api worker does not do; use the threads pool (the "
+        "default) or --pool prefork (docs/operations.md)"
+    ]
