@@ -66,7 +66,7 @@ class Emulator:
         }
 
 
-def _engine(stack: BenchStack):
+def database_engine(stack: BenchStack):
     return create_engine(stack.env["DATABASE_URL"], pool_size=2)
 
 
@@ -115,7 +115,7 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
     log(f"inflight: {sizes} clients x {jobs_per_client} fit-predicts at 1 s per upstream call")
     user = ServiceUser.register(stack.api_url, SECTION_TOKENS["inflight"])
     direct = ctx.direct(SECTION_TOKENS["inflight-direct"])
-    engine = _engine(stack)
+    engine = database_engine(stack)
     out: dict = {"jobs_per_client": jobs_per_client, "latency_s": 1.0, "sizes": {}}
     stack.set_latency(1.0)
     try:
@@ -128,15 +128,15 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
                 out["processes"] = len(tree(pid))
                 for k, n in enumerate(sizes):
                     base = 200_000 + k * 10_000
-                    out["sizes"][str(n)] = _inflight_pair(
+                    out["sizes"][str(n)] = inflight_pair(
                         stack, user, direct, engine, pid, n, n * jobs_per_client, base
                     )
-                out["worker_settings"] = _node_settings(node.log())
+                out["worker_settings"] = node_settings(node.log())
             n = sizes[-1]
             spec = [("inflight-1p", [], {"WORKER_PROCESSES": "1"})]
             with nodes(spec, stack.env, stack.scratch, stack.logs_dir) as (node,):
                 log(f"inflight: {n} clients again, on a node of 1 process")
-                pair = _inflight_pair(
+                pair = inflight_pair(
                     stack, user, direct, engine, node.popen.pid, n, n * jobs_per_client, 250_000
                 )
                 out["one_process"] = {"clients": n, "processes": len(tree(node.popen.pid))}
@@ -147,7 +147,7 @@ def bench_inflight(ctx: Context, sizes: tuple[int, ...], jobs_per_client: int) -
     return out
 
 
-def _inflight_pair(
+def inflight_pair(
     stack, user, direct, engine, pid: int, n: int, jobs: int, base: int, rounds: int = 3
 ) -> dict:
     """`jobs` fit-predicts from `n` direct threads, then from `n` service clients; `rounds` times.
@@ -277,7 +277,7 @@ def stack_latency(stack: BenchStack) -> float:
     return float(stack.env["EMULATOR_LATENCY_S"])
 
 
-def _node_settings(log_text: str) -> dict:
+def node_settings(log_text: str) -> dict:
     """Celery's banner: the pool and concurrency the node actually ran with."""
     found = {}
     for line in log_text.splitlines():
@@ -398,7 +398,7 @@ def bench_scaleout(ctx: Context, clients: int, jobs_per_client: int, concurrency
     stack = ctx.stack
     log(f"scaleout: {clients} clients at 1 s per call, nodes of {concurrency} slots")
     user = ServiceUser.register(stack.api_url, SECTION_TOKENS["scaleout"])
-    engine = _engine(stack)
+    engine = database_engine(stack)
     settings = {"WORKER_CONCURRENCY": str(concurrency)}
     specs = {
         "one node": [("bench-w1", ["-n", "bench-w1@%h"], settings)],

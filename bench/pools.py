@@ -20,10 +20,10 @@ import sys
 
 from bench.fleet import (
     Context,
-    _engine,
-    _inflight_pair,
-    _node_settings,
+    database_engine,
+    inflight_pair,
     log,
+    node_settings,
     stack_latency,
 )
 from bench.nodes import nodes, tree, tree_pss_kb, tree_rss_kb
@@ -50,7 +50,7 @@ def bench_pools(ctx: Context, clients: int, jobs_per_client: int, rounds: int) -
     log(f"pools: {len(CANDIDATES)} candidates, {clients} clients at 1 s per upstream call")
     user = ServiceUser.register(stack.api_url, SECTION_TOKENS["pools"])
     direct = ctx.direct(SECTION_TOKENS["pools-direct"])
-    engine = _engine(stack)
+    engine = database_engine(stack)
     out: dict = {
         "clients": clients,
         "jobs_per_client": jobs_per_client,
@@ -70,7 +70,7 @@ def bench_pools(ctx: Context, clients: int, jobs_per_client: int, rounds: int) -
                         "processes": len(tree(pid)),
                     }
                     log(f"pools: {label}")
-                    pair = _inflight_pair(
+                    pair = inflight_pair(
                         stack,
                         user,
                         direct,
@@ -81,7 +81,7 @@ def bench_pools(ctx: Context, clients: int, jobs_per_client: int, rounds: int) -
                         600_000 + 20_000 * k,
                         rounds=rounds,
                     )
-                    out["candidates"][label] = idle | pair | {"banner": _node_settings(node.log())}
+                    out["candidates"][label] = idle | pair | {"banner": node_settings(node.log())}
     finally:
         stack.set_latency(stack_latency(stack))
         engine.dispose()
