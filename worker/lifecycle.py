@@ -87,10 +87,12 @@ def _warm_before_the_pool(**_: object) -> None:
 
 @worker_process_init.connect
 def _fresh_pool_process(**_: object) -> None:
-    # A forked child must not reuse its parent's database connections.
+    # A forked child must not reuse its parent's database or upstream connections.
     from shared.core.db import get_engine
+    from shared.upstream.client import renew_after_fork
 
     get_engine().dispose(close=False)
+    renew_after_fork()
 
 
 def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 30.0) -> int:

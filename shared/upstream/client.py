@@ -27,6 +27,20 @@ def load_client() -> SimpleNamespace:
     )
 
 
+def renew_after_fork() -> None:
+    """In a process forked from one that used the upstream: a connection pool of its own.
+
+    Under prefork the node's parent warms up (and asks the upstream for its limits)
+    before it forks the pool's processes, which inherit its open connections. Two
+    processes writing requests on one socket read each other's answers: a job failed
+    with `validation_error` on a response meant for its sibling. Closing the inherited
+    copies here sends nothing (the parent still holds each socket, and HTTP/1.1 says
+    nothing on close), so the parent's connections are untouched.
+    """
+    if load_client.cache_info().currsize:  # never loaded here or before the fork: none to renew
+        _keep_connections_alive(load_client().ServiceClient)
+
+
 def _keep_connections_alive(service_client: type) -> None:
     """Let the client's one process-wide HTTP client keep every connection it opened.
 

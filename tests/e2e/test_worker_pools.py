@@ -14,7 +14,7 @@ import subprocess
 import psutil
 import pytest
 
-from cli.supervisor import BIN
+from cli.supervisor import BIN, WORKER_READY, wait_for_line
 from cli.throwaway import base_env
 from tests.support.api import register, wait_for_job
 from tests.support.stacks import api_client, own_stack
@@ -36,14 +36,34 @@ def prefork_stack(services, tmp_path_factory):
         yield stack
 
 
+def _upstream_sockets(pids: list[int], port: int) -> list[set[int]]:
+    """Each process's TCP connections to the upstream, by local port (one socket, one port)."""
+    return [
+        {c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.raddr[1:] == (port,)}
+        for pid in pids
+    ]
+
+
+def _shared(sockets: list[set[int]]) -> set[int]:
+    return {port for i, a in enumerate(sockets) for b in sockets[i + 1 :] for port in a & b}
+
+
 def test_a_node_asked_for_prefork_runs_its_jobs_in_prefork_processes(prefork_stack, request):
+    [worker] = [p for p in prefork_stack.processes if p.name == "worker"]
+    wait_for_line(worker, WORKER_READY)
+    node = [worker.pid, *(child.pid for child in psutil.Process(worker.pid).children())]
+    upstream = int(prefork_stack.emulator_url.rpartition(":")[2])
+    # The node's parent asked the upstream for its limits before it forked the pool:
+    # a connection it kept must not live on in the children too, or two processes
+    # would write on one socket and read each other's answers (a job failed so).
+    assert not _shared(before := _upstream_sockets(node, upstream)), before
     with api_client(prefork_stack, request) as client:
         users = [register(client, token) for token in TOKENS]
         ids = [(headers, submit(client, headers)) for headers in users for _ in range(2)]
         jobs = [wait_for_job(client, headers, job_id) for headers, job_id in ids]
-    assert [j["status"] for j in jobs] == ["succeeded"] * 4
+    assert [j["status"] for j in jobs] == ["succeeded"] * 4, [j.get("error") for j in jobs]
+    assert not _shared(after := _upstream_sockets(node, upstream)), after
 
-    [worker] = [p for p in prefork_stack.processes if p.name == "worker"]
     assert "concurrency: 2 (prefork)" in worker.log()
     holders = {
         int(row.worker.rpartition(":")[2])
