@@ -4,7 +4,9 @@ refused in one line when the process is not set up for it.
 The node runs Celery's threads pool unless told otherwise (worker/celery_config.py).
 Celery's `--pool` reads "prefork", its own default, as "whatever the configuration
 says", so `tabpfn-api worker --pool prefork` used to run threads, silently; the
-node now configures the pool it was asked for (worker/node.py).
+node now configures the pool it was asked for (worker/node.py). Once prefork ran,
+its processes shared the upstream connection the node's warm-up had kept; each
+now opens its own (shared/upstream/client.py::renew_after_fork).
 """
 
 from __future__ import annotations
