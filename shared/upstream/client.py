@@ -37,8 +37,7 @@ def renew_after_fork() -> None:
     copies here sends nothing (the parent still holds each socket, and HTTP/1.1 says
     nothing on close), so the parent's connections are untouched.
     """
-    if load_client.cache_info().currsize:  # never loaded here or before the fork: none to renew
-        _keep_connections_alive(load_client().ServiceClient)
+    _keep_connections_alive(load_client().ServiceClient)
 
 
 def _keep_connections_alive(service_client: type) -> None:
@@ -55,8 +54,9 @@ def _keep_connections_alive(service_client: type) -> None:
     upstream's own idle timeout: a request sent on a connection the server is
     closing at that moment fails (ReadError, WriteError), and tabpfn-client does
     not retry every call on those. Same URL, timeout, headers and redirects as
-    the client's own; built before any connection is opened (a forked node's
-    parent does this, so no socket is shared across the fork).
+    the client's own. A node of several processes builds it in its parent
+    before the fork, with no socket yet to share; prefork's pool processes,
+    whose parent has used it, build it again (`renew_after_fork`).
     """
     import httpx
 
