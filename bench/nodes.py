@@ -21,8 +21,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from bench.memory import memory_kb
-from bench.stack import start_in
-from cli.supervisor import WORKER_READY, Child, start_command, wait_for_line
+from cli.supervisor import BIN, WORKER_READY, Child, start_command, wait_for_line
 
 
 @contextmanager
@@ -35,20 +34,17 @@ def nodes(
 ):
     """Start every (name, args, settings) node, wait until all are ready, stop them after.
 
-    Each is `tabpfn-api worker *args` with `settings` over `env`, or `program *args`
-    (a launcher that runs the worker, bench/gevent_worker.py). With `keep_logs`,
-    each node's log is copied there (name-<pid>.log) once it stopped.
+    Each is `tabpfn-api worker *args`, or `program *args` (a launcher that runs the
+    worker, bench/gevent_worker.py), with `settings` over `env`, in `scratch` (as
+    start_in runs it). With `keep_logs`, each node's log is copied there
+    (name-<pid>.log) once it stopped.
     """
+    command = program or [str(BIN), "worker"]
     started: list[Child] = []
     try:
         for name, args, settings in specs:
-            settings = {**env, **settings}
-            if program is None:
-                started.append(start_in(scratch, name, ["worker", *args], settings))
-            else:
-                started.append(
-                    start_command(name, [*program, *args], settings, scratch, cwd=scratch)
-                )
+            argv, node_env = [*command, *args], {**env, **settings}
+            started.append(start_command(name, argv, node_env, scratch, cwd=scratch))
         for node in started:
             # After lifecycle's warm-up.
             wait_for_line(node, WORKER_READY)
