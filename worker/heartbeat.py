@@ -202,13 +202,18 @@ def holder_is_dead(holder: str | None) -> bool:
     host, _, pid = (holder or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
+    return process_is_gone(int(pid))
+
+
+def process_is_gone(pid: int) -> bool:
+    """Whether a process of this host has ended (a zombie, not yet reaped, has)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    try:  # killed but not yet reaped by its parent
+    try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rpartition(")")[2].split()[0] == "Z"
     except (OSError, IndexError):

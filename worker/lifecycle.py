@@ -9,7 +9,10 @@
   restarted) are queued again at once, without waiting for the sweeper.
 - On SIGTERM, slots finish the job in hand and claim no more; whatever still
   runs after WORKER_DRAIN_S is handed back to the queue (not an attempt) and
-  the process exits, so another node picks it up at once.
+  the process exits, so another node picks it up at once. Under prefork the
+  jobs run in the pool's processes, not in the one Celery signals: it passes
+  the drain on, each pool process drains its own job the same way, and the node
+  exits once they have (the kernel kills them when it goes: pdeathsig).
 """
 
 from __future__ import annotations
@@ -17,11 +20,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from shared.core.config import get_settings
 from shared.core.heap import freeze_start_up_heap
@@ -93,6 +103,26 @@ def _fresh_pool_process(**_: object) -> None:
 
     get_engine().dispose(close=False)
     renew_after_fork()
+    signal.signal(DRAIN_POOL_PROCESS, _drain_this_pool_process)
+    global _drain_on_sigterm_pending
+    _drain_on_sigterm_pending = True
+
+
+# A prefork pool process drains as a threads node does. The node asks it with
+# DRAIN_POOL_PROCESS (_drain), which billiard leaves alone; SIGTERM is billiard's
+# ("exit now"), set after worker_process_init. A SIGTERM sent to every process of
+# the node at once (systemd's default) drains too, once the process has run a
+# task: that handler goes in at its first, in the main thread that runs it.
+DRAIN_POOL_PROCESS = signal.SIGUSR2
+_drain_on_sigterm_pending = False
+
+
+@task_prerun.connect
+def _drain_this_pool_process_on_sigterm(**_: object) -> None:
+    global _drain_on_sigterm_pending
+    if _drain_on_sigterm_pending:
+        _drain_on_sigterm_pending = False
+        signal.signal(signal.SIGTERM, _drain_this_pool_process)
 
 
 def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 30.0) -> int:
@@ -148,21 +178,71 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     # again, so no page shared with the parent is written).
     log.info("ready; %d objects left out of garbage collection", freeze_start_up_heap())
     report_ready(getattr(getattr(sender, "controller", None), "concurrency", 0))
+    global _node_pool
+    _node_pool = getattr(getattr(sender, "controller", None), "pool", None)
+
+
+# The node's Celery pool, kept at ready: under prefork, its processes are what a drain reaches.
+_node_pool: object = None
+# How long a node waits, past the grace, for its pool processes to hand their jobs back.
+_POOL_HAND_BACK_S = 10.0
+
+
+def _pool_processes() -> list[int]:
+    """The prefork pool's processes (none for the threads pool, or once Celery closed it)."""
+    try:
+        return [pid for pid in _node_pool.info.get("processes", []) if pid]
+    except Exception:  # no pool kept, or one Celery has already let go of
+        return []
 
 
 @worker_shutting_down.connect
 def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
-    from worker.runner import draining, hand_back_in_flight
+    from worker.heartbeat import process_is_gone
+    from worker.runner import draining
 
     draining.set()
     grace = get_settings().worker_drain_s
+    pool = _pool_processes()
+    for pid in pool:  # each drains its own job (_drain_this_pool_process)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, DRAIN_POOL_PROCESS)
     log.info("shutting down (%s): in-flight jobs have %.0fs to finish", sig, grace)
 
     def hand_back_the_rest() -> None:
         time.sleep(grace)
-        handed = hand_back_in_flight()
-        log.warning("drain: handed %d unfinished job(s) back to the queue; exiting", handed)
-        logging.shutdown()
-        os._exit(0)
+        # Past the grace each pool process hands its job back and exits; this one's
+        # exit would kill them at once, so it waits for them first (bounded).
+        until = time.monotonic() + _POOL_HAND_BACK_S
+        while not all(map(process_is_gone, pool)) and time.monotonic() < until:
+            time.sleep(0.05)
+        _hand_back_and_exit()
 
     threading.Thread(target=hand_back_the_rest, name="drain", daemon=True).start()
+
+
+def _drain_this_pool_process(signum: int, frame: object) -> None:
+    """A prefork pool process told to drain: finish the job in hand, or hand it back at the
+    grace. Its job ending first, the process ends as Celery closes the pool, before that."""
+    from worker.runner import draining
+
+    if draining.is_set():
+        return  # asked twice (by the node and by a SIGTERM to all): one drain
+    draining.set()
+    grace = get_settings().worker_drain_s
+
+    def hand_back_the_rest() -> None:
+        time.sleep(grace)
+        _hand_back_and_exit()
+
+    threading.Thread(target=hand_back_the_rest, name="drain", daemon=True).start()
+
+
+def _hand_back_and_exit() -> None:
+    """Give back what this process still runs and exit (its job threads may be stuck upstream)."""
+    from worker.runner import hand_back_in_flight
+
+    handed = hand_back_in_flight()
+    log.warning("drain: handed %d unfinished job(s) back to the queue; exiting", handed)
+    logging.shutdown()
+    os._exit(0)

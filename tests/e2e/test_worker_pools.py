@@ -7,22 +7,31 @@ says", so `tabpfn-api worker --pool prefork` used to run threads, silently; the
 node now configures the pool it was asked for (worker/node.py). Once prefork ran,
 its processes shared the upstream connection the node's warm-up had kept; each
 now opens its own (shared/upstream/client.py::renew_after_fork).
+
+Then what the threads pool is proven to keep, proven again under prefork: a job's
+deadline, cancel, a node killed and restarted, and SIGTERM's drain, which the node
+passes on to the pool processes that run the jobs (worker/lifecycle.py).
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
+from datetime import datetime
 
+import httpx
 import psutil
 import pytest
 
-from cli.supervisor import BIN, WORKER_READY, wait_for_line
+from cli.supervisor import BIN, WORKER_READY, start, wait_for_line
 from cli.throwaway import base_env
 from tests.support.api import register, wait_for_job
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
 
 TOKENS = ["pool-a-token", "pool-b-token"]
+DEADLINE_S = 15
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +41,32 @@ def prefork_stack(services, tmp_path_factory):
         services,
         scratch,
         tokens=TOKENS,
-        worker_args=("--pool", "prefork", "--concurrency", "2"),
+        worker_args=("--pool", "prefork", "--concurrency", "2", "-n", "prefork-1@%h"),
         EMULATOR_MODEL="trivial",
+        RUNNING_TIMEOUT_S=str(DEADLINE_S),
+        # Long enough that only the job's deadline can end a hung call.
+        UPSTREAM_CALL_TIMEOUT_S="120",
+        WORKER_DRAIN_S="2",
     ) as stack:
+        stack.scratch = scratch
         yield stack
+
+
+@pytest.fixture
+def client(prefork_stack, request):
+    with api_client(prefork_stack, request) as api:
+        yield api
+
+
+def emulator(stack, **knobs) -> None:
+    httpx.patch(f"{stack.emulator_url}/_emulator/config", json=knobs).raise_for_status()
+
+
+def wait_until_running(client, headers, job_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while client.get(f"/jobs/{job_id}", headers=headers).json()["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
 
 
 def _upstream_sockets(pids: list[int], port: int) -> list[set[int]]:
@@ -77,6 +108,123 @@ def test_a_node_asked_for_prefork_runs_its_jobs_in_prefork_processes(prefork_sta
     # Run by the pool's processes, forked from the node, not by the node's own thread.
     pool = {child.pid for child in psutil.Process(worker.pid).children()}
     assert holders and holders <= pool, (holders, pool)
+
+
+# What the threads pool is proven to keep (tests/e2e/test_worker_capacity.py,
+# tests/e2e/test_job_control.py), proven again for a node that runs prefork.
+
+
+def test_under_prefork_a_hung_upstream_call_ends_at_the_jobs_deadline(client, prefork_stack):
+    headers = register(client, TOKENS[0])
+    emulator(prefork_stack, hang_s=300)
+    try:
+        job = wait_for_job(client, headers, submit(client, headers), timeout=60)
+    finally:
+        emulator(prefork_stack, hang_s=0)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "time_limit_exceeded", job
+    ran = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    assert DEADLINE_S - 1 <= ran.total_seconds() <= DEADLINE_S + 4, ran
+    # Neither pool process is lost: two jobs at once still run.
+    ids = [submit(client, headers) for _ in range(2)]
+    assert [wait_for_job(client, headers, j)["status"] for j in ids] == ["succeeded"] * 2
+
+
+def test_under_prefork_cancel_stops_a_running_job(client, prefork_stack):
+    headers = register(client, TOKENS[1])
+    emulator(prefork_stack, hang_s=3)  # each upstream call answers after 3 s
+    try:
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        canceled = client.post(f"/jobs/{job_id}/cancel", headers=headers)
+        assert canceled.json()["status"] == "canceled", canceled.text
+        time.sleep(5)  # the canceled run's call comes back meanwhile
+    finally:
+        emulator(prefork_stack, hang_s=0)
+    job = client.get(f"/jobs/{job_id}", headers=headers).json()
+    assert (job["status"], job["model_id"]) == ("canceled", None), job
+    # Its process runs jobs again: two at once take both of the pool's processes.
+    ids = [submit(client, headers) for _ in range(2)]
+    assert [wait_for_job(client, headers, j)["status"] for j in ids] == ["succeeded"] * 2
+
+
+def start_node(stack, name: str):
+    """Another prefork node of this stack, ready; the stack stops it at the end."""
+    node = start(
+        name,
+        ["worker", "--pool", "prefork", "--concurrency", "2", "-n", f"{name}@%h",
+         "--without-mingle", "--without-gossip"],
+        stack.env,
+        stack.scratch / "logs",
+    )  # fmt: skip
+    stack.processes.append(node)
+    wait_for_line(node, WORKER_READY)
+    return node
+
+
+def running_node(stack):
+    """The stack's worker node that runs now (the tests below replace it)."""
+    return [p for p in stack.processes if p.name.startswith(("worker", "prefork"))][-1]
+
+
+def test_under_prefork_a_node_killed_mid_job_and_restarted_runs_the_job_again_at_once(
+    client, prefork_stack
+):
+    headers = register(client, TOKENS[1])
+    node = running_node(prefork_stack)
+    emulator(prefork_stack, hang_s=300)
+    try:
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        [row] = prefork_stack.sql("select worker from jobs where id = :id", id=job_id)
+        pool = psutil.Process(node.pid).children()
+        assert int(row.worker.rpartition(":")[2]) in {p.pid for p in pool}, row
+        node.popen.kill()  # SIGKILL: no clean-up code runs in the node
+        # Its pool processes die with it (pdeathsig): none runs on, holding the job.
+        _, alive = psutil.wait_procs(pool, timeout=10)
+        assert alive == [], alive
+    finally:
+        emulator(prefork_stack, hang_s=0)
+    # No sweeper runs in this stack: only the new node's start-up can see that the
+    # claim's process on its host is dead and queue the job again, at once.
+    replacement = start_node(prefork_stack, "prefork-2")
+    job = wait_for_job(client, headers, job_id, timeout=30)
+    assert (job["status"], job["attempts"]) == ("succeeded", 2), job
+    assert f"({row.worker}) died; running it again now" in replacement.log()
+
+
+# SIGTERM to the node (docker stop, Kubernetes), or to each of its processes at once
+# (systemd's default, KillMode=control-group): either way the job is handed back.
+@pytest.mark.parametrize("to_every_process", [False, True], ids=["to-node", "to-every-process"])
+def test_under_prefork_sigterm_drains_then_hands_back_what_is_left(
+    client, prefork_stack, to_every_process
+):
+    headers = register(client, TOKENS[0])
+    worker = running_node(prefork_stack)
+    pool = psutil.Process(worker.pid).children()
+    emulator(prefork_stack, hang_s=300)
+    try:
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        stopped = time.monotonic()
+        for process in pool if to_every_process else []:
+            process.send_signal(signal.SIGTERM)
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.popen.wait(20) == 0
+        took = time.monotonic() - stopped
+        # WORKER_DRAIN_S=2: the hung job was given its grace, then handed back.
+        assert 2 <= took < 10, took
+        job = client.get(f"/jobs/{job_id}", headers=headers).json()
+        assert (job["status"], job["attempts"]) == ("queued", 0), job
+        # By the pool process that ran it, not the node (which holds no job under prefork).
+        assert "drain: handed 1 unfinished job(s) back to the queue" in worker.log()
+        _, alive = psutil.wait_procs(pool, timeout=5)
+        assert alive == [], alive
+    finally:
+        emulator(prefork_stack, hang_s=0)
+    start_node(prefork_stack, f"prefork-{3 + to_every_process}")
+    job = wait_for_job(client, headers, job_id, timeout=60)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), job
 
 
 @pytest.mark.parametrize("pool", ["gevent", "eventlet"])
