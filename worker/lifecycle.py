@@ -106,6 +106,11 @@ def _fresh_pool_process(**_: object) -> None:
     signal.signal(DRAIN_POOL_PROCESS, _drain_this_pool_process)
     global _drain_on_sigterm_pending
     _drain_on_sigterm_pending = True
+    if _node_pool is not None:
+        # Forked after the node was ready: billiard replaces a pool process that
+        # died (OOM killer, kill -9), mid-job perhaps. Its job runs again now, not
+        # after the sweeper's lease timeout, as a threads node's replaced process does.
+        _requeue_dead_runs()
 
 
 # A prefork pool process drains as a threads node does. The node asks it with
@@ -158,17 +163,9 @@ def _start_slot_threads(sender: object) -> None:
 def _recover_and_wake(sender: object = None, **_: object) -> None:
     from shared.queue import wake_at
     from worker.node import report_ready
-    from worker.runner import release_dead_runs
 
     _start_slot_threads(sender)
-
-    try:
-        released = release_dead_runs()
-    except Exception as exc:
-        log.warning("start-up recovery skipped (%s); the sweeper will do it", type(exc).__name__)
-        released = 0
-    if released:
-        log.info("re-queued %d job(s) of dead processes on this host", released)
+    _requeue_dead_runs()
     # Queued work may be waiting for free slots (this node's): look now.
     from datetime import UTC, datetime
 
@@ -180,6 +177,18 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     report_ready(getattr(getattr(sender, "controller", None), "concurrency", 0))
     global _node_pool
     _node_pool = getattr(getattr(sender, "controller", None), "pool", None)
+
+
+def _requeue_dead_runs() -> None:
+    from worker.runner import release_dead_runs
+
+    try:
+        released = release_dead_runs()
+    except Exception as exc:
+        log.warning("start-up recovery skipped (%s); the sweeper will do it", type(exc).__name__)
+        return
+    if released:
+        log.info("re-queued %d job(s) of dead processes on this host", released)
 
 
 # The node's Celery pool, kept at ready: under prefork, its processes are what a drain reaches.

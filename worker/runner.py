@@ -122,10 +122,11 @@ def _load(job_id: uuid.UUID) -> _Loaded:
 def release_dead_runs() -> int:
     """Queue again, at once, the jobs whose worker process on this host is gone.
 
-    Called when a worker starts (and in each new pool process): a node killed
-    mid-job and restarted on the same host does not make its jobs wait for the
-    sweeper's LEASE_TIMEOUT_S. Each dead run's attempt counts, as the sweeper's
-    recovery would count it; a live process or another host's is never touched.
+    Called when a worker starts, and in a prefork pool process that replaces a
+    dead one: a node (or a pool process) killed mid-job and restarted on the same
+    host does not make its jobs wait for the sweeper's LEASE_TIMEOUT_S. Each dead
+    run's attempt counts, as the sweeper's recovery would count it; a live process
+    or another host's is never touched.
     """
     from shared.jobs.lifecycle import this_worker
 

@@ -167,6 +167,30 @@ def running_node(stack):
     return [p for p in stack.processes if p.name.startswith(("worker", "prefork"))][-1]
 
 
+def test_under_prefork_a_pool_process_killed_mid_job_is_replaced_and_its_job_runs_again_at_once(
+    client, prefork_stack
+):
+    headers = register(client, TOKENS[0])
+    node = running_node(prefork_stack)
+    emulator(prefork_stack, hang_s=300)
+    try:
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        [row] = prefork_stack.sql("select worker from jobs where id = :id", id=job_id)
+        holder = psutil.Process(int(row.worker.rpartition(":")[2]))
+        assert holder.ppid() == node.pid, (holder, node.pid)
+        holder.kill()  # SIGKILL, as the OOM killer does: no clean-up code runs in it
+        holder.wait(10)
+    finally:
+        emulator(prefork_stack, hang_s=0)
+    # No sweeper runs in this stack: only the process billiard forks in its place
+    # can see that the claim's process on its host is dead and queue the job again.
+    job = wait_for_job(client, headers, job_id, timeout=30)
+    assert (job["status"], job["attempts"]) == ("succeeded", 2), job
+    assert f"({row.worker}) died; running it again now" in node.log()
+    assert len(psutil.Process(node.pid).children()) == 2  # the pool is whole again
+
+
 def test_under_prefork_a_node_killed_mid_job_and_restarted_runs_the_job_again_at_once(
     client, prefork_stack
 ):
