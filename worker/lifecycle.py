@@ -104,8 +104,9 @@ def _fresh_pool_process(**_: object) -> None:
     get_engine().dispose(close=False)
     renew_after_fork()
     signal.signal(DRAIN_POOL_PROCESS, _drain_this_pool_process)
-    global _drain_on_sigterm_pending
-    _drain_on_sigterm_pending = True
+    # Connected here, in a prefork pool process only: a threads node's tasks skip
+    # Celery's prerun dispatch, which runs only when something listens.
+    task_prerun.connect(_drain_on_sigterm_from_the_first_task)
     if _node_pool is not None:
         # Forked after the node was ready: billiard replaces a pool process that
         # died (OOM killer, kill -9), mid-job perhaps. Its job runs again now, not
@@ -119,14 +120,10 @@ def _fresh_pool_process(**_: object) -> None:
 # the node at once (systemd's default) drains too, once the process has run a
 # task: that handler goes in at its first, in the main thread that runs it.
 DRAIN_POOL_PROCESS = signal.SIGUSR2
-_drain_on_sigterm_pending = False
 
 
-@task_prerun.connect
-def _drain_this_pool_process_on_sigterm(**_: object) -> None:
-    global _drain_on_sigterm_pending
-    if _drain_on_sigterm_pending:
-        _drain_on_sigterm_pending = False
+def _drain_on_sigterm_from_the_first_task(**_: object) -> None:
+    if signal.getsignal(signal.SIGTERM) is not _drain_this_pool_process:
         signal.signal(signal.SIGTERM, _drain_this_pool_process)
 
 
