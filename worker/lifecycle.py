@@ -25,18 +25,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from celery.signals import (
-    task_prerun,
-    worker_init,
-    worker_process_init,
-    worker_ready,
-    worker_shutting_down,
-)
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from shared.core.config import get_settings
 from shared.core.heap import freeze_start_up_heap
 
 log = logging.getLogger(__name__)
+
+# A prefork pool process drains as a threads node does (_listen_for_drain). The node
+# asks it with DRAIN_POOL_PROCESS, which Celery and billiard use for nothing there.
+DRAIN_POOL_PROCESS = signal.SIGUSR2
+_DRAIN_SIGNALS = {DRAIN_POOL_PROCESS, signal.SIGTERM}
+# How long a node waits, past the grace, for its pool processes to hand their jobs back.
+_POOL_HAND_BACK_S = 10.0
+# The node's Celery pool, kept once the node is ready: under prefork its processes
+# are what a drain reaches, and a pool process forked after that is a replacement.
+_node_pool: object = None
 
 
 def import_what_jobs_need() -> None:
@@ -100,13 +104,12 @@ def _fresh_pool_process(**_: object) -> None:
     # A forked child must not reuse its parent's database or upstream connections.
     from shared.core.db import get_engine
     from shared.upstream.client import renew_after_fork
+    from worker.runner import DECODE_THREADS, decoder_pool
 
     get_engine().dispose(close=False)
     renew_after_fork()
-    signal.signal(DRAIN_POOL_PROCESS, _drain_this_pool_process)
-    # Connected here, in a prefork pool process only: a threads node's tasks skip
-    # Celery's prerun dispatch, which runs only when something listens.
-    task_prerun.connect(_drain_on_sigterm_from_the_first_task)
+    _listen_for_drain()  # first: the threads started after it inherit its signal mask
+    start_threads(decoder_pool(), DECODE_THREADS)
     if _node_pool is not None:
         # Forked after the node was ready: billiard replaces a pool process that
         # died (OOM killer, kill -9), mid-job perhaps. Its job runs again now, not
@@ -114,17 +117,25 @@ def _fresh_pool_process(**_: object) -> None:
         _requeue_dead_runs()
 
 
-# A prefork pool process drains as a threads node does. The node asks it with
-# DRAIN_POOL_PROCESS (_drain), which billiard leaves alone; SIGTERM is billiard's
-# ("exit now"), set after worker_process_init. A SIGTERM sent to every process of
-# the node at once (systemd's default) drains too, once the process has run a
-# task: that handler goes in at its first, in the main thread that runs it.
-DRAIN_POOL_PROCESS = signal.SIGUSR2
+def _listen_for_drain() -> None:
+    """In a prefork pool process: drain when the node says so, or at a SIGTERM of its own.
 
+    A Python signal handler runs in the main thread, which here runs the job and
+    may sit in an upstream call for minutes: a drain signal received by another
+    thread would wait for that call. So the signals are blocked in every thread
+    of the process (threads inherit the mask of the one that starts them; this
+    runs before any other is started) and one thread waits for them. SIGTERM is
+    taken too: billiard's handler, set after this, would end the job at once,
+    nothing handed back; a SIGTERM sent to every process of the node at once
+    (systemd's default) drains instead.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, _DRAIN_SIGNALS)
 
-def _drain_on_sigterm_from_the_first_task(**_: object) -> None:
-    if signal.getsignal(signal.SIGTERM) is not _drain_this_pool_process:
-        signal.signal(signal.SIGTERM, _drain_this_pool_process)
+    def listen() -> None:
+        signal.sigwait(_DRAIN_SIGNALS)
+        _drain_this_pool_process()
+
+    threading.Thread(target=listen, name="drain-signal", daemon=True).start()
 
 
 def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 30.0) -> int:
@@ -147,11 +158,15 @@ def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 3
 
 def _start_slot_threads(sender: object) -> None:
     """The threads pool's slots and the test-set decoders, started before the first job."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
     from worker.runner import DECODE_THREADS, decoder_pool
 
     pool = getattr(getattr(sender, "controller", None), "pool", None)
+    if isinstance(pool, PreforkPool):
+        return  # its processes run the jobs, and start their own (_fresh_pool_process)
     executor = getattr(pool, "executor", None)
-    if isinstance(executor, ThreadPoolExecutor):  # the threads pool (not prefork, not solo)
+    if isinstance(executor, ThreadPoolExecutor):  # the threads pool (not solo)
         start_threads(executor, pool.limit)
     start_threads(decoder_pool(), DECODE_THREADS)
 
@@ -188,12 +203,6 @@ def _requeue_dead_runs() -> None:
         log.info("re-queued %d job(s) of dead processes on this host", released)
 
 
-# The node's Celery pool, kept at ready: under prefork, its processes are what a drain reaches.
-_node_pool: object = None
-# How long a node waits, past the grace, for its pool processes to hand their jobs back.
-_POOL_HAND_BACK_S = 10.0
-
-
 def _pool_processes() -> list[int]:
     """The prefork pool's processes (none for the threads pool, or once Celery closed it)."""
     try:
@@ -227,13 +236,11 @@ def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
     threading.Thread(target=hand_back_the_rest, name="drain", daemon=True).start()
 
 
-def _drain_this_pool_process(signum: int, frame: object) -> None:
+def _drain_this_pool_process() -> None:
     """A prefork pool process told to drain: finish the job in hand, or hand it back at the
     grace. Its job ending first, the process ends as Celery closes the pool, before that."""
     from worker.runner import draining
 
-    if draining.is_set():
-        return  # asked twice (by the node and by a SIGTERM to all): one drain
     draining.set()
     grace = get_settings().worker_drain_s
 

@@ -10,6 +10,7 @@ calls in shared.upstream.fit_predict; this module only sequences them.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -90,8 +91,14 @@ DECODE_THREADS = 4
 
 @cache
 def decoder_pool() -> ThreadPoolExecutor:
-    # Created in the process that uses it (a thread does not survive a fork).
+    """This process's test-set decoders, made in the process that uses them."""
     return ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
+
+
+# A thread does not survive a fork, but a cached executor would, believing its
+# threads alive, and take work that nothing ever runs: a prefork pool process forked
+# after the node had started its decoders hung every fit-predict until its deadline.
+os.register_at_fork(after_in_child=decoder_pool.cache_clear)
 
 
 # Set when the worker is asked to stop: slots finish their job and claim no more.
