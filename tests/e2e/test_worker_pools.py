@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import uuid
 from datetime import datetime
 
 import httpx
@@ -240,10 +241,15 @@ def test_under_prefork_a_node_killed_mid_job_and_restarted_runs_the_job_again_at
 
 
 # SIGTERM to the node (docker stop, Kubernetes), or to each of its processes at once
-# (systemd's default, KillMode=control-group): either way the job is handed back.
-@pytest.mark.parametrize("to_every_process", [False, True], ids=["to-node", "to-every-process"])
+# (systemd's default, KillMode=control-group), or Celery's cold shutdown (SIGQUIT):
+# each way the job is handed back.
+@pytest.mark.parametrize(
+    "sig, to_every_process",
+    [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGQUIT, False)],
+    ids=["sigterm-to-node", "sigterm-to-every-process", "sigquit-to-node"],
+)
 def test_under_prefork_sigterm_drains_then_hands_back_what_is_left(
-    client, prefork_stack, to_every_process
+    client, prefork_stack, sig, to_every_process
 ):
     headers = register(client, TOKENS[0])
     worker = running_node(prefork_stack)
@@ -254,8 +260,8 @@ def test_under_prefork_sigterm_drains_then_hands_back_what_is_left(
         wait_until_running(client, headers, job_id)
         stopped = time.monotonic()
         for process in pool if to_every_process else []:
-            process.send_signal(signal.SIGTERM)
-        worker.popen.send_signal(signal.SIGTERM)
+            process.send_signal(sig)
+        worker.popen.send_signal(sig)
         assert worker.popen.wait(20) == 0
         took = time.monotonic() - stopped
         # WORKER_DRAIN_S=2: the hung job was given its grace, then handed back.
@@ -268,7 +274,7 @@ def test_under_prefork_sigterm_drains_then_hands_back_what_is_left(
         assert alive == [], alive
     finally:
         emulator(prefork_stack, hang_s=0)
-    start_node(prefork_stack, f"prefork-{3 + to_every_process}")
+    start_node(prefork_stack, f"prefork-{uuid.uuid4().hex[:6]}")
     job = wait_for_job(client, headers, job_id, timeout=60)
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job
 
