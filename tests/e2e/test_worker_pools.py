@@ -214,6 +214,38 @@ def test_under_prefork_a_pool_process_killed_mid_job_is_replaced_and_its_job_run
     assert holders(prefork_stack, ids) <= {p.pid for p in replaced}
 
 
+def wait_for_attempt(stack, job_id: str, attempt: int):
+    """The job's row once run `attempt` of it is running."""
+    deadline = time.monotonic() + 30
+    while True:
+        [row] = stack.sql("select status, attempts, worker from jobs where id = :id", id=job_id)
+        if (row.status, row.attempts) == ("running", attempt):
+            return row
+        assert time.monotonic() < deadline, row
+        time.sleep(0.05)
+
+
+def test_under_prefork_a_job_that_kills_its_process_fails_with_worker_lost_alone(
+    client, prefork_stack
+):
+    victim, bystander = (register(client, token) for token in TOKENS)
+    emulator(prefork_stack, latency_s=1.0)  # about 4 s a job
+    try:
+        poison = submit(client, victim)
+        others = [submit(client, bystander) for _ in range(2)]
+        for attempt in (1, 2, 3):  # MAX_ATTEMPTS=3 in the suite's stacks
+            row = wait_for_attempt(prefork_stack, poison, attempt)
+            psutil.Process(int(row.worker.rpartition(":")[2])).kill()
+        job = wait_for_job(client, victim, poison, timeout=30)
+        ended = [wait_for_job(client, bystander, j, timeout=60) for j in others]
+    finally:
+        emulator(prefork_stack, latency_s=0)
+    assert (job["status"], job["error"]["code"], job["attempts"]) == ("failed", "worker_lost", 3)
+    # A process per job: the crashes took no other job with them (a threads
+    # process takes every job it holds, docs/reliability.md).
+    assert [(j["status"], j["attempts"]) for j in ended] == [("succeeded", 1)] * 2, ended
+
+
 def test_under_prefork_a_node_killed_mid_job_and_restarted_runs_the_job_again_at_once(
     client, prefork_stack
 ):
