@@ -12,7 +12,6 @@ import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 import httpx
 import psutil
@@ -21,6 +20,11 @@ import pytest
 from cli.supervisor import WORKER_READY, start, wait_for_line
 from emulator.accounts import account_name
 from tests.support.api import register, wait_for_job
+from tests.support.node_checks import (
+    assert_a_drain_hands_back_the_hung_job,
+    assert_a_hung_call_ends_at_the_deadline,
+    emulator,
+)
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
 
@@ -59,10 +63,6 @@ def wide_stack(services, tmp_path_factory):
 def client(wide_stack, request):
     with api_client(wide_stack, request) as api:
         yield api
-
-
-def emulator(stack, **knobs) -> None:
-    httpx.patch(f"{stack.emulator_url}/_emulator/config", json=knobs).raise_for_status()
 
 
 def test_one_node_holds_many_jobs_in_flight_each_call_with_its_owners_token(client, wide_stack):
@@ -127,15 +127,7 @@ def test_one_node_holds_many_jobs_in_flight_each_call_with_its_owners_token(clie
 
 def test_a_hung_upstream_call_ends_at_the_jobs_deadline(client, wide_stack):
     headers = register(client, TOKENS[0])
-    emulator(wide_stack, hang_s=300)
-    try:
-        job = wait_for_job(client, headers, submit(client, headers), timeout=60)
-    finally:
-        emulator(wide_stack, hang_s=0)
-    assert job["status"] == "failed", job
-    assert job["error"]["code"] == "time_limit_exceeded", job
-    ran = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
-    assert DEADLINE_S - 1 <= ran.total_seconds() <= DEADLINE_S + 4, ran
+    assert_a_hung_call_ends_at_the_deadline(client, wide_stack, headers, DEADLINE_S)
     # The slot is not lost: the next job runs as usual.
     assert wait_for_job(client, headers, submit(client, headers))["status"] == "succeeded"
 
@@ -143,23 +135,7 @@ def test_a_hung_upstream_call_ends_at_the_jobs_deadline(client, wide_stack):
 def test_sigterm_drains_then_hands_back_what_is_left(client, wide_stack):
     headers = register(client, TOKENS[1])
     [worker] = [p for p in wide_stack.processes if p.name == "worker"]
-    emulator(wide_stack, hang_s=300)
-    try:
-        job_id = submit(client, headers)
-        deadline = time.monotonic() + 20
-        while client.get(f"/jobs/{job_id}", headers=headers).json()["status"] != "running":
-            assert time.monotonic() < deadline, "the job never started"
-            time.sleep(0.1)
-        stopped = time.monotonic()
-        worker.popen.send_signal(signal.SIGTERM)
-        assert worker.popen.wait(20) == 0
-        took = time.monotonic() - stopped
-        # WORKER_DRAIN_S=2: the hung job was given its grace, then handed back.
-        assert 2 <= took < 10, took
-        job = client.get(f"/jobs/{job_id}", headers=headers).json()
-        assert (job["status"], job["attempts"]) == ("queued", 0), job
-    finally:
-        emulator(wide_stack, hang_s=0)
+    job_id = assert_a_drain_hands_back_the_hung_job(client, wide_stack, headers, worker)
     replacement = start(
         "worker-2",
         ["worker", "--concurrency", "4", "-n", "wide-2@%h", "--without-mingle", "--without-gossip"],

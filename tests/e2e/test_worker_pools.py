@@ -19,15 +19,22 @@ import signal
 import subprocess
 import time
 import uuid
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import httpx
 import psutil
 import pytest
 
 from cli.supervisor import BIN, WORKER_READY, start, wait_for_line
 from cli.throwaway import base_env
 from tests.support.api import register, wait_for_job
+from tests.support.node_checks import (
+    assert_a_drain_hands_back_the_hung_job,
+    assert_a_hung_call_ends_at_the_deadline,
+    emulator,
+    hung_upstream,
+    wait_until_running,
+)
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
 
@@ -57,17 +64,6 @@ def prefork_stack(services, tmp_path_factory):
 def client(prefork_stack, request):
     with api_client(prefork_stack, request) as api:
         yield api
-
-
-def emulator(stack, **knobs) -> None:
-    httpx.patch(f"{stack.emulator_url}/_emulator/config", json=knobs).raise_for_status()
-
-
-def wait_until_running(client, headers, job_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while client.get(f"/jobs/{job_id}", headers=headers).json()["status"] != "running":
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.1)
 
 
 def _upstream_sockets(pids: list[int], port: int) -> list[set[int]]:
@@ -117,15 +113,7 @@ def test_a_node_asked_for_prefork_runs_its_jobs_in_prefork_processes(prefork_sta
 
 def test_under_prefork_a_hung_upstream_call_ends_at_the_jobs_deadline(client, prefork_stack):
     headers = register(client, TOKENS[0])
-    emulator(prefork_stack, hang_s=300)
-    try:
-        job = wait_for_job(client, headers, submit(client, headers), timeout=60)
-    finally:
-        emulator(prefork_stack, hang_s=0)
-    assert job["status"] == "failed", job
-    assert job["error"]["code"] == "time_limit_exceeded", job
-    ran = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
-    assert DEADLINE_S - 1 <= ran.total_seconds() <= DEADLINE_S + 4, ran
+    assert_a_hung_call_ends_at_the_deadline(client, prefork_stack, headers, DEADLINE_S)
     # Neither pool process is lost: two jobs at once still run.
     ids = [submit(client, headers) for _ in range(2)]
     assert [wait_for_job(client, headers, j)["status"] for j in ids] == ["succeeded"] * 2
@@ -168,10 +156,25 @@ def running_node(stack):
     return [p for p in stack.processes if p.name.startswith(("worker", "prefork"))][-1]
 
 
+def pid_of(claimed_by: str) -> int:
+    """The pid in a claim's holder, "<host>:<pid>"."""
+    return int(claimed_by.rpartition(":")[2])
+
+
 def holders(stack, ids: list[str]) -> set[int]:
     """The pids that claimed these jobs (their last attempts)."""
     rows = stack.sql("select worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids)
-    return {int(row.worker.rpartition(":")[2]) for row in rows}
+    return {pid_of(row.worker) for row in rows}
+
+
+@contextmanager
+def running_hung(client, stack, headers) -> Iterator[tuple[str, str]]:
+    """A job running, hung upstream until the block ends: its id and who claimed it."""
+    with hung_upstream(stack):
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        [row] = stack.sql("select worker from jobs where id = :id", id=job_id)
+        yield job_id, row.worker
 
 
 def test_under_prefork_a_pool_process_killed_mid_job_is_replaced_and_its_job_runs_again_at_once(
@@ -180,22 +183,16 @@ def test_under_prefork_a_pool_process_killed_mid_job_is_replaced_and_its_job_run
     headers = register(client, TOKENS[0])
     node = running_node(prefork_stack)
     forked_at_start = {p.pid for p in psutil.Process(node.pid).children()}
-    emulator(prefork_stack, hang_s=300)
-    try:
-        job_id = submit(client, headers)
-        wait_until_running(client, headers, job_id)
-        [row] = prefork_stack.sql("select worker from jobs where id = :id", id=job_id)
-        holder = psutil.Process(int(row.worker.rpartition(":")[2]))
+    with running_hung(client, prefork_stack, headers) as (job_id, claimed_by):
+        holder = psutil.Process(pid_of(claimed_by))
         assert holder.pid in forked_at_start, (holder, forked_at_start)
         holder.kill()  # SIGKILL, as the OOM killer does: no clean-up code runs in it
         holder.wait(10)
-    finally:
-        emulator(prefork_stack, hang_s=0)
     # No sweeper runs in this stack: only the process billiard forks in its place
     # can see that the claim's process on its host is dead and queue the job again.
     job = wait_for_job(client, headers, job_id, timeout=30)
     assert (job["status"], job["attempts"]) == ("succeeded", 2), job
-    assert f"({row.worker}) died; running it again now" in node.log()
+    assert f"({claimed_by}) died; running it again now" in node.log()
 
     # The processes billiard forks in place of dead ones run jobs as the first ones
     # did: replace the other one too, then fill both with fit-predicts.
@@ -235,7 +232,7 @@ def test_under_prefork_a_job_that_kills_its_process_fails_with_worker_lost_alone
         others = [submit(client, bystander) for _ in range(2)]
         for attempt in (1, 2, 3):  # MAX_ATTEMPTS=3 in the suite's stacks
             row = wait_for_attempt(prefork_stack, poison, attempt)
-            psutil.Process(int(row.worker.rpartition(":")[2])).kill()
+            psutil.Process(pid_of(row.worker)).kill()
         job = wait_for_job(client, victim, poison, timeout=30)
         ended = [wait_for_job(client, bystander, j, timeout=60) for j in others]
     finally:
@@ -251,25 +248,19 @@ def test_under_prefork_a_node_killed_mid_job_and_restarted_runs_the_job_again_at
 ):
     headers = register(client, TOKENS[1])
     node = running_node(prefork_stack)
-    emulator(prefork_stack, hang_s=300)
-    try:
-        job_id = submit(client, headers)
-        wait_until_running(client, headers, job_id)
-        [row] = prefork_stack.sql("select worker from jobs where id = :id", id=job_id)
+    with running_hung(client, prefork_stack, headers) as (job_id, claimed_by):
         pool = psutil.Process(node.pid).children()
-        assert int(row.worker.rpartition(":")[2]) in {p.pid for p in pool}, row
+        assert pid_of(claimed_by) in {p.pid for p in pool}, claimed_by
         node.popen.kill()  # SIGKILL: no clean-up code runs in the node
         # Its pool processes die with it (pdeathsig): none runs on, holding the job.
         _, alive = psutil.wait_procs(pool, timeout=10)
         assert alive == [], alive
-    finally:
-        emulator(prefork_stack, hang_s=0)
     # No sweeper runs in this stack: only the new node's start-up can see that the
     # claim's process on its host is dead and queue the job again, at once.
     replacement = start_node(prefork_stack, "prefork-2")
     job = wait_for_job(client, headers, job_id, timeout=30)
     assert (job["status"], job["attempts"]) == ("succeeded", 2), job
-    assert f"({row.worker}) died; running it again now" in replacement.log()
+    assert f"({claimed_by}) died; running it again now" in replacement.log()
 
 
 # SIGTERM to the node (docker stop, Kubernetes), or to each of its processes at once
@@ -286,26 +277,19 @@ def test_under_prefork_sigterm_drains_then_hands_back_what_is_left(
     headers = register(client, TOKENS[0])
     worker = running_node(prefork_stack)
     pool = psutil.Process(worker.pid).children()
-    emulator(prefork_stack, hang_s=300)
-    try:
-        job_id = submit(client, headers)
-        wait_until_running(client, headers, job_id)
-        stopped = time.monotonic()
+
+    def stop() -> None:
         for process in pool if to_every_process else []:
             process.send_signal(sig)
         worker.popen.send_signal(sig)
-        assert worker.popen.wait(20) == 0
-        took = time.monotonic() - stopped
-        # WORKER_DRAIN_S=2: the hung job was given its grace, then handed back.
-        assert 2 <= took < 10, took
-        job = client.get(f"/jobs/{job_id}", headers=headers).json()
-        assert (job["status"], job["attempts"]) == ("queued", 0), job
-        # By the pool process that ran it, not the node (which holds no job under prefork).
-        assert "drain: handed 1 unfinished job(s) back to the queue" in worker.log()
-        _, alive = psutil.wait_procs(pool, timeout=5)
-        assert alive == [], alive
-    finally:
-        emulator(prefork_stack, hang_s=0)
+
+    job_id = assert_a_drain_hands_back_the_hung_job(
+        client, prefork_stack, headers, worker, stop=stop
+    )
+    # By the pool process that ran it, not the node (which holds no job under prefork).
+    assert "drain: handed 1 unfinished job(s) back to the queue" in worker.log()
+    _, alive = psutil.wait_procs(pool, timeout=5)
+    assert alive == [], alive
     start_node(prefork_stack, f"prefork-{uuid.uuid4().hex[:6]}")
     job = wait_for_job(client, headers, job_id, timeout=60)
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job

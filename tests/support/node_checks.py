@@ -1,0 +1,69 @@
+"""Checks that a worker node keeps its guarantees, shared by the tests of each pool
+(tests/e2e/test_worker_capacity.py for the threads pool, test_worker_pools.py for prefork).
+
+Each drives a stack of real processes (tests/support/stacks.py) through the
+emulator's knobs; the caller's stack sets RUNNING_TIMEOUT_S, UPSTREAM_CALL_TIMEOUT_S
+long enough that only the deadline ends a hung call, and WORKER_DRAIN_S=2.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import httpx
+
+from tests.support.api import wait_for_job
+from tests.support.stacks import submit_small as submit
+
+
+def emulator(stack, **knobs) -> None:
+    httpx.patch(f"{stack.emulator_url}/_emulator/config", json=knobs).raise_for_status()
+
+
+@contextmanager
+def hung_upstream(stack) -> Iterator[None]:
+    """Every upstream call hangs (for minutes) until the block ends."""
+    emulator(stack, hang_s=300)
+    try:
+        yield
+    finally:
+        emulator(stack, hang_s=0)
+
+
+def wait_until_running(client: httpx.Client, headers: dict, job_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while client.get(f"/jobs/{job_id}", headers=headers).json()["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+
+
+def assert_a_hung_call_ends_at_the_deadline(client, stack, headers, deadline_s: float) -> None:
+    with hung_upstream(stack):
+        job = wait_for_job(client, headers, submit(client, headers), timeout=60)
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "time_limit_exceeded", job
+    ran = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    assert deadline_s - 1 <= ran.total_seconds() <= deadline_s + 4, ran
+
+
+def assert_a_drain_hands_back_the_hung_job(
+    client, stack, headers, node, *, stop: Callable[[], None] | None = None
+) -> str:
+    """Stop the node (`stop`, else SIGTERM to it) while its job hangs upstream: it exits 0
+    after WORKER_DRAIN_S (2 s) and the job is queued again, not an attempt; the job's id."""
+    with hung_upstream(stack):
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        stopped = time.monotonic()
+        (stop or (lambda: node.popen.send_signal(signal.SIGTERM)))()
+        assert node.popen.wait(20) == 0
+        took = time.monotonic() - stopped
+        # The hung job was given its grace, then handed back.
+        assert 2 <= took < 10, took
+        job = client.get(f"/jobs/{job_id}", headers=headers).json()
+        assert (job["status"], job["attempts"]) == ("queued", 0), job
+    return job_id
