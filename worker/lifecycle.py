@@ -130,12 +130,7 @@ def _listen_for_drain() -> None:
     (systemd's default) drains instead.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, _DRAIN_SIGNALS)
-
-    def listen() -> None:
-        signal.sigwait(_DRAIN_SIGNALS)
-        _drain_this_pool_process()
-
-    threading.Thread(target=listen, name="drain-signal", daemon=True).start()
+    threading.Thread(target=_drain_when_told, name="drain", daemon=True).start()
 
 
 def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 30.0) -> int:
@@ -219,7 +214,7 @@ def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
     draining.set()
     grace = get_settings().worker_drain_s
     pool = _pool_processes()
-    for pid in pool:  # each drains its own job (_drain_this_pool_process)
+    for pid in pool:  # each drains its own job (_drain_when_told)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, DRAIN_POOL_PROCESS)
     log.info("shutting down (%s): in-flight jobs have %.0fs to finish", sig, grace)
@@ -236,19 +231,16 @@ def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
     threading.Thread(target=hand_back_the_rest, name="drain", daemon=True).start()
 
 
-def _drain_this_pool_process() -> None:
-    """A prefork pool process told to drain: finish the job in hand, or hand it back at the
-    grace. Its job ending first, the process ends as Celery closes the pool, before that."""
+def _drain_when_told() -> None:
+    """A prefork pool process's drain (_listen_for_drain): once told, its job finishes,
+    or at the grace is handed back. Its job ending first, the process ends as Celery
+    closes the pool, before the grace."""
     from worker.runner import draining
 
+    signal.sigwait(_DRAIN_SIGNALS)
     draining.set()
-    grace = get_settings().worker_drain_s
-
-    def hand_back_the_rest() -> None:
-        time.sleep(grace)
-        _hand_back_and_exit()
-
-    threading.Thread(target=hand_back_the_rest, name="drain", daemon=True).start()
+    time.sleep(get_settings().worker_drain_s)
+    _hand_back_and_exit()
 
 
 def _hand_back_and_exit() -> None:
