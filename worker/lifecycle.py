@@ -151,14 +151,17 @@ def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 3
     return len(executor._threads)
 
 
-def _start_slot_threads(sender: object) -> None:
-    """The threads pool's slots and the test-set decoders, started before the first job."""
+def _is_prefork(pool: object) -> bool:
     from celery.concurrency.prefork import TaskPool as PreforkPool
 
+    return isinstance(pool, PreforkPool)
+
+
+def _start_slot_threads(pool: object) -> None:
+    """The threads pool's slots and the test-set decoders, started before the first job."""
     from worker.runner import DECODE_THREADS, decoder_pool
 
-    pool = getattr(getattr(sender, "controller", None), "pool", None)
-    if isinstance(pool, PreforkPool):
+    if _is_prefork(pool):
         return  # its processes run the jobs, and start their own (_fresh_pool_process)
     executor = getattr(pool, "executor", None)
     if isinstance(executor, ThreadPoolExecutor):  # the threads pool (not solo)
@@ -171,7 +174,10 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     from shared.queue import wake_at
     from worker.node import report_ready
 
-    _start_slot_threads(sender)
+    global _node_pool
+    controller = getattr(sender, "controller", None)
+    _node_pool = getattr(controller, "pool", None)
+    _start_slot_threads(_node_pool)
     _requeue_dead_runs()
     # Queued work may be waiting for free slots (this node's): look now.
     from datetime import UTC, datetime
@@ -181,9 +187,7 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     # (the node's parent froze the imports before the fork: those are not walked
     # again, so no page shared with the parent is written).
     log.info("ready; %d objects left out of garbage collection", freeze_start_up_heap())
-    report_ready(getattr(getattr(sender, "controller", None), "concurrency", 0))
-    global _node_pool
-    _node_pool = getattr(getattr(sender, "controller", None), "pool", None)
+    report_ready(getattr(controller, "concurrency", 0))
 
 
 def _requeue_dead_runs() -> None:
@@ -199,10 +203,12 @@ def _requeue_dead_runs() -> None:
 
 
 def _pool_processes() -> list[int]:
-    """The prefork pool's processes (none for the threads pool, or once Celery closed it)."""
+    """The prefork pool's processes; none where this process runs the jobs itself."""
+    if not _is_prefork(_node_pool):
+        return []
     try:
-        return [pid for pid in _node_pool.info.get("processes", []) if pid]
-    except Exception:  # no pool kept, or one Celery has already let go of
+        return [pid for pid in _node_pool.info["processes"] if pid]
+    except AttributeError:  # a pool Celery has already let go of (its _pool is None)
         return []
 
 
