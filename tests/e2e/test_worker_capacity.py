@@ -24,6 +24,7 @@ from tests.support.node_checks import (
     assert_a_drain_hands_back_the_hung_job,
     assert_a_hung_call_ends_at_the_deadline,
     emulator,
+    holders,
 )
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
@@ -98,15 +99,10 @@ def test_one_node_holds_many_jobs_in_flight_each_call_with_its_owners_token(clie
     # And what it built to start is out of the collector's walks (worker/lifecycle.py).
     frozen = [int(n) for n in re.findall(r"ready; (\d+) objects left out of garbage", log)]
     assert frozen and min(frozen) > 100_000, frozen
-    holders = {
-        int(r.worker.rpartition(":")[2])
-        for r in wide_stack.sql(
-            "select worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids
-        )
-    }
+    claimed_by = holders(wide_stack, ids)
     # The node's own processes ran them all: its two, forked from its parent.
     processes = {p.pid for p in psutil.Process(worker.pid).children()}
-    assert len(processes) == 2 and holders <= processes, (holders, processes)
+    assert len(processes) == 2 and claimed_by <= processes, (claimed_by, processes)
 
     calls = httpx.get(f"{wide_stack.emulator_url}/_emulator/calls").json()[calls_before:]
     # Ready means warm, tabpfn-client's cache of the upstream's settings included:

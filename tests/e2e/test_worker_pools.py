@@ -32,9 +32,12 @@ from tests.support.node_checks import (
     assert_a_drain_hands_back_the_hung_job,
     assert_a_hung_call_ends_at_the_deadline,
     emulator,
+    holder_pid,
+    holders,
     hung_upstream,
     wait_until_running,
 )
+from tests.support.reliability import wait_until
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
 
@@ -95,16 +98,10 @@ def test_a_node_asked_for_prefork_runs_its_jobs_in_prefork_processes(prefork_sta
     assert not _shared(after := _upstream_sockets(node, upstream)), after
 
     assert "concurrency: 2 (prefork)" in worker.log()
-    holders = {
-        int(row.worker.rpartition(":")[2])
-        for row in prefork_stack.sql(
-            "select worker from jobs where id = any(cast(:ids as uuid[]))",
-            ids=[job_id for _, job_id in ids],
-        )
-    }
+    claimed_by = holders(prefork_stack, [job_id for _, job_id in ids])
     # Run by the pool's processes, forked from the node, not by the node's own thread.
     pool = {child.pid for child in psutil.Process(worker.pid).children()}
-    assert holders and holders <= pool, (holders, pool)
+    assert claimed_by and claimed_by <= pool, (claimed_by, pool)
 
 
 # What the threads pool is proven to keep (tests/e2e/test_worker_capacity.py,
@@ -156,17 +153,6 @@ def running_node(stack):
     return [p for p in stack.processes if p.name.startswith(("worker", "prefork"))][-1]
 
 
-def pid_of(claimed_by: str) -> int:
-    """The pid in a claim's holder, "<host>:<pid>"."""
-    return int(claimed_by.rpartition(":")[2])
-
-
-def holders(stack, ids: list[str]) -> set[int]:
-    """The pids that claimed these jobs (their last attempts)."""
-    rows = stack.sql("select worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids)
-    return {pid_of(row.worker) for row in rows}
-
-
 @contextmanager
 def running_hung(client, stack, headers) -> Iterator[tuple[str, str]]:
     """A job running, hung upstream until the block ends: its id and who claimed it."""
@@ -184,7 +170,7 @@ def test_under_prefork_a_pool_process_killed_mid_job_is_replaced_and_its_job_run
     node = running_node(prefork_stack)
     forked_at_start = {p.pid for p in psutil.Process(node.pid).children()}
     with running_hung(client, prefork_stack, headers) as (job_id, claimed_by):
-        holder = psutil.Process(pid_of(claimed_by))
+        holder = psutil.Process(holder_pid(claimed_by))
         assert holder.pid in forked_at_start, (holder, forked_at_start)
         holder.kill()  # SIGKILL, as the OOM killer does: no clean-up code runs in it
         holder.wait(10)
@@ -200,10 +186,12 @@ def test_under_prefork_a_pool_process_killed_mid_job_is_replaced_and_its_job_run
         if process.pid in forked_at_start:
             process.kill()
             process.wait(10)
-    deadline = time.monotonic() + 30
-    while len(replaced := psutil.Process(node.pid).children()) < 2:
-        assert time.monotonic() < deadline, "the pool was not made whole again"
-        time.sleep(0.2)
+
+    def whole_again() -> list[psutil.Process]:
+        pool = psutil.Process(node.pid).children()
+        return pool if len(pool) == 2 else []
+
+    replaced = wait_until(whole_again, 30, "the pool made whole again", 0.2)
     assert not {p.pid for p in replaced} & forked_at_start
     ids = [submit(client, headers) for _ in range(4)]
     jobs = [wait_for_job(client, headers, j, timeout=40) for j in ids]
@@ -213,13 +201,12 @@ def test_under_prefork_a_pool_process_killed_mid_job_is_replaced_and_its_job_run
 
 def wait_for_attempt(stack, job_id: str, attempt: int):
     """The job's row once run `attempt` of it is running."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    def running():
         [row] = stack.sql("select status, attempts, worker from jobs where id = :id", id=job_id)
-        if (row.status, row.attempts) == ("running", attempt):
-            return row
-        assert time.monotonic() < deadline, row
-        time.sleep(0.05)
+        return row if (row.status, row.attempts) == ("running", attempt) else None
+
+    return wait_until(running, 30, f"job {job_id} running (attempt {attempt})", 0.05)
 
 
 def test_under_prefork_a_job_that_kills_its_process_fails_with_worker_lost_alone(
@@ -232,7 +219,7 @@ def test_under_prefork_a_job_that_kills_its_process_fails_with_worker_lost_alone
         others = [submit(client, bystander) for _ in range(2)]
         for attempt in (1, 2, 3):  # MAX_ATTEMPTS=3 in the suite's stacks
             row = wait_for_attempt(prefork_stack, poison, attempt)
-            psutil.Process(pid_of(row.worker)).kill()
+            psutil.Process(holder_pid(row.worker)).kill()
         job = wait_for_job(client, victim, poison, timeout=30)
         ended = [wait_for_job(client, bystander, j, timeout=60) for j in others]
     finally:
@@ -250,7 +237,7 @@ def test_under_prefork_a_node_killed_mid_job_and_restarted_runs_the_job_again_at
     node = running_node(prefork_stack)
     with running_hung(client, prefork_stack, headers) as (job_id, claimed_by):
         pool = psutil.Process(node.pid).children()
-        assert pid_of(claimed_by) in {p.pid for p in pool}, claimed_by
+        assert holder_pid(claimed_by) in {p.pid for p in pool}, claimed_by
         node.popen.kill()  # SIGKILL: no clean-up code runs in the node
         # Its pool processes die with it (pdeathsig): none runs on, holding the job.
         _, alive = psutil.wait_procs(pool, timeout=10)

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from tests.support.node_checks import holder_pid
 from tests.support.reliability import CLASSES, FIT_PREDICT, TOKENS, RelStack, User, wait_until
 
 # Every upstream call (bar uploads) stalls this long, so a fit-predict job runs
@@ -72,13 +73,9 @@ def kill_node_running(rel: RelStack, job_id: str, attempt: int) -> str:
     [worker] = rel.live_workers()
     row = rel.wait_running(job_id, attempt)
     assert (row.status, row.attempts) == ("running", attempt), row
-    assert holder_pid(row) in node_processes(worker), "one of the node's processes holds it"
+    assert holder_pid(row.worker) in node_processes(worker), "one of the node's processes holds it"
     rel.kill_worker(worker)
     return row.worker
-
-
-def holder_pid(row) -> int:
-    return int(row.worker.rsplit(":", 1)[1])
 
 
 def node_processes(worker) -> set[int]:
@@ -122,7 +119,7 @@ def test_a_killed_process_of_a_node_is_replaced_and_its_job_runs_again_at_once(
     with rel.sweeper_paused():
         job_id = user.submit()
         row = rel.wait_running(job_id, 1)
-        victim = holder_pid(row)
+        victim = holder_pid(row.worker)
         before = node_processes(worker)
         assert victim in before and victim != worker.pid, (victim, before)
         os.kill(victim, signal.SIGKILL)
@@ -280,7 +277,7 @@ def test_two_nodes_share_the_queue_and_run_each_job_once(baseline: RelStack, api
         jobs = [assert_succeeded_once(rel, user, job_id, attempts=1) for job_id in job_ids]
         assert_fit_calls(rel, user, jobs, exact=True)
         holders = {
-            holder_pid(row)
+            holder_pid(row.worker)
             for row in rel.sql(
                 "select worker from jobs where id = any(cast(:ids as uuid[]))", ids=job_ids
             )

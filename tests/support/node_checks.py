@@ -17,6 +17,7 @@ from datetime import datetime
 import httpx
 
 from tests.support.api import wait_for_job
+from tests.support.reliability import wait_until
 from tests.support.stacks import submit_small as submit
 
 
@@ -35,10 +36,21 @@ def hung_upstream(stack) -> Iterator[None]:
 
 
 def wait_until_running(client: httpx.Client, headers: dict, job_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while client.get(f"/jobs/{job_id}", headers=headers).json()["status"] != "running":
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.1)
+    def status() -> bool:
+        return client.get(f"/jobs/{job_id}", headers=headers).json()["status"] == "running"
+
+    wait_until(status, 30, f"job {job_id} running")
+
+
+def holder_pid(claimed_by: str) -> int:
+    """The pid in a claim's holder, `jobs.worker` ("<host>:<pid>")."""
+    return int(claimed_by.rpartition(":")[2])
+
+
+def holders(stack, ids: list[str]) -> set[int]:
+    """The pids that claimed these jobs (their last attempts)."""
+    rows = stack.sql("select worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids)
+    return {holder_pid(row.worker) for row in rows}
 
 
 def assert_a_hung_call_ends_at_the_deadline(client, stack, headers, deadline_s: float) -> None:
