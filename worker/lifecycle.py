@@ -13,6 +13,11 @@
   jobs run in the pool's processes, not in the one Celery signals: it passes
   the drain on, each pool process drains its own job the same way, and the node
   exits once they have (the kernel kills them when it goes: pdeathsig).
+- Ctrl-C is SIGTERM's drain; SIGQUIT (Celery's cold shutdown), or Ctrl-C again,
+  hands the jobs in flight back at once and exits. Celery's own cold shutdown
+  kills the processes that run tasks, which the threads pool cannot do: it
+  raised there, and the process hung until its jobs' deadlines failed them. A
+  threads process takes these two signals itself (listen_for_stop_signals).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 # asks it with DRAIN_POOL_PROCESS, which Celery and billiard use for nothing there.
 DRAIN_POOL_PROCESS = signal.SIGUSR2
 _DRAIN_SIGNALS = {DRAIN_POOL_PROCESS, signal.SIGTERM}
+# Taken by a threads-pool process itself rather than by Celery (listen_for_stop_signals).
+STOP_SIGNALS = {signal.SIGINT, signal.SIGQUIT}
 # How long a node waits, past the grace, for its pool processes to hand their jobs back.
 _POOL_HAND_BACK_S = 10.0
 # The node's Celery pool, kept once the node is ready: under prefork its processes
@@ -131,6 +138,49 @@ def _listen_for_drain() -> None:
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, _DRAIN_SIGNALS)
     threading.Thread(target=_drain_when_told, name="drain", daemon=True).start()
+
+
+def listen_for_stop_signals(*, supervised: bool) -> None:
+    """In a threads-pool process, before it starts any thread: Ctrl-C and SIGQUIT.
+
+    - SIGINT (Ctrl-C) drains, as SIGTERM does.
+    - SIGQUIT hands the jobs in flight back at once and exits: a cold shutdown.
+      Celery's would kill the processes that run the tasks; under the threads pool
+      that is this one, and its pool cannot kill a thread (it raised
+      NotImplementedError, and the process then hung until its jobs' deadlines
+      failed them).
+    - A second SIGINT is SIGQUIT, as in Celery ("Ctrl-C again terminates the
+      tasks"), unless the process is one of a node's (`supervised`). A terminal's
+      Ctrl-C reaches every process of its foreground group, and the node's
+      supervisor passes it on too: each process gets one press twice. There the
+      supervisor counts the presses and passes the second on as SIGQUIT.
+
+    The signals are blocked in every thread (threads inherit the mask of the one
+    that starts them) and one thread waits for them, so Celery's handlers for them
+    never run.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    threading.Thread(
+        target=_stop_when_told, args=(supervised,), name="stop-signals", daemon=True
+    ).start()
+
+
+def _stop_when_told(supervised: bool) -> None:
+    from worker.runner import draining
+
+    interrupted = False
+    while True:
+        sig = signal.sigwait(STOP_SIGNALS)
+        if sig == signal.SIGQUIT or (interrupted and not supervised):
+            break
+        if not interrupted:
+            interrupted = True
+            log.info("Ctrl-C: draining as on SIGTERM; Ctrl-C again hands the jobs back at once")
+            # To the main thread, whose Python handler is Celery's warm shutdown.
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    log.warning("cold shutdown (%s): the jobs in flight go back to the queue now", sig.name)
+    draining.set()
+    _hand_back_and_exit()
 
 
 def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 30.0) -> int:

@@ -22,7 +22,8 @@ How:
   processes is 32 + 32. Each process is a Celery node of its own, named after
   the node's (`celery-1@host`, `celery-2@host`; `-n name@host` → `name-1@host`).
 - The supervisor forwards SIGTERM, SIGINT and SIGQUIT to every process
-  (SIGTERM: each drains, see worker/lifecycle.py) and exits when all have. A
+  (SIGTERM and Ctrl-C: each drains; SIGQUIT or Ctrl-C again: each hands its jobs
+  back at once; see worker/lifecycle.py) and exits when all have. A
   process that dies (OOM killer, kill -9) is replaced by a fresh one, whose
   start-up re-queues the dead one's jobs (`release_dead_runs`) once it is warm.
   A process that fails before it was ever ready stops the node: a bad setting
@@ -49,6 +50,7 @@ import traceback
 from cli.lifeline import die_with_parent
 from shared.core.config import get_settings
 from shared.core.heap import freeze_start_up_heap
+from worker.lifecycle import STOP_SIGNALS, listen_for_stop_signals
 from worker.supervisor import (
     FORWARDED,
     NODE_READY,
@@ -116,6 +118,11 @@ def default_processes() -> int:
 
 def run_node(argv: list[str]) -> None:
     """`tabpfn-api worker [celery options]`: one process, or a node of several."""
+    # Before worker.tasks: its imports start native threads (numpy's BLAS), which
+    # inherit this mask. One of them taking Ctrl-C or SIGQUIT would hand it to
+    # Celery's handler, not to listen_for_stop_signals. A pool other than threads
+    # takes them back below.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     from worker.tasks import app
 
     replacing = os.environ.pop(PROCESS_ENV, None)
@@ -123,6 +130,7 @@ def run_node(argv: list[str]) -> None:
         global _ready_fd, _index
         index, fd = replacing.split(",")
         _index, _ready_fd = int(index), int(fd)
+        listen_for_stop_signals(supervised=True)
         sys.exit(_celery_worker(app, ["worker", *argv]))
     options, rest = _split(argv)
     if _unpatched_green_pool(options.pool):
@@ -141,6 +149,10 @@ def run_node(argv: list[str]) -> None:
             # Celery's --pool reads "prefork", its own default, as "the configured pool"
             # (worker_pool: threads here), so `--pool prefork` alone ran threads.
             app.conf.worker_pool = options.pool
+        if options.pool in (None, "threads"):
+            listen_for_stop_signals(supervised=False)
+        else:  # Celery's own shutdown, which can end the tasks of these pools
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         sys.exit(_celery_worker(app, ["worker", *argv]))
     # Before the fork: the processes share these pages instead of each importing them.
     from worker.lifecycle import import_what_jobs_need
@@ -196,7 +208,8 @@ def _child(app, argv: list[str], index: int, read_fd: int, write_fd: int, pdeath
     try:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        listen_for_stop_signals(supervised=True)  # SIGINT and SIGQUIT: still blocked here
         if pdeathsig is not None:
             pdeathsig()
         os.close(read_fd)

@@ -11,6 +11,9 @@ module, which imports logging and nothing of the jobs' stack.
 It:
 - reports the node ready once every process is (each writes its index to a pipe);
 - forwards SIGTERM, SIGINT and SIGQUIT to every process, and exits when all have;
+  a second SIGINT (Ctrl-C again) goes on as SIGQUIT: the processes, which a
+  terminal's Ctrl-C reaches directly too, each get a press twice, so they leave
+  counting the presses to it (worker/lifecycle.py, listen_for_stop_signals);
 - replaces a process that dies (OOM killer, kill -9) with a fresh one, which
   warms up before it serves and re-queues the dead one's jobs (worker/lifecycle.py);
 - stops the node when a process fails before it was ever ready, soon after its
@@ -75,6 +78,7 @@ class Supervisor:
         self.started = dict(plan.started)
         self.ready: set[int] = set()
         self.stopping = False
+        self.interrupted = False
         self.exit_code = 0
 
     def run(self) -> int:
@@ -132,6 +136,9 @@ class Supervisor:
 
     def _forward(self, sig: int, _frame: object) -> None:
         self.stopping = True
+        if sig == signal.SIGINT:
+            sig = signal.SIGQUIT if self.interrupted else sig
+            self.interrupted = True
         for pid in list(self.pids):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

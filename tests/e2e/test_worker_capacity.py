@@ -1,8 +1,8 @@
 """The worker built for waiting, through the whole stack: many jobs in flight in one
 node (WORKER_PROCESSES processes forked from one warm image, then supervised by a small
 process in its place), each call with its owner's
-token; a deadline that holds while the upstream hangs; SIGTERM drains and hands back
-what is left.
+token; a deadline that holds while the upstream hangs; SIGTERM and Ctrl-C drain and
+hand back what is left; SIGQUIT or Ctrl-C again hands it back at once.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from tests.support.stacks import submit_small as submit
 TOKENS = [f"inflight-{i}-token" for i in range(5)]
 SLOTS = 16
 DEADLINE_S = 20
+# The grace of the nodes the Ctrl-C test starts: a hand-back at once comes well before it.
+GRACE_S = 4
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,65 @@ def test_sigterm_drains_then_hands_back_what_is_left(client, wide_stack):
     job = wait_for_job(client, headers, job_id, timeout=60)
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job
     assert "handed 1 unfinished job(s) back to the queue" in worker.log()
+
+
+def _the_only_node(stack, name: str, processes: int):
+    """A node of `processes` processes, ready, and the only one of the stack running:
+    the next job is its own. Its grace is GRACE_S."""
+    for process in stack.processes:
+        if process.name.startswith(("worker", "only-")) and process.alive():
+            process.stop()
+    node = start(
+        name,
+        ["worker", "--concurrency", "2", "-n", f"{name}@%h"]
+        + ["--without-mingle", "--without-gossip"],
+        {**stack.env, "WORKER_PROCESSES": str(processes), "WORKER_DRAIN_S": str(GRACE_S)},
+        stack.scratch / "logs",
+    )
+    stack.processes.append(node)
+    wait_for_line(node, WORKER_READY)
+    return node
+
+
+# Ctrl-C in a terminal reaches every process of the node (its foreground process
+# group), and the supervisor passes it on too. SIGQUIT is Celery's cold shutdown,
+# which kills the processes that run tasks: the threads pool cannot, and before
+# worker/lifecycle.py's listen_for_stop_signals the process hung until its jobs'
+# deadlines failed them; Ctrl-C to the group was taken as a second press, and the
+# process left its job `running`, an attempt spent.
+@pytest.mark.parametrize(
+    "processes, sig, presses, at_once",
+    [
+        (2, signal.SIGINT, 1, False),  # Ctrl-C: drains as SIGTERM does
+        (2, signal.SIGINT, 2, True),  # Ctrl-C again: the jobs back at once
+        (2, signal.SIGQUIT, 1, True),
+        (1, signal.SIGINT, 2, True),  # a node of one process: Celery's own, no supervisor
+    ],
+    ids=["ctrl-c", "ctrl-c-twice", "sigquit", "one-process-ctrl-c-twice"],
+)
+def test_ctrl_c_drains_and_a_cold_shutdown_hands_the_jobs_back_at_once(
+    client, wide_stack, processes, sig, presses, at_once
+):
+    headers = register(client, TOKENS[2])
+    node = _the_only_node(wide_stack, f"only-{sig.name.lower()}-{presses}-{processes}", processes)
+    group = [node.pid, *(p.pid for p in psutil.Process(node.pid).children())]
+
+    def press() -> None:
+        for _ in range(presses):
+            for pid in group:
+                os.kill(pid, sig)
+            time.sleep(0.3)
+
+    job_id = assert_a_drain_hands_back_the_hung_job(
+        client, wide_stack, headers, node, stop=press, grace_s=GRACE_S, at_once=at_once
+    )
+    assert "drain: handed 1 unfinished job(s) back to the queue" in node.log()
+    # Said by listen_for_stop_signals, not by Celery's own cold shutdown ("Waiting
+    # gracefully for cold shutdown to complete..."), which the test would not tell apart.
+    assert ("the jobs in flight go back to the queue now" in node.log()) is at_once
+    _the_only_node(wide_stack, f"only-after-{sig.name.lower()}-{presses}-{processes}", 2)
+    job = wait_for_job(client, headers, job_id, timeout=60)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), job
 
 
 def test_a_node_killed_hard_takes_its_processes_with_it(wide_stack):

@@ -63,19 +63,29 @@ def assert_a_hung_call_ends_at_the_deadline(client, stack, headers, deadline_s: 
 
 
 def assert_a_drain_hands_back_the_hung_job(
-    client, stack, headers, node, *, stop: Callable[[], None] | None = None
+    client,
+    stack,
+    headers,
+    node,
+    *,
+    stop: Callable[[], None] | None = None,
+    grace_s: float = 2.0,
+    at_once: bool = False,
 ) -> str:
     """Stop the node (`stop`, else SIGTERM to it) while its job hangs upstream: it exits 0
-    after WORKER_DRAIN_S (2 s) and the job is queued again, not an attempt; the job's id."""
+    after its WORKER_DRAIN_S (`grace_s`), or before it (`at_once`: a cold shutdown), and
+    the job is queued again, not an attempt; the job's id."""
     with hung_upstream(stack):
         job_id = submit(client, headers)
         wait_until_running(client, headers, job_id)
         stopped = time.monotonic()
         (stop or (lambda: node.popen.send_signal(signal.SIGTERM)))()
-        assert node.popen.wait(20) == 0
+        assert node.popen.wait(grace_s + 18) == 0
         took = time.monotonic() - stopped
-        # The hung job was given its grace, then handed back.
-        assert 2 <= took < 10, took
+        if at_once:
+            assert took < grace_s, took
+        else:  # the hung job was given its grace, then handed back
+            assert grace_s <= took < grace_s + 8, took
         job = client.get(f"/jobs/{job_id}", headers=headers).json()
         assert (job["status"], job["attempts"]) == ("queued", 0), job
     return job_id
