@@ -48,8 +48,11 @@ def sdk_venv(tmp_path_factory) -> Path:
     )
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # --no-compile: pip would compile every module of numpy, pandas, scipy and
+    # scikit-learn (half the install's time); the tests import a fraction of them.
     install = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{source}[sklearn]"],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile"]
+        + [f"{source}[sklearn]"],
         capture_output=True,
         text=True,
         timeout=600,

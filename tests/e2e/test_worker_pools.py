@@ -42,7 +42,7 @@ from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
 
 TOKENS = ["pool-a-token", "pool-b-token"]
-DEADLINE_S = 15
+DEADLINE_S = 10
 
 
 @pytest.fixture(scope="module")
