@@ -13,11 +13,13 @@
   jobs run in the pool's processes, not in the one Celery signals: it passes
   the drain on, each pool process drains its own job the same way, and the node
   exits once they have (the kernel kills them when it goes: pdeathsig).
-- Ctrl-C is SIGTERM's drain; SIGQUIT (Celery's cold shutdown), or Ctrl-C again,
-  hands the jobs in flight back at once and exits. Celery's own cold shutdown
-  kills the processes that run tasks, which the threads pool cannot do: it
-  raised there, and the process hung until its jobs' deadlines failed them. A
-  threads process takes these two signals itself (listen_for_stop_signals).
+- Ctrl-C and SIGHUP are SIGTERM's drain; SIGQUIT (Celery's cold shutdown), or
+  Ctrl-C again, hands the jobs in flight back at once and exits. A threads
+  process takes these signals itself (listen_for_stop_signals): Celery's cold
+  shutdown kills the processes that run tasks, which the threads pool cannot do
+  (the process hung until its jobs' deadlines failed them), and its SIGHUP
+  restarts the process by exec'ing its command line, which in a node's process
+  is the whole node's.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 DRAIN_POOL_PROCESS = signal.SIGUSR2
 _DRAIN_SIGNALS = {DRAIN_POOL_PROCESS, signal.SIGTERM}
 # Taken by a threads-pool process itself rather than by Celery (listen_for_stop_signals).
-STOP_SIGNALS = {signal.SIGINT, signal.SIGQUIT}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
 # How long a node waits, past the grace, for its pool processes to hand their jobs back.
 _POOL_HAND_BACK_S = 10.0
 # The node's Celery pool, kept once the node is ready: under prefork its processes
@@ -141,9 +143,13 @@ def _listen_for_drain() -> None:
 
 
 def listen_for_stop_signals(*, supervised: bool) -> None:
-    """In a threads-pool process, before it starts any thread: Ctrl-C and SIGQUIT.
+    """In a threads-pool process, before it starts any thread: Ctrl-C, SIGQUIT, SIGHUP.
 
     - SIGINT (Ctrl-C) drains, as SIGTERM does.
+    - SIGHUP (a closed terminal) drains too, unless the process was started with
+      it ignored (`nohup`), where it stays ignored. Celery's own would restart the
+      process by exec'ing its command line: in a node's process, the command that
+      started the whole node, which then ran inside it.
     - SIGQUIT hands the jobs in flight back at once and exits: a cold shutdown.
       Celery's would kill the processes that run the tasks; under the threads pool
       that is this one, and its pool cannot kill a thread (it raised
@@ -160,22 +166,32 @@ def listen_for_stop_signals(*, supervised: bool) -> None:
     never run.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # Read before Celery sets its own handler. Blocked, an ignored signal still
+    # comes to sigwait (Linux queues it), so it is dropped there.
+    hang_up_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     threading.Thread(
-        target=_stop_when_told, args=(supervised,), name="stop-signals", daemon=True
+        target=_stop_when_told,
+        args=(supervised, hang_up_ignored),
+        name="stop-signals",
+        daemon=True,
     ).start()
 
 
-def _stop_when_told(supervised: bool) -> None:
+def _stop_when_told(supervised: bool, hang_up_ignored: bool) -> None:
     from worker.runner import draining
 
-    interrupted = False
+    presses = 0
+    drain_asked = False
     while True:
         sig = signal.sigwait(STOP_SIGNALS)
-        if sig == signal.SIGQUIT or (interrupted and not supervised):
+        if sig == signal.SIGHUP and hang_up_ignored:
+            continue
+        presses += sig == signal.SIGINT
+        if sig == signal.SIGQUIT or (presses > 1 and not supervised):
             break
-        if not interrupted:
-            interrupted = True
-            log.info("Ctrl-C: draining as on SIGTERM; Ctrl-C again hands the jobs back at once")
+        if not drain_asked:
+            drain_asked = True
+            log.info("%s: draining as on SIGTERM; Ctrl-C again hands jobs back at once", sig.name)
             # To the main thread, whose Python handler is Celery's warm shutdown.
             signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
     log.warning("cold shutdown (%s): the jobs in flight go back to the queue now", sig.name)

@@ -22,8 +22,8 @@ How:
   processes is 32 + 32. Each process is a Celery node of its own, named after
   the node's (`celery-1@host`, `celery-2@host`; `-n name@host` → `name-1@host`).
 - The supervisor forwards SIGTERM, SIGINT and SIGQUIT to every process
-  (SIGTERM and Ctrl-C: each drains; SIGQUIT or Ctrl-C again: each hands its jobs
-  back at once; see worker/lifecycle.py) and exits when all have. A
+  (SIGTERM, Ctrl-C and SIGHUP: each drains; SIGQUIT or Ctrl-C again: each hands
+  its jobs back at once; see worker/lifecycle.py) and exits when all have. A
   process that dies (OOM killer, kill -9) is replaced by a fresh one, whose
   start-up re-queues the dead one's jobs (`release_dead_runs`) once it is warm.
   A process that fails before it was ever ready stops the node: a bad setting
@@ -119,8 +119,8 @@ def default_processes() -> int:
 def run_node(argv: list[str]) -> None:
     """`tabpfn-api worker [celery options]`: one process, or a node of several."""
     # Before worker.tasks: its imports start native threads (numpy's BLAS), which
-    # inherit this mask. One of them taking Ctrl-C or SIGQUIT would hand it to
-    # Celery's handler, not to listen_for_stop_signals. A pool other than threads
+    # inherit this mask. One of them taking Ctrl-C, SIGQUIT or SIGHUP would hand it
+    # to Celery's handler, not to listen_for_stop_signals. A pool other than threads
     # takes them back below.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     from worker.tasks import app

@@ -14,6 +14,9 @@ It:
   a second SIGINT (Ctrl-C again) goes on as SIGQUIT: the processes, which a
   terminal's Ctrl-C reaches directly too, each get a press twice, so they leave
   counting the presses to it (worker/lifecycle.py, listen_for_stop_signals);
+- takes SIGHUP (a closed terminal) as SIGTERM, unless started with it ignored
+  (`nohup`): by default it would end the supervisor, and with it (pdeathsig)
+  every process mid-job;
 - replaces a process that dies (OOM killer, kill -9) with a fresh one, which
   warms up before it serves and re-queues the dead one's jobs (worker/lifecycle.py);
 - stops the node when a process fails before it was ever ready, soon after its
@@ -84,8 +87,10 @@ class Supervisor:
     def run(self) -> int:
         for sig in FORWARDED:
             signal.signal(sig, self._forward)
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # ignored under nohup: kept so
+            signal.signal(signal.SIGHUP, self._forward)
         # Blocked since before the fork (worker/node.py): what came meanwhile is delivered now.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {*FORWARDED, signal.SIGHUP})
         announced = False
         while self.pids:
             try:
@@ -139,6 +144,8 @@ class Supervisor:
         if sig == signal.SIGINT:
             sig = signal.SIGQUIT if self.interrupted else sig
             self.interrupted = True
+        elif sig == signal.SIGHUP:
+            sig = signal.SIGTERM
         for pid in list(self.pids):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

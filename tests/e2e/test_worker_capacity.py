@@ -1,8 +1,8 @@
 """The worker built for waiting, through the whole stack: many jobs in flight in one
 node (WORKER_PROCESSES processes forked from one warm image, then supervised by a small
 process in its place), each call with its owner's
-token; a deadline that holds while the upstream hangs; SIGTERM and Ctrl-C drain and
-hand back what is left; SIGQUIT or Ctrl-C again hands it back at once.
+token; a deadline that holds while the upstream hangs; SIGTERM, Ctrl-C and a hang-up
+drain and hand back what is left; SIGQUIT or Ctrl-C again hands it back at once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from cli.supervisor import WORKER_READY, start, wait_for_line
+from cli.supervisor import BIN, WORKER_READY, start, start_command, wait_for_line
 from emulator.accounts import account_name
 from tests.support.api import register, wait_for_job
 from tests.support.node_checks import (
@@ -25,6 +25,7 @@ from tests.support.node_checks import (
     assert_a_hung_call_ends_at_the_deadline,
     emulator,
     holders,
+    wait_until_running,
 )
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
@@ -146,15 +147,15 @@ def test_sigterm_drains_then_hands_back_what_is_left(client, wide_stack):
     assert "handed 1 unfinished job(s) back to the queue" in worker.log()
 
 
-def _the_only_node(stack, name: str, processes: int):
+def _the_only_node(stack, name: str, processes: int, *, prefix: tuple[str, ...] = ()):
     """A node of `processes` processes, ready, and the only one of the stack running:
-    the next job is its own. Its grace is GRACE_S."""
+    the next job is its own. Its grace is GRACE_S; `prefix` runs it (`nohup`)."""
     for process in stack.processes:
         if process.name.startswith(("worker", "only-")) and process.alive():
             process.stop()
-    node = start(
+    node = start_command(
         name,
-        ["worker", "--concurrency", "2", "-n", f"{name}@%h"]
+        [*prefix, str(BIN), "worker", "--concurrency", "2", "-n", f"{name}@%h"]
         + ["--without-mingle", "--without-gossip"],
         {**stack.env, "WORKER_PROCESSES": str(processes), "WORKER_DRAIN_S": str(GRACE_S)},
         stack.scratch / "logs",
@@ -164,12 +165,13 @@ def _the_only_node(stack, name: str, processes: int):
     return node
 
 
-# Ctrl-C in a terminal reaches every process of the node (its foreground process
-# group), and the supervisor passes it on too. SIGQUIT is Celery's cold shutdown,
-# which kills the processes that run tasks: the threads pool cannot, and before
-# worker/lifecycle.py's listen_for_stop_signals the process hung until its jobs'
-# deadlines failed them; Ctrl-C to the group was taken as a second press, and the
-# process left its job `running`, an attempt spent.
+# Ctrl-C in a terminal, and its hang-up (SIGHUP) when it closes, reach every process
+# of the node (its foreground process group), and the supervisor passes them on too.
+# SIGQUIT is Celery's cold shutdown, which kills the processes that run tasks: the
+# threads pool cannot, and before worker/lifecycle.py's listen_for_stop_signals the
+# process hung until its jobs' deadlines failed them; Ctrl-C to the group was taken
+# as a second press, and the process left its job `running`, an attempt spent; a
+# hang-up ended the supervisor, and with it every process mid-job.
 @pytest.mark.parametrize(
     "processes, sig, presses, at_once",
     [
@@ -177,10 +179,11 @@ def _the_only_node(stack, name: str, processes: int):
         (2, signal.SIGINT, 2, True),  # Ctrl-C again: the jobs back at once
         (2, signal.SIGQUIT, 1, True),
         (1, signal.SIGINT, 2, True),  # a node of one process: Celery's own, no supervisor
+        (2, signal.SIGHUP, 1, False),  # the terminal closed: drains as SIGTERM does
     ],
-    ids=["ctrl-c", "ctrl-c-twice", "sigquit", "one-process-ctrl-c-twice"],
+    ids=["ctrl-c", "ctrl-c-twice", "sigquit", "one-process-ctrl-c-twice", "hang-up"],
 )
-def test_ctrl_c_drains_and_a_cold_shutdown_hands_the_jobs_back_at_once(
+def test_ctrl_c_and_a_hang_up_drain_and_a_cold_shutdown_hands_the_jobs_back_at_once(
     client, wide_stack, processes, sig, presses, at_once
 ):
     headers = register(client, TOKENS[2])
@@ -204,6 +207,29 @@ def test_ctrl_c_drains_and_a_cold_shutdown_hands_the_jobs_back_at_once(
     # (the same hand-back); this one is canceled, so the next case's node starts idle.
     canceled = client.post(f"/jobs/{job_id}/cancel", headers=headers)
     assert canceled.json()["status"] == "canceled", canceled.text
+
+
+def test_under_nohup_a_hang_up_is_ignored_and_the_node_runs_on(client, wide_stack):
+    """Celery's own SIGHUP restarts a process by exec'ing its command line, which in a
+    node's process is the whole node's: a node then ran inside each of them."""
+    headers = register(client, TOKENS[3])
+    node = _the_only_node(wide_stack, "only-nohup", 2, prefix=("nohup",))
+    processes = psutil.Process(node.pid).children()
+    emulator(wide_stack, latency_s=1.0)  # about 5 s a job
+    try:
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        for pid in [node.pid, *(p.pid for p in processes)]:
+            os.kill(pid, signal.SIGHUP)
+        job = wait_for_job(client, headers, job_id, timeout=60)
+    finally:
+        emulator(wide_stack, latency_s=0.5)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), job
+    assert node.alive()
+    # The same processes, each still the node's and none a node of its own.
+    assert psutil.Process(node.pid).children(recursive=True) == processes
+    assert all(p.cmdline() == processes[0].cmdline() for p in processes)
+    node.stop()
 
 
 def test_a_node_killed_hard_takes_its_processes_with_it(wide_stack):
