@@ -21,7 +21,7 @@ How:
 - WORKER_CONCURRENCY (or `--concurrency`) is the node's total: 64 over two
   processes is 32 + 32. Each process is a Celery node of its own, named after
   the node's (`celery-1@host`, `celery-2@host`; `-n name@host` → `name-1@host`).
-- The supervisor forwards SIGTERM, SIGINT and SIGQUIT to every process
+- The supervisor forwards SIGTERM, SIGINT, SIGQUIT and SIGHUP to every process
   (SIGTERM, Ctrl-C and SIGHUP: each drains; SIGQUIT or Ctrl-C again: each hands
   its jobs back at once; see worker/lifecycle.py) and exits when all have. A
   process that dies (OOM killer, kill -9) is replaced by a fresh one, whose
@@ -209,7 +209,7 @@ def _child(app, argv: list[str], index: int, read_fd: int, write_fd: int, pdeath
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        listen_for_stop_signals(supervised=True)  # SIGINT and SIGQUIT: still blocked here
+        listen_for_stop_signals(supervised=True)  # STOP_SIGNALS: blocked since run_node began
         if pdeathsig is not None:
             pdeathsig()
         os.close(read_fd)
