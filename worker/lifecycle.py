@@ -45,6 +45,8 @@ DRAIN_POOL_PROCESS = signal.SIGUSR2
 _DRAIN_SIGNALS = {DRAIN_POOL_PROCESS, signal.SIGTERM}
 # Taken by a threads-pool process itself rather than by Celery (listen_for_stop_signals).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
+# Held by the one thread that hands this process's jobs back and exits.
+_handing_back = threading.Lock()
 # How long a node waits, past the grace, for its pool processes to hand their jobs back.
 _POOL_HAND_BACK_S = 10.0
 # The node's Celery pool, kept once the node is ready: under prefork its processes
@@ -283,6 +285,10 @@ def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
     from worker.heartbeat import process_is_gone
     from worker.runner import draining
 
+    if draining.is_set():
+        # Another stop signal came first: a SIGTERM to every process of a node also
+        # reaches each process through the supervisor; Ctrl-C and SIGHUP come here too.
+        return
     draining.set()
     grace = get_settings().worker_drain_s
     pool = _pool_processes()
@@ -316,9 +322,15 @@ def _drain_when_told() -> None:
 
 
 def _hand_back_and_exit() -> None:
-    """Give back what this process still runs and exit (its job threads may be stuck upstream)."""
+    """Give back what this process still runs and exit (its job threads may be stuck upstream).
+
+    Once: a second caller (a cold shutdown at the drain's end) waits here until the
+    first has exited the process. Two at once would split the jobs, and the first
+    to finish would exit under the other, between its commit and its wake-up.
+    """
     from worker.runner import hand_back_in_flight
 
+    _handing_back.acquire()
     handed = hand_back_in_flight()
     log.warning("drain: handed %d unfinished job(s) back to the queue; exiting", handed)
     logging.shutdown()

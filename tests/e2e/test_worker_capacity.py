@@ -188,7 +188,9 @@ def test_ctrl_c_and_a_hang_up_drain_and_a_cold_shutdown_hands_the_jobs_back_at_o
 ):
     headers = register(client, TOKENS[2])
     node = _the_only_node(wide_stack, f"only-{sig.name.lower()}-{presses}-{processes}", processes)
-    group = [node.pid, *(p.pid for p in psutil.Process(node.pid).children())]
+    # As a terminal's signal reaches them: every process at once, so the supervisor's
+    # copy comes after each process's own.
+    group = [*(p.pid for p in psutil.Process(node.pid).children()), node.pid]
 
     def press() -> None:
         for _ in range(presses):
