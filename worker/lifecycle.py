@@ -15,11 +15,12 @@
   exits once they have (the kernel kills them when it goes: pdeathsig).
 - Ctrl-C and SIGHUP are SIGTERM's drain; SIGQUIT (Celery's cold shutdown), or
   Ctrl-C again, hands the jobs in flight back at once and exits. A threads
-  process takes these signals itself (listen_for_stop_signals): Celery's cold
-  shutdown kills the processes that run tasks, which the threads pool cannot do
-  (the process hung until its jobs' deadlines failed them), and its SIGHUP
-  restarts the process by exec'ing its command line, which in a node's process
-  is the whole node's.
+  process takes these signals, SIGTERM included, on a thread of its own
+  (listen_for_stop_signals), never in Celery's handlers: its cold shutdown kills
+  the processes that run tasks, which the threads pool cannot do (the process
+  hung until its jobs' deadlines failed them); its SIGHUP restarts the process
+  by exec'ing its command line, which in a node's process is the whole node's;
+  and two SIGTERMs at once could deadlock the process in its warm shutdown.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 DRAIN_POOL_PROCESS = signal.SIGUSR2
 _DRAIN_SIGNALS = {DRAIN_POOL_PROCESS, signal.SIGTERM}
 # Taken by a threads-pool process itself rather than by Celery (listen_for_stop_signals).
-STOP_SIGNALS = {signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
 # Held by the one thread that hands this process's jobs back and exits.
 _handing_back = threading.Lock()
 # How long a node waits, past the grace, for its pool processes to hand their jobs back.
@@ -145,8 +146,16 @@ def _listen_for_drain() -> None:
 
 
 def listen_for_stop_signals(*, supervised: bool) -> None:
-    """In a threads-pool process, before it starts any thread: Ctrl-C, SIGQUIT, SIGHUP.
+    """In a threads-pool process, before it starts any thread: SIGTERM, Ctrl-C, SIGQUIT, SIGHUP.
 
+    - SIGTERM starts Celery's warm shutdown, and our drain with it, once however
+      many come. In Celery's handler two at once could deadlock the process: it
+      sends `worker_shutting_down`, whose dispatch takes a lock that is not
+      reentrant, and a second SIGTERM's handler, run inside the first one's (a
+      Python signal handler runs between any two bytecodes of the main thread),
+      waited on that lock forever. A node's process gets every SIGTERM sent to
+      the node's processes (systemd's default) twice: its own and the
+      supervisor's. The job then hung until its deadline failed it.
     - SIGINT (Ctrl-C) drains, as SIGTERM does.
     - SIGHUP (a closed terminal) drains too, unless the process was started with
       it ignored (`nohup`), where it stays ignored. Celery's own would restart the
@@ -164,8 +173,8 @@ def listen_for_stop_signals(*, supervised: bool) -> None:
       supervisor counts the presses and passes the second on as SIGQUIT.
 
     The signals are blocked in every thread (threads inherit the mask of the one
-    that starts them) and one thread waits for them, so Celery's handlers for them
-    never run.
+    that starts them) and one thread waits for them, one at a time, so Celery's
+    handlers for them never run.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     # Read before Celery sets its own handler. Blocked, an ignored signal still
@@ -193,12 +202,24 @@ def _stop_when_told(supervised: bool, hang_up_ignored: bool) -> None:
             break
         if not drain_asked:
             drain_asked = True
-            log.info("%s: draining as on SIGTERM; Ctrl-C again hands jobs back at once", sig.name)
-            # To the main thread, whose Python handler is Celery's warm shutdown.
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+            if sig != signal.SIGTERM:
+                log.info("%s: draining as on SIGTERM; Ctrl-C again hands jobs back", sig.name)
+            _warm_shutdown(sig)
     log.warning("cold shutdown (%s): the jobs in flight go back to the queue now", sig.name)
     draining.set()
     _hand_back_and_exit()
+
+
+def _warm_shutdown(sig: signal.Signals) -> None:
+    """What Celery's SIGTERM handler does, from this thread: `worker_shutting_down`
+    (our _drain), then the flag its consumer loop checks between polls (a second or
+    two; the handler's own wait is the same, as the poll resumes after a signal)."""
+    from celery.worker import state
+
+    try:
+        worker_shutting_down.send(sender=None, sig=sig.name, how="Warm", exitcode=0)
+    finally:
+        state.should_stop = 0  # Celery's EX_OK: the worker exits 0
 
 
 def start_threads(executor: ThreadPoolExecutor, count: int, timeout_s: float = 30.0) -> int:
@@ -286,8 +307,8 @@ def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
     from worker.runner import draining
 
     if draining.is_set():
-        # Another stop signal came first: a SIGTERM to every process of a node also
-        # reaches each process through the supervisor; Ctrl-C and SIGHUP come here too.
+        # Under prefork, where Celery's handlers send this for every stop signal: one
+        # came first (Ctrl-C again, Celery's cold shutdown, sends it a second time).
         return
     draining.set()
     grace = get_settings().worker_drain_s

@@ -119,9 +119,9 @@ def default_processes() -> int:
 def run_node(argv: list[str]) -> None:
     """`tabpfn-api worker [celery options]`: one process, or a node of several."""
     # Before worker.tasks: its imports start native threads (numpy's BLAS), which
-    # inherit this mask. One of them taking Ctrl-C, SIGQUIT or SIGHUP would hand it
-    # to Celery's handler, not to listen_for_stop_signals. A pool other than threads
-    # takes them back below.
+    # inherit this mask. One of them taking SIGTERM, Ctrl-C, SIGQUIT or SIGHUP would
+    # hand it to Celery's handler, not to listen_for_stop_signals. A pool other than
+    # threads takes them back below.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     from worker.tasks import app
 
@@ -208,8 +208,8 @@ def _child(app, argv: list[str], index: int, read_fd: int, write_fd: int, pdeath
     try:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        listen_for_stop_signals(supervised=True)  # STOP_SIGNALS: blocked since run_node began
+        # STOP_SIGNALS (FORWARDED among them) stay blocked, since run_node began.
+        listen_for_stop_signals(supervised=True)
         if pdeathsig is not None:
             pdeathsig()
         os.close(read_fd)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 
@@ -51,6 +52,22 @@ def holders(stack, ids: list[str]) -> set[int]:
     """The pids that claimed these jobs (their last attempts)."""
     rows = stack.sql("select worker from jobs where id = any(cast(:ids as uuid[]))", ids=ids)
     return {holder_pid(row.worker) for row in rows}
+
+
+def threads_not_blocking(pid: int, signals: set[int]) -> list[str]:
+    """The threads of process `pid` in which any of `signals` is not blocked (its
+    /proc status's SigBlk mask): the kernel may hand such a signal to any of those.
+    A thread waiting for signals in sigwait is left out: the kernel unblocks what it
+    waits for while it waits, and takes them there."""
+    unblocked = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if "sigtimedwait" in (task / "wchan").read_text():
+            continue
+        fields = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines())
+        mask = int(fields["SigBlk"], 16)
+        if any(not mask >> (sig - 1) & 1 for sig in signals):
+            unblocked.append(f"{fields['Name'].strip()} ({task.name})")
+    return unblocked
 
 
 def assert_a_hung_call_ends_at_the_deadline(client, stack, headers, deadline_s: float) -> None:
