@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from cli.supervisor import BIN, WORKER_READY, start, start_command, wait_for_line
+from cli.supervisor import WORKER_READY, start, wait_for_line
 from emulator.accounts import account_name
 from tests.support.api import register, wait_for_job
 from tests.support.node_checks import (
@@ -25,6 +25,7 @@ from tests.support.node_checks import (
     assert_a_hung_call_ends_at_the_deadline,
     emulator,
     holders,
+    start_node,
     threads_not_blocking,
     wait_until_running,
 )
@@ -141,13 +142,7 @@ def test_sigterm_drains_then_hands_back_what_is_left(client, wide_stack):
     headers = register(client, TOKENS[1])
     [worker] = [p for p in wide_stack.processes if p.name == "worker"]
     job_id = assert_a_drain_hands_back_the_hung_job(client, wide_stack, headers, worker)
-    replacement = start(
-        "worker-2",
-        ["worker", "--concurrency", "4", "-n", "wide-2@%h", "--without-mingle", "--without-gossip"],
-        wide_stack.env,
-        wide_stack.scratch / "logs",
-    )
-    wide_stack.processes.append(replacement)
+    start_node(wide_stack, "worker-2", ["--concurrency", "4"])
     job = wait_for_job(client, headers, job_id, timeout=60)
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job
     assert "handed 1 unfinished job(s) back to the queue" in worker.log()
@@ -159,16 +154,8 @@ def _the_only_node(stack, name: str, processes: int, *, prefix: tuple[str, ...] 
     for process in stack.processes:
         if process.name.startswith(("worker", "only-")) and process.alive():
             process.stop()
-    node = start_command(
-        name,
-        [*prefix, str(BIN), "worker", "--concurrency", "2", "-n", f"{name}@%h"]
-        + ["--without-mingle", "--without-gossip"],
-        {**stack.env, "WORKER_PROCESSES": str(processes), "WORKER_DRAIN_S": str(GRACE_S)},
-        stack.scratch / "logs",
-    )
-    stack.processes.append(node)
-    wait_for_line(node, WORKER_READY)
-    return node
+    env = {"WORKER_PROCESSES": str(processes), "WORKER_DRAIN_S": str(GRACE_S)}
+    return start_node(stack, name, ["--concurrency", "2"], env=env, prefix=prefix)
 
 
 # Ctrl-C in a terminal, and its hang-up (SIGHUP) when it closes, reach every process

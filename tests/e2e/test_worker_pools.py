@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import psutil
 import pytest
 
-from cli.supervisor import BIN, WORKER_READY, start, wait_for_line
+from cli.supervisor import BIN, WORKER_READY, wait_for_line
 from cli.throwaway import base_env
 from tests.support.api import register, wait_for_job
 from tests.support.node_checks import (
@@ -35,6 +35,7 @@ from tests.support.node_checks import (
     holder_pid,
     holders,
     hung_upstream,
+    start_node,
     wait_until_running,
 )
 from tests.support.reliability import wait_until
@@ -134,18 +135,9 @@ def test_under_prefork_cancel_stops_a_running_job(client, prefork_stack):
     assert [wait_for_job(client, headers, j)["status"] for j in ids] == ["succeeded"] * 2
 
 
-def start_node(stack, name: str):
+def start_prefork_node(stack, name: str):
     """Another prefork node of this stack, ready; the stack stops it at the end."""
-    node = start(
-        name,
-        ["worker", "--pool", "prefork", "--concurrency", "2", "-n", f"{name}@%h",
-         "--without-mingle", "--without-gossip"],
-        stack.env,
-        stack.scratch / "logs",
-    )  # fmt: skip
-    stack.processes.append(node)
-    wait_for_line(node, WORKER_READY)
-    return node
+    return start_node(stack, name, ["--pool", "prefork", "--concurrency", "2"])
 
 
 def running_node(stack):
@@ -244,7 +236,7 @@ def test_under_prefork_a_node_killed_mid_job_and_restarted_runs_the_job_again_at
         assert alive == [], alive
     # No sweeper runs in this stack: only the new node's start-up can see that the
     # claim's process on its host is dead and queue the job again, at once.
-    replacement = start_node(prefork_stack, "prefork-2")
+    replacement = start_prefork_node(prefork_stack, "prefork-2")
     job = wait_for_job(client, headers, job_id, timeout=30)
     assert (job["status"], job["attempts"]) == ("succeeded", 2), job
     assert f"({claimed_by}) died; running it again now" in replacement.log()
@@ -277,7 +269,7 @@ def test_under_prefork_sigterm_drains_then_hands_back_what_is_left(
     assert "drain: handed 1 unfinished job(s) back to the queue" in worker.log()
     _, alive = psutil.wait_procs(pool, timeout=5)
     assert alive == [], alive
-    start_node(prefork_stack, f"prefork-{uuid.uuid4().hex[:6]}")
+    start_prefork_node(prefork_stack, f"prefork-{uuid.uuid4().hex[:6]}")
     job = wait_for_job(client, headers, job_id, timeout=60)
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job
 

@@ -17,9 +17,27 @@ from pathlib import Path
 
 import httpx
 
+from cli.supervisor import BIN, WORKER_READY, start_command, wait_for_line
 from tests.support.api import wait_for_job
 from tests.support.reliability import wait_until
 from tests.support.stacks import submit_small as submit
+
+
+def start_node(
+    stack, name: str, args: list[str], *, env: dict | None = None, prefix: tuple[str, ...] = ()
+):
+    """Another worker node of this stack, `tabpfn-api worker *args` named `name`, ready;
+    the stack stops it at the end. `env` adds to the stack's; `prefix` runs it (`nohup`)."""
+    node = start_command(
+        name,
+        [*prefix, str(BIN), "worker", *args, "-n", f"{name}@%h"]
+        + ["--without-mingle", "--without-gossip"],
+        {**stack.env, **(env or {})},
+        stack.scratch / "logs",
+    )
+    stack.processes.append(node)
+    wait_for_line(node, WORKER_READY)
+    return node
 
 
 def emulator(stack, **knobs) -> None:
