@@ -204,7 +204,10 @@ def _stop_when_told(supervised: bool, hang_up_ignored: bool) -> None:
             drain_asked = True
             if sig != signal.SIGTERM:
                 log.info("%s: draining as on SIGTERM; Ctrl-C again hands jobs back", sig.name)
-            _warm_shutdown(sig)
+            try:
+                _warm_shutdown(sig)
+            except Exception:  # this thread must live on: no other takes these signals
+                log.exception("%s: the warm shutdown failed to start", sig.name)
     log.warning("cold shutdown (%s): the jobs in flight go back to the queue now", sig.name)
     draining.set()
     _hand_back_and_exit()
