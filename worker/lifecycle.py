@@ -7,7 +7,8 @@
   the children share its pages. The threads pool's threads are started too.
 - On start, jobs whose process on this host died (the node was killed and
   restarted) are queued again at once, without waiting for the sweeper.
-- On SIGTERM, slots finish the job in hand and claim no more; whatever still
+- On SIGTERM, or however else Celery is told to stop (Flower's "Shut Down":
+  DrainOnEveryStop), slots finish the job in hand and claim no more; whatever still
   runs after WORKER_DRAIN_S is handed back to the queue (not an attempt) and
   the process exits, so another node picks it up at once. Under prefork the
   jobs run in the pool's processes, not in the one Celery signals: it passes
@@ -33,6 +34,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import bootsteps
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 from shared.core.config import get_settings
@@ -331,6 +333,23 @@ def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
         _hand_back_and_exit()
 
     threading.Thread(target=hand_back_the_rest, name="drain", daemon=True).start()
+
+
+class DrainOnEveryStop(bootsteps.StartStopStep):
+    """A worker step: however Celery is told to stop, the node drains as on SIGTERM.
+
+    Celery's remote `shutdown` (Flower's "Shut Down", `celery control shutdown`)
+    sends no `worker_shutting_down`: it stops the pool, which waits for the jobs in
+    flight, while their slots went on claiming queued jobs from PostgreSQL as each
+    ended. The process ran the backlog before it stopped, and a hung job held it
+    until its deadline. Its `close` runs as the stop begins, before any step stops;
+    after a stop signal the drain is under way already and it does nothing.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def close(self, parent: object) -> None:
+        _drain(sig="a remote shutdown, or Celery's own stop")
 
 
 def _drain_when_told() -> None:

@@ -14,7 +14,7 @@ from shared.queue import (
     enqueue_webhook,
     get_celery,
 )
-from worker import lifecycle  # noqa: F401  (start-up warm-up and drain signals)
+from worker import lifecycle  # start-up warm-up and the drain
 from worker.celery_config import configure_worker
 from worker.retention import purge_expired_data
 from worker.runner import serve
@@ -24,6 +24,7 @@ from worker.webhooks import deliver, sweep_webhooks
 log = logging.getLogger(__name__)
 app = get_celery()
 configure_worker(app)
+app.steps["worker"].add(lifecycle.DrainOnEveryStop)
 
 
 @app.task(name=RUN_JOB)

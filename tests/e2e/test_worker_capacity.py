@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psutil
 import pytest
+from celery import Celery
 
 from cli.supervisor import WORKER_READY, start, wait_for_line
 from emulator.accounts import account_name
@@ -28,6 +29,7 @@ from tests.support.node_checks import (
     start_node,
     threads_not_blocking,
     wait_until_running,
+    worker_name,
 )
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
@@ -205,6 +207,33 @@ def test_ctrl_c_and_a_hang_up_drain_and_a_cold_shutdown_hands_the_jobs_back_at_o
     # (the same hand-back); this one is canceled, so the next case's node starts idle.
     canceled = client.post(f"/jobs/{job_id}/cancel", headers=headers)
     assert canceled.json()["status"] == "canceled", canceled.text
+
+
+def test_a_remote_shutdown_drains_as_sigterm_does(client, wide_stack):
+    """Flower's "Shut Down" (Celery's remote `shutdown`, as `celery control shutdown`
+    sends it) stopped the pool without a drain: its slots went on claiming queued jobs
+    as each ended, and a hung job held the process until long past its deadline."""
+    headers = register(client, TOKENS[4])
+    node = _the_only_node(wide_stack, "only-remote", 1)
+    control = Celery(broker=wide_stack.env["REDIS_URL"]).control
+    name = worker_name(control, node)
+    queued_after: list[str] = []
+
+    def shut_down() -> None:
+        control.shutdown(destination=[name])
+        time.sleep(0.5)
+        # A slot is free (2, one hung): draining, the node claims no more.
+        queued_after.append(submit(client, headers))
+
+    job_id = assert_a_drain_hands_back_the_hung_job(
+        client, wide_stack, headers, node, stop=shut_down, grace_s=GRACE_S
+    )
+    assert "drain: handed 1 unfinished job(s) back to the queue" in node.log()
+    later = client.get(f"/jobs/{queued_after[0]}", headers=headers).json()
+    assert (later["status"], later["attempts"]) == ("queued", 0), later
+    for job in (job_id, *queued_after):
+        canceled = client.post(f"/jobs/{job}/cancel", headers=headers)
+        assert canceled.json()["status"] == "canceled", canceled.text
 
 
 def test_under_nohup_a_hang_up_is_ignored_and_the_node_runs_on(client, wide_stack):

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 import psutil
 import pytest
+from celery import Celery
 
 from cli.supervisor import BIN, WORKER_READY, wait_for_line
 from cli.throwaway import base_env
@@ -37,6 +38,7 @@ from tests.support.node_checks import (
     hung_upstream,
     start_node,
     wait_until_running,
+    worker_name,
 )
 from tests.support.reliability import wait_until
 from tests.support.stacks import api_client, own_stack
@@ -269,6 +271,22 @@ def test_under_prefork_sigterm_drains_then_hands_back_what_is_left(
     assert "drain: handed 1 unfinished job(s) back to the queue" in worker.log()
     _, alive = psutil.wait_procs(pool, timeout=5)
     assert alive == [], alive
+    start_prefork_node(prefork_stack, f"prefork-{uuid.uuid4().hex[:6]}")
+    job = wait_for_job(client, headers, job_id, timeout=60)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), job
+
+
+def test_under_prefork_a_remote_shutdown_drains_as_sigterm_does(client, prefork_stack):
+    """Flower's "Shut Down": the node passes the drain on to its pool processes as on
+    SIGTERM (before, it waited for their jobs, however long they hung)."""
+    headers = register(client, TOKENS[1])
+    worker = running_node(prefork_stack)
+    control = Celery(broker=prefork_stack.env["REDIS_URL"]).control
+    name = worker_name(control, worker)
+    job_id = assert_a_drain_hands_back_the_hung_job(
+        client, prefork_stack, headers, worker, stop=lambda: control.shutdown(destination=[name])
+    )
+    assert "drain: handed 1 unfinished job(s) back to the queue" in worker.log()
     start_prefork_node(prefork_stack, f"prefork-{uuid.uuid4().hex[:6]}")
     job = wait_for_job(client, headers, job_id, timeout=60)
     assert (job["status"], job["attempts"]) == ("succeeded", 1), job
