@@ -25,7 +25,9 @@ from tests.support.node_checks import (
     assert_a_drain_hands_back_the_hung_job,
     assert_a_hung_call_ends_at_the_deadline,
     emulator,
+    holder_pid,
     holders,
+    hung_upstream,
     start_node,
     threads_not_blocking,
     wait_until_running,
@@ -216,7 +218,7 @@ def test_a_remote_shutdown_drains_as_sigterm_does(client, wide_stack):
     headers = register(client, TOKENS[4])
     node = _the_only_node(wide_stack, "only-remote", 1)
     control = Celery(broker=wide_stack.env["REDIS_URL"]).control
-    name = worker_name(control, node)
+    name = worker_name(control, node.pid)
     queued_after: list[str] = []
 
     def shut_down() -> None:
@@ -234,6 +236,33 @@ def test_a_remote_shutdown_drains_as_sigterm_does(client, wide_stack):
     for job in (job_id, *queued_after):
         canceled = client.post(f"/jobs/{job}/cancel", headers=headers)
         assert canceled.json()["status"] == "canceled", canceled.text
+
+
+def test_a_remote_shutdown_of_one_process_drains_it_and_the_node_serves_on(client, wide_stack):
+    """Flower lists each process of a node as a worker of its own: its "Shut Down"
+    stops that one. It drains and exits 0, Celery's own stop, which the node's
+    supervisor does not undo; the node's other process runs the job handed back."""
+    headers = register(client, TOKENS[4])
+    node = _the_only_node(wide_stack, "only-remote-one", 2)
+    control = Celery(broker=wide_stack.env["REDIS_URL"]).control
+    with hung_upstream(wide_stack):
+        job_id = submit(client, headers)
+        wait_until_running(client, headers, job_id)
+        [row] = wide_stack.sql("select worker from jobs where id = :id", id=job_id)
+        holder = psutil.Process(holder_pid(row.worker))
+        other = [p for p in psutil.Process(node.pid).children() if p.pid != holder.pid]
+        stopped = time.monotonic()
+        control.shutdown(destination=[worker_name(control, holder.pid)])
+        holder.wait(GRACE_S + 18)  # not our child: its exit code is the node's log's, below
+        assert GRACE_S <= time.monotonic() - stopped < GRACE_S + 8
+    # Handed back, the attempt not counted; the node's other process claimed it again.
+    job = wait_for_job(client, headers, job_id, timeout=60)
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), job
+    assert "drain: handed 1 unfinished job(s) back to the queue" in node.log()
+    assert holders(wide_stack, [job_id]) == {other[0].pid}
+    assert node.alive() and psutil.Process(node.pid).children() == other
+    # "exited": code 0, which the supervisor leaves be ("died (...)" for any other).
+    assert re.search(rf"process \d \(pid {holder.pid}\) exited$", node.log(), re.M), node.log()
 
 
 def test_under_nohup_a_hang_up_is_ignored_and_the_node_runs_on(client, wide_stack):

@@ -282,7 +282,7 @@ def test_under_prefork_a_remote_shutdown_drains_as_sigterm_does(client, prefork_
     headers = register(client, TOKENS[1])
     worker = running_node(prefork_stack)
     control = Celery(broker=prefork_stack.env["REDIS_URL"]).control
-    name = worker_name(control, worker)
+    name = worker_name(control, worker.pid)
     job_id = assert_a_drain_hands_back_the_hung_job(
         client, prefork_stack, headers, worker, stop=lambda: control.shutdown(destination=[name])
     )

@@ -40,12 +40,12 @@ def start_node(
     return node
 
 
-def worker_name(control, node) -> str:
-    """The Celery name (as Flower shows it) of the worker that `node`'s process runs,
-    a node of one process, asked over Celery's remote control (`control`)."""
+def worker_name(control, pid: int) -> str:
+    """The Celery name (as Flower shows it) of the worker that process `pid` runs,
+    asked over Celery's remote control (`control`)."""
     stats = control.inspect(timeout=2).stats() or {}
-    names = [name for name, stat in stats.items() if stat["pid"] == node.pid]
-    assert len(names) == 1, (node.pid, {name: stat["pid"] for name, stat in stats.items()})
+    names = [name for name, stat in stats.items() if stat["pid"] == pid]
+    assert len(names) == 1, (pid, {name: stat["pid"] for name, stat in stats.items()})
     return names[0]
 
 
