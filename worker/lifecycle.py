@@ -194,7 +194,6 @@ def _stop_when_told(supervised: bool, hang_up_ignored: bool) -> None:
     from worker.runner import draining
 
     presses = 0
-    drain_asked = False
     while True:
         sig = signal.sigwait(STOP_SIGNALS)
         if sig == signal.SIGHUP and hang_up_ignored:
@@ -202,8 +201,7 @@ def _stop_when_told(supervised: bool, hang_up_ignored: bool) -> None:
         presses += sig == signal.SIGINT
         if sig == signal.SIGQUIT or (presses > 1 and not supervised):
             break
-        if not drain_asked:
-            drain_asked = True
+        if not draining.is_set():  # else a drain is under way: this signal adds nothing
             if sig != signal.SIGTERM:
                 log.info("%s: draining as on SIGTERM; Ctrl-C again hands jobs back", sig.name)
             try:
@@ -312,8 +310,9 @@ def _drain(sig: str | None = None, how: str | None = None, **_: object) -> None:
     from worker.runner import draining
 
     if draining.is_set():
-        # Under prefork, where Celery's handlers send this for every stop signal: one
-        # came first (Ctrl-C again, Celery's cold shutdown, sends it a second time).
+        # A drain is under way: every warm stop ends here (DrainOnEveryStop) after the
+        # signal that began it, and under prefork Celery's handlers send this for
+        # every stop signal (Ctrl-C again, its cold shutdown, sends it a second time).
         return
     draining.set()
     grace = get_settings().worker_drain_s

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psutil
 import pytest
-from celery import Celery
 
 from cli.supervisor import WORKER_READY, start, wait_for_line
 from emulator.accounts import account_name
@@ -28,10 +27,10 @@ from tests.support.node_checks import (
     holder_pid,
     holders,
     hung_upstream,
+    remote_shutdown,
     start_node,
     threads_not_blocking,
     wait_until_running,
-    worker_name,
 )
 from tests.support.stacks import api_client, own_stack
 from tests.support.stacks import submit_small as submit
@@ -217,12 +216,11 @@ def test_a_remote_shutdown_drains_as_sigterm_does(client, wide_stack):
     as each ended, and a hung job held the process until long past its deadline."""
     headers = register(client, TOKENS[4])
     node = _the_only_node(wide_stack, "only-remote", 1)
-    control = Celery(broker=wide_stack.env["REDIS_URL"]).control
-    name = worker_name(control, node.pid)
+    send_shutdown = remote_shutdown(wide_stack, node.pid)
     queued_after: list[str] = []
 
     def shut_down() -> None:
-        control.shutdown(destination=[name])
+        send_shutdown()
         time.sleep(0.5)
         # A slot is free (2, one hung): draining, the node claims no more.
         queued_after.append(submit(client, headers))
@@ -244,15 +242,15 @@ def test_a_remote_shutdown_of_one_process_drains_it_and_the_node_serves_on(clien
     supervisor does not undo; the node's other process runs the job handed back."""
     headers = register(client, TOKENS[4])
     node = _the_only_node(wide_stack, "only-remote-one", 2)
-    control = Celery(broker=wide_stack.env["REDIS_URL"]).control
     with hung_upstream(wide_stack):
         job_id = submit(client, headers)
         wait_until_running(client, headers, job_id)
         [row] = wide_stack.sql("select worker from jobs where id = :id", id=job_id)
         holder = psutil.Process(holder_pid(row.worker))
         other = [p for p in psutil.Process(node.pid).children() if p.pid != holder.pid]
+        send_shutdown = remote_shutdown(wide_stack, holder.pid)
         stopped = time.monotonic()
-        control.shutdown(destination=[worker_name(control, holder.pid)])
+        send_shutdown()
         holder.wait(GRACE_S + 18)  # not our child: its exit code is the node's log's, below
         assert GRACE_S <= time.monotonic() - stopped < GRACE_S + 8
     # Handed back, the attempt not counted; the node's other process claimed it again.

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 
 import psutil
 import pytest
-from celery import Celery
 
 from cli.supervisor import BIN, WORKER_READY, wait_for_line
 from cli.throwaway import base_env
@@ -36,9 +35,9 @@ from tests.support.node_checks import (
     holder_pid,
     holders,
     hung_upstream,
+    remote_shutdown,
     start_node,
     wait_until_running,
-    worker_name,
 )
 from tests.support.reliability import wait_until
 from tests.support.stacks import api_client, own_stack
@@ -281,10 +280,8 @@ def test_under_prefork_a_remote_shutdown_drains_as_sigterm_does(client, prefork_
     SIGTERM (before, it waited for their jobs, however long they hung)."""
     headers = register(client, TOKENS[1])
     worker = running_node(prefork_stack)
-    control = Celery(broker=prefork_stack.env["REDIS_URL"]).control
-    name = worker_name(control, worker.pid)
     job_id = assert_a_drain_hands_back_the_hung_job(
-        client, prefork_stack, headers, worker, stop=lambda: control.shutdown(destination=[name])
+        client, prefork_stack, headers, worker, stop=remote_shutdown(prefork_stack, worker.pid)
     )
     assert "drain: handed 1 unfinished job(s) back to the queue" in worker.log()
     start_prefork_node(prefork_stack, f"prefork-{uuid.uuid4().hex[:6]}")

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from celery import Celery
 
 from cli.supervisor import BIN, WORKER_READY, start_command, wait_for_line
 from tests.support.api import wait_for_job
@@ -40,13 +41,14 @@ def start_node(
     return node
 
 
-def worker_name(control, pid: int) -> str:
-    """The Celery name (as Flower shows it) of the worker that process `pid` runs,
-    asked over Celery's remote control (`control`)."""
+def remote_shutdown(stack, pid: int) -> Callable[[], None]:
+    """What Flower's "Shut Down" sends (Celery's remote `shutdown`) to the worker that
+    process `pid` runs, ready to send: its name, as Flower shows it, is asked now."""
+    control = Celery(broker=stack.env["REDIS_URL"]).control
     stats = control.inspect(timeout=2).stats() or {}
     names = [name for name, stat in stats.items() if stat["pid"] == pid]
     assert len(names) == 1, (pid, {name: stat["pid"] for name, stat in stats.items()})
-    return names[0]
+    return lambda: control.shutdown(destination=names)
 
 
 def emulator(stack, **knobs) -> None:
