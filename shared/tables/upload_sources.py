@@ -54,7 +54,10 @@ NULL_VALUES = [
 TRUE_VALUES = ["True", "TRUE", "true"]
 FALSE_VALUES = ["False", "FALSE", "false"]
 _BOOLEAN_TEXT = pa.array(TRUE_VALUES + FALSE_VALUES)
-_LINE_END = re.compile(rb"[\r\n]")
+# A CSV line up to its end: quoted fields may hold line ends ("" is a quote inside one).
+_LINE = re.compile(rb'(?:"(?:[^"]|"")*"|[^"\r\n])*')
+_BLANK_LINES = re.compile(rb"[\r\n]*")
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _ISO_UNITS = ["D", "s", "ms", "us", "ns"]
 
 
@@ -116,6 +119,7 @@ class CsvSource:
     def __init__(self, file: BinaryIO, name: str) -> None:
         self.file, self.name = file, name
         self._bad_row: Any = None
+        self._blank_lines = 0  # before the header
         with self._reading():
             self.names: list[str] = self._header()
         self.declared_rows: int | None = None
@@ -133,15 +137,20 @@ class CsvSource:
         """
         self.file.seek(0)
         block = self.file.read(CSV_BLOCK_BYTES)
-        # Arrow skips blank lines before the header: its line ends at the first \n or \r after.
-        end = _LINE_END.search(block, len(block) - len(block.lstrip(b"\r\n")))
-        if end is None and len(block) == CSV_BLOCK_BYTES:
+        # Arrow skips blank lines before the header. The header ends at the first
+        # line end outside quotes: a quoted name may hold one.
+        blank = _BLANK_LINES.match(block)
+        self._blank_lines = len(_LINE_ENDS.findall(blank.group()))
+        end = _LINE.match(block, blank.end()).end()
+        if end == len(block) == CSV_BLOCK_BYTES:
             raise ValidationFailed(
                 f"{self.name}: the header row is longer than {CSV_BLOCK_BYTES // 1024} KiB; "
                 "shorten the column names or send the table as Parquet."
             )
-        head = block[: end.end()] if end else block
-        return list(self._reader(io.BytesIO(head), None).schema.names)
+        if block[end : end + 1] == b'"':
+            raise ValidationFailed(f"{self.name}: the header row opens a quote it never closes.")
+        head = block[: end + 1]  # the line and its end (or the whole file: one line)
+        return list(self._reader(io.BytesIO(head), None, every_line=False).schema.names)
 
     def _note_bad_row(self, row: Any) -> str:
         self._bad_row = self._bad_row or row
@@ -149,16 +158,29 @@ class CsvSource:
 
     def _open(self, types: dict[str, pa.DataType] | None) -> pa_csv.CSVStreamingReader:
         self.file.seek(0)
-        return self._reader(self.file, types)
+        # In a file of one column a missing value is an empty line (pandas writes
+        # NaN so): every line after the header is a row. In a wider file an empty
+        # line cannot be a row (that would be ",,"), so it is skipped, as pandas does.
+        return self._reader(self.file, types, every_line=len(self.names) == 1)
 
     def _reader(
-        self, file: BinaryIO, types: dict[str, pa.DataType] | None
+        self, file: BinaryIO, types: dict[str, pa.DataType] | None, *, every_line: bool
     ) -> pa_csv.CSVStreamingReader:
         return pa_csv.open_csv(
             file,
             # One thread: Arrow then knows the line of a bad row (and two cores are shared).
-            read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
-            parse_options=pa_csv.ParseOptions(invalid_row_handler=self._note_bad_row),
+            read_options=pa_csv.ReadOptions(
+                block_size=CSV_BLOCK_BYTES,
+                use_threads=False,
+                skip_rows=self._blank_lines if every_line else 0,
+            ),
+            parse_options=pa_csv.ParseOptions(
+                invalid_row_handler=self._note_bad_row,
+                # A quoted cell may hold line ends. Without this Arrow may cut a
+                # block inside one, and rows after it shift silently.
+                newlines_in_values=True,
+                ignore_empty_lines=not every_line,
+            ),
             convert_options=pa_csv.ConvertOptions(
                 column_types=types,
                 strings_can_be_null=True,

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 
 from shared.core.errors import ValidationFailed
@@ -85,6 +86,8 @@ def test_the_reader_for_the_header_does_not_disturb_the_reads_after_it() -> None
         (b"a,b\r1,2\r", ["a", "b"]),  # old Mac line ends
         (b"\n\na,b\n1,2\n", ["a", "b"]),  # blank lines before the header
         (b'"x,y",z\n1,2\n', ["x,y", "z"]),  # a quoted name with a comma
+        (b'"two\nlines",z\n1,2\n', ["two\nlines", "z"]),  # ... and one with a line end
+        (b'"say ""hi""\r\n",z\r\n1,2\r\n', ['say "hi"\r\n', "z"]),
     ],
 )
 def test_the_header_is_read_as_arrow_reads_it(data: bytes, names: list[str]) -> None:
@@ -95,3 +98,58 @@ def test_a_header_row_longer_than_a_block_is_refused_by_name() -> None:
     data = ",".join(f"c{i:06d}" for i in range(80_000)).encode() + b"\n"
     with pytest.raises(ValidationFailed, match="header row is longer than 512 KiB"):
         CsvSource(io.BytesIO(data), "train_file")
+
+
+def test_a_header_that_opens_a_quote_it_never_closes_is_refused_by_name() -> None:
+    with pytest.raises(ValidationFailed, match="header row opens a quote it never closes"):
+        CsvSource(io.BytesIO(b'"a,b\n1,2\n'), "train_file")
+
+
+def _read(data: bytes) -> pa.Table:
+    source = CsvSource(io.BytesIO(data), "test_file")
+    columns = source.plan(integers=set(), count_rows=lambda rows, **_: None)
+    return pa.Table.from_batches(list(source.batches(columns)))
+
+
+def test_line_ends_inside_quoted_cells_keep_every_row_in_place() -> None:
+    """Without newlines_in_values, Arrow cut its 512 KiB blocks at any line end,
+    quoted or not: in a file of more than one block a row was split in two, its
+    number column became text and every row after it moved by one, answered 202
+    with one prediction too many (found by fuzzing the API)."""
+    rows = 30_000
+    for pad in range(100):  # a layout where Arrow, cutting at any line end, splits a row
+        note = "first line\nsecond, with a comma" + "." * pad
+        notes = [note if i % 2 else "short" for i in range(rows)]
+        cells = [f'"{n}"' if "\n" in n else n for n in notes]  # quoted as pandas quotes
+        data = ("x,note\n" + "".join(f"{i},{c}\n" for i, c in enumerate(cells))).encode()
+        careless = pa_csv.open_csv(
+            io.BytesIO(data),
+            read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(["x", "note"], pa.string())
+            ),
+        )
+        if sum(batch.num_rows for batch in careless) != rows:
+            break
+    else:
+        pytest.fail("no layout made Arrow split a row")
+    table = _read(data)
+    assert table.num_rows == rows
+    assert table.column("x").to_pylist() == [float(i) for i in range(rows)]
+    assert table.column("note").to_pylist() == notes
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+def test_in_a_file_of_one_column_an_empty_line_is_a_missing_value(end: bytes) -> None:
+    """What pandas writes for a column with NaN. Arrow skipped empty lines, so a
+    one-column test set lost its rows with a missing value, and the predictions
+    came back fewer than the rows and out of place (found by fuzzing the API)."""
+    data = end.join([b"", b"", b"a", b"1", b"", b"3", b"", b"5", b""])  # blank lines first
+    assert _read(data).column("a").to_pylist() == [1.0, None, 3.0, None, 5.0]
+    assert _read(end.join([b"a", b"1", b"2", b"", b""])).column("a").to_pylist() == [1, 2, None]
+
+
+def test_in_a_wider_file_empty_lines_are_still_skipped() -> None:
+    table = _read(b"a,b\n1,2\n\n3,4\n\n")
+    assert table.column("a").to_pylist() == [1.0, 3.0]
+    assert table.column("b").to_pylist() == [2.0, 4.0]
