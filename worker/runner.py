@@ -241,13 +241,14 @@ def _predict(
         }, p.timings
     if output == "quantiles":
         quantiles = params["quantiles"]
-        p = upstream.predict(**call, output_type="quantiles", quantiles=quantiles)
+        # The point prediction is the median: asked for in the same call when the
+        # user did not ask for it (the middle of [0.05, 0.95] is no prediction).
+        asked = quantiles if 0.5 in quantiles else [*quantiles, 0.5]
+        p = upstream.predict(**call, output_type="quantiles", quantiles=asked)
         per_quantile = as_list(p.values)
-        # The point prediction: the median when asked for, else the middle quantile.
-        middle = quantiles.index(0.5) if 0.5 in quantiles else len(quantiles) // 2
         return {
-            "predictions": per_quantile[middle],
-            "quantiles": {str(q): v for q, v in zip(quantiles, per_quantile, strict=True)},
+            "predictions": per_quantile[asked.index(0.5)],
+            "quantiles": {str(q): v for q, v in zip(quantiles, per_quantile, strict=False)},
         }, p.timings
     p = upstream.predict(**call, output_type=output)
     return {"predictions": as_list(p.values)}, p.timings

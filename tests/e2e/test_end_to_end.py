@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from emulator.accounts import account_name
 from tests.support.api import register, wait_for_job
@@ -120,6 +121,25 @@ def test_fit_predict_quantiles(api):
     assert result["predictions"] == result["quantiles"]["0.5"]
     # The fit of a fit-predict job is a model the user can predict with again.
     assert api.get(f"/models/{result['model_id']}", headers=headers).status_code == 200
+
+
+def test_without_the_median_asked_for_the_prediction_is_still_the_median(api):
+    """Of quantiles [0.05, 0.95] the prediction was the 0.95 one, which the CLI and
+    the console scored as the prediction."""
+    headers = register(api)
+    train = {"X": [[float(i), i % 4] for i in range(40)], "y": [2.0 * i + i % 4 for i in range(40)]}
+    _, fit = _run(api, headers, "/jobs/fit", {"task": "regression", "train": train})
+    X = [[3.0, 1], [20.0, 2], [33.0, 0]]
+    ask = {"model_id": fit["model_id"], "X": X}
+    _, banded = _run(
+        api, headers, "/jobs/predict", {**ask, "output": "quantiles", "quantiles": [0.05, 0.95]}
+    )
+    _, median = _run(api, headers, "/jobs/predict", {**ask, "output": "median"})
+    assert set(banded["quantiles"]) == {"0.05", "0.95"}
+    assert banded["predictions"] == pytest.approx(median["predictions"])
+    low, high = banded["quantiles"]["0.05"], banded["quantiles"]["0.95"]
+    assert all(lo <= p <= hi for lo, p, hi in zip(low, banded["predictions"], high, strict=True))
+    assert banded["predictions"] != high
 
 
 def test_two_users_at_once_each_with_their_own_token(api, stack):

@@ -71,11 +71,14 @@ def test_quantiles_are_keyed_by_their_value_and_the_median_is_the_prediction():
     assert upstream.calls[0]["quantiles"] == [0.1, 0.5, 0.9]
 
 
-def test_without_the_median_the_middle_quantile_is_the_prediction():
-    upstream = Upstream(np.array([[1.0], [2.0], [3.0], [4.0]]))
-    params = {"output": "quantiles", "quantiles": [0.1, 0.2, 0.8, 0.9]}
+def test_without_the_median_asked_for_it_is_asked_for_too_and_is_the_prediction():
+    """Before, the middle quantile asked for was the prediction: of [0.05, 0.95], the
+    upper one, which the CLI and the console then scored as the prediction."""
+    upstream = Upstream(np.array([[1.0], [3.0], [2.0]]))  # 0.05, 0.95, then the median
+    params = {"output": "quantiles", "quantiles": [0.05, 0.95]}
     result, _ = _predict(upstream, _model(js.REGRESSION), X.head(1), params)
-    assert result["predictions"] == [3.0]
+    assert upstream.calls[0]["quantiles"] == [0.05, 0.95, 0.5]
+    assert result == {"predictions": [2.0], "quantiles": {"0.05": [1.0], "0.95": [3.0]}}
 
 
 def test_a_regression_mean_turns_nan_into_null():
