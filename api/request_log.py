@@ -25,6 +25,8 @@ HEADER = "X-Request-ID"
 # log injection or, sent by mistake, a credential.
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _SECRET_PREFIXES = ("tpa_", "whsec_")
+# A key or secret pasted into a path (a mistyped route): its prefix stays, the rest not.
+_SECRET_IN_PATH = re.compile(r"(tpa_|whsec_)[^/]*")
 # Probes and scrapes arrive every few seconds; their lines are noise at INFO.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/healthz",
                           "/api/v1/readyz", "/api/v1/metrics"})  # fmt: skip
@@ -50,8 +52,9 @@ def _path(scope: Scope) -> str:
     path = scope["path"]
     template = getattr(scope.get("route"), "path", None)
     if not template or ":path}" in template:
-        # Unmatched paths are whatever the client sent: keep them short.
-        return path[:_MAX_PATH]
+        # Unmatched paths are whatever the client sent: keep them short, and
+        # never write down an API key or webhook secret sent in one by mistake.
+        return _SECRET_IN_PATH.sub(r"\1…", path)[:_MAX_PATH]
     depth = template.count("/")
     prefix = "/".join(path.split("/")[: path.count("/") - depth + 1])
     return prefix + template

@@ -23,7 +23,7 @@ def _fit(api, headers) -> dict:
     return wait_for_job(api, headers, job.json()["id"])
 
 
-def _full_flow(api, emulator_knobs) -> None:
+def _full_flow(api, stack, emulator_knobs) -> None:
     headers = register(api, "alice-token")
     fit = _fit(api, headers)
     wait_for_job(
@@ -39,6 +39,12 @@ def _full_flow(api, emulator_knobs) -> None:
     api.put("/auth/tabpfn-token", json={"tabpfn_token": "wrong-token"}, headers=headers)
     api.post("/auth/setup", json={"tabpfn_token": "bad-token"})
     api.get("/jobs", headers={"Authorization": "Bearer tpa_0123456789abcdef_" + "y" * 43})
+    # A key pasted into a mistyped route, and into the console's: the path of a
+    # route that matched nothing was logged as sent.
+    key = headers["Authorization"].removeprefix("Bearer ")
+    assert api.get(f"/keys/{key}", headers=headers).status_code == 404
+    webhook_secret = next(s for s in ISSUED_SECRETS if s.startswith("whsec_"))
+    api.get(f"{stack.api_url}/console/{key}/{webhook_secret}")
     emulator_knobs(revoked_tokens=["alice-token"])
     failed = _fit(api, headers)
     assert failed["error"]["code"] == "upstream_auth_failed"
@@ -57,7 +63,7 @@ def _find(blob: str, where: str) -> list[str]:
 
 
 def test_no_secret_in_logs_database_or_redis(api, stack, emulator_knobs):
-    _full_flow(api, emulator_knobs)
+    _full_flow(api, stack, emulator_knobs)
     assert len(ISSUED_SECRETS) >= 2
     assert _find(f"a line with {ISSUED_SECRETS[-1]} in it", "probe")  # the search can find
 
