@@ -82,6 +82,8 @@ def run_dev_stack(*, host: str, port: int, workers: int | None, flower_port: int
                 summary["Emulator"] = _emulator_summary(env)
             _migrate(env, logs, [*watched, *commands])
             api_url = f"http://{_reachable(host)}:{port}"
+            if "public_url" not in Settings().model_fields_set:
+                env["PUBLIC_URL"] = api_url  # the links in job pages and webhooks
             started("api", ["api", "--host", host, "--port", str(port)])
             # No flags: the worker as production runs it (threads, WORKER_CONCURRENCY).
             started("worker", ["worker", *(["--concurrency", str(workers)] if workers else [])])
@@ -189,6 +191,11 @@ def _environment(state_dir: Path, cleanup: ExitStack) -> tuple[dict, dict, list[
         summary["Redis"] = f"embedded Redis in {redis.data_dir}/"
 
     env["SECRET_KEY"] = settings.secret_key or _kept_secret_key(state_dir / "secret_key")
+    # A local stack's webhooks go to local receivers (examples/webhook_receiver.py),
+    # which production refuses as private addresses; a setting of the user's wins.
+    if "webhook_allow_private_targets" not in settings.model_fields_set:
+        env["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"
+        summary["Webhooks"] = "to any address, local ones too (WEBHOOK_ALLOW_PRIVATE_TARGETS)"
 
     # Settings defaults to the cloud; only an upstream the user named counts.
     if "tabpfn_api_url" in settings.model_fields_set and settings.tabpfn_api_url:
@@ -307,6 +314,7 @@ def _watch(watched: list[Child]) -> None:
 def _print_banner(api_url: str, summary: dict[str, str], logs: Path) -> None:
     rows = {
         "API": api_url,
+        "Console": f"{api_url}/console/",
         "Docs": f"{api_url}/docs",
         **summary,
         "Logs": f"{logs}/  " + ", ".join(sorted(p.name for p in logs.glob("*.log"))),

@@ -69,7 +69,8 @@ def check_target(url: str, *, allow_private: bool) -> Target:
             if reason:
                 raise TargetRefused(
                     f"callback_url host {parts.hostname!r} resolves to {address} ({reason}); "
-                    "webhooks go to public addresses only."
+                    "webhooks go to public addresses only (the operator may allow others "
+                    "with WEBHOOK_ALLOW_PRIVATE_TARGETS=true, as `tabpfn-api dev` does)."
                 )
     path = parts.path or "/"
     if parts.query:

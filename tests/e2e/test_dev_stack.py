@@ -5,6 +5,7 @@ second stack in the same directory, and a stack killed hard (SIGKILL)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,10 +23,12 @@ import pytest
 from cli.ports import free_port
 from cli.supervisor import BIN
 from cli.throwaway import base_env
+from tests.support.webhook_receiver import start_receiver
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
+_TRAIN = {"X": [[1.0], [2.0], [3.0], [4.0]], "y": ["a", "a", "b", "b"]}
 
 
 @pytest.fixture
@@ -238,6 +241,27 @@ def test_dev_stack_serves_the_quickstart_and_stops_cleanly(state_dir: Path) -> N
         text = output.read_text()
         for line in (f"API           {api_url}", f"{api_url}/docs", "demo-token", "Ctrl-C"):
             assert line in text, text
+        assert f"Console       {api_url}/console/" in text, text
+        assert httpx.get(f"{api_url}/console/").status_code == 200
+
+        # Webhooks to a receiver on this machine, as docs/clients.md shows (production
+        # refuses private addresses); the event's links name this stack's port.
+        receiver, server = start_receiver()
+        try:
+            key = httpx.post(
+                f"{api_url}/api/v1/auth/setup", json={"tabpfn_token": "demo-token"}
+            ).json()["api_key"]
+            submitted = httpx.post(
+                f"{api_url}/api/v1/jobs/fit",
+                json={"task": "classification", "train": _TRAIN, "callback_url": receiver.url},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert submitted.status_code == 202, submitted.text
+            event = json.loads(receiver.wait_for(1, timeout=30)[0].body)
+            assert event["data"]["job_id"] == submitted.json()["id"], event
+            assert event["data"]["links"]["job"].startswith(f"{api_url}/api/v1/jobs/"), event
+        finally:
+            server.shutdown()
         assert (state_dir / "secret_key").read_text().strip() not in text
 
         # Flower: its URL and generated login are in the banner, and it needs them.
