@@ -348,6 +348,34 @@ def test_sdk_and_cli_report_a_failed_job_with_its_code(
     assert "upstream_auth_failed" in cli.stderr and "failed" in cli.stderr
 
 
+def test_sdk_wait_shows_the_job_running_while_it_fits(
+    sdk_venv: Path, stack: Stack, api, emulator_knobs
+):
+    """A long-poll answers when the job ends, not when its stage changes: the CLI's
+    progress line read "queued" for a whole fit until `wait(on_update=)` asked often."""
+    key = register(api)["Authorization"].removeprefix("Bearer ")
+    emulator_knobs(latency_s=2.0)  # every upstream call (the stack times one out at 3 s)
+    run = _python(
+        sdk_venv,
+        "import json\n"
+        "from tabpfn_api_client import AuthenticationError, Client\n"
+        "seen = []\n"
+        "job = Client().fit([[1.0], [2.0], [3.0], [4.0]], ['a', 'a', 'b', 'b'])\n"
+        "job.wait(timeout=60, on_update=lambda j: seen.append([j.status, j.stage]))\n"
+        "try:\n"
+        "    Client(api_key='').me()\n"
+        "except AuthenticationError as exc:\n"
+        "    seen.append(['no key', exc.code])\n"
+        "print(json.dumps(seen))\n",
+        API_URL=stack.api_url,
+        TABPFN_API_KEY=key,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert ["running", "fitting"] in seen, seen
+    assert seen[-2] == ["succeeded", None] and seen[-1] == ["no key", "unauthorized"], seen
+
+
 # -- the CLI end to end ------------------------------------------------------------
 
 
@@ -427,6 +455,10 @@ def test_cli_end_to_end(sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path
 
     jobs = _cli(sdk_venv, stack, "jobs", **key)
     assert jobs.returncode == 0, jobs.stderr
+    # --json after the command, as before it.
+    listed = _cli(sdk_venv, stack, "jobs", "--json", "--request-timeout", "20", **key)
+    assert listed.returncode == 0, listed.stderr
+    assert {"fit", "predict", "fit_predict"} <= {j["type"] for j in json.loads(listed.stdout)}
     assert re.search(r"\sfit_predict\s+succeeded", jobs.stdout), jobs.stdout
     job_id = re.search(r"^(\S+)\s+predict\s+succeeded", jobs.stdout, re.M).group(1)
 

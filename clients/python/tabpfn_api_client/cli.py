@@ -496,6 +496,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-url", default=argparse.SUPPRESS, help=f"service URL (env API_URL; {DEFAULT_API_URL})"
     )
     common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (env TABPFN_API_KEY)")
+    # So are these: `fit train.csv --target y --json` reads as naturally as the other order.
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print results as JSON"
+    )
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress or notes"
+    )
+    common.add_argument(
+        "--request-timeout",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="seconds per HTTP request (30)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="tabpfn-api-client",
@@ -505,11 +518,6 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--json", action="store_true", help="print results as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or notes")
-    parser.add_argument(
-        "--request-timeout", type=float, default=30.0, help="seconds per HTTP request (30)"
-    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, waits: bool = False) -> argparse.ArgumentParser:
@@ -589,9 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("no_wait", "timeout"):
+    # Flags given nowhere. Not parser defaults: set_defaults on a parser changes the
+    # actions it shares with the commands, whose default would then undo the flag.
+    unset = {"no_wait": False, "timeout": None, "json": False, "quiet": False}
+    for name, value in {**unset, "request_timeout": 30.0}.items():
         if not hasattr(args, name):
-            setattr(args, name, False if name == "no_wait" else None)
+            setattr(args, name, value)
     app = App(args, sys.stdout, sys.stderr)
     try:
         return args.run(app)

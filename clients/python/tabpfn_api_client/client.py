@@ -19,11 +19,11 @@ from ._json import dumps
 from ._version import __version__
 from .errors import (
     APIConnectionError,
+    AuthenticationError,
     ConflictError,
     JobCanceledError,
     JobFailedError,
     JobTimeoutError,
-    TabPFNAPIError,
     error_from_response,
 )
 
@@ -31,6 +31,9 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 FINISHED = ("succeeded", "failed", "canceled")
 # The service caps a long-poll at 60 s.
 MAX_LONG_POLL_S = 60
+# A long-poll answers when the job ends, not when its stage changes: a caller
+# that shows progress asks this often, so "fitting" shows while it fits.
+PROGRESS_POLL_S = 2
 _RETRY_STATUSES = (429, 502, 503, 504)
 # Never sleep longer than this for one Retry-After (the rate limit window is a minute).
 _MAX_RETRY_AFTER_S = 60.0
@@ -131,11 +134,14 @@ class Job:
     ) -> Job:
         """Block until the job has finished; returns this job (now succeeded).
 
-        Uses the long-poll `GET /jobs/{id}?wait=S`, asking again until the job ends
-        (the service may answer early, e.g. when the stage changes). `on_update` is
-        called with the job after every answer. A failed or canceled job raises
-        `JobFailedError` (`JobCanceledError`) with the job's error code, unless
-        `raise_on_failure` is false. `timeout` (seconds) raises `JobTimeoutError`.
+        Uses the long-poll `GET /jobs/{id}?wait=S`, which the service answers when
+        the job ends or S seconds have passed, asking again until the job ends.
+        `on_update` is called with the job after every answer; with it, each
+        long-poll lasts at most PROGRESS_POLL_S, so a job's state and stage
+        (queued, then running: fitting, predicting) show as they change. A
+        failed or canceled job raises `JobFailedError` (`JobCanceledError`) with
+        the job's error code, unless `raise_on_failure` is false. `timeout`
+        (seconds) raises `JobTimeoutError`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.2
@@ -148,7 +154,8 @@ class Job:
                     f"Job {self.id} did not finish within {timeout} s (it is {self.status}).",
                     code="timeout",
                 )
-            wait_s = max(1, min(MAX_LONG_POLL_S, math.ceil(left)))
+            longest = MAX_LONG_POLL_S if on_update is None else PROGRESS_POLL_S
+            wait_s = max(1, min(longest, math.ceil(left)))
             before = (self.status, self.stage)
             started = time.monotonic()
             self.data = self._client._get_job_data(self.id, wait=wait_s)
@@ -276,7 +283,7 @@ class Client:
         all_headers = dict(headers or {})
         if auth:
             if not self.api_key:
-                raise TabPFNAPIError(
+                raise AuthenticationError(
                     "No API key: pass api_key=, set TABPFN_API_KEY, or call setup() first.",
                     code="unauthorized",
                 )
