@@ -44,7 +44,10 @@ from shared.upstream.throttle import RateWindow, classify_429, http_status
 # Who the token is, in an auth failure's advice: the API checks the token it was
 # just sent; the worker uses the one stored with the account.
 SENT_TOKEN = "TabPFN rejected this token; check it and try again."
-STORED_TOKEN = "TabPFN rejected the stored token; replace it and retry."
+STORED_TOKEN = (
+    "TabPFN rejected the stored token; replace it (PUT /api/v1/auth/tabpfn-token, or "
+    "`tabpfn-api-client token`: your account, keys and models stay) and retry."
+)
 
 
 @dataclass(frozen=True)

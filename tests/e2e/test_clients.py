@@ -346,6 +346,13 @@ def test_sdk_and_cli_report_a_failed_job_with_its_code(
     cli = _cli(sdk_venv, stack, "fit", str(train), "--target", "label", TABPFN_API_KEY=key)
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert "upstream_auth_failed" in cli.stderr and "failed" in cli.stderr
+    assert "tabpfn-api-client token" in cli.stderr  # the message says what to do
+
+    # ... which is: a new token for the same account, then the same fit succeeds.
+    replaced = _cli(sdk_venv, stack, "token", "--token", fresh_token(), TABPFN_API_KEY=key)
+    assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+    again = _cli(sdk_venv, stack, "fit", str(train), "--target", "label", TABPFN_API_KEY=key)
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_sdk_wait_shows_the_job_running_while_it_fits(

@@ -301,13 +301,22 @@ class App:
 
     # each command
 
-    def cmd_setup(self) -> int:
+    def tabpfn_token(self) -> str:
         token = self.args.token or os.environ.get("TABPFN_TOKEN")
         if not token and sys.stdin.isatty():
             token = getpass.getpass("TabPFN token: ")
         if not token:
             raise CLIError("No TabPFN token: pass --token or set TABPFN_TOKEN.")
-        account = self.client.setup(token)
+        return token
+
+    def cmd_token(self) -> int:
+        self.require_key()
+        self.client.replace_token(self.tabpfn_token())
+        self.note("TabPFN token replaced: jobs that run from now on use it.")
+        return 0
+
+    def cmd_setup(self) -> int:
+        account = self.client.setup(self.tabpfn_token())
         if self.args.json:
             self.emit_json(account)
             return 0
@@ -469,7 +478,12 @@ The service is at $API_URL (default {DEFAULT_API_URL}); `tabpfn-api dev` runs on
     "setup": """examples:
   tabpfn-api-client setup --token demo-token
   TABPFN_TOKEN=... tabpfn-api-client --json setup
-Setting up again with the same token gives a new key for the same account.""",
+Setting up again with the same token gives a new key for the same account.
+A new token for the same account: `tabpfn-api-client token` (setup would
+make a new, empty account).""",
+    "token": """examples:
+  tabpfn-api-client token --token NEW_TOKEN
+TabPFN verifies it first; your API keys, models and jobs stay.""",
     "fit": """examples:
   tabpfn-api-client fit iris.csv --target species
   tabpfn-api-client fit houses.parquet --target price --task regression --option n_estimators=4
@@ -557,6 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("setup", "register a TabPFN token and get an API key")
     sub.add_argument("--token", help="your TabPFN token (env TABPFN_TOKEN; asked if a terminal)")
     sub.set_defaults(run=App.cmd_setup)
+
+    sub = command(
+        "token",
+        "replace the TabPFN token your account's jobs run with (keeps the account)",
+    )
+    sub.add_argument("--token", help="the new TabPFN token (env TABPFN_TOKEN; asked if a terminal)")
+    sub.set_defaults(run=App.cmd_token)
 
     sub = command("fit", "fit a model on a CSV or Parquet file", waits=True)
     sub.add_argument("train", help="training data with the target column")

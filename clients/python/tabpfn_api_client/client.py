@@ -380,6 +380,15 @@ class Client:
         self.api_key = account["api_key"]
         return account
 
+    def replace_token(self, tabpfn_token: str) -> None:
+        """Replace the TabPFN token your account's jobs run with (a new or rotated one).
+
+        TabPFN verifies it first. The account, its API keys, models and jobs stay;
+        jobs that run from now on use the new token. (`setup()` with a new token
+        would make a new, empty account instead: accounts are found by their token.)
+        """
+        self._request("PUT", "/auth/tabpfn-token", body={"tabpfn_token": tabpfn_token})
+
     def me(self) -> dict[str, Any]:
         return self._request("GET", "/auth/me")
 
