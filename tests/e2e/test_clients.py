@@ -473,6 +473,9 @@ def test_cli_end_to_end(sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path
     assert waited.returncode == 0 and "prediction" in waited.stdout, waited.stderr
     usage = _cli(sdk_venv, stack, "usage", **key)
     assert usage.returncode == 0 and "current_usage" in usage.stdout, usage.stderr
+    # The pacing windows as a table (they were printed as cut-off Python dicts).
+    assert "{'kind'" not in usage.stdout, usage.stdout
+    assert re.search(r"^fit\s+minute\s+\d+ / \d+\s+\d{4}-", usage.stdout, re.M), usage.stdout
 
     # Failures: non-zero, with the service's message and code.
     unknown = _cli(sdk_venv, stack, "predict", "--model", str(uuid.uuid4()), str(test), **key)

@@ -461,8 +461,16 @@ class App:
         usage = self.client.usage()
         if self.args.json:
             self.emit_json(usage)
-        else:
-            print_fields(usage, self.out)
+            return 0
+        windows = usage.pop("rate_windows", None)
+        print_fields(usage, self.out)
+        if windows:  # this service's pacing of your token: a row per kind of call and window
+            print(file=self.out)
+            rows = [
+                [w["kind"], w["window"], f"{w['used']} / {w['limit']}", _when(w["resets_at"])]
+                for w in windows
+            ]
+            print_table(["calls", "window", "used", "resets (UTC)"], rows, self.out)
         return 0
 
 
