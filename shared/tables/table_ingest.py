@@ -98,7 +98,8 @@ def _features(names: list[str], target: Target | None, model_columns: list[str] 
         )
     features = [n for n in names if target is None or n != target.column]
     if not features:
-        raise ValidationFailed(f"{name} has no columns.")
+        hint = _besides(target) + _separator(names)
+        raise ValidationFailed(f"{name} has no feature columns{hint}.")
     if model_columns is None:
         return features
     missing = [c for c in model_columns if c not in features]
@@ -109,6 +110,17 @@ def _features(names: list[str], target: Target | None, model_columns: list[str] 
             f"missing {missing or 'none'}, unexpected {extra or 'none'}."
         )
     return list(model_columns)
+
+
+def _besides(target: Target | None) -> str:
+    return f" besides the target {target.column!r}" if target is not None else ""
+
+
+def _separator(names: list[str]) -> str:
+    """A hint when a file's one column looks like a row split by another separator."""
+    if len(names) == 1 and any(mark in names[0] for mark in ";\t|"):
+        return f"; its header reads as one column, {names[0][:60]!r}: CSV files are comma-separated"
+    return ""
 
 
 def _refuse_kind(column: Column, where: str) -> None:

@@ -307,6 +307,7 @@ BAD_UPLOADS = {
     "empty": ("t.csv", b"", "validation_error", "empty"),
     "repeated-columns": ("t.csv", b"a,a,y\n1,2,x\n3,4,z\n", "validation_error", "repeated"),
     "infinite": ("t.csv", b"a,y\n1,x\ninf,z\n", "number_out_of_range", "row 1 is out of range"),
+    "only-the-target": ("t.csv", b"y\nx\nz\n", "validation_error", "no feature columns besides"),
 }
 
 

@@ -21,6 +21,7 @@ import pyarrow.csv as pa_csv
 import pytest
 
 from shared.core.errors import ValidationFailed
+from shared.tables.table_ingest import Target, ingest_upload
 from shared.tables.upload_sources import CSV_BLOCK_BYTES, CsvSource
 
 COLUMNS = [f"f{j}" for j in range(18)] + ["kind", "day"]
@@ -153,3 +154,15 @@ def test_in_a_wider_file_empty_lines_are_still_skipped() -> None:
     table = _read(b"a,b\n1,2\n\n3,4\n\n")
     assert table.column("a").to_pylist() == [1.0, 3.0]
     assert table.column("b").to_pylist() == [2.0, 4.0]
+
+
+def test_a_file_split_by_semicolons_is_named_as_such_when_it_has_no_features() -> None:
+    """The console offered the one column of a semicolon-separated file as the target,
+    and the answer was "train_file has no columns"."""
+    with pytest.raises(ValidationFailed, match="reads as one column, 'a;b;y': CSV files are comma"):
+        ingest_upload(
+            io.BytesIO(b"a;b;y\n1;2;x\n3;4;z\n"),
+            "train.csv",
+            name="train_file",
+            target=Target("a;b;y", "classification"),
+        )
