@@ -553,6 +553,27 @@ def test_a_failed_job_shows_its_error_message_and_code(console, api, emulator_kn
     assert "Failed" in page.locator("ol.timeline").text_content()
 
 
+def test_a_missing_target_is_named_by_its_row_in_the_users_file(console, api, tmp_path):
+    """With no test file the console sends a shuffled share of the rows; the service
+    then named the row of that file ("row 1"), not of the user's (row 2)."""
+    headers = register(api)
+    rows = [[str(i), "a" if i % 2 else "b"] for i in range(20)]
+    rows[2][1] = ""
+    train = _write_csv(tmp_path / "gap.csv", ["x", "label"], rows)
+    page = console.page
+    console.sign_in(_key(headers))
+    console.go("Try it")
+    page.get_by_label("Training CSV", exact=True).set_input_files(str(train))
+    expect(page.get_by_label("Target column")).to_have_value("label")
+    page.get_by_role("button", name="Run fit-predict").click()
+    error = page.locator(".notice.error .error-message")
+    error.wait_for()
+    assert 'gap.csv: row 2 (counting from 0 below the header) has no value in "label"' in (
+        error.text_content()
+    )
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []  # nothing was sent
+
+
 def test_user_text_is_rendered_as_text_never_as_markup(browser, stack, api, tmp_path) -> None:
     # With the page's CSP bypassed, an injection would run: the test sees it.
     context = browser.new_context(viewport=VIEWPORT, bypass_csp=True)
@@ -621,6 +642,16 @@ def test_the_console_works_by_keyboard_at_phone_width(browser, stack, api) -> No
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
         caption.scroll_into_view_if_needed()
         console.screenshot("phone")
+        # The jobs list: a row's times on one line each (they wrapped to 3-4 lines,
+        # rows 110 px tall at 375 px); the table scrolls inside its box instead.
+        console.go("Jobs")
+        page.locator("table.jobs-table tbody tr").first.wait_for()
+        heights = page.evaluate(
+            """() => [...document.querySelectorAll('table.jobs-table tbody tr')]
+                .map((row) => row.getBoundingClientRect().height)"""
+        )
+        assert max(heights) < 60, heights
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
         # The skip link is the first stop and leads to the content.
         console.go("Try it")
         page.reload()

@@ -16,6 +16,15 @@ const OUTPUTS = {
 const PREVIEW_ROWS = 5;
 const RESULT_ROWS = 50;
 const HOLDOUT_SHARE = 0.2;
+// What the service reads as a missing cell (Arrow's and pandas' spellings).
+const MISSING = new Set(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+  "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]);
+
+/** The first row (from 0, below the header) whose `column` is empty, or -1. */
+function firstMissing(table, column) {
+  const j = table.columns.indexOf(column);
+  return table.rows.findIndex((row) => MISSING.has(row[j] ?? ""));
+}
 
 function rowsText(n) {
   return `${n} row${n === 1 ? "" : "s"}`;
@@ -181,6 +190,15 @@ export function render(main, { signal }) {
       testTable = split.table;
       actual = split.values;
     } else {
+      // Checked here: the service would name the row of the shuffled file we send.
+      const row = firstMissing(train.table, target);
+      if (row !== -1) {
+        formErrors.append(errorBox(new Error(
+          `${train.file.name}: row ${row} (counting from 0 below the header) has no value in ` +
+          `"${target}"; every training row needs its target. Fill it in or remove the row.`,
+        ), "The job was not sent"));
+        return;
+      }
       const held = holdOut(train.table);
       trainTable = held.train;
       const split = splitColumn(held.test, target);
