@@ -25,16 +25,24 @@ class APIError extends Error {
 }
 
 async function call(method, path, { body, key, headers = {} } = {}) {
-  const response = await fetch(`${API}${path}`, {
-    method,
-    headers: {
-      ...(body ? { "content-type": "application/json" } : {}),
-      ...(key ? { authorization: `Bearer ${key}` } : {}),
-      ...headers,
-    },
-    body: body ? JSON.stringify(body) : undefined,
-    signal: AbortSignal.timeout(90_000),
-  });
+  let response;
+  try {
+    response = await fetch(`${API}${path}`, {
+      method,
+      headers: {
+        ...(body ? { "content-type": "application/json" } : {}),
+        ...(key ? { authorization: `Bearer ${key}` } : {}),
+        ...headers,
+      },
+      body: body ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(90_000),
+    });
+  } catch (error) {
+    // fetch says only "fetch failed": name the service and the cause (ECONNREFUSED, …).
+    const cause = error.cause?.code ?? error.cause?.message ?? error.message;
+    throw new Error(`could not reach ${API_URL} (${cause}). Is the service running? ` +
+      "Start one with `tabpfn-api dev`, or set API_URL.");
+  }
   const text = await response.text();
   let data = null;
   try {

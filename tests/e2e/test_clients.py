@@ -676,6 +676,17 @@ def test_node_quickstart(stack: Stack):
     )
     assert refused.returncode == 1 and "(upstream_auth_failed)" in refused.stderr
 
+    nobody = f"http://127.0.0.1:{free_port()}"  # no service: fetch said only "fetch failed"
+    down = subprocess.run(
+        [node, str(EXAMPLES / "quickstart.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "API_URL": nobody},
+    )
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert f"could not reach {nobody} (ECONNREFUSED)" in down.stderr, down.stderr
+
 
 def test_curl_quickstart(stack: Stack):
     if shutil.which("curl") is None or shutil.which("bash") is None:
