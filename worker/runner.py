@@ -46,6 +46,7 @@ from shared.jobs.lifecycle import (
 )
 from shared.jobs.repository import (
     load_job_for_run,
+    model_exists,
     running_jobs_on_host,
     set_upstream_model_id,
     training_data,
@@ -346,6 +347,11 @@ def _sleep_until(lease: Lease, until: datetime) -> bool:
     return True
 
 
+def _deleted_meanwhile(model: FittedModel) -> bool:
+    with session_scope() as session:
+        return not model_exists(session=session, model_id=model.id)
+
+
 def _model_gone(exc: Exception) -> bool:
     fault = classify_fault(exc)
     return fault is not None and isinstance(fault.error, ModelNotFound)
@@ -384,7 +390,15 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
             else:
                 prediction, timings["predict"] = _predict(upstream, model, loaded.test, job.params)
         except Exception as exc:
-            if job.type != js.PREDICT or not _model_gone(exc):
+            if job.type != js.PREDICT:
+                raise
+            if _deleted_meanwhile(model):
+                # Whatever the upstream said (its copy went with the model): the model
+                # is gone, and a refit would make again what its owner deleted.
+                raise ModelNotFound(
+                    f"Model {model.id} was deleted while this job ran; fit it again."
+                ) from exc
+            if not _model_gone(exc):
                 raise
             log.info("job %s: model %s gone upstream; refitting", job.id, model.id)
             lease.enter(js.STAGE_FITTING)

@@ -56,6 +56,11 @@ def training_data(*, session: Session, fit_job_id: uuid.UUID) -> bytes | None:
     return data.train_parquet if data else None
 
 
+def model_exists(*, session: Session, model_id: uuid.UUID) -> bool:
+    """Whether a model is still stored (its owner may delete it while a job uses it)."""
+    return session.get(FittedModel, model_id) is not None
+
+
 def set_upstream_model_id(*, session: Session, model_id: uuid.UUID, upstream_model_id: str) -> None:
     """Point a model at the upstream copy a refit made."""
     session.execute(

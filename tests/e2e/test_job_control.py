@@ -147,3 +147,31 @@ def test_retention_deletes_data_and_keeps_metadata(api, stack):
     # The forgotten key makes a new job.
     again = api.post("/jobs/fit", json=FIT, headers=keyed)
     assert again.status_code == 202 and again.json()["id"] != job["id"]
+
+
+def test_a_model_deleted_while_its_predict_runs_ends_it_as_model_not_found(
+    api, stack, emulator_knobs
+):
+    """The prediction met the upstream's 404 for the deleted copy and failed as
+    `upstream_error`; and had the 404 come where tabpfn-client names the model gone,
+    the worker would have fitted again what its owner had just deleted."""
+    token = fresh_token()
+    headers = register(api, token)
+    fit = wait_for_job(api, headers, api.post("/jobs/fit", json=FIT, headers=headers).json()["id"])
+    fits = _fit_calls(stack, token)
+    # Every upstream call waits 2 s before it is handled: the predict's second call
+    # (the prediction) is handled about 4 s after the claim, the deletion about 2 s
+    # after the job is seen running.
+    emulator_knobs(latency_s=2.0)
+    body = {"model_id": fit["model_id"], "X": [[1.0], [6.0]]}
+    job_id = api.post("/jobs/predict", json=body, headers=headers).json()["id"]
+    deadline = time.monotonic() + 20
+    while api.get(f"/jobs/{job_id}", headers=headers).json()["status"] == "queued":
+        assert time.monotonic() < deadline, "the predict never started"
+        time.sleep(0.05)
+    assert api.delete(f"/models/{fit['model_id']}", headers=headers).status_code == 204
+    ended = wait_for_job(api, headers, job_id)
+    assert ended["status"] == "failed", ended
+    assert ended["error"]["code"] == "model_not_found", ended
+    assert "deleted while this job ran" in ended["error"]["message"]
+    assert _fit_calls(stack, token) == fits  # nothing fitted again
