@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from shared.core.errors import CallbackUrlForbidden, CallbackUrlUnresolvable
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# NAT64's well-known prefix: a gateway sends 64:ff9b::a.b.c.d on to a.b.c.d.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 # The names this module's callers know; the codes live in shared.core.errors.
@@ -35,8 +37,12 @@ class Target:
 def refusal_reason(address: str) -> str | None:
     """Why an address is not a public one, or None when it is."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:  # fec0::/10: deprecated, still routed on some networks
+            return "site-local"
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded  # ::ffff:127.0.0.1 is 127.0.0.1, and 2002:7f00:1:: reaches it
     for reason, hit in (
         ("loopback", ip.is_loopback),
         ("unspecified", ip.is_unspecified),
@@ -49,6 +55,19 @@ def refusal_reason(address: str) -> str | None:
     ):
         if hit:
             return reason
+    return None
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to: mapped, 6to4, Teredo's client, NAT64."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 

@@ -143,6 +143,9 @@ def public_only_api(stack, tmp_path_factory):
     "http://172.16.0.1/", "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data",
     "http://100.64.0.1/", "http://224.0.0.1/", "http://0.0.0.0/", "http://[::1]/",
     "http://[::ffff:127.0.0.1]/", "http://[fe80::1]/", "http://[fc00::1]/",
+    # IPv6 forms that carry to a private IPv4 address (6to4, NAT64, Teredo), and site-local.
+    "http://[2002:7f00:1::]/", "http://[2002:a00:1::]/", "http://[64:ff9b::7f00:1]/",
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", "http://[fec0::1]/",
 ])  # fmt: skip
 def test_private_targets_are_refused_at_submit(api, public_only_api, url):
     headers, _ = _setup(api)
