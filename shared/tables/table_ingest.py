@@ -119,12 +119,22 @@ def _refuse_kind(column: Column, where: str) -> None:
         )
 
 
+def _as_float64(values: pa.Array) -> pa.Array:
+    """Numbers as float64, integers past 2**53 rounded to the nearest one (an id, say).
+
+    A safe cast refuses to round them; JSON rounds them (Python's float), and the
+    same data must make the same table whichever way it came. No integer Arrow
+    holds is past float32's range, which is checked after.
+    """
+    return pc.cast(values, pa.float64(), safe=False)
+
+
 def _feature(values: pa.Array, column: Column, where: str, offset: int) -> pa.Array:
     """A batch of a feature column as stored: float64 numbers, or text."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
     if column.kind in NUMERIC_KINDS:
-        numbers = pc.cast(values, pa.float64())
+        numbers = _as_float64(values)
         check_numbers(numbers.to_numpy(zero_copy_only=False), where, offset=offset)
         return numbers
     if column.kind == TIMESTAMP:
@@ -163,10 +173,13 @@ class _Labels:
             raise ValidationFailed(
                 f"{self.where}, row {row} is empty; every row needs a target.", row=row
             )
-        try:
-            labels = pc.cast(values, self.type)
-        except (pa.ArrowInvalid, OverflowError) as exc:
-            raise ValidationFailed(f"{self.where} holds a label out of range.") from exc
+        if pa.types.is_floating(self.type):  # a regression target, or numbers as classes
+            labels = _as_float64(values)
+        else:
+            try:
+                labels = pc.cast(values, self.type)
+            except (pa.ArrowInvalid, OverflowError) as exc:
+                raise ValidationFailed(f"{self.where} holds a label out of range.") from exc
         if pa.types.is_floating(self.type):
             numbers = labels.to_numpy(zero_copy_only=False)
             if self.task == js.REGRESSION:

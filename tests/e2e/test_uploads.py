@@ -295,6 +295,29 @@ def test_json_columns_keep_names_and_order(api):
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 2
 
 
+def test_integers_past_2_53_are_rounded_as_json_rounds_them(api, stack):
+    """An id column or a regression target past 2**53 in a file: float64 numbers,
+    the same table as from JSON (which reads them as Python floats), not a refusal."""
+    headers = register(api)
+    big = [2**53 + 1, 2, 3, 2**62 + 1]
+    frame = pd.DataFrame({"id": big, "y": big})  # int64 columns in Parquet
+    train = {"X": {"id": big}, "y": big}
+    from_json = _accepted(
+        api.post("/jobs/fit", headers=headers, json={"task": "regression", "train": train})
+    )
+    for name, content in (("t.csv", _csv(frame)), ("t.parquet", _parquet(frame))):
+        from_file = _accepted(
+            api.post(
+                "/jobs/fit",
+                headers=headers,
+                data={"task": "regression", "target": "y"},
+                files={"file": (name, content)},
+            )
+        )
+        _same_at_rest(stack, from_json, from_file, "train_parquet")
+    assert _stored(stack, from_json["id"], "train_parquet")["id"][0] == float(2**53)
+
+
 PARQUET_BYTES = _parquet(pd.DataFrame({"a": [1.0, 2.0], "y": ["x", "z"]}))
 BAD_UPLOADS = {
     "wrong-target": ("t.csv", b"a,b\n1,x\n2,z\n", "validation_error", "['a', 'b']"),
