@@ -40,6 +40,32 @@ def _first(mask: np.ndarray | pd.Series) -> int:
     return int(np.argmax(np.asarray(mask)))
 
 
+# scikit-learn reads float labels as classes only if each equals its int64 cast.
+_CLASS_BOUND = 2.0**63
+
+
+def first_non_class(numbers: np.ndarray) -> int | None:
+    """The first finite number that is no class label: a fraction, or a whole number past int64.
+
+    TabPFN's classifier, like tabpfn-client's own (locally, with scikit-learn's
+    `check_classification_targets`), takes numeric labels only when every one is
+    whole: 1.0 and 2.0 are classes, 0.5 makes the target "continuous" and the
+    fit fails upstream, after the job has queued and spent the user's quota.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = (numbers != np.trunc(numbers)) | (np.abs(numbers) >= _CLASS_BOUND)
+    return _first(bad) if bad.any() else None
+
+
+def not_a_class(where: str, row: int, value: float) -> ValidationFailed:
+    """The refusal of a number as a class label; `where` names its cell."""
+    return ValidationFailed(
+        f"{where} is {float(value)!r}, not a class label: numbers as classes must be whole "
+        f"(within ±{_CLASS_BOUND:.2g}). To predict a continuous target, use task 'regression'.",
+        row=row,
+    )
+
+
 def _numbers(values: pd.Series, where: str, *, float32: bool = True) -> pd.Series:
     """float64 numbers; past float32's range refused (`float32=False`: only infinities)."""
     try:
@@ -310,7 +336,10 @@ def labels_from_series(y: pd.Series, *, task: str, name: str) -> pd.Series:
         elif kind == "boolean":
             labels = y.astype(bool)
         elif kind in _NUMBER_KINDS:
-            labels = _numbers(y, name, float32=False)  # classes are labels, not numbers
+            labels = _numbers(y, name, float32=False)  # any whole number is a class
+            row = first_non_class(labels.to_numpy())
+            if row is not None:
+                raise not_a_class(f"{name}[{row}]", row, labels.iloc[row])
         else:
             raise ValidationFailed(f"{name} holds {kind} values; use numbers or strings as labels.")
         labels = labels.reset_index(drop=True)

@@ -40,7 +40,12 @@ from shared.tables.limits import (
     check_train_shape,
 )
 from shared.tables.number_range import check_numbers, out_of_range
-from shared.tables.payloads import TARGET_COLUMN, check_column_names
+from shared.tables.payloads import (
+    TARGET_COLUMN,
+    check_column_names,
+    first_non_class,
+    not_a_class,
+)
 from shared.tables.table_files import PARQUET, detect_format
 from shared.tables.upload_sources import (
     BOOLEAN,
@@ -184,13 +189,22 @@ class _Labels:
             numbers = labels.to_numpy(zero_copy_only=False)
             if self.task == js.REGRESSION:
                 check_numbers(numbers, self.where, offset=offset)
-            elif np.isinf(numbers).any():  # classes are labels: only infinity is refused
-                index = int(np.argmax(np.isinf(numbers)))
-                raise out_of_range(self.where, offset + index, float(numbers[index]))
+            else:
+                self._check_classes(numbers, offset)
         if self.task == js.CLASSIFICATION:
             self.classes.update(pc.unique(labels).to_pylist())
             check_classes(self.limit, len(self.classes), at_least=True)
         return labels
+
+    def _check_classes(self, numbers: np.ndarray, offset: int) -> None:
+        """Numbers as classes: whole ones of any size scikit-learn takes (not float32's range)."""
+        if np.isinf(numbers).any():
+            index = int(np.argmax(np.isinf(numbers)))
+            raise out_of_range(self.where, offset + index, float(numbers[index]))
+        index = first_non_class(numbers)
+        if index is not None:
+            row = offset + index
+            raise not_a_class(f"{self.where}, row {row}", row, numbers[index])
 
     def finish(self) -> None:
         if self.task == js.CLASSIFICATION and len(self.classes) < 2:

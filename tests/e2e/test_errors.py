@@ -69,6 +69,8 @@ BAD_FITS = {
     "single-class": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "a"]}},
     "text-regression": {"task": "regression", "train": {"X": [[1], [2]], "y": ["a", "b"]}},
     "mixed-labels": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", 1]}},
+    # Not classes: the upstream would fail the fit after the job queued.
+    "fractional-labels": {"task": "classification", "train": {"X": [[1], [2]], "y": [0.5, 1.5]}},
     "bad-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"n_estimators": "x"}},
     "unknown-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"nope": 1}},
     "callback-not-http": {"task": "classification", "train": GOOD_TRAIN, "callback_url": "ftp://x"},

@@ -7,6 +7,7 @@ import io
 import math
 import uuid
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -319,6 +320,7 @@ def test_integers_past_2_53_are_rounded_as_json_rounds_them(api, stack):
 
 
 PARQUET_BYTES = _parquet(pd.DataFrame({"a": [1.0, 2.0], "y": ["x", "z"]}))
+DECIMAL_LABELS = _parquet(pd.DataFrame({"a": [1.0, 2.0], "y": [Decimal("0.5"), Decimal("1.0")]}))
 BAD_UPLOADS = {
     "wrong-target": ("t.csv", b"a,b\n1,x\n2,z\n", "validation_error", "['a', 'b']"),
     "unparsable-csv": ("t.csv", b"a,y\n1,x\n2,z,3,4\n", "validation_error", "line 3 has 4 fields"),
@@ -330,6 +332,8 @@ BAD_UPLOADS = {
     "empty": ("t.csv", b"", "validation_error", "empty"),
     "repeated-columns": ("t.csv", b"a,a,y\n1,2,x\n3,4,z\n", "validation_error", "repeated"),
     "infinite": ("t.csv", b"a,y\n1,x\ninf,z\n", "number_out_of_range", "row 1 is out of range"),
+    "fractional-labels": ("t.csv", b"a,y\n1,1\n2,1.5\n", "validation_error", "row 1 is 1.5"),
+    "decimal-labels": ("t.parquet", DECIMAL_LABELS, "validation_error", "row 0 is 0.5"),
 }
 
 
@@ -347,6 +351,25 @@ def test_refused_uploads_are_422_and_store_nothing(api, upload):
     assert response.json()["code"] == code
     assert says in response.json()["detail"]
     assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+def test_whole_numbers_written_as_floats_are_classes_in_files(api):
+    headers = register(api)
+    floats = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 1.0]})
+    decimals = floats.assign(y=[Decimal("1.00"), Decimal("2.00"), Decimal("1.00")])
+    for name, content in (
+        ("t.csv", b"a,y\n1,1.0\n2,2.0\n3,1.0\n"),
+        ("t.parquet", _parquet(floats)),
+        ("t.parquet", _parquet(decimals)),
+    ):
+        _accepted(
+            api.post(
+                "/jobs/fit",
+                headers=headers,
+                data={"task": "classification", "target": "y"},
+                files={"file": (name, content)},
+            )
+        )
 
 
 def test_bad_form_fields_are_422(api):
