@@ -24,7 +24,12 @@ from pandas.api import types as ptypes
 
 from shared.core.errors import ValidationFailed
 from shared.jobs.states import CLASSIFICATION
-from shared.tables.number_range import check_numbers, first_out_of_range, out_of_range
+from shared.tables.number_range import (
+    check_numbers,
+    first_out_of_range,
+    out_of_range,
+    past_float32,
+)
 
 # The train set's target travels as the last Parquet column under this name.
 TARGET_COLUMN = "__tabpfn_api_target__"
@@ -70,7 +75,14 @@ def _numbers(values: pd.Series, where: str, *, float32: bool = True) -> pd.Serie
     """float64 numbers; past float32's range refused (`float32=False`: only infinities)."""
     try:
         array = values.to_numpy(dtype="float64", na_value=np.nan)
-    except (OverflowError, ValueError, TypeError) as exc:
+    except OverflowError as exc:
+        # An integer too large for any float (JSON allows 4300 digits): past float32's
+        # range like 1e400, and the same refusal. Found cell by cell: an error path.
+        row = next((i for i, value in enumerate(values) if past_float32(value)), None)
+        if row is None:
+            raise ValidationFailed(f"{where} holds a number out of range: {exc}.") from exc
+        raise out_of_range(where, row, values.iloc[row]) from exc
+    except (ValueError, TypeError) as exc:
         raise ValidationFailed(f"{where} holds a number out of range: {exc}.") from exc
     if float32:
         check_numbers(array, where)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.core.errors import ValidationFailed
+from shared.core.errors import NumberOutOfRange, ValidationFailed
 from shared.jobs.states import CLASSIFICATION, REGRESSION
 from shared.tables import payloads
 from shared.tables.payloads import decode_table, encode_table, labels_from_json, table_from_json
@@ -95,3 +95,11 @@ def test_numbers_that_are_not_whole_are_not_classes(y, row):
 def test_whole_numbers_written_as_floats_are_classes():
     assert labels_from_json([1.0, 2.0, 1.0], task=CLASSIFICATION, n_rows=3).tolist() == [1, 2, 1]
     assert labels_from_json([-3.0, 2**62, 0], task=CLASSIFICATION, n_rows=3).nunique() == 3
+
+
+def test_an_integer_no_float_holds_is_out_of_range_like_1e400():
+    # JSON allows 400 digits; float() overflows. The same code and row as 1e400.
+    with pytest.raises(NumberOutOfRange, match=r"train\.y, row 1 is out of range \(1\.000e\+400\)"):
+        labels_from_json([1, 10**400], task=REGRESSION, n_rows=2)
+    with pytest.raises(NumberOutOfRange, match=r"column 'x0', row 2 is out of range \(-1"):
+        table_from_json([[1, "a"], [2, "b"], [-(10**400), "c"]], None, name="train")
