@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
+from api.multipart import UnreadableJson
 from shared.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,10 @@ def _declares_json(request: Request) -> bool:
 
 def _malformed_json(exc: RequestValidationError, error: dict) -> str:
     """Where the JSON broke, as line and column, with the usual cause in a shell."""
-    position = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
     reason = str(error.get("ctx", {}).get("error", "invalid JSON")).rstrip(".")
+    if isinstance(exc.__cause__, UnreadableJson):  # not its syntax: no place to show
+        return f"The body is not JSON this service can read: {reason}."
+    position = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
     # FastAPI hands over the text it failed to decode (never read the body again:
     # the stream is spent and would wait forever).
     text = exc.body if isinstance(exc.body, str) else ""

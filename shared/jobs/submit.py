@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,32 @@ REGRESSOR_OUTPUTS = ("mean", "median", "quantiles")
 DEFAULT_QUANTILES = [0.1, 0.5, 0.9]
 
 
+# Options are stored as JSON (jobs.params) before they are sent upstream. TabPFN's
+# own are a few levels deep (inference_config's lists of preprocessing configs);
+# far deeper ones broke Python's JSON encoder on the way in (a 500).
+MAX_OPTIONS_DEPTH = 32
+
+
+def _check_option_values(options: dict[str, Any]) -> None:
+    """What JSON storage takes: finite numbers, at most MAX_OPTIONS_DEPTH levels.
+
+    PostgreSQL's JSON has no NaN or Infinity (which Python's JSON reads), so the
+    row could not be written: refused here, naming the option. A loop, not a
+    recursion: the nesting is what is checked.
+    """
+    pending: list[tuple[str, Any, int]] = [("options", options, 1)]
+    while pending:
+        where, value, depth = pending.pop()
+        if depth > MAX_OPTIONS_DEPTH:
+            raise ValidationFailed(f"options nest more than {MAX_OPTIONS_DEPTH} levels deep.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationFailed(f"{where} is {value}; option values must be finite numbers.")
+        if isinstance(value, dict):
+            pending.extend((f"{where}.{key}", item, depth + 1) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+
+
 def _check_options(task: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate TabPFN estimator options against the client's own config models."""
     models = load_client().api_models
@@ -59,6 +86,7 @@ def _check_options(task: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ValidationFailed(
             f"Unknown option(s) {unknown} for {task}; known: {sorted(config.model_fields)}."
         )
+    _check_option_values(options)
     try:
         config.model_validate(options)
     except ValidationError as exc:

@@ -64,6 +64,11 @@ BAD_FITS = {
     # Python's JSON (and so the API) reads the non-standard token NaN (and Infinity:
     # see test_number_range.py).
     "nan-target": b'{"task": "regression", "train": {"X": [[1], [2]], "y": [1.0, NaN]}}',
+    # PostgreSQL's JSON has no NaN; options nested past what Python's JSON writes.
+    "nan-option": b'{"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "b"]}, '
+    b'"options": {"softmax_temperature": NaN}}',
+    "deep-option": b'{"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "b"]}, '
+    b'"options": {"inference_config": {"a": ' + b"[" * 1000 + b"]" * 1000 + b"}}}",
     "object-target": {"task": "classification", "train": {"X": [[1], [2]], "y": [{}, "b"]}},
     "null-target": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", None]}},
     "single-class": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "a"]}},
@@ -102,6 +107,42 @@ def test_malformed_fit_is_422_and_stores_nothing(api, body):
     error = response.json()
     assert error["code"] == "validation_error"
     assert error["detail"] and isinstance(error["detail"], str)
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+UNREADABLE_JSON = {
+    "nested-too-deep": (b"[" * 1100 + b"]" * 1100, "it nests arrays or objects too deeply"),
+    "integer-of-5000-digits": (
+        b'{"task": "regression", "train": {"X": [[' + b"9" * 5000 + b']], "y": [1]}}',
+        "it holds an integer of more than 4300 digits",
+    ),
+    "latin-1": (
+        '{"task": "classification", "train": {"X": [["é"], ["è"]], "y": ["a", "b"]}}'.encode(
+            "latin-1"
+        ),
+        "it is not UTF-8 (byte 0xe9 at offset 45)",
+    ),
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE_JSON.values(), ids=UNREADABLE_JSON.keys())
+def test_json_the_parser_cannot_read_is_the_same_422_as_broken_json(api, body):
+    """Not its syntax: json.loads gives up on another error, which FastAPI made a 400."""
+    content, says = body
+    headers = {**register(api), "content-type": "application/json; charset=latin-1"}
+    response = api.post("/jobs/fit", content=content, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    assert response.json()["detail"] == f"The body is not JSON this service can read: {says}."
+
+
+def test_a_body_too_deep_to_fingerprint_for_its_idempotency_key_is_422(api):
+    # Hashed for the key before it is checked: nesting past pydantic's serializer was a 500.
+    deep = b"[" * 300 + b"]" * 300
+    body = b'{"task": "classification", "train": {"X": [[' + deep + b'], [1]], "y": ["a", "b"]}}'
+    headers = {**register(api), "content-type": "application/json", "Idempotency-Key": "deep"}
+    response = api.post("/jobs/fit", content=body, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    assert "too deeply" in response.json()["detail"]
     assert api.get("/jobs", headers=headers).json()["jobs"] == []
 
 

@@ -381,9 +381,25 @@ def test_bad_form_fields_are_422(api):
         {"task": "classification", "target": "y", "options": "{not json"},
         {"task": "classification", "target": "y", "options": "[1]"},
         {"task": "classification", "target": "y", "options": '{"nope": 1}'},
+        # JSON that Python's parser cannot read (was a 500) or the database could not store.
+        {"task": "classification", "target": "y", "options": "[" * 3000 + "]" * 3000},
+        {
+            "task": "classification",
+            "target": "y",
+            "options": '{"n_estimators": ' + "9" * 5000 + "}",
+        },
+        {"task": "classification", "target": "y", "options": '{"softmax_temperature": NaN}'},
     ):
         response = api.post("/jobs/fit", headers=headers, data=data, files=files)
         assert (response.status_code, response.json()["code"]) == (422, "validation_error"), data
+    for quantiles in ("[" * 100_000, "[" + "9" * 400 + "]"):
+        response = api.post(
+            "/jobs/predict",
+            headers=headers,
+            data={"model_id": str(uuid.uuid4()), "quantiles": quantiles},
+            files=files,
+        )
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error")
     no_file = api.post(
         "/jobs/fit",
         headers=headers,
