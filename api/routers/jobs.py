@@ -28,6 +28,8 @@ from api.schemas import (
     JobLinks,
     JobOut,
     JobPage,
+    JobStatus,
+    JobType,
     Output,
     PredictRequest,
     Task,
@@ -455,8 +457,10 @@ def list_jobs(
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[uuid.UUID | None, Query(description="Cursor: next_cursor of a page")] = None,
-    job_status: Annotated[str | None, Query(alias="status")] = None,
-    job_type: Annotated[str | None, Query(alias="type")] = None,
+    # The job vocabulary, not any text: a misspelt filter (type=fit-predict) is a 422
+    # naming the values, not an empty page that reads as "no such jobs".
+    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    job_type: Annotated[JobType | None, Query(alias="type")] = None,
 ) -> JobPage:
     page = jobs.list_jobs(
         session=session, user=user, limit=limit, before=before, status=job_status, type_=job_type

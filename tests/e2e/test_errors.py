@@ -179,6 +179,20 @@ def test_predict_checks_the_model_and_its_columns(api):
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 1
 
 
+def test_job_list_filters_take_only_the_job_vocabulary(api):
+    # Any text was a filter: a misspelt one answered an empty page, as if no job matched.
+    headers = register(api)
+    for query, valid in (
+        ("status=bogus", "'queued', 'running', 'succeeded', 'failed' or 'canceled'"),
+        ("type=fit-predict", "'fit', 'predict' or 'fit_predict'"),  # the CLI's command name
+    ):
+        response = api.get(f"/jobs?{query}", headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "validation_error"
+        assert valid in response.json()["detail"], response.json()
+    assert api.get("/jobs?status=queued&type=fit_predict", headers=headers).status_code == 200
+
+
 def test_ids_that_are_not_uuids_or_not_yours(api):
     headers = register(api)
     assert api.get("/jobs/not-a-uuid", headers=headers).json()["code"] == "validation_error"
