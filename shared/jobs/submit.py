@@ -32,9 +32,11 @@ from shared.models import FittedModel, Job, JobData, User
 from shared.queue import enqueue_job
 from shared.tables.limits import check_classes, check_test_shape, check_train_shape
 from shared.tables.payloads import (
+    NUL,
     TARGET_COLUMN,
     align_columns,
     encode_table,
+    holds_nul,
     labels_from_json,
     names_columns,
     table_from_json,
@@ -56,11 +58,12 @@ MAX_OPTIONS_DEPTH = 32
 
 
 def _check_option_values(options: dict[str, Any]) -> None:
-    """What JSON storage takes: finite numbers, at most MAX_OPTIONS_DEPTH levels.
+    """What JSON storage takes: finite numbers, text without NUL, MAX_OPTIONS_DEPTH levels.
 
-    PostgreSQL's JSON has no NaN or Infinity (which Python's JSON reads), so the
-    row could not be written: refused here, naming the option. A loop, not a
-    recursion: the nesting is what is checked.
+    PostgreSQL's JSON has no NaN or Infinity (which Python's JSON reads) and no
+    NUL character, so the row could not be written (a 503 that no retry
+    mended): refused here, naming the option. A loop, not a recursion: the
+    nesting is what is checked.
     """
     pending: list[tuple[str, Any, int]] = [("options", options, 1)]
     while pending:
@@ -69,7 +72,11 @@ def _check_option_values(options: dict[str, Any]) -> None:
             raise ValidationFailed(f"options nest more than {MAX_OPTIONS_DEPTH} levels deep.")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValidationFailed(f"{where} is {value}; option values must be finite numbers.")
+        if isinstance(value, str) and NUL in value:
+            raise holds_nul(where)
         if isinstance(value, dict):
+            if any(NUL in key for key in value):
+                raise holds_nul(f"a key of {where}")
             pending.extend((f"{where}.{key}", item, depth + 1) for key, item in value.items())
         elif isinstance(value, list):
             pending.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))

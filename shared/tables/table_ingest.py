@@ -41,9 +41,11 @@ from shared.tables.limits import (
 )
 from shared.tables.number_range import check_numbers, out_of_range
 from shared.tables.payloads import (
+    NUL,
     TARGET_COLUMN,
     check_column_names,
     first_non_class,
+    holds_nul,
     not_a_class,
 )
 from shared.tables.table_files import PARQUET, detect_format
@@ -180,17 +182,20 @@ class _Labels:
             )
         if pa.types.is_floating(self.type):  # a regression target, or numbers as classes
             labels = _as_float64(values)
-        else:
-            try:
-                labels = pc.cast(values, self.type)
-            except (pa.ArrowInvalid, OverflowError) as exc:
-                raise ValidationFailed(f"{self.where} holds a label out of range.") from exc
-        if pa.types.is_floating(self.type):
             numbers = labels.to_numpy(zero_copy_only=False)
             if self.task == js.REGRESSION:
                 check_numbers(numbers, self.where, offset=offset)
             else:
                 self._check_classes(numbers, offset)
+        else:
+            try:
+                labels = pc.cast(values, self.type)
+            except (pa.ArrowInvalid, OverflowError) as exc:
+                raise ValidationFailed(f"{self.where} holds a label out of range.") from exc
+            if pa.types.is_string(self.type):
+                nul = pc.match_substring(labels, NUL)
+                if pc.any(nul).as_py():
+                    raise holds_nul(f"{self.where}, row {offset + pc.index(nul, True).as_py()}")
         if self.task == js.CLASSIFICATION:
             self.classes.update(pc.unique(labels).to_pylist())
             check_classes(self.limit, len(self.classes), at_least=True)

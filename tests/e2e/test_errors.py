@@ -79,6 +79,21 @@ BAD_FITS = {
     "bad-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"n_estimators": "x"}},
     "unknown-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"nope": 1}},
     "callback-not-http": {"task": "classification", "train": GOOD_TRAIN, "callback_url": "ftp://x"},
+    # NUL (U+0000): PostgreSQL's text and JSON cannot hold it. An option was a 503,
+    # a label failed its job after the fit (storing the classes), a column name upstream.
+    "nul-in-an-option": {
+        "task": "classification",
+        "train": GOOD_TRAIN,
+        "options": {"model_path": "a\u0000b"},
+    },
+    "nul-in-a-label": {
+        "task": "classification",
+        "train": {"X": GOOD_TRAIN["X"], "y": ["x\u0000", "x\u0000", "y", "y"]},
+    },
+    "nul-in-a-column-name": {
+        "task": "classification",
+        "train": {**GOOD_TRAIN, "columns": ["size", "kind\u0000"]},
+    },
     "columns-mismatch": {
         "task": "classification",
         "train": {"X": [[1, 2], [3, 4]], "y": ["a", "b"], "columns": ["only_one"]},
@@ -177,6 +192,18 @@ def test_predict_checks_the_model_and_its_columns(api):
     assert wrong_output.status_code == 422
     # Only the fit job exists: the refused predicts left nothing behind.
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", "/auth/keys/%00"), ("GET", "/jobs?status=%00")],
+)
+def test_a_nul_in_a_path_or_query_is_422(api, method, path):
+    # It reached PostgreSQL, whose text cannot hold it: the driver refused it (a 500).
+    response = api.request(method, path, headers=register(api))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    assert "NUL" in response.json()["detail"]
 
 
 def test_job_list_filters_take_only_the_job_vocabulary(api):

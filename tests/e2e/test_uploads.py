@@ -320,6 +320,8 @@ def test_integers_past_2_53_are_rounded_as_json_rounds_them(api, stack):
 
 
 PARQUET_BYTES = _parquet(pd.DataFrame({"a": [1.0, 2.0], "y": ["x", "z"]}))
+NUL_LABEL = _parquet(pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["x", "z\x00", "x"]}))
+NUL_NAME = _parquet(pd.DataFrame({"a\x00": [1.0, 2.0], "y": ["x", "z"]}))
 DECIMAL_LABELS = _parquet(pd.DataFrame({"a": [1.0, 2.0], "y": [Decimal("0.5"), Decimal("1.0")]}))
 BAD_UPLOADS = {
     "wrong-target": ("t.csv", b"a,b\n1,x\n2,z\n", "validation_error", "['a', 'b']"),
@@ -334,6 +336,9 @@ BAD_UPLOADS = {
     "infinite": ("t.csv", b"a,y\n1,x\ninf,z\n", "number_out_of_range", "row 1 is out of range"),
     "fractional-labels": ("t.csv", b"a,y\n1,1\n2,1.5\n", "validation_error", "row 1 is 1.5"),
     "decimal-labels": ("t.parquet", DECIMAL_LABELS, "validation_error", "row 0 is 0.5"),
+    # NUL: no CSV holds one (binary), a Parquet file may. Stored as JSON, which cannot.
+    "nul-in-a-label": ("t.parquet", NUL_LABEL, "validation_error", "'y', row 1 holds a NUL"),
+    "nul-in-a-column-name": ("t.parquet", NUL_NAME, "validation_error", "'a\\x00' holds a NUL"),
 }
 
 
