@@ -95,12 +95,19 @@ def _check_options(task: str, options: dict[str, Any]) -> dict[str, Any]:
         )
     _check_option_values(options)
     try:
-        config.model_validate(options)
+        validated = config.model_validate(options)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ValidationFailed(
             f"options.{'.'.join(map(str, first['loc']))}: {first['msg']}."
         ) from exc
+    # The config models say only "an int". TabPFN seeds numpy's default_rng with it,
+    # the emulator scikit-learn (RandomState): both refuse a negative seed, after
+    # the job has queued. Their upper bounds differ (none; 2**32 - 1): left to them.
+    if validated.random_state is not None and validated.random_state < 0:
+        raise ValidationFailed(
+            f"options.random_state is {validated.random_state}; a seed must be 0 or more."
+        )
     return options
 
 

@@ -78,6 +78,12 @@ BAD_FITS = {
     "fractional-labels": {"task": "classification", "train": {"X": [[1], [2]], "y": [0.5, 1.5]}},
     "bad-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"n_estimators": "x"}},
     "unknown-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"nope": 1}},
+    # Every seeding path of the upstream refuses it, after the job has queued.
+    "negative-seed": {
+        "task": "classification",
+        "train": GOOD_TRAIN,
+        "options": {"random_state": -5},
+    },
     "callback-not-http": {"task": "classification", "train": GOOD_TRAIN, "callback_url": "ftp://x"},
     # NUL (U+0000): PostgreSQL's text and JSON cannot hold it. An option was a 503,
     # a label failed its job after the fit (storing the classes), a column name upstream.
