@@ -12,6 +12,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.console import mount_console
 from api.errors import install_error_handlers
 from api.job_waiter import JobWaiter
+from api.nul_guard import NulGuardMiddleware
 from api.request_log import RequestLogMiddleware
 from api.routers import auth, health, jobs, metrics, models, root, usage, webhooks
 from api.schemas import ErrorOut
@@ -50,6 +51,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="TabPFN API", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
     install_error_handlers(app)
     settings = get_settings()
+    app.add_middleware(NulGuardMiddleware)
     # Ours, not FastAPI's max_body_size: Starlette answers a declared oversize
     # body with plain text, outside the {"detail", "code"} contract.
     app.add_middleware(

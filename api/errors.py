@@ -7,9 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
+from api.multipart import UnreadableJson
 from shared.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,10 @@ def _declares_json(request: Request) -> bool:
 
 def _malformed_json(exc: RequestValidationError, error: dict) -> str:
     """Where the JSON broke, as line and column, with the usual cause in a shell."""
-    position = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
     reason = str(error.get("ctx", {}).get("error", "invalid JSON")).rstrip(".")
+    if isinstance(exc.__cause__, UnreadableJson):  # not its syntax: no place to show
+        return f"The body is not JSON this service can read: {reason}."
+    position = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
     # FastAPI hands over the text it failed to decode (never read the body again:
     # the stream is spent and would wait forever).
     text = exc.body if isinstance(exc.body, str) else ""
@@ -93,6 +96,26 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
+async def _unstorable_value(_: Request, exc: DataError) -> JSONResponse:
+    """A value PostgreSQL refused (SQLSTATE class 22: NUL in text or JSON, NaN in JSON,
+    a number out of its column's range): a 422, not the 503 of an outage.
+
+    Such a value comes from the request, and the same request fails the same way
+    every time, so "retry shortly" was a promise no retry kept. The transaction is
+    rolled back, so nothing is stored. It is a gap in the checks at the door, which
+    should refuse the value by name: logged to be found, with the database's first
+    line (the reason, without the statement or its values).
+    """
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+    log.warning("database refused a request's value: %s", reason)
+    return _error(
+        422,
+        "validation_error",
+        "The request holds a value the database cannot store (such as a NUL character); "
+        "nothing was stored.",
+    )
+
+
 async def _database_down(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", type(exc).__name__)
     return _error(503, "service_unavailable", "The service is briefly unavailable; retry shortly.")
@@ -107,6 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(Exception, _unexpected)

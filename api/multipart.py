@@ -13,6 +13,7 @@ operation that accepts either.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -44,8 +45,9 @@ class FastJsonRequest(Request):
     """A request whose JSON body is parsed with orjson, several times faster than json.
 
     Bodies orjson refuses (NaN or Infinity literals, integers over 64 bits, broken
-    JSON) go to the standard parser, which accepts the first two as before and
-    words the error FastAPI reports for the last.
+    JSON, nesting past 1024 levels, bytes that are not UTF-8) go to the standard
+    parser, which accepts the first two as before and words the error FastAPI
+    reports for broken JSON. What else it cannot read is UnreadableJson.
     """
 
     async def json(self) -> Any:
@@ -54,8 +56,37 @@ class FastJsonRequest(Request):
             try:
                 self._json = orjson.loads(body)
             except orjson.JSONDecodeError:
-                self._json = json.loads(body)
+                self._json = _standard_json(body)
         return self._json
+
+
+class UnreadableJson(json.JSONDecodeError):
+    """A body json.loads gave up on for another reason than its syntax (unreadable_json).
+
+    A JSONDecodeError because FastAPI answers that with its 422 (json_invalid)
+    and any other error while it reads a body with a bare 400 `http_error`;
+    api.errors tells the two apart by the cause, as this has no line and column.
+    """
+
+
+def _standard_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as exc:
+        raise UnreadableJson(unreadable_json(exc), "", 0) from exc
+
+
+def unreadable_json(exc: RecursionError | ValueError) -> str:
+    """Why json.loads could not read a text, other than broken syntax, for a sentence."""
+    if isinstance(exc, RecursionError):
+        return "it nests arrays or objects too deeply"
+    if isinstance(exc, UnicodeDecodeError):  # bytes in another charset than UTF-8
+        return f"it is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    if "int_max_str_digits" in str(exc):  # Python's guard against quadratic int parsing
+        return f"it holds an integer of more than {sys.get_int_max_str_digits()} digits"
+    return str(exc).rstrip(".")
 
 
 class ContentTypeRoute(APIRoute):

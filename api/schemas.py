@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 Task = Literal["classification", "regression"]
+JobType = Literal["fit", "predict", "fit_predict"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 Output = Literal["labels", "probabilities", "mean", "median", "quantiles"]
 # Cells are checked column by column in shared.tables.payloads (numbers, text, booleans, null).
 Rows = list[list[Any]] | list[dict[str, Any]] | dict[str, list[Any]]
@@ -167,8 +169,8 @@ class JobWaiting(BaseModel):
 
 class JobOut(BaseModel):
     id: uuid.UUID
-    type: Literal["fit", "predict", "fit_predict"]
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    type: JobType
+    status: JobStatus
     stage: str | None
     task: Task | None
     model_id: uuid.UUID | None

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Caller, Credentials, CurrentUser, SessionDep, get_current_user
 from api.job_waiter import Watch, next_change
-from api.multipart import multipart_variant
+from api.multipart import multipart_variant, unreadable_json
 from api.schemas import (
     ErrorOut,
     FitPredictRequest,
@@ -28,6 +28,8 @@ from api.schemas import (
     JobLinks,
     JobOut,
     JobPage,
+    JobStatus,
+    JobType,
     Output,
     PredictRequest,
     Task,
@@ -121,7 +123,15 @@ def _accept(
 
 
 def _json_request(route: str, body: BaseModel) -> HashedRequest:
-    return route, body.model_dump(mode="json")
+    try:
+        return route, body.model_dump(mode="json")
+    except ValueError as exc:  # pydantic's serializer stops past 255 levels of nesting
+        # Hashed before the body is checked (a retry replays even if it would now be
+        # refused), and no cell or option is valid that deep anyway.
+        raise ValidationFailed(
+            "The body nests arrays or objects too deeply (hundreds of levels): cells are "
+            f"plain values and options at most {jobs.MAX_OPTIONS_DEPTH} levels deep."
+        ) from exc
 
 
 def _upload_request(
@@ -169,13 +179,22 @@ def _file(upload: UploadFile, field: str, target: str | None = None) -> jobs.Fil
     return jobs.FileTable(file=upload.file, filename=upload.filename, field=field, target=target)
 
 
+def _form_json(text: str, field: str) -> Any:
+    """A form field's JSON text; whatever json.loads cannot read is the field's 422, not a 500."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"{field} is not valid JSON: {exc}.") from exc
+    except (RecursionError, ValueError) as exc:  # too deep, or an integer of 4300+ digits
+        raise ValidationFailed(
+            f"{field} is not JSON this service can read: {unreadable_json(exc)}."
+        ) from exc
+
+
 def _options(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
-    try:
-        options = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationFailed(f"options is not valid JSON: {exc}.") from exc
+    options = _form_json(text, "options")
     if not isinstance(options, dict):
         raise ValidationFailed('options must be a JSON object, e.g. {"n_estimators": 4}.')
     return options
@@ -185,12 +204,13 @@ def _quantiles(text: str | None) -> list[float] | None:
     """A JSON list ("[0.1, 0.9]") or a comma-separated list ("0.1,0.9")."""
     if not text or not text.strip():
         return None
+    values = _form_json(text, "quantiles") if text.lstrip().startswith("[") else text.split(",")
     try:
-        values = json.loads(text) if text.lstrip().startswith("[") else text.split(",")
         return [float(v) for v in values]
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: 400 digits
         raise ValidationFailed(
-            f"quantiles must be numbers, as JSON ([0.1, 0.9]) or comma-separated; got {text!r}."
+            "quantiles must be numbers, as JSON ([0.1, 0.9]) or comma-separated; "
+            f"got {text[:80]!r}."
         ) from exc
 
 
@@ -437,8 +457,10 @@ def list_jobs(
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[uuid.UUID | None, Query(description="Cursor: next_cursor of a page")] = None,
-    job_status: Annotated[str | None, Query(alias="status")] = None,
-    job_type: Annotated[str | None, Query(alias="type")] = None,
+    # The job vocabulary, not any text: a misspelt filter (type=fit-predict) is a 422
+    # naming the values, not an empty page that reads as "no such jobs".
+    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    job_type: Annotated[JobType | None, Query(alias="type")] = None,
 ) -> JobPage:
     page = jobs.list_jobs(
         session=session, user=user, limit=limit, before=before, status=job_status, type_=job_type

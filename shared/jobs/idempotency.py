@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.core.errors import IdempotencyConflict
+from shared.core.errors import IdempotencyConflict, ValidationFailed
 from shared.models import IdempotencyKey, Job, User
 
 # What a request is hashed as: the route's label and the request in JSON types.
@@ -33,7 +33,7 @@ def fingerprint(route: str, request: dict[str, Any]) -> str:
     """
     try:
         canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS, default=str)
-    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, or 255+ levels
         return fingerprint_v1(route, request)
     return hashlib.sha256(route.encode() + b"\n" + canonical).hexdigest()
 
@@ -44,7 +44,12 @@ def fingerprint_v1(route: str, request: dict[str, Any]) -> str:
     replays. Computed only when the fast digest does not match. Keys live
     IDEMPOTENCY_TTL_S (a day); this can go a day after every node runs the above.
     """
-    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    except RecursionError as exc:
+        # A form's options that json.loads read with a little stack to spare: hashed
+        # before they are checked, and no option is valid that deep anyway.
+        raise ValidationFailed("The request nests arrays or objects too deeply.") from exc
     return hashlib.sha256(f"{route}\n{canonical}".encode()).hexdigest()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,9 +32,11 @@ from shared.models import FittedModel, Job, JobData, User
 from shared.queue import enqueue_job
 from shared.tables.limits import check_classes, check_test_shape, check_train_shape
 from shared.tables.payloads import (
+    NUL,
     TARGET_COLUMN,
     align_columns,
     encode_table,
+    holds_nul,
     labels_from_json,
     names_columns,
     table_from_json,
@@ -48,6 +51,37 @@ REGRESSOR_OUTPUTS = ("mean", "median", "quantiles")
 DEFAULT_QUANTILES = [0.1, 0.5, 0.9]
 
 
+# Options are stored as JSON (jobs.params) before they are sent upstream. TabPFN's
+# own are a few levels deep (inference_config's lists of preprocessing configs);
+# far deeper ones broke Python's JSON encoder on the way in (a 500).
+MAX_OPTIONS_DEPTH = 32
+
+
+def _check_option_values(options: dict[str, Any]) -> None:
+    """What JSON storage takes: finite numbers, text without NUL, MAX_OPTIONS_DEPTH levels.
+
+    PostgreSQL's JSON has no NaN or Infinity (which Python's JSON reads) and no
+    NUL character, so the row could not be written (a 503 that no retry
+    mended): refused here, naming the option. A loop, not a recursion: the
+    nesting is what is checked.
+    """
+    pending: list[tuple[str, Any, int]] = [("options", options, 1)]
+    while pending:
+        where, value, depth = pending.pop()
+        if depth > MAX_OPTIONS_DEPTH:
+            raise ValidationFailed(f"options nest more than {MAX_OPTIONS_DEPTH} levels deep.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationFailed(f"{where} is {value}; option values must be finite numbers.")
+        if isinstance(value, str) and NUL in value:
+            raise holds_nul(where)
+        if isinstance(value, dict):
+            if any(NUL in key for key in value):
+                raise holds_nul(f"a key of {where}")
+            pending.extend((f"{where}.{key}", item, depth + 1) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+
+
 def _check_options(task: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate TabPFN estimator options against the client's own config models."""
     models = load_client().api_models
@@ -59,13 +93,21 @@ def _check_options(task: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ValidationFailed(
             f"Unknown option(s) {unknown} for {task}; known: {sorted(config.model_fields)}."
         )
+    _check_option_values(options)
     try:
-        config.model_validate(options)
+        validated = config.model_validate(options)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ValidationFailed(
             f"options.{'.'.join(map(str, first['loc']))}: {first['msg']}."
         ) from exc
+    # The config models say only "an int". TabPFN seeds numpy's default_rng with it,
+    # the emulator scikit-learn (RandomState): both refuse a negative seed, after
+    # the job has queued. Their upper bounds differ (none; 2**32 - 1): left to them.
+    if validated.random_state is not None and validated.random_state < 0:
+        raise ValidationFailed(
+            f"options.random_state is {validated.random_state}; a seed must be 0 or more."
+        )
     return options
 
 

@@ -8,6 +8,9 @@ refused at submit, with one code and one sentence whatever the format.
 
 from __future__ import annotations
 
+from decimal import Decimal
+from numbers import Number
+
 import numpy as np
 
 from shared.core.errors import NumberOutOfRange
@@ -15,9 +18,21 @@ from shared.core.errors import NumberOutOfRange
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def out_of_range(where: str, row: int, value: float) -> NumberOutOfRange:
+def _shown(value: Number) -> str:
+    try:
+        return f"{value:g}"
+    except OverflowError:  # an integer past any float (JSON allows 4300 digits)
+        return f"{Decimal(value):.4g}"
+
+
+def past_float32(value: object) -> bool:
+    """Whether a cell (a number of any type, or anything else) is a number past float32's range."""
+    return isinstance(value, Number) and abs(value) > FLOAT32_MAX
+
+
+def out_of_range(where: str, row: int, value: Number) -> NumberOutOfRange:
     return NumberOutOfRange(
-        f"{where}, row {row} is out of range ({value:g}): numbers must be finite and within "
+        f"{where}, row {row} is out of range ({_shown(value)}): numbers must be finite and within "
         f"±{FLOAT32_MAX:.4g}, the float32 range TabPFN computes in. Leave a cell empty "
         "(null) if it is missing.",
         row=row,

@@ -24,7 +24,12 @@ from pandas.api import types as ptypes
 
 from shared.core.errors import ValidationFailed
 from shared.jobs.states import CLASSIFICATION
-from shared.tables.number_range import check_numbers, first_out_of_range, out_of_range
+from shared.tables.number_range import (
+    check_numbers,
+    first_out_of_range,
+    out_of_range,
+    past_float32,
+)
 
 # The train set's target travels as the last Parquet column under this name.
 TARGET_COLUMN = "__tabpfn_api_target__"
@@ -40,11 +45,44 @@ def _first(mask: np.ndarray | pd.Series) -> int:
     return int(np.argmax(np.asarray(mask)))
 
 
+# scikit-learn reads float labels as classes only if each equals its int64 cast.
+_CLASS_BOUND = 2.0**63
+
+
+def first_non_class(numbers: np.ndarray) -> int | None:
+    """The first finite number that is no class label: a fraction, or a whole number past int64.
+
+    TabPFN's classifier, like tabpfn-client's own (locally, with scikit-learn's
+    `check_classification_targets`), takes numeric labels only when every one is
+    whole: 1.0 and 2.0 are classes, 0.5 makes the target "continuous" and the
+    fit fails upstream, after the job has queued and spent the user's quota.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = (numbers != np.trunc(numbers)) | (np.abs(numbers) >= _CLASS_BOUND)
+    return _first(bad) if bad.any() else None
+
+
+def not_a_class(where: str, row: int, value: float) -> ValidationFailed:
+    """The refusal of a number as a class label; `where` names its cell."""
+    return ValidationFailed(
+        f"{where} is {float(value)!r}, not a class label: numbers as classes must be whole "
+        f"(within ±{_CLASS_BOUND:.2g}). To predict a continuous target, use task 'regression'.",
+        row=row,
+    )
+
+
 def _numbers(values: pd.Series, where: str, *, float32: bool = True) -> pd.Series:
     """float64 numbers; past float32's range refused (`float32=False`: only infinities)."""
     try:
         array = values.to_numpy(dtype="float64", na_value=np.nan)
-    except (OverflowError, ValueError, TypeError) as exc:
+    except OverflowError as exc:
+        # An integer too large for any float (JSON allows 4300 digits): past float32's
+        # range like 1e400, and the same refusal. Found cell by cell: an error path.
+        row = next((i for i, value in enumerate(values) if past_float32(value)), None)
+        if row is None:
+            raise ValidationFailed(f"{where} holds a number out of range: {exc}.") from exc
+        raise out_of_range(where, row, values.iloc[row]) from exc
+    except (ValueError, TypeError) as exc:
         raise ValidationFailed(f"{where} holds a number out of range: {exc}.") from exc
     if float32:
         check_numbers(array, where)
@@ -144,8 +182,29 @@ def _column(values: pd.Series, where: str) -> pd.Series:
     )
 
 
+NUL = "\x00"
+
+
+def holds_nul(where: str) -> ValidationFailed:
+    """The refusal of a NUL character (U+0000) in a name, a label or an option.
+
+    Those are stored as PostgreSQL text or JSON, which cannot hold NUL (a label
+    failed the job after its fit, storing the classes; an option was a 503), and
+    the upstream cut a column name at it. Text cells are not checked: they are
+    stored and sent as Parquet, which holds any text, and come back in no result.
+    """
+    return ValidationFailed(
+        f"{where} holds a NUL character (U+0000), which names, class labels and options "
+        "cannot hold."
+    )
+
+
 def check_column_names(names: Sequence[Any], *, name: str) -> list[str]:
+    """The names as text: unique, not the target's, without NUL (JSON and uploads alike)."""
     names = [str(n) for n in names]
+    nul = next((n for n in names if NUL in n), None)
+    if nul is not None:
+        raise holds_nul(f"{name}: the column name {nul!r}")
     if len(set(names)) != len(names):
         seen: set[str] = set()
         twice = sorted({n for n in names if n in seen or seen.add(n)})
@@ -302,6 +361,10 @@ def labels_from_series(y: pd.Series, *, task: str, name: str) -> pd.Series:
     if task == CLASSIFICATION:
         if kind == "string":
             labels = y.astype(object)
+            # The few classes first (a quarter of the time of a look at every row).
+            if any(NUL in label for label in pd.unique(labels.to_numpy())):
+                row = next(i for i, label in enumerate(labels) if NUL in label)
+                raise holds_nul(f"{name}[{row}]")
         elif kind == "integer":
             try:
                 labels = y.astype("int64")
@@ -310,7 +373,10 @@ def labels_from_series(y: pd.Series, *, task: str, name: str) -> pd.Series:
         elif kind == "boolean":
             labels = y.astype(bool)
         elif kind in _NUMBER_KINDS:
-            labels = _numbers(y, name, float32=False)  # classes are labels, not numbers
+            labels = _numbers(y, name, float32=False)  # any whole number is a class
+            row = first_non_class(labels.to_numpy())
+            if row is not None:
+                raise not_a_class(f"{name}[{row}]", row, labels.iloc[row])
         else:
             raise ValidationFailed(f"{name} holds {kind} values; use numbers or strings as labels.")
         labels = labels.reset_index(drop=True)

@@ -40,7 +40,14 @@ from shared.tables.limits import (
     check_train_shape,
 )
 from shared.tables.number_range import check_numbers, out_of_range
-from shared.tables.payloads import TARGET_COLUMN, check_column_names
+from shared.tables.payloads import (
+    NUL,
+    TARGET_COLUMN,
+    check_column_names,
+    first_non_class,
+    holds_nul,
+    not_a_class,
+)
 from shared.tables.table_files import PARQUET, detect_format
 from shared.tables.upload_sources import (
     BOOLEAN,
@@ -131,12 +138,22 @@ def _refuse_kind(column: Column, where: str) -> None:
         )
 
 
+def _as_float64(values: pa.Array) -> pa.Array:
+    """Numbers as float64, integers past 2**53 rounded to the nearest one (an id, say).
+
+    A safe cast refuses to round them; JSON rounds them (Python's float), and the
+    same data must make the same table whichever way it came. No integer Arrow
+    holds is past float32's range, which is checked after.
+    """
+    return pc.cast(values, pa.float64(), safe=False)
+
+
 def _feature(values: pa.Array, column: Column, where: str, offset: int) -> pa.Array:
     """A batch of a feature column as stored: float64 numbers, or text."""
     if pa.types.is_dictionary(values.type):
         values = values.dictionary_decode()
     if column.kind in NUMERIC_KINDS:
-        numbers = pc.cast(values, pa.float64())
+        numbers = _as_float64(values)
         check_numbers(numbers.to_numpy(zero_copy_only=False), where, offset=offset)
         return numbers
     if column.kind == TIMESTAMP:
@@ -175,21 +192,36 @@ class _Labels:
             raise ValidationFailed(
                 f"{self.where}, row {row} is empty; every row needs a target.", row=row
             )
-        try:
-            labels = pc.cast(values, self.type)
-        except (pa.ArrowInvalid, OverflowError) as exc:
-            raise ValidationFailed(f"{self.where} holds a label out of range.") from exc
-        if pa.types.is_floating(self.type):
+        if pa.types.is_floating(self.type):  # a regression target, or numbers as classes
+            labels = _as_float64(values)
             numbers = labels.to_numpy(zero_copy_only=False)
             if self.task == js.REGRESSION:
                 check_numbers(numbers, self.where, offset=offset)
-            elif np.isinf(numbers).any():  # classes are labels: only infinity is refused
-                index = int(np.argmax(np.isinf(numbers)))
-                raise out_of_range(self.where, offset + index, float(numbers[index]))
+            else:
+                self._check_classes(numbers, offset)
+        else:
+            try:
+                labels = pc.cast(values, self.type)
+            except (pa.ArrowInvalid, OverflowError) as exc:
+                raise ValidationFailed(f"{self.where} holds a label out of range.") from exc
+            if pa.types.is_string(self.type):
+                nul = pc.match_substring(labels, NUL)
+                if pc.any(nul).as_py():
+                    raise holds_nul(f"{self.where}, row {offset + pc.index(nul, True).as_py()}")
         if self.task == js.CLASSIFICATION:
             self.classes.update(pc.unique(labels).to_pylist())
             check_classes(self.limit, len(self.classes), at_least=True)
         return labels
+
+    def _check_classes(self, numbers: np.ndarray, offset: int) -> None:
+        """Numbers as classes: whole ones of any size scikit-learn takes (not float32's range)."""
+        if np.isinf(numbers).any():
+            index = int(np.argmax(np.isinf(numbers)))
+            raise out_of_range(self.where, offset + index, float(numbers[index]))
+        index = first_non_class(numbers)
+        if index is not None:
+            row = offset + index
+            raise not_a_class(f"{self.where}, row {row}", row, numbers[index])
 
     def finish(self) -> None:
         if self.task == js.CLASSIFICATION and len(self.classes) < 2:

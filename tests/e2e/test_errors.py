@@ -64,14 +64,42 @@ BAD_FITS = {
     # Python's JSON (and so the API) reads the non-standard token NaN (and Infinity:
     # see test_number_range.py).
     "nan-target": b'{"task": "regression", "train": {"X": [[1], [2]], "y": [1.0, NaN]}}',
+    # PostgreSQL's JSON has no NaN; options nested past what Python's JSON writes.
+    "nan-option": b'{"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "b"]}, '
+    b'"options": {"softmax_temperature": NaN}}',
+    "deep-option": b'{"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "b"]}, '
+    b'"options": {"inference_config": {"a": ' + b"[" * 1000 + b"]" * 1000 + b"}}}",
     "object-target": {"task": "classification", "train": {"X": [[1], [2]], "y": [{}, "b"]}},
     "null-target": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", None]}},
     "single-class": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", "a"]}},
     "text-regression": {"task": "regression", "train": {"X": [[1], [2]], "y": ["a", "b"]}},
     "mixed-labels": {"task": "classification", "train": {"X": [[1], [2]], "y": ["a", 1]}},
+    # Not classes: the upstream would fail the fit after the job queued.
+    "fractional-labels": {"task": "classification", "train": {"X": [[1], [2]], "y": [0.5, 1.5]}},
     "bad-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"n_estimators": "x"}},
     "unknown-option": {"task": "classification", "train": GOOD_TRAIN, "options": {"nope": 1}},
+    # Every seeding path of the upstream refuses it, after the job has queued.
+    "negative-seed": {
+        "task": "classification",
+        "train": GOOD_TRAIN,
+        "options": {"random_state": -5},
+    },
     "callback-not-http": {"task": "classification", "train": GOOD_TRAIN, "callback_url": "ftp://x"},
+    # NUL (U+0000): PostgreSQL's text and JSON cannot hold it. An option was a 503,
+    # a label failed its job after the fit (storing the classes), a column name upstream.
+    "nul-in-an-option": {
+        "task": "classification",
+        "train": GOOD_TRAIN,
+        "options": {"model_path": "a\u0000b"},
+    },
+    "nul-in-a-label": {
+        "task": "classification",
+        "train": {"X": GOOD_TRAIN["X"], "y": ["x\u0000", "x\u0000", "y", "y"]},
+    },
+    "nul-in-a-column-name": {
+        "task": "classification",
+        "train": {**GOOD_TRAIN, "columns": ["size", "kind\u0000"]},
+    },
     "columns-mismatch": {
         "task": "classification",
         "train": {"X": [[1, 2], [3, 4]], "y": ["a", "b"], "columns": ["only_one"]},
@@ -100,6 +128,42 @@ def test_malformed_fit_is_422_and_stores_nothing(api, body):
     error = response.json()
     assert error["code"] == "validation_error"
     assert error["detail"] and isinstance(error["detail"], str)
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+UNREADABLE_JSON = {
+    "nested-too-deep": (b"[" * 1100 + b"]" * 1100, "it nests arrays or objects too deeply"),
+    "integer-of-5000-digits": (
+        b'{"task": "regression", "train": {"X": [[' + b"9" * 5000 + b']], "y": [1]}}',
+        "it holds an integer of more than 4300 digits",
+    ),
+    "latin-1": (
+        '{"task": "classification", "train": {"X": [["é"], ["è"]], "y": ["a", "b"]}}'.encode(
+            "latin-1"
+        ),
+        "it is not UTF-8 (byte 0xe9 at offset 45)",
+    ),
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE_JSON.values(), ids=UNREADABLE_JSON.keys())
+def test_json_the_parser_cannot_read_is_the_same_422_as_broken_json(api, body):
+    """Not its syntax: json.loads gives up on another error, which FastAPI made a 400."""
+    content, says = body
+    headers = {**register(api), "content-type": "application/json; charset=latin-1"}
+    response = api.post("/jobs/fit", content=content, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    assert response.json()["detail"] == f"The body is not JSON this service can read: {says}."
+
+
+def test_a_body_too_deep_to_fingerprint_for_its_idempotency_key_is_422(api):
+    # Hashed for the key before it is checked: nesting past pydantic's serializer was a 500.
+    deep = b"[" * 300 + b"]" * 300
+    body = b'{"task": "classification", "train": {"X": [[' + deep + b'], [1]], "y": ["a", "b"]}}'
+    headers = {**register(api), "content-type": "application/json", "Idempotency-Key": "deep"}
+    response = api.post("/jobs/fit", content=body, headers=headers)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    assert "too deeply" in response.json()["detail"]
     assert api.get("/jobs", headers=headers).json()["jobs"] == []
 
 
@@ -134,6 +198,32 @@ def test_predict_checks_the_model_and_its_columns(api):
     assert wrong_output.status_code == 422
     # Only the fit job exists: the refused predicts left nothing behind.
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", "/auth/keys/%00"), ("GET", "/jobs?status=%00")],
+)
+def test_a_nul_in_a_path_or_query_is_422(api, method, path):
+    # It reached PostgreSQL, whose text cannot hold it: the driver refused it (a 500).
+    response = api.request(method, path, headers=register(api))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    assert "NUL" in response.json()["detail"]
+
+
+def test_job_list_filters_take_only_the_job_vocabulary(api):
+    # Any text was a filter: a misspelt one answered an empty page, as if no job matched.
+    headers = register(api)
+    for query, valid in (
+        ("status=bogus", "'queued', 'running', 'succeeded', 'failed' or 'canceled'"),
+        ("type=fit-predict", "'fit', 'predict' or 'fit_predict'"),  # the CLI's command name
+    ):
+        response = api.get(f"/jobs?{query}", headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "validation_error"
+        assert valid in response.json()["detail"], response.json()
+    assert api.get("/jobs?status=queued&type=fit_predict", headers=headers).status_code == 200
 
 
 def test_ids_that_are_not_uuids_or_not_yours(api):

@@ -7,6 +7,7 @@ import io
 import math
 import uuid
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -295,7 +296,33 @@ def test_json_columns_keep_names_and_order(api):
     assert len(api.get("/jobs", headers=headers).json()["jobs"]) == 2
 
 
+def test_integers_past_2_53_are_rounded_as_json_rounds_them(api, stack):
+    """An id column or a regression target past 2**53 in a file: float64 numbers,
+    the same table as from JSON (which reads them as Python floats), not a refusal."""
+    headers = register(api)
+    big = [2**53 + 1, 2, 3, 2**62 + 1]
+    frame = pd.DataFrame({"id": big, "y": big})  # int64 columns in Parquet
+    train = {"X": {"id": big}, "y": big}
+    from_json = _accepted(
+        api.post("/jobs/fit", headers=headers, json={"task": "regression", "train": train})
+    )
+    for name, content in (("t.csv", _csv(frame)), ("t.parquet", _parquet(frame))):
+        from_file = _accepted(
+            api.post(
+                "/jobs/fit",
+                headers=headers,
+                data={"task": "regression", "target": "y"},
+                files={"file": (name, content)},
+            )
+        )
+        _same_at_rest(stack, from_json, from_file, "train_parquet")
+    assert _stored(stack, from_json["id"], "train_parquet")["id"][0] == float(2**53)
+
+
 PARQUET_BYTES = _parquet(pd.DataFrame({"a": [1.0, 2.0], "y": ["x", "z"]}))
+NUL_LABEL = _parquet(pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["x", "z\x00", "x"]}))
+NUL_NAME = _parquet(pd.DataFrame({"a\x00": [1.0, 2.0], "y": ["x", "z"]}))
+DECIMAL_LABELS = _parquet(pd.DataFrame({"a": [1.0, 2.0], "y": [Decimal("0.5"), Decimal("1.0")]}))
 BAD_UPLOADS = {
     "wrong-target": ("t.csv", b"a,b\n1,x\n2,z\n", "validation_error", "['a', 'b']"),
     "unparsable-csv": ("t.csv", b"a,y\n1,x\n2,z,3,4\n", "validation_error", "line 3 has 4 fields"),
@@ -308,6 +335,11 @@ BAD_UPLOADS = {
     "repeated-columns": ("t.csv", b"a,a,y\n1,2,x\n3,4,z\n", "validation_error", "repeated"),
     "infinite": ("t.csv", b"a,y\n1,x\ninf,z\n", "number_out_of_range", "row 1 is out of range"),
     "only-the-target": ("t.csv", b"y\nx\nz\n", "validation_error", "no feature columns besides"),
+    "fractional-labels": ("t.csv", b"a,y\n1,1\n2,1.5\n", "validation_error", "row 1 is 1.5"),
+    "decimal-labels": ("t.parquet", DECIMAL_LABELS, "validation_error", "row 0 is 0.5"),
+    # NUL: no CSV holds one (binary), a Parquet file may. Stored as JSON, which cannot.
+    "nul-in-a-label": ("t.parquet", NUL_LABEL, "validation_error", "'y', row 1 holds a NUL"),
+    "nul-in-a-column-name": ("t.parquet", NUL_NAME, "validation_error", "'a\\x00' holds a NUL"),
 }
 
 
@@ -327,6 +359,25 @@ def test_refused_uploads_are_422_and_store_nothing(api, upload):
     assert api.get("/jobs", headers=headers).json()["jobs"] == []
 
 
+def test_whole_numbers_written_as_floats_are_classes_in_files(api):
+    headers = register(api)
+    floats = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 1.0]})
+    decimals = floats.assign(y=[Decimal("1.00"), Decimal("2.00"), Decimal("1.00")])
+    for name, content in (
+        ("t.csv", b"a,y\n1,1.0\n2,2.0\n3,1.0\n"),
+        ("t.parquet", _parquet(floats)),
+        ("t.parquet", _parquet(decimals)),
+    ):
+        _accepted(
+            api.post(
+                "/jobs/fit",
+                headers=headers,
+                data={"task": "classification", "target": "y"},
+                files={"file": (name, content)},
+            )
+        )
+
+
 def test_bad_form_fields_are_422(api):
     headers = register(api)
     files = {"file": ("t.csv", b"a,y\n1,x\n2,z\n")}
@@ -336,9 +387,25 @@ def test_bad_form_fields_are_422(api):
         {"task": "classification", "target": "y", "options": "{not json"},
         {"task": "classification", "target": "y", "options": "[1]"},
         {"task": "classification", "target": "y", "options": '{"nope": 1}'},
+        # JSON that Python's parser cannot read (was a 500) or the database could not store.
+        {"task": "classification", "target": "y", "options": "[" * 3000 + "]" * 3000},
+        {
+            "task": "classification",
+            "target": "y",
+            "options": '{"n_estimators": ' + "9" * 5000 + "}",
+        },
+        {"task": "classification", "target": "y", "options": '{"softmax_temperature": NaN}'},
     ):
         response = api.post("/jobs/fit", headers=headers, data=data, files=files)
         assert (response.status_code, response.json()["code"]) == (422, "validation_error"), data
+    for quantiles in ("[" * 100_000, "[" + "9" * 400 + "]"):
+        response = api.post(
+            "/jobs/predict",
+            headers=headers,
+            data={"model_id": str(uuid.uuid4()), "quantiles": quantiles},
+            files=files,
+        )
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error")
     no_file = api.post(
         "/jobs/fit",
         headers=headers,

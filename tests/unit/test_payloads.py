@@ -1,4 +1,5 @@
-"""The payload codec on its own: the numeric fast path and the general path agree.
+"""The payload codec on its own: the numeric fast path and the general path agree,
+and numbers are class labels only when TabPFN's classifier takes them as classes.
 
 JSON rows of plain numbers skip the per-column checks (shared/tables/payloads.py,
 `_numeric_matrix`); everything else takes the general path. Both must make
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.core.errors import ValidationFailed
+from shared.core.errors import NumberOutOfRange, ValidationFailed
+from shared.jobs.states import CLASSIFICATION, REGRESSION
 from shared.tables import payloads
-from shared.tables.payloads import decode_table, encode_table, table_from_json
+from shared.tables.payloads import decode_table, encode_table, labels_from_json, table_from_json
 
 NUMERIC_ROWS = [
     [[1.5, 2, None], [3, -4.25, 5], [None, 0, 3e38]],  # 3e38: within float32
@@ -69,3 +71,35 @@ def test_the_fast_path_checks_column_names_like_the_general_one():
         table_from_json([[1.0, 2.0]], ["a", "a"], name="train")
     table = table_from_json([[1.0, 2.0]], ["width", "height"], name="train")
     assert list(table.columns) == ["width", "height"]
+
+
+@pytest.mark.parametrize(
+    ("y", "row"),
+    [
+        ([0.5, 1.5, 0.5, 1.5], 0),
+        ([0, 1, 2.5], 2),  # integers and one fraction
+        ([1.0, 1e30], 1),  # whole, but past int64: scikit-learn reads it as continuous
+    ],
+)
+def test_numbers_that_are_not_whole_are_not_classes(y, row):
+    # tabpfn-client refuses them locally; the upstream fails the fit ("Unknown label
+    # type: continuous") after the job queued. Refused at submit, naming the row.
+    with pytest.raises(
+        ValidationFailed, match=rf"train\.y\[{row}\] is .*use task 'regression'"
+    ) as e:
+        labels_from_json(y, task=CLASSIFICATION, n_rows=len(y))
+    assert e.value.extra == {"row": row}
+    assert labels_from_json(y, task=REGRESSION, n_rows=len(y)).tolist() == y
+
+
+def test_whole_numbers_written_as_floats_are_classes():
+    assert labels_from_json([1.0, 2.0, 1.0], task=CLASSIFICATION, n_rows=3).tolist() == [1, 2, 1]
+    assert labels_from_json([-3.0, 2**62, 0], task=CLASSIFICATION, n_rows=3).nunique() == 3
+
+
+def test_an_integer_no_float_holds_is_out_of_range_like_1e400():
+    # JSON allows 400 digits; float() overflows. The same code and row as 1e400.
+    with pytest.raises(NumberOutOfRange, match=r"train\.y, row 1 is out of range \(1\.000e\+400\)"):
+        labels_from_json([1, 10**400], task=REGRESSION, n_rows=2)
+    with pytest.raises(NumberOutOfRange, match=r"column 'x0', row 2 is out of range \(-1"):
+        table_from_json([[1, "a"], [2, "b"], [-(10**400), "c"]], None, name="train")
