@@ -62,6 +62,13 @@ def tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def _host_header(target: Target) -> str:
+    # An IPv6 literal is bracketed in a Host header as in a URL (RFC 9110, 7.2).
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    default_port = 443 if target.scheme == "https" else 80
+    return host if target.port == default_port else f"{host}:{target.port}"
+
+
 def _post(target: Target, delivery: WebhookDelivery, secret: str) -> httpx.Response:
     """POST to an address that was checked, not to whatever DNS answers next."""
     address = target.addresses[0]
@@ -69,9 +76,8 @@ def _post(target: Target, delivery: WebhookDelivery, secret: str) -> httpx.Respo
     url = f"{target.scheme}://{host_in_url}:{target.port}{target.path}"
     now = datetime.now(UTC)
     signature = Webhook(secret).sign(delivery.event_id, now, delivery.payload)
-    default_port = 443 if target.scheme == "https" else 80
     headers = {
-        "Host": target.host if target.port == default_port else f"{target.host}:{target.port}",
+        "Host": _host_header(target),
         "Content-Type": "application/json",
         "User-Agent": "tabpfn-api-webhooks/1",
         "webhook-id": delivery.event_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import httpx
@@ -33,6 +34,12 @@ def _setup(api, token: str | None = None) -> tuple[dict, str]:
     response = api.post("/auth/setup", json={"tabpfn_token": token or fresh_token()})
     body = response.json()
     return {"Authorization": f"Bearer {body['api_key']}"}, body["webhook_secret"]
+
+
+def _submit(api, headers: dict, callback_url: str) -> str:
+    response = api.post("/jobs/fit", json={**FIT, "callback_url": callback_url}, headers=headers)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
 
 
 def _deliveries(api, headers, job_id, until) -> list[dict]:
@@ -167,3 +174,25 @@ def test_a_host_that_resolves_private_at_delivery_is_refused(monkeypatch):
     assert check_target("https://hooks.example.com/x", allow_private=True).addresses == [
         "127.0.0.1"
     ]
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_an_ipv6_receiver_gets_a_host_header_in_brackets(api):
+    receiver, server = start_receiver("::1")
+    try:
+        headers, _ = _setup(api)
+        _submit(api, headers, receiver.url)
+        [received] = receiver.wait_for(1)
+    finally:
+        server.shutdown()
+    port = receiver.url.split("]:")[1].split("/")[0]
+    assert received.headers["Host"] == f"[::1]:{port}"

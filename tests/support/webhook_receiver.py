@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,11 @@ class Receiver:
         return self.received
 
 
-def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def start_receiver(host: str = "127.0.0.1") -> tuple[Receiver, ThreadingHTTPServer]:
     receiver = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -48,7 +53,8 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/tabpfn"
+    server = (_IPv6Server if ":" in host else ThreadingHTTPServer)((host, 0), Handler)
+    host_in_url = f"[{host}]" if ":" in host else host
+    receiver.url = f"http://{host_in_url}:{server.server_address[1]}/hooks/tabpfn"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return receiver, server
