@@ -14,6 +14,7 @@ import random
 import ssl
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -121,24 +122,66 @@ def _next_delay(attempt: int, retry_after: float | None) -> float | None:
     return planned
 
 
+@dataclass(frozen=True)
+class _Result:
+    """What came of one attempt."""
+
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    final: bool = False  # nothing more to try: delivered, or 410 Gone
+
+
+def _why(exc: Exception) -> str:
+    """The attempt's error, in a sentence with no secret in it (nor the exception's text)."""
+    if isinstance(exc, TargetRefused | TargetUnresolvable):
+        return exc.message
+    if isinstance(exc, httpx.HTTPError):
+        return f"{type(exc).__name__}: the receiver could not be reached or did not answer."
+    # Ours (a secret that no longer decrypts, a URL the HTTP layer refuses, a bug):
+    # logged for the operator, and retried like any other failed attempt.
+    log.warning("webhook attempt failed on our side", exc_info=exc)
+    return f"The attempt failed on our side ({type(exc).__name__}); it is retried as usual."
+
+
+def _attempt(delivery: WebhookDelivery) -> _Result:
+    """Check the target, sign and POST. Whatever goes wrong is this attempt's error:
+    an exception left to Celery left the delivery pending with no attempt logged."""
+    try:
+        target = check_target(
+            delivery.url, allow_private=get_settings().webhook_allow_private_targets
+        )
+        response = _post(target, delivery, _secret(delivery.job_id))
+        status = response.status_code
+        if 200 <= status < 300:
+            return _Result(status, final=True)
+        if status == 410:
+            return _Result(status, "The receiver answered 410 Gone: no more retries.", final=True)
+        return _Result(status, f"The receiver answered {status}.", _retry_after_s(response))
+    except Exception as exc:  # noqa: BLE001 - every failure is an attempt's, logged and retried
+        return _Result(error=_why(exc))
+
+
+def _outcome(result: _Result, attempt: int) -> tuple[str, float | None]:
+    """The delivery's status after this attempt, and the delay before the next one."""
+    if result.final:
+        return (SUCCEEDED if result.error is None else FAILED), None
+    delay = _next_delay(attempt, result.retry_after)
+    return (PENDING if delay is not None else FAILED), delay
+
+
 def _record(
-    delivery: WebhookDelivery,
-    *,
-    status_code: int | None,
-    latency_ms: int,
-    error: str | None,
-    outcome: str,
-    delay_s: float | None,
+    delivery: WebhookDelivery, result: _Result, latency_ms: int, outcome: str, delay: float | None
 ) -> None:
     with session_scope() as session:
         record_attempt(
             session=session,
             delivery_id=delivery.id,
-            status_code=status_code,
+            status_code=result.status_code,
             latency_ms=latency_ms,
-            error=error,
+            error=result.error,
             outcome=outcome,
-            retry_in_s=delay_s,
+            retry_in_s=delay,
         )
 
 
@@ -148,41 +191,10 @@ def deliver(delivery_id: uuid.UUID) -> float | None:
     if delivery is None:
         return None  # delivered, given up, or not due yet
     started = time.monotonic()
-    status_code, error, retry_after, final = None, None, None, False
-    try:
-        target = check_target(
-            delivery.url, allow_private=get_settings().webhook_allow_private_targets
-        )
-        response = _post(target, delivery, _secret(delivery.job_id))
-        status_code = response.status_code
-        retry_after = _retry_after_s(response)
-        if 200 <= status_code < 300:
-            final = True
-        elif status_code == 410:
-            error, final = "The receiver answered 410 Gone: no more retries.", True
-        else:
-            error = f"The receiver answered {status_code}."
-    except (TargetRefused, TargetUnresolvable) as exc:
-        error = exc.message
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: the receiver could not be reached or did not answer."
+    result = _attempt(delivery)
     latency_ms = int((time.monotonic() - started) * 1000)
-
-    if final and error is None:
-        outcome, delay = SUCCEEDED, None
-    elif final:
-        outcome, delay = FAILED, None
-    else:
-        delay = _next_delay(delivery.attempts, retry_after)
-        outcome = PENDING if delay is not None else FAILED
-    _record(
-        delivery,
-        status_code=status_code,
-        latency_ms=latency_ms,
-        error=error,
-        outcome=outcome,
-        delay_s=delay,
-    )
+    outcome, delay = _outcome(result, delivery.attempts)
+    _record(delivery, result, latency_ms, outcome, delay)
     log.info(
         "webhook %s of job %s: attempt %d %s",
         delivery.event_id,

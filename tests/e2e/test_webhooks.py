@@ -176,6 +176,43 @@ def test_a_host_that_resolves_private_at_delivery_is_refused(monkeypatch):
     ]
 
 
+def test_a_callback_url_over_2048_characters_is_refused(api):
+    headers, _ = _setup(api)
+    # httpx refuses a URL over 64 KiB at delivery: accepted here, it was never sent.
+    url = "http://127.0.0.1:9/hooks?" + "a" * 70_000
+    response = api.post("/jobs/fit", json={**FIT, "callback_url": url}, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "callback_url_forbidden"
+    assert "2048" in response.json()["detail"]
+    # The same check runs at delivery, for rows written before it existed.
+    with pytest.raises(TargetRefused, match="2048"):
+        check_target("http://127.0.0.1/" + "a" * 2048, allow_private=True)
+    check_target("http://127.0.0.1/" + "a" * 2000, allow_private=True)
+
+
+def test_an_attempt_that_breaks_on_our_side_is_logged_and_retried_until_failed(
+    api, receiver, stack
+):
+    response = api.post("/auth/setup", json={"tabpfn_token": fresh_token()})
+    headers = {"Authorization": f"Bearer {response.json()['api_key']}"}
+    # A secret that no longer decrypts (a SECRET_KEY rotated away): nothing can be signed.
+    stack.sql(
+        "UPDATE users SET webhook_secret_encrypted = :junk WHERE id = :id RETURNING id",
+        junk=b"junk",
+        id=response.json()["user_id"],
+    )
+    job_id = _submit(api, headers, receiver.url)
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and d[0]["status"] != "pending")
+    # Each attempt logged with why, on the schedule (0.5, 1, 2 s), then given up;
+    # it stayed pending, unlogged, and was sent again by every sweep.
+    assert delivery["status"] == "failed"
+    assert len(delivery["attempts"]) == 4
+    for attempt in delivery["attempts"]:
+        assert attempt["status_code"] is None
+        assert "RuntimeError" in attempt["error"], attempt
+    assert receiver.received == []
+
+
 def _has_ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as probe:
