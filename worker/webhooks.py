@@ -4,6 +4,11 @@ Standard Webhooks: `webhook-id` (stable across retries), `webhook-timestamp`,
 `webhook-signature` = `v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the
 user's `whsec_` secret. Only a 2xx counts; redirects are not followed; 410
 Gone stops for good; `Retry-After` is honoured.
+
+An attempt is bounded whatever the receiver does: connecting, sending and
+reading the status line and headers share one deadline of WEBHOOK_TIMEOUT_S,
+and the body of the answer is never read (a receiver that trickles it, sends
+gigabytes, or a gzip bomb, holds nothing of ours).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 
 def _claim(delivery_id: uuid.UUID) -> WebhookDelivery | None:
     """Take a due delivery; the lease keeps a duplicate message from sending it twice."""
+    # Longer than an attempt can last (its deadline), so the sweeper never sends the
+    # event again while an attempt is still open.
     lease = timedelta(seconds=get_settings().webhook_timeout_s + 30)
     with session_scope() as session:
         return claim_delivery(session=session, delivery_id=delivery_id, lease=lease)
@@ -55,12 +63,89 @@ def _secret(job_id: uuid.UUID) -> str:
 def tls_context() -> ssl.SSLContext:
     """httpx's default verifying context, built once per process.
 
-    Building one loads the CA bundle: about 20 ms of CPU, and a new httpx.Client
-    builds one unless it is given one (36 ms in all). A delivery's own client
-    (no connection reused across receivers) costs under a millisecond with this.
-    An SSLContext is safe to share between threads.
+    Building one loads the CA bundle: about 20 ms of CPU, and a new connection
+    pool builds one unless it is given one. A delivery's own pool (no connection
+    reused across receivers) costs under a millisecond with this. An SSLContext
+    is safe to share between threads.
     """
     return httpx.create_ssl_context()
+
+
+def _left(deadline: float, timeout: float | None, expired: type[Exception]) -> float:
+    """Seconds a socket operation may take: what is left of the attempt, at most."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("The attempt's deadline has passed.")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the attempt's deadline.
+
+    A timeout per read is not enough: a receiver that sends a byte of its headers
+    every few seconds never lets one fire, and held a worker slot for good.
+    """
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+        self._stream, self._deadline = stream, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(self._deadline, timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # The request is a few hundred bytes: the socket's buffer takes it in one send.
+        self._stream.write(buffer, _left(self._deadline, timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        left = _left(self._deadline, timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, left), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> object:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, each operation bounded by one deadline for the whole attempt."""
+
+    def __init__(self, deadline: float) -> None:
+        self._backend, self._deadline = httpcore.SyncBackend(), deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options=None,
+    ) -> httpcore.NetworkStream:
+        left = _left(self._deadline, timeout, httpcore.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, left, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a receiver said: its status line and headers; its body is never read."""
+
+    status_code: int
+    headers: list[tuple[bytes, bytes]]
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower().encode()
+        return next((v.decode("latin-1") for k, v in self.headers if k.lower() == wanted), None)
 
 
 def _host_header(target: Target) -> str:
@@ -70,36 +155,45 @@ def _host_header(target: Target) -> str:
     return host if target.port == default_port else f"{host}:{target.port}"
 
 
-def _post(target: Target, delivery: WebhookDelivery, secret: str) -> httpx.Response:
-    """POST to an address that was checked, not to whatever DNS answers next."""
+def _post(target: Target, delivery: WebhookDelivery, secret: str) -> Answer:
+    """POST to an address that was checked, not to whatever DNS answers next.
+
+    Ends within WEBHOOK_TIMEOUT_S (httpcore.TimeoutException past it), once the
+    status line and headers are in: the connection is then closed, unread.
+    """
+    deadline = time.monotonic() + get_settings().webhook_timeout_s
     address = target.addresses[0]
-    host_in_url = f"[{address}]" if ":" in address else address
-    url = f"{target.scheme}://{host_in_url}:{target.port}{target.path}"
+    url = httpcore.URL(
+        scheme=target.scheme,
+        host=address,
+        port=target.port,
+        target=target.path,
+    )
     now = datetime.now(UTC)
-    signature = Webhook(secret).sign(delivery.event_id, now, delivery.payload)
+    body = delivery.payload.encode()
     headers = {
         "Host": _host_header(target),
         "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        # The body is not read; asked for as is, it cannot be one to inflate either.
+        "Accept-Encoding": "identity",
         "User-Agent": "tabpfn-api-webhooks/1",
         "webhook-id": delivery.event_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": signature,
+        "webhook-signature": Webhook(secret).sign(delivery.event_id, now, delivery.payload),
     }
-    timeout = get_settings().webhook_timeout_s
-    with httpx.Client(verify=tls_context(), timeout=timeout, follow_redirects=False) as client:
-        request = client.build_request(
-            "POST",
-            url,
-            content=delivery.payload.encode(),
-            headers=headers,
-            # TLS must name (and verify) the host, though we connect to its address.
-            extensions={"sni_hostname": target.host},
-        )
-        return client.send(request)
+    with httpcore.ConnectionPool(
+        ssl_context=tls_context(), max_connections=1, network_backend=_DeadlineBackend(deadline)
+    ) as pool:
+        # TLS must name (and verify) the host, though we connect to its address.
+        extensions = {"sni_hostname": target.host}
+        with pool.stream("POST", url, headers=headers, content=body, extensions=extensions) as r:
+            # Leaving the block closes the connection with the body unread.
+            return Answer(r.status, list(r.headers))
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after_s(answer: Answer) -> float | None:
+    value = answer.header("Retry-After")
     if not value:
         return None
     if value.strip().isdigit():
@@ -136,7 +230,9 @@ def _why(exc: Exception) -> str:
     """The attempt's error, in a sentence with no secret in it (nor the exception's text)."""
     if isinstance(exc, TargetRefused | TargetUnresolvable):
         return exc.message
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, httpcore.TimeoutException):
+        return f"The receiver did not answer within {get_settings().webhook_timeout_s:g} s."
+    if isinstance(exc, httpcore.NetworkError | httpcore.ProtocolError):
         return f"{type(exc).__name__}: the receiver could not be reached or did not answer."
     # Ours (a secret that no longer decrypts, a URL the HTTP layer refuses, a bug):
     # logged for the operator, and retried like any other failed attempt.
@@ -151,13 +247,13 @@ def _attempt(delivery: WebhookDelivery) -> _Result:
         target = check_target(
             delivery.url, allow_private=get_settings().webhook_allow_private_targets
         )
-        response = _post(target, delivery, _secret(delivery.job_id))
-        status = response.status_code
+        answer = _post(target, delivery, _secret(delivery.job_id))
+        status = answer.status_code
         if 200 <= status < 300:
             return _Result(status, final=True)
         if status == 410:
             return _Result(status, "The receiver answered 410 Gone: no more retries.", final=True)
-        return _Result(status, f"The receiver answered {status}.", _retry_after_s(response))
+        return _Result(status, f"The receiver answered {status}.", _retry_after_s(answer))
     except Exception as exc:  # noqa: BLE001 - every failure is an attempt's, logged and retried
         return _Result(error=_why(exc))
 
