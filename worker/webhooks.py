@@ -268,11 +268,12 @@ def _outcome(result: _Result, attempt: int) -> tuple[str, float | None]:
 
 def _record(
     delivery: WebhookDelivery, result: _Result, latency_ms: int, outcome: str, delay: float | None
-) -> None:
+) -> bool:
     with session_scope() as session:
-        record_attempt(
+        return record_attempt(
             session=session,
             delivery_id=delivery.id,
+            claimed_attempt=delivery.attempts,
             status_code=result.status_code,
             latency_ms=latency_ms,
             error=result.error,
@@ -290,14 +291,23 @@ def deliver(delivery_id: uuid.UUID) -> float | None:
     result = _attempt(delivery)
     latency_ms = int((time.monotonic() - started) * 1000)
     outcome, delay = _outcome(result, delivery.attempts)
-    _record(delivery, result, latency_ms, outcome, delay)
+    extra = {"job_id": str(delivery.job_id), "webhook_id": delivery.event_id}
+    if not _record(delivery, result, latency_ms, outcome, delay):
+        # Claimed again since (its lease ran out): the newer attempt's outcome stands.
+        log.warning(
+            "webhook %s: attempt %d outlived its claim; its outcome is dropped",
+            delivery.event_id,
+            delivery.attempts,
+            extra=extra,
+        )
+        return None
     log.info(
         "webhook %s of job %s: attempt %d %s",
         delivery.event_id,
         delivery.job_id,
         delivery.attempts,
         outcome if outcome != PENDING else f"failed, retry in {delay:.1f}s",
-        extra={"job_id": str(delivery.job_id), "webhook_id": delivery.event_id},
+        extra=extra,
     )
     return delay if outcome == PENDING else None
 

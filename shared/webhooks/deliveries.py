@@ -18,7 +18,10 @@ from shared.webhooks.events import PENDING
 def claim_delivery(
     *, session: Session, delivery_id: uuid.UUID, lease: timedelta
 ) -> WebhookDelivery | None:
-    """Take a due delivery; the lease keeps a duplicate message from sending it twice."""
+    """Take a due delivery; the lease keeps a duplicate message from sending it twice.
+
+    The returned row's `attempts` names this claim: record_attempt takes it back.
+    """
     return session.scalars(
         update(WebhookDelivery)
         .where(
@@ -47,14 +50,37 @@ def record_attempt(
     *,
     session: Session,
     delivery_id: uuid.UUID,
+    claimed_attempt: int,
     status_code: int | None,
     latency_ms: int,
     error: str | None,
     outcome: str,
     retry_in_s: float | None,
-) -> None:
+) -> bool:
     """Log one attempt and move the delivery on: pending for `retry_in_s` more seconds
-    (from PostgreSQL's now(), the clock that finds it due), or done."""
+    (from PostgreSQL's now(), the clock that finds it due), or done.
+
+    Only while the delivery is still the claim `claimed_attempt` made (its `attempts`
+    then): an attempt that outlived its lease, the delivery claimed again since, would
+    overwrite the newer attempt's outcome. Its own is dropped: returns False.
+    """
+    values: dict = {"status": outcome, "next_attempt_at": None}
+    if outcome == PENDING:
+        values["next_attempt_at"] = func.now() + timedelta(seconds=retry_in_s or 0)
+    else:
+        values["completed_at"] = func.now()
+    moved = session.scalar(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.attempts == claimed_attempt,
+        )
+        .values(**values)
+        .returning(WebhookDelivery.id)
+    )
+    if moved is None:
+        return False
     session.add(
         WebhookAttempt(
             delivery_id=delivery_id,
@@ -63,14 +89,7 @@ def record_attempt(
             error=error,
         )
     )
-    values: dict = {"status": outcome, "next_attempt_at": None}
-    if outcome == PENDING:
-        values["next_attempt_at"] = func.now() + timedelta(seconds=retry_in_s or 0)
-    else:
-        values["completed_at"] = func.now()
-    session.execute(
-        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
-    )
+    return True
 
 
 def overdue_deliveries(*, session: Session, overdue_s: float) -> list[uuid.UUID]:
