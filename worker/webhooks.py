@@ -8,7 +8,8 @@ Gone stops for good; `Retry-After` is honoured.
 An attempt is bounded whatever the receiver does: connecting, sending and
 reading the status line and headers share one deadline of WEBHOOK_TIMEOUT_S,
 and the body of the answer is never read (a receiver that trickles it, sends
-gigabytes, or a gzip bomb, holds nothing of ours).
+gigabytes, or a gzip bomb, holds nothing of ours). Deliveries run on the
+worker's job slots, and take at most WEBHOOK_SLOT_SHARE of them at once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import functools
 import logging
 import random
 import ssl
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -35,6 +39,7 @@ from shared.queue import enqueue_webhook
 from shared.webhooks.deliveries import (
     claim_delivery,
     overdue_deliveries,
+    postpone_delivery,
     record_attempt,
     secret_of_job_owner,
 )
@@ -310,6 +315,56 @@ def deliver(delivery_id: uuid.UUID) -> float | None:
         extra=extra,
     )
     return delay if outcome == PENDING else None
+
+
+# This process's deliveries in flight, at most WEBHOOK_SLOT_SHARE of its slots: a
+# receiver that never answers holds a slot for WEBHOOK_TIMEOUT_S per attempt, and
+# one user's hundreds of such deliveries took every slot of a node from the jobs.
+# Set once the worker is ready and knows its slots (worker.lifecycle); unset, no bound.
+_delivery_slots: threading.BoundedSemaphore | None = None
+
+
+def share_slots(slots: int) -> None:
+    global _delivery_slots
+    share = max(1, int(slots * get_settings().webhook_slot_share))
+    _delivery_slots = threading.BoundedSemaphore(share)
+
+
+@contextmanager
+def _delivery_slot() -> Iterator[bool]:
+    """Whether one of the deliveries' slots is free now; never waited for (that holds a slot)."""
+    slots = _delivery_slots
+    if slots is None:
+        yield True
+    elif not slots.acquire(blocking=False):
+        yield False
+    else:
+        try:
+            yield True
+        finally:
+            slots.release()
+
+
+def _postpone(delivery_id: uuid.UUID) -> float | None:
+    """Try the delivery later, not counted as an attempt; None when it is not due
+    (another message holds it) or done."""
+    # A slot frees within WEBHOOK_TIMEOUT_S; spread so the waiting do not come back at once.
+    delay = random.uniform(0.2, 1.0) * get_settings().webhook_timeout_s
+    with session_scope() as session:
+        moved = postpone_delivery(
+            session=session, delivery_id=delivery_id, delay=timedelta(seconds=delay)
+        )
+    if not moved:
+        return None
+    log.debug("webhook delivery %s: the deliveries' slots are busy; in %.1fs", delivery_id, delay)
+    return delay
+
+
+def deliver_when_free(delivery_id: uuid.UUID) -> float | None:
+    """deliver(), or, with deliveries' share of the slots in use, postpone; the delay
+    before the delivery's next message, if it needs one."""
+    with _delivery_slot() as free:
+        return deliver(delivery_id) if free else _postpone(delivery_id)
 
 
 def sweep_webhooks() -> int:

@@ -15,6 +15,13 @@ from shared.models import Job, User, WebhookAttempt, WebhookDelivery
 from shared.webhooks.events import PENDING
 
 
+def _due():
+    return or_(
+        WebhookDelivery.next_attempt_at.is_(None),
+        WebhookDelivery.next_attempt_at <= func.now(),
+    )
+
+
 def claim_delivery(
     *, session: Session, delivery_id: uuid.UUID, lease: timedelta
 ) -> WebhookDelivery | None:
@@ -24,17 +31,22 @@ def claim_delivery(
     """
     return session.scalars(
         update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == PENDING,
-            or_(
-                WebhookDelivery.next_attempt_at.is_(None),
-                WebhookDelivery.next_attempt_at <= func.now(),
-            ),
-        )
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING, _due())
         .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=func.now() + lease)
         .returning(WebhookDelivery)
     ).one_or_none()
+
+
+def postpone_delivery(*, session: Session, delivery_id: uuid.UUID, delay: timedelta) -> bool:
+    """Move a due delivery `delay` later, no attempt counted; False when it is not due
+    (another message holds it) or is done."""
+    moved = session.scalar(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING, _due())
+        .values(next_attempt_at=func.now() + delay)
+        .returning(WebhookDelivery.id)
+    )
+    return moved is not None
 
 
 def secret_of_job_owner(*, session: Session, job_id: uuid.UUID) -> str | None:

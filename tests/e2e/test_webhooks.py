@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from shared.webhooks.targets import TargetRefused, check_target
 from tests.support.api import wait_for_job
-from tests.support.stacks import Stack, extra_api_url
+from tests.support.stacks import Stack, api_client, extra_api_url, own_stack
 from tests.support.tokens import fresh_token
 from tests.support.webhook_receiver import sender_gone, start_receiver
 
@@ -349,3 +349,43 @@ def test_an_ipv6_receiver_gets_a_host_header_in_brackets(api):
         server.shutdown()
     port = receiver.url.split("]:")[1].split("/")[0]
     assert received.headers["Host"] == f"[::1]:{port}"
+
+
+@pytest.fixture(scope="module")
+def narrow_stack(services, tmp_path_factory):
+    """One worker process of 8 slots: deliveries may take 2 of them (WEBHOOK_SLOT_SHARE)."""
+    with own_stack(
+        services,
+        tmp_path_factory.mktemp("webhook-slots"),
+        tokens=[fresh_token() for _ in range(2)],
+        worker_args=("--concurrency", "8"),
+        WORKER_PROCESSES="1",
+        WEBHOOK_SLOT_SHARE="0.25",
+        # First attempts only: what this test counts.
+        WEBHOOK_RETRY_SCHEDULE_S="60",
+    ) as stack:
+        yield stack
+
+
+def test_deliveries_take_at_most_their_share_of_the_slots(narrow_stack, receiver, request):
+    def silent(handler) -> None:  # accepts and never answers
+        while not sender_gone(handler, 0.25) and time.monotonic() - started < 60:
+            pass
+
+    receiver.answer = silent
+    started = time.monotonic()
+    with api_client(narrow_stack, request) as api:
+        headers, _ = _setup(api, narrow_stack.env["EMULATOR_TOKENS"].split(",")[0])
+        for _ in range(6):
+            _submit(api, headers, receiver.url)
+        # Jobs still run while the receiver holds every delivery open.
+        others, _ = _setup(api, narrow_stack.env["EMULATOR_TOKENS"].split(",")[1])
+        job = api.post("/jobs/fit", json=FIT, headers=others).json()
+        assert wait_for_job(api, others, job["id"])["status"] == "succeeded"
+    received = receiver.wait_for(6, timeout=60)
+    assert len({r.headers["webhook-id"] for r in received}) == 6
+    # Each attempt lasts the whole timeout; two slots start at most two in any span
+    # shorter than it. (Unbounded, all six went out as their jobs ended.)
+    arrivals = sorted(r.at for r in received)
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[2:], strict=False)]
+    assert min(gaps) > _timeout_s(narrow_stack) / 2, arrivals

@@ -1,4 +1,5 @@
-"""Claiming and recording webhook deliveries: an attempt's outcome lands only on its own claim."""
+"""Claiming, recording and postponing webhook deliveries: an attempt's outcome lands
+only on its own claim; a postponed delivery counts no attempt and has one holder."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from shared.jobs import states as js
 from shared.models import WebhookAttempt, WebhookDelivery
-from shared.webhooks.deliveries import claim_delivery, record_attempt
+from shared.webhooks.deliveries import claim_delivery, postpone_delivery, record_attempt
 from shared.webhooks.events import PENDING, SUCCEEDED
 from tests.support.factories import make_job, make_user
 
@@ -80,3 +81,14 @@ def test_an_outcome_of_the_current_claim_is_recorded(session):
     assert _record(session, delivery_id, claimed, outcome=PENDING, status_code=503)
     row = session.get(WebhookDelivery, delivery_id, populate_existing=True)
     assert row.status == PENDING and row.next_attempt_at is not None
+
+
+def test_a_postponed_delivery_counts_no_attempt_and_is_moved_once(session):
+    delivery_id = _delivery(session).id
+    later = timedelta(seconds=5)
+    assert postpone_delivery(session=session, delivery_id=delivery_id, delay=later)
+    # A second message for it (the sweeper's) finds it not due: its holder will come back.
+    assert not postpone_delivery(session=session, delivery_id=delivery_id, delay=later)
+    assert claim_delivery(session=session, delivery_id=delivery_id, lease=LEASE) is None
+    row = session.get(WebhookDelivery, delivery_id, populate_existing=True)
+    assert (row.status, row.attempts) == (PENDING, 0)
