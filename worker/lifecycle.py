@@ -261,6 +261,16 @@ def _start_slot_threads(pool: object) -> None:
     start_threads(decoder_pool(), DECODE_THREADS)
 
 
+def _share_slots_with_webhooks(pool: object) -> None:
+    """Bound this process's webhook deliveries to WEBHOOK_SLOT_SHARE of its slots.
+
+    Under prefork each pool process runs one task at a time: nothing to share."""
+    from worker.webhooks import share_slots
+
+    if not _is_prefork(pool) and getattr(pool, "limit", None):
+        share_slots(pool.limit)
+
+
 @worker_ready.connect
 def _recover_and_wake(sender: object = None, **_: object) -> None:
     from shared.queue import wake_at
@@ -270,6 +280,7 @@ def _recover_and_wake(sender: object = None, **_: object) -> None:
     controller = getattr(sender, "controller", None)
     _node_pool = getattr(controller, "pool", None)
     _start_slot_threads(_node_pool)
+    _share_slots_with_webhooks(_node_pool)
     _requeue_dead_runs()
     # Queued work may be waiting for free slots (this node's): look now.
     from datetime import UTC, datetime

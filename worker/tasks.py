@@ -19,7 +19,7 @@ from worker.celery_config import configure_worker
 from worker.retention import purge_expired_data
 from worker.runner import serve
 from worker.sweeper import sweep
-from worker.webhooks import deliver, sweep_webhooks
+from worker.webhooks import deliver_when_free, sweep_webhooks
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -47,7 +47,7 @@ def retention_task() -> None:
 
 @app.task(name=DELIVER_WEBHOOK)
 def deliver_webhook_task(delivery_id: str) -> None:
-    delay = deliver(uuid.UUID(delivery_id))
+    delay = deliver_when_free(uuid.UUID(delivery_id))
     if delay is not None:
         enqueue_webhook(uuid.UUID(delivery_id), countdown=delay)
 

@@ -130,10 +130,14 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key is remembered.
     idempotency_ttl_s: float = 24 * 3600.0
 
-    # Webhooks: seconds to wait for a receiver, and the delays before each retry
-    # (comma-separated seconds, jittered); after the last retry the delivery fails.
-    webhook_timeout_s: float = 15.0
+    # Webhooks: seconds an attempt may take in all (connect, send, and the answer's
+    # status line and headers; its body is never read), and the delays before each
+    # retry (comma-separated seconds, jittered); after the last retry the delivery fails.
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
     webhook_retry_schedule_s: str = "5,30,120,600,1800,7200"
+    # The most of a worker process's slots deliveries may hold at once (at least one);
+    # the rest wait their turn, so receivers that hang never take the jobs' slots.
+    webhook_slot_share: float = Field(default=0.25, gt=0, le=1)
 
     # The address clients reach this API at; webhook events link to it.
     public_url: str = "http://127.0.0.1:8000"

@@ -58,6 +58,11 @@ def refusal_reason(address: str) -> str | None:
     return None
 
 
+# Browsers and CDNs take URLs of about this length. Longer ones are refused at submit
+# (HTTP stacks refuse some at delivery: httpx's past 64 KiB, once the job was accepted).
+MAX_URL_LENGTH = 2048
+
+
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one carries to: mapped, 6to4, Teredo's client, NAT64."""
     if ip.ipv4_mapped is not None:
@@ -73,6 +78,10 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 def check_target(url: str, *, allow_private: bool) -> Target:
     """Resolve the URL's host and refuse it unless every address is public."""
+    if len(url) > MAX_URL_LENGTH:
+        raise TargetRefused(
+            f"callback_url is {len(url)} characters long; at most {MAX_URL_LENGTH} are taken."
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused("callback_url must be an http(s) URL with a host.")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
+import zlib
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from shared.webhooks.targets import TargetRefused, check_target
 from tests.support.api import wait_for_job
-from tests.support.stacks import extra_api_url
+from tests.support.stacks import Stack, api_client, extra_api_url, own_stack
 from tests.support.tokens import fresh_token
-from tests.support.webhook_receiver import start_receiver
+from tests.support.webhook_receiver import sender_gone, start_receiver
 
 FIT = {
     "task": "classification",
@@ -35,8 +39,14 @@ def _setup(api, token: str | None = None) -> tuple[dict, str]:
     return {"Authorization": f"Bearer {body['api_key']}"}, body["webhook_secret"]
 
 
-def _deliveries(api, headers, job_id, until) -> list[dict]:
-    deadline = time.monotonic() + 30
+def _submit(api, headers: dict, callback_url: str) -> str:
+    response = api.post("/jobs/fit", json={**FIT, "callback_url": callback_url}, headers=headers)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def _deliveries(api, headers, job_id, until, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
     while True:
         deliveries = api.get(f"/jobs/{job_id}/webhooks", headers=headers).json()
         if until(deliveries):
@@ -170,3 +180,215 @@ def test_a_host_that_resolves_private_at_delivery_is_refused(monkeypatch):
     assert check_target("https://hooks.example.com/x", allow_private=True).addresses == [
         "127.0.0.1"
     ]
+
+
+def test_a_callback_url_over_2048_characters_is_refused(api):
+    headers, _ = _setup(api)
+    # Accepted, a URL this long was never sent: httpx, which sent webhooks, refused it.
+    url = "http://127.0.0.1:9/hooks?" + "a" * 70_000
+    response = api.post("/jobs/fit", json={**FIT, "callback_url": url}, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "callback_url_forbidden"
+    assert "2048" in response.json()["detail"]
+    # The same check runs at delivery, for rows written before it existed.
+    with pytest.raises(TargetRefused, match="2048"):
+        check_target("http://127.0.0.1/" + "a" * 2048, allow_private=True)
+    check_target("http://127.0.0.1/" + "a" * 2000, allow_private=True)
+
+
+# Receivers that misbehave. Whatever a receiver does, an attempt holds its worker
+# slot for about WEBHOOK_TIMEOUT_S at most (3 s in the suite's stacks) and never
+# reads the answer's body.
+
+MB = 1024 * 1024
+
+
+def _timeout_s(stack: Stack) -> float:
+    return float(stack.env["WEBHOOK_TIMEOUT_S"])
+
+
+def test_a_body_that_never_ends_is_not_waited_for(api, receiver):
+    def trickle_body(handler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(240):  # a byte every 0.25 s for a minute, while the sender listens
+            handler.wfile.write(b"1\r\nx\r\n")
+            if sender_gone(handler, 0.25):
+                return
+
+    receiver.answer = trickle_body
+    headers, _ = _setup(api)
+    job_id = _submit(api, headers, receiver.url)
+    # The status line said 200: that is the answer, and the connection is closed then.
+    # (Reading the body, the worker held its slot for as long as the receiver went on.)
+    [received] = receiver.wait_until_ended(1, timeout=40)
+    assert received.ended - received.at < 20
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and d[0]["status"] != "pending")
+    assert delivery["status"] == "succeeded"
+    assert [a["status_code"] for a in delivery["attempts"]] == [200]
+
+
+def test_headers_that_never_end_are_cut_off_at_the_timeout_and_retried(api, receiver, stack):
+    def trickle_headers(handler) -> None:
+        # Every read gets a byte, so a timeout per read never fires: only a deadline does.
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(240):
+            if sender_gone(handler, 0.25):
+                return
+            handler.wfile.write(b"z")
+
+    receiver.answer = trickle_headers
+    headers, _ = _setup(api)
+    job_id = _submit(api, headers, receiver.url)
+    first, second = receiver.wait_until_ended(2, timeout=40)
+    timeout_ms = _timeout_s(stack) * 1000
+    assert first.ended - first.at < _timeout_s(stack) + 10
+    assert second.headers["webhook-id"] == first.headers["webhook-id"]
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and len(d[0]["attempts"]) >= 2)
+    for attempt in delivery["attempts"][:2]:
+        assert attempt["status_code"] is None
+        assert "did not answer within" in attempt["error"], attempt
+        assert 0.9 * timeout_ms <= attempt["latency_ms"] < timeout_ms + 10_000
+
+
+def test_a_huge_answer_is_not_read(api, receiver):
+    body_mb, sent = 128, []
+
+    def huge_body(handler) -> None:
+        handler.wfile.write(f"HTTP/1.1 200 OK\r\nContent-Length: {body_mb * MB}\r\n\r\n".encode())
+        chunk = b"x" * MB
+        for _ in range(body_mb):  # until the sender hangs up (the write then fails)
+            handler.wfile.write(chunk)
+            sent.append(len(chunk))
+
+    receiver.answer = huge_body
+    headers, _ = _setup(api)
+    job_id = _submit(api, headers, receiver.url)
+    [received] = receiver.wait_until_ended(1)
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and d[0]["status"] != "pending")
+    assert [a["status_code"] for a in delivery["attempts"]] == [200]
+    # What socket buffers take before the close, not the body (all of it, read before).
+    assert sum(sent) < 32 * MB, f"{sum(sent) / MB:.0f} MiB sent"
+    # Nor is any encoding asked for, which a receiver could inflate on our side.
+    assert received.headers["Accept-Encoding"] == "identity"
+
+
+def _gzip_of_zeros(megabytes: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    chunk = bytes(MB)
+    return b"".join(packer.compress(chunk) for _ in range(megabytes)) + packer.flush()
+
+
+def _peak_rss_mb(stack: Stack) -> float:
+    """The worker processes' peak resident memory (VmHWM), summed."""
+    node = psutil.Process(next(p.pid for p in stack.processes if p.name == "worker"))
+    peak_kb = 0
+    for process in [node, *node.children(recursive=True)]:
+        status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+        peak_kb += int(next(line for line in status if line.startswith("VmHWM")).split()[1])
+    return peak_kb / 1024
+
+
+def test_a_gzip_bomb_is_not_inflated(api, receiver, stack):
+    bomb = _gzip_of_zeros(300)
+    assert len(bomb) < MB
+
+    def gzip_bomb(handler) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
+        handler.wfile.write(head.encode() + bomb)
+
+    headers, _ = _setup(api)
+    # A job first: whatever memory the worker's first jobs take is taken before we measure.
+    wait_for_job(api, headers, _submit(api, headers, receiver.url))
+    receiver.wait_for(1)
+    before = _peak_rss_mb(stack)
+    receiver.answer = gzip_bomb
+    job_id = _submit(api, headers, receiver.url)
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and d[0]["status"] != "pending")
+    assert [a["status_code"] for a in delivery["attempts"]] == [200]
+    # 300 MiB inflated (read whole, it grew a worker by as much); the jobs take a few.
+    assert _peak_rss_mb(stack) - before < 100
+
+
+def test_an_attempt_that_breaks_on_our_side_is_logged_and_retried_until_failed(
+    api, receiver, stack
+):
+    response = api.post("/auth/setup", json={"tabpfn_token": fresh_token()})
+    headers = {"Authorization": f"Bearer {response.json()['api_key']}"}
+    # A secret that no longer decrypts (a SECRET_KEY rotated away): nothing can be signed.
+    stack.sql(
+        "UPDATE users SET webhook_secret_encrypted = :junk WHERE id = :id RETURNING id",
+        junk=b"junk",
+        id=response.json()["user_id"],
+    )
+    job_id = _submit(api, headers, receiver.url)
+    [delivery] = _deliveries(api, headers, job_id, lambda d: d and d[0]["status"] != "pending")
+    # Each attempt logged with why, on the schedule (0.5, 1, 2 s), then given up;
+    # it stayed pending, unlogged, and was sent again by every sweep.
+    assert delivery["status"] == "failed"
+    assert len(delivery["attempts"]) == 4
+    for attempt in delivery["attempts"]:
+        assert attempt["status_code"] is None
+        assert "RuntimeError" in attempt["error"], attempt
+    assert receiver.received == []
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_an_ipv6_receiver_gets_a_host_header_in_brackets(api):
+    receiver, server = start_receiver("::1")
+    try:
+        headers, _ = _setup(api)
+        _submit(api, headers, receiver.url)
+        [received] = receiver.wait_for(1)
+    finally:
+        server.shutdown()
+    port = receiver.url.split("]:")[1].split("/")[0]
+    assert received.headers["Host"] == f"[::1]:{port}"
+
+
+@pytest.fixture(scope="module")
+def narrow_stack(services, tmp_path_factory):
+    """One worker process of 8 slots: deliveries may take 2 of them (WEBHOOK_SLOT_SHARE)."""
+    with own_stack(
+        services,
+        tmp_path_factory.mktemp("webhook-slots"),
+        tokens=[fresh_token() for _ in range(2)],
+        worker_args=("--concurrency", "8"),
+        WORKER_PROCESSES="1",
+        WEBHOOK_SLOT_SHARE="0.25",
+        # First attempts only: what this test counts.
+        WEBHOOK_RETRY_SCHEDULE_S="60",
+    ) as stack:
+        yield stack
+
+
+def test_deliveries_take_at_most_their_share_of_the_slots(narrow_stack, receiver, request):
+    def silent(handler) -> None:  # accepts and never answers
+        while not sender_gone(handler, 0.25) and time.monotonic() - started < 60:
+            pass
+
+    receiver.answer = silent
+    started = time.monotonic()
+    with api_client(narrow_stack, request) as api:
+        headers, _ = _setup(api, narrow_stack.env["EMULATOR_TOKENS"].split(",")[0])
+        for _ in range(6):
+            _submit(api, headers, receiver.url)
+        # Jobs still run while the receiver holds every delivery open.
+        others, _ = _setup(api, narrow_stack.env["EMULATOR_TOKENS"].split(",")[1])
+        job = api.post("/jobs/fit", json=FIT, headers=others).json()
+        assert wait_for_job(api, others, job["id"])["status"] == "succeeded"
+    received = receiver.wait_for(6, timeout=60)
+    assert len({r.headers["webhook-id"] for r in received}) == 6
+    # Each attempt lasts the whole timeout; two slots start at most two in any span
+    # shorter than it. (Unbounded, all six went out as their jobs ended.)
+    arrivals = sorted(r.at for r in received)
+    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[2:], strict=False)]
+    assert min(gaps) > _timeout_s(narrow_stack) / 2, arrivals

@@ -100,6 +100,7 @@ def test_a_webhook_retry_a_node_schedules_is_due_on_the_databases_clock(sweeping
         record_attempt(
             session=session,
             delivery_id=delivery_id,
+            claimed_attempt=0,  # never claimed: attempts is still 0
             status_code=503,
             latency_ms=5,
             error=None,

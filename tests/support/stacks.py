@@ -107,9 +107,11 @@ def running_stack(
         MAX_REQUEST_BYTES="2000000",
         # A queue of this run's own: another run on the same Redis cannot take its jobs.
         CELERY_QUEUE=f"tabpfn-api-test-{uuid.uuid4().hex[:8]}",
-        # Webhook receivers in tests listen on loopback; retries come fast.
+        # Webhook receivers in tests listen on loopback; retries come fast, and a
+        # receiver that does not answer is given up on in seconds.
         WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
         WEBHOOK_RETRY_SCHEDULE_S="0.5,1,2",
+        WEBHOOK_TIMEOUT_S="3",
         # tabpfn-client caches tokens under HOME: keep it away from the real one.
         HOME=str(scratch),
         **UNPACED,
