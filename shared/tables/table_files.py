@@ -85,8 +85,11 @@ def result_table(result: dict[str, Any]) -> pd.DataFrame:
         probabilities = pd.DataFrame(result["probabilities"], dtype="float64")
         for j, label in enumerate(result["classes"]):
             columns[f"proba_{label}"] = probabilities.iloc[:, j].to_numpy()
-    for quantile, values in (result.get("quantiles") or {}).items():
-        columns[f"q_{quantile}"] = values
+    # In the quantiles' order: the result is stored as JSONB, which orders an
+    # object's keys by length first ("0.1", "0.9", then "0.05").
+    quantiles = result.get("quantiles") or {}
+    for quantile in sorted(quantiles, key=float):
+        columns[f"q_{quantile}"] = quantiles[quantile]
     return pd.DataFrame(columns)
 
 

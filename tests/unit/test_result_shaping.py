@@ -115,6 +115,14 @@ def test_a_quantile_table_has_a_column_per_quantile():
     assert table["q_0.9"].tolist() == [2.0, 3.0]
 
 
+def test_quantile_columns_are_in_the_quantiles_order_whatever_the_stored_order():
+    # As PostgreSQL's JSONB gives the object back: shorter keys first.
+    stored = {"0.1": [1.0], "0.5": [2.0], "0.9": [3.0], "0.05": [0.5], "0.95": [3.5]}
+    table = result_table({"predictions": [2.0], "quantiles": stored})
+    assert list(table.columns) == ["prediction", "q_0.05", "q_0.1", "q_0.5", "q_0.9", "q_0.95"]
+    assert table.iloc[0].tolist() == [2.0, 0.5, 1.0, 2.0, 3.0, 3.5]
+
+
 def test_a_fit_result_is_one_row_with_lists_as_json_text():
     table = result_table(
         {"model_id": "m-1", "task": "classification", "n_rows": 10, "classes": ["a", "b"]}
