@@ -8,8 +8,9 @@ clear line instead of a fallback nobody asked for.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.core.connection_urls import normalize_database_url, normalize_redis_url
@@ -47,14 +48,14 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 2.0
     retry_backoff_max_s: float = 120.0
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # text (human-readable lines) or json (one JSON object per line, for log shippers).
-    log_format: str = "text"
+    log_format: Literal["text", "json"] = "text"
     flower_basic_auth: str | None = Field(default=None, repr=False)
     webhook_allow_private_targets: bool = False
     emulator_tokens: str = "demo-token"
 
-    max_request_bytes: int = 50 * 1024 * 1024
+    max_request_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     max_upload_bytes: int = 500 * 1024 * 1024
     # The most an uploaded table may decode to (float64 numbers and text, as stored
     # and as a worker holds it), checked from Parquet metadata before decoding and
@@ -71,15 +72,15 @@ class Settings(BaseSettings):
     max_wait_s: float = 60.0
 
     # The sweeper repairs what crashes leave behind (see docs/reliability.md).
-    sweeper_interval_s: float = 30.0
+    sweeper_interval_s: float = Field(default=30.0, gt=0)
     # A queued job not picked up this long after its last change is sent again.
     queued_timeout_s: float = 120.0
     # A job runs at most this long; past it the run is stopped (Celery time limit).
     running_timeout_s: float = 3600.0
     # A running job touches heartbeat_at this often...
-    heartbeat_interval_s: float = 10.0
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
     # ...and one silent this long has lost its worker: it is run again.
-    lease_timeout_s: float = 60.0
+    lease_timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=5, gt=0)
 
     # API processes `tabpfn-api api` serves with (uvicorn workers on one port). One
@@ -125,8 +126,8 @@ class Settings(BaseSettings):
     # Multiplies the window lengths (1: a minute is 60 s); tests shorten them.
     upstream_rate_window_scale: float = Field(default=1.0, gt=0)
     # Payloads and results of finished jobs are deleted after this; metadata stays.
-    retention_s: float = 7 * 24 * 3600.0
-    retention_interval_s: float = 3600.0
+    retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
     # How long an Idempotency-Key is remembered.
     idempotency_ttl_s: float = 24 * 3600.0
 
@@ -171,6 +172,37 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, url: str | None) -> str | None:
         return normalize_redis_url(url) if url else url
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, level: str) -> str:
+        return level.upper() if isinstance(level, str) else level
+
+    # Read when a delivery fails, long after start-up: checked at start-up instead
+    # (a "5s" here left the first failed delivery pending for good).
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _retry_schedule(cls, schedule: str) -> str:
+        try:
+            delays = [float(d) for d in schedule.split(",") if d.strip()]
+        except ValueError:
+            delays = []
+        if not delays or any(not 0 <= d < float("inf") for d in delays):
+            raise ValueError(
+                "WEBHOOK_RETRY_SCHEDULE_S must be seconds separated by commas, e.g. 5,30,120"
+            )
+        return schedule
+
+    # A lease shorter than two heartbeats takes live runs for lost: each job ran twice.
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> Settings:
+        if self.lease_timeout_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"LEASE_TIMEOUT_S ({self.lease_timeout_s:g}) must be at least twice "
+                f"HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g}), or running jobs are "
+                "taken for lost and run again"
+            )
+        return self
 
     def webhook_retry_delays(self) -> list[float]:
         return [float(d) for d in self.webhook_retry_schedule_s.split(",") if d.strip()]

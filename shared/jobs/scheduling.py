@@ -168,7 +168,14 @@ def _try_user(
         return BUSY
     # Reserved for the head job the candidates query saw, before claiming, so a
     # claim never spends what the token does not have.
-    fingerprint = _fingerprint(candidate.token_encrypted)
+    try:
+        fingerprint = _fingerprint(candidate.token_encrypted)
+    except RuntimeError:
+        # This process's SECRET_KEY lacks the key the token was stored with (a
+        # rotation half rolled out). The user's jobs wait for a process that has it;
+        # raised, it stopped every claim of this process, everyone's, for good.
+        log.error("user %s: their TabPFN token cannot be decrypted here; skipped", user_id)
+        return None
     calls = pacing.calls_for(candidate.job_type)
     reservation = pacing.new_reservation()
     until = pacing.reserve(fingerprint, calls, reservation=reservation)

@@ -150,6 +150,29 @@ def test_a_token_without_budget_waits_without_a_slot_and_others_run(scheduler_db
 
 
 @CLAIM_WAYS
+def test_a_token_this_process_cannot_decrypt_holds_up_no_one_else(scheduler_db, first_free):
+    """Found in an operator's audit: mid-rotation, an API with the new SECRET_KEY
+    stored an account's token that a worker with the old one cannot read. Its claim
+    raised, and the same user came first in every look: no one's job ran."""
+    from cryptography.fernet import Fernet
+
+    stranger = make_user()
+    with session_scope() as session:
+        session.execute(
+            update(User)
+            .where(User.id == stranger)
+            .values(tabpfn_token_encrypted=Fernet(Fernet.generate_key()).encrypt(b"token"))
+        )
+    waits = make_jobs(stranger, 2)
+    other = make_jobs(make_user(), 1)[0]
+    assert claim_next(first_free=first_free).claim.job_id == other
+    assert claim_next(first_free=first_free).claim is None  # and nothing of theirs runs
+    with session_scope() as session:
+        statuses = session.scalars(select(Job.status).where(Job.id.in_(waits))).all()
+    assert statuses == [js.QUEUED, js.QUEUED]
+
+
+@CLAIM_WAYS
 def test_parallel_slots_never_claim_a_job_twice_nor_overrun_the_cap(scheduler_db, first_free):
     users = [make_user() for _ in range(4)]
     for user in users:

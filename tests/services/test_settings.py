@@ -63,6 +63,27 @@ def test_another_scheme_is_one_line_naming_the_variable(variable, value, expecte
     assert "hunter2" not in done.stderr  # the URL's password is never echoed
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        # A traceback from logging's setup, before.
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL: Input should be 'DEBUG', 'INFO'"),
+        ("LOG_FORMAT", "jsn", "LOG_FORMAT: Input should be 'text' or 'json'"),  # text, before
+        # Accepted before: each running job was taken for lost and ran twice.
+        ("LEASE_TIMEOUT_S", "5", "LEASE_TIMEOUT_S (5) must be at least twice HEARTBEAT"),
+        # Accepted before: the first failed delivery raised and stayed pending.
+        ("WEBHOOK_RETRY_SCHEDULE_S", "5s,30s", "WEBHOOK_RETRY_SCHEDULE_S must be seconds"),
+        ("HEARTBEAT_INTERVAL_S", "0", "HEARTBEAT_INTERVAL_S: Input should be greater than 0"),
+        ("RETENTION_S", "-1", "RETENTION_S: Input should be greater than 0"),
+    ],
+)
+def test_a_setting_no_process_can_work_with_is_one_line(variable, value, expected) -> None:
+    done = _run(["api"], DATABASE_URL="postgres://x/y", REDIS_URL="redis://x", **{variable: value})
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tabpfn-api api: {expected}"), done.stderr
+
+
 def test_migrate_accepts_the_urls_providers_hand_out(services) -> None:
     for scheme in ("postgres", "postgresql"):
         url = create_database(services.admin_database_url)
