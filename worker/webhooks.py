@@ -31,7 +31,7 @@ import httpcore
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from shared.accounts.security import decrypt_secret
+from shared.accounts.security import SecretUnreadable, decrypt_secret
 from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.models import WebhookDelivery
@@ -239,6 +239,14 @@ def _why(exc: Exception) -> str:
         return f"The receiver did not answer within {get_settings().webhook_timeout_s:g} s."
     if isinstance(exc, httpcore.NetworkError | httpcore.ProtocolError):
         return f"{type(exc).__name__}: the receiver could not be reached or did not answer."
+    if isinstance(exc, SecretUnreadable):
+        # The operator's to fix (docs/security.md, rotating SECRET_KEY), not the user's:
+        # said plainly, since the user sees this in their delivery log.
+        log.error("webhook attempt: the user's signing secret cannot be decrypted here")
+        return (
+            "The attempt failed on our side: the signing secret could not be decrypted "
+            "(SecretUnreadable); it is retried as usual."
+        )
     # Ours (a secret that no longer decrypts, a URL the HTTP layer refuses, a bug):
     # logged for the operator, and retried like any other failed attempt.
     log.warning("webhook attempt failed on our side", exc_info=exc)

@@ -153,16 +153,20 @@ def reencrypt_secret(ciphertext: bytes) -> bytes:
     try:
         return _cipher().rotate(ciphertext)
     except InvalidToken as exc:
-        raise RuntimeError(
+        raise SecretUnreadable(
             "A stored secret could not be decrypted with any key in SECRET_KEY."
         ) from exc
+
+
+class SecretUnreadable(RuntimeError):
+    """A stored secret that no key in this process's SECRET_KEY decrypts."""
 
 
 def decrypt_secret(ciphertext: bytes) -> str:
     try:
         return _cipher().decrypt(ciphertext).decode()
     except InvalidToken as exc:
-        raise RuntimeError(
+        raise SecretUnreadable(
             "A stored secret could not be decrypted: SECRET_KEY no longer holds the key "
             "it was encrypted with."
         ) from exc

@@ -27,7 +27,7 @@ from sqlalchemy import Row, or_, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from shared.accounts.security import decrypt_secret, token_fingerprint
+from shared.accounts.security import SecretUnreadable, decrypt_secret, token_fingerprint
 from shared.core.config import get_settings
 from shared.core.db import on_database_clock, session_scope
 from shared.jobs.lifecycle import Claim, claim_head
@@ -170,7 +170,7 @@ def _try_user(
     # claim never spends what the token does not have.
     try:
         fingerprint = _fingerprint(candidate.token_encrypted)
-    except RuntimeError:
+    except SecretUnreadable:
         # This process's SECRET_KEY lacks the key the token was stored with (a
         # rotation half rolled out). The user's jobs wait for a process that has it;
         # raised, it stopped every claim of this process, everyone's, for good.

@@ -172,6 +172,23 @@ def test_a_token_this_process_cannot_decrypt_holds_up_no_one_else(scheduler_db, 
     assert statuses == [js.QUEUED, js.QUEUED]
 
 
+def test_a_process_with_no_secret_key_at_all_stops_claiming_loudly(scheduler_db, monkeypatch):
+    """Only a token that does not decrypt skips its account. A process missing
+    SECRET_KEY altogether (also a RuntimeError) must say so, not skip every account
+    one by one and leave every job queued in silence."""
+    from shared.accounts import security
+    from shared.core.config import MissingSettingError
+
+    make_jobs(make_user(), 1)
+
+    def missing() -> None:
+        raise MissingSettingError("SECRET_KEY is not set")
+
+    monkeypatch.setattr(security, "_cipher", missing)
+    with pytest.raises(MissingSettingError):
+        claim_next()
+
+
 @CLAIM_WAYS
 def test_parallel_slots_never_claim_a_job_twice_nor_overrun_the_cap(scheduler_db, first_free):
     users = [make_user() for _ in range(4)]
