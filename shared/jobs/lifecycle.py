@@ -385,4 +385,22 @@ def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
         )
         .returning(*ENDED_FIELDS)
     ).one_or_none()
+    if updated is not None:
+        session.execute(_UNPAUSE_IDLE_USER, {"job_id": job_id})
     return job_ended(session, updated)
+
+
+# A pause holds back the user's queued work until their token's window has room for
+# its head job. Once they cancel everything it held back, it holds back nothing and
+# must go: kept, a lone prediction sent next waited out a fit window (up to an hour)
+# with the prediction budget free. A running job's in-place wait keeps it. The next
+# claim reserves for whatever is queued then, and pauses again if that has no room.
+_UNPAUSE_IDLE_USER = text(
+    """
+    UPDATE users u SET upstream_paused_until = NULL
+    WHERE u.id = (SELECT user_id FROM jobs WHERE id = :job_id)
+      AND u.upstream_paused_until > now()
+      AND NOT EXISTS (SELECT FROM jobs j WHERE j.user_id = u.id
+                      AND j.status IN ('queued', 'running'))
+    """
+)

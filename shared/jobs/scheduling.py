@@ -23,15 +23,16 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import Row, or_, text, update
+from sqlalchemy import Row, exists, or_, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from shared.accounts.security import SecretUnreadable, decrypt_secret, token_fingerprint
 from shared.core.config import get_settings
 from shared.core.db import on_database_clock, session_scope
+from shared.jobs import states as js
 from shared.jobs.lifecycle import Claim, claim_head
-from shared.models import User
+from shared.models import Job, User
 from shared.upstream import pacing
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,9 @@ def pause_user(*, session: Session, user_id: uuid.UUID, until: datetime) -> None
         .where(
             User.id == user_id,
             or_(User.upstream_paused_until.is_(None), User.upstream_paused_until < paused_until),
+            # Not for a user with nothing left to hold back (they canceled it all
+            # meanwhile: `cancel_job` lifts the pause, and must not lose this race).
+            exists().where(Job.user_id == User.id, Job.status.in_([js.QUEUED, js.RUNNING])),
         )
         .values(upstream_paused_until=paused_until)
         .execution_options(synchronize_session=False)

@@ -314,7 +314,10 @@ def window_use(fingerprint: str, *, now: float | None = None) -> list[WindowUse]
     for index, (kind, name, window_s, limit) in enumerate(entries):
         used, oldest = int(answers[2 * index]), answers[2 * index + 1]
         resets = oldest[0][1] + _span(window_s) if oldest else now
-        if now < closed_until <= now + _span(window_s):  # a 429 closed it until then
+        # A 429 closed the token until then (`exhaust`: only for a wait within a
+        # minute window's span), so the minute windows show spent. An hour window
+        # keeps its count: shown spent, a 30-s closing read as an hour's budget gone.
+        if name == "minute" and now < closed_until <= now + _span(window_s):
             used, resets = limit, max(resets, closed_until)
         uses.append(
             WindowUse(

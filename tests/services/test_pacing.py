@@ -94,6 +94,9 @@ def test_a_429_closes_the_tokens_budget_until_the_window_reopens(three_fits_a_mi
         w for w in pacing.window_use(fingerprint) if (w.kind, w.window) == ("fit", "minute")
     )
     assert fit_minute.used == 3 and _near(fit_minute.resets_at, until)
+    # The hour windows keep their counts: a 30-s closing is not an hour's budget spent.
+    hours = [w for w in pacing.window_use(fingerprint) if w.window == "hour"]
+    assert hours and all(w.used == 0 and w.used < w.limit for w in hours)
     assert pacing.reserve(fingerprint, FITS, now=until.timestamp() + 0.05) is None
     assert pacing.reserve(_token(), FITS) is None  # other tokens are not touched
 

@@ -172,6 +172,36 @@ def test_a_token_this_process_cannot_decrypt_holds_up_no_one_else(scheduler_db, 
     assert statuses == [js.QUEUED, js.QUEUED]
 
 
+@CLAIM_WAYS
+@pytest.mark.parametrize("scheduler_db", [{"UPSTREAM_FITS_PER_MINUTE": "1"}], indirect=True)
+def test_canceling_what_a_pause_held_back_lifts_it(scheduler_db, first_free):
+    """Found in a user's audit: a backlog of fits paused its user until the fit window
+    reopened; canceled, the pause stayed, and a lone prediction sent next waited
+    out the fit window with the prediction budget untouched."""
+    from shared.jobs.lifecycle import cancel_job
+    from shared.jobs.scheduling import pause_user
+
+    user = make_user()
+    first, *backlog = make_jobs(user, 3, type_=js.FIT)
+    assert claim_next(first_free=first_free).claim.job_id == first
+    finish(first)
+    pick = claim_next(first_free=first_free)
+    assert pick.claim is None and [p.user_id for p in pick.paused] == [user]
+    with session_scope() as session:
+        assert cancel_job(session=session, job_id=backlog[0])
+    with session_scope() as session:  # one fit still queued: the pause still holds
+        assert session.scalar(select(User.upstream_paused_until).where(User.id == user))
+        assert cancel_job(session=session, job_id=backlog[1])
+    predict = make_jobs(user, 1, type_=js.PREDICT)[0]
+    assert claim_next(first_free=first_free).claim.job_id == predict
+    # A pause decided for work that was canceled meanwhile is not set at all.
+    finish(predict)
+    with session_scope() as session:
+        pause_user(session=session, user_id=user, until=datetime.now(UTC) + timedelta(hours=1))
+    with session_scope() as session:
+        assert session.scalar(select(User.upstream_paused_until).where(User.id == user)) is None
+
+
 def test_a_process_with_no_secret_key_at_all_stops_claiming_loudly(scheduler_db, monkeypatch):
     """Only a token that does not decrypt skips its account. A process missing
     SECRET_KEY altogether (also a RuntimeError) must say so, not skip every account
