@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -77,6 +77,8 @@ class _Loaded:
     train: pd.DataFrame | None
     pending_test: Future[pd.DataFrame] | None
     model: FittedModel | None
+    # The steps ("fit", "predict") whose upstream calls this run began (TabPFNUpstream).
+    steps_begun: set[str] = field(default_factory=set)
 
     @property
     def test(self) -> pd.DataFrame | None:
@@ -362,7 +364,10 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
     job = loaded.job
     # The claim reserved the job's calls; a refit or extra predict chunks reserve theirs.
     upstream = TabPFNUpstream(
-        loaded.token, deadline_s=lease.remaining_s(), fingerprint=loaded.fingerprint
+        loaded.token,
+        deadline_s=lease.remaining_s(),
+        fingerprint=loaded.fingerprint,
+        steps_begun=loaded.steps_begun,
     )
     timings: dict[str, Any] = {}
     model, new_model = loaded.model, None
@@ -522,12 +527,14 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
             loaded = _read(job_id, prefetched)
             _execute(lease, loaded)
     except ClaimLost:
+        _refund_unsent(claim, loaded)
         # Canceled, re-queued by the sweeper, or past its deadline: this outcome is not wanted.
         log.info(
             "job %s: claim lost (canceled, taken over or timed out); outcome discarded", job_id
         )
         return RunOutcome()
     except SoftTimeLimitExceeded:  # the prefork pool's own limit, should anyone choose it
+        _refund_unsent(claim, loaded)
         return _finish_failed(
             claim,
             ServiceError(
@@ -536,6 +543,7 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
             code=TIME_LIMIT_CODE,
         )
     except Exception as exc:
+        _refund_unsent(claim, loaded)
         if lease is not None and lease.timed_out:
             return RunOutcome()  # the keeper failed it at its deadline already
         return _handle_failure(claim, exc, loaded)
@@ -545,6 +553,26 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
         extra={"job_id": str(job_id), "attempt": claim.attempt, "event": "succeeded"},
     )
     return RunOutcome()
+
+
+def _refund_unsent(claim: Claim, loaded: _Loaded | None) -> None:
+    """A run that ended early gives back the reserved calls it never sent (a drain's
+    hand-back ends here too: its slot meets the lost claim once its call returns).
+    Best effort: a run whose rows were never read, or a Redis that does not answer,
+    leaves the entries to leave the window as they would have."""
+    if claim.reservation is None or loaded is None:
+        return
+    try:
+        pacing.refund_unsent(
+            loaded.fingerprint,
+            loaded.job.type,
+            reservation=claim.reservation,
+            sent=loaded.steps_begun,
+        )
+    except redis.RedisError as exc:
+        log.warning(
+            "unsent upstream calls not given back: Redis unavailable (%s)", type(exc).__name__
+        )
 
 
 def hand_back_in_flight() -> int:

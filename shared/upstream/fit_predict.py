@@ -43,9 +43,17 @@ class TabPFNUpstream:
     """One job's door to the upstream: its owner's token, its deadline, its token's budget."""
 
     def __init__(
-        self, token: str, *, deadline_s: float | None = None, fingerprint: str = ""
+        self,
+        token: str,
+        *,
+        deadline_s: float | None = None,
+        fingerprint: str = "",
+        steps_begun: set[str] | None = None,
     ) -> None:
         self._client = load_client()
+        # "fit" and "predict" once the step's first request is about to leave: the
+        # run gives back the reserved calls of steps it never began (pacing.refund_unsent).
+        self.steps_begun = steps_begun if steps_begun is not None else set()
         timeout = get_settings().upstream_call_timeout_s
         if deadline_s is not None:
             # No call may outlive the job's deadline by much: the thread is then freed.
@@ -94,6 +102,7 @@ class TabPFNUpstream:
                 tabpfn_config=models.RegressorTabPFNConfig(**options)
             )
         upstream_limits()  # cached; when stale, refreshed here, before the client asks
+        self.steps_begun.add("fit")
         result = self._client.ServiceClient.fit_with_result(
             self._clean(X),
             y.to_numpy(),
@@ -130,6 +139,7 @@ class TabPFNUpstream:
         for index, chunk in enumerate(_chunks(X)):
             if index > 0:  # the claim reserved the first chunk's calls
                 self.pace(pacing.calls_for(js.PREDICT))
+            self.steps_begun.add("predict")
             parts.append(
                 self._client.ServiceClient.predict(
                     upstream_model_id,

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -266,10 +266,42 @@ def restamp(
 
 def refund(fingerprint: str, calls: Mapping[str, int], *, reservation: str) -> None:
     """Give back a reservation that was not used (the claim it was for did not happen)."""
+    _remove(fingerprint, {kind: _names(reservation, wanted) for kind, wanted in calls.items()})
+
+
+# The entries of a job's reservation that each step of its run sends, by kind (the
+# n-th entry of a kind is `<reservation>:<n>`, as `reserve` names them): a
+# fit-predict's fit sends the first upload (the training set), its prediction the
+# second (the test set), as `calls_after_fit` has it.
+_STEP_ENTRIES: dict[str, dict[str, dict[str, int]]] = {
+    js.FIT: {"fit": {"fit": 1, "upload": 1}},
+    js.PREDICT: {"predict": {"predict": 1, "upload": 1}},
+    js.FIT_PREDICT: {"fit": {"fit": 1, "upload": 1}, "predict": {"predict": 1, "upload": 2}},
+}
+
+
+def refund_unsent(
+    fingerprint: str, job_type: str, *, reservation: str, sent: Collection[str]
+) -> None:
+    """Give back the entries of a claim's reservation whose step ("fit", "predict") the
+    run never began: it ended before them (failed, handed back at a drain, waiting
+    for a window, canceled). Kept, each one held a call of the token's budget for a
+    window's length (an hour, for the hour windows) for a call never made, and the
+    job's next claim reserved the same calls again. A step begun counts whole: its
+    calls may have reached the upstream, which counts what it received."""
+    members: dict[str, list[str]] = {}
+    for step, entries in _STEP_ENTRIES[job_type].items():
+        if step not in sent:
+            for kind, n in entries.items():
+                members.setdefault(kind, []).append(f"{reservation}:{n}")
+    _remove(fingerprint, members)
+
+
+def _remove(fingerprint: str, members: Mapping[str, list[str]]) -> None:
     pipe = get_redis().pipeline()
-    for kind, wanted in calls.items():
-        if wanted > 0:
-            pipe.zrem(_log_key(fingerprint, kind), *_names(reservation, wanted))
+    for kind, names in members.items():
+        if names:
+            pipe.zrem(_log_key(fingerprint, kind), *names)
     pipe.execute()
 
 

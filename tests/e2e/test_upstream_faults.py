@@ -91,6 +91,25 @@ def test_5xx_is_retried_with_backoff_then_upstream_unavailable(api, stack, emula
     assert [c["status"] for c in prepares] == [503, 503, 503]
 
 
+def test_calls_a_failed_run_never_sent_are_given_back_to_the_tokens_budget(api, emulator_knobs):
+    """Each attempt of a fit-predict reserves its four calls; one whose fit fails never
+    sends its prediction nor the test set. Kept, those entries held the token's
+    prediction budget for a window (an hour, in the hour windows) for nothing."""
+    headers = register(api)
+    emulator_knobs(error_rate=1.0)
+    body = {"task": "classification", "train": TRAIN, "test": {"X": [[1.0, "red"]]}}
+    job = wait_for_job(api, headers, _submit(api, headers, "/jobs/fit-predict", body))
+    assert (job["status"], job["attempts"]) == ("failed", 3), job
+    emulator_knobs(error_rate=0.0)
+    usage = api.get("/usage", headers=headers)
+    assert usage.status_code == 200, usage.text
+    counted = {
+        w["kind"]: w["used"] for w in usage.json()["rate_windows"] if w["window"] == "minute"
+    }
+    # Three fits begun (the training upload of each was refused with a 503): counted.
+    assert counted == {"fit": 3, "predict": 0, "upload": 3}
+
+
 def test_a_hung_upstream_times_out_and_the_retry_succeeds(api, emulator_knobs):
     headers = register(api)
     emulator_knobs(hang_s=4.0)  # longer than UPSTREAM_CALL_TIMEOUT_S=3 of the test stack

@@ -202,3 +202,28 @@ def test_nodes_with_clocks_apart_share_one_log(three_fits_a_minute, monkeypatch,
     monkeypatch.undo()
     after = real()
     assert _within(pacing.reserve(fingerprint, {"upload": 1}), before + 30, after + 30)
+
+
+def _counted(fingerprint: str) -> dict[str, int]:
+    return {w.kind: w.used for w in pacing.window_use(fingerprint) if w.window == "minute"}
+
+
+def test_a_run_that_ends_early_gives_back_the_calls_it_never_sent(three_fits_a_minute):
+    """Found in an audit: a fit-predict that failed on its fit, was handed back at a
+    drain or waited for a window kept its prediction's entries, holding budget (an
+    hour's, in the hour windows) for calls never made; its next claim reserved again."""
+    fingerprint = _token()
+    fit_done = pacing.new_reservation()
+    assert pacing.reserve(fingerprint, FIT_PREDICT, reservation=fit_done) is None
+    nothing_sent = pacing.new_reservation()
+    assert pacing.reserve(fingerprint, FIT_PREDICT, reservation=nothing_sent) is None
+    assert _counted(fingerprint) == {"fit": 2, "predict": 2, "upload": 4}
+    # The first ended after its fit began: its fit and training upload stay counted.
+    pacing.refund_unsent(fingerprint, "fit_predict", reservation=fit_done, sent={"fit"})
+    assert _counted(fingerprint) == {"fit": 2, "predict": 1, "upload": 3}
+    # The second before anything was sent: all of it goes back.
+    pacing.refund_unsent(fingerprint, "fit_predict", reservation=nothing_sent, sent=set())
+    assert _counted(fingerprint) == {"fit": 1, "predict": 0, "upload": 1}
+    # A finished run gives nothing back.
+    pacing.refund_unsent(fingerprint, "fit_predict", reservation=fit_done, sent={"fit", "predict"})
+    assert _counted(fingerprint) == {"fit": 1, "predict": 0, "upload": 1}
