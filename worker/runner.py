@@ -50,6 +50,7 @@ from shared.jobs.repository import (
     running_jobs_on_host,
     set_upstream_model_id,
     training_data,
+    type_and_token,
 )
 from shared.jobs.scheduling import claim_next, pause_user
 from shared.models import FittedModel, Job
@@ -558,21 +559,23 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
 def _refund_unsent(claim: Claim, loaded: _Loaded | None) -> None:
     """A run that ended early gives back the reserved calls it never sent (a drain's
     hand-back ends here too: its slot meets the lost claim once its call returns).
-    Best effort: a run whose rows were never read, or a Redis that does not answer,
-    leaves the entries to leave the window as they would have."""
-    if claim.reservation is None or loaded is None:
+    Best effort: a Redis or a database that does not answer leaves the entries to
+    leave the window as they would have."""
+    if claim.reservation is None:
         return
     try:
-        pacing.refund_unsent(
-            loaded.fingerprint,
-            loaded.job.type,
-            reservation=claim.reservation,
-            sent=loaded.steps_begun,
-        )
-    except redis.RedisError as exc:
-        log.warning(
-            "unsent upstream calls not given back: Redis unavailable (%s)", type(exc).__name__
-        )
+        if loaded is not None:
+            fingerprint, job_type, sent = loaded.fingerprint, loaded.job.type, loaded.steps_begun
+        else:  # its rows could not be read (its model or data deleted): nothing was sent
+            with session_scope(autocommit=True) as session:
+                found = type_and_token(session=session, job_id=claim.job_id)
+            if found is None:
+                return
+            job_type, token_encrypted = found
+            fingerprint, sent = token_fingerprint(decrypt_secret(token_encrypted)), set()
+        pacing.refund_unsent(fingerprint, job_type, reservation=claim.reservation, sent=sent)
+    except Exception as exc:  # noqa: BLE001 - never a reason to fail the run's own ending
+        log.warning("unsent upstream calls not given back (%s)", type(exc).__name__)
 
 
 def hand_back_in_flight() -> int:

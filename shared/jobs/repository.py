@@ -56,6 +56,16 @@ def training_data(*, session: Session, fit_job_id: uuid.UUID) -> bytes | None:
     return data.train_parquet if data else None
 
 
+def type_and_token(*, session: Session, job_id: uuid.UUID) -> Row | None:
+    """A job's type and its owner's stored token, without its data (a run that could
+    not read its rows gives back its reserved calls with these)."""
+    return session.execute(
+        select(Job.type, User.tabpfn_token_encrypted)
+        .join(User, User.id == Job.user_id)
+        .where(Job.id == job_id)
+    ).one_or_none()
+
+
 def model_exists(*, session: Session, model_id: uuid.UUID) -> bool:
     """Whether a model is still stored (its owner may delete it while a job uses it)."""
     return session.get(FittedModel, model_id) is not None

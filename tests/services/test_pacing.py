@@ -227,3 +227,21 @@ def test_a_run_that_ends_early_gives_back_the_calls_it_never_sent(three_fits_a_m
     # A finished run gives nothing back.
     pacing.refund_unsent(fingerprint, "fit_predict", reservation=fit_done, sent={"fit", "predict"})
     assert _counted(fingerprint) == {"fit": 1, "predict": 0, "upload": 1}
+
+
+def test_a_job_that_cannot_run_gives_back_everything_it_reserved(services):
+    """A prediction whose model was deleted before its claim ends at once: nothing was
+    sent, so nothing stays counted (before, its prediction and upload did, for an hour)."""
+    from shared.jobs.scheduling import claim_next
+    from tests.services.test_scheduling import LIMITS, make_jobs, make_user
+    from worker.runner import run_claimed
+
+    with configured(services, **LIMITS):
+        token = f"t-{uuid.uuid4().hex}"
+        [job_id] = make_jobs(make_user(token=token), 1, type_="predict")  # no model
+        claim = claim_next().claim
+        assert claim is not None and claim.job_id == job_id
+        fingerprint = token_fingerprint(token)
+        assert _counted(fingerprint) == {"fit": 0, "predict": 1, "upload": 1}
+        run_claimed(claim)
+        assert _counted(fingerprint) == {"fit": 0, "predict": 0, "upload": 0}
