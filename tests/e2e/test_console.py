@@ -30,7 +30,7 @@ from playwright.sync_api import expect
 
 from api.console import STATIC_DIR
 from tests.support.api import register, wait_for_job
-from tests.support.tokens import ISSUED_SECRETS
+from tests.support.tokens import ISSUED_SECRETS, fresh_token
 from tests.support.webhook_receiver import start_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -546,11 +546,96 @@ def test_a_failed_job_shows_its_error_message_and_code(console, api, emulator_kn
     error.wait_for()
     assert error.locator("code.error-code").text_content() == "upstream_auth_failed"
     assert error.locator(".error-message").text_content()
+    # The stored token was rejected: both places point to where it is replaced.
+    replace = page.get_by_role("link", name="Replace your TabPFN token")
+    assert replace.get_attribute("href") == "#/token"
     page.locator("#run-title ~ div a").first.click()
     job_error = page.locator(".job-error")
     job_error.wait_for()
     assert job_error.locator("code.error-code").text_content() == "upstream_auth_failed"
     assert "Failed" in page.locator("ol.timeline").text_content()
+    job_error.get_by_role("link", name="Replace your TabPFN token").click()
+    page.get_by_role("heading", name="Replace your TabPFN token").wait_for()
+    # Usage is read with the stored token too.
+    console.go("Usage")
+    usage_error = page.locator(".notice.error")
+    usage_error.wait_for()
+    assert usage_error.locator("code.error-code").text_content() == "upstream_auth_failed"
+    assert page.get_by_role("link", name="Replace your TabPFN token").is_visible()
+
+
+def _account_of(api, token: str) -> str:
+    """The account this service files `token` under (setup finds an account by its token)."""
+    found = api.post("/auth/setup", json={"tabpfn_token": token})
+    assert found.status_code == 201, found.text
+    ISSUED_SECRETS.extend([found.json()["api_key"], found.json()["webhook_secret"]])
+    assert found.json()["account"] == "existing"
+    return found.json()["user_id"]
+
+
+def test_a_rejected_tabpfn_token_is_replaced_in_the_console(console, api, emulator_knobs):
+    old_token, new_token = fresh_token(), fresh_token()
+    headers = register(api, token=old_token)
+    ISSUED_SECRETS.append(new_token)
+    user_id = api.get("/auth/me", headers=headers).json()["user_id"]
+    page = console.page
+    console.sign_in(_key(headers))
+    console.go("TabPFN token")
+    token_field = page.get_by_label("New TabPFN token")
+    assert token_field.get_attribute("type") == "password"
+
+    # A token TabPFN rejects: the API's message and code; the stored token stays.
+    token_field.fill("not-a-tabpfn-token")
+    page.get_by_role("button", name="Replace token").click()
+    error = page.locator("form .notice.error")
+    error.wait_for()
+    assert error.locator("code.error-code").text_content() == "upstream_auth_failed"
+    assert "rejected this token" in error.locator(".error-message").text_content()
+    assert "your stored token is unchanged" in error.text_content()
+    expect(token_field).to_have_value("")
+    expect(token_field).to_be_focused()
+    assert console.low_contrast() == []
+    assert page.evaluate("() => Object.values(sessionStorage)") == [_key(headers)]  # signed in
+    assert _account_of(api, old_token) == user_id
+    # Another account's token is refused with its own code.
+    taken = fresh_token()
+    register(api, token=taken)
+    token_field.fill(taken)
+    page.get_by_role("button", name="Replace token").click()
+    expect(error.locator("code.error-code")).to_have_text("tabpfn_token_in_use")
+    assert _account_of(api, old_token) == user_id
+
+    # TabPFN stops accepting the stored token: a job fails, and its page points here.
+    emulator_knobs(revoked_tokens=[old_token])
+    fit = {"task": "classification", "train": {"X": [[0.0], [1.0], [2.0], [3.0]], "y": [0, 1] * 2}}
+    failed = api.post("/jobs/fit", json=fit, headers=headers).json()["id"]
+    assert wait_for_job(api, headers, failed)["error"]["code"] == "upstream_auth_failed"
+    console.open(f"#/jobs/{failed}")
+    page.locator(".job-error").get_by_role("link", name="Replace your TabPFN token").click()
+    page.get_by_role("heading", name="Replace your TabPFN token").wait_for()
+
+    token_field.fill(new_token)
+    page.get_by_role("button", name="Replace token").click()
+    success = page.locator("form .notice.success")
+    success.wait_for()
+    assert "Token replaced" in success.text_content()
+    # The token is not echoed back, kept in the browser, or sent in a URL.
+    expect(token_field).to_have_value("")
+    assert new_token not in page.content()
+    assert page.evaluate("() => [Object.values(sessionStorage), Object.keys(localStorage)]") == [
+        [_key(headers)],
+        [],
+    ]
+    assert all(new_token not in url for url in console.requests)
+    console.screenshot("token")
+    assert console.low_contrast() == []
+
+    # Jobs now run with the new token (TabPFN refuses the old one), filed under this account.
+    job_id = api.post("/jobs/fit", json=fit, headers=headers).json()["id"]
+    assert wait_for_job(api, headers, job_id)["status"] == "succeeded"
+    assert _account_of(api, new_token) == user_id
+    assert console.foreign_requests() == []
+    assert console.dialogs == []
 
 
 def test_a_missing_target_is_named_by_its_row_in_the_users_file(console, api, tmp_path):
@@ -627,7 +712,7 @@ def test_the_console_works_by_keyboard_at_phone_width(browser, stack, api) -> No
         page.keyboard.type(_key(headers))
         page.keyboard.press("Enter")
         page.get_by_role("heading", name="Jobs").wait_for()
-        for name in ("Try it", "Usage", "Keys", "Jobs"):
+        for name in ("Try it", "Usage", "Keys", "TabPFN token", "Jobs"):
             console.go(name)
             # Nothing wider than the screen: no sideways scrolling of the page itself.
             assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, name

@@ -9,6 +9,7 @@ import * as jobsPage from "./pages/jobs.js";
 import * as keysPage from "./pages/keys.js";
 import * as modelsPage from "./pages/models.js";
 import * as signinPage from "./pages/signin.js";
+import * as tokenPage from "./pages/token.js";
 import * as tryPage from "./pages/try.js";
 import * as usagePage from "./pages/usage.js";
 
@@ -24,6 +25,7 @@ const ROUTES = [
   [/^\/models$/, modelsPage, "models"],
   [/^\/usage$/, usagePage, "usage"],
   [/^\/keys$/, keysPage, "keys"],
+  [/^\/token$/, tokenPage, "token"],
   [/^\/signin$/, signinPage, null],
 ];
 

@@ -19,6 +19,16 @@ export function errorBox(error, title = "The request failed") {
   );
 }
 
+/**
+ * Where to go when TabPFN rejected the token stored with the account (a job's
+ * upstream_auth_failed, or /usage's): the TabPFN token page. Null for other codes.
+ */
+export function replaceTokenHint(code) {
+  if (code !== "upstream_auth_failed") return null;
+  return h("p", null, h("a", { href: "#/token" }, "Replace your TabPFN token"),
+    " (your account, keys and models stay), then try again.");
+}
+
 export function notice(text, kind = "info") {
   return h("div", { class: `notice ${kind}`, role: "status" }, text);
 }

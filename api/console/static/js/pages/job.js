@@ -5,7 +5,7 @@ import { call, downloadResult, followJob, isFinished, sleep } from "../api.js";
 import { fill, h } from "../dom.js";
 import { resultTable, timingBar } from "../charts.js";
 import {
-  actionButton, badge, between, errorBox, formatSeconds, formatTime, loading, waitingText,
+  actionButton, badge, between, errorBox, formatSeconds, formatTime, loading, replaceTokenHint, waitingText,
 } from "../ui.js";
 
 const PREVIEW_ROWS = 20;
@@ -93,7 +93,8 @@ function jobError(job) {
   return h("div", { class: "notice error job-error", role: "alert" },
     h("p", { class: "notice-title" }, `The job ${job.status === "canceled" ? "was canceled" : "failed"}`),
     h("p", null, h("span", { class: "error-message" }, job.error.message || "(no message)"), " ",
-      h("code", { class: "error-code" }, job.error.code)));
+      h("code", { class: "error-code" }, job.error.code)),
+    replaceTokenHint(job.error.code));
 }
 
 function deliveriesView(deliveries) {

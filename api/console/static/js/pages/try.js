@@ -7,7 +7,9 @@ import { ApiError, call, downloadResult, followJob, isFinished } from "../api.js
 import { field, fill, h, select } from "../dom.js";
 import { confusionMatrix, predictedVsActual, resultTable } from "../charts.js";
 import { readTable, splitColumn, writeCsv } from "../csv.js";
-import { actionButton, badge, between, errorBox, formatSeconds, notice, waitingText } from "../ui.js";
+import {
+  actionButton, badge, between, errorBox, formatSeconds, notice, replaceTokenHint, waitingText,
+} from "../ui.js";
 
 const OUTPUTS = {
   classification: [["labels", "labels"], ["probabilities", "labels and probabilities"]],
@@ -260,7 +262,8 @@ async function watch(submitted, { runBody, signal, actual, task }) {
   show(job);
   if (job.status !== "succeeded") {
     fill(outcome, job.error
-      ? errorBox(new ApiError(0, job.error.code, job.error.message), `The job ${job.status}`)
+      ? [errorBox(new ApiError(0, job.error.code, job.error.message), `The job ${job.status}`),
+        replaceTokenHint(job.error.code)]
       : notice(`The job ${job.status}.`, "warning"));
     return;
   }

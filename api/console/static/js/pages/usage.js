@@ -4,7 +4,7 @@
 import { call } from "../api.js";
 import { fill, h } from "../dom.js";
 import { usageBars } from "../charts.js";
-import { actionButton, errorBox, formatTime, loading } from "../ui.js";
+import { actionButton, errorBox, formatTime, loading, replaceTokenHint } from "../ui.js";
 
 const KNOWN = new Set(["current_usage", "usage_limit", "reset_time", "rate_windows"]);
 
@@ -54,7 +54,8 @@ export async function render(main, { signal }) {
           : h("p", { class: "muted" }, "Per-minute and per-hour rate windows are not reported by this service version."),
       );
     } catch (error) {
-      if (!signal.aborted) body.replaceChildren(errorBox(error, "Could not read your usage"));
+      // Usage is read with the stored token: its upstream_auth_failed is that token's.
+      if (!signal.aborted) fill(body, errorBox(error, "Could not read your usage"), replaceTokenHint(error.code));
     }
   };
   main.append(
