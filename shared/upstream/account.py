@@ -16,7 +16,7 @@ import httpx
 from shared.core.config import get_settings
 from shared.core.errors import UpstreamAuthFailed, UpstreamUnavailable
 from shared.upstream.client import load_client
-from shared.upstream.faults import SENT_TOKEN, fault_for_status
+from shared.upstream.faults import SENT_TOKEN, STORED_TOKEN, fault_for_status
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,16 @@ def _call(
         ) from exc
 
 
-def _raise_for(response: httpx.Response, what: str) -> None:
-    """Raise the error shared.upstream.faults maps this answer to."""
+def _raise_for(response: httpx.Response, what: str, *, auth_message: str = SENT_TOKEN) -> None:
+    """Raise the error shared.upstream.faults maps this answer to; `auth_message` is
+    what a refused token is told (one just sent, or the one stored)."""
     retry_after = response.headers.get("Retry-After", "")
     raise fault_for_status(
         response.status_code,
         # The answer's text says which 429 it is; a page of HTML says nothing more.
         detail=response.text[:300],
         what=what,
-        auth_message=SENT_TOKEN,
+        auth_message=auth_message,
         retry_after=float(retry_after) if retry_after.isdigit() else None,
     ).error
 
@@ -72,7 +73,8 @@ def fetch_usage(token: str) -> dict[str, Any]:
     """The caller's usage as the upstream reports it (current usage, limit, reset time)."""
     response = _call("POST", _endpoint("get_api_usage"), token=token)
     if response.status_code != 200:
-        _raise_for(response, "the usage request")
+        # Read with the stored token: a refusal says how to replace it.
+        _raise_for(response, "the usage request", auth_message=STORED_TOKEN)
     return response.json()
 
 

@@ -54,6 +54,8 @@ def test_token_revoked_after_setup_fails_at_once(api, emulator_knobs):
     assert "carol-token" not in str(job)
     usage = api.get("/usage", headers=headers)
     assert (usage.status_code, usage.json()["code"]) == (401, "upstream_auth_failed")
+    # The stored token was refused, not one just sent: the answer says how to replace it.
+    assert "replace it" in usage.json()["detail"], usage.json()
 
 
 def test_usage_limit_is_quota_exceeded_with_the_reset_time(api, emulator_knobs):
