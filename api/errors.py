@@ -1,4 +1,8 @@
-"""One place that turns every failure into `{"detail", "code"}` with the right status."""
+"""One place that turns every failure into `{"detail", "code"}` with the right status.
+
+An unhandled exception's 500 is answered by the request middleware
+(api/request_log.py) with `internal_error()`, so it carries the request id.
+"""
 
 from __future__ import annotations
 
@@ -121,8 +125,8 @@ async def _database_down(_: Request, exc: Exception) -> JSONResponse:
     return _error(503, "service_unavailable", "The service is briefly unavailable; retry shortly.")
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error")
+def internal_error() -> JSONResponse:
+    """The answer to an unhandled exception, which the caller has logged."""
     return _error(500, "internal_error", "An internal error occurred; it has been logged.")
 
 
@@ -133,4 +137,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(DBAPIError, _database_down)
-    app.add_exception_handler(Exception, _unexpected)
