@@ -6,11 +6,13 @@ import subprocess
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 from cli.main import REPO_ROOT
 from cli.supervisor import BIN
 from cli.throwaway import base_env, create_database, drop_database, migrate
+from shared.core.schema_version import REVISIONS
 
 
 def _config(url: str) -> Config:
@@ -35,6 +37,13 @@ def test_migrate_then_check_finds_no_drift_and_downgrade_round_trips(services):
         engine.dispose()
     finally:
         drop_database(services.admin_database_url, url)
+
+
+def test_the_readiness_check_knows_every_migration():
+    # /readyz compares the database's revision with this list (shared/core/schema_version.py).
+    scripts = ScriptDirectory.from_config(_config("postgresql://unused/none"))
+    chain = [script.revision for script in reversed(list(scripts.walk_revisions()))]
+    assert list(REVISIONS) == chain, "list the new migration in schema_version.REVISIONS"
 
 
 def test_production_commands_name_the_missing_setting():
