@@ -32,7 +32,11 @@ def run_migrate(_: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL")
     from alembic import command
 
-    command.upgrade(_alembic_config(), "head")
+    config = _alembic_config()
+    # Logging is already set up (LOG_FORMAT); alembic.ini's would replace it.
+    config.attributes["configure_logger"] = False
+    # Two at once (containers starting together) take turns: alembic/env.py.
+    command.upgrade(config, "head")
 
 
 def run_api(args: argparse.Namespace) -> None:

@@ -16,6 +16,10 @@ from shared.core.db import get_engine
 # Every migration of alembic/versions/, oldest first; the last is this release's head.
 REVISIONS = ("0001", "0002_token_fingerprint", "0003_scheduling")
 HEAD = REVISIONS[-1]
+# The advisory lock `tabpfn-api migrate` holds while it upgrades (alembic/env.py): two
+# containers that start together take turns, and the second finds nothing to do.
+# Advisory locks are per database; any fixed 64-bit number no other code uses will do.
+MIGRATION_LOCK = 0x7461_6270_666E_6D67  # "tabpfnmg"
 # PostgreSQL's SQLSTATE for a table that does not exist.
 _UNDEFINED_TABLE = "42P01"
 
