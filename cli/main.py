@@ -53,6 +53,8 @@ def run_api(args: argparse.Namespace) -> None:
         "log_level": "warning",
         "log_config": None,
         "timeout_keep_alive": get_settings().api_keepalive_s,
+        # Event streams and long-polls would otherwise hold a SIGTERMed process open.
+        "timeout_graceful_shutdown": get_settings().api_drain_s,
     }
     processes = get_settings().api_processes
     if processes > 1:

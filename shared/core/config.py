@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     # with a reset (docs/operations.md). Above the client's idle time, the client
     # closes first. Behind a load balancer, keep it above the balancer's idle timeout.
     api_keepalive_s: float = Field(default=100.0, gt=0)
+    # SIGTERM: the API stops taking connections and gives requests in progress this
+    # long to end, then closes the rest. Without a bound, an open event stream
+    # (GET /jobs/{id}/events lasts as long as its job) held the process until the
+    # orchestrator's SIGKILL. Keep it below that grace period (docker-compose.yml).
+    api_drain_s: float = Field(default=10.0, ge=0)
 
     # Worker nodes are built for waiting: a job is almost all upstream wait, so a
     # node holds this many jobs in flight on threads (see docs/scheduling.md)...
