@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     # Payloads and results of finished jobs are deleted after this; metadata stays.
     retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     retention_interval_s: float = Field(default=3600.0, gt=0)
+    # Where `tabpfn-api beat` keeps the sweeps' last run times, so that a restarted beat
+    # runs each when it is due. Unset: a file in a directory of the process's own
+    # under the temp dir, deleted when beat exits, so two beats on one host (two
+    # deployments, dev stacks, test runs) never share one; a restarted beat then
+    # counts each interval from its start.
+    beat_schedule_file: str | None = None
     # How long an Idempotency-Key is remembered.
     idempotency_ttl_s: float = 24 * 3600.0
 
