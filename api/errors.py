@@ -1,13 +1,18 @@
-"""One place that turns every failure into `{"detail", "code"}` with the right status."""
+"""One place that turns every failure into `{"detail", "code"}` with the right status.
+
+An unhandled exception's 500 is answered by the request middleware
+(api/request_log.py) with `internal_error()`, so it carries the request id.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException
 
 from api.multipart import UnreadableJson
@@ -116,13 +121,39 @@ async def _unstorable_value(_: Request, exc: DataError) -> JSONResponse:
     )
 
 
-async def _database_down(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable: %s", type(exc).__name__)
+# In an outage every request fails the same way: each kind of failure (its class and
+# SQLSTATE) is logged with its traceback once a minute, its other 503s in a line each.
+TRACEBACK_EVERY_S = 60.0
+_last_traceback: dict[tuple[str, str | None], float] = {}
+
+
+class DatabaseFailure(Exception):
+    """What the log shows of a database error: its class, SQLSTATE and first line."""
+
+
+async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+    """PostgreSQL unreachable, or a statement it refused: 503, and the reason logged.
+
+    Only the first line of the driver's message is written down, under the error's
+    own traceback (where our code ran the statement): the lines after it
+    (PostgreSQL's DETAIL) and the statement's parameters hold values, which may be
+    users' data or stored secrets.
+    """
+    sqlstate = getattr(exc.orig, "pgcode", None)
+    kind = (type(exc).__name__, sqlstate)
+    reason = (str(exc.orig).strip().splitlines() or ["no message"])[0]
+    summary = f"{kind[0]}{f' (SQLSTATE {sqlstate})' if sqlstate else ''}: {reason}"
+    now = time.monotonic()
+    exc_info = None
+    if now - _last_traceback.get(kind, float("-inf")) >= TRACEBACK_EVERY_S:
+        _last_traceback[kind] = now
+        exc_info = (DatabaseFailure, DatabaseFailure(summary), exc.__traceback__)
+    log.error("database error, answered 503 service_unavailable: %s", summary, exc_info=exc_info)
     return _error(503, "service_unavailable", "The service is briefly unavailable; retry shortly.")
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error")
+def internal_error() -> JSONResponse:
+    """The answer to an unhandled exception, which the caller has logged."""
     return _error(500, "internal_error", "An internal error occurred; it has been logged.")
 
 
@@ -131,6 +162,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(DataError, _unstorable_value)
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(DBAPIError, _database_down)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(DBAPIError, _database_error)

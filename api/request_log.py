@@ -4,6 +4,11 @@ A pure ASGI middleware: it sees the final status of every response, streamed
 ones included, without buffering bodies. It logs the route's path template
 (`/api/v1/jobs/{job_id}`), never headers, query strings or bodies, which may
 carry credentials.
+
+It also answers the 500 of an unhandled exception itself. Starlette's handler
+for `Exception` runs outside every middleware, after this one has returned: its
+response would go out without the X-Request-ID header and its traceback would
+be logged without the request id (and logged again by uvicorn).
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import internal_error
 from shared.core.logging_setup import current_request_id
 
 log = logging.getLogger("api.request")
+errors_log = logging.getLogger("api.errors")
 
 HEADER = "X-Request-ID"
 # A client's id is kept only if it is a short token; anything else could be
@@ -72,7 +79,7 @@ class RequestLogMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = current_request_id.set(request_id)
         started = time.perf_counter()
-        status = 500  # what the client gets if the app raises before answering
+        status: int | None = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -83,8 +90,16 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Logged here, once, while the request id is still the context's.
+            errors_log.exception("unhandled error")
+            if status is None:
+                await internal_error()(scope, receive, send_with_id)
+            # A response already under way (a stream) cannot become a 500: it
+            # stays unfinished, and the server closes the connection.
         finally:
-            _log_request(scope, status, (time.perf_counter() - started) * 1000, request_id)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            _log_request(scope, status or 500, elapsed_ms, request_id)
             current_request_id.reset(token)
 
 

@@ -87,7 +87,7 @@ def run_dev_stack(*, host: str, port: int, workers: int | None, flower_port: int
             started("api", ["api", "--host", host, "--port", str(port)])
             # No flags: the worker as production runs it (threads, WORKER_CONCURRENCY).
             started("worker", ["worker", *(["--concurrency", str(workers)] if workers else [])])
-            # Beat keeps its schedule with our state, not in the shared temp dir.
+            # Beat keeps its schedule with our state, across restarts of the stack.
             started("beat", ["beat", "--schedule", str(state_dir / "beat-schedule")])
             flower_url = None
             if flower_port:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -32,7 +34,11 @@ def run_migrate(_: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL")
     from alembic import command
 
-    command.upgrade(_alembic_config(), "head")
+    config = _alembic_config()
+    # Logging is already set up (LOG_FORMAT); alembic.ini's would replace it.
+    config.attributes["configure_logger"] = False
+    # Two at once (containers starting together) take turns: alembic/env.py.
+    command.upgrade(config, "head")
 
 
 def run_api(args: argparse.Namespace) -> None:
@@ -49,6 +55,8 @@ def run_api(args: argparse.Namespace) -> None:
         "log_level": "warning",
         "log_config": None,
         "timeout_keep_alive": get_settings().api_keepalive_s,
+        # Event streams and long-polls would otherwise hold a SIGTERMed process open.
+        "timeout_graceful_shutdown": get_settings().api_drain_s,
     }
     processes = get_settings().api_processes
     if processes > 1:
@@ -72,12 +80,27 @@ def run_worker(args: argparse.Namespace) -> None:
     run_node(_celery_argv(args.celery_args))
 
 
+@contextmanager
+def _beat_schedule(configured: str | None) -> Iterator[Path]:
+    """BEAT_SCHEDULE_FILE, else a file in a private temp directory removed afterwards.
+
+    Not one fixed name in the shared temp dir: every beat on the host used it,
+    each writing over the others' run times (Python's fallback dbm has no lock).
+    """
+    if configured:
+        yield Path(configured)
+        return
+    with tempfile.TemporaryDirectory(prefix="tabpfn-api-beat-") as private:
+        yield Path(private) / "schedule"
+
+
 def run_beat(args: argparse.Namespace) -> None:
-    get_settings().require("DATABASE_URL", "REDIS_URL")
+    settings = get_settings().require("DATABASE_URL", "REDIS_URL")
     from worker.tasks import app
 
-    schedule = Path(tempfile.gettempdir()) / "tabpfn-api-beat-schedule"
-    app.start(["beat", "--schedule", str(schedule), *_celery_argv(args.celery_args)])
+    # Celery's SIGTERM handler exits through SystemExit: the directory goes too.
+    with _beat_schedule(settings.beat_schedule_file) as schedule:
+        app.start(["beat", "--schedule", str(schedule), *_celery_argv(args.celery_args)])
 
 
 def run_flower(args: argparse.Namespace) -> None:

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     # with a reset (docs/operations.md). Above the client's idle time, the client
     # closes first. Behind a load balancer, keep it above the balancer's idle timeout.
     api_keepalive_s: float = Field(default=100.0, gt=0)
+    # SIGTERM: the API stops taking connections and gives requests in progress this
+    # long to end, then closes the rest. Without a bound, an open event stream
+    # (GET /jobs/{id}/events lasts as long as its job) held the process until the
+    # orchestrator's SIGKILL. Keep it below that grace period (docker-compose.yml).
+    api_drain_s: float = Field(default=10.0, ge=0)
 
     # Worker nodes are built for waiting: a job is almost all upstream wait, so a
     # node holds this many jobs in flight on threads (see docs/scheduling.md)...
@@ -128,6 +133,12 @@ class Settings(BaseSettings):
     # Payloads and results of finished jobs are deleted after this; metadata stays.
     retention_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     retention_interval_s: float = Field(default=3600.0, gt=0)
+    # Where `tabpfn-api beat` keeps the sweeps' last run times, so that a restarted beat
+    # runs each when it is due. Unset: a file in a directory of the process's own
+    # under the temp dir, deleted when beat exits, so two beats on one host (two
+    # deployments, dev stacks, test runs) never share one; a restarted beat then
+    # counts each interval from its start.
+    beat_schedule_file: str | None = None
     # How long an Idempotency-Key is remembered.
     idempotency_ttl_s: float = 24 * 3600.0
 

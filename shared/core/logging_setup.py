@@ -2,7 +2,8 @@
 
 Structured fields travel as `extra={...}` on the log call; with LOG_FORMAT=json
 each becomes a key of the line. The request id of the HTTP request being
-served, if any, is added to every line logged while serving it.
+served, if any, is added to every line logged while serving it: a `request_id`
+key in JSON, `[<id>]` after the logger's name in text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from shared.core.config import get_settings
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s %(message)s"
 
 # Set by the API's request middleware for the duration of one request.
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
@@ -28,6 +29,15 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+class _TextFormatter(logging.Formatter):
+    """TEXT_FORMAT: lines logged while serving a request name it, others are unchanged."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", None)
+        record.request_tag = f" [{request_id}]" if request_id else ""
+        return super().format(record)
+
+
 def _formatter(log_format: str) -> logging.Formatter:
     if log_format.lower() == "json":
         # "time" is ISO 8601 in UTC, which log shippers parse without configuration.
@@ -36,7 +46,7 @@ def _formatter(log_format: str) -> logging.Formatter:
             rename_fields={"levelname": "level", "name": "logger"},
             timestamp="time",
         )
-    return logging.Formatter(TEXT_FORMAT)
+    return _TextFormatter(TEXT_FORMAT)
 
 
 def configure_logging() -> None:

@@ -63,6 +63,12 @@ def test_every_response_carries_a_request_id(stack):
     given = httpx.get(f"{stack.api_url}/api/v1/jobs", headers={"X-Request-ID": "trace-42.a"})
     assert given.status_code == 401
     assert given.headers["x-request-id"] == "trace-42.a"
+    # The stack's API logs text (LOG_FORMAT's default): the line names the id too.
+    api = next(p for p in stack.processes if p.name == "api")
+    deadline = time.monotonic() + 5
+    while "api.request [trace-42.a] GET /api/v1/jobs 401" not in api.log():
+        assert time.monotonic() < deadline, api.log()[-3000:]
+        time.sleep(0.1)
 
     for unsafe in ["x" * 65, "has space", "tpa_0123456789abcdef_" + "y" * 43]:
         response = httpx.get(f"{stack.api_url}/healthz", headers={"X-Request-ID": unsafe})

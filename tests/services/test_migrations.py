@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
 
 from cli.main import REPO_ROOT
 from cli.supervisor import BIN
 from cli.throwaway import base_env, create_database, drop_database, migrate
+from shared.core.schema_version import HEAD, MIGRATION_LOCK, REVISIONS
 
 
 def _config(url: str) -> Config:
@@ -35,6 +39,68 @@ def test_migrate_then_check_finds_no_drift_and_downgrade_round_trips(services):
         engine.dispose()
     finally:
         drop_database(services.admin_database_url, url)
+
+
+def _waiting_for_the_lock(engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(
+            text(
+                "select count(*) from pg_locks where locktype = 'advisory' and not granted "
+                "and database = (select oid from pg_database where datname = current_database())"
+            )
+        ).scalar_one()
+
+
+def test_migrates_started_together_take_turns_and_log_as_configured(services):
+    # Two containers starting at once: without the lock, both created the tables.
+    url = create_database(services.admin_database_url)
+    engine = create_engine(url)
+    migrates = []
+    try:
+        # Held here, so all of them start while another migration runs.
+        with engine.connect() as holder:
+            holder.execute(text("select pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            holder.commit()
+            migrates = [
+                subprocess.Popen(
+                    [str(BIN), "migrate"],
+                    env=base_env(DATABASE_URL=url, LOG_FORMAT="json", LOG_LEVEL="INFO"),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )  # fmt: skip
+                for _ in range(3)
+            ]
+            deadline = time.monotonic() + 60
+            while _waiting_for_the_lock(engine) < len(migrates):
+                exited = [m.returncode for m in migrates if m.poll() is not None]
+                assert not exited, f"a migrate did not wait for the lock: exit {exited}"
+                assert time.monotonic() < deadline, "the migrates never waited for the lock"
+                time.sleep(0.1)
+            holder.execute(text("select pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        outputs = [m.communicate(timeout=120)[0] for m in migrates]
+        assert [m.returncode for m in migrates] == [0, 0, 0], outputs
+        with engine.connect() as connection:
+            version = connection.execute(text("select version_num from alembic_version"))
+            assert version.scalars().all() == [HEAD]
+        lines = [json.loads(line) for out in outputs for line in out.splitlines() if line]
+        messages = [line["message"] for line in lines]
+        assert sum(m.startswith("Running upgrade  -> 0001") for m in messages) == 1, messages
+        assert {"time", "level", "logger"} <= set(lines[0])
+        assert "waiting for it to end" in " ".join(messages)
+    finally:
+        for migrate_process in migrates:
+            migrate_process.kill()
+            migrate_process.wait()
+        engine.dispose()
+        drop_database(services.admin_database_url, url)
+
+
+def test_the_readiness_check_knows_every_migration():
+    # /readyz compares the database's revision with this list (shared/core/schema_version.py).
+    scripts = ScriptDirectory.from_config(_config("postgresql://unused/none"))
+    chain = [script.revision for script in reversed(list(scripts.walk_revisions()))]
+    assert list(REVISIONS) == chain, "list the new migration in schema_version.REVISIONS"
 
 
 def test_production_commands_name_the_missing_setting():

