@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     func,
@@ -230,3 +232,37 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[int] = mapped_column(Integer, nullable=False)
     # Why it failed, in a sentence; null when the receiver answered 2xx.
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# Finished-job totals for /metrics, kept by a trigger on `jobs` (migration
+# 0004_job_metrics_totals): a scrape sums these few rows instead of reading every
+# job. Each key is spread over `shard` rows, so jobs finishing at once do not wait
+# on one row's lock. Written by the database only.
+
+
+class JobOutcomeTotal(Base):
+    """Finished jobs by type, final status and error code ('' without one)."""
+
+    __tablename__ = "job_outcome_totals"
+
+    type: Mapped[str] = mapped_column(String(20), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    error_code: Mapped[str] = mapped_column(String(50), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class JobDurationTotal(Base):
+    """Finished jobs' durations (queue_wait, run, upstream) by type and final status:
+    how many fell in the bucket ending at `le` (not cumulative; +Inf is infinity)
+    and their seconds in all."""
+
+    __tablename__ = "job_duration_totals"
+
+    metric: Mapped[str] = mapped_column(String(20), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    le: Mapped[float] = mapped_column(Float, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    jobs: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)

@@ -5,10 +5,11 @@ Standard Webhooks: `webhook-id` (stable across retries), `webhook-timestamp`,
 user's `whsec_` secret. Only a 2xx counts; redirects are not followed; 410
 Gone stops for good; `Retry-After` is honoured.
 
-An attempt is bounded whatever the receiver does: connecting, sending and
-reading the status line and headers share one deadline of WEBHOOK_TIMEOUT_S,
-and the body of the answer is never read (a receiver that trickles it, sends
-gigabytes, or a gzip bomb, holds nothing of ours). Deliveries run on the
+An attempt is bounded whatever the receiver and its DNS do: looking its host
+up, connecting, sending and reading the status line and headers share one
+deadline of WEBHOOK_TIMEOUT_S, and the body of the answer is never read (a
+receiver that trickles it, sends gigabytes, or a gzip bomb, holds nothing of
+ours). Deliveries run on the
 worker's job slots, and take at most WEBHOOK_SLOT_SHARE of them at once.
 """
 
@@ -160,13 +161,12 @@ def _host_header(target: Target) -> str:
     return host if target.port == default_port else f"{host}:{target.port}"
 
 
-def _post(target: Target, delivery: WebhookDelivery, secret: str) -> Answer:
+def _post(target: Target, delivery: WebhookDelivery, secret: str, deadline: float) -> Answer:
     """POST to an address that was checked, not to whatever DNS answers next.
 
-    Ends within WEBHOOK_TIMEOUT_S (httpcore.TimeoutException past it), once the
-    status line and headers are in: the connection is then closed, unread.
+    Ends by `deadline` (httpcore.TimeoutException past it), once the status line
+    and headers are in: the connection is then closed, unread.
     """
-    deadline = time.monotonic() + get_settings().webhook_timeout_s
     address = target.addresses[0]
     url = httpcore.URL(
         scheme=target.scheme,
@@ -256,11 +256,17 @@ def _why(exc: Exception) -> str:
 def _attempt(delivery: WebhookDelivery) -> _Result:
     """Check the target, sign and POST. Whatever goes wrong is this attempt's error:
     an exception left to Celery left the delivery pending with no attempt logged."""
+    settings = get_settings()
+    # One deadline from the start: the DNS lookup of the check is part of the
+    # attempt (a resolver that hung held the slot past WEBHOOK_TIMEOUT_S).
+    deadline = time.monotonic() + settings.webhook_timeout_s
     try:
         target = check_target(
-            delivery.url, allow_private=get_settings().webhook_allow_private_targets
+            delivery.url,
+            allow_private=settings.webhook_allow_private_targets,
+            timeout=deadline - time.monotonic(),
         )
-        answer = _post(target, delivery, _secret(delivery.job_id))
+        answer = _post(target, delivery, _secret(delivery.job_id), deadline)
         status = answer.status_code
         if 200 <= status < 300:
             return _Result(status, final=True)

@@ -653,6 +653,14 @@ async def get_result(
         ResultFormat | None,
         Query(alias="format", description="json, csv or parquet; overrides Accept."),
     ] = None,
+    escape_formulas: Annotated[
+        bool,
+        Query(
+            description="CSV only: text cells starting with = + - @, a tab or a carriage "
+            "return get a leading ' so a spreadsheet shows them instead of running them "
+            "(numbers stay numbers). false writes them as they are.",
+        ),
+    ] = True,
     wait: Annotated[
         float,
         Query(
@@ -668,6 +676,13 @@ async def get_result(
     in input order; columns `prediction`, then `proba_<class>` per class (output
     probabilities) or `q_<quantile>` per quantile. A fit: one row of its fields
     (`model_id`, `task`, `n_rows`, `n_features`, `classes` as JSON text).
+
+    A CSV's text cells (class labels, the column names made from them) that start
+    with `=`, `+`, `-`, `@`, a tab or a carriage return are written with a leading
+    `'`, so a spreadsheet shows them as text instead of running them as formulas
+    (OWASP's CSV injection advice); numbers, and text that is only a number, are
+    written as they are. `escape_formulas=false` turns this off. JSON and Parquet
+    are never changed.
 
     With `wait=S`, a job still queued or running is waited for: the answer comes
     the moment it ends (its result, or the error of a job that did not succeed),
@@ -694,7 +709,9 @@ async def get_result(
             found = await run_in_threadpool(_read, _result_or_pending, user, job_id)
     if kind == "json":
         return Response(found, media_type="application/json")
-    table = await run_in_threadpool(lambda: write_table(result_table(json.loads(found)), kind))
+    table = await run_in_threadpool(
+        lambda: write_table(result_table(json.loads(found)), kind, escape_formulas=escape_formulas)
+    )
     return Response(
         table,
         media_type=MEDIA_TYPES[kind],

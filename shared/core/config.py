@@ -142,8 +142,8 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key is remembered.
     idempotency_ttl_s: float = 24 * 3600.0
 
-    # Webhooks: seconds an attempt may take in all (connect, send, and the answer's
-    # status line and headers; its body is never read), and the delays before each
+    # Webhooks: seconds an attempt may take in all (DNS lookup, connect, send, and the
+    # answer's status line and headers; its body is never read), and the delays before each
     # retry (comma-separated seconds, jittered); after the last retry the delivery fails.
     webhook_timeout_s: float = Field(default=15.0, gt=0)
     webhook_retry_schedule_s: str = "5,30,120,600,1800,7200"

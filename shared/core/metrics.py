@@ -2,13 +2,18 @@
 
 Several API processes and many Celery pool processes share the work, so no
 single process can count jobs in memory. Postgres holds the truth: every
-scrape runs a few aggregate queries, and every API replica reports the same
-numbers (scrape one, or take `max` across them). Job rows outlive retention,
-so counts of rows behave as counters.
+scrape runs a few small queries, and every API replica reports the same
+numbers (scrape one, or take `max` across them).
 
-Durations are histograms over all finished jobs, bucketed in SQL: their
-buckets only grow, so `rate()` over a window (say 1h) gives the recent
-distribution and `histogram_quantile()` its quantiles.
+Finished jobs are not read row by row: a trigger adds each job to small total
+tables when it finishes (migration 0004_job_metrics_totals), and a scrape sums
+those, so its cost does not grow with the number of jobs (docs/operations.md has
+the numbers), and finished counts behave as counters. Only queued and running
+jobs are counted from their rows (by index): as many as the queue holds.
+
+Durations are histograms over all finished jobs: their buckets only grow, so
+`rate()` over a window (say 1h) gives the recent distribution and
+`histogram_quantile()` its quantiles.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import Float, case, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from shared.core.config import get_settings
@@ -33,7 +38,7 @@ from shared.core.db import session_scope
 from shared.core.redis_client import get_redis
 from shared.jobs import states as js
 from shared.jobs.waiting import REASONS
-from shared.models import Job, WebhookDelivery
+from shared.models import Job, JobDurationTotal, JobOutcomeTotal, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
@@ -42,45 +47,21 @@ JOB_TYPES = (js.FIT, js.PREDICT, js.FIT_PREDICT)
 JOB_STATUSES = (js.QUEUED, js.RUNNING, js.SUCCEEDED, js.FAILED, js.CANCELED)
 FINISHED_STATUSES = (js.SUCCEEDED, js.FAILED, js.CANCELED)
 WEBHOOK_STATUSES = ("pending", "succeeded", "failed")
-# Seconds; from sub-second emulator runs to hour-long fits.
+# Seconds; from sub-second emulator runs to hour-long fits. The trigger buckets
+# with its own copy (job_duration_bounds() in the migration; a test compares them):
+# changing these needs a migration that changes it and recounts.
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-# Celery's default queue: a Redis list of messages not yet taken by a worker.
 
 
-def _epoch(interval):
-    return func.extract("epoch", interval).cast(Float)
-
-
-def _timing(*path: str):
-    return func.coalesce(Job.upstream_timings[path].astext.cast(Float), 0.0)
-
-
-# Time the upstream reported for the job's calls: fit (and any refit) end to
-# end, and every stage of the prediction.
-_UPSTREAM_SECONDS = (
-    _timing("fit", "elapsed_s")
-    + _timing("refit", "elapsed_s")
-    + _timing("predict", "test_set_transform_queue_wait_s")
-    + _timing("predict", "test_set_transform_s")
-    + _timing("predict", "predict_queue_wait_s")
-    + _timing("predict", "predict_s")
-)
-
-# Queue wait spans earlier attempts and retry backoffs; run is the last attempt.
+# The durations of finished jobs, as the trigger computes them (job_durations() in
+# the migration): queue wait spans earlier attempts and retry backoffs; run is the
+# last attempt.
 DURATIONS = {
-    "queue_wait": (
-        _epoch(Job.started_at - Job.created_at),
-        "Seconds finished jobs waited from submission to their last start.",
-    ),
-    "run": (
-        _epoch(Job.finished_at - Job.started_at),
-        "Seconds the last run of finished jobs took in a worker.",
-    ),
-    "upstream": (
-        case((Job.upstream_timings.is_not(None), _UPSTREAM_SECONDS)),
-        "Seconds the TabPFN upstream reported for finished jobs' fit and predict calls.",
-    ),
+    "queue_wait": "Seconds finished jobs waited from submission to their last start.",
+    "run": "Seconds the last run of finished jobs took in a worker.",
+    "upstream": "Seconds the TabPFN upstream reported for finished jobs' fit and predict calls.",
 }
+LIVE_STATUSES = (js.QUEUED, js.RUNNING)
 
 
 @dataclass
@@ -101,20 +82,33 @@ class Snapshot:
 
 
 def _job_counts(session: Session) -> dict[tuple[str, str], int]:
-    rows = session.execute(
-        select(Job.type, Job.status, func.count()).group_by(Job.type, Job.status)
+    """Jobs by type and status: live ones from their rows, finished ones from the totals."""
+    live = session.execute(
+        select(Job.type, Job.status, func.count())
+        .where(Job.status.in_(LIVE_STATUSES))
+        .group_by(Job.type, Job.status)
     )
-    return {(type_, status): n for type_, status, n in rows}
+    finished = session.execute(
+        select(
+            JobOutcomeTotal.type, JobOutcomeTotal.status, func.sum(JobOutcomeTotal.jobs)
+        ).group_by(JobOutcomeTotal.type, JobOutcomeTotal.status)
+    )
+    return {(type_, status): int(n) for type_, status, n in [*live, *finished]}
 
 
 def _error_counts(session: Session) -> dict[tuple[str, str], int]:
-    """Failed jobs, and queued jobs waiting out a retry, by error code."""
-    rows = session.execute(
+    """Failed jobs (from the totals), and queued jobs waiting out a retry, by error code."""
+    failed = session.execute(
+        select(JobOutcomeTotal.status, JobOutcomeTotal.error_code, func.sum(JobOutcomeTotal.jobs))
+        .where(JobOutcomeTotal.status == js.FAILED, JobOutcomeTotal.error_code != "")
+        .group_by(JobOutcomeTotal.status, JobOutcomeTotal.error_code)
+    )
+    retrying = session.execute(
         select(Job.status, Job.error_code, func.count())
-        .where(Job.status.in_([js.FAILED, js.QUEUED]), Job.error_code.is_not(None))
+        .where(Job.status == js.QUEUED, Job.error_code.is_not(None))
         .group_by(Job.status, Job.error_code)
     )
-    return {(status, code): n for status, code, n in rows}
+    return {(status, code): int(n) for status, code, n in [*failed, *retrying]}
 
 
 def _waiting_counts(session: Session) -> dict[str, int]:
@@ -142,23 +136,26 @@ def _waiting_counts(session: Session) -> dict[str, int]:
 
 
 def _duration_histograms(session: Session) -> dict[str, dict[tuple[str, str], Histogram]]:
-    """Every duration histogram in one pass over finished jobs."""
-    columns = []
-    for seconds, _ in DURATIONS.values():
-        columns += [func.count().filter(seconds <= le) for le in BUCKETS]
-        columns += [func.count(seconds), func.coalesce(func.sum(seconds), 0.0)]
+    """Every duration histogram, from the totals: a few rows per type and status."""
+    t = JobDurationTotal
     rows = session.execute(
-        select(Job.type, Job.status, *columns)
-        .where(Job.status.in_(FINISHED_STATUSES), Job.started_at.is_not(None))
-        .group_by(Job.type, Job.status)
+        select(t.metric, t.type, t.status, t.le, func.sum(t.jobs), func.sum(t.seconds)).group_by(
+            t.metric, t.type, t.status, t.le
+        )
     )
-    result: dict[str, dict[tuple[str, str], Histogram]] = defaultdict(dict)
-    width = len(BUCKETS) + 2
-    for type_, status, *values in rows:
-        for i, name in enumerate(DURATIONS):
-            part = values[i * width : (i + 1) * width]
-            result[name][(type_, status)] = Histogram(
-                buckets=list(part[: len(BUCKETS)]), count=part[-2], total=float(part[-1])
+    # Jobs per bucket as stored (each in the one bucket it fell in), made cumulative.
+    found: dict[tuple[str, str, str], list[tuple[float, int, float]]] = defaultdict(list)
+    for metric, type_, status, le, n, seconds in rows:
+        found[(metric, type_, status)].append((le, int(n), float(seconds)))
+    result: dict[str, dict[tuple[str, str], Histogram]] = {name: {} for name in DURATIONS}
+    keys = sorted({(type_, status) for _, type_, status in found})
+    for name in DURATIONS:
+        for key in keys:
+            counted = found.get((name, *key), [])
+            result[name][key] = Histogram(
+                buckets=[sum(n for le, n, _ in counted if le <= bound) for bound in BUCKETS],
+                count=sum(n for _, n, _ in counted),
+                total=sum(seconds for _, _, seconds in counted),
             )
     return result
 
@@ -243,7 +240,7 @@ def _error_families(errors: dict[tuple[str, str], int]) -> Iterator[Metric]:
 
 
 def _duration_families(durations: dict[str, dict[tuple[str, str], Histogram]]) -> Iterator[Metric]:
-    for name, (_, doc) in DURATIONS.items():
+    for name, doc in DURATIONS.items():
         family = HistogramMetricFamily(
             f"{PREFIX}_job_{name}_seconds", doc, labels=["type", "status"]
         )

@@ -56,6 +56,8 @@ DEFAULT_QUANTILES = [0.1, 0.5, 0.9]
 # far deeper ones broke Python's JSON encoder on the way in (a 500).
 MAX_OPTIONS_DEPTH = 32
 
+MAX_RANDOM_STATE = 2**32 - 1  # numpy's RandomState seeds: 0 to 2**32 - 1
+
 
 def _check_option_values(options: dict[str, Any]) -> None:
     """What JSON storage takes: finite numbers, text without NUL, MAX_OPTIONS_DEPTH levels.
@@ -101,12 +103,15 @@ def _check_options(task: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ValidationFailed(
             f"options.{'.'.join(map(str, first['loc']))}: {first['msg']}."
         ) from exc
-    # The config models say only "an int". TabPFN seeds numpy's default_rng with it,
-    # the emulator scikit-learn (RandomState): both refuse a negative seed, after
-    # the job has queued. Their upper bounds differ (none; 2**32 - 1): left to them.
-    if validated.random_state is not None and validated.random_state < 0:
+    # The config models say only "an int". The upstream seeds numpy with it, and
+    # numpy's RandomState (scikit-learn's, so the emulator's stand-in) takes 0 to
+    # 2**32 - 1 only: any other seed failed the job after it had queued. The range
+    # every numpy seeding path takes is the one accepted here.
+    seed = validated.random_state
+    if seed is not None and not 0 <= seed <= MAX_RANDOM_STATE:
         raise ValidationFailed(
-            f"options.random_state is {validated.random_state}; a seed must be 0 or more."
+            f"options.random_state is {seed}; a seed must be from 0 to "
+            f"{MAX_RANDOM_STATE} (2**32 - 1)."
         )
     return options
 

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 
 from shared.core.errors import FileFormatMismatch, UnsupportedFile, ValidationFailed
+from shared.tables import formula_escape
 
 PARQUET_MAGIC = b"PAR1"
 CSV = "csv"
@@ -93,9 +94,17 @@ def result_table(result: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def write_table(table: pd.DataFrame, fmt: str) -> bytes:
+def write_table(table: pd.DataFrame, fmt: str, *, escape_formulas: bool = True) -> bytes:
+    """The table as CSV or Parquet bytes. A CSV's text cells that a spreadsheet
+    would run as formulas are escaped unless `escape_formulas` is false
+    (shared/tables/formula_escape.py); Parquet is typed, never opened as
+    formulas, and always written as it is."""
     if fmt == CSV:
-        return table.to_csv(index=False).encode()
+        if escape_formulas:
+            table = formula_escape.escape_formulas(table)
+        # RFC 4180's CRLF line ends: with pandas' "\n" a cell holding a bare
+        # carriage return went out unquoted, and readers split the row there.
+        return table.to_csv(index=False, lineterminator="\r\n").encode()
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False, compression="zstd")
     return buffer.getvalue()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -76,8 +79,39 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-def check_target(url: str, *, allow_private: bool) -> Target:
-    """Resolve the URL's host and refuse it unless every address is public."""
+def _lookup(host: str, port: int, timeout: float | None) -> list:
+    """getaddrinfo, given up after `timeout` seconds (None: as long as it takes).
+
+    The system resolver has no timeout of its own that we set, and cannot be
+    interrupted: it runs on a thread of its own, left to finish on its own when
+    it is given up (it ends at the resolver's own timeouts, resolv.conf's).
+    """
+    if timeout is None:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if timeout <= 0:
+        raise TargetUnresolvable(f"callback_url host {host!r}: no time was left to resolve it.")
+    answer: Future[list] = Future()
+
+    def resolve() -> None:
+        try:
+            answer.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            answer.set_exception(exc)
+
+    threading.Thread(target=resolve, name="webhook-dns", daemon=True).start()
+    try:
+        return answer.result(timeout)
+    except FutureTimeout:
+        raise TargetUnresolvable(
+            f"callback_url host {host!r} did not resolve within {timeout:.1f} s."
+        ) from None
+
+
+def check_target(url: str, *, allow_private: bool, timeout: float | None = None) -> Target:
+    """Resolve the URL's host and refuse it unless every address is public.
+
+    `timeout`: seconds the DNS lookup may take (a delivery gives it what is left
+    of its attempt); past it, TargetUnresolvable."""
     if len(url) > MAX_URL_LENGTH:
         raise TargetRefused(
             f"callback_url is {len(url)} characters long; at most {MAX_URL_LENGTH} are taken."
@@ -87,7 +121,7 @@ def check_target(url: str, *, allow_private: bool) -> Target:
         raise TargetRefused("callback_url must be an http(s) URL with a host.")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        infos = _lookup(parts.hostname, port, timeout)
     except (socket.gaierror, UnicodeError) as exc:
         raise TargetUnresolvable(f"callback_url host {parts.hostname!r} does not resolve.") from exc
     addresses = list(dict.fromkeys(info[4][0] for info in infos))

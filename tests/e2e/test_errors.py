@@ -84,6 +84,17 @@ BAD_FITS = {
         "train": GOOD_TRAIN,
         "options": {"random_state": -5},
     },
+    # numpy's RandomState takes 0 to 2**32 - 1: the emulator failed the job after it queued.
+    "seed-of-2**32": {
+        "task": "classification",
+        "train": GOOD_TRAIN,
+        "options": {"random_state": 2**32},
+    },
+    "seed-of-2**70": {
+        "task": "classification",
+        "train": GOOD_TRAIN,
+        "options": {"random_state": 2**70},
+    },
     "callback-not-http": {"task": "classification", "train": GOOD_TRAIN, "callback_url": "ftp://x"},
     # NUL (U+0000): PostgreSQL's text and JSON cannot hold it. An option was a 503,
     # a label failed its job after the fit (storing the classes), a column name upstream.
@@ -129,6 +140,27 @@ def test_malformed_fit_is_422_and_stores_nothing(api, body):
     assert error["code"] == "validation_error"
     assert error["detail"] and isinstance(error["detail"], str)
     assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+def test_the_largest_seed_numpy_takes_is_accepted_and_the_job_succeeds(api):
+    headers = register(api)
+    body = {"task": "classification", "train": GOOD_TRAIN, "options": {"random_state": 2**32 - 1}}
+    response = api.post("/jobs/fit", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    job = wait_for_job(api, headers, response.json()["id"])
+    assert job["status"] == "succeeded", job
+
+
+def test_a_seed_out_of_range_says_the_range(api):
+    headers = register(api)
+    body = {"task": "regression", "train": {"X": [[1], [2]], "y": [1.0, 2.0]}}
+    response = api.post(
+        "/jobs/fit", json={**body, "options": {"random_state": 2**32}}, headers=headers
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "validation_error")
+    assert response.json()["detail"] == (
+        "options.random_state is 4294967296; a seed must be from 0 to 4294967295 (2**32 - 1)."
+    )
 
 
 UNREADABLE_JSON = {

