@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     func,
     text,
@@ -234,10 +236,18 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-# Finished-job totals for /metrics, kept by a trigger on `jobs` (migration
-# 0004_job_metrics_totals): a scrape sums these few rows instead of reading every
-# job. Each key is spread over `shard` rows, so jobs finishing at once do not wait
-# on one row's lock. Written by the database only.
+# Finished-job totals for /metrics (migration 0004_job_metrics_totals): a trigger
+# logs each finished job's id in `jobs_finished_uncounted` (no model: rows only
+# appended by it and deleted by `fold_finished_jobs()`), a fold adds those jobs
+# here, and a scrape sums these few rows instead of reading every job. Each key is
+# spread over `shard` rows, so concurrent folds do not wait on one row's lock.
+# Written by the database only.
+
+jobs_finished_uncounted = Table(
+    "jobs_finished_uncounted",
+    Base.metadata,
+    Column("job_id", UUID(as_uuid=True), nullable=False),
+)
 
 
 class JobOutcomeTotal(Base):

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from shared.core.config import get_settings
 from shared.core.db import database_now, session_scope
+from shared.core.metrics import fold_finished_jobs
 from shared.jobs.repository import forget_idempotency_keys, purge_job_data
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ def purge_expired_data() -> tuple[int, int]:
         forgotten = forget_idempotency_keys(
             session=session, created_before=now - timedelta(seconds=settings.idempotency_ttl_s)
         )
+    # With no one scraping /metrics, the finished jobs' log would only grow: the
+    # sweep folds it into the totals (shared.core.metrics), an hour's jobs at most.
+    fold_finished_jobs()
     if purged or forgotten:
         log.info(
             "retention: data of %d job(s) deleted, %d idempotency key(s) forgotten",

@@ -5,10 +5,12 @@ single process can count jobs in memory. Postgres holds the truth: every
 scrape runs a few small queries, and every API replica reports the same
 numbers (scrape one, or take `max` across them).
 
-Finished jobs are not read row by row: a trigger adds each job to small total
-tables when it finishes (migration 0004_job_metrics_totals), and a scrape sums
-those, so its cost does not grow with the number of jobs (docs/operations.md has
-the numbers), and finished counts behave as counters. Only queued and running
+Finished jobs are not read row by row: a trigger logs each job's id when it
+finishes, and a scrape first folds the jobs logged since the last fold into small
+total tables (`fold_finished_jobs()`, migration 0004_job_metrics_totals; the hourly
+retention sweep folds too), then sums those: its cost does not grow with the
+number of jobs (docs/operations.md has the numbers), and finished counts behave as
+counters. Only queued and running
 jobs are counted from their rows (by index): as many as the queue holds.
 
 Durations are histograms over all finished jobs: their buckets only grow, so
@@ -176,8 +178,18 @@ def _broker_queue_length() -> int | None:
         return None
 
 
+def fold_finished_jobs() -> int:
+    """Count the jobs finished since the last fold into the totals; how many it counted.
+
+    Committed on its own, before a scrape reads the totals: its row locks on the
+    totals go with its commit, not with the scrape's reads."""
+    with session_scope() as session:
+        return session.execute(text("SELECT fold_finished_jobs()")).scalar_one()
+
+
 def read_snapshot() -> Snapshot:
     """Query everything a scrape shows. Database errors propagate (the API answers 503)."""
+    fold_finished_jobs()
     with session_scope() as session:
         snapshot = Snapshot(
             jobs=_job_counts(session),
