@@ -224,3 +224,28 @@ def test_fit_predict_csv_with_numeric_test_codes(api, direct_answer):
         api, headers, api.post("/jobs/fit-predict", headers=headers, data=data, files=files)
     )
     _same_answer(result, direct_answer)
+
+
+def test_a_test_set_split_in_chunks_is_cleaned_as_one_table(api, emulator_knobs):
+    """tabpfn-client's text cleaning (spaces trimmed, commas dropped) looks at a whole
+    column: a column whose cells all parse as numbers is left as it is. The worker
+    cleaned each chunk on its own, so a chunk whose cells of a text column were
+    " 5" and "7 " alone kept the spaces, categories the fit never saw ("5", "7"):
+    those rows got other answers than in a whole table."""
+    headers = register(api)
+    codes = ["5", "7", "x y"] * 10
+    labels = {"5": "five", "7": "seven", "x y": "xy"}
+    fit = {
+        "task": "classification",
+        "train": {"X": [[c, 0.0] for c in codes], "columns": ["t", "z"]},
+    }
+    fit["train"]["y"] = [labels[c] for c in codes]
+    model_id = _result(api, headers, api.post("/jobs/fit", headers=headers, json=fit))["model_id"]
+    test = [" 5", "7 ", " 5", "7 ", "x y", "x  y", " 5", "x, y"]
+    body = {"model_id": model_id, "X": [[t, 0.0] for t in test], "columns": ["t", "z"]}
+    whole = _result(api, headers, api.post("/jobs/predict", headers=headers, json=body))
+    assert whole["predictions"] == ["five", "seven", "five", "seven", "xy", "xy", "five", "xy"]
+
+    emulator_knobs(max_rows=4)  # two chunks; the first holds number-like text alone
+    chunked = _result(api, headers, api.post("/jobs/predict", headers=headers, json=body))
+    assert chunked["predictions"] == whole["predictions"]
