@@ -502,6 +502,55 @@ def _load_webhooks_helper():
     return module
 
 
+def test_cli_scores_numeric_classes_with_a_blank_target(
+    sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path
+):
+    """Classes that are numbers, and a test file whose target has a blank cell:
+    pandas reads that column as floats (1.0), the predictions are 1. The score
+    compared them as text ("1" != "1.0") and said 0.000 for right answers; the
+    row without a target counted as a miss too."""
+    train_iris, test_iris, truth = iris_files
+    codes = {"setosa": "0", "versicolor": "1", "virginica": "2"}
+    paths = {}
+    for name, source in (("train", train_iris), ("test", test_iris)):
+        with source.open(newline="") as file:
+            header, *rows = list(csv.reader(file))
+        rows = [[*r[:-1], codes[r[-1]]] for r in rows]
+        if name == "test":
+            rows[3][-1] = ""  # no target for this row
+        paths[name] = tmp_path / f"{name}.csv"
+        with paths[name].open("w", newline="") as file:
+            csv.writer(file).writerows([header, *rows])
+    key = {"TABPFN_API_KEY": _setup_key(sdk_venv, stack)}
+
+    scored = _cli(
+        sdk_venv, stack, "fit-predict", str(paths["train"]), str(paths["test"]),
+        "--target", "species", "--json", **key,
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    predictions = json.loads(scored.stdout)["predictions"]
+    expected = [int(codes[t]) for t in truth]
+    right = sum(
+        p == t for i, (p, t) in enumerate(zip(predictions, expected, strict=True)) if i != 3
+    )
+    assert right >= 0.8 * 29
+
+    shown = _cli(
+        sdk_venv, stack, "fit-predict", str(paths["train"]), str(paths["test"]),
+        "--target", "species", **key,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"accuracy: {right / 29:.3f} ({right}/29; 1 row without a target)" in shown.stdout
+
+
+def _setup_key(venv: Path, stack: Stack) -> str:
+    setup = _cli(venv, stack, "--json", "setup", "--token", fresh_token())
+    assert setup.returncode == 0, setup.stderr
+    account = json.loads(setup.stdout)
+    ISSUED_SECRETS.extend([account["api_key"], account["webhook_secret"]])
+    return account["api_key"]
+
+
 def test_webhook_helper_matches_standard_webhooks():
     helper = _load_webhooks_helper()
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
