@@ -543,6 +543,25 @@ def test_cli_scores_numeric_classes_with_a_blank_target(
     assert f"accuracy: {right / 29:.3f} ({right}/29; 1 row without a target)" in shown.stdout
 
 
+def test_cli_writes_quantile_columns_in_the_quantiles_order(
+    sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path
+):
+    """The result's quantiles come back as a JSON object whose keys JSONB ordered
+    by length ("0.5", "0.9", "0.05"): the CLI's table and -o file took that order."""
+    train, test, _ = iris_files
+    out = tmp_path / "quantiles.csv"
+    done = _cli(
+        sdk_venv, stack, "fit-predict", str(train), str(test),
+        "--target", "sepal_length_cm", "--task", "regression", "--output", "quantiles",
+        "--quantiles", "0.9,0.05,0.5,0.25", "-o", str(out),
+        TABPFN_API_KEY=_setup_key(sdk_venv, stack),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    with out.open(newline="") as file:
+        header = next(csv.reader(file))
+    assert header == ["prediction", "q0.05", "q0.25", "q0.5", "q0.9"]
+
+
 def _setup_key(venv: Path, stack: Stack) -> str:
     setup = _cli(venv, stack, "--json", "setup", "--token", fresh_token())
     assert setup.returncode == 0, setup.stderr

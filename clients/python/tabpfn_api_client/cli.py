@@ -222,8 +222,11 @@ def predictions_frame(result: dict[str, Any]) -> pd.DataFrame:
         probabilities = np.asarray(result["probabilities"], dtype=float)
         for j, cls in enumerate(result.get("classes") or []):
             frame[f"proba_{cls}"] = probabilities[:, j]
-    for q, values in (result.get("quantiles") or {}).items():
-        frame[f"q{q}"] = values
+    # In the quantiles' order: the service stores results as JSONB, which orders an
+    # object's keys by length first ("0.1", "0.9", then "0.05").
+    quantiles = result.get("quantiles") or {}
+    for q in sorted(quantiles, key=float):
+        frame[f"q{q}"] = quantiles[q]
     return frame
 
 
