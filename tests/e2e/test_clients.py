@@ -562,6 +562,74 @@ def test_cli_writes_quantile_columns_in_the_quantiles_order(
     assert header == ["prediction", "q0.05", "q0.25", "q0.5", "q0.9"]
 
 
+QUANTILE_DATA = """
+import numpy as np
+rng = np.random.default_rng(12)
+X = rng.normal(size=(60, 2))
+y = 3 * X[:, 0] + rng.normal(size=60)
+X_test = X[:6]
+QUANTILES = [0.05, 0.5, 0.95]
+"""
+
+SDK_QUANTILES = (
+    QUANTILE_DATA
+    + """
+import json, os
+from tabpfn_api_client import RemoteTabPFNRegressor
+regressor = RemoteTabPFNRegressor(os.environ["API_URL"], os.environ["TABPFN_API_KEY"]).fit(X, y)
+arrays = regressor.predict(X_test, output_type="quantiles", quantiles=QUANTILES)
+print("RESULT:" + json.dumps([a.tolist() for a in arrays]))
+"""
+)
+
+DIRECT_QUANTILES = (
+    QUANTILE_DATA
+    + """
+import json
+from tabpfn_client import TabPFNRegressor
+arrays = TabPFNRegressor().fit(X, y).predict(X_test, output_type="quantiles", quantiles=QUANTILES)
+print("RESULT:" + json.dumps([np.asarray(a).tolist() for a in arrays]))
+"""
+)
+
+
+def _printed(done: subprocess.CompletedProcess) -> list:
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT:")]
+    return json.loads(line.removeprefix("RESULT:"))
+
+
+def test_sdk_regressor_quantiles_come_in_the_order_asked_as_tabpfn_clients_do(
+    sdk_venv: Path, stack: Stack, tmp_path: Path
+):
+    """`predict(output_type="quantiles", quantiles=[0.05, 0.5, 0.95])` is one array per
+    quantile in that order, as tabpfn-client's TabPFNRegressor gives them. The SDK
+    took the result object's values(), in JSONB's key order ("0.5" before "0.05"):
+    the low bound was the median and the median the low bound."""
+    served = _printed(
+        _python(
+            sdk_venv,
+            SDK_QUANTILES,
+            API_URL=stack.api_url,
+            TABPFN_API_KEY=_setup_key(sdk_venv, stack),
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABPFN_", "EMULATOR_"))}
+    env.update(HOME=str(tmp_path), TABPFN_CLIENT_API_URL=stack.emulator_url)
+    env["TABPFN_TOKEN"] = "demo-token"
+    direct = _printed(
+        subprocess.run(
+            [sys.executable, "-c", DIRECT_QUANTILES],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    )
+    assert served == direct
+
+
 def _setup_key(venv: Path, stack: Stack) -> str:
     setup = _cli(venv, stack, "--json", "setup", "--token", fresh_token())
     assert setup.returncode == 0, setup.stderr
