@@ -23,7 +23,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from cli.ports import free_port
-from tests.support.api import register
+from tests.support.api import register, wait_for_job
 from tests.support.stacks import Stack
 from tests.support.tokens import ISSUED_SECRETS, fresh_token
 
@@ -628,6 +628,64 @@ def test_sdk_regressor_quantiles_come_in_the_order_asked_as_tabpfn_clients_do(
         )
     )
     assert served == direct
+
+
+DATES_FRAME = """
+import numpy as np, pandas as pd
+days = pd.to_datetime("2024-01-01") + pd.to_timedelta(np.arange(40) % 4, unit="D")
+X = pd.DataFrame({"day": days, "zero": np.zeros(40)})
+y = np.array(["a", "b", "c", "d"])[np.arange(40) % 4]
+X_test = X.head(8)
+"""
+
+SDK_DATES = (
+    DATES_FRAME
+    + """
+import json, os
+from tabpfn_api_client import Client
+client = Client(os.environ["API_URL"], os.environ["TABPFN_API_KEY"])
+fit = client.fit(X, y, task="classification")
+fit.wait(60)
+predicted = client.predict(fit.model_id, X_test)
+predicted.wait(60)
+print("RESULT:" + json.dumps({"model_id": fit.model_id, "predictions":
+      predicted.result()["predictions"], "truth": y[:8].tolist()}))
+"""
+)
+
+
+def test_sdk_sends_datetimes_as_an_upload_of_the_same_frame_stores_them(
+    sdk_venv: Path, stack: Stack, api, tmp_path: Path
+):
+    """A model fitted from a DataFrame with a datetime column, then asked about the
+    same rows as a Parquet file: the SDK wrote the dates with isoformat()
+    ("2024-01-04T00:00:00"), the upload stores them as the service writes dates
+    ("2024-01-04"), and every uploaded row met the model as an unseen category."""
+    headers = register(api)
+    sent = _printed(
+        _python(
+            sdk_venv,
+            SDK_DATES,
+            API_URL=stack.api_url,
+            TABPFN_API_KEY=headers["Authorization"].removeprefix("Bearer "),
+        )
+    )
+    frames: dict = {}
+    exec(DATES_FRAME, frames)  # the same frame here, where pyarrow is
+    test_file = tmp_path / "test.parquet"
+    frames["X_test"].to_parquet(test_file, index=False)
+    assert sent["predictions"] == sent["truth"]
+    response = api.post(
+        "/jobs/predict",
+        headers=headers,
+        data={"model_id": sent["model_id"]},
+        files={"file": ("test.parquet", test_file.read_bytes())},
+    )
+    assert response.status_code == 202, response.text
+    job = wait_for_job(api, headers, response.json()["id"])
+    assert job["status"] == "succeeded", job
+    uploaded = api.get(f"/jobs/{job['id']}/result", headers=headers).json()
+    assert uploaded["predictions"] == sent["truth"]
 
 
 def _setup_key(venv: Path, stack: Stack) -> str:
