@@ -162,6 +162,8 @@ def _feature(values: pa.Array, column: Column, where: str, offset: int) -> pa.Ar
         return iso_text(values, column.unit or "ns")
     if column.kind == TIME:
         return pa.array([None if v is None else str(v) for v in values.to_pylist()], pa.string())
+    if pa.types.is_floating(values.type):  # numbers in a column the model knows as text
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
     return pc.cast(values, pa.string())  # text, or dates (ISO 8601)
 
 

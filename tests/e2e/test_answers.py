@@ -249,3 +249,32 @@ def test_a_test_set_split_in_chunks_is_cleaned_as_one_table(api, emulator_knobs)
     emulator_knobs(max_rows=4)  # two chunks; the first holds number-like text alone
     chunked = _result(api, headers, api.post("/jobs/predict", headers=headers, json=body))
     assert chunked["predictions"] == whole["predictions"]
+
+
+def test_a_parquet_nan_in_a_column_fitted_as_text_is_missing(api, stack, models):
+    """A float NaN in a column the model knows as text is a missing value, as a null
+    is: stored as null, not as the text "nan" (Arrow's cast of NaN to text), which
+    would be a category of its own to an upstream that tells the two apart."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "code": pa.array([101.0, float("nan"), 202.0, None]),
+            "noise": pa.array([0.0, 0.0, 0.0, 0.0]),
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    headers = models["headers"]
+    response = api.post(
+        "/jobs/predict",
+        headers=headers,
+        data={"model_id": models["json"]},
+        files={"file": ("test.parquet", buffer.getvalue())},
+    )
+    _result(api, headers, response)
+    [(stored,)] = stack.sql(
+        "SELECT test_parquet FROM job_data WHERE job_id = :id", id=response.json()["id"]
+    )
+    assert pd.read_parquet(io.BytesIO(stored))["code"].tolist() == ["101", None, "202", None]
