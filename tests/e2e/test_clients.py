@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import importlib.util
+import io
 import json
 import os
 import re
@@ -686,6 +687,54 @@ def test_sdk_sends_datetimes_as_an_upload_of_the_same_frame_stores_them(
     assert job["status"] == "succeeded", job
     uploaded = api.get(f"/jobs/{job['id']}/result", headers=headers).json()
     assert uploaded["predictions"] == sent["truth"]
+
+
+def test_cli_reads_a_csv_as_the_service_reads_it_uploaded(stack: Stack, api, tmp_path: Path):
+    """The CLI reads the file with pandas and sends JSON; pandas 2's default float
+    parser read 11.283999999999999 as 11.284 (one unit in the last place off), where
+    the service's own CSV reader, for the same file uploaded, keeps the number
+    written: the same file fitted two tables, and their answers differed. Run with
+    this interpreter (pandas 2; pandas 3 reads them exactly by default), the SDK from
+    its source."""
+    headers = register(api)
+    written = ["11.283999999999999", "3.9370000000000003", "-0.19999999999999996", "1.5"]
+    train = tmp_path / "train.csv"
+    train.write_text("x,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(written * 3)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABPFN_", "API_URL"))}
+    env.update(
+        PYTHONPATH=str(CLIENT_DIR),
+        API_URL=stack.api_url,
+        TABPFN_API_KEY=headers["Authorization"].removeprefix("Bearer "),
+    )
+    fit = subprocess.run(
+        [sys.executable, "-m", "tabpfn_api_client.cli", "--json", "fit", str(train),
+         "--target", "y", "--task", "regression"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    response = api.post(
+        "/jobs/fit",
+        headers=headers,
+        data={"task": "regression", "target": "y"},
+        files={"file": ("train.csv", train.read_bytes())},
+    )
+    assert response.status_code == 202, response.text
+    import pandas as pd
+
+    targets = []
+    for job_id in (_fit_job_id(stack, json.loads(fit.stdout)["model_id"]), response.json()["id"]):
+        [(data,)] = stack.sql(
+            "SELECT train_parquet FROM job_data WHERE job_id = CAST(:id AS uuid)", id=job_id
+        )
+        targets.append(pd.read_parquet(io.BytesIO(data)).iloc[:, -1].tolist())
+    assert targets[0] == targets[1] == [float(v) for v in written * 3]
+
+
+def _fit_job_id(stack: Stack, model_id: str) -> str:
+    [(job_id,)] = stack.sql(
+        "SELECT fit_job_id FROM fitted_models WHERE id = CAST(:id AS uuid)", id=model_id
+    )
+    return str(job_id)
 
 
 def _setup_key(venv: Path, stack: Stack) -> str:

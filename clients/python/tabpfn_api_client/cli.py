@@ -152,7 +152,10 @@ def read_table(path: str) -> pd.DataFrame:
     try:
         if file.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(file)
-        return pd.read_csv(file)
+        # round_trip: each number as written (pandas' default parser may miss by one
+        # unit in the last place: 11.283999999999999 read as 11.284), as the service
+        # reads the same file uploaded, so the CLI and an upload fit the same table.
+        return pd.read_csv(file, float_precision="round_trip")
     except ImportError as exc:
         raise CLIError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow).") from exc
     except (ValueError, OSError) as exc:
