@@ -101,6 +101,9 @@ class FittedModel(Base):
     # The upstream's fitted_train_set_id: an id in the user's TabPFN account.
     upstream_model_id: Mapped[str] = mapped_column(String(64), nullable=False)
     columns: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    # The columns fitted as text: a test set sends them as text too (NULL: not recorded,
+    # a model fitted before 0004).
+    text_columns: Mapped[list[str] | None] = mapped_column(JSONB(none_as_null=True))
     # Classes in the user's label type, sorted as the upstream orders probabilities.
     classes: Mapped[list[Any] | None] = mapped_column(JSONB(none_as_null=True))
     n_rows: Mapped[int] = mapped_column(Integer, nullable=False)

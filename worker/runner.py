@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from pandas.api.types import is_numeric_dtype
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -185,6 +186,8 @@ def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[Fitte
         options=options,
         upstream_model_id=fitted.upstream_model_id,
         columns=list(X.columns),
+        # Stored as text (payloads: text or float64): a predict sends them as text too.
+        text_columns=[c for c in X.columns if not is_numeric_dtype(X[c].dtype)],
         # Sorted as np.unique sorts: the order of the upstream's probability columns.
         classes=np.unique(y.to_numpy()).tolist() if job.task == js.CLASSIFICATION else None,
         n_rows=len(X),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, BinaryIO
 
+from pandas.api.types import is_numeric_dtype
 from pydantic import ValidationError
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
@@ -158,8 +159,9 @@ class FileTable:
 TableInput = JsonTable | FileTable
 
 
-def _train_parquet(task: str, data: TableInput) -> tuple[BinaryIO, list[str]]:
-    """The train set as stored (Parquet, target last) and its feature columns."""
+def _train_parquet(task: str, data: TableInput) -> tuple[BinaryIO, list[str], list[str]]:
+    """The train set as stored (Parquet, target last), its feature columns and those of
+    them that are text."""
     if isinstance(data, FileTable):
         stored = ingest_upload(
             data.file,
@@ -167,7 +169,7 @@ def _train_parquet(task: str, data: TableInput) -> tuple[BinaryIO, list[str]]:
             name=data.field,
             target=Target(column=data.target or "", task=task),
         )
-        return stored.file, stored.columns
+        return stored.file, stored.columns, stored.text_columns
     table = table_from_json(data.X, data.columns, name="train")
     labels = labels_from_json(data.y or [], task=task, n_rows=len(table))
     limit = upstream_limits()
@@ -175,20 +177,33 @@ def _train_parquet(task: str, data: TableInput) -> tuple[BinaryIO, list[str]]:
     if task == js.CLASSIFICATION:
         check_classes(limit, labels.nunique())
     columns = list(table.columns)
+    text_columns = [c for c in columns if not is_numeric_dtype(table[c].dtype)]
     table[TARGET_COLUMN] = labels
     # Encoded at once: the DataFrame is freed before the row is written.
-    return encode_table(table), columns
+    return encode_table(table), columns, text_columns
 
 
-def _test_parquet(data: TableInput, model_columns: list[str]) -> BinaryIO:
+def _test_parquet(
+    data: TableInput, model_columns: list[str], text_columns: list[str] | None
+) -> BinaryIO:
+    """The test set as stored, in the model's columns. A column the model was fitted on
+    as text stays text when its cells here are numbers alone (101 is the category
+    "101" the fit saw, not the number 101.0)."""
+    text = set(text_columns or ())
     if isinstance(data, FileTable):
         stored = ingest_upload(
-            data.file, data.filename, name=data.field, model_columns=model_columns
+            data.file,
+            data.filename,
+            name=data.field,
+            model_columns=model_columns,
+            text_columns=text,
         )
         return stored.file
-    table = table_from_json(data.X, data.columns, name="test")
-    check_test_shape(upstream_limits(), table.shape[1])
     named = names_columns(data.X, data.columns)
+    if not named:  # rows matched by position: named x0, x1, ... until aligned
+        text = {f"x{j}" for j, c in enumerate(model_columns) if c in text}
+    table = table_from_json(data.X, data.columns, name="test", text_columns=text)
+    check_test_shape(upstream_limits(), table.shape[1])
     return encode_table(align_columns(table, model_columns, named=named))
 
 
@@ -244,7 +259,7 @@ def create_fit_job(
     _check_task(task)
     params = {"options": _check_options(task, options)}
     _check_callback(callback_url)
-    train_parquet, _ = _train_parquet(task, train)
+    train_parquet, _, _ = _train_parquet(task, train)
     return _new_job(session, user, js.FIT, task, params, callback_url, train_parquet=train_parquet)
 
 
@@ -261,7 +276,7 @@ def create_predict_job(
     model = get_model(session=session, user=user, model_id=model_id)
     params = _check_output(model.task, output, quantiles)
     _check_callback(callback_url)
-    test_parquet = _test_parquet(test, model.columns)
+    test_parquet = _test_parquet(test, model.columns, model.text_columns)
     fields = (session, user, js.PREDICT, model.task, params, callback_url)
     return _new_job(*fields, model_id=model.id, test_parquet=test_parquet)
 
@@ -281,9 +296,9 @@ def create_fit_predict_job(
     _check_task(task)
     params = {"options": _check_options(task, options), **_check_output(task, output, quantiles)}
     _check_callback(callback_url)
-    train_parquet, train_columns = _train_parquet(task, train)
+    train_parquet, train_columns, text_columns = _train_parquet(task, train)
     try:
-        test_parquet = _test_parquet(test, train_columns)
+        test_parquet = _test_parquet(test, train_columns, text_columns)
     except BaseException:
         train_parquet.close()
         raise

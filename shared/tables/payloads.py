@@ -13,7 +13,7 @@ dates and times are ISO text.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -214,24 +214,43 @@ def check_column_names(names: Sequence[Any], *, name: str) -> list[str]:
     return names
 
 
-def table_from_frame(frame: pd.DataFrame, *, name: str) -> pd.DataFrame:
+def table_from_frame(
+    frame: pd.DataFrame, *, name: str, text_columns: Collection[str] = ()
+) -> pd.DataFrame:
     """Validate a feature table and normalize it to text and float64 columns.
 
     Numbers past float32's range (infinities too), and cells that are objects
-    or lists, are refused (422).
+    or lists, are refused (422). `text_columns`: columns a model was fitted on
+    as text, kept text here whatever their cells (see `_as_fitted`).
     """
     if frame.shape[1] == 0:
         raise ValidationFailed(f"{name} has no columns.")
     if len(frame) == 0:
         raise ValidationFailed(f"{name} has no rows.")
     names = check_column_names(list(frame.columns), name=name)
-    data = {
-        column: _column(frame.iloc[:, j], f"{name}: column {column!r}")
-        for j, column in enumerate(names)
-    }
+    data = {}
+    for j, column in enumerate(names):
+        values = frame.iloc[:, j]
+        data[column] = _column(values, f"{name}: column {column!r}")
+        if column in text_columns:
+            data[column] = _as_fitted(values, data[column])
     table = pd.DataFrame(data, copy=False)
     table.index = pd.RangeIndex(len(table))
     return table
+
+
+def _as_fitted(values: pd.Series, checked: pd.Series) -> pd.Series:
+    """A column the model was fitted on as text, as text: its numbers written as the
+    fit wrote the numbers of a text column (101 as "101", 2.5 as "2.5").
+
+    A test column of numbers alone would otherwise be sent as float64, and 101
+    met the model as 101.0, a category the fit never saw ("101"): every row of
+    it predicted as an unseen value, with no error. Checked first (`checked`),
+    so the same cells are refused as in any other column.
+    """
+    if checked.dtype == object:
+        return checked
+    return _text(values.astype(object))
 
 
 def _frame_from_columns(X: Mapping[str, Any], name: str) -> pd.DataFrame:
@@ -318,11 +337,15 @@ def names_columns(X: Any, columns: Sequence[str] | None) -> bool:
     return columns is not None or isinstance(X, Mapping) or (bool(X) and isinstance(X[0], dict))
 
 
-def table_from_json(X: Any, columns: Sequence[str] | None, *, name: str) -> pd.DataFrame:
+def table_from_json(
+    X: Any, columns: Sequence[str] | None, *, name: str, text_columns: Collection[str] = ()
+) -> pd.DataFrame:
     """Build a feature table from rows (lists), records (objects) or columns (an object of lists).
 
     Columns that hold any text become text columns (numbers in them become
-    text too); the rest are numeric. Missing values are null.
+    text too); the rest are numeric. Missing values are null. `text_columns`
+    (names as the table names them) are text whatever their cells: a test
+    set's columns that its model was fitted on as text.
     """
     if isinstance(X, Mapping):
         if columns is not None:
@@ -335,13 +358,13 @@ def table_from_json(X: Any, columns: Sequence[str] | None, *, name: str) -> pd.D
             raise ValidationFailed(f"{name}.columns is only for rows; records name their columns.")
         frame = _frame_from_records(X, name)
     else:
-        matrix = _numeric_matrix(X) if isinstance(X[0], list) else None
+        matrix = _numeric_matrix(X) if isinstance(X[0], list) and not text_columns else None
         if matrix is not None:
             # Already what table_from_frame makes of numbers: float64, NaN for null.
             names = _row_names(matrix.shape[1], columns, name)
             return pd.DataFrame(matrix, columns=names)
         frame = _frame_from_rows(X, columns, name)
-    return table_from_frame(frame, name=f"{name}.X")
+    return table_from_frame(frame, name=f"{name}.X", text_columns=text_columns)
 
 
 def labels_from_series(y: pd.Series, *, task: str, name: str) -> pd.Series:

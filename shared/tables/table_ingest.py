@@ -21,7 +21,7 @@ nothing is stored.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -89,6 +89,8 @@ class StoredTable:
     file: BinaryIO
     columns: list[str]
     n_rows: int
+    # The feature columns stored as text (the rest are float64 numbers).
+    text_columns: list[str]
 
 
 def _listed(names: list[str]) -> str:
@@ -160,6 +162,8 @@ def _feature(values: pa.Array, column: Column, where: str, offset: int) -> pa.Ar
         return iso_text(values, column.unit or "ns")
     if column.kind == TIME:
         return pa.array([None if v is None else str(v) for v in values.to_pylist()], pa.string())
+    if pa.types.is_floating(values.type):  # numbers in a column the model knows as text
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
     return pc.cast(values, pa.string())  # text, or dates (ISO 8601)
 
 
@@ -249,11 +253,14 @@ def ingest_upload(
     name: str,
     target: Target | None = None,
     model_columns: list[str] | None = None,
+    text_columns: Collection[str] = (),
 ) -> StoredTable:
     """Check an uploaded CSV or Parquet file and encode it for storage, batch by batch.
 
     `target`: a train set (the target column is stored last, as TARGET_COLUMN);
-    `model_columns`: a test set for a model fitted on these columns, matched by name.
+    `model_columns`: a test set for a model fitted on these columns, matched by name;
+    `text_columns`: those of them the model was fitted on as text, stored as text
+    whatever their cells (a CSV's cells as written: "0101" stays "0101").
     """
     fmt = detect_format(file, filename, name=name)
     source = ParquetSource(file, name) if fmt == PARQUET else CsvSource(file, name)
@@ -279,6 +286,9 @@ def ingest_upload(
     order = [plan[c] for c in features] + ([plan[target.column]] if target else [])
     for column in order[: len(features)]:
         _refuse_kind(column, f"{name}: column {column.name!r}")
+        if column.name in text_columns and column.kind in NUMERIC_KINDS:
+            # Numbers in a column the model knows as text: as text, as the fit sent them.
+            column.kind = TEXT
     labels = _Labels(plan[target.column], target, name, limit) if target else None
 
     fields = [
@@ -310,4 +320,5 @@ def ingest_upload(
         if labels is not None:
             labels.finish()
         output.seek(0)
-    return StoredTable(file=output, columns=features, n_rows=rows)
+    text = [c.name for c in order[: len(features)] if c.kind not in NUMERIC_KINDS]
+    return StoredTable(file=output, columns=features, n_rows=rows, text_columns=text)

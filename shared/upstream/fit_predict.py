@@ -136,14 +136,19 @@ class TabPFNUpstream:
                 ),
             )
         parts = []
-        for index, chunk in enumerate(_chunks(X)):
+        # Cleaned whole, then split: the cleaning decides per column whether it is text
+        # (a column whose cells all parse as numbers is left alone), so a chunk whose
+        # cells of a text column happened to be " 5" and "7 " alone kept their spaces
+        # and met the model as categories it never saw, unlike the same rows in a
+        # whole table or in any other chunk.
+        for index, chunk in enumerate(_chunks(self._clean(X))):
             if index > 0:  # the claim reserved the first chunk's calls
                 self.pace(pacing.calls_for(js.PREDICT))
             self.steps_begun.add("predict")
             parts.append(
                 self._client.ServiceClient.predict(
                     upstream_model_id,
-                    self._clean(chunk),
+                    chunk,
                     task_config=config,
                     client_options=self._options,
                 )

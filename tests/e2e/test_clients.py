@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import importlib.util
+import io
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from cli.ports import free_port
-from tests.support.api import register
+from tests.support.api import register, wait_for_job
 from tests.support.stacks import Stack
 from tests.support.tokens import ISSUED_SECRETS, fresh_token
 
@@ -500,6 +501,248 @@ def _load_webhooks_helper():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_cli_scores_numeric_classes_with_a_blank_target(
+    sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path
+):
+    """Classes that are numbers, and a test file whose target has a blank cell:
+    pandas reads that column as floats (1.0), the predictions are 1. The score
+    compared them as text ("1" != "1.0") and said 0.000 for right answers; the
+    row without a target counted as a miss too."""
+    train_iris, test_iris, truth = iris_files
+    codes = {"setosa": "0", "versicolor": "1", "virginica": "2"}
+    paths = {}
+    for name, source in (("train", train_iris), ("test", test_iris)):
+        with source.open(newline="") as file:
+            header, *rows = list(csv.reader(file))
+        rows = [[*r[:-1], codes[r[-1]]] for r in rows]
+        if name == "test":
+            rows[3][-1] = ""  # no target for this row
+        paths[name] = tmp_path / f"{name}.csv"
+        with paths[name].open("w", newline="") as file:
+            csv.writer(file).writerows([header, *rows])
+    key = {"TABPFN_API_KEY": _setup_key(sdk_venv, stack)}
+
+    scored = _cli(
+        sdk_venv, stack, "fit-predict", str(paths["train"]), str(paths["test"]),
+        "--target", "species", "--json", **key,
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    predictions = json.loads(scored.stdout)["predictions"]
+    expected = [int(codes[t]) for t in truth]
+    right = sum(
+        p == t for i, (p, t) in enumerate(zip(predictions, expected, strict=True)) if i != 3
+    )
+    assert right >= 0.8 * 29
+
+    shown = _cli(
+        sdk_venv, stack, "fit-predict", str(paths["train"]), str(paths["test"]),
+        "--target", "species", **key,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"accuracy: {right / 29:.3f} ({right}/29; 1 row without a target)" in shown.stdout
+
+
+def test_cli_writes_quantile_columns_in_the_quantiles_order(
+    sdk_venv: Path, stack: Stack, iris_files, tmp_path: Path
+):
+    """The result's quantiles come back as a JSON object whose keys JSONB ordered
+    by length ("0.5", "0.9", "0.05"): the CLI's table and -o file took that order."""
+    train, test, _ = iris_files
+    out = tmp_path / "quantiles.csv"
+    done = _cli(
+        sdk_venv, stack, "fit-predict", str(train), str(test),
+        "--target", "sepal_length_cm", "--task", "regression", "--output", "quantiles",
+        "--quantiles", "0.9,0.05,0.5,0.25", "-o", str(out),
+        TABPFN_API_KEY=_setup_key(sdk_venv, stack),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    with out.open(newline="") as file:
+        header = next(csv.reader(file))
+    assert header == ["prediction", "q0.05", "q0.25", "q0.5", "q0.9"]
+
+
+QUANTILE_DATA = """
+import numpy as np
+rng = np.random.default_rng(12)
+X = rng.normal(size=(60, 2))
+y = 3 * X[:, 0] + rng.normal(size=60)
+X_test = X[:6]
+QUANTILES = [0.05, 0.5, 0.95]
+"""
+
+SDK_QUANTILES = (
+    QUANTILE_DATA
+    + """
+import json, os
+from tabpfn_api_client import RemoteTabPFNRegressor
+regressor = RemoteTabPFNRegressor(os.environ["API_URL"], os.environ["TABPFN_API_KEY"]).fit(X, y)
+arrays = regressor.predict(X_test, output_type="quantiles", quantiles=QUANTILES)
+print("RESULT:" + json.dumps([a.tolist() for a in arrays]))
+"""
+)
+
+DIRECT_QUANTILES = (
+    QUANTILE_DATA
+    + """
+import json
+from tabpfn_client import TabPFNRegressor
+arrays = TabPFNRegressor().fit(X, y).predict(X_test, output_type="quantiles", quantiles=QUANTILES)
+print("RESULT:" + json.dumps([np.asarray(a).tolist() for a in arrays]))
+"""
+)
+
+
+def _printed(done: subprocess.CompletedProcess) -> list:
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT:")]
+    return json.loads(line.removeprefix("RESULT:"))
+
+
+def test_sdk_regressor_quantiles_come_in_the_order_asked_as_tabpfn_clients_do(
+    sdk_venv: Path, stack: Stack, tmp_path: Path
+):
+    """`predict(output_type="quantiles", quantiles=[0.05, 0.5, 0.95])` is one array per
+    quantile in that order, as tabpfn-client's TabPFNRegressor gives them. The SDK
+    took the result object's values(), in JSONB's key order ("0.5" before "0.05"):
+    the low bound was the median and the median the low bound."""
+    served = _printed(
+        _python(
+            sdk_venv,
+            SDK_QUANTILES,
+            API_URL=stack.api_url,
+            TABPFN_API_KEY=_setup_key(sdk_venv, stack),
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABPFN_", "EMULATOR_"))}
+    env.update(HOME=str(tmp_path), TABPFN_CLIENT_API_URL=stack.emulator_url)
+    env["TABPFN_TOKEN"] = "demo-token"
+    direct = _printed(
+        subprocess.run(
+            [sys.executable, "-c", DIRECT_QUANTILES],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    )
+    assert served == direct
+
+
+DATES_FRAME = """
+import numpy as np, pandas as pd
+days = pd.to_datetime("2024-01-01") + pd.to_timedelta(np.arange(40) % 4, unit="D")
+X = pd.DataFrame({"day": days, "zero": np.zeros(40)})
+y = np.array(["a", "b", "c", "d"])[np.arange(40) % 4]
+X_test = X.head(8)
+"""
+
+SDK_DATES = (
+    DATES_FRAME
+    + """
+import json, os
+from tabpfn_api_client import Client
+client = Client(os.environ["API_URL"], os.environ["TABPFN_API_KEY"])
+fit = client.fit(X, y, task="classification")
+fit.wait(60)
+predicted = client.predict(fit.model_id, X_test)
+predicted.wait(60)
+print("RESULT:" + json.dumps({"model_id": fit.model_id, "predictions":
+      predicted.result()["predictions"], "truth": y[:8].tolist()}))
+"""
+)
+
+
+def test_sdk_sends_datetimes_as_an_upload_of_the_same_frame_stores_them(
+    sdk_venv: Path, stack: Stack, api, tmp_path: Path
+):
+    """A model fitted from a DataFrame with a datetime column, then asked about the
+    same rows as a Parquet file: the SDK wrote the dates with isoformat()
+    ("2024-01-04T00:00:00"), the upload stores them as the service writes dates
+    ("2024-01-04"), and every uploaded row met the model as an unseen category."""
+    headers = register(api)
+    sent = _printed(
+        _python(
+            sdk_venv,
+            SDK_DATES,
+            API_URL=stack.api_url,
+            TABPFN_API_KEY=headers["Authorization"].removeprefix("Bearer "),
+        )
+    )
+    frames: dict = {}
+    exec(DATES_FRAME, frames)  # the same frame here, where pyarrow is
+    test_file = tmp_path / "test.parquet"
+    frames["X_test"].to_parquet(test_file, index=False)
+    assert sent["predictions"] == sent["truth"]
+    response = api.post(
+        "/jobs/predict",
+        headers=headers,
+        data={"model_id": sent["model_id"]},
+        files={"file": ("test.parquet", test_file.read_bytes())},
+    )
+    assert response.status_code == 202, response.text
+    job = wait_for_job(api, headers, response.json()["id"])
+    assert job["status"] == "succeeded", job
+    uploaded = api.get(f"/jobs/{job['id']}/result", headers=headers).json()
+    assert uploaded["predictions"] == sent["truth"]
+
+
+def test_cli_reads_a_csv_as_the_service_reads_it_uploaded(stack: Stack, api, tmp_path: Path):
+    """The CLI reads the file with pandas and sends JSON; pandas 2's default float
+    parser read 11.283999999999999 as 11.284 (one unit in the last place off), where
+    the service's own CSV reader, for the same file uploaded, keeps the number
+    written: the same file fitted two tables, and their answers differed. Run with
+    this interpreter (pandas 2; pandas 3 reads them exactly by default), the SDK from
+    its source."""
+    headers = register(api)
+    written = ["11.283999999999999", "3.9370000000000003", "-0.19999999999999996", "1.5"]
+    train = tmp_path / "train.csv"
+    train.write_text("x,y\n" + "".join(f"{i},{v}\n" for i, v in enumerate(written * 3)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TABPFN_", "API_URL"))}
+    env.update(
+        PYTHONPATH=str(CLIENT_DIR),
+        API_URL=stack.api_url,
+        TABPFN_API_KEY=headers["Authorization"].removeprefix("Bearer "),
+    )
+    fit = subprocess.run(
+        [sys.executable, "-m", "tabpfn_api_client.cli", "--json", "fit", str(train),
+         "--target", "y", "--task", "regression"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    response = api.post(
+        "/jobs/fit",
+        headers=headers,
+        data={"task": "regression", "target": "y"},
+        files={"file": ("train.csv", train.read_bytes())},
+    )
+    assert response.status_code == 202, response.text
+    import pandas as pd
+
+    targets = []
+    for job_id in (_fit_job_id(stack, json.loads(fit.stdout)["model_id"]), response.json()["id"]):
+        [(data,)] = stack.sql(
+            "SELECT train_parquet FROM job_data WHERE job_id = CAST(:id AS uuid)", id=job_id
+        )
+        targets.append(pd.read_parquet(io.BytesIO(data)).iloc[:, -1].tolist())
+    assert targets[0] == targets[1] == [float(v) for v in written * 3]
+
+
+def _fit_job_id(stack: Stack, model_id: str) -> str:
+    [(job_id,)] = stack.sql(
+        "SELECT fit_job_id FROM fitted_models WHERE id = CAST(:id AS uuid)", id=model_id
+    )
+    return str(job_id)
+
+
+def _setup_key(venv: Path, stack: Stack) -> str:
+    setup = _cli(venv, stack, "--json", "setup", "--token", fresh_token())
+    assert setup.returncode == 0, setup.stderr
+    account = json.loads(setup.stdout)
+    ISSUED_SECRETS.extend([account["api_key"], account["webhook_secret"]])
+    return account["api_key"]
 
 
 def test_webhook_helper_matches_standard_webhooks():

@@ -103,3 +103,19 @@ def test_an_integer_no_float_holds_is_out_of_range_like_1e400():
         labels_from_json([1, 10**400], task=REGRESSION, n_rows=2)
     with pytest.raises(NumberOutOfRange, match=r"column 'x0', row 2 is out of range \(-1"):
         table_from_json([[1, "a"], [2, "b"], [-(10**400), "c"]], None, name="train")
+
+
+def test_a_column_fitted_as_text_stays_text_whatever_its_cells():
+    """Numbers (and booleans) in a column the model knows as text are written as the
+    fit writes the numbers of a text column: 101 is "101", not 101.0."""
+    rows = [[101, 1.5, True], [None, 2.0, False], [202, None, None]]
+    text = table_from_json(rows, ["code", "x", "flag"], name="test", text_columns={"code", "flag"})
+    assert text["code"].tolist() == ["101", None, "202"]
+    assert text["flag"].tolist() == ["True", "False", None]
+    assert text["x"].dtype == "float64"
+    # The same text a train column mixing numbers and words gives them.
+    train = table_from_json([[101], ["A7"]], ["code"], name="train")
+    assert train["code"].tolist() == ["101", "A7"]
+    # Still checked as numbers first: past float32's range is refused as anywhere.
+    with pytest.raises(NumberOutOfRange):
+        table_from_json([[1e300]], ["code"], name="test", text_columns={"code"})

@@ -59,11 +59,51 @@ def _column(values: np.ndarray) -> list[Any]:
     return [_cell(v) for v in values.tolist()]
 
 
+# Units of the ISO text the service writes datetimes in (shared/tables/payloads.py).
+_ISO_UNITS = ["D", "s", "ms", "us", "ns"]
+
+
+def _iso_datetimes(values: np.ndarray, *, zoned: bool = False) -> list[Any]:
+    """datetime64 values as the service writes a Parquet or CSV file's at rest: ISO
+    8601 in the coarsest unit that keeps every value exact (the date alone when every
+    time is midnight), UTC with a Z when the column had a zone.
+
+    The same table must be the same text whichever way it is sent: isoformat() wrote
+    "2024-01-04T00:00:00" where an upload of the same frame stores "2024-01-04", so a
+    model fitted from a DataFrame met the dates of an uploaded test file as
+    categories it never saw (and a 2-D datetime64[ns] array went as nanoseconds).
+    """
+    missing = np.isnat(values)
+    present = values[~missing]
+    units = _ISO_UNITS[1:] if zoned else _ISO_UNITS
+    unit = next(
+        (u for u in units if (present.astype(f"datetime64[{u}]") == present).all()), units[-1]
+    )
+    text = np.datetime_as_string(values, unit=unit).astype(object)
+    if zoned:
+        text = text + "Z"
+    text[missing] = None
+    return text.tolist()
+
+
+def _timedeltas(values: np.ndarray) -> list[Any]:
+    """timedelta64 values as seconds, as a DataFrame's are sent (NaT as null)."""
+    seconds = values.astype("timedelta64[ns]").astype(np.int64) / 1e9
+    missing = np.isnat(values)
+    return [None if gap else float(v) for v, gap in zip(seconds, missing, strict=True)]
+
+
 def _frame_rows(frame: pd.DataFrame) -> list[list[Any]]:
     columns = []
     for i in range(frame.shape[1]):
         series = frame.iloc[:, i]
-        if isinstance(series.dtype, pd.CategoricalDtype) or series.dtype.kind in "Mm":
+        if series.dtype.kind == "M":
+            zoned = getattr(series.dt, "tz", None) is not None
+            if zoned:
+                series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+            columns.append(_iso_datetimes(series.to_numpy(), zoned=zoned))
+            continue
+        if isinstance(series.dtype, pd.CategoricalDtype) or series.dtype.kind == "m":
             series = series.astype(object)
         try:
             values = series.to_numpy(dtype=None, na_value=np.nan)
@@ -87,9 +127,12 @@ def to_rows(X: Any, columns: Sequence[str] | None = None) -> tuple[Rows, list[st
     if isinstance(X, np.ndarray):
         if X.ndim != 2:
             raise ValidationError(f"X must be 2-D; got an array of shape {X.shape}.")
-        if X.dtype.kind in "Mm":
-            X = X.astype(object)
-        cells = [_column(X[:, j]) for j in range(X.shape[1])]
+        if X.dtype.kind == "M":
+            cells = [_iso_datetimes(X[:, j]) for j in range(X.shape[1])]
+        elif X.dtype.kind == "m":
+            cells = [_timedeltas(X[:, j]) for j in range(X.shape[1])]
+        else:
+            cells = [_column(X[:, j]) for j in range(X.shape[1])]
         rows = [list(r) for r in zip(*cells, strict=True)]
         return rows, (list(columns) if columns is not None else None)
     if hasattr(X, "__array__") and not isinstance(X, list | tuple):

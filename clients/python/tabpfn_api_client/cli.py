@@ -152,7 +152,10 @@ def read_table(path: str) -> pd.DataFrame:
     try:
         if file.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(file)
-        return pd.read_csv(file)
+        # round_trip: each number as written (pandas' default parser may miss by one
+        # unit in the last place: 11.283999999999999 read as 11.284), as the service
+        # reads the same file uploaded, so the CLI and an upload fit the same table.
+        return pd.read_csv(file, float_precision="round_trip")
     except ImportError as exc:
         raise CLIError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow).") from exc
     except (ValueError, OSError) as exc:
@@ -198,6 +201,21 @@ def parse_quantiles(text: str | None) -> list[float] | None:
         raise CLIError(f"--quantiles {text!r}: use numbers like 0.1,0.5,0.9.") from exc
 
 
+def _same_label(predicted: Any, truth: Any) -> bool:
+    """Whether a predicted class is the test file's label.
+
+    A number is compared as a number: pandas reads a column of whole numbers with
+    a blank cell as floats, and 1 is the label 1.0 (as text, "1" != "1.0", and
+    every row of such a file was scored wrong). Text is compared as text.
+    """
+    if isinstance(predicted, int | float) and not isinstance(predicted, bool):
+        try:
+            return float(predicted) == float(truth)
+        except (TypeError, ValueError):
+            return False
+    return str(predicted) == str(truth)
+
+
 def predictions_frame(result: dict[str, Any]) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
@@ -207,8 +225,11 @@ def predictions_frame(result: dict[str, Any]) -> pd.DataFrame:
         probabilities = np.asarray(result["probabilities"], dtype=float)
         for j, cls in enumerate(result.get("classes") or []):
             frame[f"proba_{cls}"] = probabilities[:, j]
-    for q, values in (result.get("quantiles") or {}).items():
-        frame[f"q{q}"] = values
+    # In the quantiles' order: the service stores results as JSONB, which orders an
+    # object's keys by length first ("0.1", "0.9", then "0.05").
+    quantiles = result.get("quantiles") or {}
+    for q in sorted(quantiles, key=float):
+        frame[f"q{q}"] = quantiles[q]
     return frame
 
 
@@ -277,16 +298,26 @@ class App:
             self.show_score(result, y_true)
 
     def show_score(self, result: dict[str, Any], y_true: pd.Series) -> None:
-        predicted = result["predictions"]
-        if "classes" in result:
-            truth = y_true.tolist()
-            correct = sum(str(p) == str(t) for p, t in zip(predicted, truth, strict=True))
-            print(f"accuracy: {correct / len(truth):.3f} ({correct}/{len(truth)})", file=self.out)
-        else:
-            import numpy as np
+        """Accuracy or RMSE over the test rows that have a target (a blank one is skipped)."""
+        import numpy as np
 
-            error = np.asarray(predicted, dtype=float) - y_true.to_numpy(dtype=float)
-            print(f"rmse: {math.sqrt(float(np.mean(error**2))):.4g}", file=self.out)
+        known = y_true.notna().to_numpy()
+        predicted = [p for p, k in zip(result["predictions"], known, strict=True) if k]
+        truth = y_true[known].tolist()
+        if not truth:
+            print("no score: the test file's target column is empty", file=self.out)
+            return
+        blank = len(y_true) - len(truth)
+        skipped = f"; {blank} {'row' if blank == 1 else 'rows'} without a target" if blank else ""
+        if "classes" in result:
+            correct = sum(_same_label(p, t) for p, t in zip(predicted, truth, strict=True))
+            print(
+                f"accuracy: {correct / len(truth):.3f} ({correct}/{len(truth)}{skipped})",
+                file=self.out,
+            )
+        else:
+            error = np.asarray(predicted, dtype=float) - np.asarray(truth, dtype=float)
+            print(f"rmse: {math.sqrt(float(np.mean(error**2))):.4g}{skipped}", file=self.out)
 
     def submitted(self, job: Job) -> bool:
         """Report a job submitted with --no-wait; True when there is nothing more to do."""

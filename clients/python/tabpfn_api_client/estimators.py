@@ -259,8 +259,13 @@ class RemoteTabPFNRegressor(RegressorMixin, _RemoteTabPFN):
         self, X: Any, output_type: str = "mean", quantiles: list[float] | None = None
     ) -> np.ndarray | list[np.ndarray]:
         if output_type == "quantiles":
-            result = self._predict(X, output="quantiles", quantiles=quantiles or [0.1, 0.5, 0.9])
-            return [np.asarray(v, dtype=float) for v in result["quantiles"].values()]
+            asked = [float(q) for q in quantiles or [0.1, 0.5, 0.9]]
+            result = self._predict(X, output="quantiles", quantiles=asked)
+            # One array per quantile asked for, in the order asked, as tabpfn-client
+            # gives them: the result's object is keyed by each quantile's text, in the
+            # order the service's JSONB keeps keys (by length first: "0.5" before
+            # "0.05"), so its values() put [0.05, 0.5, 0.95] as [0.5, 0.05, 0.95].
+            return [np.asarray(result["quantiles"][str(q)], dtype=float) for q in asked]
         return np.asarray(self._predict(X, output=output_type)["predictions"], dtype=float)
 
 

@@ -43,8 +43,14 @@ export function parseCsv(text) {
     row.push(field);
     rows.push(row);
   }
-  // Blank lines carry no row.
-  return rows.filter((r) => !(r.length === 1 && r[0] === ""));
+  // Blank lines before the header carry nothing, nor do blank lines in a wider file
+  // (its row would be ","). In a file of one column a blank line is a row whose one
+  // cell is missing, as the service reads it (and pandas writes a missing value):
+  // dropped here, the rows after it met other rows' predictions.
+  const blank = (r) => r.length === 1 && r[0] === "";
+  while (rows.length && blank(rows[0])) rows.shift();
+  if (rows.length && rows[0].length === 1) return rows;
+  return rows.filter((r) => !blank(r));
 }
 
 function quote(value) {
