@@ -1,7 +1,7 @@
 """fitted_models.text_columns: a test set's columns the model was fitted on as text stay text
 
-Revision ID: 0004_model_text_columns
-Revises: 0003_scheduling
+Revision ID: 0005_model_text_columns
+Revises: 0004_job_metrics_totals
 Create Date: 2026-12-06 04:00:00
 
 Existing models stay NULL (not recorded): their test sets are read as before.
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0004_model_text_columns"
-down_revision: str | None = "0003_scheduling"
+revision: str = "0005_model_text_columns"
+down_revision: str | None = "0004_job_metrics_totals"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

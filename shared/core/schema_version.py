@@ -14,7 +14,13 @@ from sqlalchemy.exc import ProgrammingError
 from shared.core.db import get_engine
 
 # Every migration of alembic/versions/, oldest first; the last is this release's head.
-REVISIONS = ("0001", "0002_token_fingerprint", "0003_scheduling", "0004_job_metrics_totals")
+REVISIONS = (
+    "0001",
+    "0002_token_fingerprint",
+    "0003_scheduling",
+    "0004_job_metrics_totals",
+    "0005_model_text_columns",
+)
 HEAD = REVISIONS[-1]
 # The advisory lock `tabpfn-api migrate` holds while it upgrades (alembic/env.py): two
 # containers that start together take turns, and the second finds nothing to do.
