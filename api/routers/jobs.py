@@ -36,9 +36,10 @@ from api.schemas import (
     WaitedJobOut,
 )
 from api.submit_wait import WaitingRoute, WaitQuery, waits_for_end
+from shared.accounts.users import ensure_key_active
 from shared.core.config import get_settings
 from shared.core.db import session_scope
-from shared.core.errors import NotFound, ResultNotAvailable, ValidationFailed
+from shared.core.errors import NotFound, ResultNotAvailable, Unauthorized, ValidationFailed
 from shared.jobs import submit as jobs
 from shared.jobs.idempotency import HashedRequest, create_once
 from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
@@ -147,20 +148,20 @@ async def _answer_when_ended(request: Request, accepted: Response, wait: float) 
     if it succeeded) as soon as it ends, or `accepted`, the 202, after S seconds."""
     deadline = time.monotonic() + min(wait, get_settings().max_wait_s)
     job = JobOut.model_validate_json(accepted.body)
-    user = request.state.user
+    user, key_id = request.state.user, request.state.api_key_id
     async with request.app.state.job_waiter.watching(str(job.id), only_when_finished=True) as watch:
         # A new job was sent to the workers a moment ago: the message that ends it
         # reaches this watch even if it came first (the waiter keeps recent ends).
         # A replayed submit's job may have ended long before: its state is read once.
         if "idempotent-replayed" in accepted.headers:
-            job = await run_in_threadpool(_read, _job_view, user, job.id)
-        job = await _when_ended(watch, user, job, deadline)
+            job = await run_in_threadpool(_read, _job_view, user, job.id, key_id)
+        job = await _when_ended(watch, user, key_id, job, deadline)
     if job.status not in FINISHED:
         return accepted
     body = job.model_dump_json().encode()
     if job.status == SUCCEEDED:
         try:
-            found = await run_in_threadpool(_read, _result_or_pending, user, job.id)
+            found = await run_in_threadpool(_read, _result_or_pending, user, job.id, key_id)
         except NotFound:  # its result deleted meanwhile (retention): the job alone
             found = None
         if isinstance(found, str):
@@ -477,13 +478,23 @@ def _job_view(session: Session, user: User, job_id: uuid.UUID) -> JobOut:
     return job_out(job, queue)
 
 
-def _read(view: Callable[[Session, User, uuid.UUID], Any], user: User, job_id: uuid.UUID) -> Any:
-    """`view` of the job in a short transaction of its own (a long-poll's later looks).
+def _read(
+    view: Callable[[Session, User, uuid.UUID], Any], user: User, job_id: uuid.UUID, key_id: str
+) -> Any:
+    """`view` of the job in a short transaction of its own (a long-poll's later looks),
+    once the caller's key `key_id` is found still active: a key revoked while its
+    request waits gets a 401 (or the end of its event stream), not the job.
 
     Reads only: each statement commits on its own, without BEGIN and COMMIT round trips.
     """
     with session_scope(autocommit=True) as session:
+        ensure_key_active(session=session, key_id=key_id)
         return view(session, user, job_id)
+
+
+def _check_key(key_id: str) -> None:
+    with session_scope(autocommit=True) as session:
+        ensure_key_active(session=session, key_id=key_id)
 
 
 def _authenticate_and_read(
@@ -526,22 +537,27 @@ async def get_job(
         user, job = await run_in_threadpool(
             _authenticate_and_read, _job_view, request, credentials, job_id
         )
-        return await _when_ended(watch, user, job, deadline)
+        return await _when_ended(watch, user, request.state.api_key_id, job, deadline)
 
 
-async def _when_ended(watch: Watch, user: User, job: JobOut, deadline: float) -> JobOut:
+async def _when_ended(
+    watch: Watch, user: User, key_id: str, job: JobOut, deadline: float
+) -> JobOut:
     """`job` the moment it ends, or as last seen at `deadline` (monotonic), watched by
-    `watch` (entered before `job` was read, so no change between the two is missed)."""
+    `watch` (entered before `job` was read, so no change between the two is missed).
+    Every look after a wait checks that the caller's key `key_id` is still active."""
     while True:
         if watch.final is not None and watch.final["user_id"] == str(user.id):
-            # Ended: the message carried the fields; no need to read them back.
+            # Ended: the message carried the fields; no need to read them back, but
+            # the key may have been revoked while the request waited.
+            await run_in_threadpool(_check_key, key_id)
             return job_out(SimpleNamespace(**watch.final))
         remaining = deadline - time.monotonic()
         if job.status in FINISHED or remaining <= 0:
             return job
         await next_change(watch, remaining)
         if watch.final is None:  # the re-check timer, or an end without its fields
-            job = await run_in_threadpool(_read, _job_view, user, job.id)
+            job = await run_in_threadpool(_read, _job_view, user, job.id, key_id)
 
 
 def _sse(job: JobOut) -> str:
@@ -559,8 +575,10 @@ def _sse(job: JobOut) -> str:
 )
 async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> StreamingResponse:
     """One `event: job` (the Job as JSON) now and at every change of state or
-    stage; the stream ends after the job ends."""
-    first = await run_in_threadpool(_read, _job_view, user, job_id)  # 404 before streaming
+    stage; the stream ends after the job ends. If the API key is revoked while
+    the stream is open, it sends `event: error` (code `unauthorized`) and ends."""
+    key_id = request.state.api_key_id
+    first = await run_in_threadpool(_read, _job_view, user, job_id, key_id)  # 404 first
 
     async def stream() -> AsyncIterator[str]:
         last = first
@@ -568,7 +586,12 @@ async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> Strea
         async with request.app.state.job_waiter.watching(str(job_id)) as watch:
             while last.status not in FINISHED and not await request.is_disconnected():
                 await next_change(watch, KEEPALIVE_S)
-                job = await run_in_threadpool(_read, _job_view, user, job_id)
+                try:
+                    job = await run_in_threadpool(_read, _job_view, user, job_id, key_id)
+                except Unauthorized as exc:  # the key was revoked while the stream was open
+                    error = {"detail": exc.message, "code": exc.code}
+                    yield f"event: error\ndata: {json.dumps(error)}\n\n"
+                    return
                 if (job.status, job.stage, job.attempts, job.waiting) != (
                     last.status,
                     last.stage,
@@ -706,7 +729,9 @@ async def get_result(
             if found.extra.get("job_status") in FINISHED or remaining <= 0:
                 raise found
             await next_change(watch, remaining)
-            found = await run_in_threadpool(_read, _result_or_pending, user, job_id)
+            found = await run_in_threadpool(
+                _read, _result_or_pending, user, job_id, request.state.api_key_id
+            )
     if kind == "json":
         return Response(found, media_type="application/json")
     table = await run_in_threadpool(

@@ -159,6 +159,20 @@ def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
     return user, row.id
 
 
+_KEY_REVOKED_AT = select(ApiKey.revoked_at).where(ApiKey.id == bindparam("key_id"))
+
+
+def ensure_key_active(*, session: Session, key_id: str) -> None:
+    """Unauthorized if the key was revoked since it was checked.
+
+    For requests that wait (long-polls, event streams): their key was checked
+    when they began, and is checked again before each answer that follows a
+    wait, so a key revoked meanwhile receives nothing more."""
+    found = session.execute(_KEY_REVOKED_AT, {"key_id": key_id}).one_or_none()
+    if found is None or found.revoked_at is not None:
+        raise Unauthorized("The API key is not valid.")
+
+
 # A write on every request would cost more than the knowledge is worth: once a minute.
 LAST_USED_EVERY_S = 60.0
 # Written only where no other request holds the key's row: a burst of one key's

@@ -219,3 +219,43 @@ def test_a_bad_wait_is_refused_before_anything_is_stored(api):
     refused = api.post("/jobs/fit", params={"wait": -1}, json=FIT, headers=headers)
     assert (refused.status_code, refused.json()["code"]) == (422, "validation_error")
     assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+def test_a_key_revoked_while_its_requests_wait_gets_nothing_more(api, stack, emulator_knobs):
+    """Revocation bites at once on requests already waiting: long-polls of the job and
+    of its result, a submit's wait and an event stream get no word of the job after it."""
+    owner = register(api)
+    created = api.post("/auth/keys", headers=owner).json()
+    key = {"Authorization": f"Bearer {created['api_key']}"}
+    emulator_knobs(hang_s=2.0)  # fit calls hang: the requests below are still waiting
+    job_id = api.post("/jobs/fit", json=FIT, headers=key).json()["id"]
+    stream_lines: list[str] = []
+
+    def follow_events() -> None:
+        with httpx.stream(
+            "GET", f"{stack.api_url}/api/v1/jobs/{job_id}/events", headers=key, timeout=60
+        ) as response:
+            assert response.status_code == 200
+            stream_lines.extend(line for line in response.iter_lines() if line)
+
+    wait = {"wait": 30}
+    with ThreadPoolExecutor(4) as pool:
+        job_poll = pool.submit(api.get, f"/jobs/{job_id}", params=wait, headers=key, timeout=40)
+        result_poll = pool.submit(
+            api.get, f"/jobs/{job_id}/result", params=wait, headers=key, timeout=40
+        )
+        submit = pool.submit(api.post, "/jobs/fit", params=wait, json=FIT, headers=key, timeout=40)
+        events = pool.submit(follow_events)
+        time.sleep(0.5)  # all four are waiting on their jobs
+        revoked = api.delete(f"/auth/keys/{created['key_id']}", headers=owner)
+        assert revoked.status_code == 204
+        for answer in (job_poll.result(), result_poll.result(), submit.result()):
+            assert (answer.status_code, answer.json()["code"]) == (401, "unauthorized")
+        events.result()
+    assert api.get(f"/jobs/{job_id}", headers=owner).json()["status"] == "succeeded"
+    # The stream showed the job before the revocation, then ended with an error event.
+    assert stream_lines[-2:] == [
+        "event: error",
+        'data: {"detail": "The API key is not valid.", "code": "unauthorized"}',
+    ]
+    assert not any('"status":"succeeded"' in line for line in stream_lines)
