@@ -101,8 +101,12 @@ IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        # An empty key is a client's unset variable, not a key: as one, it would
+        # make every later submit a replay of the first or a conflict.
+        min_length=1,
         max_length=255,
-        description="Retry-safe submits: the same key and body return the first job.",
+        description="Retry-safe submits: the same key and body return the first job "
+        "(1 to 255 characters).",
     ),
 ]
 

@@ -175,3 +175,22 @@ def test_a_model_deleted_while_its_predict_runs_ends_it_as_model_not_found(
     assert ended["error"]["code"] == "model_not_found", ended
     assert "deleted while this job ran" in ended["error"]["message"]
     assert _fit_calls(stack, token) == fits  # nothing fitted again
+
+
+def test_an_empty_idempotency_key_is_refused_not_shared_by_every_submit(api):
+    """An empty header (a client's unset variable) is a 422 naming it, in JSON and
+    uploads alike, and stores nothing: as a key, it made every later submit of the
+    account a replay of the first job or an idempotency_conflict."""
+    headers = register(api)
+    empty = {**headers, "Idempotency-Key": ""}
+    other = {**FIT, "options": {"n_estimators": 2}}
+    upload = {"data": {"task": "classification", "target": "y"}}
+    upload["files"] = {"file": ("t.csv", b"x,y\n1,a\n2,a\n3,b\n4,b\n")}
+    for refused in (
+        api.post("/jobs/fit", json=FIT, headers=empty),
+        api.post("/jobs/fit", json=other, headers=empty),
+        api.post("/jobs/fit", headers=empty, **upload),
+    ):
+        assert (refused.status_code, refused.json()["code"]) == (422, "validation_error")
+        assert "Idempotency-Key" in refused.json()["detail"]
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
