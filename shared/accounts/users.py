@@ -214,7 +214,11 @@ def list_api_keys(*, session: Session, user: User) -> list[ApiKey]:
 
 def revoke_api_key(*, session: Session, user: User, key_id: str) -> None:
     """Revoke at once: every API process reads the key's row on each request."""
-    row = session.get(ApiKey, key_id)
+    # The owner's row locked first: two requests revoking each other's key at once
+    # must not both count two active keys and leave none. FOR NO KEY UPDATE: job
+    # inserts (which only key-share the row) need not wait.
+    session.execute(select(User.id).where(User.id == user.id).with_for_update(key_share=True))
+    row = session.get(ApiKey, key_id, populate_existing=True)
     if row is None or row.user_id != user.id or row.revoked_at is not None:
         raise NotFound(f"No active API key {key_id}.")
     active = session.scalar(

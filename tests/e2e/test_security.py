@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from threading import Barrier
+
 import httpx
 import pytest
 
@@ -118,3 +121,28 @@ def test_a_client_guessing_keys_is_slowed_down(api, strict_api):
         assert (braked.status_code, braked.json()["code"]) == (429, "rate_limited")
     assert httpx.get(f"{strict_api}/jobs", headers=headers).status_code == 200
     assert _key(headers) not in braked.text
+
+
+def test_two_keys_revoking_each_other_at_once_leave_one_active(api, stack):
+    """The last active key cannot be revoked, even when two requests race: each
+    revoking the other's key, both used to count two active keys and leave none."""
+    for _ in range(4):  # the race is narrow: a few rounds make the old code lose
+        first = register(api)
+        second_key = api.post("/auth/keys", headers=first).json()
+        second = {"Authorization": f"Bearer {second_key['api_key']}"}
+        first_id = api.get("/auth/me", headers=first).json()["key_id"]
+        api.get("/auth/me", headers=second)  # both verifications cached: the race is tight
+        barrier = Barrier(2)
+
+        def revoke(barrier: Barrier, headers: dict, key_id: str) -> int:
+            with httpx.Client(base_url=f"{stack.api_url}/api/v1", timeout=30) as client:
+                barrier.wait()
+                return client.delete(f"/auth/keys/{key_id}", headers=headers).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            a = pool.submit(revoke, barrier, first, second_key["key_id"])
+            b = pool.submit(revoke, barrier, second, first_id)
+            assert sorted([a.result(), b.result()]) == [204, 409]
+        alive = [h for h in (first, second) if api.get("/auth/me", headers=h).status_code == 200]
+        assert len(alive) == 1
+        assert api.get("/auth/me", headers=alive[0]).json()["active_keys"] == 1
