@@ -277,8 +277,26 @@ def create_predict_job(
     params = _check_output(model.task, output, quantiles)
     _check_callback(callback_url)
     test_parquet = _test_parquet(test, model.columns, model.text_columns)
+    _hold_model(session, model)
     fields = (session, user, js.PREDICT, model.task, params, callback_url)
     return _new_job(*fields, model_id=model.id, test_parquet=test_parquet)
+
+
+def _hold_model(session: Session, model: FittedModel) -> None:
+    """Keep the model from being deleted until this submit commits, or ModelNotFound if
+    it was deleted while the test table was read (an upload: seconds).
+
+    Without it the job's row pointed at no model: a foreign-key violation, answered
+    503 `service_unavailable`. FOR KEY SHARE makes a `DELETE /models/{id}` wait for
+    the commit; the job then ends `model_not_found`, as one queued before it would.
+    """
+    held = session.execute(
+        select(FittedModel.id)
+        .where(FittedModel.id == model.id)
+        .with_for_update(read=True, key_share=True)
+    ).first()
+    if held is None:
+        raise ModelNotFound(f"No model {model.id}.")
 
 
 def create_fit_predict_job(
