@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from shared.core.config import get_settings
 from shared.core.errors import IdempotencyConflict, ValidationFailed
 from shared.models import IdempotencyKey, Job, User
 
@@ -59,12 +62,34 @@ def _replay(
     row = session.get(IdempotencyKey, (user.id, key))
     if row is None:
         return None
+    if _forget_if_expired(session, row):
+        return None
     if row.request_hash != digest and row.request_hash != fingerprint_v1(*request):
         raise IdempotencyConflict(
             "This Idempotency-Key was already used with a different request; "
             "use a new key for a new job."
         )
     return session.get(Job, row.job_id)
+
+
+def _forget_if_expired(session: Session, row: IdempotencyKey) -> bool:
+    """Delete the key's row if it is older than IDEMPOTENCY_TTL_S (on PostgreSQL's
+    clock, which stamped it); True if it was. The retention sweep forgets keys only
+    hourly: without this a key replayed its job up to an hour past its time."""
+    ttl = timedelta(seconds=get_settings().idempotency_ttl_s)
+    gone = session.execute(
+        delete(IdempotencyKey)
+        .where(
+            IdempotencyKey.user_id == row.user_id,
+            IdempotencyKey.key == row.key,
+            IdempotencyKey.created_at < func.now() - ttl,
+        )
+        .returning(IdempotencyKey.key)
+    ).first()
+    if gone is None:
+        return False
+    session.expunge(row)
+    return True
 
 
 def create_once(

@@ -170,3 +170,31 @@ def test_racing_requests_with_one_key_make_one_job(engine: Engine, winner_commit
         with Session(engine) as cleanup:
             cleanup.delete(cleanup.get(User, user_id))  # its jobs and keys cascade
             cleanup.commit()
+
+
+def test_a_key_older_than_its_ttl_is_forgotten_at_once_not_at_the_next_sweep(
+    session: Session,
+) -> None:
+    """IDEMPOTENCY_TTL_S holds when the key is used, not only when the hourly retention
+    sweep runs: a key past it makes a new job (with any body), and is kept again."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from shared.core.config import get_settings
+
+    user, submit = make_user(session=session), Submit(session)
+    first, _ = submit(user, "key-1", BODY)
+    past_ttl = timedelta(seconds=get_settings().idempotency_ttl_s + 60)
+    session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.user_id == user.id)
+        .values(created_at=func.now() - past_ttl)
+    )
+    session.expire_all()
+
+    again, made = submit(user, "key-1", {**BODY, "task": "regression"})
+    assert made is True and again.id != first.id
+    replay, made = submit(user, "key-1", {**BODY, "task": "regression"})
+    assert made is False and replay.id == again.id
+    assert submit.created == 2 and _jobs_of(session, user) == 2
