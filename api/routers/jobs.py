@@ -159,7 +159,10 @@ async def _answer_when_ended(request: Request, accepted: Response, wait: float) 
         # A replayed submit's job may have ended long before: its state is read once.
         if "idempotent-replayed" in accepted.headers:
             job = await run_in_threadpool(_read, _job_view, user, job.id, key_id)
-        job = await _when_ended(watch, user, key_id, job, deadline)
+        # A success's key is checked with its result's read below, in one unit: on
+        # every one-request job's path, a look of its own would cost another thread
+        # hop and session.
+        job = await _when_ended(watch, user, key_id, job, deadline, check_key_on_end=False)
     if job.status not in FINISHED:
         return accepted
     body = job.model_dump_json().encode()
@@ -170,6 +173,8 @@ async def _answer_when_ended(request: Request, accepted: Response, wait: float) 
             found = None
         if isinstance(found, str):
             body = body[:-1] + b',"result":' + found.encode() + b"}"
+    else:
+        await run_in_threadpool(_check_key, key_id)
     replayed = {k: v for k, v in accepted.headers.items() if k == "idempotent-replayed"}
     return Response(
         body, status_code=status.HTTP_200_OK, media_type="application/json", headers=replayed
@@ -545,16 +550,24 @@ async def get_job(
 
 
 async def _when_ended(
-    watch: Watch, user: User, key_id: str, job: JobOut, deadline: float
+    watch: Watch,
+    user: User,
+    key_id: str,
+    job: JobOut,
+    deadline: float,
+    *,
+    check_key_on_end: bool = True,
 ) -> JobOut:
     """`job` the moment it ends, or as last seen at `deadline` (monotonic), watched by
     `watch` (entered before `job` was read, so no change between the two is missed).
-    Every look after a wait checks that the caller's key `key_id` is still active."""
+    Every look after a wait checks that the caller's key `key_id` is still active;
+    `check_key_on_end=False`: not the end's, which the caller checks itself."""
     while True:
         if watch.final is not None and watch.final["user_id"] == str(user.id):
             # Ended: the message carried the fields; no need to read them back, but
             # the key may have been revoked while the request waited.
-            await run_in_threadpool(_check_key, key_id)
+            if check_key_on_end:
+                await run_in_threadpool(_check_key, key_id)
             return job_out(SimpleNamespace(**watch.final))
         remaining = deadline - time.monotonic()
         if job.status in FINISHED or remaining <= 0:

@@ -259,3 +259,22 @@ def test_a_key_revoked_while_its_requests_wait_gets_nothing_more(api, stack, emu
         'data: {"detail": "The API key is not valid.", "code": "unauthorized"}',
     ]
     assert not any('"status":"succeeded"' in line for line in stream_lines)
+
+
+def test_a_submits_wait_for_a_job_that_did_not_succeed_checks_the_key_too(api, emulator_knobs):
+    """A success's key is checked with its result's read; any other end is checked
+    on its own: a canceled job's wait, its key revoked meanwhile, gets a 401."""
+    owner = register(api)
+    created = api.post("/auth/keys", headers=owner).json()
+    key = {"Authorization": f"Bearer {created['api_key']}"}
+    emulator_knobs(hang_s=2.0)
+    with ThreadPoolExecutor(1) as pool:
+        submit = pool.submit(api.post, "/jobs/fit", params={"wait": 30}, json=FIT, headers=key)
+        deadline = time.monotonic() + 10
+        while not (jobs := api.get("/jobs", headers=owner).json()["jobs"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert api.delete(f"/auth/keys/{created['key_id']}", headers=owner).status_code == 204
+        assert api.post(f"/jobs/{jobs[0]['id']}/cancel", headers=owner).status_code == 200
+        answer = submit.result(timeout=40)
+    assert (answer.status_code, answer.json()["code"]) == (401, "unauthorized")
