@@ -73,7 +73,11 @@ def _second_wave_connections(client: httpx.Client, server: _CountingServer) -> i
 def test_every_slot_keeps_its_connection(server):
     client = load_client().ServiceClient.httpx_client
     assert get_settings().worker_concurrency >= CALLS
-    assert _second_wave_connections(client, server) == 0
+    # None, or one or two: a connection idle past UPSTREAM_KEEPALIVE_S (4 s) is dropped,
+    # and a machine whose hypervisor stalls it for seconds (CI saw 176 s of steal in a
+    # run) can leave the first wave's earliest connection idle that long while its
+    # last calls are made. A pool of httpx's 20 reconnects 20 (the test below).
+    assert _second_wave_connections(client, server) <= 2
 
 
 def test_httpx_default_pool_reconnects(server):
