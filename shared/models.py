@@ -16,7 +16,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    SmallInteger,
     String,
     Table,
     Text,
@@ -242,9 +241,8 @@ class WebhookAttempt(Base):
 # Finished-job totals for /metrics (migration 0004_job_metrics_totals): a trigger
 # logs each finished job's id in `jobs_finished_uncounted` (no model: rows only
 # appended by it and deleted by `fold_finished_jobs()`), a fold adds those jobs
-# here, and a scrape sums these few rows instead of reading every job. Each key is
-# spread over `shard` rows, so concurrent folds do not wait on one row's lock.
-# Written by the database only.
+# here, and a scrape sums these few rows instead of reading every job (one row per
+# key). Written by the database only.
 
 jobs_finished_uncounted = Table(
     "jobs_finished_uncounted",
@@ -261,7 +259,6 @@ class JobOutcomeTotal(Base):
     type: Mapped[str] = mapped_column(String(20), primary_key=True)
     status: Mapped[str] = mapped_column(String(20), primary_key=True)
     error_code: Mapped[str] = mapped_column(String(50), primary_key=True)
-    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     jobs: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
@@ -276,6 +273,5 @@ class JobDurationTotal(Base):
     type: Mapped[str] = mapped_column(String(20), primary_key=True)
     status: Mapped[str] = mapped_column(String(20), primary_key=True)
     le: Mapped[float] = mapped_column(Float, primary_key=True)
-    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     jobs: Mapped[int] = mapped_column(BigInteger, nullable=False)
     seconds: Mapped[float] = mapped_column(Float, nullable=False)

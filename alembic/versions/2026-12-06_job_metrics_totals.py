@@ -9,8 +9,9 @@ A scrape aggregated every finished job's row for its duration histograms (about
 in `jobs_finished_uncounted` (a trigger, in the job's own transaction), and
 `fold_finished_jobs()` moves those jobs into two small total tables: every
 scrape calls it first, and so does the hourly retention sweep, so the log holds
-at most the jobs finished since. The totals are spread over SHARDS rows per key,
-so concurrent folds (several API processes scraping) do not queue on one row.
+at most the jobs finished since. One row per key: concurrent folds (several API
+processes scraping) already take turns on the log's rows, and only folds write
+the totals, so spreading a key over several rows would spare no wait.
 
 Why a log of ids and not the totals themselves in the trigger: the trigger runs in
 the statement that ends a job, on every job's path to its result. Adding to the
@@ -36,7 +37,6 @@ depends_on: str | Sequence[str] | None = None
 
 # Must equal shared.core.metrics.BUCKETS (a test compares them).
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-SHARDS = 8
 FINISHED = "('succeeded', 'failed', 'canceled')"
 
 _FUNCTIONS = f"""
@@ -77,23 +77,22 @@ CREATE FUNCTION job_durations(
     WHERE timings IS NOT NULL
 $$;
 
--- Add finished jobs to the totals, each key on a random shard, keys in order.
+-- Add finished jobs to the totals, keys in order.
 -- Only safe casts above: counting must never make a job's update fail.
 CREATE FUNCTION add_finished_jobs(finished jobs[]) RETURNS void LANGUAGE sql AS $$
-    INSERT INTO job_outcome_totals AS t (type, status, error_code, shard, jobs)
-    SELECT j.type, j.status, coalesce(j.error_code, ''), floor(random() * {SHARDS}), count(*)
+    INSERT INTO job_outcome_totals AS t (type, status, error_code, jobs)
+    SELECT j.type, j.status, coalesce(j.error_code, ''), count(*)
     FROM unnest(finished) AS j
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (type, status, error_code, shard) DO UPDATE SET jobs = t.jobs + excluded.jobs;
+    ON CONFLICT (type, status, error_code) DO UPDATE SET jobs = t.jobs + excluded.jobs;
 
-    INSERT INTO job_duration_totals AS t (metric, type, status, le, shard, jobs, seconds)
-    SELECT d.metric, j.type, j.status, job_duration_le(d.seconds), floor(random() * {SHARDS}),
-           count(*), sum(d.seconds)
+    INSERT INTO job_duration_totals AS t (metric, type, status, le, jobs, seconds)
+    SELECT d.metric, j.type, j.status, job_duration_le(d.seconds), count(*), sum(d.seconds)
     FROM unnest(finished) AS j,
          LATERAL job_durations(j.created_at, j.started_at, j.finished_at, j.upstream_timings) AS d
     WHERE j.started_at IS NOT NULL AND d.seconds IS NOT NULL
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (metric, type, status, le, shard)
+    ON CONFLICT (metric, type, status, le)
     DO UPDATE SET jobs = t.jobs + excluded.jobs, seconds = t.seconds + excluded.seconds;
 $$;
 
@@ -137,13 +136,13 @@ EXECUTE FUNCTION count_finished_job();
 """
 
 _BACKFILL = f"""
-INSERT INTO job_outcome_totals (type, status, error_code, shard, jobs)
-SELECT type, status, coalesce(error_code, ''), 0, count(*)
+INSERT INTO job_outcome_totals (type, status, error_code, jobs)
+SELECT type, status, coalesce(error_code, ''), count(*)
 FROM jobs WHERE status IN {FINISHED}
 GROUP BY 1, 2, 3;
 
-INSERT INTO job_duration_totals (metric, type, status, le, shard, jobs, seconds)
-SELECT d.metric, j.type, j.status, job_duration_le(d.seconds), 0, count(*), sum(d.seconds)
+INSERT INTO job_duration_totals (metric, type, status, le, jobs, seconds)
+SELECT d.metric, j.type, j.status, job_duration_le(d.seconds), count(*), sum(d.seconds)
 FROM jobs AS j,
      LATERAL job_durations(j.created_at, j.started_at, j.finished_at, j.upstream_timings) AS d
 WHERE j.status IN {FINISHED} AND j.started_at IS NOT NULL AND d.seconds IS NOT NULL
@@ -157,11 +156,8 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=20), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("error_code", sa.String(length=50), nullable=False),
-        sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("jobs", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "type", "status", "error_code", "shard", name=op.f("pk_job_outcome_totals")
-        ),
+        sa.PrimaryKeyConstraint("type", "status", "error_code", name=op.f("pk_job_outcome_totals")),
     )
     op.create_table(
         "job_duration_totals",
@@ -169,11 +165,10 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=20), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("le", sa.Float(), nullable=False),
-        sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("jobs", sa.BigInteger(), nullable=False),
         sa.Column("seconds", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "metric", "type", "status", "le", "shard", name=op.f("pk_job_duration_totals")
+            "metric", "type", "status", "le", name=op.f("pk_job_duration_totals")
         ),
     )
     # No key: rows are only appended by the trigger and deleted whole by a fold.
