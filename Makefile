@@ -22,8 +22,12 @@ lint: install
 	$(BIN)/ruff format --check .
 
 # DATABASE_URL/REDIS_URL when set, else the servers on 127.0.0.1, else embedded ones.
+# TEST_WORKERS processes, each test file whole in one of them (its module's stack
+# with it); most tests wait on processes they started, so two share two cores.
+# TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: install lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	bash scripts/demo.sh

@@ -57,7 +57,8 @@ class Services:
     origin: str
 
 
-def find_services(stack: ExitStack, scratch: Path) -> Services:
+def find_services(stack: ExitStack, scratch: Path, redis_db: int | None = None) -> Services:
+    """`redis_db`: the db number on the local Redis (1-14), else one at random."""
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
     # TABPFN_API_TEST_EMBEDDED=1 proves the bare-machine path on a machine that has servers.
@@ -75,7 +76,8 @@ def find_services(stack: ExitStack, scratch: Path) -> Services:
     if not redis_url:
         if local and answers(6379):
             # A db number of our own, so parallel runs and dev data don't mix.
-            redis_url = f"redis://127.0.0.1:6379/{uuid.uuid4().int % 14 + 1}"
+            db = redis_db if redis_db is not None else uuid.uuid4().int % 14 + 1
+            redis_url = f"redis://127.0.0.1:6379/{db}"
             origin.append("redis@127.0.0.1")
         else:
             from cli.embedded import start_embedded_redis
