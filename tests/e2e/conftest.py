@@ -7,16 +7,28 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cli.throwaway import Services
+from cli.throwaway import Services, create_database, drop_database, migrate
 from tests.support.stacks import Stack, api_client, running_stack
 from tests.support.tokens import FRESH_TOKENS, SECRET_KEY, TOKENS
 
 
 @pytest.fixture(scope="session")
-def stack(services: Services, database_url: str, tmp_path_factory) -> Iterator[Stack]:
+def stack_database_url(services: Services) -> Iterator[str]:
+    """The session stack's own database: the services tests' counts (/metrics totals)
+    read the whole of theirs, and under `make test` a process may run some of both."""
+    url = create_database(services.admin_database_url)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        drop_database(services.admin_database_url, url)
+
+
+@pytest.fixture(scope="session")
+def stack(services: Services, stack_database_url: str, tmp_path_factory) -> Iterator[Stack]:
     with running_stack(
         services=services,
-        database_url=database_url,
+        database_url=stack_database_url,
         scratch=tmp_path_factory.mktemp("stack"),
         secret_key=SECRET_KEY,
         tokens=[*TOKENS, *FRESH_TOKENS],

@@ -114,6 +114,10 @@ def running_stack(
         WEBHOOK_TIMEOUT_S="3",
         # tabpfn-client caches tokens under HOME: keep it away from the real one.
         HOME=str(scratch),
+        # Every process opens its pool's connections as it starts (warm-up), and
+        # `make test` runs stacks side by side on one PostgreSQL (100 connections
+        # by default): a small pool, overflowing as a burst needs.
+        DB_POOL_SIZE="2",
         **UNPACED,
     )
     env.update(settings)
