@@ -30,7 +30,14 @@ def _python_children(pid: int) -> list[int]:
 def test_two_api_processes_serve_submits_long_polls_and_results(services, tmp_path, request):
     with (
         own_stack(
-            services, tmp_path, tokens=FRESH_TOKENS, API_PROCESSES="2", EMULATOR_LATENCY_S="0.2"
+            services,
+            tmp_path,
+            tokens=FRESH_TOKENS,
+            # A slot for each client's job: the waits below are the jobs' runs, not a
+            # queue's (two slots took 12 jobs of 0.8 s past the 5-s timer on a busy machine).
+            worker_args=("--concurrency", "6"),
+            API_PROCESSES="2",
+            EMULATOR_LATENCY_S="0.2",
         ) as stack,
         api_client(stack, request) as api,
     ):
