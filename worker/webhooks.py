@@ -9,8 +9,8 @@ An attempt is bounded whatever the receiver and its DNS do: looking its host
 up, connecting, sending and reading the status line and headers share one
 deadline of WEBHOOK_TIMEOUT_S, and the body of the answer is never read (a
 receiver that trickles it, sends gigabytes, or a gzip bomb, holds nothing of
-ours). Deliveries run on the
-worker's job slots, and take at most WEBHOOK_SLOT_SHARE of them at once.
+ours). Deliveries run on the worker's job slots, and take at most
+WEBHOOK_SLOT_SHARE of them at once, shared between users (DeliverySlots).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from shared.queue import enqueue_webhook
 from shared.webhooks.deliveries import (
     claim_delivery,
     overdue_deliveries,
+    owner_of_delivery,
     postpone_delivery,
     record_attempt,
     secret_of_job_owner,
@@ -331,32 +333,64 @@ def deliver(delivery_id: uuid.UUID) -> float | None:
     return delay if outcome == PENDING else None
 
 
+class DeliverySlots:
+    """The deliveries' share of this process's slots, and who holds them.
+
+    A user holding none of them may take any free one; a user holding some may take
+    another only while more than `reserve` (a quarter, at least one) stay free. One
+    user's receivers that never answer held every slot of the share for their whole
+    timeout, attempt after attempt, and everyone else's webhooks waited behind them;
+    now they hold at most what the reserve leaves, and a slot they give up goes to
+    whoever holds none first. A lone user still uses all but the reserve.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.reserve = max(1, total // 4) if total > 1 else 0
+        self._held: Counter[uuid.UUID] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, user_id: uuid.UUID) -> bool:
+        with self._lock:
+            free = self.total - self._held.total()
+            if free <= 0 or (self._held[user_id] and free <= self.reserve):
+                return False
+            self._held[user_id] += 1
+            return True
+
+    def give_back(self, user_id: uuid.UUID) -> None:
+        with self._lock:
+            self._held[user_id] -= 1
+            if self._held[user_id] <= 0:
+                del self._held[user_id]
+
+
 # This process's deliveries in flight, at most WEBHOOK_SLOT_SHARE of its slots: a
 # receiver that never answers holds a slot for WEBHOOK_TIMEOUT_S per attempt, and
 # one user's hundreds of such deliveries took every slot of a node from the jobs.
 # Set once the worker is ready and knows its slots (worker.lifecycle); unset, no bound.
-_delivery_slots: threading.BoundedSemaphore | None = None
+_delivery_slots: DeliverySlots | None = None
 
 
 def share_slots(slots: int) -> None:
     global _delivery_slots
-    share = max(1, int(slots * get_settings().webhook_slot_share))
-    _delivery_slots = threading.BoundedSemaphore(share)
+    _delivery_slots = DeliverySlots(max(1, int(slots * get_settings().webhook_slot_share)))
 
 
 @contextmanager
-def _delivery_slot() -> Iterator[bool]:
-    """Whether one of the deliveries' slots is free now; never waited for (that holds a slot)."""
+def _delivery_slot(user_id: uuid.UUID) -> Iterator[bool]:
+    """Whether one of the deliveries' slots is free for this user now; never waited
+    for (that holds a job slot)."""
     slots = _delivery_slots
     if slots is None:
         yield True
-    elif not slots.acquire(blocking=False):
+    elif not slots.take(user_id):
         yield False
     else:
         try:
             yield True
         finally:
-            slots.release()
+            slots.give_back(user_id)
 
 
 def _postpone(delivery_id: uuid.UUID) -> float | None:
@@ -375,9 +409,13 @@ def _postpone(delivery_id: uuid.UUID) -> float | None:
 
 
 def deliver_when_free(delivery_id: uuid.UUID) -> float | None:
-    """deliver(), or, with deliveries' share of the slots in use, postpone; the delay
-    before the delivery's next message, if it needs one."""
-    with _delivery_slot() as free:
+    """deliver(), or, with deliveries' share of the slots in use (or the user's part
+    of it), postpone; the delay before the delivery's next message, if it needs one."""
+    with session_scope() as session:
+        user_id = owner_of_delivery(session=session, delivery_id=delivery_id)
+    if user_id is None:
+        return None  # gone with its job
+    with _delivery_slot(user_id) as free:
         return deliver(delivery_id) if free else _postpone(delivery_id)
 
 

@@ -49,6 +49,15 @@ def postpone_delivery(*, session: Session, delivery_id: uuid.UUID, delay: timede
     return moved is not None
 
 
+def owner_of_delivery(*, session: Session, delivery_id: uuid.UUID) -> uuid.UUID | None:
+    """The user whose job the delivery is of; None when the delivery is gone."""
+    return session.scalar(
+        select(Job.user_id)
+        .join(WebhookDelivery, WebhookDelivery.job_id == Job.id)
+        .where(WebhookDelivery.id == delivery_id)
+    )
+
+
 def secret_of_job_owner(*, session: Session, job_id: uuid.UUID) -> str | None:
     """The encrypted webhook secret of the job's owner."""
     return session.scalar(

@@ -360,7 +360,7 @@ def narrow_stack(services, tmp_path_factory):
     with own_stack(
         services,
         tmp_path_factory.mktemp("webhook-slots"),
-        tokens=[fresh_token() for _ in range(2)],
+        tokens=[fresh_token() for _ in range(4)],
         worker_args=("--concurrency", "8"),
         WORKER_PROCESSES="1",
         WEBHOOK_SLOT_SHARE="0.25",
@@ -392,3 +392,49 @@ def test_deliveries_take_at_most_their_share_of_the_slots(narrow_stack, receiver
     arrivals = sorted(r.at for r in received)
     gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[2:], strict=False)]
     assert min(gaps) > _timeout_s(narrow_stack) / 2, arrivals
+
+
+def _most_open_at_once(received) -> int:
+    """The most requests that were open together (received, answer not yet over)."""
+    starts = [(r.at, 1) for r in received]
+    ends = [(r.ended or float("inf"), -1) for r in received]  # an end sorts before a start
+    edges = sorted(starts + ends)
+    open_now = most = 0
+    for _, step in edges:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
+def test_one_users_hanging_receivers_leave_a_slot_for_everyone_else(narrow_stack, request):
+    """Two delivery slots: a user whose receiver never answers holds one of them, not
+    both, and another user's webhook goes out at once. (Before, the first user's
+    four deliveries held both slots, attempt after attempt.)"""
+    tokens = narrow_stack.env["EMULATOR_TOKENS"].split(",")
+    hanging, hanging_server = start_receiver()
+    quick, quick_server = start_receiver()
+    request.addfinalizer(hanging_server.shutdown)
+    request.addfinalizer(quick_server.shutdown)
+    started = time.monotonic()
+
+    def silent(handler) -> None:
+        while not sender_gone(handler, 0.25) and time.monotonic() - started < 60:
+            pass
+
+    hanging.answer = silent
+    timeout_s = _timeout_s(narrow_stack)
+    with api_client(narrow_stack, request) as api:
+        flooding, _ = _setup(api, tokens[2])
+        for _ in range(4):
+            _submit(api, flooding, hanging.url)
+        hanging.wait_for(1, timeout=60)
+        other, _ = _setup(api, tokens[3])
+        job_id = _submit(api, other, quick.url)
+        assert wait_for_job(api, other, job_id)["status"] == "succeeded"
+        ended = time.monotonic()
+    [delivered] = quick.wait_for(1, timeout=30)
+    # A free slot at once: no wait for one of the hanging attempts to time out.
+    assert delivered.at - ended < timeout_s, (delivered.at - ended, timeout_s)
+    # Two of the flood's attempts done, each having had the chance to overlap another.
+    attempts = hanging.wait_until_ended(2, timeout=60)
+    assert _most_open_at_once(hanging.received) == 1, [(r.at, r.ended) for r in attempts]
