@@ -59,9 +59,23 @@ def _own_redis_db(found: Services) -> Services:
     return replace(found, redis_url=urlunsplit(url._replace(path=f"/{(db + worker) % 16}")))
 
 
+def pytest_sessionfinish(session):
+    # An xdist worker hands what it used to the controller, which prints the summary.
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None and _used_services:
+        output["services_used"] = _used_services[0]
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without it runs too
+def pytest_testnodedown(node, error):
+    used = getattr(node, "workeroutput", {}).get("services_used")
+    if used and used not in _used_services:
+        _used_services.append(used)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _used_services:
-        terminalreporter.write_line(f"services used: {_used_services[0]}")
+        terminalreporter.write_line(f"services used: {'; '.join(_used_services)}")
 
 
 @pytest.fixture(scope="session")
