@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import Caller, CurrentUser, SessionDep
 from api.schemas import ErrorOut, ModelOut
@@ -18,9 +20,35 @@ def model_out(model: FittedModel) -> ModelOut:
     return ModelOut.model_validate(model, from_attributes=True)
 
 
-@router.get("", summary="List your fitted models")
-def list_models(session: SessionDep, user: CurrentUser) -> list[ModelOut]:
-    return [model_out(m) for m in jobs.list_models(session=session, user=user)]
+@router.get(
+    "",
+    summary="List your fitted models, newest first",
+    responses={
+        404: {"model": ErrorOut, "description": "model_not_found: `before` is no model of yours"}
+    },
+)
+def list_models(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Annotated[
+        int | None, Query(ge=1, le=1000, description="At most this many; without it, all of them")
+    ] = None,
+    before: Annotated[
+        uuid.UUID | None, Query(description="Cursor: the id of the last model of a page")
+    ] = None,
+) -> list[ModelOut]:
+    """With `limit`, a page that has more after it carries the next page's address in a
+    `Link` header (`rel="next"`, RFC 8288); the last page has none."""
+    # One more than asked: whether a next page exists, without sending an empty one.
+    wanted = None if limit is None else limit + 1
+    page = jobs.list_models(session=session, user=user, limit=wanted, before=before)
+    if limit is not None and len(page) > limit:
+        page = page[:limit]
+        query = urlencode({"limit": limit, "before": str(page[-1].id)})
+        response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return [model_out(m) for m in page]
 
 
 @router.get(

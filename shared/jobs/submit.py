@@ -438,10 +438,17 @@ def delete_model(*, user: User, model_id: uuid.UUID) -> bool:
     return delete_upstream_model(decrypt_secret(user.tabpfn_token_encrypted), upstream_model_id)
 
 
-def list_models(*, session: Session, user: User) -> list[FittedModel]:
-    query = (
-        select(FittedModel)
-        .where(FittedModel.user_id == user.id)
-        .order_by(FittedModel.created_at.desc())
-    )
+def list_models(
+    *, session: Session, user: User, limit: int | None = None, before: uuid.UUID | None = None
+) -> list[FittedModel]:
+    """The caller's models, newest first: all of them, or `limit` after the model `before`
+    (the last id of the previous page)."""
+    query = select(FittedModel).where(FittedModel.user_id == user.id)
+    if before is not None:
+        anchor = get_model(session=session, user=user, model_id=before)
+        query = query.where(
+            (FittedModel.created_at < anchor.created_at)
+            | ((FittedModel.created_at == anchor.created_at) & (FittedModel.id < anchor.id))
+        )
+    query = query.order_by(FittedModel.created_at.desc(), FittedModel.id.desc()).limit(limit)
     return list(session.scalars(query))

@@ -205,6 +205,11 @@ client._http.event_hooks["request"].clear()
 assert fit.id in [job.id for job in client.list_jobs(limit=50)]
 assert client.get_job(fit.id).status == "succeeded"
 assert fit.model_id in [m["id"] for m in client.list_models()]
+models = [m["id"] for m in client.list_models()]
+assert [m["id"] for m in client.iter_models()] == models  # newest first, either way
+first_page = client.list_models(limit=1)
+assert [m["id"] for m in first_page] == models[:1]
+assert [m["id"] for m in client.list_models(limit=1, before=first_page[0]["id"])] == models[1:2]
 assert "current_usage" in client.usage()
 
 # The same Idempotency-Key and body: one job.

@@ -509,8 +509,23 @@ class Client:
 
     # -- models ------------------------------------------------------------
 
-    def list_models(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/models")
+    def list_models(
+        self, *, limit: int | None = None, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Your fitted models, newest first: all of them, or `limit` (at most 1,000)
+        after the model `before` (the last id of the previous page)."""
+        params = {k: v for k, v in (("limit", limit), ("before", before)) if v is not None}
+        return self._request("GET", "/models", params=params or None)
+
+    def iter_models(self) -> Iterator[dict[str, Any]]:
+        """All your fitted models, newest first, page after page."""
+        before = None
+        while True:
+            page = self.list_models(limit=200, before=before)
+            yield from page
+            if len(page) < 200:
+                return
+            before = page[-1]["id"]
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         return self._request("GET", f"/models/{model_id}")
