@@ -24,10 +24,12 @@ lint: install
 # DATABASE_URL/REDIS_URL when set, else the servers on 127.0.0.1, else embedded ones.
 # TEST_WORKERS processes, each test file whole in one of them (its module's stack
 # with it); most tests wait on processes they started, so two share two cores.
+# Files are handed out in the suite's order (not xdist's largest-first), so any two
+# that share a process's stack run in the order they do in one process.
 # TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 test: install lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 demo: install
 	bash scripts/demo.sh

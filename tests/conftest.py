@@ -28,6 +28,15 @@ def services(tmp_path_factory) -> Iterator[Services]:
         yield found
 
 
+def pytest_collection_modifyitems(config, items):
+    # Under xdist, the reliability tests first: the longest file (2-3 min), on servers
+    # of its own, so it starts while the other process runs everything else rather
+    # than last, with the other process idle. Every process sorts alike (xdist
+    # requires the same collection everywhere); the rest keep the suite's order.
+    if _xdist_worker() is not None:
+        items.sort(key=lambda item: not item.nodeid.startswith("tests/reliability/"))
+
+
 def _xdist_worker() -> int | None:
     """This process's number under pytest-xdist (`make test` runs several), else None."""
     name = os.environ.get("PYTEST_XDIST_WORKER", "")
