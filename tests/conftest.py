@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from cli.throwaway import Services, create_database, drop_database, find_services, migrate
+from cli.throwaway import Services, find_services, throwaway_database
 
 _used_services: list[str] = []
 
@@ -89,12 +89,8 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def database_url(services: Services) -> Iterator[str]:
-    url = create_database(services.admin_database_url)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        drop_database(services.admin_database_url, url)
+    with ExitStack() as cleanup:
+        yield throwaway_database(cleanup, services)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -362,13 +362,17 @@ def list_jobs(
     if type_:
         query = query.where(Job.type == type_)
     if before is not None:
-        anchor = get_job(session=session, user=user, job_id=before)
-        query = query.where(
-            (Job.created_at < anchor.created_at)
-            | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id))
-        )
+        query = query.where(_after_in_list(Job, get_job(session=session, user=user, job_id=before)))
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
     return list(session.scalars(query))
+
+
+def _after_in_list(table: type[Job] | type[FittedModel], anchor: Job | FittedModel):
+    """The rows listed after `anchor` (a page's last row) in a newest-first list:
+    older, or as old with a smaller id (ids break ties in the order)."""
+    return (table.created_at < anchor.created_at) | (
+        (table.created_at == anchor.created_at) & (table.id < anchor.id)
+    )
 
 
 def cancel(*, session: Session, user: User, job_id: uuid.UUID) -> Job:
@@ -446,9 +450,6 @@ def list_models(
     query = select(FittedModel).where(FittedModel.user_id == user.id)
     if before is not None:
         anchor = get_model(session=session, user=user, model_id=before)
-        query = query.where(
-            (FittedModel.created_at < anchor.created_at)
-            | ((FittedModel.created_at == anchor.created_at) & (FittedModel.id < anchor.id))
-        )
+        query = query.where(_after_in_list(FittedModel, anchor))
     query = query.order_by(FittedModel.created_at.desc(), FittedModel.id.desc()).limit(limit)
     return list(session.scalars(query))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import httpx
 import pytest
 
-from cli.throwaway import Services, create_database, drop_database, migrate
+from cli.throwaway import Services, throwaway_database
 from tests.support.stacks import Stack, api_client, running_stack
 from tests.support.tokens import FRESH_TOKENS, SECRET_KEY, TOKENS
 
@@ -16,12 +17,8 @@ from tests.support.tokens import FRESH_TOKENS, SECRET_KEY, TOKENS
 def stack_database_url(services: Services) -> Iterator[str]:
     """The session stack's own database: the services tests' counts (/metrics totals)
     read the whole of theirs, and under `make test` a process may run some of both."""
-    url = create_database(services.admin_database_url)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        drop_database(services.admin_database_url, url)
+    with ExitStack() as cleanup:
+        yield throwaway_database(cleanup, services)
 
 
 @pytest.fixture(scope="session")
