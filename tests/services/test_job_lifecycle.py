@@ -22,7 +22,7 @@ from shared.jobs.lifecycle import (
     this_worker,
 )
 from shared.models import FittedModel, Job, JobData
-from tests.support.factories import make_job, make_user
+from tests.support.factories import make_job, make_user, new_model
 
 OUTCOME = {"result": {"x": 1}, "model": None, "timings": None}
 
@@ -98,28 +98,13 @@ def test_a_run_with_a_wrong_attempt_is_refused_everywhere(session: Session) -> N
     assert _result(session, job.id) == {"x": 1}
 
 
-def _a_model(job: Job) -> FittedModel:
-    return FittedModel(
-        id=uuid.uuid4(),
-        user_id=job.user_id,
-        fit_job_id=job.id,
-        task=js.CLASSIFICATION,
-        options={"n_estimators": 4},
-        upstream_model_id="upstream-1",
-        columns=["a", "b"],
-        classes=["no", "yes"],
-        n_rows=3,
-        n_features=2,
-    )
-
-
 def test_the_end_of_a_fit_stores_its_model_in_the_same_statement_or_not_at_all(
     session: Session,
 ) -> None:
     job = make_job(session=session, user=make_user(session=session))
     claim = claim_job(session=session, job_id=job.id)
     assert claim is not None
-    lost, kept = _a_model(job), _a_model(job)
+    lost, kept = new_model(job), new_model(job)
 
     wrong = Claim(job_id=job.id, attempt=claim.attempt + 1)
     assert succeed_job(session=session, claim=wrong, result={}, model=lost, timings=None) is False

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -13,7 +11,7 @@ from shared.core.errors import ModelNotFound
 from shared.jobs import states as js
 from shared.jobs import submit
 from shared.models import FittedModel, Job
-from tests.support.factories import make_job, make_user
+from tests.support.factories import make_job, make_user, new_model
 
 
 def test_a_model_deleted_while_the_test_table_is_read_is_model_not_found(
@@ -21,18 +19,7 @@ def test_a_model_deleted_while_the_test_table_is_read_is_model_not_found(
 ) -> None:
     user = make_user(session=session)
     fit = make_job(session=session, user=user, type_=js.FIT, status=js.SUCCEEDED)
-    model = FittedModel(
-        id=uuid.uuid4(),
-        user_id=user.id,
-        fit_job_id=fit.id,
-        task=js.CLASSIFICATION,
-        options={},
-        upstream_model_id="upstream-1",
-        columns=["x"],
-        classes=["a", "b"],
-        n_rows=4,
-        n_features=1,
-    )
+    model = new_model(fit, columns=["x"], n_features=1, classes=["a", "b"], n_rows=4)
     session.add(model)
     session.flush()
     read_table = submit._test_parquet

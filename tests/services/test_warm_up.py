@@ -27,6 +27,7 @@ from shared.jobs.warm_up import warm_up_job_queries, warm_up_submit
 from shared.models import Base, FittedModel, Job, User
 from shared.queue import get_celery, warm_up_broker
 from tests.services.test_scheduling import make_jobs, make_user
+from tests.support.factories import new_model
 from tests.support.inprocess import configured
 
 
@@ -54,18 +55,7 @@ def _run_a_job_without_upstream(job_id: uuid.UUID, claim) -> None:
         job, *_ = load_job_for_run(session=session, job_id=job_id)
     with session_scope() as session:
         assert set_stage(session=session, claim=claim, stage=js.STAGE_PREDICTING)
-    model = FittedModel(
-        id=uuid.uuid4(),
-        user_id=job.user_id,
-        fit_job_id=job.id,
-        task=js.CLASSIFICATION,
-        options={},
-        upstream_model_id="m",
-        columns=["x"],
-        classes=[0, 1],
-        n_rows=1,
-        n_features=1,
-    )
+    model = new_model(job, columns=["x"], classes=[0, 1], n_rows=1, n_features=1)
     with session_scope() as session:
         assert succeed_job(session=session, claim=claim, result={"y": [0]}, model=model, timings={})
 

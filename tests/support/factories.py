@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from shared.jobs import states as js
-from shared.models import Job, JobData, User
+from shared.models import FittedModel, Job, JobData, User
 
 
 def make_user(*, session: Session) -> User:
@@ -37,3 +38,21 @@ def make_job(
     session.add(JobData(job_id=job.id, size_bytes=0))
     session.flush()
     return job
+
+
+def new_model(job: Job, **fields: Any) -> FittedModel:
+    """A model fitted by `job` (not added to a session): a two-column classifier,
+    `fields` changing any column."""
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "user_id": job.user_id,
+        "fit_job_id": job.id,
+        "task": js.CLASSIFICATION,
+        "options": {"n_estimators": 4},
+        "upstream_model_id": "upstream-1",
+        "columns": ["a", "b"],
+        "classes": ["no", "yes"],
+        "n_rows": 3,
+        "n_features": 2,
+    }
+    return FittedModel(**{**values, **fields})
