@@ -12,7 +12,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from api.multipart import UnreadableJson
@@ -101,6 +101,21 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
+# Every foreign key to users is named fk_<table>_user_id_users (shared/models.py).
+_TO_USERS = "_user_id_users"
+
+
+async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+    """A row refused for naming a user that is no more: the account was deleted
+    while this request, authenticated before, was under way. Its key is gone, so
+    the answer is the one that key gets from now on: 401, nothing stored."""
+    diag = getattr(exc.orig, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) or ""
+    if getattr(exc.orig, "pgcode", None) == "23503" and constraint.endswith(_TO_USERS):
+        return _error(401, "unauthorized", "The API key is not valid.")
+    return await _database_error(request, exc)
+
+
 async def _unstorable_value(_: Request, exc: DataError) -> JSONResponse:
     """A value PostgreSQL refused (SQLSTATE class 22: NUL in text or JSON, NaN in JSON,
     a number out of its column's range): a 422, not the 503 of an outage.
@@ -163,3 +178,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)

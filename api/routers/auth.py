@@ -16,6 +16,7 @@ from api.schemas import (
     WebhookSecretOut,
 )
 from shared.accounts import users
+from shared.accounts.deletion import delete_account
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -112,4 +113,28 @@ def me(request: Request, session: SessionDep, user: CurrentUser) -> MeOut:
         created_at=user.created_at,
         key_id=request.state.api_key_id,
         active_keys=sum(k.revoked_at is None for k in keys),
+    )
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete your account and everything the service holds for it",
+)
+def delete_me(user: Caller) -> Response:
+    """At once and for good: every API key (this one included), the stored TabPFN
+    token and webhook secret, every job with its data and result, every model, every
+    webhook delivery. Unfinished jobs stop; their waiters are answered 401.
+
+    The models' copies in your TabPFN account are deleted too, best effort; the
+    header `Upstream-Deleted: false` says some are left there (TabPFN could not be
+    reached, or there were too many to delete in 30 s). The uploads that jobs made
+    in your TabPFN account are yours to manage there. The same token may set up a
+    new, empty account afterwards."""
+    # No SessionDep: the service holds a connection only while it deletes the rows,
+    # not while TabPFN deletes its copies of the models.
+    deleted = delete_account(user_id=user.id)
+    return Response(
+        status_code=status.HTTP_204_NO_CONTENT,
+        headers={"Upstream-Deleted": str(deleted.upstream_deleted).lower()},
     )

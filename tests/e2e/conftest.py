@@ -29,9 +29,11 @@ def stack(services: Services, stack_database_url: str, tmp_path_factory) -> Iter
         scratch=tmp_path_factory.mktemp("stack"),
         secret_key=SECRET_KEY,
         tokens=[*TOKENS, *FRESH_TOKENS],
-        # The pool as deployed (the other stacks open 2): the races and bursts of the
-        # API's tests (test_request_burst, test_security) are about its real size.
-        DB_POOL_SIZE="10",
+        # The API's pool as deployed (the other stacks open 2): the races and bursts of
+        # the API's tests (test_request_burst, test_security) are about its real size.
+        # Its workers keep 2 each: every process opens its whole pool as it warms up,
+        # and two of these stacks run at once under `make test` (PostgreSQL: 100).
+        api_settings={"DB_POOL_SIZE": "10"},
     ) as running:
         yield running
 

@@ -959,3 +959,31 @@ def test_curl_quickstart(stack: Stack):
         env={**env, "API_URL": stack.api_url, "TABPFN_TOKEN": "not-a-token"},
     )
     assert refused.returncode == 1 and "(upstream_auth_failed)" in refused.stderr
+
+
+def test_sdk_and_cli_delete_an_account(sdk_venv: Path, stack: Stack, api):
+    sdk_key = register(api)["Authorization"].removeprefix("Bearer ")
+    run = _python(
+        sdk_venv,
+        "from tabpfn_api_client import AuthenticationError, Client\n"
+        "client = Client()\n"
+        "client.fit([[1.0], [2.0], [3.0], [4.0]], ['a', 'a', 'b', 'b']).wait(timeout=60)\n"
+        "client.delete_account()\n"
+        "print(client.api_key)\n"
+        "try:\n"
+        "    Client().me()\n"
+        "except AuthenticationError as exc:\n"
+        "    print(exc.code)\n",
+        API_URL=stack.api_url,
+        TABPFN_API_KEY=sdk_key,
+    )
+    assert run.stdout.split() == ["None", "unauthorized"], run.stdout + run.stderr
+
+    cli_key = register(api)["Authorization"].removeprefix("Bearer ")
+    unconfirmed = _cli(sdk_venv, stack, "delete-account", TABPFN_API_KEY=cli_key)
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr
+    assert api.get("/auth/me", headers={"Authorization": f"Bearer {cli_key}"}).status_code == 200
+    deleted = _cli(sdk_venv, stack, "delete-account", "--yes", TABPFN_API_KEY=cli_key)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    gone = api.get("/auth/me", headers={"Authorization": f"Bearer {cli_key}"})
+    assert (gone.status_code, gone.json()["code"]) == (401, "unauthorized")

@@ -751,3 +751,35 @@ def test_the_console_works_by_keyboard_at_phone_width(browser, stack, api) -> No
         assert unlabelled == []
     finally:
         context.close()
+
+
+def test_an_account_is_deleted_from_the_console_once_confirmed(console, api) -> None:
+    headers = register(api)
+    fit = {"task": "classification", "train": {"X": [[0.0], [1.0], [2.0], [3.0]], "y": [0, 1] * 2}}
+    job_id = api.post("/jobs/fit", json=fit, headers=headers).json()["id"]
+    assert wait_for_job(api, headers, job_id)["status"] == "succeeded"
+    page = console.page
+    console.sign_in(_key(headers))
+    console.go("TabPFN token")
+    page.get_by_role("heading", name="Delete your account").wait_for()
+    delete = page.get_by_role("button", name="Delete account")
+    confirm = page.get_by_label('Type "delete" to confirm')
+    # Nothing happens until the word is typed.
+    expect(delete).to_be_disabled()
+    confirm.fill("delet")
+    expect(delete).to_be_disabled()
+    assert api.get("/auth/me", headers=headers).status_code == 200
+    confirm.fill("delete")
+    expect(delete).to_be_enabled()
+    console.screenshot("delete-account")
+    assert console.low_contrast() == []
+
+    delete.click()
+    page.get_by_role("heading", name="Sign in with your API key").wait_for()
+    flash = page.locator("#flash")
+    assert "Account deleted" in flash.text_content()
+    assert page.evaluate("() => sessionStorage.length") == 0
+    gone = api.get(f"/jobs/{job_id}", headers=headers)
+    assert (gone.status_code, gone.json()["code"]) == (401, "unauthorized")
+    assert console.foreign_requests() == []
+    assert console.dialogs == []

@@ -83,9 +83,11 @@ def running_stack(
     tokens: list[str],
     worker_args: tuple[str, ...] = ("--concurrency", "2"),
     beat: bool = False,
+    api_settings: dict[str, str] | None = None,
     **settings: str,
 ) -> Iterator[Stack]:
-    """Start a stack on free ports; `settings` override the environment of every process."""
+    """Start a stack on free ports; `settings` override the environment of every process,
+    `api_settings` that of its API process alone."""
     logs = scratch / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     emulator_port, api_port = free_port(), free_port()
@@ -126,7 +128,8 @@ def running_stack(
         emulator = start("emulator", ["emulator", "--port", str(emulator_port)], env, logs)
         running.processes.append(emulator)
         wait_for_http(f"{emulator_url}/", emulator, timeout=30)
-        api = start("api", ["api", "--port", str(api_port)], env, logs)
+        api_env = {**env, **(api_settings or {})}
+        api = start("api", ["api", "--port", str(api_port)], api_env, logs)
         running.processes.append(api)
         worker_argv = ["worker", *worker_args, "--without-mingle", "--without-gossip"]
         running.processes.append(start("worker", worker_argv, env, logs))

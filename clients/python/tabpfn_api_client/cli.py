@@ -346,6 +346,17 @@ class App:
         self.note("TabPFN token replaced: jobs that run from now on use it.")
         return 0
 
+    def cmd_delete_account(self) -> int:
+        self.require_key()
+        if not self.args.yes:
+            raise CLIError(
+                "This deletes your account for good: its API keys, stored TabPFN token, "
+                "jobs, results and models. Pass --yes to go ahead."
+            )
+        self.client.delete_account()
+        self.note("Account deleted. Unset TABPFN_API_KEY: the key no longer works.")
+        return 0
+
     def cmd_setup(self) -> int:
         account = self.client.setup(self.tabpfn_token())
         if self.args.json:
@@ -617,6 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--token", help="the new TabPFN token (env TABPFN_TOKEN; asked if a terminal)")
     sub.set_defaults(run=App.cmd_token)
+
+    sub = command(
+        "delete-account",
+        "delete your account and everything the service holds for it (not undoable)",
+    )
+    sub.add_argument("--yes", action="store_true", help="confirm: delete it, now")
+    sub.set_defaults(run=App.cmd_delete_account)
 
     sub = command("fit", "fit a model on a CSV or Parquet file", waits=True)
     sub.add_argument("train", help="training data with the target column")

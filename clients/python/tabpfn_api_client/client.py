@@ -392,6 +392,15 @@ class Client:
     def me(self) -> dict[str, Any]:
         return self._request("GET", "/auth/me")
 
+    def delete_account(self) -> None:
+        """Delete your account here, at once and for good: its API keys (this client's
+        included), the stored TabPFN token, every job, result and model. Unfinished
+        jobs stop. The models' copies in your TabPFN account are deleted too, best
+        effort. Not retried: a repeat after a lost answer would meet a deleted key.
+        """
+        self._request("DELETE", "/auth/me", retry=False)
+        self.api_key = None
+
     def usage(self) -> dict[str, Any]:
         """Your TabPFN account's usage: `current_usage`, `usage_limit`, `reset_time`."""
         return self._request("GET", "/usage")

@@ -94,7 +94,7 @@ function route() {
     flash.replaceChildren();
   }
   main.replaceChildren();
-  const ctx = { signal: controller.signal, params, query, navigate };
+  const ctx = { signal: controller.signal, params, query, navigate, signOut };
   Promise.resolve(page.render(main, ctx)).catch((error) => {
     if (error?.name === "AbortError" || controller.signal.aborted) return;
     main.append(errorBox(error));

@@ -1,0 +1,100 @@
+"""Deleting an account: everything the service holds for a user, in one transaction.
+
+The user's row goes, and PostgreSQL's cascades take the rest with it: API keys,
+the stored TabPFN token and webhook secret, jobs with their tables and results,
+idempotency keys, webhook deliveries and their attempts, fitted models. Then, as
+`DELETE /models/{id}` does for one model, the models' copies in the user's TabPFN
+account are deleted, best effort, with no connection held.
+
+Jobs still queued or running need nothing of their own: to a worker, a deleted
+row is a lost claim (its heartbeat finds no row, its ending statement matches
+none), so a running job's outcome is discarded as a canceled one's is, and a
+queued job is never claimed. Their waiters are woken, and answered 401: the key
+they came with is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+
+from shared.accounts.security import decrypt_secret
+from shared.core.db import session_scope
+from shared.core.errors import Unauthorized
+from shared.jobs import states as js
+from shared.jobs.events import job_changed
+from shared.models import ApiKey, FittedModel, Job, User
+from shared.upstream.account import delete_upstream_model
+
+log = logging.getLogger(__name__)
+
+# The models' upstream copies are deleted a few at a time, within a budget: an
+# account with thousands of models must not hold its request for minutes. What
+# is left is reported (`upstream_deleted` false), for the user to delete in their
+# TabPFN account, where the copies are theirs.
+UPSTREAM_PARALLEL = 4
+UPSTREAM_BUDGET_S = 30.0
+
+
+@dataclass(frozen=True)
+class DeletedAccount:
+    jobs: int
+    models: int
+    api_keys: int
+    # Every model's copy in the TabPFN account is gone too (or there was none).
+    upstream_deleted: bool
+
+
+def delete_account(*, user_id: uuid.UUID) -> DeletedAccount:
+    """Delete the user and everything of theirs; Unauthorized if already deleted."""
+    with session_scope() as session:
+        # FOR UPDATE: waits for the transactions that key-share the row (a submit's
+        # insert, a claim, a key's revocation) to end; those that come after it find
+        # no user and fail on the foreign key, answered 401 (api/errors.py).
+        token_encrypted = session.scalar(
+            select(User.tabpfn_token_encrypted).where(User.id == user_id).with_for_update()
+        )
+        if token_encrypted is None:
+            raise Unauthorized("The API key is not valid.")
+        active = session.scalars(
+            select(Job.id).where(Job.user_id == user_id, Job.status.in_([js.QUEUED, js.RUNNING]))
+        ).all()
+        jobs = session.scalar(select(func.count()).where(Job.user_id == user_id))
+        keys = session.scalar(select(func.count()).where(ApiKey.user_id == user_id))
+        upstream_ids = session.scalars(
+            select(FittedModel.upstream_model_id).where(FittedModel.user_id == user_id)
+        ).all()
+        session.execute(delete(User).where(User.id == user_id))
+        for job_id in active:
+            # Published after the commit, with no fields: a waiter reads the job
+            # again and finds its key gone.
+            job_changed(session, job_id, js.CANCELED)
+    upstream_deleted = _delete_upstream_models(decrypt_secret(token_encrypted), upstream_ids)
+    log.info(
+        "account %s deleted: %d jobs (%d unfinished), %d models, %d API keys; "
+        "upstream copies deleted: %s",
+        user_id, jobs, len(active), len(upstream_ids), keys, upstream_deleted,
+    )  # fmt: skip
+    return DeletedAccount(
+        jobs=jobs, models=len(upstream_ids), api_keys=keys, upstream_deleted=upstream_deleted
+    )
+
+
+def _delete_upstream_models(token: str, upstream_ids: list[str]) -> bool:
+    """Delete each model's copy in the TabPFN account; True if every one is gone."""
+    if not upstream_ids:
+        return True
+    deadline = time.monotonic() + UPSTREAM_BUDGET_S
+
+    def delete_one(upstream_id: str) -> bool:
+        if time.monotonic() >= deadline:
+            return False  # out of budget: left in the user's TabPFN account
+        return delete_upstream_model(token, upstream_id)
+
+    with ThreadPoolExecutor(UPSTREAM_PARALLEL, thread_name_prefix="account-delete") as pool:
+        return all(list(pool.map(delete_one, upstream_ids)))

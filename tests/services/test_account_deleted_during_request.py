@@ -1,0 +1,57 @@
+"""A request authenticated just before its account was deleted (DELETE /auth/me): the
+row it then writes names a user that is no more. It is answered as its key now
+is, 401 `unauthorized` with nothing stored, not 503 as a database failure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.errors import _integrity_error, install_error_handlers
+from shared.jobs import submit
+from shared.models import Job, JobData, User
+from tests.support.factories import make_user
+
+
+def _answer(exc: IntegrityError) -> tuple[int, str]:
+    response = asyncio.run(_integrity_error(None, exc))  # type: ignore[arg-type]
+    return response.status_code, json.loads(response.body)["code"]
+
+
+def test_a_job_submitted_by_an_account_deleted_meanwhile_is_401_and_not_stored(
+    session: Session,
+) -> None:
+    user = make_user(session=session)
+    # DELETE /auth/me commits between this request's authentication and its insert.
+    session.execute(delete(User).where(User.id == user.id))
+    with pytest.raises(IntegrityError) as refused, session.begin_nested():
+        submit.create_fit_job(
+            session=session,
+            user=user,
+            task="classification",
+            train=submit.JsonTable(X=[[1.0], [2.0]], y=["a", "b"]),
+            options={},
+            callback_url=None,
+        )
+    assert _answer(refused.value) == (401, "unauthorized")
+    assert session.scalar(select(func.count()).where(Job.user_id == user.id)) == 0
+
+
+def test_another_foreign_key_refusal_stays_a_503(session: Session) -> None:
+    with pytest.raises(IntegrityError) as refused, session.begin_nested():
+        session.add(JobData(job_id=uuid.uuid4()))
+        session.flush()
+    assert _answer(refused.value) == (503, "service_unavailable")
+
+
+def test_the_api_answers_integrity_errors_with_it() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+    assert app.exception_handlers[IntegrityError] is _integrity_error
