@@ -961,22 +961,22 @@ def test_curl_quickstart(stack: Stack):
     assert refused.returncode == 1 and "(upstream_auth_failed)" in refused.stderr
 
 
+DELETE_ACCOUNT_SCRIPT = """
+from tabpfn_api_client import AuthenticationError, Client
+client = Client()
+client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"]).wait(timeout=60)
+client.delete_account()
+print(client.api_key)  # forgotten
+try:
+    Client().me()  # the key, from the environment again
+except AuthenticationError as exc:
+    print(exc.code)
+"""
+
+
 def test_sdk_and_cli_delete_an_account(sdk_venv: Path, stack: Stack, api):
     sdk_key = register(api)["Authorization"].removeprefix("Bearer ")
-    run = _python(
-        sdk_venv,
-        "from tabpfn_api_client import AuthenticationError, Client\n"
-        "client = Client()\n"
-        "client.fit([[1.0], [2.0], [3.0], [4.0]], ['a', 'a', 'b', 'b']).wait(timeout=60)\n"
-        "client.delete_account()\n"
-        "print(client.api_key)\n"
-        "try:\n"
-        "    Client().me()\n"
-        "except AuthenticationError as exc:\n"
-        "    print(exc.code)\n",
-        API_URL=stack.api_url,
-        TABPFN_API_KEY=sdk_key,
-    )
+    run = _python(sdk_venv, DELETE_ACCOUNT_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=sdk_key)
     assert run.stdout.split() == ["None", "unauthorized"], run.stdout + run.stderr
 
     cli_key = register(api)["Authorization"].removeprefix("Bearer ")
