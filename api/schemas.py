@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 Task = Literal["classification", "regression"]
 JobType = Literal["fit", "predict", "fit_predict"]
@@ -42,13 +42,33 @@ class TokenRequest(_Strict):
 SetupRequest = TokenRequest
 
 
+KeyName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
+
+
+class NewKeyRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "nightly-etl"}]}
+    )
+
+    name: KeyName | None = Field(
+        default=None, description="A label for the key, to tell your keys apart (1-100 characters)."
+    )
+
+
 class NewKeyResponse(BaseModel):
     api_key: str
     key_id: str
+    name: str | None = None
 
 
 class ApiKeyOut(BaseModel):
     id: str
+    name: str | None
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None

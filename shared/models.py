@@ -81,6 +81,8 @@ class ApiKey(Base):
         ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
     key_hash: Mapped[str] = mapped_column(String(100), nullable=False)
+    # The owner's label for the key ("nightly-etl"), to tell their keys apart.
+    name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = _created_at()
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response, status
 
 from api.deps import Caller, CurrentUser, SessionDep
 from api.schemas import (
     ApiKeyOut,
     ErrorOut,
     MeOut,
+    NewKeyRequest,
     NewKeyResponse,
     SetupRequest,
     SetupResponse,
@@ -50,10 +53,16 @@ def setup(body: SetupRequest, session: SessionDep) -> SetupResponse:
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED, summary="Create another API key")
-def create_key(session: SessionDep, user: CurrentUser) -> NewKeyResponse:
-    """The new key is shown only in this response."""
-    key = users.create_api_key(session=session, user=user)
-    return NewKeyResponse(api_key=key.api_key, key_id=key.key_id)
+def create_key(
+    session: SessionDep,
+    user: CurrentUser,
+    body: Annotated[NewKeyRequest | None, Body(examples=[{"name": "nightly-etl"}])] = None,
+) -> NewKeyResponse:
+    """The new key is shown only in this response. Give it a `name` (optional; the body
+    may be left out) to tell it apart in `GET /auth/keys`."""
+    name = body.name if body is not None else None
+    key = users.create_api_key(session=session, user=user, name=name)
+    return NewKeyResponse(api_key=key.api_key, key_id=key.key_id, name=name)
 
 
 @router.get("/keys", summary="List your API keys (ids and dates, never the keys)")

@@ -200,9 +200,9 @@ def _note_use(session: Session, row: ApiKey) -> None:
     session.execute(_NOTE_USE, {"now": now, "key_id": row.id, "stale": stale})
 
 
-def create_api_key(*, session: Session, user: User) -> NewApiKey:
+def create_api_key(*, session: Session, user: User, name: str | None = None) -> NewApiKey:
     key = new_api_key()
-    session.add(ApiKey(id=key.key_id, user_id=user.id, key_hash=key.key_hash))
+    session.add(ApiKey(id=key.key_id, user_id=user.id, key_hash=key.key_hash, name=name))
     session.flush()
     return key
 

@@ -20,6 +20,7 @@ REVISIONS = (
     "0003_scheduling",
     "0004_job_metrics_totals",
     "0005_model_text_columns",
+    "0006_api_key_names",
 )
 HEAD = REVISIONS[-1]
 # The advisory lock `tabpfn-api migrate` holds while it upgrades (alembic/env.py): two

@@ -497,6 +497,7 @@ def test_a_revoked_key_signs_the_console_out_at_the_next_request(console, api) -
     page = console.page
     console.sign_in(_key(headers))
     console.go("Keys")
+    page.get_by_label("Name (optional)").fill("  nightly-etl ")
     page.get_by_role("button", name="Create a key").click()
     new_key = page.locator("code.new-key").text_content()
     assert new_key.startswith("tpa_")
@@ -504,6 +505,10 @@ def test_a_revoked_key_signs_the_console_out_at_the_next_request(console, api) -
     assert api.get("/auth/me", headers={"Authorization": f"Bearer {new_key}"}).status_code == 200
     page.get_by_text("(this console)").wait_for()
     expect(page.locator("tbody tr")).to_have_count(2)
+    # The new key's row carries its name (trimmed); the setup key has none.
+    new_id = new_key.split("_")[1]
+    expect(page.locator(f'tr[data-key-id="{new_id}"] td').nth(1)).to_have_text("nightly-etl")
+    expect(page.get_by_label("Name (optional)")).to_have_value("")
     console.screenshot("keys")
     assert console.low_contrast() == []
 

@@ -44,6 +44,33 @@ def test_keys_can_be_added_listed_and_revoked_at_once(api):
     assert api.delete(f"/auth/keys/{me['key_id']}", headers=other).status_code == 404
 
 
+def test_a_key_can_be_named_to_tell_it_apart(api):
+    headers = register(api)
+    named = api.post("/auth/keys", json={"name": "  nightly-etl "}, headers=headers)
+    assert named.status_code == 201, named.text
+    assert named.json()["name"] == "nightly-etl"  # trimmed
+    unnamed = api.post("/auth/keys", json={}, headers=headers)
+    assert (unnamed.status_code, unnamed.json()["name"]) == (201, None)
+    listed = {k["id"]: k["name"] for k in api.get("/auth/keys", headers=headers).json()}
+    assert listed[named.json()["key_id"]] == "nightly-etl"
+    assert listed[unnamed.json()["key_id"]] is None
+    assert list(listed.values()).count(None) == 2  # the setup key has no name either
+
+    # A name that is empty, too long, holds a control character, or is not text; an
+    # unknown field: 422 naming it, and no key made.
+    for body in (
+        {"name": "   "},
+        {"name": "x" * 101},
+        {"name": "tab\there"},
+        {"name": 7},
+        {"label": "x"},
+    ):
+        refused = api.post("/auth/keys", json=body, headers=headers)
+        assert (refused.status_code, refused.json()["code"]) == (422, "validation_error"), body
+        assert "name" in refused.text or "label" in refused.text
+    assert len(api.get("/auth/keys", headers=headers).json()) == 3
+
+
 def test_replacing_the_tabpfn_token_verifies_it_first(api):
     headers = register(api)
     bad = api.put("/auth/tabpfn-token", json={"tabpfn_token": "nope"}, headers=headers)
