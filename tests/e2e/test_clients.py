@@ -987,3 +987,38 @@ def test_sdk_and_cli_delete_an_account(sdk_venv: Path, stack: Stack, api):
     assert deleted.returncode == 0, deleted.stdout + deleted.stderr
     gone = api.get("/auth/me", headers={"Authorization": f"Bearer {cli_key}"})
     assert (gone.status_code, gone.json()["code"]) == (401, "unauthorized")
+
+
+KEYS_SCRIPT = """
+from tabpfn_api_client import AuthenticationError, Client
+client = Client()
+made = client.create_key("sdk-made")
+names = {k["id"]: k["name"] for k in client.list_keys()}
+print(names[made["key_id"]], len(names))
+client.revoke_key(made["key_id"])
+try:
+    Client(api_key=made["api_key"]).me()
+except AuthenticationError as exc:
+    print(exc.code)
+"""
+
+
+def test_sdk_and_cli_make_name_list_and_revoke_keys(sdk_venv: Path, stack: Stack, api):
+    key = register(api)["Authorization"].removeprefix("Bearer ")
+    run = _python(sdk_venv, KEYS_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=key)
+    assert run.stdout.split() == ["sdk-made", "2", "unauthorized"], run.stdout + run.stderr
+
+    made = _cli(sdk_venv, stack, "new-key", "--name", "cli-made", "--json", TABPFN_API_KEY=key)
+    assert made.returncode == 0, made.stdout + made.stderr
+    new = json.loads(made.stdout)
+    ISSUED_SECRETS.append(new["api_key"])
+    assert new["name"] == "cli-made"
+    listed = _cli(sdk_venv, stack, "keys", TABPFN_API_KEY=key)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if new["key_id"] in line)
+    assert "cli-made" in row and "active" in row
+    assert "tpa_" not in listed.stdout
+    revoked = _cli(sdk_venv, stack, "revoke-key", new["key_id"], TABPFN_API_KEY=key)
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+    gone = api.get("/auth/me", headers={"Authorization": f"Bearer {new['api_key']}"})
+    assert gone.status_code == 401

@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -485,17 +485,52 @@ class App:
         print(f"{job.type} job {job.id}: {job.status}", file=self.out)
         return 0
 
+    def cmd_keys(self) -> int:
+        self.require_key()
+        return self.show_list(
+            self.client.list_keys(),
+            ["id", "name", "state", "created", "last used"],
+            lambda k: [
+                k["id"],
+                k["name"] or "",
+                "revoked" if k["revoked_at"] else "active",
+                _when(k["created_at"]),
+                _when(k["last_used_at"]) if k["last_used_at"] else "",
+            ],
+        )
+
+    def cmd_new_key(self) -> int:
+        self.require_key()
+        key = self.client.create_key(self.args.name)
+        if self.args.json:
+            self.emit_json(key)
+            return 0
+        print_fields(key, self.out)
+        print("\nKeep the api_key: it is shown only once.", file=self.out)
+        return 0
+
+    def cmd_revoke_key(self) -> int:
+        self.require_key()
+        self.client.revoke_key(self.args.key_id)
+        self.note(f"API key {self.args.key_id} revoked.")
+        return 0
+
     def cmd_models(self) -> int:
         self.require_key()
-        models = self.client.list_models()
+        return self.show_list(
+            self.client.list_models(),
+            ["id", "task", "rows", "features", "created"],
+            lambda m: [m["id"], m["task"], m["n_rows"], m["n_features"], _when(m["created_at"])],
+        )
+
+    def show_list(
+        self, items: list[dict[str, Any]], headers: list[str], row: Callable[[dict], list]
+    ) -> int:
+        """A list as JSON (--json) or as a table of one row per item."""
         if self.args.json:
-            self.emit_json(models)
-            return 0
-        rows = [
-            [m["id"], m["task"], m["n_rows"], m["n_features"], _when(m["created_at"])]
-            for m in models
-        ]
-        print_table(["id", "task", "rows", "features", "created"], rows, self.out)
+            self.emit_json(items)
+        else:
+            print_table(headers, [row(item) for item in items], self.out)
         return 0
 
     def cmd_usage(self) -> int:
@@ -669,6 +704,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(run=App.cmd_cancel)
 
     command("models", "list your fitted models").set_defaults(run=App.cmd_models)
+    command("keys", "list your API keys (ids and names, never the keys)").set_defaults(
+        run=App.cmd_keys
+    )
+    sub = command("new-key", "make another API key for your account (shown once)")
+    sub.add_argument("--name", help="a label for it, e.g. the pipeline that will use it")
+    sub.set_defaults(run=App.cmd_new_key)
+    sub = command("revoke-key", "revoke one of your API keys, at once")
+    sub.add_argument("key_id", help="the key's id, from `keys`")
+    sub.set_defaults(run=App.cmd_revoke_key)
     command("usage", "your TabPFN account's usage").set_defaults(run=App.cmd_usage)
     return parser
 

@@ -392,6 +392,20 @@ class Client:
     def me(self) -> dict[str, Any]:
         return self._request("GET", "/auth/me")
 
+    def create_key(self, name: str | None = None) -> dict[str, Any]:
+        """Another API key for your account: `{api_key, key_id, name}`. The key is shown
+        only this once; `name` labels it ("nightly-etl") in `list_keys()`."""
+        return self._request("POST", "/auth/keys", body={"name": name} if name else {})
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Your API keys (`id`, `name`, `created_at`, `last_used_at`, `revoked_at`),
+        never the keys themselves."""
+        return self._request("GET", "/auth/keys")
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke a key at once (not your last active one)."""
+        self._request("DELETE", f"/auth/keys/{key_id}")
+
     def delete_account(self) -> None:
         """Delete your account here, at once and for good: its API keys (this client's
         included), the stored TabPFN token, every job, result and model. Unfinished
