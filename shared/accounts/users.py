@@ -246,7 +246,7 @@ def replace_tabpfn_token(*, user_id: uuid.UUID, tabpfn_token: str) -> None:
                 "This TabPFN token belongs to another account here; to use that account, "
                 "call POST /auth/setup with the token."
             )
-        session.execute(
+        replaced = session.execute(
             update(User)
             .where(User.id == user_id)
             .values(
@@ -254,12 +254,26 @@ def replace_tabpfn_token(*, user_id: uuid.UUID, tabpfn_token: str) -> None:
                 tabpfn_token_fingerprint=fingerprint,
             )
         )
+        _account_still_there(replaced.rowcount)
 
 
 def rotate_webhook_secret(*, session: Session, user: User) -> str:
     secret = new_webhook_secret()
-    user.webhook_secret_encrypted = encrypt_secret(secret)
+    rotated = session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(webhook_secret_encrypted=encrypt_secret(secret))
+        .execution_options(synchronize_session=False)
+    )
+    _account_still_there(rotated.rowcount)
     return secret
+
+
+def _account_still_there(rows_updated: int) -> None:
+    """Unauthorized when the caller's account row is gone: deleted (DELETE /auth/me) after
+    this request was authenticated. Its keys went with it; so does this answer."""
+    if rows_updated == 0:
+        raise Unauthorized("The API key is not valid.")
 
 
 def warm_up_queries() -> None:

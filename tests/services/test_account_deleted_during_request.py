@@ -15,6 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import _integrity_error, install_error_handlers
+from shared.accounts import users
+from shared.core.errors import Unauthorized
 from shared.jobs import submit
 from shared.models import Job, JobData, User
 from tests.support.factories import make_user
@@ -55,3 +57,15 @@ def test_the_api_answers_integrity_errors_with_it() -> None:
     app = FastAPI()
     install_error_handlers(app)
     assert app.exception_handlers[IntegrityError] is _integrity_error
+
+
+def test_rotating_the_webhook_secret_of_an_account_deleted_meanwhile_is_401(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(users, "encrypt_secret", str.encode)  # no SECRET_KEY in this process
+    user = make_user(session=session)
+    assert users.rotate_webhook_secret(session=session, user=user).startswith("whsec_")
+    session.execute(delete(User).where(User.id == user.id))
+    # Was a StaleDataError (the ORM's flush matched no row): a 500.
+    with pytest.raises(Unauthorized):
+        users.rotate_webhook_secret(session=session, user=user)
