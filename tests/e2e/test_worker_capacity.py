@@ -158,7 +158,15 @@ def _the_only_node(stack, name: str, processes: int, *, prefix: tuple[str, ...] 
         if process.name.startswith(("worker", "only-")) and process.alive():
             process.stop()
     env = {"WORKER_PROCESSES": str(processes), "WORKER_DRAIN_S": str(GRACE_S)}
-    return start_node(stack, name, ["--concurrency", "2"], env=env, prefix=prefix)
+    # A node inherits an ignored SIGHUP and keeps it ignored, as nohup asks: a suite
+    # run under nohup would start nodes deaf to the hang-up the tests send. Started
+    # with the default disposition, as from a terminal, unless `prefix` says otherwise.
+    hup = signal.signal(signal.SIGHUP, signal.SIG_DFL) if not prefix else None
+    try:
+        return start_node(stack, name, ["--concurrency", "2"], env=env, prefix=prefix)
+    finally:
+        if hup is not None:
+            signal.signal(signal.SIGHUP, hup)
 
 
 # Ctrl-C in a terminal, and its hang-up (SIGHUP) when it closes, reach every process
