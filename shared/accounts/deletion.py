@@ -6,11 +6,11 @@ idempotency keys, webhook deliveries and their attempts, fitted models. Then, as
 `DELETE /models/{id}` does for one model, the models' copies in the user's TabPFN
 account are deleted, best effort, with no connection held.
 
-Jobs still queued or running need nothing of their own: to a worker, a deleted
-row is a lost claim (its heartbeat finds no row, its ending statement matches
-none), so a running job's outcome is discarded as a canceled one's is, and a
-queued job is never claimed. Their waiters are woken, and answered 401: the key
-they came with is gone.
+Jobs still queued or running end canceled, and are counted so in /metrics; to
+a worker, a deleted row is a lost claim (its heartbeat finds no row, its ending
+statement matches none), so a running job's outcome is discarded as a canceled
+one's is, and a queued job is never claimed. Their waiters are woken, and
+answered 401: the key they came with is gone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text, update
 
 from shared.accounts.security import decrypt_secret
 from shared.core.db import session_scope
@@ -61,9 +61,22 @@ def delete_account(*, user_id: uuid.UUID) -> DeletedAccount:
         )
         if token_encrypted is None:
             raise Unauthorized("The API key is not valid.")
+        # Unfinished jobs end canceled first, and the finished jobs not yet counted in
+        # the /metrics totals are counted now (shared.core.metrics): the totals are
+        # counters, and the rows they are counted from are about to go.
         active = session.scalars(
-            select(Job.id).where(Job.user_id == user_id, Job.status.in_([js.QUEUED, js.RUNNING]))
+            update(Job)
+            .where(Job.user_id == user_id, Job.status.in_([js.QUEUED, js.RUNNING]))
+            .values(
+                status=js.CANCELED,
+                stage=None,
+                finished_at=func.now(),
+                error_code="canceled",
+                error_message="The account was deleted.",
+            )
+            .returning(Job.id)
         ).all()
+        session.execute(text("SELECT fold_finished_jobs()"))
         jobs = session.scalar(select(func.count()).where(Job.user_id == user_id))
         keys = session.scalar(select(func.count()).where(ApiKey.user_id == user_id))
         upstream_ids = session.scalars(
