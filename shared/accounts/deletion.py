@@ -28,6 +28,7 @@ from shared.core.db import session_scope
 from shared.core.errors import Unauthorized
 from shared.jobs import states as js
 from shared.jobs.events import job_changed
+from shared.jobs.lifecycle import canceled
 from shared.models import ApiKey, FittedModel, Job, User
 from shared.upstream.account import delete_upstream_model
 
@@ -67,13 +68,7 @@ def delete_account(*, user_id: uuid.UUID) -> DeletedAccount:
         active = session.scalars(
             update(Job)
             .where(Job.user_id == user_id, Job.status.in_([js.QUEUED, js.RUNNING]))
-            .values(
-                status=js.CANCELED,
-                stage=None,
-                finished_at=func.now(),
-                error_code="canceled",
-                error_message="The account was deleted.",
-            )
+            .values(**canceled("The account was deleted."))
             .returning(Job.id)
         ).all()
         session.execute(text("SELECT fold_finished_jobs()"))

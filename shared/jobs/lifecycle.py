@@ -371,18 +371,23 @@ def hand_back(*, session: Session, claim: Claim) -> bool:
     return _give_back(claim, session, run_after=None)
 
 
+def canceled(message: str) -> dict[str, Any]:
+    """The values that end an unfinished job canceled, with `message` saying why."""
+    return {
+        "status": js.CANCELED,
+        "stage": None,
+        "finished_at": func.now(),
+        "error_code": "canceled",
+        "error_message": message,
+    }
+
+
 def cancel_job(*, session: Session, job_id: uuid.UUID) -> bool:
     """Cancel a job that has not finished; False if it already had."""
     updated = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_([js.QUEUED, js.RUNNING]))
-        .values(
-            status=js.CANCELED,
-            stage=None,
-            finished_at=func.now(),
-            error_code="canceled",
-            error_message="The job was canceled by its owner.",
-        )
+        .values(**canceled("The job was canceled by its owner."))
         .returning(*ENDED_FIELDS)
     ).one_or_none()
     if updated is not None:
