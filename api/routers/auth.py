@@ -142,8 +142,8 @@ def delete_me(user: Caller) -> Response:
     new, empty account afterwards."""
     # No SessionDep: the service holds a connection only while it deletes the rows,
     # not while TabPFN deletes its copies of the models.
-    deleted = delete_account(user_id=user.id)
+    upstream_deleted = delete_account(user_id=user.id)
     return Response(
         status_code=status.HTTP_204_NO_CONTENT,
-        headers={"Upstream-Deleted": str(deleted.upstream_deleted).lower()},
+        headers={"Upstream-Deleted": str(upstream_deleted).lower()},
     )

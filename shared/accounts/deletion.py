@@ -19,9 +19,8 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, select, text, update
 
 from shared.accounts.security import decrypt_secret
 from shared.core.db import session_scope
@@ -29,7 +28,7 @@ from shared.core.errors import Unauthorized
 from shared.jobs import states as js
 from shared.jobs.events import job_changed
 from shared.jobs.lifecycle import canceled
-from shared.models import ApiKey, FittedModel, Job, User
+from shared.models import FittedModel, Job, User
 from shared.upstream.account import delete_upstream_model
 
 log = logging.getLogger(__name__)
@@ -42,17 +41,9 @@ UPSTREAM_PARALLEL = 4
 UPSTREAM_BUDGET_S = 30.0
 
 
-@dataclass(frozen=True)
-class DeletedAccount:
-    jobs: int
-    models: int
-    api_keys: int
-    # Every model's copy in the TabPFN account is gone too (or there was none).
-    upstream_deleted: bool
-
-
-def delete_account(*, user_id: uuid.UUID) -> DeletedAccount:
-    """Delete the user and everything of theirs; Unauthorized if already deleted."""
+def delete_account(*, user_id: uuid.UUID) -> bool:
+    """Delete the user and everything of theirs; Unauthorized if already deleted.
+    Returns whether every model's copy in the TabPFN account is gone too."""
     with session_scope() as session:
         # FOR UPDATE: waits for the transactions that key-share the row (a submit's
         # insert, a claim, a key's revocation) to end; those that come after it find
@@ -72,8 +63,6 @@ def delete_account(*, user_id: uuid.UUID) -> DeletedAccount:
             .returning(Job.id)
         ).all()
         session.execute(text("SELECT fold_finished_jobs()"))
-        jobs = session.scalar(select(func.count()).where(Job.user_id == user_id))
-        keys = session.scalar(select(func.count()).where(ApiKey.user_id == user_id))
         upstream_ids = session.scalars(
             select(FittedModel.upstream_model_id).where(FittedModel.user_id == user_id)
         ).all()
@@ -84,13 +73,10 @@ def delete_account(*, user_id: uuid.UUID) -> DeletedAccount:
             job_changed(session, job_id, js.CANCELED)
     upstream_deleted = _delete_upstream_models(decrypt_secret(token_encrypted), upstream_ids)
     log.info(
-        "account %s deleted: %d jobs (%d unfinished), %d models, %d API keys; "
-        "upstream copies deleted: %s",
-        user_id, jobs, len(active), len(upstream_ids), keys, upstream_deleted,
+        "account %s deleted (%d unfinished jobs stopped, %d models); upstream copies deleted: %s",
+        user_id, len(active), len(upstream_ids), upstream_deleted,
     )  # fmt: skip
-    return DeletedAccount(
-        jobs=jobs, models=len(upstream_ids), api_keys=keys, upstream_deleted=upstream_deleted
-    )
+    return upstream_deleted
 
 
 def _delete_upstream_models(token: str, upstream_ids: list[str]) -> bool:
