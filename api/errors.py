@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from api.multipart import UnreadableJson
-from shared.core.errors import ServiceError
+from shared.core.errors import INVALID_API_KEY, ServiceError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ async def _integrity_error(request: Request, exc: IntegrityError) -> JSONRespons
     diag = getattr(exc.orig, "diag", None)
     constraint = getattr(diag, "constraint_name", None) or ""
     if getattr(exc.orig, "pgcode", None) == "23503" and constraint.endswith(_TO_USERS):
-        return _error(401, "unauthorized", "The API key is not valid.")
+        return await _service_error(request, Unauthorized(INVALID_API_KEY))
     return await _database_error(request, exc)
 
 

@@ -51,10 +51,7 @@ KeyName = Annotated[
 
 
 class NewKeyRequest(_Strict):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"name": "nightly-etl"}]}
-    )
-
+    # Its example is the route's (`Body(examples=...)`): the body is optional there.
     name: KeyName | None = Field(
         default=None, description="A label for the key, to tell your keys apart (1-100 characters)."
     )

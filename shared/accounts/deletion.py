@@ -24,7 +24,7 @@ from sqlalchemy import delete, select, text, update
 
 from shared.accounts.security import decrypt_secret
 from shared.core.db import session_scope
-from shared.core.errors import Unauthorized
+from shared.core.errors import INVALID_API_KEY, Unauthorized
 from shared.jobs import states as js
 from shared.jobs.events import job_changed
 from shared.jobs.lifecycle import canceled
@@ -52,7 +52,7 @@ def delete_account(*, user_id: uuid.UUID) -> bool:
             select(User.tabpfn_token_encrypted).where(User.id == user_id).with_for_update()
         )
         if token_encrypted is None:
-            raise Unauthorized("The API key is not valid.")
+            raise Unauthorized(INVALID_API_KEY)
         # Unfinished jobs end canceled first, and the finished jobs not yet counted in
         # the /metrics totals are counted now (shared.core.metrics): the totals are
         # counters, and the rows they are counted from are about to go.

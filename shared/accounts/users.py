@@ -24,7 +24,13 @@ from shared.accounts.security import (
 )
 from shared.core.config import get_settings
 from shared.core.db import get_sessionmaker, session_scope
-from shared.core.errors import LastActiveKey, NotFound, TabpfnTokenInUse, Unauthorized
+from shared.core.errors import (
+    INVALID_API_KEY,
+    LastActiveKey,
+    NotFound,
+    TabpfnTokenInUse,
+    Unauthorized,
+)
 from shared.models import ApiKey, User
 from shared.upstream.account import verify_tabpfn_token
 
@@ -146,14 +152,14 @@ def authenticate(*, session: Session, api_key: str) -> tuple[User, str]:
     # The key and its owner in one round trip: this runs on every request.
     found = session.execute(_KEY_AND_OWNER, {"key_id": key_id}).one_or_none() if key_id else None
     if found is None or found.ApiKey.revoked_at is not None:
-        raise Unauthorized("The API key is not valid.")
+        raise Unauthorized(INVALID_API_KEY)
     row, user = found.ApiKey, found.User
     if not _verified_keys.hit(row.id, api_key):
         with _verified_keys.verifying(row.id):
             # Another request may have verified the same key while this one waited.
             if not _verified_keys.hit(row.id, api_key):
                 if not verify_api_key(api_key, row.key_hash):
-                    raise Unauthorized("The API key is not valid.")
+                    raise Unauthorized(INVALID_API_KEY)
                 _verified_keys.remember(row.id, api_key)
     _note_use(session, row)
     return user, row.id
@@ -170,7 +176,7 @@ def ensure_key_active(*, session: Session, key_id: str) -> None:
     wait, so a key revoked meanwhile receives nothing more."""
     found = session.execute(_KEY_REVOKED_AT, {"key_id": key_id}).one_or_none()
     if found is None or found.revoked_at is not None:
-        raise Unauthorized("The API key is not valid.")
+        raise Unauthorized(INVALID_API_KEY)
 
 
 # A write on every request would cost more than the knowledge is worth: once a minute.
@@ -273,7 +279,7 @@ def _account_still_there(rows_updated: int) -> None:
     """Unauthorized when the caller's account row is gone: deleted (DELETE /auth/me) after
     this request was authenticated. Its keys went with it; so does this answer."""
     if rows_updated == 0:
-        raise Unauthorized("The API key is not valid.")
+        raise Unauthorized(INVALID_API_KEY)
 
 
 def warm_up_queries() -> None:

@@ -63,6 +63,11 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
+# What every refused API key is told, whatever the reason (unknown, revoked, its
+# account deleted): the answer must not help a guesser tell them apart.
+INVALID_API_KEY = "The API key is not valid."
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
