@@ -8,10 +8,10 @@ import threading
 import time
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from emulator.accounts import account_name
 from tests.support.api import register, wait_for_job
+from tests.support.metrics import scrape, value
 from tests.support.tokens import fresh_token
 
 FIT = {
@@ -36,15 +36,6 @@ def _rows_left(stack, user_id: str, job_ids: list[str]) -> dict[str, int]:
             f"SELECT count(*) FROM {table} WHERE {where}", user_id=user_id, job_ids=job_ids
         )[0][0]
         for table, where in OWNED.items()
-    }
-
-
-def _scrape(stack) -> dict[tuple[str, frozenset], float]:
-    text = httpx.get(f"{stack.api_url}/metrics", timeout=10).raise_for_status().text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
     }
 
 
@@ -130,9 +121,9 @@ def test_unfinished_jobs_stop_and_their_waiters_are_answered_401(api, stack, emu
     waiter = threading.Thread(target=wait_for_it)
     waiter.start()
     time.sleep(0.5)  # the long-poll is waiting
-    before = _scrape(stack)
+    before = scrape(f"{stack.api_url}/metrics")
     assert api.delete("/auth/me", headers=headers).status_code == 204
-    after = _scrape(stack)
+    after = scrape(f"{stack.api_url}/metrics")
     # Woken by the deletion, not by the long-poll's 5-s re-check timer.
     waiter.join(timeout=4)
     assert not waiter.is_alive(), "the waiter was not woken"
@@ -141,8 +132,7 @@ def test_unfinished_jobs_stop_and_their_waiters_are_answered_401(api, stack, emu
     # /metrics: the two jobs ended canceled, and the counters built from the rows that
     # went did not go down (a counter that drops reads as a restart to Prometheus).
     def grew(name: str, **labels: str) -> float:
-        key = (name, frozenset(labels.items()))
-        return after.get(key, 0.0) - before.get(key, 0.0)
+        return value(after, name, **labels) - value(before, name, **labels)
 
     assert grew("tabpfn_api_jobs_finished_total", type="fit", status="canceled") == 2
     assert grew("tabpfn_api_jobs_created_total", type="fit") == 0

@@ -8,39 +8,24 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cli.ports import free_port
 from cli.supervisor import Child
 from tests.support.api import register, wait_for_job
+from tests.support.metrics import scrape, value
 
 TRAIN = {"X": [[1.0], [2.0], [3.0], [4.0]], "y": ["a", "a", "b", "b"]}
 
 
-def _scrape(url: str) -> dict[tuple[str, frozenset], float]:
-    response = httpx.get(url, timeout=10)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def _value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
 def test_metrics_count_a_finished_job(api, stack):
-    before = _scrape(f"{stack.api_url}/metrics")
+    before = scrape(f"{stack.api_url}/metrics")
     headers = register(api)
     job = api.post("/jobs/fit", json={"task": "classification", "train": TRAIN}, headers=headers)
     assert wait_for_job(api, headers, job.json()["id"])["status"] == "succeeded"
-    after = _scrape(f"{stack.api_url}/api/v1/metrics")
+    after = scrape(f"{stack.api_url}/api/v1/metrics")
 
     def grew(name: str, **labels: str) -> float:
-        return _value(after, name, **labels) - _value(before, name, **labels)
+        return value(after, name, **labels) - value(before, name, **labels)
 
     assert grew("tabpfn_api_jobs_created_total", type="fit") == 1
     assert grew("tabpfn_api_jobs_finished_total", type="fit", status="succeeded") == 1
@@ -48,7 +33,7 @@ def test_metrics_count_a_finished_job(api, stack):
     for duration in ("queue_wait", "run", "upstream"):
         name = f"tabpfn_api_job_{duration}_seconds"
         assert grew(f"{name}_count", type="fit", status="succeeded") == 1
-        assert _value(after, f"{name}_bucket", type="fit", status="succeeded", le="+Inf") >= 1
+        assert value(after, f"{name}_bucket", type="fit", status="succeeded", le="+Inf") >= 1
     assert ("tabpfn_api_queue_depth", frozenset()) in after
     assert ("tabpfn_api_broker_queue_length", frozenset()) in after
     assert ("tabpfn_api_webhook_deliveries", frozenset({("status", "failed")})) in after
