@@ -14,6 +14,18 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 Output = Literal["labels", "probabilities", "mean", "median", "quantiles"]
 # Cells are checked column by column in shared.tables.payloads (numbers, text, booleans, null).
 Rows = list[list[Any]] | list[dict[str, Any]] | dict[str, list[Any]]
+# A job's labels; their limits are checked in shared.jobs.job_metadata, which the
+# uploads' `metadata` field (JSON text) goes through too.
+JobMetadata = Annotated[
+    dict[str, str] | None,
+    Field(
+        description="Your own labels for the job (an order id, a pipeline run), returned "
+        "with it, sent in its webhook and usable as a filter of GET /jobs: at most 16 "
+        "pairs; keys of 1 to 64 letters, digits, _, - or .; values text of at most 512 "
+        "characters.",
+        examples=[{"order": "A-17", "pipeline": "nightly"}],
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -113,6 +125,7 @@ class FitRequest(_Strict):
     train: TrainData
     options: dict[str, Any] = Field(default_factory=dict, description="TabPFN estimator options.")
     callback_url: AnyHttpUrl | None = None
+    metadata: JobMetadata = None
 
 
 class PredictRequest(_Strict):
@@ -137,6 +150,7 @@ class PredictRequest(_Strict):
     )
     quantiles: list[float] | None = None
     callback_url: AnyHttpUrl | None = None
+    metadata: JobMetadata = None
 
 
 class FitPredictRequest(_Strict):
@@ -162,6 +176,7 @@ class FitPredictRequest(_Strict):
     output: Output | None = None
     quantiles: list[float] | None = None
     callback_url: AnyHttpUrl | None = None
+    metadata: JobMetadata = None
 
 
 class JobError(BaseModel):
@@ -197,6 +212,9 @@ class JobOut(BaseModel):
     attempts: int
     error: JobError | None
     upstream_timings: dict[str, Any] | None
+    metadata: dict[str, str] | None = Field(
+        description="Your labels from the submit, as given; null if none."
+    )
     waiting: JobWaiting | None = Field(
         default=None, description="Why a queued job has not started yet; null otherwise."
     )

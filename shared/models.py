@@ -125,6 +125,14 @@ class Job(Base):
             postgresql_where=text("status = 'queued'"),
         ),
         Index("ix_jobs_running_user_id", "user_id", postgresql_where=text("status = 'running'")),
+        # GET /jobs?metadata=key:value (`labels @> {...}`), over the jobs that have any.
+        Index(
+            "ix_jobs_labels",
+            "labels",
+            postgresql_using="gin",
+            postgresql_ops={"labels": "jsonb_path_ops"},
+            postgresql_where=text("labels IS NOT NULL"),
+        ),
     )
     # INSERT ... RETURNING the server-set timestamps: the 202 needs created_at,
     # and reading the row back after the commit would cost a round trip per submit.
@@ -145,6 +153,9 @@ class Job(Base):
     # Everything about the request that is not data: options, output, columns.
     params: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
     callback_url: Mapped[str | None] = mapped_column(Text)
+    # The caller's key-value labels, the API's `metadata` (shared.jobs.job_metadata).
+    # Named otherwise here: `metadata` is the declarative base's own attribute.
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # The worker running the job touches this; a stale one means the worker is gone.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

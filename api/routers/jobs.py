@@ -42,6 +42,7 @@ from shared.core.db import session_scope
 from shared.core.errors import NotFound, ResultNotAvailable, Unauthorized, ValidationFailed
 from shared.jobs import submit as jobs
 from shared.jobs.idempotency import HashedRequest, create_once
+from shared.jobs.job_metadata import parse_filters
 from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
 from shared.jobs.waiting import UserQueue, user_queue, waiting
 from shared.models import Job, User
@@ -92,6 +93,8 @@ def job_out(job: Job | SimpleNamespace, queue: UserQueue | None = None) -> JobOu
         if job.error_code
         else None,
         upstream_timings=job.upstream_timings,
+        # getattr: an end message from a worker of the release before metadata has none
+        metadata=getattr(job, "labels", None),
         waiting=waiting(job, queue) if queue is not None else None,
         links=JobLinks(self=path, result=f"{path}/result"),
     )
@@ -210,6 +213,11 @@ def _options(text: str | None) -> dict[str, Any]:
     return options
 
 
+def _metadata(text: str | None) -> Any:
+    """The form's metadata JSON; its rules are checked with the submit's (job_metadata)."""
+    return _form_json(text, "metadata") if text else None
+
+
 def _quantiles(text: str | None) -> list[float] | None:
     """A JSON list ("[0.1, 0.9]") or a comma-separated list ("0.1,0.9")."""
     if not text or not text.strip():
@@ -236,6 +244,10 @@ FormQuantiles = Annotated[
     str | None, Form(description='For output=quantiles: "0.1,0.5,0.9" or "[0.1, 0.5, 0.9]".')
 ]
 FormCallback = Annotated[AnyHttpUrl | None, Form()]
+FormMetadata = Annotated[
+    str | None,
+    Form(description='Your labels for the job as JSON text, e.g. {"order": "A-17"}.'),
+]
 TableFile = File(description="CSV (UTF-8, comma-separated, header row) or Parquet.")
 
 
@@ -248,10 +260,11 @@ def submit_fit_upload(
     response: Response,
     options: FormOptions = None,
     callback_url: FormCallback = None,
+    metadata: FormMetadata = None,
     key: IdempotencyKeyHeader = None,
     wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
-    parsed_options, url = _options(options), _url(callback_url)
+    parsed_options, url, labels = _options(options), _url(callback_url), _metadata(metadata)
 
     def create() -> Job:
         return jobs.create_fit_job(
@@ -261,9 +274,16 @@ def submit_fit_upload(
             train=_file(file, "file", target),
             options=parsed_options,
             callback_url=url,
+            metadata=labels,
         )
 
-    fields = {"task": task, "target": target, "options": parsed_options, "callback_url": url}
+    fields = {
+        "task": task,
+        "target": target,
+        "options": parsed_options,
+        "callback_url": url,
+        "metadata": labels,
+    }
     request = partial(_upload_request, "fit", fields, {"file": file})
     return _accept(session, user, response, key=key, request=request, create=create)
 
@@ -287,7 +307,7 @@ def submit_fit(
     """The training data as JSON (`train.X` as rows, records or columns, and
     `train.y`), or as an uploaded file (`multipart/form-data`): fields `task`,
     `target` (the file's column to predict), `file` (.csv or .parquet),
-    `options` (JSON text) and `callback_url`."""
+    `options` (JSON text), `callback_url` and `metadata` (JSON text)."""
 
     def create() -> Job:
         return jobs.create_fit_job(
@@ -297,6 +317,7 @@ def submit_fit(
             train=jobs.JsonTable(X=body.train.X, columns=body.train.columns, y=body.train.y),
             options=body.options,
             callback_url=_url(body.callback_url),
+            metadata=body.metadata,
         )
 
     request = partial(_json_request, "fit", body)
@@ -312,10 +333,11 @@ def submit_predict_upload(
     output: FormOutput = None,
     quantiles: FormQuantiles = None,
     callback_url: FormCallback = None,
+    metadata: FormMetadata = None,
     key: IdempotencyKeyHeader = None,
     wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
-    parsed_quantiles, url = _quantiles(quantiles), _url(callback_url)
+    parsed_quantiles, url, labels = _quantiles(quantiles), _url(callback_url), _metadata(metadata)
 
     def create() -> Job:
         return jobs.create_predict_job(
@@ -326,6 +348,7 @@ def submit_predict_upload(
             output=output,
             quantiles=parsed_quantiles,
             callback_url=url,
+            metadata=labels,
         )
 
     fields = {
@@ -333,6 +356,7 @@ def submit_predict_upload(
         "output": output,
         "quantiles": parsed_quantiles,
         "callback_url": url,
+        "metadata": labels,
     }
     request = partial(_upload_request, "predict", fields, {"file": file})
     return _accept(session, user, response, key=key, request=request, create=create)
@@ -362,7 +386,7 @@ def submit_predict(
     """The rows to predict as JSON (`X` as rows, records or columns), or as an
     uploaded file (`multipart/form-data`): fields `model_id`, `file` (.csv or
     .parquet, with the model's columns by name), `output`, `quantiles` (JSON
-    text or comma-separated) and `callback_url`. Columns named by the caller
+    text or comma-separated), `callback_url` and `metadata` (JSON text). Columns named by the caller
     are matched to the model's by name; unnamed rows by position."""
 
     def create() -> Job:
@@ -374,6 +398,7 @@ def submit_predict(
             output=body.output,
             quantiles=body.quantiles,
             callback_url=_url(body.callback_url),
+            metadata=body.metadata,
         )
 
     request = partial(_json_request, "predict", body)
@@ -392,11 +417,12 @@ def submit_fit_predict_upload(
     output: FormOutput = None,
     quantiles: FormQuantiles = None,
     callback_url: FormCallback = None,
+    metadata: FormMetadata = None,
     key: IdempotencyKeyHeader = None,
     wait: WaitQuery = 0,  # acted on by WaitingRoute, once the job is accepted
 ) -> JobOut:
     parsed_options, parsed_quantiles = _options(options), _quantiles(quantiles)
-    url = _url(callback_url)
+    url, labels = _url(callback_url), _metadata(metadata)
 
     def create() -> Job:
         return jobs.create_fit_predict_job(
@@ -409,6 +435,7 @@ def submit_fit_predict_upload(
             output=output,
             quantiles=parsed_quantiles,
             callback_url=url,
+            metadata=labels,
         )
 
     fields = {
@@ -418,6 +445,7 @@ def submit_fit_predict_upload(
         "output": output,
         "quantiles": parsed_quantiles,
         "callback_url": url,
+        "metadata": labels,
     }
     files = {"train_file": train_file, "test_file": test_file}
     request = partial(_upload_request, "fit-predict", fields, files)
@@ -442,7 +470,7 @@ def submit_fit_predict(
 ) -> JobOut:
     """`train` and `test` as JSON, or two uploaded files (`multipart/form-data`):
     fields `task`, `target` (the train file's column to predict), `train_file`,
-    `test_file`, `options`, `output`, `quantiles` and `callback_url`."""
+    `test_file`, `options`, `output`, `quantiles`, `callback_url` and `metadata`."""
 
     def create() -> Job:
         return jobs.create_fit_predict_job(
@@ -455,6 +483,7 @@ def submit_fit_predict(
             output=body.output,
             quantiles=body.quantiles,
             callback_url=_url(body.callback_url),
+            metadata=body.metadata,
         )
 
     request = partial(_json_request, "fit-predict", body)
@@ -471,9 +500,22 @@ def list_jobs(
     # naming the values, not an empty page that reads as "no such jobs".
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
     job_type: Annotated[JobType | None, Query(alias="type")] = None,
+    metadata: Annotated[
+        list[str] | None,
+        Query(
+            description="key:value (repeatable): only jobs whose metadata holds every "
+            "pair, e.g. ?metadata=order:A-17&metadata=pipeline:nightly."
+        ),
+    ] = None,
 ) -> JobPage:
     page = jobs.list_jobs(
-        session=session, user=user, limit=limit, before=before, status=job_status, type_=job_type
+        session=session,
+        user=user,
+        limit=limit,
+        before=before,
+        status=job_status,
+        type_=job_type,
+        labels=parse_filters(metadata or []),
     )
     next_cursor = page[-1].id if len(page) == limit else None
     queued = any(j.status == QUEUED for j in page)

@@ -6,7 +6,8 @@ processes wake their long-polls and event streams from it. A lost message
 costs only latency: waiters re-read Postgres every few seconds anyway.
 
 The end of a job carries the job's public fields as the transaction that
-ended it wrote them (what GET /jobs/{id} shows, no data, URLs or secrets), so
+ended it wrote them (what GET /jobs/{id} shows, the caller's short metadata
+included; no data, URLs or secrets), so
 a long-poll answers from the message instead of reading the row back.
 """
 
@@ -48,6 +49,7 @@ FINAL_FIELDS = (
     Job.error_code,
     Job.error_message,
     Job.upstream_timings,
+    Job.labels,
 )
 
 

@@ -28,6 +28,7 @@ from shared.core.errors import (
 )
 from shared.jobs import states as js
 from shared.jobs.data import insert_job_data
+from shared.jobs.job_metadata import check_metadata
 from shared.jobs.lifecycle import cancel_job
 from shared.models import FittedModel, Job, JobData, User
 from shared.queue import enqueue_job
@@ -220,6 +221,7 @@ def _new_job(
     params: dict,
     callback_url: str | None,
     *,
+    labels: dict[str, str] | None,
     model_id: uuid.UUID | None = None,
     train_parquet: BinaryIO | None = None,
     test_parquet: BinaryIO | None = None,
@@ -233,6 +235,7 @@ def _new_job(
         task=task,
         params=params,
         callback_url=callback_url,
+        labels=labels,
         model_id=model_id,
         attempts=0,
     )
@@ -255,12 +258,15 @@ def create_fit_job(
     train: TableInput,
     options: dict[str, Any],
     callback_url: str | None,
+    metadata: Any = None,
 ) -> Job:
     _check_task(task)
     params = {"options": _check_options(task, options)}
     _check_callback(callback_url)
+    labels = check_metadata(metadata)
     train_parquet, _, _ = _train_parquet(task, train)
-    return _new_job(session, user, js.FIT, task, params, callback_url, train_parquet=train_parquet)
+    fields = (session, user, js.FIT, task, params, callback_url)
+    return _new_job(*fields, labels=labels, train_parquet=train_parquet)
 
 
 def create_predict_job(
@@ -272,14 +278,16 @@ def create_predict_job(
     output: str | None,
     quantiles: Sequence[float] | None,
     callback_url: str | None,
+    metadata: Any = None,
 ) -> Job:
     model = get_model(session=session, user=user, model_id=model_id)
     params = _check_output(model.task, output, quantiles)
     _check_callback(callback_url)
+    labels = check_metadata(metadata)
     test_parquet = _test_parquet(test, model.columns, model.text_columns)
     _hold_model(session, model)
     fields = (session, user, js.PREDICT, model.task, params, callback_url)
-    return _new_job(*fields, model_id=model.id, test_parquet=test_parquet)
+    return _new_job(*fields, labels=labels, model_id=model.id, test_parquet=test_parquet)
 
 
 def _hold_model(session: Session, model: FittedModel) -> None:
@@ -310,10 +318,12 @@ def create_fit_predict_job(
     output: str | None,
     quantiles: Sequence[float] | None,
     callback_url: str | None,
+    metadata: Any = None,
 ) -> Job:
     _check_task(task)
     params = {"options": _check_options(task, options), **_check_output(task, output, quantiles)}
     _check_callback(callback_url)
+    labels = check_metadata(metadata)
     train_parquet, train_columns, text_columns = _train_parquet(task, train)
     try:
         test_parquet = _test_parquet(test, train_columns, text_columns)
@@ -321,7 +331,7 @@ def create_fit_predict_job(
         train_parquet.close()
         raise
     fields = (session, user, js.FIT_PREDICT, task, params, callback_url)
-    return _new_job(*fields, train_parquet=train_parquet, test_parquet=test_parquet)
+    return _new_job(*fields, labels=labels, train_parquet=train_parquet, test_parquet=test_parquet)
 
 
 def commit_and_send(session: Session, job: Job, *, new: bool) -> None:
@@ -354,13 +364,17 @@ def list_jobs(
     before: uuid.UUID | None,
     status: str | None,
     type_: str | None,
+    labels: dict[str, str] | None = None,
 ) -> list[Job]:
-    """The caller's jobs, newest first; `before` is the last id of the previous page."""
+    """The caller's jobs, newest first; `before` is the last id of the previous page.
+    `labels`: only jobs whose metadata holds every one of these pairs."""
     query = select(Job).where(Job.user_id == user.id)
     if status:
         query = query.where(Job.status == status)
     if type_:
         query = query.where(Job.type == type_)
+    if labels:
+        query = query.where(Job.labels.contains(labels))
     if before is not None:
         query = query.where(_after_in_list(Job, get_job(session=session, user=user, job_id=before)))
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)

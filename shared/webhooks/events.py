@@ -35,7 +35,8 @@ PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 
 
 def _payload(job: Job, event_type: str) -> str:
-    """The thin event: what happened and where to look, never the data itself."""
+    """The thin event: what happened and where to look, never the data itself; with the
+    caller's own labels (`metadata`), so the receiver finds its record without a lookup."""
     base = get_settings().public_url.rstrip("/")
     data = {
         "job_id": str(job.id),
@@ -45,6 +46,7 @@ def _payload(job: Job, event_type: str) -> str:
         "error": {"code": job.error_code, "message": job.error_message}
         if job.status == js.FAILED
         else None,
+        "metadata": job.labels,
         "links": {
             "job": f"{base}/api/v1/jobs/{job.id}",
             "result": f"{base}/api/v1/jobs/{job.id}/result",

@@ -1022,3 +1022,48 @@ def test_sdk_and_cli_make_name_list_and_revoke_keys(sdk_venv: Path, stack: Stack
     assert revoked.returncode == 0, revoked.stdout + revoked.stderr
     gone = api.get("/auth/me", headers={"Authorization": f"Bearer {new['api_key']}"})
     assert gone.status_code == 401
+
+
+METADATA_SCRIPT = """
+from tabpfn_api_client import Client
+client = Client()
+fit = client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"], metadata={"run": "sdk-7"})
+done = fit.wait(timeout=60)
+other = client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"], metadata={"run": "x"})
+print(done.metadata["run"], [j.id for j in client.list_jobs(metadata={"run": "sdk-7"})] == [fit.id])
+print(sum(1 for _ in client.iter_jobs(metadata={"run": "x"})))
+"""
+
+
+def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
+    sdk_venv: Path, stack: Stack, api, iris_files
+):
+    key = register(api)["Authorization"].removeprefix("Bearer ")
+    run = _python(sdk_venv, METADATA_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=key)
+    assert run.stdout.split() == ["sdk-7", "True", "1"], run.stdout + run.stderr
+
+    train, _, _ = iris_files
+    labels = ("--meta", "run=cli-9", "--meta", "team=growth")
+    fit = _cli(
+        sdk_venv,
+        stack,
+        "fit",
+        str(train),
+        "--target",
+        "species",
+        *labels,
+        "--no-wait",
+        TABPFN_API_KEY=key,
+    )
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    job_id = fit.stdout.split()[-1]
+    headers = {"Authorization": f"Bearer {key}"}
+    assert api.get(f"/jobs/{job_id}", headers=headers).json()["metadata"] == {
+        "run": "cli-9",
+        "team": "growth",
+    }
+    found = _cli(sdk_venv, stack, "jobs", "--meta", "run=cli-9", "--json", TABPFN_API_KEY=key)
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert [j["id"] for j in json.loads(found.stdout)] == [job_id]
+    bad = _cli(sdk_venv, stack, "jobs", "--meta", "run", TABPFN_API_KEY=key)
+    assert bad.returncode != 0 and "KEY=VALUE" in bad.stderr

@@ -436,8 +436,11 @@ def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator
 
     # A job is canceled from its page, and the page follows it to the end.
     emulator_knobs(latency_s=3.0)
-    slow = api.post("/jobs/fit", json=fit, headers=headers).json()["id"]
+    labelled = {**fit, "metadata": {"order": "A-17"}}
+    slow = api.post("/jobs/fit", json=labelled, headers=headers).json()["id"]
     console.open(f"#/jobs/{slow}")
+    # The caller's labels show in the job's summary.
+    expect(page.locator(".summary .job-metadata li")).to_have_text("order A-17")
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator(".summary .badge")).to_have_text("canceled")
     expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)

@@ -192,6 +192,17 @@ def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
     return options
 
 
+def parse_metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
+    """--meta KEY=VALUE pairs (repeated) as a job's metadata; the value stays text."""
+    metadata: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--meta {pair!r}: use KEY=VALUE, e.g. --meta order=A-17.")
+        metadata[key] = value
+    return metadata or None
+
+
 def parse_quantiles(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -380,6 +391,7 @@ class App:
             task=task,
             options=parse_options(self.args.option),
             callback_url=self.args.callback_url,
+            metadata=parse_metadata(self.args.meta),
         )
         self.note_inferred(task)  # once accepted: not before a refusal
         if self.submitted(job):
@@ -414,6 +426,7 @@ class App:
             output=self.args.output,
             quantiles=parse_quantiles(self.args.quantiles),
             callback_url=self.args.callback_url,
+            metadata=parse_metadata(self.args.meta),
         )
         if self.submitted(job):
             return 0
@@ -437,6 +450,7 @@ class App:
             output=self.args.output,
             quantiles=parse_quantiles(self.args.quantiles),
             callback_url=self.args.callback_url,
+            metadata=parse_metadata(self.args.meta),
         )
         self.note_inferred(task)
         if self.submitted(job):
@@ -460,7 +474,10 @@ class App:
     def cmd_jobs(self) -> int:
         self.require_key()
         jobs = self.client.list_jobs(
-            limit=self.args.limit, status=self.args.status, type=self.args.type
+            limit=self.args.limit,
+            status=self.args.status,
+            type=self.args.type,
+            metadata=parse_metadata(self.args.meta),
         )
         if self.args.json:
             self.emit_json([j.data for j in jobs])
@@ -572,7 +589,8 @@ TabPFN verifies it first; your API keys, models and jobs stay.""",
     "fit": """examples:
   tabpfn-api-client fit iris.csv --target species
   tabpfn-api-client fit houses.parquet --target price --task regression --option n_estimators=4
-  tabpfn-api-client fit big.csv --target y --no-wait        # prints the job id""",
+  tabpfn-api-client fit big.csv --target y --no-wait        # prints the job id
+  tabpfn-api-client fit iris.csv --target species --meta run=2026-12-06 --no-wait""",
     "predict": """examples:
   tabpfn-api-client predict --model MODEL flowers.csv
   tabpfn-api-client predict --model MODEL flowers.csv --output probabilities -o proba.csv
@@ -584,7 +602,8 @@ TabPFN verifies it first; your API keys, models and jobs stay.""",
   tabpfn-api-client wait JOB_ID
   tabpfn-api-client wait JOB_ID -o predictions.csv --timeout 600""",
     "jobs": """examples:
-  tabpfn-api-client jobs --status failed --limit 5""",
+  tabpfn-api-client jobs --status failed --limit 5
+  tabpfn-api-client jobs --meta run=2026-12-06          # the jobs labelled so at submit""",
 }
 
 
@@ -651,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--quantiles", metavar="Q,Q,...", help="e.g. 0.1,0.5,0.9")
             sub.add_argument("-o", "--out", metavar="FILE", help="write predictions as CSV")
         sub.add_argument("--callback-url", help="POST a signed event here when the job ends")
+        sub.add_argument(
+            "--meta",
+            action="append",
+            metavar="KEY=VALUE",
+            help="your label for the job, e.g. order=A-17 (repeat; `jobs --meta` finds it)",
+        )
         sub.add_argument("--no-wait", action="store_true", help="print the job id and return")
 
     sub = command("setup", "register a TabPFN token and get an API key")
@@ -697,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--limit", type=int, default=20)
     sub.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "canceled"))
     sub.add_argument("--type", choices=("fit", "predict", "fit_predict"))
+    sub.add_argument(
+        "--meta", action="append", metavar="KEY=VALUE", help="only jobs with this label (repeat)"
+    )
     sub.set_defaults(run=App.cmd_jobs)
 
     sub = command("cancel", "cancel a job")

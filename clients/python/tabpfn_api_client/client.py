@@ -114,6 +114,11 @@ class Job:
         return self.data.get("model_id")
 
     @property
+    def metadata(self) -> dict[str, str] | None:
+        """Your labels from the submit (`metadata=`), or None."""
+        return self.data.get("metadata")
+
+    @property
     def error(self) -> dict[str, str] | None:
         return self.data.get("error")
 
@@ -430,10 +435,14 @@ class Client:
         options: dict[str, Any] | None = None,
         columns: Sequence[str] | None = None,
         callback_url: str | None = None,
+        metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
     ) -> Job:
         """Submit a fit job. `X`: DataFrame, 2-D array, list of rows or of records.
+
+        `metadata`: your own labels for the job (`{"order": "A-17"}`, up to 16 pairs of
+        text), returned with it, sent in its webhook, and a filter of `list_jobs`.
 
         `wait` (seconds, at most the service's MAX_WAIT_S): the submit itself waits
         for the job to end, so a job that ends in time comes back finished with its
@@ -442,8 +451,7 @@ class Client:
         body: dict[str, Any] = {"task": task, "train": _train(X, y, columns)}
         if options:
             body["options"] = options
-        if callback_url:
-            body["callback_url"] = callback_url
+        _add_hooks(body, callback_url, metadata)
         return self._submit("/jobs/fit", body, idempotency_key, wait)
 
     def predict(
@@ -455,6 +463,7 @@ class Client:
         quantiles: Sequence[float] | None = None,
         columns: Sequence[str] | None = None,
         callback_url: str | None = None,
+        metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
     ) -> Job:
@@ -462,8 +471,7 @@ class Client:
         (classification), mean | median | quantiles (regression); default labels/mean."""
         body: dict[str, Any] = {"model_id": str(model_id), **_table(X, columns)}
         _add_output(body, output, quantiles)
-        if callback_url:
-            body["callback_url"] = callback_url
+        _add_hooks(body, callback_url, metadata)
         return self._submit("/jobs/predict", body, idempotency_key, wait)
 
     def fit_predict(
@@ -477,6 +485,7 @@ class Client:
         output: str | None = None,
         quantiles: Sequence[float] | None = None,
         callback_url: str | None = None,
+        metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         wait: float | None = None,
     ) -> Job:
@@ -489,8 +498,7 @@ class Client:
         if options:
             body["options"] = options
         _add_output(body, output, quantiles)
-        if callback_url:
-            body["callback_url"] = callback_url
+        _add_hooks(body, callback_url, metadata)
         return self._submit("/jobs/fit-predict", body, idempotency_key, wait)
 
     def get_job(self, job_id: str) -> Job:
@@ -503,23 +511,30 @@ class Client:
         status: str | None = None,
         type: str | None = None,
         before: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> list[Job]:
-        """One page of your jobs, newest first; pass the last job's id as `before` for more."""
-        params: dict[str, Any] = {"limit": limit}
-        for name, value in (("status", status), ("type", type), ("before", before)):
-            if value is not None:
-                params[name] = value
+        """One page of your jobs, newest first; pass the last job's id as `before` for more.
+        `metadata`: only jobs whose metadata holds every one of these pairs."""
+        params = _list_params(status, type, metadata)
+        params["limit"] = limit
+        if before is not None:
+            params["before"] = before
         page = self._request("GET", "/jobs", params=params)
         return [Job(self, j) for j in page["jobs"]]
 
-    def iter_jobs(self, *, status: str | None = None, type: str | None = None) -> Iterator[Job]:
-        """All your jobs, newest first, page after page."""
+    def iter_jobs(
+        self,
+        *,
+        status: str | None = None,
+        type: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Iterator[Job]:
+        """All your jobs (those with `metadata`'s pairs), newest first, page after page."""
         before = None
         while True:
-            params: dict[str, Any] = {"limit": 200}
-            for name, value in (("status", status), ("type", type), ("before", before)):
-                if value is not None:
-                    params[name] = value
+            params = {**_list_params(status, type, metadata), "limit": 200}
+            if before is not None:
+                params["before"] = before
             page = self._request("GET", "/jobs", params=params)
             for data in page["jobs"]:
                 yield Job(self, data)
@@ -555,6 +570,25 @@ class Client:
 
     def delete_model(self, model_id: str) -> None:
         self._request("DELETE", f"/models/{model_id}", retry=True)
+
+
+def _add_hooks(
+    body: dict[str, Any], callback_url: str | None, metadata: dict[str, str] | None
+) -> None:
+    if callback_url:
+        body["callback_url"] = callback_url
+    if metadata:
+        body["metadata"] = metadata
+
+
+def _list_params(
+    status: str | None, type: str | None, metadata: dict[str, str] | None
+) -> dict[str, Any]:
+    """GET /jobs's filters; metadata as repeated `metadata=key:value`."""
+    params: dict[str, Any] = {k: v for k, v in (("status", status), ("type", type)) if v}
+    if metadata:
+        params["metadata"] = [f"{key}:{value}" for key, value in metadata.items()]
+    return params
 
 
 def _table(X: Any, columns: Sequence[str] | None) -> dict[str, Any]:

@@ -22,6 +22,12 @@ function summary(job) {
     ["Started", formatTime(job.started_at)],
     ["Finished", formatTime(job.finished_at)],
   ];
+  // The caller's own labels from the submit (`metadata`), as given.
+  const labels = Object.entries(job.metadata ?? {});
+  if (labels.length) {
+    rows.push(["Metadata", h("ul", { class: "job-metadata" },
+      labels.map(([key, value]) => h("li", null, h("code", null, key), " ", value)))]);
+  }
   return h("dl", { class: "summary summary-wide" }, rows.map(([term, value]) => [h("dt", null, term), h("dd", null, value)]));
 }
 
