@@ -41,6 +41,7 @@ from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import NotFound, ResultNotAvailable, Unauthorized, ValidationFailed
 from shared.jobs import submit as jobs
+from shared.jobs.deletion import delete_job as remove_job
 from shared.jobs.idempotency import HashedRequest, create_once
 from shared.jobs.job_metadata import parse_filters
 from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
@@ -687,6 +688,24 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Job
     """A queued job is canceled at once and never runs. A running job is marked
     canceled now; its worker stops at its next step and its outcome is discarded."""
     return job_out(jobs.cancel(session=session, user=user, job_id=job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a finished job and its data",
+    responses={
+        404: {"model": ErrorOut, "description": "not_found"},
+        409: {"model": ErrorOut, "description": "job_not_finished: cancel it first"},
+    },
+)
+def delete_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
+    """The job, its tables, its result, its webhook deliveries and its Idempotency-Key
+    go at once, instead of after the retention period. A fit's model stays (delete it
+    with `DELETE /models/{id}`). A queued or running job is 409 `job_not_finished`:
+    cancel it first."""
+    remove_job(session=session, user=user, job_id=job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 ResultFormat = Literal["json", "csv", "parquet"]

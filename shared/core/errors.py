@@ -99,6 +99,12 @@ class JobAlreadyFinished(Conflict):
     code = "job_already_finished"
 
 
+class JobNotFinished(Conflict):
+    """A delete of a job that is still queued or running: it is canceled first."""
+
+    code = "job_not_finished"
+
+
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 

@@ -1067,3 +1067,37 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
     assert [j["id"] for j in json.loads(found.stdout)] == [job_id]
     bad = _cli(sdk_venv, stack, "jobs", "--meta", "run", TABPFN_API_KEY=key)
     assert bad.returncode != 0 and "KEY=VALUE" in bad.stderr
+
+
+DELETE_JOB_SCRIPT = """
+from tabpfn_api_client import Client, ConflictError, NotFoundError
+client = Client()
+done = client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"]).wait(timeout=60)
+client.delete_job(done.id)
+try:
+    client.get_job(done.id)
+except NotFoundError as exc:
+    print(exc.code)
+print(client.get_model(done.model_id)["fit_job_id"] == done.id)
+"""
+
+
+def test_sdk_and_cli_delete_a_finished_job(sdk_venv: Path, stack: Stack, api, emulator_knobs):
+    key = register(api)["Authorization"].removeprefix("Bearer ")
+    run = _python(sdk_venv, DELETE_JOB_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=key)
+    assert run.stdout.split() == ["not_found", "True"], run.stdout + run.stderr
+
+    headers = {"Authorization": f"Bearer {key}"}
+    emulator_knobs(hang_s=3.0)
+    train = {"X": [[1.0], [2.0], [3.0], [4.0]], "y": ["a", "a", "b", "b"]}
+    running = api.post(
+        "/jobs/fit", json={"task": "classification", "train": train}, headers=headers
+    )
+    job_id = running.json()["id"]
+    refused = _cli(sdk_venv, stack, "delete-job", job_id, TABPFN_API_KEY=key)
+    assert refused.returncode == 1 and "(job_not_finished, HTTP 409)" in refused.stderr
+    assert api.post(f"/jobs/{job_id}/cancel", headers=headers).status_code == 200
+    deleted = _cli(sdk_venv, stack, "delete-job", job_id, TABPFN_API_KEY=key)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert api.get(f"/jobs/{job_id}", headers=headers).status_code == 404
+    emulator_knobs(hang_s=0.0)

@@ -446,6 +446,15 @@ def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator
     expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
     assert api.get(f"/jobs/{slow}", headers=headers).json()["status"] == "canceled"
 
+    # An ended job is deleted from its page, once confirmed; the page goes back to the list.
+    page.get_by_role("button", name="Delete job").click()  # the confirmation is dismissed
+    assert console.dialogs[-1].startswith(f"confirm: Delete job {slow}")
+    assert api.get(f"/jobs/{slow}", headers=headers).status_code == 200
+    console.accept_next_dialog = True
+    page.get_by_role("button", name="Delete job").click()
+    page.wait_for_url("**/console/#/jobs")
+    assert api.get(f"/jobs/{slow}", headers=headers).status_code == 404
+
 
 def test_waiting_reasons_and_rate_windows_are_shown_when_the_api_sends_them(console, api) -> None:
     """`waiting` on a Job and `rate_windows` in /usage come with the scheduler;

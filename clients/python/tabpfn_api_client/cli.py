@@ -502,6 +502,12 @@ class App:
         print(f"{job.type} job {job.id}: {job.status}", file=self.out)
         return 0
 
+    def cmd_delete_job(self) -> int:
+        self.require_key()
+        self.client.delete_job(self.args.job)
+        print(f"job {self.args.job}: deleted", file=self.out)
+        return 0
+
     def cmd_keys(self) -> int:
         self.require_key()
         return self.show_list(
@@ -730,6 +736,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("cancel", "cancel a job")
     sub.add_argument("job")
     sub.set_defaults(run=App.cmd_cancel)
+
+    sub = command("delete-job", "delete a finished job and its data now (its model stays)")
+    sub.add_argument("job")
+    sub.set_defaults(run=App.cmd_delete_job)
 
     command("models", "list your fitted models").set_defaults(run=App.cmd_models)
     command("keys", "list your API keys (ids and names, never the keys)").set_defaults(

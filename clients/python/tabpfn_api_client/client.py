@@ -545,6 +545,13 @@ class Client:
     def cancel_job(self, job_id: str) -> Job:
         return Job(self, {"id": str(job_id), "status": "unknown", "type": "unknown"}).cancel()
 
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job now: its data, result, webhook log and idempotency key
+        (a fit's model stays). A queued or running job raises `ConflictError`
+        (`job_not_finished`): cancel it first. Retried as `delete_model` is: a retry
+        after a lost answer meets the job gone (`NotFoundError`)."""
+        self._request("DELETE", f"/jobs/{job_id}", retry=True)
+
     # -- models ------------------------------------------------------------
 
     def list_models(

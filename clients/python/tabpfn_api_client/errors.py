@@ -46,7 +46,8 @@ class NotFoundError(TabPFNAPIError):
 
 
 class ConflictError(TabPFNAPIError):
-    """409: e.g. `idempotency_conflict`, `result_not_available`, `job_already_finished`."""
+    """409: e.g. `idempotency_conflict`, `result_not_available`, `job_already_finished`,
+    `job_not_finished`."""
 
 
 class PayloadTooLargeError(TabPFNAPIError):

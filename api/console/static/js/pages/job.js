@@ -198,6 +198,14 @@ export async function render(main, { signal, params }) {
         job = await call("POST", `/jobs/${jobId}/cancel`, { signal });
         draw();
       }, { errors: actionErrors, kind: "danger" }));
+    } else {
+      // DELETE /jobs/{id}: the job and its data now, not after the retention period.
+      actions.append(actionButton("Delete job", async () => {
+        const model = job.type === "fit" && job.model_id ? " Its model stays." : "";
+        if (!window.confirm(`Delete job ${jobId} with its data and result?${model}`)) return;
+        await call("DELETE", `/jobs/${jobId}`, { signal });
+        window.location.hash = "#/jobs";
+      }, { errors: actionErrors, kind: "danger" }));
     }
   };
   const onJob = (fresh) => {
