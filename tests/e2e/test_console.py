@@ -434,6 +434,19 @@ def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator
     expect(rows).to_have_count(2)
     expect(page.get_by_role("button", name="← Newer")).to_be_disabled()
 
+    # Filtered by one of the labels jobs were submitted with.
+    run = {**fit, "metadata": {"run": "r-1"}}
+    labelled_id = api.post("/jobs/fit", json=run, headers=headers).json()["id"]
+    console.open("#/jobs")
+    page.get_by_label("Metadata").fill("run:r-1")
+    page.get_by_role("button", name="Apply").click()
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-job-id") == labelled_id
+    assert "metadata=run%3Ar-1" in page.url
+    page.get_by_label("Metadata").fill("run:r-2")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_text("No jobs match these filters.").wait_for()
+
     # A job is canceled from its page, and the page follows it to the end.
     emulator_knobs(latency_s=3.0)
     labelled = {**fit, "metadata": {"order": "A-17"}}

@@ -52,6 +52,7 @@ export async function render(main, { signal, query, navigate }) {
     status: query.get("status") || "",
     type: query.get("type") || "",
     limit: query.get("limit") || "20",
+    metadata: query.get("metadata") || "",
     before: query.get("before") || "",
   };
   if (!filters.before) trail = [];
@@ -59,18 +60,25 @@ export async function render(main, { signal, query, navigate }) {
   const statusSelect = select(STATUSES.map((v) => [v, v || "any"]), { name: "status", value: filters.status });
   const typeSelect = select(TYPES.map((v) => [v, v || "any"]), { name: "type", value: filters.type });
   const sizeSelect = select(PAGE_SIZES, { name: "limit", value: filters.limit });
+  // One of the labels jobs were submitted with (`metadata`), as GET /jobs filters by it.
+  const metadataInput = h("input", {
+    type: "search", name: "metadata", value: filters.metadata, placeholder: "order:A-17", size: 18,
+  });
   const form = h(
     "form",
     { class: "filters", "aria-label": "Filter jobs" },
     field("Status", statusSelect),
     field("Type", typeSelect),
+    field("Metadata", metadataInput),
     field("Per page", sizeSelect),
     h("button", { type: "submit" }, "Apply"),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     trail = [];
-    navigate(hashFor({ status: statusSelect.value, type: typeSelect.value, limit: sizeSelect.value }));
+    navigate(hashFor({
+      status: statusSelect.value, type: typeSelect.value, metadata: metadataInput.value.trim(), limit: sizeSelect.value,
+    }));
   });
 
   const body = h("div", null, loading());
@@ -85,6 +93,7 @@ export async function render(main, { signal, query, navigate }) {
   const params = new URLSearchParams({ limit: filters.limit });
   if (filters.status) params.set("status", filters.status);
   if (filters.type) params.set("type", filters.type);
+  if (filters.metadata) params.set("metadata", filters.metadata);
   if (filters.before) params.set("before", filters.before);
 
   let page;
@@ -121,10 +130,11 @@ export async function render(main, { signal, query, navigate }) {
     }, "Older →"),
   );
 
+  const filtered = filters.status || filters.type || filters.metadata;
   if (page.jobs.length === 0) {
     body.replaceChildren(
-      h("p", { class: "empty" }, filters.status || filters.type ? "No jobs match these filters." : "No jobs yet. ",
-        filters.status || filters.type ? null : h("a", { href: "#/try" }, "Run one from a CSV.")),
+      h("p", { class: "empty" }, filtered ? "No jobs match these filters." : "No jobs yet. ",
+        filtered ? null : h("a", { href: "#/try" }, "Run one from a CSV.")),
       pager,
     );
   } else {
