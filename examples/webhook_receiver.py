@@ -60,6 +60,8 @@ class Receiver(BaseHTTPRequestHandler):
                         "job_type": data.get("job_type"),
                         "model_id": data.get("model_id"),
                         "error_code": error.get("code"),
+                        # Your labels from the submit: map the event to your records.
+                        "metadata": data.get("metadata"),
                         "webhook_id": event_id,
                     }
                 ),

@@ -874,6 +874,8 @@ def test_webhook_receiver_example_verifies_real_events(
         "species",
         "--callback-url",
         f"{url}/hooks/tabpfn",
+        "--meta",
+        "run=example",
         TABPFN_API_KEY=account["api_key"],
     )
     assert fit.returncode == 0, fit.stdout + fit.stderr
@@ -885,6 +887,7 @@ def test_webhook_receiver_example_verifies_real_events(
     event = json.loads(lines[0])
     assert event["type"] == "job.succeeded" and event["job_type"] == "fit"
     assert event["model_id"] and event["webhook_id"]
+    assert event["metadata"] == {"run": "example"}
 
 
 # -- beyond Python ------------------------------------------------------------------
