@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException
 
 from api.multipart import UnreadableJson
-from shared.core.errors import INVALID_API_KEY, ServiceError, Unauthorized
+from shared.core.errors import INVALID_API_KEY, NotFound, ServiceError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +101,24 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
-# Every foreign key to users is named fk_<table>_user_id_users (shared/models.py).
+# Every foreign key to users is named fk_<table>_user_id_users, and to jobs
+# fk_<table>_job_id_jobs (shared/models.py).
 _TO_USERS = "_user_id_users"
+_TO_JOBS = "_job_id_jobs"
 
 
 async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
     """A row refused for naming a user that is no more: the account was deleted
     while this request, authenticated before, was under way. Its key is gone, so
-    the answer is the one that key gets from now on: 401, nothing stored."""
+    the answer is the one that key gets from now on: 401, nothing stored. A row
+    naming a job that is no more (deleted meanwhile) is that job's 404."""
     diag = getattr(exc.orig, "diag", None)
     constraint = getattr(diag, "constraint_name", None) or ""
     if getattr(exc.orig, "pgcode", None) == "23503" and constraint.endswith(_TO_USERS):
         return await _service_error(request, Unauthorized(INVALID_API_KEY))
+    if getattr(exc.orig, "pgcode", None) == "23503" and constraint.endswith(_TO_JOBS):
+        # A row for a job deleted meanwhile (a webhook redelivery racing DELETE /jobs/{id}).
+        return await _service_error(request, NotFound("The job was deleted."))
     return await _database_error(request, exc)
 
 

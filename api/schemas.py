@@ -233,7 +233,7 @@ class WaitedJobOut(JobOut):
 
 class JobPage(BaseModel):
     jobs: list[JobOut]
-    next_cursor: uuid.UUID | None = Field(
+    next_cursor: str | None = Field(
         description="Pass as `before` for the next page; null on the last page."
     )
 

@@ -40,6 +40,7 @@ from shared.accounts.users import ensure_key_active
 from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import NotFound, ResultNotAvailable, Unauthorized, ValidationFailed
+from shared.jobs import list_cursor
 from shared.jobs import submit as jobs
 from shared.jobs.deletion import delete_job as remove_job
 from shared.jobs.idempotency import HashedRequest, create_once
@@ -94,8 +95,7 @@ def job_out(job: Job | SimpleNamespace, queue: UserQueue | None = None) -> JobOu
         if job.error_code
         else None,
         upstream_timings=job.upstream_timings,
-        # getattr: an end message from a worker of the release before metadata has none
-        metadata=getattr(job, "labels", None),
+        metadata=job.labels,
         waiting=waiting(job, queue) if queue is not None else None,
         links=JobLinks(self=path, result=f"{path}/result"),
     )
@@ -154,7 +154,7 @@ def _upload_request(
 def _without_unset_metadata(request: dict[str, Any]) -> dict[str, Any]:
     """The request as hashed before `metadata` existed, when it has none: a keyed retry
     that spans the upgrade replays its job instead of meeting a 409 conflict."""
-    if request.get("metadata") is None:
+    if not request.get("metadata"):  # none, or {} (stored as none)
         request.pop("metadata", None)
     return request
 
@@ -504,7 +504,10 @@ def list_jobs(
     session: SessionDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[uuid.UUID | None, Query(description="Cursor: next_cursor of a page")] = None,
+    before: Annotated[
+        str | None,
+        Query(max_length=100, description="Cursor: next_cursor of a page"),
+    ] = None,
     # The job vocabulary, not any text: a misspelt filter (type=fit-predict) is a 422
     # naming the values, not an empty page that reads as "no such jobs".
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
@@ -521,12 +524,12 @@ def list_jobs(
         session=session,
         user=user,
         limit=limit,
-        before=before,
+        before=list_cursor.decode(before) if before else None,
         status=job_status,
         type_=job_type,
         labels=parse_filters(metadata or []),
     )
-    next_cursor = page[-1].id if len(page) == limit else None
+    next_cursor = list_cursor.encode(page[-1].created_at, page[-1].id) if len(page) == limit else None
     queued = any(j.status == QUEUED for j in page)
     queue = user_queue(session=session, user_id=user.id) if queued else None
     return JobPage(jobs=[job_out(j, queue) for j in page], next_cursor=next_cursor)
@@ -614,12 +617,17 @@ async def _when_ended(
     Every look after a wait checks that the caller's key `key_id` is still active;
     `check_key_on_end=False`: not the end's, which the caller checks itself."""
     while True:
-        if watch.final is not None and watch.final["user_id"] == str(user.id):
+        final = watch.final
+        if final is not None and final["user_id"] == str(user.id):
+            if "labels" not in final:
+                # An end whose labels were too long to send (shared.jobs.events), or
+                # sent by a worker of the release before them: the job as stored.
+                return await run_in_threadpool(_read, _job_view, user, job.id, key_id)
             # Ended: the message carried the fields; no need to read them back, but
             # the key may have been revoked while the request waited.
             if check_key_on_end:
                 await run_in_threadpool(_check_key, key_id)
-            return job_out(SimpleNamespace(**watch.final))
+            return job_out(SimpleNamespace(**final))
         remaining = deadline - time.monotonic()
         if job.status in FINISHED or remaining <= 0:
             return job
@@ -700,10 +708,10 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Job
     },
 )
 def delete_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
-    """The job, its tables, its result, its webhook deliveries and its Idempotency-Key
-    go at once, instead of after the retention period. A fit's model stays (delete it
-    with `DELETE /models/{id}`). A queued or running job is 409 `job_not_finished`:
-    cancel it first."""
+    """The job's tables and result go at once, not after the retention period, and
+    with them what retention keeps: the job's row, its webhook deliveries and its
+    Idempotency-Key. A fit's model stays (delete it with `DELETE /models/{id}`). A
+    queued or running job is 409 `job_not_finished`: cancel it first."""
     remove_job(session=session, user=user, job_id=job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 CHANNEL = "tabpfn-api:job-changes"
 
 
+# Labels (`metadata`) longer than this, as JSON, are left out of an end's message,
+# and its waiters read the job instead: every API process keeps thousands of recent
+# ends (api/job_waiter.py), and 16 values of 512 characters could make one 100 KB.
+LABELS_IN_MESSAGE_MAX = 1024
+
 # A finished job's fields as its waiters answer with them; RETURNING these.
 FINAL_FIELDS = (
     Job.id,
@@ -63,7 +68,11 @@ def job_changed(
     """
     message = f"{job_id} {status}"
     if final is not None:
-        message += " " + json.dumps({key: _plain(value) for key, value in final.items()})
+        fields = {key: _plain(value) for key, value in final.items()}
+        labels = fields.get("labels")
+        if labels is not None and len(json.dumps(labels)) > LABELS_IN_MESSAGE_MAX:
+            del fields["labels"]  # its waiters read the job (api.routers.jobs._when_ended)
+        message += " " + json.dumps(fields)
     after_commit(session, partial(_publish, message))
 
 

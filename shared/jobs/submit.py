@@ -29,6 +29,7 @@ from shared.core.errors import (
 from shared.jobs import states as js
 from shared.jobs.data import insert_job_data
 from shared.jobs.job_metadata import check_metadata
+from shared.jobs.list_cursor import ListAnchor
 from shared.jobs.lifecycle import cancel_job
 from shared.models import FittedModel, Job, JobData, User
 from shared.queue import enqueue_job
@@ -361,7 +362,7 @@ def list_jobs(
     session: Session,
     user: User,
     limit: int,
-    before: uuid.UUID | None,
+    before: ListAnchor | uuid.UUID | None,
     status: str | None,
     type_: str | None,
     labels: dict[str, str] | None = None,
@@ -375,13 +376,15 @@ def list_jobs(
         query = query.where(Job.type == type_)
     if labels:
         query = query.where(Job.labels.contains(labels))
+    if isinstance(before, uuid.UUID):  # a bare job id: the anchor is that job
+        before = get_job(session=session, user=user, job_id=before)
     if before is not None:
-        query = query.where(_after_in_list(Job, get_job(session=session, user=user, job_id=before)))
+        query = query.where(_after_in_list(Job, before))
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
     return list(session.scalars(query))
 
 
-def _after_in_list(table: type[Job] | type[FittedModel], anchor: Job | FittedModel):
+def _after_in_list(table: type[Job] | type[FittedModel], anchor: Job | FittedModel | ListAnchor):
     """The rows listed after `anchor` (a page's last row) in a newest-first list:
     older, or as old with a smaller id (ids break ties in the order)."""
     return (table.created_at < anchor.created_at) | (

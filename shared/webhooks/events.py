@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.core.after_commit import after_commit
 from shared.core.config import get_settings
-from shared.core.errors import Conflict
+from shared.core.errors import Conflict, NotFound
 from shared.jobs import states as js
 from shared.models import Job, WebhookAttempt, WebhookDelivery
 from shared.queue import enqueue_webhook
@@ -120,7 +120,10 @@ def redeliver(*, session: Session, job: Job) -> WebhookDelivery:
     if latest is None:
         if job.status not in EVENT_TYPES:
             raise Conflict(f"Job {job.id} has not finished; there is no event to send yet.")
-        return record_job_event(session=session, job_id=job.id)
+        recorded = record_job_event(session=session, job_id=job.id)
+        if recorded is None:  # its row is gone: deleted since it was read (DELETE /jobs/{id})
+            raise NotFound(f"No job {job.id}.")
+        return recorded
     return _new_delivery(
         session,
         job,

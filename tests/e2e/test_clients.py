@@ -1033,6 +1033,7 @@ client = Client()
 fit = client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"], metadata={"run": "sdk-7"})
 done = fit.wait(timeout=60)
 other = client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"], metadata={"run": "x"})
+other.wait(timeout=60)  # no job of this test outlives it
 print(done.metadata["run"], [j.id for j in client.list_jobs(metadata={"run": "sdk-7"})] == [fit.id])
 print(sum(1 for _ in client.iter_jobs(metadata={"run": "x"})))
 """
@@ -1061,6 +1062,7 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
     assert fit.returncode == 0, fit.stdout + fit.stderr
     job_id = fit.stdout.split()[-1]
     headers = {"Authorization": f"Bearer {key}"}
+    wait_for_job(api, headers, job_id)
     assert api.get(f"/jobs/{job_id}", headers=headers).json()["metadata"] == {
         "run": "cli-9",
         "team": "growth",
@@ -1091,7 +1093,7 @@ def test_sdk_and_cli_delete_a_finished_job(sdk_venv: Path, stack: Stack, api, em
     assert run.stdout.split() == ["not_found", "True"], run.stdout + run.stderr
 
     headers = {"Authorization": f"Bearer {key}"}
-    emulator_knobs(hang_s=3.0)
+    emulator_knobs(hang_s=60.0)  # the fit call hangs until the knob goes back to 0
     train = {"X": [[1.0], [2.0], [3.0], [4.0]], "y": ["a", "a", "b", "b"]}
     running = api.post(
         "/jobs/fit", json={"task": "classification", "train": train}, headers=headers

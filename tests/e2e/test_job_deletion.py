@@ -66,6 +66,7 @@ def test_a_finished_job_and_everything_of_it_go_at_once(api, stack):
     anew = api.post("/jobs/fit-predict", json=body, headers=keyed)
     assert anew.status_code == 202 and "Idempotent-Replayed" not in anew.headers
     assert anew.json()["id"] != job_id
+    wait_for_job(api, headers, anew.json()["id"])  # no job of this test outlives it
 
     # A fit's model outlives its job, and still predicts.
     assert api.delete(f"/jobs/{fit_id}", headers=headers).status_code == 204
@@ -77,7 +78,7 @@ def test_a_finished_job_and_everything_of_it_go_at_once(api, stack):
 def test_an_unfinished_job_is_refused_until_canceled_and_others_jobs_are_not_found(
     api, emulator_knobs
 ):
-    emulator_knobs(hang_s=3.0)  # each fit call stalls: the job stays running
+    emulator_knobs(hang_s=60.0)  # each fit call hangs until the knob goes back to 0
     headers = register(api)
     job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
     refused = api.delete(f"/jobs/{job_id}", headers=headers)
@@ -95,3 +96,29 @@ def test_an_unfinished_job_is_refused_until_canceled_and_others_jobs_are_not_fou
     assert api.delete(f"/jobs/{job_id}", headers=headers).status_code == 204
     assert api.get(f"/jobs/{job_id}", headers=headers).status_code == 404
     emulator_knobs(hang_s=0.0)
+
+
+def test_pages_follow_on_when_the_last_job_of_a_page_was_deleted(api):
+    """The cleanup loop: list a page, delete its jobs, ask for the next page."""
+    headers = register(api)
+    ids = [api.post("/jobs/fit", json=FIT, headers=headers).json()["id"] for _ in range(3)]
+    for job_id in ids:
+        wait_for_job(api, headers, job_id)
+    first = api.get("/jobs?limit=2", headers=headers).json()
+    assert [j["id"] for j in first["jobs"]] == ids[:0:-1]
+    for job in first["jobs"]:
+        assert api.delete(f"/jobs/{job['id']}", headers=headers).status_code == 204
+    following = api.get(f"/jobs?limit=2&before={first['next_cursor']}", headers=headers)
+    assert following.status_code == 200, following.text  # was 404: its anchor was gone
+    assert [j["id"] for j in following.json()["jobs"]] == [ids[0]]
+    assert following.json()["next_cursor"] is None
+
+    # A bare job id, as documented first, is still a cursor; a mangled one is a 422.
+    newer = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+    wait_for_job(api, headers, newer)
+    by_id = api.get(f"/jobs?before={newer}", headers=headers).json()
+    assert [j["id"] for j in by_id["jobs"]] == [ids[0]]
+    for bad in ("not-a-cursor", f"{newer}_soon", f"{newer}_99999999999999999999999"):
+        refused = api.get("/jobs", params={"before": bad}, headers=headers)
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["code"] == "validation_error"

@@ -5,11 +5,15 @@ part of a submit's idempotency; bad metadata is a 422 that stores nothing."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
+
+import redis
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from shared.jobs.events import CHANNEL, parse_change
 from tests.support.api import register, wait_for_job
 from tests.support.tokens import ISSUED_SECRETS, fresh_token
 from tests.support.webhook_receiver import start_receiver
@@ -99,6 +103,7 @@ def test_metadata_rides_with_the_job_its_end_its_webhook_and_the_list(api, recei
         json={"task": "classification", "train": TRAIN, "metadata": LABELS},
         headers=other,
     ).json()["id"]
+    wait_for_job(api, other, theirs)  # no job of this test outlives it
     assert _listed(api, headers, "order:A-17") == [fit_id]
     assert _listed(api, other, "order:A-17") == [theirs]
 
@@ -162,3 +167,34 @@ def test_bad_metadata_in_an_upload_or_a_filter_is_a_422(api):
         response = api.get(f"/jobs?{query}", headers=headers)
         assert response.status_code == 422, response.text
         assert says in response.json()["detail"], response.json()
+
+
+def test_labels_too_long_for_the_end_message_are_read_from_the_job(api, stack):
+    """An end message leaves out labels over 1 KB (every API process keeps thousands
+    of recent ends); a long-poll answered at that end reads them from the job."""
+    headers = register(api)
+    long = {f"k{i}": "v" * 100 for i in range(16)}  # about 1.8 KB as JSON
+    listener = redis.Redis.from_url(stack.env["REDIS_URL"]).pubsub()
+    listener.subscribe(CHANNEL)
+    try:
+        submitted = api.post(
+            "/jobs/fit?wait=60",
+            json={"task": "classification", "train": TRAIN, "metadata": long},
+            headers=headers,
+        )
+        assert submitted.status_code == 200, submitted.text  # ended within the wait
+        assert submitted.json()["metadata"] == long
+        job_id = submitted.json()["id"]
+        deadline = time.monotonic() + 10
+        final = None
+        while final is None:
+            assert time.monotonic() < deadline, "no end message was seen"
+            message = listener.get_message(timeout=1)
+            if message and message["type"] == "message":
+                found, status, fields = parse_change(message["data"].decode())
+                if found == job_id and fields is not None:
+                    final = fields
+    finally:
+        listener.close()
+    assert status == "succeeded" and "labels" not in final
+    assert api.get(f"/jobs/{job_id}?wait=5", headers=headers).json()["metadata"] == long

@@ -1,6 +1,7 @@
 """A request authenticated just before its account was deleted (DELETE /auth/me): the
 row it then writes names a user that is no more. It is answered as its key now
-is, 401 `unauthorized` with nothing stored, not 503 as a database failure."""
+is, 401 `unauthorized` with nothing stored, not 503 as a database failure. A row
+naming a job deleted meanwhile (DELETE /jobs/{id}) is that job's 404."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from api.errors import _integrity_error, install_error_handlers
 from shared.accounts import users
 from shared.core.errors import Unauthorized
 from shared.jobs import submit
-from shared.models import Job, JobData, User
+from shared.models import Job, JobData, User, WebhookAttempt
 from tests.support.factories import make_user
 
 
@@ -46,9 +47,17 @@ def test_a_job_submitted_by_an_account_deleted_meanwhile_is_401_and_not_stored(
     assert session.scalar(select(func.count()).where(Job.user_id == user.id)) == 0
 
 
-def test_another_foreign_key_refusal_stays_a_503(session: Session) -> None:
+def test_a_row_for_a_job_deleted_meanwhile_is_that_jobs_404(session: Session) -> None:
+    # A webhook redelivery racing DELETE /jobs/{id}: its delivery names the gone job.
     with pytest.raises(IntegrityError) as refused, session.begin_nested():
         session.add(JobData(job_id=uuid.uuid4()))
+        session.flush()
+    assert _answer(refused.value) == (404, "not_found")
+
+
+def test_another_foreign_key_refusal_stays_a_503(session: Session) -> None:
+    with pytest.raises(IntegrityError) as refused, session.begin_nested():
+        session.add(WebhookAttempt(delivery_id=uuid.uuid4(), latency_ms=1))
         session.flush()
     assert _answer(refused.value) == (503, "service_unavailable")
 

@@ -513,7 +513,9 @@ class Client:
         before: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> list[Job]:
-        """One page of your jobs, newest first; pass the last job's id as `before` for more.
+        """One page of your jobs, newest first; pass the last job's id as `before` for more
+        (`iter_jobs` pages by the service's cursor, which holds even if you delete the jobs
+        as you go).
         `metadata`: only jobs whose metadata holds every one of these pairs."""
         params = _list_params(status, type, metadata)
         params["limit"] = limit

@@ -1,0 +1,48 @@
+"""The cursor of GET /jobs's pages: where the last page ended, without its job.
+
+`next_cursor` is "<job id>_<created_at in microseconds since the epoch>": the
+list's order (newest first, ids breaking ties) needs both, and carrying them in
+the cursor means the next page does not look the job up. So a page follows
+even when its anchor job was deleted meanwhile (`DELETE /jobs/{id}`), as in
+the loop "list, delete each, next page" that a cleanup script runs. A bare job
+id is still taken as `before` (the last id of a page, as documented first); that
+form needs the job to exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.core.errors import ValidationFailed
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class ListAnchor:
+    """The last row of a page, as the list orders it."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+def encode(created_at: datetime, job_id: uuid.UUID) -> str:
+    return f"{job_id}_{(created_at - _EPOCH) // _MICROSECOND}"
+
+
+def decode(text: str) -> ListAnchor | uuid.UUID:
+    """A cursor's anchor, or a bare job id to look up; a 422 for anything else."""
+    job_id, underscore, micros = text.partition("_")
+    try:
+        parsed = uuid.UUID(job_id)
+        if not underscore:
+            return parsed
+        return ListAnchor(created_at=_EPOCH + int(micros) * _MICROSECOND, id=parsed)
+    except (ValueError, OverflowError) as exc:
+        raise ValidationFailed(
+            f"before {text[:80]!r} is not a cursor: pass a page's next_cursor (or the "
+            "id of its last job)."
+        ) from exc
