@@ -529,7 +529,9 @@ def list_jobs(
         type_=job_type,
         labels=parse_filters(metadata or []),
     )
-    next_cursor = list_cursor.encode(page[-1].created_at, page[-1].id) if len(page) == limit else None
+    next_cursor = (
+        list_cursor.encode(page[-1].created_at, page[-1].id) if len(page) == limit else None
+    )
     queued = any(j.status == QUEUED for j in page)
     queue = user_queue(session=session, user_id=user.id) if queued else None
     return JobPage(jobs=[job_out(j, queue) for j in page], next_cursor=next_cursor)

@@ -29,8 +29,8 @@ from shared.core.errors import (
 from shared.jobs import states as js
 from shared.jobs.data import insert_job_data
 from shared.jobs.job_metadata import check_metadata
-from shared.jobs.list_cursor import ListAnchor
 from shared.jobs.lifecycle import cancel_job
+from shared.jobs.list_cursor import ListAnchor
 from shared.models import FittedModel, Job, JobData, User
 from shared.queue import enqueue_job
 from shared.tables.limits import check_classes, check_test_shape, check_train_shape

@@ -8,9 +8,8 @@ import json
 import time
 import uuid
 
-import redis
-
 import pytest
+import redis
 from standardwebhooks.webhooks import Webhook
 
 from shared.jobs.events import CHANNEL, parse_change
