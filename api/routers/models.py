@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import Caller, CurrentUser, SessionDep
 from api.schemas import ErrorOut, ModelOut
+from shared.jobs import list_cursor
 from shared.jobs import submit as jobs
 from shared.models import FittedModel
 
@@ -36,17 +37,27 @@ def list_models(
         int | None, Query(ge=1, le=1000, description="At most this many; without it, all of them")
     ] = None,
     before: Annotated[
-        uuid.UUID | None, Query(description="Cursor: the id of the last model of a page")
+        str | None,
+        Query(
+            max_length=100,
+            description="Cursor: from the `Link` header of the page before (or the id of "
+            "its last model)",
+        ),
     ] = None,
 ) -> list[ModelOut]:
     """With `limit`, a page that has more after it carries the next page's address in a
     `Link` header (`rel="next"`, RFC 8288); the last page has none."""
     # One more than asked: whether a next page exists, without sending an empty one.
     wanted = None if limit is None else limit + 1
-    page = jobs.list_models(session=session, user=user, limit=wanted, before=before)
+    anchor = list_cursor.decode(before) if before else None
+    page = jobs.list_models(session=session, user=user, limit=wanted, before=anchor)
     if limit is not None and len(page) > limit:
         page = page[:limit]
-        query = urlencode({"limit": limit, "before": str(page[-1].id)})
+        # Where the page ended, not only its last model: the next page follows even if
+        # that model is deleted meanwhile (shared.jobs.list_cursor).
+        query = urlencode(
+            {"limit": limit, "before": list_cursor.encode(page[-1].created_at, page[-1].id)}
+        )
         response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     return [model_out(m) for m in page]
 

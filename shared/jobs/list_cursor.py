@@ -1,12 +1,14 @@
-"""The cursor of GET /jobs's pages: where the last page ended, without its job.
+"""The cursor of GET /jobs's and GET /models's pages: where the last page ended.
 
-`next_cursor` is "<job id>_<created_at in microseconds since the epoch>": the
-list's order (newest first, ids breaking ties) needs both, and carrying them in
-the cursor means the next page does not look the job up. So a page follows
-even when its anchor job was deleted meanwhile (`DELETE /jobs/{id}`), as in
-the loop "list, delete each, next page" that a cleanup script runs. A bare job
-id is still taken as `before` (the last id of a page, as documented first); that
-form needs the job to exist.
+A cursor is "<id>_<created_at in microseconds since the epoch>" of the page's last
+row: the lists' order (newest first, ids breaking ties) needs both, and carrying
+them in the cursor means the next page does not look that row up. So a page
+follows even when its last job or model was deleted meanwhile (`DELETE
+/jobs/{id}`, `DELETE /models/{id}`), as in the loop "list, delete each, next
+page" that a cleanup script runs. A bare id is still taken as `before` (the last
+id of a page, as documented first); that form needs the row to exist.
+
+GET /jobs gives the cursor as `next_cursor`; GET /models in its `Link` header.
 """
 
 from __future__ import annotations
@@ -43,6 +45,6 @@ def decode(text: str) -> ListAnchor | uuid.UUID:
         return ListAnchor(created_at=_EPOCH + int(micros) * _MICROSECOND, id=parsed)
     except (ValueError, OverflowError) as exc:
         raise ValidationFailed(
-            f"before {text[:80]!r} is not a cursor: pass a page's next_cursor (or the "
-            "id of its last job)."
+            f"before {text[:80]!r} is not a cursor: pass the one a page gave (GET /jobs's "
+            "next_cursor, GET /models's Link header), or the id of the page's last item."
         ) from exc

@@ -460,13 +460,18 @@ def delete_model(*, user: User, model_id: uuid.UUID) -> bool:
 
 
 def list_models(
-    *, session: Session, user: User, limit: int | None = None, before: uuid.UUID | None = None
+    *,
+    session: Session,
+    user: User,
+    limit: int | None = None,
+    before: ListAnchor | uuid.UUID | None = None,
 ) -> list[FittedModel]:
-    """The caller's models, newest first: all of them, or `limit` after the model `before`
-    (the last id of the previous page)."""
+    """The caller's models, newest first: all of them, or `limit` after `before` (where
+    the previous page ended, or a bare id of its last model, which must exist)."""
     query = select(FittedModel).where(FittedModel.user_id == user.id)
+    if isinstance(before, uuid.UUID):
+        before = get_model(session=session, user=user, model_id=before)
     if before is not None:
-        anchor = get_model(session=session, user=user, model_id=before)
-        query = query.where(_after_in_list(FittedModel, anchor))
+        query = query.where(_after_in_list(FittedModel, before))
     query = query.order_by(FittedModel.created_at.desc(), FittedModel.id.desc()).limit(limit)
     return list(session.scalars(query))

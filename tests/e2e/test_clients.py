@@ -1084,13 +1084,21 @@ try:
 except NotFoundError as exc:
     print(exc.code)
 print(client.get_model(done.model_id)["fit_job_id"] == done.id)
+# The cleanup loops: delete as you iterate, across pages (of 2 here).
+for _ in range(4):
+    client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"]).wait(timeout=60)
+deleted_jobs = sum(1 for job in client.iter_jobs(page_size=2) if client.delete_job(job.id) is None)
+deleted_models = sum(
+    1 for model in client.iter_models(page_size=2) if client.delete_model(model["id"]) is None
+)
+print(deleted_jobs, deleted_models, client.list_jobs(), client.list_models())
 """
 
 
 def test_sdk_and_cli_delete_a_finished_job(sdk_venv: Path, stack: Stack, api, emulator_knobs):
     key = register(api)["Authorization"].removeprefix("Bearer ")
     run = _python(sdk_venv, DELETE_JOB_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=key)
-    assert run.stdout.split() == ["not_found", "True"], run.stdout + run.stderr
+    assert run.stdout.splitlines() == ["not_found", "True", "4 5 [] []"], run.stdout + run.stderr
 
     headers = {"Authorization": f"Bearer {key}"}
     emulator_knobs(hang_s=60.0)  # the fit call hangs until the knob goes back to 0

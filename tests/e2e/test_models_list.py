@@ -62,3 +62,21 @@ def test_a_cursor_that_is_not_the_callers_model_is_404_and_a_bad_limit_422(api, 
         response = api.get("/models", params={"limit": limit}, headers=owner)
         assert response.status_code == 422, response.text
     assert api.get("/models", params={"before": model_id}, headers=owner).json() == []
+
+
+def test_pages_follow_on_when_the_models_of_a_page_are_deleted(api, stack):
+    """The cleanup loop: list a page, delete its models, follow the Link."""
+    headers = register(api)
+    fitted = []
+    for _ in range(3):
+        job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+        fitted.append(wait_for_job(api, headers, job_id)["model_id"])
+    first = api.get("/models", params={"limit": 2}, headers=headers)
+    assert [m["id"] for m in first.json()] == fitted[:0:-1]
+    for model in first.json():
+        assert api.delete(f"/models/{model['id']}", headers=headers).status_code == 204
+    following = api.get(_next(first).removeprefix("/api/v1"), headers=headers)
+    assert following.status_code == 200, following.text  # was 404: its anchor was gone
+    assert [m["id"] for m in following.json()] == [fitted[0]]
+    mangled = api.get("/models", params={"limit": 1, "before": "x_1"}, headers=headers)
+    assert (mangled.status_code, mangled.json()["code"]) == (422, "validation_error")

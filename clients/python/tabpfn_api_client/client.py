@@ -9,6 +9,7 @@ import os
 import random
 import ssl
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -277,8 +278,10 @@ class Client:
         retry: bool | None = None,
         auth: bool = True,
         timeout: float | None = None,
+        links: dict[str, Any] | None = None,
     ) -> Any:
-        """One API call with retries; returns the decoded JSON (None for 204).
+        """One API call with retries; returns the decoded JSON (None for 204), and fills
+        `links`, if given, with the answer's `Link` header by relation (httpx's `links`).
 
         `retry` says whether a request that may have reached the server can be sent
         again (GETs, and submits with an Idempotency-Key); requests that surely did
@@ -332,6 +335,8 @@ class Client:
                 attempt += 1
                 continue
             if response.is_success:
+                if links is not None:
+                    links.update(response.links)
                 if response.status_code == 204 or not response.content:
                     return None
                 return response.json()
@@ -530,11 +535,13 @@ class Client:
         status: str | None = None,
         type: str | None = None,
         metadata: dict[str, str] | None = None,
+        page_size: int = 200,
     ) -> Iterator[Job]:
-        """All your jobs (those with `metadata`'s pairs), newest first, page after page."""
+        """All your jobs (those with `metadata`'s pairs), newest first, `page_size` (at
+        most 200) a request; the service's cursor holds even if you delete them as you go."""
         before = None
         while True:
-            params = {**_list_params(status, type, metadata), "limit": 200}
+            params = {**_list_params(status, type, metadata), "limit": page_size}
             if before is not None:
                 params["before"] = before
             page = self._request("GET", "/jobs", params=params)
@@ -564,15 +571,19 @@ class Client:
         params = {k: v for k, v in (("limit", limit), ("before", before)) if v is not None}
         return self._request("GET", "/models", params=params or None)
 
-    def iter_models(self) -> Iterator[dict[str, Any]]:
-        """All your fitted models, newest first, page after page."""
-        before = None
+    def iter_models(self, *, page_size: int = 200) -> Iterator[dict[str, Any]]:
+        """All your fitted models, newest first, `page_size` (at most 1,000) a request,
+        following each page's `Link` header, whose cursor holds even if you delete the
+        models as you go."""
+        params: dict[str, Any] = {"limit": page_size}
         while True:
-            page = self.list_models(limit=200, before=before)
+            links: dict[str, Any] = {}
+            page = self._request("GET", "/models", params=params, links=links)
             yield from page
-            if len(page) < 200:
+            following = links.get("next")
+            if not following:
                 return
-            before = page[-1]["id"]
+            params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(following["url"]).query))
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         return self._request("GET", f"/models/{model_id}")
