@@ -23,12 +23,18 @@ def _next(response) -> str | None:
     return match.group(1)
 
 
-def test_pages_of_models_follow_each_other_newest_first(api, stack):
-    headers = register(api)
+def _fit_models(api, headers, count: int) -> list[str]:
+    """`count` models, fitted one after another: their ids, oldest first."""
     fitted = []
-    for _ in range(5):
+    for _ in range(count):
         job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
         fitted.append(wait_for_job(api, headers, job_id)["model_id"])
+    return fitted
+
+
+def test_pages_of_models_follow_each_other_newest_first(api, stack):
+    headers = register(api)
+    fitted = _fit_models(api, headers, 5)
     newest_first = fitted[::-1]
 
     everything = api.get("/models", headers=headers)
@@ -67,10 +73,7 @@ def test_a_cursor_that_is_not_the_callers_model_is_404_and_a_bad_limit_422(api, 
 def test_pages_follow_on_when_the_models_of_a_page_are_deleted(api, stack):
     """The cleanup loop: list a page, delete its models, follow the Link."""
     headers = register(api)
-    fitted = []
-    for _ in range(3):
-        job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
-        fitted.append(wait_for_job(api, headers, job_id)["model_id"])
+    fitted = _fit_models(api, headers, 3)
     first = api.get("/models", params={"limit": 2}, headers=headers)
     assert [m["id"] for m in first.json()] == fitted[:0:-1]
     for model in first.json():
