@@ -43,6 +43,7 @@ from shared.core.errors import NotFound, ResultNotAvailable, Unauthorized, Valid
 from shared.jobs import list_cursor
 from shared.jobs import submit as jobs
 from shared.jobs.deletion import delete_job as remove_job
+from shared.jobs.events import answers_alone
 from shared.jobs.idempotency import HashedRequest, create_once
 from shared.jobs.job_metadata import parse_filters
 from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
@@ -621,9 +622,7 @@ async def _when_ended(
     while True:
         final = watch.final
         if final is not None and final["user_id"] == str(user.id):
-            if "labels" not in final:
-                # An end whose labels were too long to send (shared.jobs.events), or
-                # sent by a worker of the release before them: the job as stored.
+            if not answers_alone(final):  # some fields not sent: the job as stored
                 return await run_in_threadpool(_read, _job_view, user, job.id, key_id)
             # Ended: the message carried the fields; no need to read them back, but
             # the key may have been revoked while the request waited.

@@ -56,6 +56,15 @@ FINAL_FIELDS = (
     Job.upstream_timings,
     Job.labels,
 )
+# What a waiter needs of an end's message to answer from it alone.
+FINAL_KEYS = frozenset(column.key for column in FINAL_FIELDS)
+
+
+def answers_alone(final: Mapping[str, Any]) -> bool:
+    """Whether an end's fields are all there to answer from: not when its labels were
+    too long to send (below), nor from a worker of a release that sent fewer fields
+    (a rolling upgrade). Otherwise the waiter reads the job."""
+    return final.keys() >= FINAL_KEYS
 
 
 def job_changed(
@@ -71,7 +80,7 @@ def job_changed(
         fields = {key: _plain(value) for key, value in final.items()}
         labels = fields.get("labels")
         if labels is not None and len(json.dumps(labels)) > LABELS_IN_MESSAGE_MAX:
-            del fields["labels"]  # its waiters read the job (api.routers.jobs._when_ended)
+            del fields["labels"]  # so its waiters read the job (answers_alone)
         message += " " + json.dumps(fields)
     after_commit(session, partial(_publish, message))
 
