@@ -20,11 +20,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 
 from shared.accounts.security import decrypt_secret
 from shared.core.db import session_scope
 from shared.core.errors import INVALID_API_KEY, Unauthorized
+from shared.core.metrics import fold_finished_jobs
 from shared.jobs import states as js
 from shared.jobs.events import job_changed
 from shared.jobs.lifecycle import canceled
@@ -62,7 +63,7 @@ def delete_account(*, user_id: uuid.UUID) -> bool:
             .values(**canceled("The account was deleted."))
             .returning(Job.id)
         ).all()
-        session.execute(text("SELECT fold_finished_jobs()"))
+        fold_finished_jobs(session)
         upstream_ids = session.scalars(
             select(FittedModel.upstream_model_id).where(FittedModel.user_id == user_id)
         ).all()

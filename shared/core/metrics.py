@@ -178,13 +178,17 @@ def _broker_queue_length() -> int | None:
         return None
 
 
-def fold_finished_jobs() -> int:
+def fold_finished_jobs(session: Session | None = None) -> int:
     """Count the jobs finished since the last fold into the totals; how many it counted.
 
-    Committed on its own, before a scrape reads the totals: its row locks on the
-    totals go with its commit, not with the scrape's reads."""
-    with session_scope() as session:
+    Without `session`, committed on its own, before a scrape reads the totals: its
+    row locks on the totals go with its commit, not with the scrape's reads. With
+    one, in its transaction: a deletion counts the jobs whose rows it is about to
+    delete, and the totals stay counters."""
+    if session is not None:
         return session.execute(text("SELECT fold_finished_jobs()")).scalar_one()
+    with session_scope() as own:
+        return fold_finished_jobs(own)
 
 
 def read_snapshot() -> Snapshot:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from shared.core.errors import JobNotFinished
+from shared.core.metrics import fold_finished_jobs
 from shared.jobs.states import FINISHED
 from shared.jobs.submit import get_job
 from shared.models import Job, User
@@ -30,6 +31,6 @@ def delete_job(*, session: Session, user: User, job_id: uuid.UUID) -> None:
         )
     # The /metrics totals are counters built from finished jobs' rows as they are
     # folded (shared.core.metrics): this one is counted before its row goes.
-    session.execute(text("SELECT fold_finished_jobs()"))
+    fold_finished_jobs(session)
     # The cascades take its data, result, webhook deliveries and idempotency key.
     session.execute(delete(Job).where(Job.id == job.id))
