@@ -105,6 +105,7 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
 # fk_<table>_job_id_jobs (shared/models.py).
 _TO_USERS = "_user_id_users"
 _TO_JOBS = "_job_id_jobs"
+_FOREIGN_KEY_VIOLATION = "23503"  # PostgreSQL's SQLSTATE
 
 
 async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
@@ -112,13 +113,12 @@ async def _integrity_error(request: Request, exc: IntegrityError) -> JSONRespons
     while this request, authenticated before, was under way. Its key is gone, so
     the answer is the one that key gets from now on: 401, nothing stored. A row
     naming a job that is no more (deleted meanwhile) is that job's 404."""
-    diag = getattr(exc.orig, "diag", None)
-    constraint = getattr(diag, "constraint_name", None) or ""
-    if getattr(exc.orig, "pgcode", None) == "23503" and constraint.endswith(_TO_USERS):
-        return await _service_error(request, Unauthorized(INVALID_API_KEY))
-    if getattr(exc.orig, "pgcode", None) == "23503" and constraint.endswith(_TO_JOBS):
-        # A row for a job deleted meanwhile (a webhook redelivery racing DELETE /jobs/{id}).
-        return await _service_error(request, NotFound("The job was deleted."))
+    if getattr(exc.orig, "pgcode", None) == _FOREIGN_KEY_VIOLATION:
+        constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or ""
+        if constraint.endswith(_TO_USERS):
+            return await _service_error(request, Unauthorized(INVALID_API_KEY))
+        if constraint.endswith(_TO_JOBS):  # e.g. a webhook redelivery racing DELETE /jobs/{id}
+            return await _service_error(request, NotFound("The job was deleted."))
     return await _database_error(request, exc)
 
 

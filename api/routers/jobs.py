@@ -525,7 +525,7 @@ def list_jobs(
         session=session,
         user=user,
         limit=limit,
-        before=list_cursor.decode(before) if before else None,
+        before=list_cursor.decode(before),
         status=job_status,
         type_=job_type,
         labels=parse_filters(metadata or []),

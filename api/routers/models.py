@@ -49,8 +49,9 @@ def list_models(
     `Link` header (`rel="next"`, RFC 8288); the last page has none."""
     # One more than asked: whether a next page exists, without sending an empty one.
     wanted = None if limit is None else limit + 1
-    anchor = list_cursor.decode(before) if before else None
-    page = jobs.list_models(session=session, user=user, limit=wanted, before=anchor)
+    page = jobs.list_models(
+        session=session, user=user, limit=wanted, before=list_cursor.decode(before)
+    )
     if limit is not None and len(page) > limit:
         page = page[:limit]
         # Where the page ended, not only its last model: the next page follows even if

@@ -35,8 +35,10 @@ def encode(created_at: datetime, job_id: uuid.UUID) -> str:
     return f"{job_id}_{(created_at - _EPOCH) // _MICROSECOND}"
 
 
-def decode(text: str) -> ListAnchor | uuid.UUID:
-    """A cursor's anchor, or a bare job id to look up; a 422 for anything else."""
+def decode(text: str | None) -> ListAnchor | uuid.UUID | None:
+    """A cursor's anchor, or a bare id to look up; None for none; a 422 for anything else."""
+    if text is None:
+        return None
     job_id, underscore, micros = text.partition("_")
     try:
         parsed = uuid.UUID(job_id)

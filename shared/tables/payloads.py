@@ -186,7 +186,7 @@ NUL = "\x00"
 
 
 def holds_nul(where: str) -> ValidationFailed:
-    """The refusal of a NUL character (U+0000) in a name, a label or an option.
+    """The refusal of a NUL character (U+0000) in a name, a label, an option or metadata.
 
     Those are stored as PostgreSQL text or JSON, which cannot hold NUL (a label
     failed the job after its fit, storing the classes; an option was a 503), and
@@ -194,8 +194,7 @@ def holds_nul(where: str) -> ValidationFailed:
     stored and sent as Parquet, which holds any text, and come back in no result.
     """
     return ValidationFailed(
-        f"{where} holds a NUL character (U+0000), which names, class labels and options "
-        "cannot hold."
+        f"{where} holds a NUL character (U+0000), which cannot be stored: remove it."
     )
 
 
