@@ -179,12 +179,20 @@ def infer_task(y: pd.Series) -> str:
     return "classification" if whole and len(np.unique(values)) <= 10 else "regression"
 
 
-def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _split_pairs(pairs: Sequence[str] | None, flag: str, form: str, example: str) -> dict[str, str]:
+    """Repeated `--flag NAME=VALUE` arguments, by name; a usage error for any other form."""
+    split: dict[str, str] = {}
     for pair in pairs or []:
         name, sep, text = pair.partition("=")
         if not sep or not name:
-            raise CLIError(f"--option {pair!r}: use NAME=VALUE, e.g. --option n_estimators=4.")
+            raise CLIError(f"{flag} {pair!r}: use {form}, e.g. {flag} {example}.")
+        split[name] = text
+    return split
+
+
+def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, text in _split_pairs(pairs, "--option", "NAME=VALUE", "n_estimators=4").items():
         try:
             options[name] = json.loads(text)
         except ValueError:
@@ -194,13 +202,7 @@ def parse_options(pairs: Sequence[str] | None) -> dict[str, Any]:
 
 def parse_metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
     """--meta KEY=VALUE pairs (repeated) as a job's metadata; the value stays text."""
-    metadata: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--meta {pair!r}: use KEY=VALUE, e.g. --meta order=A-17.")
-        metadata[key] = value
-    return metadata or None
+    return _split_pairs(pairs, "--meta", "KEY=VALUE", "order=A-17") or None
 
 
 def parse_quantiles(text: str | None) -> list[float] | None:

@@ -522,11 +522,7 @@ class Client:
         (`iter_jobs` pages by the service's cursor, which holds even if you delete the jobs
         as you go).
         `metadata`: only jobs whose metadata holds every one of these pairs."""
-        params = _list_params(status, type, metadata)
-        params["limit"] = limit
-        if before is not None:
-            params["before"] = before
-        page = self._request("GET", "/jobs", params=params)
+        page = self._jobs_page(status, type, metadata, limit, before)
         return [Job(self, j) for j in page["jobs"]]
 
     def iter_jobs(
@@ -541,15 +537,29 @@ class Client:
         most 200) a request; the service's cursor holds even if you delete them as you go."""
         before = None
         while True:
-            params = {**_list_params(status, type, metadata), "limit": page_size}
-            if before is not None:
-                params["before"] = before
-            page = self._request("GET", "/jobs", params=params)
+            page = self._jobs_page(status, type, metadata, page_size, before)
             for data in page["jobs"]:
                 yield Job(self, data)
             before = page.get("next_cursor")
             if not before:
                 return
+
+    def _jobs_page(
+        self,
+        status: str | None,
+        type: str | None,
+        metadata: dict[str, str] | None,
+        limit: int,
+        before: str | None,
+    ) -> dict[str, Any]:
+        """One `GET /jobs` answer; metadata as repeated `metadata=key:value`."""
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("status", status), ("type", type), ("before", before)):
+            if value is not None:
+                params[name] = value
+        if metadata:
+            params["metadata"] = [f"{key}:{value}" for key, value in metadata.items()]
+        return self._request("GET", "/jobs", params=params)
 
     def cancel_job(self, job_id: str) -> Job:
         return Job(self, {"id": str(job_id), "status": "unknown", "type": "unknown"}).cancel()
@@ -599,16 +609,6 @@ def _add_hooks(
         body["callback_url"] = callback_url
     if metadata:
         body["metadata"] = metadata
-
-
-def _list_params(
-    status: str | None, type: str | None, metadata: dict[str, str] | None
-) -> dict[str, Any]:
-    """GET /jobs's filters; metadata as repeated `metadata=key:value`."""
-    params: dict[str, Any] = {k: v for k, v in (("status", status), ("type", type)) if v}
-    if metadata:
-        params["metadata"] = [f"{key}:{value}" for key, value in metadata.items()]
-    return params
 
 
 def _table(X: Any, columns: Sequence[str] | None) -> dict[str, Any]:
