@@ -39,10 +39,11 @@ from shared.jobs import states as js
 from shared.jobs.lifecycle import (
     Claim,
     fail_job,
-    hand_back,
+    hand_back_runs_of,
     release_dead_run,
     requeue_job,
     succeed_job,
+    this_worker,
     wait_for_window,
 )
 from shared.jobs.repository import (
@@ -140,8 +141,6 @@ def release_dead_runs() -> int:
     run's attempt counts, as the sweeper's recovery would count it; a live process
     or another host's is never touched.
     """
-    from shared.jobs.lifecycle import this_worker
-
     host = this_worker().rpartition(":")[0]
     with session_scope() as session:
         rows = running_jobs_on_host(session=session, host=host)
@@ -582,15 +581,15 @@ def _refund_unsent(claim: Claim, loaded: _Loaded | None) -> None:
 
 
 def hand_back_in_flight() -> int:
-    """Give every job this process still runs back to the queue (shutdown past its grace)."""
-    handed = 0
+    """Give every job this process still runs back to the queue (shutdown past its grace),
+    those whose claim has just committed included; how many."""
     for lease in keeper().held():
-        with session_scope() as session:
-            if hand_back(session=session, claim=lease.claim):
-                handed += 1
-        lease.lost = True
-        enqueue_job(lease.claim.job_id)
-    return handed
+        lease.lost = True  # whatever its thread does next is not wanted
+    with session_scope() as session:
+        handed = hand_back_runs_of(session=session, worker=this_worker())
+    for job_id in handed:
+        enqueue_job(job_id)
+    return len(handed)
 
 
 def retry_delay(attempt: int) -> float:

@@ -366,9 +366,22 @@ def wait_for_window(*, session: Session, claim: Claim, until: datetime) -> bool:
     )
 
 
-def hand_back(*, session: Session, claim: Claim) -> bool:
-    """Give a job back to the queue untouched (its worker is shutting down): not an attempt."""
-    return _give_back(claim, session, run_after=None)
+def hand_back_runs_of(*, session: Session, worker: str) -> list[uuid.UUID]:
+    """Give every job that `worker` ("<host>:<pid>", this_worker()) runs back to the queue
+    untouched (the process is shutting down): not an attempt; the jobs given back.
+
+    By the claims' holder in the rows, not by the process's leases: a claim committed
+    a moment before the shutdown, whose lease was not yet taken, is given back too
+    (it was left running until the sweeper's lease timeout)."""
+    handed = session.scalars(
+        update(Job)
+        .where(Job.status == js.RUNNING, Job.worker == worker)
+        .values(status=js.QUEUED, stage=None, attempts=Job.attempts - 1, run_after=None)
+        .returning(Job.id)
+    ).all()
+    for job_id in handed:
+        job_changed(session, job_id, js.QUEUED)
+    return list(handed)
 
 
 def canceled(message: str) -> dict[str, Any]:

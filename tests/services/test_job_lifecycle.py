@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.jobs import states as js
@@ -15,6 +15,7 @@ from shared.jobs.lifecycle import (
     Claim,
     claim_head,
     fail_job,
+    hand_back_runs_of,
     heartbeat,
     release_dead_run,
     set_stage,
@@ -156,3 +157,18 @@ def test_a_claim_takes_the_oldest_job_within_the_cap_and_says_what_remains(
     assert head.claim.job_id == order[1].id and not head.more, "the cap is reached now"
     assert claim_head(session=session, user_id=user.id, cap=2) is None
     assert _state(session, order[2].id)[0] == js.QUEUED
+
+
+def test_a_shutdown_gives_back_every_run_of_its_process_and_only_those(session: Session) -> None:
+    # Claimed here, with no lease taken yet: a claim that committed just before a cold
+    # shutdown. It is given back untouched (not an attempt); another process's run stays.
+    mine = make_job(session=session, user=make_user(session=session))
+    theirs = make_job(session=session, user=make_user(session=session))
+    claim_job(session=session, job_id=mine.id)
+    claim_job(session=session, job_id=theirs.id)
+    session.execute(update(Job).where(Job.id == theirs.id).values(worker="elsewhere:1"))
+
+    assert hand_back_runs_of(session=session, worker=this_worker()) == [mine.id]
+    assert _state(session, mine.id) == (js.QUEUED, None, 0, None)
+    assert _state(session, theirs.id) == (js.RUNNING, js.STAGE_FITTING, 1, None)
+    assert hand_back_runs_of(session=session, worker=this_worker()) == []
