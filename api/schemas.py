@@ -213,7 +213,7 @@ class JobOut(BaseModel):
     error: JobError | None
     upstream_timings: dict[str, Any] | None
     metadata: dict[str, str] | None = Field(
-        description="Your labels from the submit, as given; null if none."
+        description="Your labels: as given at submit, or as changed since by PATCH; null if none."
     )
     waiting: JobWaiting | None = Field(
         default=None, description="Why a queued job has not started yet; null otherwise."
@@ -228,6 +228,22 @@ class WaitedJobOut(JobOut):
         default=None,
         description="The job's result, as GET /jobs/{id}/result sends it; "
         "only when the job succeeded.",
+    )
+
+
+class JobUpdate(_Strict):
+    """A change to a job: its labels, as a JSON Merge Patch (RFC 7396)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"metadata": {"status": "shipped", "draft": None}}]},
+    )
+    metadata: dict[str, str | None] | None = Field(
+        default=None,
+        description="Pairs to set (text) or remove (null); null removes every pair; "
+        "leave it out to change nothing. The labels that result keep the submit's "
+        "limits: at most 16 pairs; keys of 1 to 64 letters, digits, _, - or .; values "
+        "text of at most 512 characters.",
     )
 
 

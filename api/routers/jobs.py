@@ -30,6 +30,7 @@ from api.schemas import (
     JobPage,
     JobStatus,
     JobType,
+    JobUpdate,
     Output,
     PredictRequest,
     Task,
@@ -46,6 +47,7 @@ from shared.jobs.deletion import delete_job as remove_job
 from shared.jobs.events import answers_alone
 from shared.jobs.idempotency import HashedRequest, create_once
 from shared.jobs.job_metadata import parse_filters
+from shared.jobs.relabel import relabel_job
 from shared.jobs.states import FINISHED, QUEUED, SUCCEEDED
 from shared.jobs.waiting import UserQueue, user_queue, waiting
 from shared.models import Job, User
@@ -620,6 +622,8 @@ async def _when_ended(
     Every look after a wait checks that the caller's key `key_id` is still active;
     `check_key_on_end=False`: not the end's, which the caller checks itself."""
     while True:
+        if job.status in FINISHED:  # as read from its row, with its labels as they are now
+            return job
         final = watch.final
         if final is not None and final["user_id"] == str(user.id):
             if not answers_alone(final):  # some fields not sent: the job as stored
@@ -630,7 +634,7 @@ async def _when_ended(
                 await run_in_threadpool(_check_key, key_id)
             return job_out(SimpleNamespace(**final))
         remaining = deadline - time.monotonic()
-        if job.status in FINISHED or remaining <= 0:
+        if remaining <= 0:
             return job
         await next_change(watch, remaining)
         if watch.final is None:  # the re-check timer, or an end without its fields
@@ -697,6 +701,30 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Job
     """A queued job is canceled at once and never runs. A running job is marked
     canceled now; its worker stops at its next step and its outcome is discarded."""
     return job_out(jobs.cancel(session=session, user=user, job_id=job_id))
+
+
+@router.patch(
+    "/{job_id}",
+    summary="Change a job's metadata",
+    responses={
+        404: {"model": ErrorOut, "description": "not_found"},
+        422: {"model": ErrorOut, "description": "validation_error: the labels' rules"},
+    },
+)
+def update_job(
+    job_id: uuid.UUID, body: JobUpdate, session: SessionDep, user: CurrentUser
+) -> JobOut:
+    """`metadata` is merged into the job's labels as a JSON Merge Patch (RFC 7396):
+    `{"metadata": {"status": "shipped", "draft": null}}` sets `status` and removes
+    `draft`; `{"metadata": null}` removes them all. Any job, queued, running or
+    ended. Its webhook event keeps the labels the job had when it ended.
+    `Content-Type: application/json` or `application/merge-patch+json`."""
+    if "metadata" in body.model_fields_set:
+        job = relabel_job(session=session, user=user, job_id=job_id, patch=body.metadata)
+    else:  # nothing to change
+        job = jobs.get_job(session=session, user=user, job_id=job_id)
+    queue = user_queue(session=session, user_id=user.id) if job.status == QUEUED else None
+    return job_out(job, queue)
 
 
 @router.delete(

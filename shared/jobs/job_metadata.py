@@ -50,6 +50,26 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
     return metadata or None
 
 
+def merged(current: dict[str, str] | None, patch: Any) -> dict[str, str] | None:
+    """`current` changed by `patch` as a JSON Merge Patch (RFC 7396) changes an object:
+    a key given text is set, a key given null is removed, a null patch removes every
+    pair. The result is held to the same rules as a submit's, as a whole."""
+    if patch is None:
+        return None
+    if not isinstance(patch, dict):
+        raise ValidationFailed(
+            'metadata must be a JSON object, e.g. {"order": "A-18", "stale": null} '
+            "(text sets a key, null removes it), or null to remove every pair."
+        )
+    result = dict(current or {})
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return check_metadata(result)
+
+
 def parse_filters(filters: list[str]) -> dict[str, str]:
     """GET /jobs's `metadata=key:value` filters as one object the job's must contain."""
     wanted: dict[str, str] = {}

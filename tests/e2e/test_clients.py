@@ -1036,6 +1036,10 @@ other = client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"], metadata=
 other.wait(timeout=60)  # no job of this test outlives it
 print(done.metadata["run"], [j.id for j in client.list_jobs(metadata={"run": "sdk-7"})] == [fit.id])
 print(sum(1 for _ in client.iter_jobs(metadata={"run": "x"})))
+# Changed after the end: set one, remove one; then every pair.
+changed = client.update_job(other.id, metadata={"run": None, "stage": "kept"})
+print(changed.metadata, client.get_job(other.id).metadata)
+print(client.update_job(other.id, metadata=None).metadata)
 """
 
 
@@ -1044,7 +1048,12 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
 ):
     key = register(api)["Authorization"].removeprefix("Bearer ")
     run = _python(sdk_venv, METADATA_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=key)
-    assert run.stdout.split() == ["sdk-7", "True", "1"], run.stdout + run.stderr
+    assert run.stdout.splitlines() == [
+        "sdk-7 True",
+        "1",
+        "{'stage': 'kept'} {'stage': 'kept'}",
+        "None",
+    ], run.stdout + run.stderr
 
     train, _, _ = iris_files
     labels = ("--meta", "run=cli-9", "--meta", "team=growth")
@@ -1072,6 +1081,24 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
     assert [j["id"] for j in json.loads(found.stdout)] == [job_id]
     bad = _cli(sdk_venv, stack, "jobs", "--meta", "run", TABPFN_API_KEY=key)
     assert bad.returncode != 0 and "KEY=VALUE" in bad.stderr
+
+    # `label` changes them after the submit.
+    label = ("label", job_id, "--meta", "team=ops", "--meta", "stage=live", "--unset", "run")
+    relabelled = _cli(sdk_venv, stack, *label, TABPFN_API_KEY=key)
+    assert relabelled.returncode == 0, relabelled.stdout + relabelled.stderr
+    assert relabelled.stdout.strip() == f"fit job {job_id}: team=ops, stage=live"
+    assert api.get(f"/jobs/{job_id}", headers=headers).json()["metadata"] == {
+        "team": "ops",
+        "stage": "live",
+    }
+    cleared = _cli(sdk_venv, stack, "label", job_id, "--clear", "--json", TABPFN_API_KEY=key)
+    assert json.loads(cleared.stdout)["metadata"] is None, cleared.stdout + cleared.stderr
+    nothing = _cli(sdk_venv, stack, "label", job_id, TABPFN_API_KEY=key)
+    assert nothing.returncode != 0 and "Nothing to change" in nothing.stderr
+    too_long = _cli(
+        sdk_venv, stack, "label", job_id, "--meta", "k=" + "x" * 513, TABPFN_API_KEY=key
+    )
+    assert too_long.returncode != 0 and "513 characters" in too_long.stderr
 
 
 DELETE_JOB_SCRIPT = """

@@ -10,6 +10,7 @@ from shared.jobs.job_metadata import (
     MAX_PAIRS,
     MAX_VALUE_CHARS,
     check_metadata,
+    merged,
     parse_filters,
 )
 
@@ -62,3 +63,29 @@ def test_filters_split_at_the_first_colon_and_must_agree():
     for bad in (["order"], [":A"], ["a b:c"], ["order:A", "order:B"]):
         with pytest.raises(ValidationFailed):
             parse_filters(bad)
+
+
+def test_a_merge_patch_sets_replaces_and_removes_pairs():
+    current = {"order": "A-17", "draft": "yes"}
+    patch = {"order": "A-18", "shipped": "today", "draft": None, "absent": None}
+    assert merged(current, patch) == {"order": "A-18", "shipped": "today"}
+    assert current == {"order": "A-17", "draft": "yes"}  # not changed in place
+    assert merged(current, {}) == current
+    assert merged(None, {"run": "7"}) == {"run": "7"}
+    assert merged(current, None) is None  # null removes every pair
+    assert merged(current, {"order": None, "draft": None}) is None  # none left
+
+
+def test_a_merge_patch_keeps_the_rules_for_the_labels_it_leaves():
+    full = {f"k{i}": "v" for i in range(MAX_PAIRS)}
+    with pytest.raises(ValidationFailed, match=f"{MAX_PAIRS + 1} pairs"):
+        merged(full, {"one_more": "v"})
+    # Replacing one pair of sixteen, or removing one to add another, stays within them.
+    assert merged(full, {"k0": "w"})["k0"] == "w"
+    assert "new" in merged(full, {"k0": None, "new": "v"})
+    for bad in ({"a key": "v"}, {"k": "x" * (MAX_VALUE_CHARS + 1)}, {"k": 1}, {"k": "\x00"}):
+        with pytest.raises(ValidationFailed):
+            merged(None, bad)
+    for not_an_object in (["k", "v"], "k=v", 3):
+        with pytest.raises(ValidationFailed, match="JSON object"):
+            merged(full, not_an_object)

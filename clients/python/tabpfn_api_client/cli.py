@@ -504,6 +504,27 @@ class App:
         print(f"{job.type} job {job.id}: {job.status}", file=self.out)
         return 0
 
+    def cmd_label(self) -> int:
+        self.require_key()
+        changes: dict[str, str | None] | None = {
+            **dict.fromkeys(self.args.unset or []),
+            **(parse_metadata(self.args.meta) or {}),
+        }
+        if self.args.clear:
+            if changes:
+                raise CLIError("--clear removes every label: give it without --meta or --unset.")
+            changes = None
+        elif not changes:
+            raise CLIError("Nothing to change: give --meta KEY=VALUE, --unset KEY or --clear.")
+        job = self.client.update_job(self.args.job, metadata=changes)
+        if self.args.json:
+            self.emit_json(job.data)
+            return 0
+        labels = job.metadata or {}
+        shown = ", ".join(f"{key}={value}" for key, value in labels.items()) or "(none)"
+        print(f"{job.type} job {job.id}: {shown}", file=self.out)
+        return 0
+
     def cmd_delete_job(self) -> int:
         self.require_key()
         self.client.delete_job(self.args.job)
@@ -611,7 +632,10 @@ TabPFN verifies it first; your API keys, models and jobs stay.""",
   tabpfn-api-client wait JOB_ID -o predictions.csv --timeout 600""",
     "jobs": """examples:
   tabpfn-api-client jobs --status failed --limit 5
-  tabpfn-api-client jobs --meta run=2026-12-06          # the jobs labelled so at submit""",
+  tabpfn-api-client jobs --meta run=2026-12-06          # the jobs labelled so""",
+    "label": """examples:
+  tabpfn-api-client label JOB_ID --meta status=shipped --unset draft
+  tabpfn-api-client label JOB_ID --clear                # remove every label""",
 }
 
 
@@ -738,6 +762,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("cancel", "cancel a job")
     sub.add_argument("job")
     sub.set_defaults(run=App.cmd_cancel)
+
+    sub = command("label", "change a job's labels (its metadata), at any point of its life")
+    sub.add_argument("job")
+    sub.add_argument("--meta", action="append", metavar="KEY=VALUE", help="set this label (repeat)")
+    sub.add_argument("--unset", action="append", metavar="KEY", help="remove this label (repeat)")
+    sub.add_argument("--clear", action="store_true", help="remove every label")
+    sub.set_defaults(run=App.cmd_label)
 
     sub = command("delete-job", "delete a finished job and its data now (its model stays)")
     sub.add_argument("job")

@@ -116,7 +116,7 @@ class Job:
 
     @property
     def metadata(self) -> dict[str, str] | None:
-        """Your labels from the submit (`metadata=`), or None."""
+        """Your labels: from the submit (`metadata=`) or as changed since, or None."""
         return self.data.get("metadata")
 
     @property
@@ -560,6 +560,15 @@ class Client:
         if metadata:
             params["metadata"] = [f"{key}:{value}" for key, value in metadata.items()]
         return self._request("GET", "/jobs", params=params)
+
+    def update_job(self, job_id: str, *, metadata: dict[str, str | None] | None) -> Job:
+        """Change a job's labels, at any point of its life: pairs given text are set,
+        pairs given None removed (a JSON Merge Patch); `metadata=None` removes them all.
+        The labels that result keep the submit's limits (`ValidationError` otherwise,
+        and nothing changes)."""
+        # Retried: the same merge twice leaves the labels as once.
+        data = self._request("PATCH", f"/jobs/{job_id}", body={"metadata": metadata}, retry=True)
+        return Job(self, data)
 
     def cancel_job(self, job_id: str) -> Job:
         return Job(self, {"id": str(job_id), "status": "unknown", "type": "unknown"}).cancel()
