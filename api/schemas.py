@@ -231,8 +231,8 @@ class WaitedJobOut(JobOut):
     )
 
 
-class JobUpdate(_Strict):
-    """A change to a job: its labels, as a JSON Merge Patch (RFC 7396)."""
+class LabelsUpdate(_Strict):
+    """A change to a job's or a model's labels, as a JSON Merge Patch (RFC 7396)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -264,6 +264,11 @@ class ModelOut(BaseModel):
     n_features: int
     fit_job_id: uuid.UUID
     created_at: datetime
+    metadata: dict[str, str] | None = Field(
+        validation_alias="labels",
+        description="Your labels: its fit job's as that job ended, or as changed since by "
+        "PATCH; null if none.",
+    )
 
 
 class ErrorOut(BaseModel):

@@ -90,6 +90,16 @@ class ApiKey(Base):
 
 class FittedModel(Base):
     __tablename__ = "fitted_models"
+    __table_args__ = (
+        # GET /models?metadata=key:value, over the models that have labels.
+        Index(
+            "ix_fitted_models_labels",
+            "labels",
+            postgresql_using="gin",
+            postgresql_ops={"labels": "jsonb_path_ops"},
+            postgresql_where=text("labels IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -110,6 +120,9 @@ class FittedModel(Base):
     n_rows: Mapped[int] = mapped_column(Integer, nullable=False)
     n_features: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = _created_at()
+    # The caller's labels (the API's `metadata`): its fit job's as that job ended, then
+    # changed by PATCH /models/{id}. NULL: none.
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))
 
 
 class Job(Base):

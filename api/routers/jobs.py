@@ -30,7 +30,7 @@ from api.schemas import (
     JobPage,
     JobStatus,
     JobType,
-    JobUpdate,
+    LabelsUpdate,
     Output,
     PredictRequest,
     Task,
@@ -712,7 +712,7 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Job
     },
 )
 def update_job(
-    job_id: uuid.UUID, body: JobUpdate, session: SessionDep, user: CurrentUser
+    job_id: uuid.UUID, body: LabelsUpdate, session: SessionDep, user: CurrentUser
 ) -> JobOut:
     """`metadata` is merged into the job's labels as a JSON Merge Patch (RFC 7396):
     `{"metadata": {"status": "shipped", "draft": null}}` sets `status` and removes

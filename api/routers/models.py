@@ -9,9 +9,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import Caller, CurrentUser, SessionDep
-from api.schemas import ErrorOut, ModelOut
+from api.schemas import ErrorOut, LabelsUpdate, ModelOut
 from shared.jobs import list_cursor
 from shared.jobs import submit as jobs
+from shared.jobs.job_metadata import parse_filters
+from shared.jobs.relabel import relabel_model
 from shared.models import FittedModel
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -44,20 +46,33 @@ def list_models(
             "its last model)",
         ),
     ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        Query(
+            description="key:value (repeatable): only models whose metadata holds every "
+            "pair, e.g. ?metadata=name:churn."
+        ),
+    ] = None,
 ) -> list[ModelOut]:
     """With `limit`, a page that has more after it carries the next page's address in a
     `Link` header (`rel="next"`, RFC 8288); the last page has none."""
     # One more than asked: whether a next page exists, without sending an empty one.
     wanted = None if limit is None else limit + 1
+    filters = metadata or []
     page = jobs.list_models(
-        session=session, user=user, limit=wanted, before=list_cursor.decode(before)
+        session=session,
+        user=user,
+        limit=wanted,
+        before=list_cursor.decode(before),
+        labels=parse_filters(filters),
     )
     if limit is not None and len(page) > limit:
         page = page[:limit]
         # Where the page ended, not only its last model: the next page follows even if
         # that model is deleted meanwhile (shared.jobs.list_cursor).
+        cursor = list_cursor.encode(page[-1].created_at, page[-1].id)
         query = urlencode(
-            {"limit": limit, "before": list_cursor.encode(page[-1].created_at, page[-1].id)}
+            [("limit", limit), ("before", cursor), *(("metadata", f) for f in filters)]
         )
         response.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
     return [model_out(m) for m in page]
@@ -70,6 +85,28 @@ def list_models(
 )
 def get_model(model_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> ModelOut:
     return model_out(jobs.get_model(session=session, user=user, model_id=model_id))
+
+
+@router.patch(
+    "/{model_id}",
+    summary="Change a fitted model's metadata",
+    responses={
+        404: {"model": ErrorOut, "description": "model_not_found"},
+        422: {"model": ErrorOut, "description": "validation_error: the labels' rules"},
+    },
+)
+def update_model(
+    model_id: uuid.UUID, body: LabelsUpdate, session: SessionDep, user: CurrentUser
+) -> ModelOut:
+    """`metadata` is merged into the model's labels as a JSON Merge Patch (RFC 7396):
+    `{"metadata": {"name": "churn", "stage": null}}` sets `name` and removes `stage`;
+    `{"metadata": null}` removes them all. A model starts with its fit job's labels.
+    `Content-Type: application/json` or `application/merge-patch+json`."""
+    if "metadata" not in body.model_fields_set:  # nothing to change
+        return model_out(jobs.get_model(session=session, user=user, model_id=model_id))
+    return model_out(
+        relabel_model(session=session, user=user, model_id=model_id, patch=body.metadata)
+    )
 
 
 @router.delete(

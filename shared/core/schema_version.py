@@ -22,6 +22,7 @@ REVISIONS = (
     "0005_model_text_columns",
     "0006_api_key_names",
     "0007_job_metadata",
+    "0008_model_metadata",
 )
 HEAD = REVISIONS[-1]
 # The advisory lock `tabpfn-api migrate` holds while it upgrades (alembic/env.py): two

@@ -465,10 +465,14 @@ def list_models(
     user: User,
     limit: int | None = None,
     before: ListAnchor | uuid.UUID | None = None,
+    labels: dict[str, str] | None = None,
 ) -> list[FittedModel]:
     """The caller's models, newest first: all of them, or `limit` after `before` (where
-    the previous page ended, or a bare id of its last model, which must exist)."""
+    the previous page ended, or a bare id of its last model, which must exist).
+    `labels`: only models whose metadata holds every one of these pairs."""
     query = select(FittedModel).where(FittedModel.user_id == user.id)
+    if labels:
+        query = query.where(FittedModel.labels.contains(labels))
     if isinstance(before, uuid.UUID):
         before = get_model(session=session, user=user, model_id=before)
     if before is not None:

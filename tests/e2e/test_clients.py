@@ -1040,6 +1040,12 @@ print(sum(1 for _ in client.iter_jobs(metadata={"run": "x"})))
 changed = client.update_job(other.id, metadata={"run": None, "stage": "kept"})
 print(changed.metadata, client.get_job(other.id).metadata)
 print(client.update_job(other.id, metadata=None).metadata)
+# Models: the fit's labels, changed apart; found by them, across pages of one.
+model = client.update_model(done.model_id, metadata={"name": "churn"})
+print(model["metadata"], client.get_model(other.model_id)["metadata"])
+print([m["id"] for m in client.list_models(metadata={"run": "sdk-7"})] == [done.model_id])
+client.update_model(other.model_id, metadata={"name": "churn"})
+print(len(list(client.iter_models(metadata={"name": "churn"}, page_size=1))))
 """
 
 
@@ -1053,6 +1059,9 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
         "1",
         "{'stage': 'kept'} {'stage': 'kept'}",
         "None",
+        "{'run': 'sdk-7', 'name': 'churn'} {'run': 'x'}",
+        "True",
+        "2",
     ], run.stdout + run.stderr
 
     train, _, _ = iris_files
@@ -1099,6 +1108,18 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
         sdk_venv, stack, "label", job_id, "--meta", "k=" + "x" * 513, TABPFN_API_KEY=key
     )
     assert too_long.returncode != 0 and "513 characters" in too_long.stderr
+
+    # A model: named with `label --model`, found with `models --meta`.
+    model_id = api.get(f"/jobs/{job_id}", headers=headers).json()["model_id"]
+    named = _cli(
+        sdk_venv, stack, "label", "--model", model_id, "--meta", "name=iris", TABPFN_API_KEY=key
+    )
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert named.stdout.strip() == f"model {model_id}: run=cli-9, team=growth, name=iris"
+    models = _cli(sdk_venv, stack, "models", "--meta", "name=iris", TABPFN_API_KEY=key)
+    assert models.returncode == 0, models.stdout + models.stderr
+    assert model_id in models.stdout and "name=iris" in models.stdout
+    assert len(models.stdout.strip().splitlines()) == 3  # the header, its rule, one model
 
 
 DELETE_JOB_SCRIPT = """

@@ -359,7 +359,23 @@ def test_a_csv_goes_to_a_confusion_matrix_and_back_as_a_download(
     console.go("Models")
     page.locator("details.model").first.wait_for()
     page.locator("details.model summary").first.click()
+    # A model is named in its card, and found again by the name.
+    model = page.locator("details.model").first
+    model_id = model.get_attribute("id").removeprefix("model-")
+    model.get_by_label("Label key").fill("name")
+    model.get_by_label("Label value").fill("iris")
+    model.get_by_role("button", name="Set label").click()
+    expect(model.locator(".model-labels")).to_have_text(" · name: iris")
+    assert api.get(f"/models/{model_id}", headers=headers).json()["metadata"]["name"] == "iris"
     console.screenshot("models")
+    page.get_by_label("Metadata").fill("name:iris")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("details.model")).to_have_count(1)
+    assert page.locator("details.model").get_attribute("id") == f"model-{model_id}"
+    assert "metadata=name%3Airis" in page.url
+    page.get_by_label("Metadata").fill("name:nope")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_text("No models with the label name:nope.").wait_for()
 
     console.go("Usage")
     chart = page.locator("svg.usage-chart")
@@ -452,8 +468,16 @@ def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator
     labelled = {**fit, "metadata": {"order": "A-17"}}
     slow = api.post("/jobs/fit", json=labelled, headers=headers).json()["id"]
     console.open(f"#/jobs/{slow}")
-    # The caller's labels show in the job's summary.
-    expect(page.locator(".summary .job-metadata li")).to_have_text("order A-17")
+    # The caller's labels show on the job's page, and change there while it runs.
+    labels = page.locator(".labels .job-metadata li")
+    expect(labels).to_have_text(["order A-17 Remove"])
+    page.get_by_label("Label key").fill("stage")
+    page.get_by_label("Label value").fill("<b>live</b>")
+    page.get_by_role("button", name="Set label").click()
+    expect(labels).to_have_count(2)
+    page.get_by_role("button", name="Remove label order").click()
+    expect(labels).to_have_text(["stage <b>live</b> Remove"])
+    assert api.get(f"/jobs/{slow}", headers=headers).json()["metadata"] == {"stage": "<b>live</b>"}
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator(".summary .badge")).to_have_text("canceled")
     expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)

@@ -99,6 +99,9 @@ def test_labels_changed_while_a_job_runs_are_in_its_end_and_its_webhook(
     labels = {"order": "A-17", "stage": "promoted"}
     ended = api.get(f"/jobs/{job_id}?wait=60", headers=headers).json()
     assert (ended["status"], ended["metadata"]) == ("succeeded", labels)
+    # The fit's model starts with its job's labels as the job ended.
+    model = api.get(f"/models/{ended['model_id']}", headers=headers).json()
+    assert model["metadata"] == labels
     [delivery] = receiver.wait_for(1)
     event = Webhook(setup["webhook_secret"]).verify(delivery.body, delivery.headers)
     assert (event["data"]["job_id"], event["data"]["metadata"]) == (job_id, labels)

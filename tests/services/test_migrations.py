@@ -149,3 +149,45 @@ def test_invalid_scheduling_settings_are_refused_in_one_line():
         )
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [f"tabpfn-api worker: {name}: {words}"]
+
+
+def test_the_model_metadata_migration_gives_models_their_fit_jobs_labels(services):
+    url = create_database(services.admin_database_url)
+    engine = create_engine(url)
+    try:
+        command.upgrade(_config(url), "0007_job_metadata")
+        with engine.begin() as connection:
+            user = connection.execute(
+                text(
+                    "INSERT INTO users (id, tabpfn_token_encrypted, webhook_secret_encrypted) "
+                    "VALUES (gen_random_uuid(), 'x', 'y') RETURNING id"
+                )
+            ).scalar_one()
+            jobs = {}
+            for name, labels in (("labelled", '{"name": "churn"}'), ("plain", None)):
+                jobs[name] = connection.execute(
+                    text(
+                        "INSERT INTO jobs (id, user_id, type, status, params, attempts, labels) "
+                        "VALUES (gen_random_uuid(), :user, 'fit', 'succeeded', '{}', 1, "
+                        "CAST(:labels AS jsonb)) RETURNING id"
+                    ),
+                    {"user": user, "labels": labels},
+                ).scalar_one()
+                connection.execute(
+                    text(
+                        "INSERT INTO fitted_models (id, user_id, fit_job_id, task, options, "
+                        "upstream_model_id, columns, n_rows, n_features) VALUES "
+                        "(gen_random_uuid(), :user, :job, 'classification', '{}', 'u', "
+                        "'[\"x\"]', 4, 1)"
+                    ),
+                    {"user": user, "job": jobs[name]},
+                )
+        command.upgrade(_config(url), "head")
+        with engine.connect() as connection:
+            found = dict(
+                connection.execute(text("SELECT fit_job_id, labels FROM fitted_models")).all()
+            )
+        assert found == {jobs["labelled"]: {"name": "churn"}, jobs["plain"]: None}
+    finally:
+        engine.dispose()
+        drop_database(services.admin_database_url, url)

@@ -516,13 +516,18 @@ class App:
             changes = None
         elif not changes:
             raise CLIError("Nothing to change: give --meta KEY=VALUE, --unset KEY or --clear.")
-        job = self.client.update_job(self.args.job, metadata=changes)
+        if self.args.model:
+            data = self.client.update_model(self.args.id, metadata=changes)
+            what = f"model {data['id']}"
+        else:
+            job = self.client.update_job(self.args.id, metadata=changes)
+            data, what = job.data, f"{job.type} job {job.id}"
         if self.args.json:
-            self.emit_json(job.data)
+            self.emit_json(data)
             return 0
-        labels = job.metadata or {}
+        labels = data.get("metadata") or {}
         shown = ", ".join(f"{key}={value}" for key, value in labels.items()) or "(none)"
-        print(f"{job.type} job {job.id}: {shown}", file=self.out)
+        print(f"{what}: {shown}", file=self.out)
         return 0
 
     def cmd_delete_job(self) -> int:
@@ -564,9 +569,16 @@ class App:
     def cmd_models(self) -> int:
         self.require_key()
         return self.show_list(
-            self.client.list_models(),
-            ["id", "task", "rows", "features", "created"],
-            lambda m: [m["id"], m["task"], m["n_rows"], m["n_features"], _when(m["created_at"])],
+            self.client.list_models(metadata=parse_metadata(self.args.meta)),
+            ["id", "task", "rows", "features", "created", "metadata"],
+            lambda m: [
+                m["id"],
+                m["task"],
+                m["n_rows"],
+                m["n_features"],
+                _when(m["created_at"]),
+                " ".join(f"{k}={v}" for k, v in (m.get("metadata") or {}).items()),
+            ],
         )
 
     def show_list(
@@ -635,7 +647,9 @@ TabPFN verifies it first; your API keys, models and jobs stay.""",
   tabpfn-api-client jobs --meta run=2026-12-06          # the jobs labelled so""",
     "label": """examples:
   tabpfn-api-client label JOB_ID --meta status=shipped --unset draft
-  tabpfn-api-client label JOB_ID --clear                # remove every label""",
+  tabpfn-api-client label JOB_ID --clear                # remove every label
+  tabpfn-api-client label --model MODEL_ID --meta name=churn
+  tabpfn-api-client models --meta name=churn            # find it again""",
 }
 
 
@@ -763,8 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("job")
     sub.set_defaults(run=App.cmd_cancel)
 
-    sub = command("label", "change a job's labels (its metadata), at any point of its life")
-    sub.add_argument("job")
+    sub = command("label", "change the labels (metadata) of a job, or of a model with --model")
+    sub.add_argument("id", metavar="JOB", help="the job's id (a model's with --model)")
+    sub.add_argument("--model", action="store_true", help="the id is a fitted model's")
     sub.add_argument("--meta", action="append", metavar="KEY=VALUE", help="set this label (repeat)")
     sub.add_argument("--unset", action="append", metavar="KEY", help="remove this label (repeat)")
     sub.add_argument("--clear", action="store_true", help="remove every label")
@@ -774,7 +789,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("job")
     sub.set_defaults(run=App.cmd_delete_job)
 
-    command("models", "list your fitted models").set_defaults(run=App.cmd_models)
+    sub = command("models", "list your fitted models")
+    sub.add_argument(
+        "--meta", action="append", metavar="KEY=VALUE", help="only models with this label (repeat)"
+    )
+    sub.set_defaults(run=App.cmd_models)
     command("keys", "list your API keys (ids and names, never the keys)").set_defaults(
         run=App.cmd_keys
     )

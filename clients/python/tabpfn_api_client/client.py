@@ -273,7 +273,7 @@ class Client:
         path: str,
         *,
         body: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
+        params: dict[str, Any] | list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
         retry: bool | None = None,
         auth: bool = True,
@@ -558,7 +558,7 @@ class Client:
             if value is not None:
                 params[name] = value
         if metadata:
-            params["metadata"] = [f"{key}:{value}" for key, value in metadata.items()]
+            params["metadata"] = _filters(metadata)
         return self._request("GET", "/jobs", params=params)
 
     def update_job(self, job_id: str, *, metadata: dict[str, str | None] | None) -> Job:
@@ -583,18 +583,31 @@ class Client:
     # -- models ------------------------------------------------------------
 
     def list_models(
-        self, *, limit: int | None = None, before: str | None = None
+        self,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Your fitted models, newest first: all of them, or `limit` (at most 1,000)
-        after the model `before` (the last id of the previous page)."""
-        params = {k: v for k, v in (("limit", limit), ("before", before)) if v is not None}
+        after the model `before` (the last id of the previous page).
+        `metadata`: only models whose metadata holds every one of these pairs."""
+        params: dict[str, Any] = {
+            k: v for k, v in (("limit", limit), ("before", before)) if v is not None
+        }
+        if metadata:
+            params["metadata"] = _filters(metadata)
         return self._request("GET", "/models", params=params or None)
 
-    def iter_models(self, *, page_size: int = 200) -> Iterator[dict[str, Any]]:
-        """All your fitted models, newest first, `page_size` (at most 1,000) a request,
-        following each page's `Link` header, whose cursor holds even if you delete the
-        models as you go."""
-        params: dict[str, Any] = {"limit": page_size}
+    def iter_models(
+        self, *, metadata: dict[str, str] | None = None, page_size: int = 200
+    ) -> Iterator[dict[str, Any]]:
+        """All your fitted models (those with `metadata`'s pairs), newest first,
+        `page_size` (at most 1,000) a request, following each page's `Link` header, whose
+        cursor holds even if you delete the models as you go."""
+        params: dict[str, Any] | list[tuple[str, str]] = {"limit": page_size}
+        if metadata:
+            params["metadata"] = _filters(metadata)
         while True:
             links: dict[str, Any] = {}
             page = self._request("GET", "/models", params=params, links=links)
@@ -602,13 +615,27 @@ class Client:
             following = links.get("next")
             if not following:
                 return
-            params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(following["url"]).query))
+            # Pairs, not a dict: the link repeats `metadata` once per filter.
+            params = urllib.parse.parse_qsl(urllib.parse.urlsplit(following["url"]).query)
+
+    def update_model(
+        self, model_id: str, *, metadata: dict[str, str | None] | None
+    ) -> dict[str, Any]:
+        """Change a model's labels (it starts with its fit job's): pairs given text are
+        set, pairs given None removed; `metadata=None` removes them all."""
+        body = {"metadata": metadata}
+        return self._request("PATCH", f"/models/{model_id}", body=body, retry=True)
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         return self._request("GET", f"/models/{model_id}")
 
     def delete_model(self, model_id: str) -> None:
         self._request("DELETE", f"/models/{model_id}", retry=True)
+
+
+def _filters(metadata: dict[str, str]) -> list[str]:
+    """A list's `metadata` filter as the repeated `key:value` parameters it is sent as."""
+    return [f"{key}:{value}" for key, value in metadata.items()]
 
 
 def _add_hooks(

@@ -4,6 +4,7 @@
 import { call, downloadResult, followJob, isFinished, sleep } from "../api.js";
 import { fill, h } from "../dom.js";
 import { resultTable, timingBar } from "../charts.js";
+import { labelEditor } from "../labels.js";
 import {
   actionButton, badge, between, errorBox, formatSeconds, formatTime, loading, replaceTokenHint, waitingText,
 } from "../ui.js";
@@ -22,12 +23,6 @@ function summary(job) {
     ["Started", formatTime(job.started_at)],
     ["Finished", formatTime(job.finished_at)],
   ];
-  // The caller's own labels from the submit (`metadata`), as given.
-  const labels = Object.entries(job.metadata ?? {});
-  if (labels.length) {
-    rows.push(["Metadata", h("ul", { class: "job-metadata" },
-      labels.map(([key, value]) => h("li", null, h("code", null, key), " ", value)))]);
-  }
   return h("dl", { class: "summary summary-wide" }, rows.map(([term, value]) => [h("dt", null, term), h("dd", null, value)]));
 }
 
@@ -153,13 +148,16 @@ export async function render(main, { signal, params }) {
   const timelineSection = h("section", { "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"));
   const timelineBody = h("div");
   timelineSection.append(timelineBody);
+  const labelsBody = h("div");
   const resultBody = h("div", null, loading("Waiting for the job to end…"));
   const hooksBody = h("div", null, loading());
   const hooksErrors = h("div");
   const hooksActions = h("div", { class: "actions" });
   main.append(
     h("p", null, h("a", { href: "#/jobs" }, "← All jobs")),
-    title, actions, actionErrors, status, timelineSection,
+    title, actions, actionErrors, status,
+    h("section", { "aria-labelledby": "labels-title" }, h("h2", { id: "labels-title" }, "Metadata"), labelsBody),
+    timelineSection,
     h("section", { "aria-labelledby": "result-title" }, h("h2", { id: "result-title" }, "Result"), resultBody),
     h("section", { "aria-labelledby": "hooks-title" }, h("h2", { id: "hooks-title" }, "Webhook deliveries"),
       hooksActions, hooksErrors, hooksBody),
@@ -167,6 +165,8 @@ export async function render(main, { signal, params }) {
 
   let job = await call("GET", `/jobs/${jobId}`, { signal });
   const seen = new Map();
+  // Your labels (`metadata`): set and removed here at any point of the job's life.
+  fill(labelsBody, labelEditor(`/jobs/${jobId}`, job.metadata, { signal }));
 
   const loadHooks = async () => {
     const deliveries = await call("GET", `/jobs/${jobId}/webhooks`, { signal });

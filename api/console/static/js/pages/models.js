@@ -1,20 +1,27 @@
 // Models: the caller's fitted models, their columns and classes, and deleting one.
 
 import { call } from "../api.js";
-import { h } from "../dom.js";
+import { field, h } from "../dom.js";
+import { labelEditor } from "../labels.js";
 import { actionButton, errorBox, formatTime, loading, shortId } from "../ui.js";
 
-function modelCard(model, reload, open) {
+function labelsText(labels) {
+  const entries = Object.entries(labels ?? {});
+  return entries.length ? ` · ${entries.map(([k, v]) => `${k}: ${v}`).join(", ")}` : "";
+}
+
+function modelCard(model, reload, open, signal) {
   const errors = h("div");
   const remove = actionButton("Delete model", async () => {
     if (!window.confirm(`Delete model ${model.id}? Predictions with it will fail afterwards.`)) return;
     await call("DELETE", `/models/${model.id}`);
     await reload();
   }, { errors, kind: "danger" });
+  const described = h("span", { class: "model-labels" }, labelsText(model.metadata));
   return h(
     "details",
     { class: "model card", open, id: `model-${model.id}` },
-    h("summary", null, h("code", null, shortId(model.id)), ` ${model.task}, ${model.n_rows} rows × ${model.n_features} features, ${formatTime(model.created_at)}`),
+    h("summary", null, h("code", null, shortId(model.id)), ` ${model.task}, ${model.n_rows} rows × ${model.n_features} features, ${formatTime(model.created_at)}`, described),
     h("dl", { class: "summary" },
       h("dt", null, "Model id"), h("dd", null, h("code", null, model.id)),
       h("dt", null, "Task"), h("dd", null, model.task),
@@ -22,24 +29,42 @@ function modelCard(model, reload, open) {
       model.classes ? [h("dt", null, "Classes"), h("dd", null, h("ul", { class: "inline-list" }, model.classes.map((c) => h("li", null, String(c)))))] : null,
       h("dt", null, "Options"), h("dd", null, h("code", null, JSON.stringify(model.options))),
       h("dt", null, "Fitted by"), h("dd", null, h("a", { href: `#/jobs/${model.fit_job_id}` }, "job ", h("code", null, shortId(model.fit_job_id)))),
+      // Your labels (`metadata`): the fit job's to start with, then its own.
+      h("dt", null, "Metadata"), h("dd", null, labelEditor(`/models/${model.id}`, model.metadata, {
+        signal, onSaved: (updated) => { described.textContent = labelsText(updated.metadata); },
+      })),
     ),
     h("div", { class: "actions" }, remove),
     errors,
   );
 }
 
-export async function render(main, { signal, query }) {
+export async function render(main, { signal, query, navigate }) {
   const body = h("div", null, loading());
-  main.append(h("h1", null, "Models"), body);
   const wanted = query.get("id");
+  // One of the models' labels, as GET /models?metadata=key:value filters by it.
+  const filter = query.get("metadata") || "";
+  const filterInput = h("input", {
+    type: "search", name: "metadata", value: filter, placeholder: "name:churn", size: 18,
+  });
+  const filterForm = h("form", { class: "filters", "aria-label": "Filter models" },
+    field("Metadata", filterInput), h("button", { type: "submit" }, "Apply"));
+  filterForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = filterInput.value.trim();
+    navigate(value ? `/models?metadata=${encodeURIComponent(value)}` : "/models");
+  });
+  main.append(h("h1", null, "Models"), filterForm, body);
   const reload = async () => {
     try {
-      const models = await call("GET", "/models", { signal });
+      const path = filter ? `/models?metadata=${encodeURIComponent(filter)}` : "/models";
+      const models = await call("GET", path, { signal });
       if (!models.length) {
-        body.replaceChildren(h("p", { class: "empty" }, "No fitted models yet. A fit or fit-predict job makes one."));
+        const none = filter ? `No models with the label ${filter}.` : "No fitted models yet. A fit or fit-predict job makes one.";
+        body.replaceChildren(h("p", { class: "empty" }, none));
         return;
       }
-      body.replaceChildren(...models.map((model) => modelCard(model, reload, model.id === wanted)));
+      body.replaceChildren(...models.map((model) => modelCard(model, reload, model.id === wanted, signal)));
       if (wanted) document.getElementById(`model-${wanted}`)?.querySelector("summary")?.focus();
     } catch (error) {
       if (!signal.aborted) body.replaceChildren(errorBox(error, "Could not list models"));
