@@ -231,6 +231,19 @@ class WaitedJobOut(JobOut):
     )
 
 
+# The request body of the PATCH routes under its own media type too (RFC 7396),
+# which FastAPI reads as JSON.
+MERGE_PATCH_BODY = {
+    "requestBody": {
+        "content": {
+            "application/merge-patch+json": {
+                "schema": {"$ref": "#/components/schemas/LabelsUpdate"}
+            }
+        }
+    }
+}
+
+
 class LabelsUpdate(_Strict):
     """A change to a job's or a model's labels, as a JSON Merge Patch (RFC 7396)."""
 

@@ -120,7 +120,8 @@ class FittedModel(Base):
     n_rows: Mapped[int] = mapped_column(Integer, nullable=False)
     n_features: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = _created_at()
-    # The caller's labels (the API's `metadata`): its fit job's as that job ended, then
+    # The caller's labels (the API's `metadata`): its fit job's as that job ended (a
+    # trigger copies them into a model inserted without labels: migration 0008), then
     # changed by PATCH /models/{id}. NULL: none.
     labels: Mapped[dict[str, str] | None] = mapped_column(JSONB(none_as_null=True))
 

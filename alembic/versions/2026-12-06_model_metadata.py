@@ -5,9 +5,11 @@ Revision ID: 0008_model_metadata
 Revises: 0007_job_metadata
 Create Date: 2026-12-06 14:30:00
 
-A model starts with the labels its fit job had when it ended (the ending statement
-copies them); the existing models are given their fit jobs' labels the same way, so
-`GET /models?metadata=key:value` finds a model whatever release fitted it. As for
+A model starts with the labels its fit job has when the model is stored, which is
+as the job ends (the same statement): a trigger copies them into a model inserted
+without labels, so a worker of the release before this one, which knows nothing of
+labels and may still be running during a rolling upgrade, stores labelled models
+too. The models that exist are given their fit jobs' labels once, here. As for
 jobs, the GIN index covers only the models that have labels.
 """
 
@@ -31,6 +33,20 @@ def upgrade() -> None:
         FROM jobs j WHERE j.id = m.fit_job_id AND j.labels IS NOT NULL
         """
     )
+    # Reads the job by its key while the job's ending UPDATE holds its row: the labels
+    # are those the end's message and webhook carry.
+    op.execute(
+        """
+        CREATE FUNCTION fitted_models_labels_from_fit() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            NEW.labels := (SELECT labels FROM jobs WHERE id = NEW.fit_job_id);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER fitted_models_labels_from_fit BEFORE INSERT ON fitted_models
+        FOR EACH ROW WHEN (NEW.labels IS NULL) EXECUTE FUNCTION fitted_models_labels_from_fit();
+        """
+    )
     op.create_index(
         "ix_fitted_models_labels",
         "fitted_models",
@@ -42,5 +58,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER fitted_models_labels_from_fit ON fitted_models")
+    op.execute("DROP FUNCTION fitted_models_labels_from_fit()")
     op.drop_index("ix_fitted_models_labels", table_name="fitted_models")
     op.drop_column("fitted_models", "labels")

@@ -21,6 +21,7 @@ from api.deps import Caller, Credentials, CurrentUser, SessionDep, get_current_u
 from api.job_waiter import Watch, next_change
 from api.multipart import multipart_variant, unreadable_json
 from api.schemas import (
+    MERGE_PATCH_BODY,
     ErrorOut,
     FitPredictRequest,
     FitRequest,
@@ -706,6 +707,7 @@ def cancel_job(job_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Job
 @router.patch(
     "/{job_id}",
     summary="Change a job's metadata",
+    openapi_extra=MERGE_PATCH_BODY,
     responses={
         404: {"model": ErrorOut, "description": "not_found"},
         422: {"model": ErrorOut, "description": "validation_error: the labels' rules"},

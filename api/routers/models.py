@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import Caller, CurrentUser, SessionDep
-from api.schemas import ErrorOut, LabelsUpdate, ModelOut
+from api.schemas import MERGE_PATCH_BODY, ErrorOut, LabelsUpdate, ModelOut
 from shared.jobs import list_cursor
 from shared.jobs import submit as jobs
 from shared.jobs.job_metadata import parse_filters
@@ -90,6 +90,7 @@ def get_model(model_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Mo
 @router.patch(
     "/{model_id}",
     summary="Change a fitted model's metadata",
+    openapi_extra=MERGE_PATCH_BODY,
     responses={
         404: {"model": ErrorOut, "description": "model_not_found"},
         422: {"model": ErrorOut, "description": "validation_error: the labels' rules"},

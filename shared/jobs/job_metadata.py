@@ -61,6 +61,10 @@ def merged(current: dict[str, str] | None, patch: Any) -> dict[str, str] | None:
             'metadata must be a JSON object, e.g. {"order": "A-18", "stale": null} '
             "(text sets a key, null removes it), or null to remove every pair."
         )
+    if len(patch) > 2 * MAX_PAIRS:  # enough to remove every pair and set as many anew
+        raise ValidationFailed(
+            f"The change names {len(patch)} keys; at most {2 * MAX_PAIRS} at once: {RULES}."
+        )
     result = dict(current or {})
     for key, value in patch.items():
         if value is None:

@@ -225,15 +225,9 @@ def set_stage(*, session: Session, claim: Claim, stage: str) -> bool:
     return True
 
 
-# Every column of a model row but those PostgreSQL fills (created_at) and its labels:
-# the model is stored as the run built it, its id included (no ORM flush applies
-# Python defaults), with the labels its fit job has as it ends (a change made while
-# the fit ran included, as in the end's message and webhook).
-_MODEL_COLUMNS = [
-    c
-    for c in FittedModel.__table__.columns
-    if c.server_default is None and c.key != FittedModel.labels.key
-]
+# Every column of a model row but those PostgreSQL fills (created_at): the model is
+# stored as the run built it, its id included (no ORM flush applies Python defaults).
+_MODEL_COLUMNS = [c for c in FittedModel.__table__.columns if c.server_default is None]
 
 
 def _succeed_statement(*, with_model: bool) -> TextClause:
@@ -254,8 +248,8 @@ def _succeed_statement(*, with_model: bool) -> TextClause:
         )
         modelled = f"""
         , modelled AS (
-            INSERT INTO fitted_models ({names}, labels)
-            SELECT {values}, ended.labels FROM ended
+            INSERT INTO fitted_models ({names})
+            SELECT {values} WHERE EXISTS (SELECT 1 FROM ended)
         )"""
     # A fit records the model it made; a predict keeps the one it predicted with.
     statement = text(

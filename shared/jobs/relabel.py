@@ -44,7 +44,9 @@ def _relabel(
 ) -> Labelled | None:
     """Checked before anything is written: labels that would break the rules are a
     422 and stay as they were. Another user's row is as absent as a missing one."""
-    row = session.get(kind, row_id, with_for_update=True)
+    # FOR NO KEY UPDATE: the labels are no key, so inserts that refer to the row (a
+    # predict naming the model, a webhook delivery of the job) need not wait for it.
+    row = session.get(kind, row_id, with_for_update={"key_share": True})
     if row is None or row.user_id != user.id:
         return None
     row.labels = merged(row.labels, patch)

@@ -1039,13 +1039,17 @@ print(sum(1 for _ in client.iter_jobs(metadata={"run": "x"})))
 # Changed after the end: set one, remove one; then every pair.
 changed = client.update_job(other.id, metadata={"run": None, "stage": "kept"})
 print(changed.metadata, client.get_job(other.id).metadata)
-print(client.update_job(other.id, metadata=None).metadata)
+print(other.update(metadata=None).metadata, other.refresh().metadata)
 # Models: the fit's labels, changed apart; found by them, across pages of one.
 model = client.update_model(done.model_id, metadata={"name": "churn"})
 print(model["metadata"], client.get_model(other.model_id)["metadata"])
 print([m["id"] for m in client.list_models(metadata={"run": "sdk-7"})] == [done.model_id])
 client.update_model(other.model_id, metadata={"name": "churn"})
-print(len(list(client.iter_models(metadata={"name": "churn"}, page_size=1))))
+third = client.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"], metadata={"run": "sdk-7"})
+client.update_model(third.wait(timeout=60).model_id, metadata={"name": "churn"})
+# Pages of one keep both filters: `other`, between the two, is named so but not run so.
+found = client.iter_models(metadata={"run": "sdk-7", "name": "churn"}, page_size=1)
+print([m["id"] for m in found] == [third.model_id, done.model_id])
 """
 
 
@@ -1058,10 +1062,10 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
         "sdk-7 True",
         "1",
         "{'stage': 'kept'} {'stage': 'kept'}",
-        "None",
+        "None None",
         "{'run': 'sdk-7', 'name': 'churn'} {'run': 'x'}",
         "True",
-        "2",
+        "True",
     ], run.stdout + run.stderr
 
     train, _, _ = iris_files
@@ -1104,6 +1108,10 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
     assert json.loads(cleared.stdout)["metadata"] is None, cleared.stdout + cleared.stderr
     nothing = _cli(sdk_venv, stack, "label", job_id, TABPFN_API_KEY=key)
     assert nothing.returncode != 0 and "Nothing to change" in nothing.stderr
+    both = _cli(
+        sdk_venv, stack, "label", job_id, "--meta", "a=1", "--unset", "a", TABPFN_API_KEY=key
+    )
+    assert both.returncode != 0 and "both name a" in both.stderr
     too_long = _cli(
         sdk_venv, stack, "label", job_id, "--meta", "k=" + "x" * 513, TABPFN_API_KEY=key
     )

@@ -404,9 +404,18 @@ def test_a_regression_shows_predicted_against_actual(console, api, tmp_path) -> 
     page.get_by_label("Output").select_option("quantiles")
     page.get_by_label("Quantiles").fill("0.1,0.9")
     page.get_by_label("Test CSV (optional)").set_input_files(str(test))
+    # Labels for the job: refused with the service's message unless they are JSON.
+    page.get_by_label("Metadata (optional JSON)").fill("run=regression-1")
+    page.get_by_role("button", name="Run fit-predict").click()
+    refused = page.locator("form .notice.error")
+    refused.wait_for()
+    assert "metadata is not valid JSON" in refused.locator(".error-message").text_content()
+    page.get_by_label("Metadata (optional JSON)").fill('{"run": "regression-1"}')
     page.get_by_role("button", name="Run fit-predict").click()
     plot = page.locator("svg.scatter")
     plot.wait_for()
+    [labelled] = api.get("/jobs?metadata=run:regression-1", headers=headers).json()["jobs"]
+    assert (labelled["type"], labelled["status"]) == ("fit_predict", "succeeded")
     expect(plot.locator("circle.point")).to_have_count(20)
     r2 = float(re.search(r"R² (-?[\d.]+)", plot.get_attribute("aria-label")).group(1))
     assert r2 > 0.8  # a straight line is easy; a broken plot is not

@@ -71,12 +71,15 @@ def test_a_model_starts_with_its_fits_labels_and_keeps_its_own(api):
 
 def test_the_pages_of_a_filtered_model_list_keep_its_filter(api):
     headers = register(api)
-    team = [_fit(api, headers, {"team": "growth"})["model_id"] for _ in range(3)]
-    _fit(api, headers, {"team": "ops"})
-    first = api.get("/models?limit=2&metadata=team:growth", headers=headers)
+    growth = {"team": "growth", "tier": "a"}
+    # Newest first: growth, growth, a model of the tier but not the team, growth.
+    team = [_fit(api, headers, growth)["model_id"]]
+    _fit(api, headers, {"team": "ops", "tier": "a"})
+    team += [_fit(api, headers, growth)["model_id"] for _ in range(2)]
+    first = api.get("/models?limit=2&metadata=team:growth&metadata=tier:a", headers=headers)
     assert [m["id"] for m in first.json()] == team[:0:-1]
     following = first.links["next"]["url"]
-    assert "metadata=team%3Agrowth" in following
+    assert "metadata=team%3Agrowth&metadata=tier%3Aa" in following
     # The link is a path from the API's root; this client's base URL holds /api/v1.
     second = api.get(following.removeprefix("/api/v1"), headers=headers)
     assert [m["id"] for m in second.json()] == [team[0]]

@@ -188,6 +188,24 @@ def test_the_model_metadata_migration_gives_models_their_fit_jobs_labels(service
                 connection.execute(text("SELECT fit_job_id, labels FROM fitted_models")).all()
             )
         assert found == {jobs["labelled"]: {"name": "churn"}, jobs["plain"]: None}
+        # A worker of the release before, which stores models without labels, still
+        # stores them with their fit jobs' (a rolling upgrade); labels given are kept.
+        with engine.begin() as connection:
+            for labels in (None, '{"name": "given"}'):
+                connection.execute(
+                    text(
+                        "INSERT INTO fitted_models (id, user_id, fit_job_id, task, options, "
+                        "upstream_model_id, columns, n_rows, n_features, labels) VALUES "
+                        "(gen_random_uuid(), :user, :job, 'classification', '{}', 'v', "
+                        "'[\"x\"]', 4, 1, CAST(:labels AS jsonb))"
+                    ),
+                    {"user": user, "job": jobs["labelled"], "labels": labels},
+                )
+        with engine.connect() as connection:
+            stored = connection.execute(
+                text("SELECT labels FROM fitted_models WHERE upstream_model_id = 'v'")
+            ).scalars()
+            assert sorted(label["name"] for label in stored) == ["churn", "given"]
     finally:
         engine.dispose()
         drop_database(services.admin_database_url, url)

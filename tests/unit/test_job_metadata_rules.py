@@ -86,6 +86,11 @@ def test_a_merge_patch_keeps_the_rules_for_the_labels_it_leaves():
     for bad in ({"a key": "v"}, {"k": "x" * (MAX_VALUE_CHARS + 1)}, {"k": 1}, {"k": "\x00"}):
         with pytest.raises(ValidationFailed):
             merged(None, bad)
+    # A change may remove every pair and set as many anew, and no more.
+    swap = {**dict.fromkeys(full), **{f"n{i}": "v" for i in range(MAX_PAIRS)}}
+    assert len(merged(full, swap)) == MAX_PAIRS
+    with pytest.raises(ValidationFailed, match=f"{2 * MAX_PAIRS + 1} keys"):
+        merged(full, {**swap, "absent": None})
     for not_an_object in (["k", "v"], "k=v", 3):
         with pytest.raises(ValidationFailed, match="JSON object"):
             merged(full, not_an_object)

@@ -506,10 +506,11 @@ class App:
 
     def cmd_label(self) -> int:
         self.require_key()
-        changes: dict[str, str | None] | None = {
-            **dict.fromkeys(self.args.unset or []),
-            **(parse_metadata(self.args.meta) or {}),
-        }
+        setting = parse_metadata(self.args.meta) or {}
+        both = sorted(set(setting) & set(self.args.unset or []))
+        if both:
+            raise CLIError(f"--meta and --unset both name {', '.join(both)}: give one of them.")
+        changes: dict[str, str | None] | None = {**dict.fromkeys(self.args.unset or []), **setting}
         if self.args.clear:
             if changes:
                 raise CLIError("--clear removes every label: give it without --meta or --unset.")

@@ -195,6 +195,11 @@ class Job:
             return self._result
         return self._client._request("GET", f"/jobs/{self.id}/result")
 
+    def update(self, *, metadata: dict[str, str | None] | None) -> Job:
+        """Change this job's labels (`Client.update_job`); the handle shows the result."""
+        self.data = self._client.update_job(self.id, metadata=metadata).data
+        return self
+
     def cancel(self) -> Job:
         """Cancel the job; a job that had already finished is left as it was."""
         try:

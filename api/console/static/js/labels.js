@@ -13,16 +13,21 @@ export function labelEditor(path, labels, { signal, onSaved } = {}) {
   const box = h("div", { class: "labels" });
   const errors = h("div");
 
-  const save = async (patch, button) => {
+  // One change at a time: every button waits for the answer, so the labels shown are
+  // the last answer's, never an earlier one that arrived late.
+  const setBusy = (busy) => {
+    for (const button of box.querySelectorAll("button")) button.disabled = busy;
+  };
+  const save = async (patch) => {
     errors.replaceChildren();
-    button.disabled = true;
+    setBusy(true);
     try {
       const updated = await call("PATCH", path, { json: { metadata: patch }, signal });
       draw(updated.metadata);
       onSaved?.(updated);
     } catch (error) {
       if (error?.name !== "AbortError") errors.replaceChildren(errorBox(error, "Could not change the labels"));
-      button.disabled = false;
+      setBusy(false);
     }
   };
 
@@ -31,7 +36,7 @@ export function labelEditor(path, labels, { signal, onSaved } = {}) {
     const list = entries.length
       ? h("ul", { class: "job-metadata" }, entries.map(([key, value]) => {
         const remove = h("button", { type: "button", class: "link", "aria-label": `Remove label ${key}` }, "Remove");
-        remove.addEventListener("click", () => save({ [key]: null }, remove));
+        remove.addEventListener("click", () => save({ [key]: null }));
         return h("li", null, h("code", null, key), " ", value, " ", remove);
       }))
       : h("p", { class: "muted" }, "No labels.");
@@ -44,7 +49,7 @@ export function labelEditor(path, labels, { signal, onSaved } = {}) {
     const form = h("form", { class: "label-form" }, key, " ", value, " ", submit);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      save({ [key.value.trim()]: value.value }, submit);
+      save({ [key.value.trim()]: value.value });
     });
     box.replaceChildren(list, form, errors);
   };

@@ -85,6 +85,7 @@ export function render(main, { signal }) {
   quantilesField.hidden = true;
   const callbackInput = h("input", { type: "url", name: "callback_url", placeholder: "https://example.com/hooks/tabpfn" });
   const optionsInput = h("input", { type: "text", name: "options", placeholder: '{"n_estimators": 4}', spellcheck: "false" });
+  const metadataInput = h("input", { type: "text", name: "metadata", placeholder: '{"run": "first-try"}', spellcheck: "false" });
   const submit = h("button", { type: "submit", disabled: true }, "Run fit-predict");
   const fileInfo = h("div", { "aria-live": "polite" });
   const formErrors = h("div");
@@ -173,6 +174,7 @@ export function render(main, { signal }) {
       quantilesField,
       field("Webhook URL (optional)", callbackInput, "We POST a signed event there when the job ends."),
       field("TabPFN options (optional JSON)", optionsInput),
+      field("Metadata (optional JSON)", metadataInput, "Your labels for the job, to find it in Jobs."),
     ),
     fileInfo,
     formErrors,
@@ -214,6 +216,7 @@ export function render(main, { signal }) {
     if (outputSelect.value === "quantiles") form.append("quantiles", quantilesInput.value);
     if (callbackInput.value.trim()) form.append("callback_url", callbackInput.value.trim());
     if (optionsInput.value.trim()) form.append("options", optionsInput.value.trim());
+    if (metadataInput.value.trim()) form.append("metadata", metadataInput.value.trim());
     form.append("train_file", trainTable === train.table ? train.file : csvBlob(trainTable), train.file.name);
     form.append("test_file", csvBlob(testTable), test ? test.file.name : "holdout.csv");
     submit.disabled = true;
