@@ -43,6 +43,18 @@ def _uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
 
 
+def _labels_index(name: str) -> Index:
+    """The index of a `metadata=key:value` filter (`labels @> {...}`), over only the
+    rows that have labels: rows without any cost it nothing."""
+    return Index(
+        name,
+        "labels",
+        postgresql_using="gin",
+        postgresql_ops={"labels": "jsonb_path_ops"},
+        postgresql_where=text("labels IS NOT NULL"),
+    )
+
+
 def _created_at() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
@@ -91,14 +103,8 @@ class ApiKey(Base):
 class FittedModel(Base):
     __tablename__ = "fitted_models"
     __table_args__ = (
-        # GET /models?metadata=key:value, over the models that have labels.
-        Index(
-            "ix_fitted_models_labels",
-            "labels",
-            postgresql_using="gin",
-            postgresql_ops={"labels": "jsonb_path_ops"},
-            postgresql_where=text("labels IS NOT NULL"),
-        ),
+        # GET /models?metadata=key:value
+        _labels_index("ix_fitted_models_labels"),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -139,14 +145,8 @@ class Job(Base):
             postgresql_where=text("status = 'queued'"),
         ),
         Index("ix_jobs_running_user_id", "user_id", postgresql_where=text("status = 'running'")),
-        # GET /jobs?metadata=key:value (`labels @> {...}`), over the jobs that have any.
-        Index(
-            "ix_jobs_labels",
-            "labels",
-            postgresql_using="gin",
-            postgresql_ops={"labels": "jsonb_path_ops"},
-            postgresql_where=text("labels IS NOT NULL"),
-        ),
+        # GET /jobs?metadata=key:value
+        _labels_index("ix_jobs_labels"),
     )
     # INSERT ... RETURNING the server-set timestamps: the 202 needs created_at,
     # and reading the row back after the commit would cost a round trip per submit.
