@@ -658,7 +658,8 @@ def _sse(job: JobOut) -> str:
 async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> StreamingResponse:
     """One `event: job` (the Job as JSON) now and at every change of state or
     stage; the stream ends after the job ends. If the API key is revoked while
-    the stream is open, it sends `event: error` (code `unauthorized`) and ends."""
+    the stream is open, it sends `event: error` (code `unauthorized`) and ends; if
+    the job is deleted meanwhile, the same with code `not_found`."""
     key_id = request.state.api_key_id
     first = await run_in_threadpool(_read, _job_view, user, job_id, key_id)  # 404 first
 
@@ -670,7 +671,9 @@ async def job_events(job_id: uuid.UUID, request: Request, user: Caller) -> Strea
                 await next_change(watch, KEEPALIVE_S)
                 try:
                     job = await run_in_threadpool(_read, _job_view, user, job_id, key_id)
-                except Unauthorized as exc:  # the key was revoked while the stream was open
+                # The key was revoked, or the job deleted, while the stream was open: an
+                # error event that says so ends it, rather than a cut connection.
+                except (Unauthorized, NotFound) as exc:
                     error = {"detail": exc.message, "code": exc.code}
                     yield f"event: error\ndata: {json.dumps(error)}\n\n"
                     return

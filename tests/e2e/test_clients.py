@@ -286,6 +286,9 @@ Xi, yi = Xi[::2], yi[::2]
 estimator = RemoteTabPFNClassifier(URL, account["api_key"], n_estimators=2, random_state=0)
 copy = clone(estimator)
 assert copy.get_params() == estimator.get_params() and copy is not estimator
+# The key is a parameter, never printed.
+assert account["api_key"] not in repr(estimator) and "api_key='***'" in repr(estimator)
+assert "api_key" not in repr(RemoteTabPFNClassifier(n_estimators=2))
 scores = cross_val_score(estimator, Xi, yi, cv=3)
 report["cv_scores"] = scores.tolist()
 assert not hasattr(estimator, "model_id_")  # cross_val_score fitted clones
@@ -299,13 +302,15 @@ assert pipe.predict(Xi[:4]).dtype == yi.dtype
 assert list(pipe[-1].classes_) == [0, 1, 2]
 report["pipeline_score"] = pipe.score(Xi, yi)
 
-grid = GridSearchCV(RemoteTabPFNClassifier(), {"softmax_temperature": [0.5, 0.9]}, cv=2)
+# A grid of numpy values (np.int64 is no JSON number to the standard library).
+grid = GridSearchCV(RemoteTabPFNClassifier(), {"n_estimators": np.arange(1, 3)}, cv=2)
 grid.fit(X.iloc[::3], y.iloc[::3])
-assert grid.best_params_["softmax_temperature"] in (0.5, 0.9)
+assert grid.best_params_["n_estimators"] in (1, 2)
 assert set(grid.predict(X.iloc[:3])) <= {"setosa", "versicolor", "virginica"}
 
 Xd, yd = load_diabetes(return_X_y=True)
-regressor = RemoteTabPFNRegressor(n_estimators=2).fit(Xd[:120], yd[:120])
+seeded = RemoteTabPFNRegressor(n_estimators=2, random_state=np.random.RandomState(0))
+regressor = seeded.fit(Xd[:120], yd[:120])
 predicted = regressor.predict(Xd[120:140])
 assert predicted.shape == (20,) and predicted.dtype == float
 low, high = regressor.predict(Xd[120:125], output_type="quantiles", quantiles=[0.1, 0.9])
@@ -1170,3 +1175,29 @@ def test_sdk_and_cli_delete_a_finished_job(sdk_venv: Path, stack: Stack, api, em
     assert deleted.returncode == 0, deleted.stdout + deleted.stderr
     assert api.get(f"/jobs/{job_id}", headers=headers).status_code == 404
     emulator_knobs(hang_s=0.0)
+
+
+TIMEOUT_SCRIPT = """
+from tabpfn_api_client import JobTimeoutError, RemoteTabPFNClassifier
+estimator = RemoteTabPFNClassifier(job_timeout=2)
+try:
+    estimator.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"])
+except JobTimeoutError as exc:
+    print(exc.code, exc.args[0].split()[1])
+"""
+
+
+def test_an_estimator_cancels_the_job_it_stopped_waiting_for(
+    sdk_venv: Path, stack: Stack, api, emulator_knobs
+):
+    headers = register(api)
+    key = headers["Authorization"].removeprefix("Bearer ")
+    emulator_knobs(hang_s=60.0)  # the fit call hangs until the knob goes back to 0
+    try:
+        run = _python(sdk_venv, TIMEOUT_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=key)
+    finally:
+        emulator_knobs(hang_s=0.0)
+    code, job_id = run.stdout.split()
+    assert code == "timeout", run.stdout + run.stderr
+    # Canceled, not left to spend the account's quota on a result nobody waits for.
+    assert wait_for_job(api, headers, job_id)["status"] == "canceled"

@@ -278,3 +278,27 @@ def test_a_submits_wait_for_a_job_that_did_not_succeed_checks_the_key_too(api, e
         assert api.post(f"/jobs/{jobs[0]['id']}/cancel", headers=owner).status_code == 200
         answer = submit.result(timeout=40)
     assert (answer.status_code, answer.json()["code"]) == (401, "unauthorized")
+
+
+def test_an_event_stream_whose_job_is_deleted_ends_with_an_error_event(api, stack, emulator_knobs):
+    headers = register(api)
+    emulator_knobs(hang_s=60.0)  # the fit call hangs until the knob goes back to 0
+    try:
+        job_id = api.post("/jobs/fit", json=FIT, headers=headers).json()["id"]
+        lines: list[str] = []
+        with httpx.stream(
+            "GET", f"{stack.api_url}/api/v1/jobs/{job_id}/events", headers=headers, timeout=60
+        ) as response:
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                if line.startswith("data: ") and len(lines) == 3:
+                    # The job goes while the stream waits, with no message to wake it:
+                    # its next look (the re-check timer) finds no job.
+                    stack.sql("DELETE FROM jobs WHERE id = :id RETURNING id", id=job_id)
+    finally:
+        emulator_knobs(hang_s=0.0)
+    assert lines[-2:] == [
+        "event: error",
+        f'data: {{"detail": "No job {job_id}.", "code": "not_found"}}',
+    ]

@@ -6,12 +6,19 @@ parameters (so `clone`, `get_params`/`set_params`, `GridSearchCV` and
 Each `fit` is a fit job on the service and each `predict` a predict job; the
 client is built on first use from `api_url`/`api_key` or the environment
 (`API_URL`, `TABPFN_API_KEY`). Needs the `[sklearn]` extra.
+
+The API key: prefer TABPFN_API_KEY to `api_key=`. A key given as a parameter is
+masked when the estimator is printed, but it is a parameter: `get_params()`
+returns it (tools that log every parameter record it) and a pickle holds it
+(joblib's worker processes need it to fit in a parallel search).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -19,7 +26,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from .client import MAX_LONG_POLL_S, Client
+from .client import MAX_LONG_POLL_S, Client, Job
+from .errors import JobTimeoutError
+
+T = TypeVar("T")
 
 # Constructor parameters that are TabPFN options; None means "the service's default".
 _COMMON_OPTIONS = (
@@ -40,11 +50,13 @@ class _RemoteTabPFN(BaseEstimator):
 
     def _options(self) -> dict[str, Any]:
         options = {n: getattr(self, n) for n in self._option_names if getattr(self, n) is not None}
-        if isinstance(options.get("random_state"), np.integer):
-            options["random_state"] = int(options["random_state"])
         if self.options:
             options.update(self.options)
-        return options
+        seed = options.get("random_state")
+        if isinstance(seed, np.random.RandomState):  # as scikit-learn draws a seed from one
+            options["random_state"] = int(seed.randint(np.iinfo(np.int32).max))
+        # A search's grid hands out numpy values (np.arange, np.where): sent as plain JSON.
+        return {name: _json_ready(value) for name, value in options.items()}
 
     def _client(self) -> Client:
         # Built lazily and kept out of get_params: clones and pickles make their own.
@@ -61,6 +73,14 @@ class _RemoteTabPFN(BaseEstimator):
         state.pop("_client_instance", None)
         state.pop("_client_signature", None)
         return state
+
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 (scikit-learn's name)
+        # The key is a parameter (clone needs it) but never printed: notebooks, logs.
+        if self.api_key is None:
+            return super().__repr__(N_CHAR_MAX)
+        shown = type(self).__new__(type(self))
+        shown.__dict__.update(self.__dict__, api_key="***")
+        return BaseEstimator.__repr__(shown, N_CHAR_MAX)
 
     def __sklearn_tags__(self):  # scikit-learn >= 1.6
         tags = super().__sklearn_tags__()
@@ -111,7 +131,7 @@ class _RemoteTabPFN(BaseEstimator):
             columns=self._columns(X),
             wait=self._submit_wait(),
         )
-        job.wait(self._time_left(started))
+        _finish_or_cancel(job, lambda: job.wait(self._time_left(started)))
         self.model_id_ = job.model_id
         self.fit_job_id_ = job.id
 
@@ -122,7 +142,7 @@ class _RemoteTabPFN(BaseEstimator):
         job = self._client().predict(
             self.model_id_, X, columns=self._columns(X), wait=self._submit_wait(), **kwargs
         )
-        return job.result(self._time_left(started))
+        return _finish_or_cancel(job, lambda: job.result(self._time_left(started)))
 
     def _submit_wait(self) -> float:
         """How long a submit waits for its job itself: a job that ends in time comes
@@ -136,6 +156,30 @@ class _RemoteTabPFN(BaseEstimator):
         if self.job_timeout is None:
             return None
         return max(0.001, self.job_timeout - (time.monotonic() - started))
+
+
+def _finish_or_cancel(job: Job, finish: Callable[[], T]) -> T:
+    """`finish()`; a job still running at `job_timeout` is canceled, so it stops spending
+    the TabPFN account's quota on a result nobody waits for."""
+    try:
+        return finish()
+    except JobTimeoutError:
+        with contextlib.suppress(Exception):  # the timeout is the error to report
+            job.cancel()
+        raise
+
+
+def _json_ready(value: Any) -> Any:
+    """numpy scalars and arrays (and lists or dicts of them) as plain Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    return value
 
 
 class RemoteTabPFNClassifier(ClassifierMixin, _RemoteTabPFN):
