@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -1201,3 +1202,65 @@ def test_an_estimator_cancels_the_job_it_stopped_waiting_for(
     assert code == "timeout", run.stdout + run.stderr
     # Canceled, not left to spend the account's quota on a result nobody waits for.
     assert wait_for_job(api, headers, job_id)["status"] == "canceled"
+
+
+FILES_SCRIPT = """
+import os, sys
+import pandas as pd
+from tabpfn_api_client import Client, ValidationError
+train, test, folder = sys.argv[1:4]
+client = Client()
+# A fit from the file as it is; a predict from a file of the model's columns only.
+fit = client.fit_file(train, target="species", metadata={"run": "files"}, wait=60)
+flowers = os.path.join(folder, "flowers.csv")
+pd.read_csv(test).drop(columns=["species"]).to_csv(flowers, index=False)
+predicted = client.predict_file(fit.model_id, flowers, output="probabilities", wait=60)
+result = predicted.result()
+print(fit.status, fit.metadata, len(result["predictions"]), len(result["probabilities"][0]))
+# Both in one job, from Parquet and CSV, a regression with quantiles.
+no_width = os.path.join(folder, "no_width.csv")
+pd.read_csv(flowers).drop(columns=["petal_width_cm"]).to_csv(no_width, index=False)
+job = client.fit_predict_files(
+    os.path.join(folder, "train.parquet"), no_width, target="petal_width_cm",
+    task="regression", options={"n_estimators": 2}, quantiles=[0.1, 0.9], wait=60,
+)
+result = job.result()
+print(job.status, sorted(result["quantiles"]), len(result["predictions"]))
+# The service's refusals as for JSON; a missing file before anything is sent.
+try:
+    client.fit_file(train, target="no_such_column")
+except ValidationError as exc:
+    print(exc.code, exc.status_code)
+try:
+    client.fit_file(os.path.join(folder, "missing.csv"), target="species")
+except ValidationError as exc:
+    print(exc.code, exc.status_code, "No such file" in str(exc))
+"""
+
+
+def test_sdk_uploads_files_as_they_are(sdk_venv: Path, stack: Stack, api, iris_files, tmp_path):
+    train, test, truth = iris_files
+    key = register(api)["Authorization"].removeprefix("Bearer ")
+    # Parquet written here: the SDK alone does not install pyarrow.
+    frame = pd.read_csv(train).drop(columns=["species"])
+    frame.to_parquet(tmp_path / "train.parquet")
+    run = subprocess.run(
+        [
+            str(sdk_venv / "bin" / "python"),
+            "-c",
+            FILES_SCRIPT,
+            str(train),
+            str(test),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "API_URL": stack.api_url, "TABPFN_API_KEY": key},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"succeeded {{'run': 'files'}} {len(truth)} 3", lines
+    assert lines[1] == f"succeeded ['0.1', '0.9'] {len(truth)}", lines
+    assert lines[2] == "validation_error 422", lines
+    assert lines[3] == "validation_error None True", lines

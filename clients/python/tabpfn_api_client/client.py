@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import email.utils
 import functools
 import math
@@ -25,6 +27,7 @@ from .errors import (
     JobCanceledError,
     JobFailedError,
     JobTimeoutError,
+    ValidationError,
     error_from_response,
 )
 
@@ -284,9 +287,12 @@ class Client:
         auth: bool = True,
         timeout: float | None = None,
         links: dict[str, Any] | None = None,
+        upload: Upload | None = None,
     ) -> Any:
         """One API call with retries; returns the decoded JSON (None for 204), and fills
         `links`, if given, with the answer's `Link` header by relation (httpx's `links`).
+        `upload`: a multipart form of text fields and files, read from the start again
+        by every attempt.
 
         `retry` says whether a request that may have reached the server can be sent
         again (GETs, and submits with an Idempotency-Key); requests that surely did
@@ -311,14 +317,17 @@ class Client:
         attempt = 0
         while True:
             try:
-                response = self._http.request(
-                    method,
-                    path,
-                    content=content,
-                    params=params,
-                    headers=all_headers,
-                    timeout=request_timeout or httpx.USE_CLIENT_DEFAULT,
-                )
+                with contextlib.ExitStack() as files:
+                    response = self._http.request(
+                        method,
+                        path,
+                        content=content,
+                        data=upload.fields if upload else None,
+                        files=upload.open(files) if upload else None,
+                        params=params,
+                        headers=all_headers,
+                        timeout=request_timeout or httpx.USE_CLIENT_DEFAULT,
+                    )
             except httpx.TransportError as exc:
                 never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if attempt < self.max_retries and (retry or never_sent):
@@ -354,16 +363,22 @@ class Client:
             )
 
     def _submit(
-        self, path: str, body: dict[str, Any], idempotency_key: str | None, wait: float | None
+        self,
+        path: str,
+        body: dict[str, Any] | Upload,
+        idempotency_key: str | None,
+        wait: float | None,
     ) -> Job:
-        """POST a job (retry-safe with its Idempotency-Key). With `wait`, the service
-        holds the answer until the job ends (`?wait=S`, at most its MAX_WAIT_S): the
-        job comes back finished, with its result, in the one request."""
+        """POST a job, JSON or an upload (retry-safe with its Idempotency-Key). With
+        `wait`, the service holds the answer until the job ends (`?wait=S`, at most its
+        MAX_WAIT_S): the job comes back finished, with its result, in the one request."""
         key = idempotency_key or str(uuid.uuid4())
+        upload = body if isinstance(body, Upload) else None
         data = self._request(
             "POST",
             path,
-            body=body,
+            body=None if upload else body,
+            upload=upload,
             headers={"Idempotency-Key": key},
             params={"wait": wait} if wait else None,
             retry=True,
@@ -511,6 +526,75 @@ class Client:
         _add_hooks(body, callback_url, metadata)
         return self._submit("/jobs/fit-predict", body, idempotency_key, wait)
 
+    # -- files, uploaded as they are ------------------------------------------
+
+    def fit_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        target: str,
+        task: str = "classification",
+        options: dict[str, Any] | None = None,
+        callback_url: str | None = None,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> Job:
+        """Submit a fit job from a CSV or Parquet file, uploaded as it is: `target` is
+        its column to predict. Files may be up to the service's MAX_UPLOAD_BYTES (500 MB
+        by default) where JSON stops at MAX_REQUEST_BYTES, and are streamed from disk;
+        the service reads them (CSV: UTF-8, comma-separated, a header row)."""
+        fields = {"task": task, "target": target, **_form(options, callback_url, metadata)}
+        upload = Upload(fields, {"file": path})
+        return self._submit("/jobs/fit", upload, idempotency_key, wait)
+
+    def predict_file(
+        self,
+        model_id: str,
+        path: str | os.PathLike[str],
+        *,
+        output: str | None = None,
+        quantiles: Sequence[float] | None = None,
+        callback_url: str | None = None,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> Job:
+        """Submit a predict job from a CSV or Parquet file, uploaded as it is: its
+        columns are the model's, by name, in any order (others are refused)."""
+        fields = {
+            "model_id": str(model_id),
+            **_form(None, callback_url, metadata, output, quantiles),
+        }
+        upload = Upload(fields, {"file": path})
+        return self._submit("/jobs/predict", upload, idempotency_key, wait)
+
+    def fit_predict_files(
+        self,
+        train_path: str | os.PathLike[str],
+        test_path: str | os.PathLike[str],
+        *,
+        target: str,
+        task: str = "classification",
+        options: dict[str, Any] | None = None,
+        output: str | None = None,
+        quantiles: Sequence[float] | None = None,
+        callback_url: str | None = None,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        wait: float | None = None,
+    ) -> Job:
+        """Submit one job that fits on a file and predicts another, both uploaded as they
+        are: `target` is the train file's column to predict; the test file has the
+        other columns."""
+        fields = {
+            "task": task,
+            "target": target,
+            **_form(options, callback_url, metadata, output, quantiles),
+        }
+        upload = Upload(fields, {"train_file": train_path, "test_file": test_path})
+        return self._submit("/jobs/fit-predict", upload, idempotency_key, wait)
+
     def get_job(self, job_id: str) -> Job:
         return Job(self, self._get_job_data(str(job_id)))
 
@@ -636,6 +720,42 @@ class Client:
 
     def delete_model(self, model_id: str) -> None:
         self._request("DELETE", f"/models/{model_id}", retry=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """A multipart form: text fields, and files by field name and path."""
+
+    fields: dict[str, Any]
+    paths: dict[str, str | os.PathLike[str]]
+
+    def open(self, files: contextlib.ExitStack) -> dict[str, tuple[str, Any]]:
+        """The files opened from their start (closed with `files`), named as on disk:
+        the service checks a name's extension against the content."""
+        opened = {}
+        for field, path in self.paths.items():
+            try:
+                handle = files.enter_context(open(path, "rb"))  # noqa: SIM115 (the stack closes it)
+            except OSError as exc:
+                raise ValidationError(f"{path}: {exc.strerror}.", code="validation_error") from exc
+            opened[field] = (os.path.basename(path), handle)
+        return opened
+
+
+def _form(
+    options: dict[str, Any] | None,
+    callback_url: str | None,
+    metadata: dict[str, str] | None,
+    output: str | None = None,
+    quantiles: Sequence[float] | None = None,
+) -> dict[str, str]:
+    """An upload's optional fields, each one text: objects and lists as JSON."""
+    fields: dict[str, Any] = {}
+    if options:
+        fields["options"] = options
+    _add_output(fields, output, quantiles)
+    _add_hooks(fields, callback_url, metadata)
+    return {k: v if isinstance(v, str) else dumps(v).decode() for k, v in fields.items()}
 
 
 def _filters(metadata: dict[str, str]) -> list[str]:
