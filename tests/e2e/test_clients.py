@@ -1264,3 +1264,70 @@ def test_sdk_uploads_files_as_they_are(sdk_venv: Path, stack: Stack, api, iris_f
     assert lines[1] == f"succeeded ['0.1', '0.9'] {len(truth)}", lines
     assert lines[2] == "validation_error 422", lines
     assert lines[3] == "validation_error None True", lines
+
+
+AUTO_UPLOAD_SCRIPT = """
+import sys
+from tabpfn_api_client import cli
+cli.UPLOAD_OVER_BYTES = 1  # every file is "big": it goes as it is when the job takes it so
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_cli_uploads_files_as_they_are(sdk_venv: Path, stack: Stack, api, iris_files, tmp_path):
+    train, test, truth = iris_files
+    headers = register(api)
+    key = headers["Authorization"].removeprefix("Bearer ")
+    fit = _cli(
+        sdk_venv,
+        stack,
+        "fit",
+        str(train),
+        "--target",
+        "species",
+        "--upload",
+        "--json",
+        TABPFN_API_KEY=key,
+    )
+    assert fit.returncode == 0, fit.stdout + fit.stderr
+    assert f"uploading {train} as they are" in fit.stderr
+    model_id = json.loads(fit.stdout)["model_id"]
+
+    # A predict file with a column the model was not fitted on: --upload refuses it
+    # (the service would), without it the CLI drops the column and sends JSON rows.
+    refused = _cli(
+        sdk_venv, stack, "predict", "--model", model_id, str(test), "--upload", TABPFN_API_KEY=key
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "does not hold exactly the model's columns" in refused.stderr
+    flowers = tmp_path / "flowers.csv"
+    pd.read_csv(test).drop(columns=["species"]).to_csv(flowers, index=False)
+    predicted = _cli(
+        sdk_venv,
+        stack,
+        "predict",
+        "--model",
+        model_id,
+        str(flowers),
+        "--upload",
+        "--json",
+        TABPFN_API_KEY=key,
+    )
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    assert len(json.loads(predicted.stdout)["predictions"]) == len(truth)
+
+    # Over the size: uploaded when the job takes the files unchanged, else JSON rows.
+    env = {"API_URL": stack.api_url, "TABPFN_API_KEY": key}
+    args = ["fit-predict", str(train), str(flowers), "--target", "species", "--json"]
+    uploaded = _run(
+        sdk_venv, [str(sdk_venv / "bin" / "python"), "-c", AUTO_UPLOAD_SCRIPT, *args], **env
+    )
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    assert "as they are" in uploaded.stderr
+    assert len(json.loads(uploaded.stdout)["predictions"]) == len(truth)
+    args = ["fit-predict", str(train), str(test), "--target", "species", "--json"]
+    scored = _run(
+        sdk_venv, [str(sdk_venv / "bin" / "python"), "-c", AUTO_UPLOAD_SCRIPT, *args], **env
+    )
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    assert "as they are" not in scored.stderr  # its test file holds the target: JSON rows

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 OUTPUTS = ("labels", "probabilities", "mean", "median", "quantiles")
+# A table file over this size goes as it is (an upload) when the job takes it unchanged:
+# as JSON rows it would meet the service's MAX_REQUEST_BYTES (50 MiB by default) sooner,
+# and cost both sides more to write and read.
+UPLOAD_OVER_BYTES = 16 * 2**20
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _PREVIEW_ROWS = 10
 
@@ -383,18 +387,32 @@ class App:
         )
         return 0
 
+    def uploads(self, *paths: str, unchanged: str | None) -> bool:
+        """Whether the job's files go as they are (an upload) rather than as JSON rows:
+        with --upload, or when one is over UPLOAD_OVER_BYTES; only files the job takes as
+        they are (`unchanged`: None, or why not)."""
+        if self.args.upload and unchanged is not None:
+            raise CLIError(f"--upload sends the files as they are, but {unchanged}.")
+        size = sum(Path(path).stat().st_size for path in paths)
+        big = max(Path(path).stat().st_size for path in paths) > UPLOAD_OVER_BYTES
+        if self.args.upload or (big and unchanged is None):
+            self.note(f"uploading {', '.join(paths)} as they are ({size / 2**20:.1f} MiB)")
+            return True
+        return False
+
     def cmd_fit(self) -> int:
         self.require_key()
         X, y = split_target(read_table(self.args.train), self.args.target, self.args.train)
         task = self.args.task or infer_task(y)
-        job = self.client.fit(
-            X,
-            y,
-            task=task,
-            options=parse_options(self.args.option),
-            callback_url=self.args.callback_url,
-            metadata=parse_metadata(self.args.meta),
-        )
+        hooks = {
+            "options": parse_options(self.args.option),
+            "callback_url": self.args.callback_url,
+            "metadata": parse_metadata(self.args.meta),
+        }
+        if self.uploads(self.args.train, unchanged=None):
+            job = self.client.fit_file(self.args.train, target=self.args.target, task=task, **hooks)
+        else:
+            job = self.client.fit(X, y, task=task, **hooks)
         self.note_inferred(task)  # once accepted: not before a refusal
         if self.submitted(job):
             return 0
@@ -419,17 +437,23 @@ class App:
         X = read_table(self.args.test)
         model = self.client.get_model(self.args.model)
         extra = [c for c in X.columns if c not in model["columns"]]
-        if extra and all(c in X.columns for c in model["columns"]):
-            self.note(f"ignoring columns the model was not fitted on: {extra}")
-            X = X[model["columns"]]
-        job = self.client.predict(
-            self.args.model,
-            X,
-            output=self.args.output,
-            quantiles=parse_quantiles(self.args.quantiles),
-            callback_url=self.args.callback_url,
-            metadata=parse_metadata(self.args.meta),
-        )
+        missing = [c for c in model["columns"] if c not in X.columns]
+        unchanged = None
+        if extra or missing:
+            unchanged = f"{self.args.test} does not hold exactly the model's columns"
+        hooks = {
+            "output": self.args.output,
+            "quantiles": parse_quantiles(self.args.quantiles),
+            "callback_url": self.args.callback_url,
+            "metadata": parse_metadata(self.args.meta),
+        }
+        if self.uploads(self.args.test, unchanged=unchanged):
+            job = self.client.predict_file(self.args.model, self.args.test, **hooks)
+        else:
+            if extra and not missing:
+                self.note(f"ignoring columns the model was not fitted on: {extra}")
+                X = X[model["columns"]]
+            job = self.client.predict(self.args.model, X, **hooks)
         if self.submitted(job):
             return 0
         self.show_predictions(self.wait(job).result(), self.args.out)
@@ -443,17 +467,23 @@ class App:
         if self.args.target in test.columns:
             test, y_test = split_target(test, self.args.target, self.args.test)
         task = self.args.task or infer_task(y)
-        job = self.client.fit_predict(
-            X,
-            y,
-            test,
-            task=task,
-            options=parse_options(self.args.option),
-            output=self.args.output,
-            quantiles=parse_quantiles(self.args.quantiles),
-            callback_url=self.args.callback_url,
-            metadata=parse_metadata(self.args.meta),
-        )
+        hooks = {
+            "task": task,
+            "options": parse_options(self.args.option),
+            "output": self.args.output,
+            "quantiles": parse_quantiles(self.args.quantiles),
+            "callback_url": self.args.callback_url,
+            "metadata": parse_metadata(self.args.meta),
+        }
+        unchanged = None
+        if y_test is not None:
+            unchanged = f"{self.args.test} holds the target column {self.args.target!r}"
+        if self.uploads(self.args.train, self.args.test, unchanged=unchanged):
+            job = self.client.fit_predict_files(
+                self.args.train, self.args.test, target=self.args.target, **hooks
+            )
+        else:
+            job = self.client.fit_predict(X, y, test, **hooks)
         self.note_inferred(task)
         if self.submitted(job):
             return 0
@@ -724,6 +754,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="your label for the job, e.g. order=A-17 (repeat; `jobs --meta` finds it)",
         )
         sub.add_argument("--no-wait", action="store_true", help="print the job id and return")
+        sub.add_argument(
+            "--upload",
+            action="store_true",
+            help="send the files as they are (streamed; up to the service's upload limit, "
+            f"500 MB by default) instead of as JSON rows; files over "
+            f"{UPLOAD_OVER_BYTES // 2**20} MiB go so when the job takes them unchanged",
+        )
 
     sub = command("setup", "register a TabPFN token and get an API key")
     sub.add_argument("--token", help="your TabPFN token (env TABPFN_TOKEN; asked if a terminal)")
