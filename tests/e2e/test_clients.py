@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -856,6 +858,36 @@ def test_cli_first_hour_polish(sdk_venv: Path, stack: Stack, iris_files):
     assert down.returncode == 1
     lines = down.stderr.strip().splitlines()
     assert len(lines) == 1 and "tabpfn-api dev" in lines[0] and "API_URL" in lines[0], lines
+    # A URL without its scheme: said as such, not as a transport failure.
+    schemeless = _run(
+        sdk_venv,
+        [str(sdk_venv / "bin" / "tabpfn-api-client"), "jobs"],
+        API_URL="127.0.0.1:8000",
+        TABPFN_API_KEY="tpa_0000000000000000_" + "x" * 43,
+    )
+    assert schemeless.returncode == 1
+    assert "does not start with http:// or https://" in schemeless.stderr, schemeless.stderr
+
+    # A service that takes the request and never answers: not "is it running?", and a
+    # submit says it may have been carried out.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        held = []
+        taker = threading.Thread(
+            target=lambda: [held.append(silent.accept()) for _ in range(8)], daemon=True
+        )
+        taker.start()
+        mute = _run(
+            sdk_venv,
+            [str(sdk_venv / "bin" / "tabpfn-api-client"), "fit", str(train), "--target",
+             "species", "--request-timeout", "1"],
+            API_URL=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            TABPFN_API_KEY="tpa_0000000000000000_" + "x" * 43,
+        )  # fmt: skip
+        for connection, _ in held:
+            connection.close()
+    assert mute.returncode == 1
+    assert "did not answer in time" in mute.stderr, mute.stderr
+    assert "may have reached the service" in mute.stderr and "tabpfn-api dev" not in mute.stderr
 
     # --help shows examples, for the program and for a command.
     for args in (["--help"], ["fit", "--help"], ["predict", "--help"]):

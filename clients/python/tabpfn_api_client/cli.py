@@ -857,11 +857,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(app)
     except APIConnectionError as exc:
-        print(
-            f"error: {exc.detail}. Is the service running? Start one on this machine with "
-            "`tabpfn-api dev` (see the README), or name yours with --api-url or API_URL.",
-            file=sys.stderr,
-        )
+        hint = ""
+        if not exc.reached:  # nothing answers there at all
+            hint = (
+                " Is the service running? Start one on this machine with `tabpfn-api dev` "
+                "(see the README), or name yours with --api-url or API_URL."
+            )
+        print(f"error: {exc.detail}.{hint}", file=sys.stderr)
         return 1
     except TabPFNAPIError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -45,7 +45,28 @@ _MAX_RETRY_AFTER_S = 60.0
 
 def _api_base(api_url: str) -> str:
     url = api_url.rstrip("/")
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        # httpx would read "localhost:8000" as a scheme and fail on every request with a
+        # message about the transport, far from the cause.
+        raise ValidationError(
+            f"The service URL {api_url!r} does not start with http:// or https:// "
+            "(e.g. http://127.0.0.1:8000): check --api-url or API_URL.",
+            code="validation_error",
+        )
     return url if url.endswith("/api/v1") else f"{url}/api/v1"
+
+
+def _transport_failure(api_url: str, exc: httpx.TransportError, may_have_arrived: bool) -> str:
+    """What a request that got no answer says: why, and whether it may have been done."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return f"Cannot reach {api_url}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.TimeoutException):
+        why = f"{api_url} did not answer in time ({type(exc).__name__})"
+    else:
+        why = f"The connection to {api_url} broke: {type(exc).__name__}: {exc}"
+    if may_have_arrived:  # a submit: its job may exist (list_jobs, `jobs` in the CLI)
+        why += "; the request may have reached the service and been carried out"
+    return why
 
 
 @functools.cache
@@ -334,10 +355,12 @@ class Client:
                     self._sleep_before_retry(attempt, None)
                     attempt += 1
                     continue
-                raise APIConnectionError(
-                    f"Cannot reach {self.api_url}: {type(exc).__name__}: {exc}",
+                failure = APIConnectionError(
+                    _transport_failure(self.api_url, exc, method != "GET" and not never_sent),
                     code="connection_error",
-                ) from exc
+                )
+                failure.reached = not never_sent
+                raise failure from exc
             # 429 and 503 are refusals before any work; 502/504 may hide a request
             # that ran, so those are retried only when a repeat is safe.
             if (

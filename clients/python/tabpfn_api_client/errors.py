@@ -33,7 +33,10 @@ class TabPFNAPIError(Exception):
 
 
 class APIConnectionError(TabPFNAPIError):
-    """The service could not be reached (after retries)."""
+    """No answer came (after retries): the service could not be reached (`reached` is
+    False), or it was and the connection broke or timed out before its answer."""
+
+    reached: bool = False
 
 
 class AuthenticationError(TabPFNAPIError):
