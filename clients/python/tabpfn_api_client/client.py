@@ -290,7 +290,9 @@ class Client:
 
     def _sleep_before_retry(self, attempt: int, retry_after: float | None) -> None:
         if retry_after is not None:
-            delay = min(retry_after, _MAX_RETRY_AFTER_S)
+            # Up to a second more than asked: the clients a rate window held back all
+            # come back together otherwise, and meet the next window's limit at once.
+            delay = min(retry_after, _MAX_RETRY_AFTER_S) + random.uniform(0, 1)
         else:
             delay = min(self.backoff_s * 2**attempt, 10.0)
             delay *= random.uniform(0.8, 1.2)
