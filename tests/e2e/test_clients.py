@@ -1213,10 +1213,11 @@ def test_sdk_and_cli_delete_a_finished_job(sdk_venv: Path, stack: Stack, api, em
 TIMEOUT_SCRIPT = """
 from tabpfn_api_client import JobTimeoutError, RemoteTabPFNClassifier
 estimator = RemoteTabPFNClassifier(job_timeout=2)
+estimator.model_id_ = "an earlier fit's model"
 try:
     estimator.fit([[1.0], [2.0], [3.0], [4.0]], ["a", "a", "b", "b"])
 except JobTimeoutError as exc:
-    print(exc.code, exc.args[0].split()[1])
+    print(exc.code, exc.args[0].split()[1], hasattr(estimator, "model_id_"))
 """
 
 
@@ -1230,8 +1231,9 @@ def test_an_estimator_cancels_the_job_it_stopped_waiting_for(
         run = _python(sdk_venv, TIMEOUT_SCRIPT, API_URL=stack.api_url, TABPFN_API_KEY=key)
     finally:
         emulator_knobs(hang_s=0.0)
-    code, job_id = run.stdout.split()
+    code, job_id, still_fitted = run.stdout.split()
     assert code == "timeout", run.stdout + run.stderr
+    assert still_fitted == "False"  # the failed refit left no earlier model behind
     # Canceled, not left to spend the account's quota on a result nobody waits for.
     assert wait_for_job(api, headers, job_id)["status"] == "canceled"
 

@@ -118,6 +118,10 @@ class _RemoteTabPFN(BaseEstimator):
         return [f"x{j}" for j in range(self.n_features_in_)]
 
     def _fit(self, X: Any, y: Any) -> None:
+        # A refit that fails leaves the estimator unfitted, not holding the old model
+        # beside the new data's classes and features.
+        for fitted in ("model_id_", "fit_job_id_"):
+            self.__dict__.pop(fitted, None)
         X = self._check_X(X, reset=True)
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}.")
