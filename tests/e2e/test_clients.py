@@ -159,7 +159,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tabpfn_api_client import (
     AuthenticationError, Client, JobCanceledError, NotFoundError, RemoteTabPFNClassifier,
-    RemoteTabPFNRegressor, ValidationError,
+    RemoteTabPFNRegressor, TabPFNAPIError, ValidationError,
 )
 
 URL = os.environ["API_URL"]
@@ -249,6 +249,17 @@ retried = retrying.fit(X.iloc[::5], y.iloc[::5])
 assert len(flaky.keys) == 3 and len(set(flaky.keys)) == 1, flaky.keys
 assert len(client.list_jobs(type="fit", limit=200)) == before + 1
 assert retried.wait(timeout=120).status == "succeeded"
+
+# Another server at the URL (a proxy's login page): a clear error, not a JSON traceback.
+class Html(httpx.BaseTransport):
+    def handle_request(self, request):
+        return httpx.Response(200, headers={"content-type": "text/html"}, text="<p>sign in</p>")
+
+try:
+    Client(URL, "k", transport=Html()).list_jobs()
+    raise AssertionError("an HTML page is no job list")
+except TabPFNAPIError as exc:
+    assert exc.code == "unexpected_response" and "text/html, not JSON" in exc.detail, exc
 
 # Cancel: a job either canceled in time (its result then raises) or already done.
 job = client.fit(X, y).cancel()

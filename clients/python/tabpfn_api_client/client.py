@@ -27,6 +27,7 @@ from .errors import (
     JobCanceledError,
     JobFailedError,
     JobTimeoutError,
+    TabPFNAPIError,
     ValidationError,
     error_from_response,
 )
@@ -378,7 +379,16 @@ class Client:
                     links.update(response.links)
                 if response.status_code == 204 or not response.content:
                     return None
-                return response.json()
+                try:
+                    return response.json()
+                except ValueError as exc:  # another server at this URL, or a proxy's page
+                    raise TabPFNAPIError(
+                        f"{self.api_url} answered {method} {path} with "
+                        f"{response.headers.get('content-type', 'no content type')}, not JSON: "
+                        "is it the TabPFN API? Check --api-url or API_URL.",
+                        code="unexpected_response",
+                        status_code=response.status_code,
+                    ) from exc
             try:
                 payload = response.json()
             except ValueError:
