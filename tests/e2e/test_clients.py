@@ -1141,6 +1141,10 @@ def test_sdk_and_cli_label_jobs_and_find_them_by_their_labels(
     found = _cli(sdk_venv, stack, "jobs", "--meta", "run=cli-9", "--json", TABPFN_API_KEY=key)
     assert found.returncode == 0, found.stdout + found.stderr
     assert [j["id"] for j in json.loads(found.stdout)] == [job_id]
+    table = _cli(sdk_venv, stack, "jobs", "--meta", "run=cli-9", TABPFN_API_KEY=key)
+    header, _, row = table.stdout.strip().splitlines()
+    assert header.split()[-1] == "metadata" and job_id in row, table.stdout
+    assert set(row.split()[-2:]) == {"run=cli-9", "team=growth"}, row
     bad = _cli(sdk_venv, stack, "jobs", "--meta", "run", TABPFN_API_KEY=key)
     assert bad.returncode != 0 and "KEY=VALUE" in bad.stderr
 

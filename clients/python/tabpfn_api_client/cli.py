@@ -77,6 +77,11 @@ def print_fields(fields: dict[str, Any], out: TextIO) -> None:
         print(f"{key.ljust(width)}  {shown}", file=out)
 
 
+def _labels(metadata: dict[str, str] | None) -> str:
+    """A job's or a model's labels in a table cell, as `--meta` takes them."""
+    return " ".join(f"{key}={value}" for key, value in (metadata or {}).items())
+
+
 def _when(timestamp: str) -> str:
     return timestamp[:19].replace("T", " ")
 
@@ -522,10 +527,12 @@ class App:
                 j.stage,
                 _when(j.data["created_at"]),
                 (j.error or {}).get("code"),
+                _labels(j.metadata),
             ]
             for j in jobs
         ]
-        print_table(["id", "type", "status", "stage", "created", "error"], rows, self.out)
+        headers = ["id", "type", "status", "stage", "created", "error", "metadata"]
+        print_table(headers, rows, self.out)
         return 0
 
     def cmd_cancel(self) -> int:
@@ -608,7 +615,7 @@ class App:
                 m["n_rows"],
                 m["n_features"],
                 _when(m["created_at"]),
-                " ".join(f"{k}={v}" for k, v in (m.get("metadata") or {}).items()),
+                _labels(m.get("metadata")),
             ],
         )
 
