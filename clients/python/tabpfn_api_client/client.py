@@ -312,11 +312,13 @@ class Client:
         timeout: float | None = None,
         links: dict[str, Any] | None = None,
         upload: Upload | None = None,
+        gone_after_retry: bool = False,
     ) -> Any:
         """One API call with retries; returns the decoded JSON (None for 204), and fills
         `links`, if given, with the answer's `Link` header by relation (httpx's `links`).
         `upload`: a multipart form of text fields and files, read from the start again
-        by every attempt.
+        by every attempt. `gone_after_retry`: a delete, whose retry that meets a 404
+        after an attempt that may have arrived is its own success, not an error.
 
         `retry` says whether a request that may have reached the server can be sent
         again (GETs, and submits with an Idempotency-Key); requests that surely did
@@ -339,6 +341,7 @@ class Client:
         if timeout is not None:
             request_timeout = httpx.Timeout(timeout, connect=min(self.timeout, 10.0))
         attempt = 0
+        may_have_arrived = False  # an earlier attempt whose answer did not come back
         while True:
             try:
                 with contextlib.ExitStack() as files:
@@ -355,6 +358,7 @@ class Client:
             except httpx.TransportError as exc:
                 never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if attempt < self.max_retries and (retry or never_sent):
+                    may_have_arrived = may_have_arrived or not never_sent
                     self._sleep_before_retry(attempt, None)
                     attempt += 1
                     continue
@@ -371,9 +375,12 @@ class Client:
                 and attempt < self.max_retries
                 and (retry or response.status_code in (429, 503))
             ):
+                may_have_arrived = may_have_arrived or response.status_code in (502, 504)
                 self._sleep_before_retry(attempt, _retry_after(response))
                 attempt += 1
                 continue
+            if gone_after_retry and may_have_arrived and response.status_code == 404:
+                return None  # the first attempt deleted it; only its answer was lost
             if response.is_success:
                 if links is not None:
                     links.update(response.links)
@@ -700,9 +707,10 @@ class Client:
     def delete_job(self, job_id: str) -> None:
         """Delete a finished job now: its data, result, webhook log and idempotency key
         (a fit's model stays). A queued or running job raises `ConflictError`
-        (`job_not_finished`): cancel it first. Retried as `delete_model` is: a retry
-        after a lost answer meets the job gone (`NotFoundError`)."""
-        self._request("DELETE", f"/jobs/{job_id}", retry=True)
+        (`job_not_finished`): cancel it first. A job that is not there raises
+        `NotFoundError`, unless an earlier attempt of this call may have deleted it
+        (its answer lost): then the retry's 404 is this call's success."""
+        self._request("DELETE", f"/jobs/{job_id}", retry=True, gone_after_retry=True)
 
     # -- models ------------------------------------------------------------
 
@@ -754,7 +762,8 @@ class Client:
         return self._request("GET", f"/models/{model_id}")
 
     def delete_model(self, model_id: str) -> None:
-        self._request("DELETE", f"/models/{model_id}", retry=True)
+        """Delete a model, here and in your TabPFN account; retried as `delete_job`."""
+        self._request("DELETE", f"/models/{model_id}", retry=True, gone_after_retry=True)
 
 
 @dataclasses.dataclass(frozen=True)
