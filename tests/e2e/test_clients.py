@@ -1287,6 +1287,25 @@ def test_an_estimator_cancels_the_job_it_stopped_waiting_for(
     assert wait_for_job(api, headers, job_id)["status"] == "canceled"
 
 
+def test_the_cli_says_a_job_it_stopped_waiting_for_goes_on(
+    sdk_venv: Path, stack: Stack, api, iris_files, emulator_knobs
+):
+    train, _, _ = iris_files
+    headers = register(api)
+    key = headers["Authorization"].removeprefix("Bearer ")
+    emulator_knobs(hang_s=60.0)  # the fit call hangs until the knob goes back to 0
+    try:
+        fit = _cli(sdk_venv, stack, "fit", str(train), "--target", "species", "--timeout", "1",
+                   TABPFN_API_KEY=key)  # fmt: skip
+    finally:
+        emulator_knobs(hang_s=0.0)
+    assert fit.returncode == 124, fit.stdout + fit.stderr
+    job_id = re.search(r"tabpfn-api-client wait (\S+)`", fit.stderr).group(1)
+    assert "did not finish within 1" in fit.stderr
+    # Not canceled: the CLI's job goes on, and `wait` finds it done.
+    assert wait_for_job(api, headers, job_id)["status"] == "succeeded"
+
+
 FILES_SCRIPT = """
 import os, sys
 import pandas as pd

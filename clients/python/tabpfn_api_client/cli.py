@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ._version import __version__
 from .client import DEFAULT_API_URL, Client, Job
-from .errors import APIConnectionError, TabPFNAPIError
+from .errors import APIConnectionError, JobTimeoutError, TabPFNAPIError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +38,8 @@ OUTPUTS = ("labels", "probabilities", "mean", "median", "quantiles")
 # as JSON rows it would meet the service's MAX_REQUEST_BYTES (50 MiB by default) sooner,
 # and cost both sides more to write and read.
 UPLOAD_OVER_BYTES = 16 * 2**20
+# The exit status when --timeout passed with the job still queued or running.
+EXIT_STILL_RUNNING = 124
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _PREVIEW_ROWS = 10
 
@@ -863,6 +865,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = App(args, sys.stdout, sys.stderr)
     try:
         return args.run(app)
+    except JobTimeoutError as exc:
+        # Not a failure: the job goes on. The status timeout(1) uses, so a script can
+        # tell "still running" from "failed".
+        job = exc.body.get("job_id", "")
+        print(
+            f"error: {exc.detail} It goes on: `tabpfn-api-client wait {job}` waits again.",
+            file=sys.stderr,
+        )
+        return EXIT_STILL_RUNNING
     except APIConnectionError as exc:
         hint = ""
         if not exc.reached:  # nothing answers there at all

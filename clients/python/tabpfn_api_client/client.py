@@ -184,6 +184,7 @@ class Job:
                 raise JobTimeoutError(
                     f"Job {self.id} did not finish within {timeout} s (it is {self.status}).",
                     code="timeout",
+                    body={"job_id": self.id, "status": self.status},
                 )
             longest = MAX_LONG_POLL_S if on_update is None else PROGRESS_POLL_S
             wait_s = max(1, min(longest, math.ceil(left)))
