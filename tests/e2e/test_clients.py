@@ -300,9 +300,12 @@ Xi, yi = Xi[::2], yi[::2]
 estimator = RemoteTabPFNClassifier(URL, account["api_key"], n_estimators=2, random_state=0)
 copy = clone(estimator)
 assert copy.get_params() == estimator.get_params() and copy is not estimator
-# The key is a parameter, never printed.
+# The key is a parameter, never printed: alone, inside a search, in a notebook's HTML.
 assert account["api_key"] not in repr(estimator) and "api_key='***'" in repr(estimator)
 assert "api_key" not in repr(RemoteTabPFNClassifier(n_estimators=2))
+searched = GridSearchCV(estimator, {"n_estimators": [1, 2]})
+assert account["api_key"] not in repr(searched) and "api_key='***'" in repr(searched)
+assert account["api_key"] not in searched._repr_html_() + make_pipeline(estimator)._repr_html_()
 scores = cross_val_score(estimator, Xi, yi, cv=3)
 report["cv_scores"] = scores.tolist()
 assert not hasattr(estimator, "model_id_")  # cross_val_score fitted clones
@@ -878,6 +881,7 @@ def test_cli_first_hour_polish(sdk_venv: Path, stack: Stack, iris_files):
     )
     assert schemeless.returncode == 1
     assert "does not start with http:// or https://" in schemeless.stderr, schemeless.stderr
+    assert schemeless.stderr.startswith("error: ") and "Traceback" not in schemeless.stderr
 
     # A service that takes the request and never answers: not "is it running?", and a
     # submit says it may have been carried out.
@@ -1402,6 +1406,12 @@ def test_cli_uploads_files_as_they_are(sdk_venv: Path, stack: Stack, api, iris_f
     )
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "does not hold exactly the model's columns" in refused.stderr
+    # A file pandas reads here but the service does not take (a .txt CSV): not uploaded.
+    text = tmp_path / "flowers.txt"
+    text.write_bytes(test.read_bytes())
+    foreign = _cli(sdk_venv, stack, "fit", str(text), "--target", "species", "--upload",
+                   TABPFN_API_KEY=key)  # fmt: skip
+    assert foreign.returncode == 2 and "takes .csv and .parquet files" in foreign.stderr
     flowers = tmp_path / "flowers.csv"
     pd.read_csv(test).drop(columns=["species"]).to_csv(flowers, index=False)
     predicted = _cli(

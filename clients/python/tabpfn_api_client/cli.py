@@ -38,6 +38,8 @@ OUTPUTS = ("labels", "probabilities", "mean", "median", "quantiles")
 # as JSON rows it would meet the service's MAX_REQUEST_BYTES (50 MiB by default) sooner,
 # and cost both sides more to write and read.
 UPLOAD_OVER_BYTES = 16 * 2**20
+# What the service reads as a table file (its name may also have no extension).
+UPLOADED_SUFFIXES = ("", ".csv", ".parquet", ".pq", ".parq")
 # The exit status when --timeout passed with the job still queued or running.
 EXIT_STILL_RUNNING = 124
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -398,6 +400,9 @@ class App:
         """Whether the job's files go as they are (an upload) rather than as JSON rows:
         with --upload, or when one is over UPLOAD_OVER_BYTES; only files the job takes as
         they are (`unchanged`: None, or why not)."""
+        foreign = [p for p in paths if Path(p).suffix.lower() not in UPLOADED_SUFFIXES]
+        if unchanged is None and foreign:  # e.g. train.csv.gz, which pandas reads here
+            unchanged = f"the service takes .csv and .parquet files, not {foreign[0]}"
         if self.args.upload and unchanged is not None:
             raise CLIError(f"--upload sends the files as they are, but {unchanged}.")
         size = sum(Path(path).stat().st_size for path in paths)
@@ -862,8 +867,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in {**unset, "request_timeout": 30.0}.items():
         if not hasattr(args, name):
             setattr(args, name, value)
-    app = App(args, sys.stdout, sys.stderr)
+    app = None
     try:
+        app = App(args, sys.stdout, sys.stderr)  # a bad service URL is refused here
         return args.run(app)
     except JobTimeoutError as exc:
         # Not a failure: the job goes on. The status timeout(1) uses, so a script can
@@ -893,7 +899,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted (jobs keep running; see `tabpfn-api-client jobs`)", file=sys.stderr)
         return 130
     finally:
-        app.client.close()
+        if app is not None:
+            app.client.close()
 
 
 if __name__ == "__main__":

@@ -57,16 +57,21 @@ def _api_base(api_url: str) -> str:
     return url if url.endswith("/api/v1") else f"{url}/api/v1"
 
 
+# Failures that mean the request never left: nothing was done, and a retry is safe.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 def _transport_failure(api_url: str, exc: httpx.TransportError, may_have_arrived: bool) -> str:
-    """What a request that got no answer says: why, and whether it may have been done."""
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return f"Cannot reach {api_url}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, httpx.TimeoutException):
+    """What a request that got no answer says: why, and whether one of its attempts may
+    have been carried out (a submit's job may then exist: list_jobs, `jobs` in the CLI)."""
+    if isinstance(exc, _NEVER_SENT):
+        why = f"Cannot reach {api_url}: {type(exc).__name__}: {exc}"
+    elif isinstance(exc, httpx.TimeoutException):
         why = f"{api_url} did not answer in time ({type(exc).__name__})"
     else:
         why = f"The connection to {api_url} broke: {type(exc).__name__}: {exc}"
-    if may_have_arrived:  # a submit: its job may exist (list_jobs, `jobs` in the CLI)
-        why += "; the request may have reached the service and been carried out"
+    if may_have_arrived:
+        why += "; an attempt may have reached the service and been carried out"
     return why
 
 
@@ -81,6 +86,16 @@ def _tls_context() -> ssl.SSLContext:
     were set when the first Client was made).
     """
     return httpx.create_ssl_context()
+
+
+def _not_found(response: httpx.Response) -> bool:
+    """The service's own 404 for a job or model (not a proxy's page)."""
+    if response.status_code != 404:
+        return False
+    try:
+        return response.json().get("code") in ("not_found", "model_not_found")
+    except (ValueError, AttributeError):
+        return False
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -357,17 +372,17 @@ class Client:
                         timeout=request_timeout or httpx.USE_CLIENT_DEFAULT,
                     )
             except httpx.TransportError as exc:
-                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                never_sent = isinstance(exc, _NEVER_SENT)
+                may_have_arrived = may_have_arrived or not never_sent
                 if attempt < self.max_retries and (retry or never_sent):
-                    may_have_arrived = may_have_arrived or not never_sent
                     self._sleep_before_retry(attempt, None)
                     attempt += 1
                     continue
                 failure = APIConnectionError(
-                    _transport_failure(self.api_url, exc, method != "GET" and not never_sent),
+                    _transport_failure(self.api_url, exc, method != "GET" and may_have_arrived),
                     code="connection_error",
                 )
-                failure.reached = not never_sent
+                failure.reached = may_have_arrived
                 raise failure from exc
             # 429 and 503 are refusals before any work; 502/504 may hide a request
             # that ran, so those are retried only when a repeat is safe.
@@ -380,8 +395,8 @@ class Client:
                 self._sleep_before_retry(attempt, _retry_after(response))
                 attempt += 1
                 continue
-            if gone_after_retry and may_have_arrived and response.status_code == 404:
-                return None  # the first attempt deleted it; only its answer was lost
+            if gone_after_retry and may_have_arrived and _not_found(response):
+                return None  # an earlier attempt deleted it; only its answer was lost
             if response.is_success:
                 if links is not None:
                     links.update(response.links)

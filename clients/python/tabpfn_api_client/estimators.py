@@ -7,10 +7,11 @@ Each `fit` is a fit job on the service and each `predict` a predict job; the
 client is built on first use from `api_url`/`api_key` or the environment
 (`API_URL`, `TABPFN_API_KEY`). Needs the `[sklearn]` extra.
 
-The API key: prefer TABPFN_API_KEY to `api_key=`. A key given as a parameter is
-masked when the estimator is printed, but it is a parameter: `get_params()`
-returns it (tools that log every parameter record it) and a pickle holds it
-(joblib's worker processes need it to fit in a parallel search).
+The API key: prefer TABPFN_API_KEY to `api_key=`. A key given as a parameter shows
+as '***' wherever scikit-learn prints parameters (the estimator, a search or a
+pipeline holding it, a notebook's HTML), but it is a parameter: `get_params()`
+returns it (a tool that logs parameters as text records it) and a pickle holds
+it (joblib's worker processes need it to fit in a parallel search).
 """
 
 from __future__ import annotations
@@ -74,13 +75,15 @@ class _RemoteTabPFN(BaseEstimator):
         state.pop("_client_signature", None)
         return state
 
-    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 (scikit-learn's name)
-        # The key is a parameter (clone needs it) but never printed: notebooks, logs.
-        if self.api_key is None:
-            return super().__repr__(N_CHAR_MAX)
-        shown = type(self).__new__(type(self))
-        shown.__dict__.update(self.__dict__, api_key="***")
-        return BaseEstimator.__repr__(shown, N_CHAR_MAX)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        # The key is a parameter (clone needs it) that scikit-learn prints wherever it
+        # shows parameters: the estimator, a search or pipeline holding it, a notebook's
+        # HTML. All of them print a parameter's repr, which this key's masks.
+        params = super().get_params(deep=deep)
+        key = params.get("api_key")
+        if isinstance(key, str) and not isinstance(key, _MaskedKey):
+            params["api_key"] = _MaskedKey(key)
+        return params
 
     def __sklearn_tags__(self):  # scikit-learn >= 1.6
         tags = super().__sklearn_tags__()
@@ -173,6 +176,15 @@ def _finish_or_cancel(job: Job, finish: Callable[[], T]) -> T:
         raise
 
 
+class _MaskedKey(str):
+    """An API key that is itself to every use but `repr`, which shows `'***'`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
 def _json_ready(value: Any) -> Any:
     """numpy scalars and arrays (and lists or dicts of them) as plain Python values."""
     if isinstance(value, np.generic):
@@ -182,7 +194,7 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
+        return {_json_ready(k): _json_ready(v) for k, v in value.items()}
     return value
 
 
