@@ -56,8 +56,7 @@ class _RemoteTabPFN(BaseEstimator):
         seed = options.get("random_state")
         if isinstance(seed, np.random.RandomState):  # as scikit-learn draws a seed from one
             options["random_state"] = int(seed.randint(np.iinfo(np.int32).max))
-        # A search's grid hands out numpy values (np.arange, np.where): sent as plain JSON.
-        return {name: _json_ready(value) for name, value in options.items()}
+        return options  # numpy values (a search's grid) go as plain JSON (_json.dumps)
 
     def _client(self) -> Client:
         # Built lazily and kept out of get_params: clones and pickles make their own.
@@ -183,19 +182,6 @@ class _MaskedKey(str):
 
     def __repr__(self) -> str:
         return "'***'"
-
-
-def _json_ready(value: Any) -> Any:
-    """numpy scalars and arrays (and lists or dicts of them) as plain Python values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, dict):
-        return {_json_ready(k): _json_ready(v) for k, v in value.items()}
-    return value
 
 
 class RemoteTabPFNClassifier(ClassifierMixin, _RemoteTabPFN):
