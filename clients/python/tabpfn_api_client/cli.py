@@ -81,9 +81,9 @@ def print_fields(fields: dict[str, Any], out: TextIO) -> None:
         print(f"{key.ljust(width)}  {shown}", file=out)
 
 
-def _labels(metadata: dict[str, str] | None) -> str:
-    """A job's or a model's labels in a table cell, as `--meta` takes them."""
-    return " ".join(f"{key}={value}" for key, value in (metadata or {}).items())
+def _labels(metadata: dict[str, str] | None, separator: str = " ") -> str:
+    """A job's or a model's labels as `--meta` takes them (in a table cell: spaced)."""
+    return separator.join(f"{key}={value}" for key, value in (metadata or {}).items())
 
 
 def _when(timestamp: str) -> str:
@@ -405,10 +405,9 @@ class App:
             unchanged = f"the service takes .csv and .parquet files, not {foreign[0]}"
         if self.args.upload and unchanged is not None:
             raise CLIError(f"--upload sends the files as they are, but {unchanged}.")
-        size = sum(Path(path).stat().st_size for path in paths)
-        big = max(Path(path).stat().st_size for path in paths) > UPLOAD_OVER_BYTES
-        if self.args.upload or (big and unchanged is None):
-            self.note(f"uploading {', '.join(paths)} as they are ({size / 2**20:.1f} MiB)")
+        sizes = [Path(path).stat().st_size for path in paths]
+        if self.args.upload or (max(sizes) > UPLOAD_OVER_BYTES and unchanged is None):
+            self.note(f"uploading {', '.join(paths)} as they are ({sum(sizes) / 2**20:.1f} MiB)")
             return True
         return False
 
@@ -570,9 +569,7 @@ class App:
         if self.args.json:
             self.emit_json(data)
             return 0
-        labels = data.get("metadata") or {}
-        shown = ", ".join(f"{key}={value}" for key, value in labels.items()) or "(none)"
-        print(f"{what}: {shown}", file=self.out)
+        print(f"{what}: {_labels(data.get('metadata'), ', ') or '(none)'}", file=self.out)
         return 0
 
     def cmd_delete_job(self) -> int:
