@@ -724,12 +724,9 @@ def update_job(
     `draft`; `{"metadata": null}` removes them all. Any job, queued, running or
     ended. Its webhook event keeps the labels the job had when it ended.
     `Content-Type: application/json` or `application/merge-patch+json`."""
-    if "metadata" in body.model_fields_set:
-        job = relabel_job(session=session, user=user, job_id=job_id, patch=body.metadata)
-    else:  # nothing to change
-        job = jobs.get_job(session=session, user=user, job_id=job_id)
-    queue = user_queue(session=session, user_id=user.id) if job.status == QUEUED else None
-    return job_out(job, queue)
+    if "metadata" in body.model_fields_set:  # else nothing to change: the job as it is
+        relabel_job(session=session, user=user, job_id=job_id, patch=body.metadata)
+    return _job_view(session, user, job_id)  # the changed row, from the session
 
 
 @router.delete(
