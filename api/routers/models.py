@@ -103,9 +103,11 @@ def update_model(
     `{"metadata": {"name": "churn", "stage": null}}` sets `name` and removes `stage`;
     `{"metadata": null}` removes them all. A model starts with its fit job's labels.
     `Content-Type: application/json` or `application/merge-patch+json`."""
-    if "metadata" in body.model_fields_set:  # else nothing to change: the model as it is
+    if "metadata" not in body.model_fields_set:  # nothing to change: the model as it is
+        return get_model(model_id, session, user)
+    return model_out(
         relabel_model(session=session, user=user, model_id=model_id, patch=body.metadata)
-    return get_model(model_id, session, user)  # the changed row, from the session
+    )
 
 
 @router.delete(
