@@ -41,7 +41,13 @@ from api.submit_wait import WaitingRoute, WaitQuery, waits_for_end
 from shared.accounts.users import ensure_key_active
 from shared.core.config import get_settings
 from shared.core.db import session_scope
-from shared.core.errors import NotFound, ResultNotAvailable, Unauthorized, ValidationFailed
+from shared.core.errors import (
+    NotFound,
+    ResultExpired,
+    ResultNotAvailable,
+    Unauthorized,
+    ValidationFailed,
+)
 from shared.jobs import list_cursor
 from shared.jobs import submit as jobs
 from shared.jobs.deletion import delete_job as remove_job
@@ -185,8 +191,10 @@ async def _answer_when_ended(request: Request, accepted: Response, wait: float) 
     if job.status == SUCCEEDED:
         try:
             found = await run_in_threadpool(_read, _result_or_pending, user, job.id, key_id)
-        except NotFound:  # its result deleted meanwhile (retention): the job alone
+        except ResultExpired:  # its result deleted meanwhile (retention): the job alone
             found = None
+        except NotFound:  # the job itself deleted (DELETE from another request)
+            raise NotFound(f"Job {job.id} was deleted while this request waited for it.") from None
         if isinstance(found, str):
             body = body[:-1] + b',"result":' + found.encode() + b"}"
     else:

@@ -139,8 +139,9 @@ class Settings(BaseSettings):
     # deployments, dev stacks, test runs) never share one; a restarted beat then
     # counts each interval from its start.
     beat_schedule_file: str | None = None
-    # How long an Idempotency-Key is remembered.
-    idempotency_ttl_s: float = 24 * 3600.0
+    # How long an Idempotency-Key is remembered. Unset: 24 hours, or RETENTION_S if
+    # that is shorter; set, at most RETENTION_S (checked below).
+    idempotency_ttl_s: float | None = Field(default=None, gt=0)
 
     # Webhooks: seconds an attempt may take in all (DNS lookup, connect, send, and the
     # answer's status line and headers; its body is never read), and the delays before each
@@ -212,6 +213,19 @@ class Settings(BaseSettings):
                 f"LEASE_TIMEOUT_S ({self.lease_timeout_s:g}) must be at least twice "
                 f"HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g}), or running jobs are "
                 "taken for lost and run again"
+            )
+        return self
+
+    # A key that outlived its job's data replayed a job whose result was gone, where a
+    # retry wants its result: a key is forgotten no later than its job's data.
+    @model_validator(mode="after")
+    def _keys_go_before_their_data(self) -> Settings:
+        if self.idempotency_ttl_s is None:
+            self.idempotency_ttl_s = min(24 * 3600.0, self.retention_s)
+        elif self.idempotency_ttl_s > self.retention_s:
+            raise ValueError(
+                f"IDEMPOTENCY_TTL_S ({self.idempotency_ttl_s:g}) must not exceed RETENTION_S "
+                f"({self.retention_s:g}), or a retry replays a job whose result was deleted"
             )
         return self
 

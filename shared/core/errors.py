@@ -73,6 +73,11 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class ResultExpired(NotFound):
+    """A succeeded job's result, deleted by retention while the job stays: told apart
+    from a job that is gone by the code that reads both, answered as `not_found`."""
+
+
 class ModelNotFound(ServiceError):
     status_code = 404
     code = "model_not_found"

@@ -23,6 +23,7 @@ from shared.core.errors import (
     JobCanceled,
     ModelNotFound,
     NotFound,
+    ResultExpired,
     ResultNotAvailable,
     ValidationFailed,
 )
@@ -419,7 +420,7 @@ def get_result_json(*, session: Session, user: User, job_id: uuid.UUID) -> str:
     status, result = found.status, found[2]
     if status != js.SUCCEEDED or result is None:
         if status == js.SUCCEEDED:
-            raise NotFound(f"The result of job {job_id} has expired and was deleted.")
+            raise ResultExpired(f"The result of job {job_id} has expired and was deleted.")
         if status == js.CANCELED:
             raise JobCanceled(f"Job {job_id} was canceled; it has no result.")
         if status == js.FAILED:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from shared.core.errors import NotFound, ResultExpired
 from shared.jobs import states as js
 from shared.jobs.lifecycle import (
     Claim,
@@ -22,6 +24,8 @@ from shared.jobs.lifecycle import (
     succeed_job,
     this_worker,
 )
+from shared.jobs.repository import purge_job_data
+from shared.jobs.submit import get_result_json
 from shared.models import FittedModel, Job, JobData
 from tests.support.factories import make_job, make_user, new_model
 
@@ -172,3 +176,24 @@ def test_a_shutdown_gives_back_every_run_of_its_process_and_only_those(session: 
     assert _state(session, mine.id) == (js.QUEUED, None, 0, None)
     assert _state(session, theirs.id) == (js.RUNNING, js.STAGE_FITTING, 1, None)
     assert hand_back_runs_of(session=session, worker=this_worker()) == []
+
+
+def test_a_result_read_tells_an_expired_result_from_a_deleted_job(session: Session) -> None:
+    """A submit's `?wait` answers the job alone when its result expired, and 404 when
+    the job itself was deleted while it waited (it answered `succeeded`, no result)."""
+    user = make_user(session=session)
+    job = make_job(session=session, user=user)
+    claim = claim_job(session=session, job_id=job.id)
+    assert succeed_job(session=session, claim=claim, result={"y": [1]}, model=None, timings=None)
+    assert get_result_json(session=session, user=user, job_id=job.id) == '{"y": [1]}'
+
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert purge_job_data(session=session, finished_before=later) == 1
+    with pytest.raises(ResultExpired, match="has expired"):
+        get_result_json(session=session, user=user, job_id=job.id)
+
+    session.execute(delete(JobData).where(JobData.job_id == job.id))
+    session.execute(delete(Job).where(Job.id == job.id))
+    with pytest.raises(NotFound) as gone:
+        get_result_json(session=session, user=user, job_id=job.id)
+    assert not isinstance(gone.value, ResultExpired)

@@ -75,6 +75,8 @@ def test_another_scheme_is_one_line_naming_the_variable(variable, value, expecte
         ("WEBHOOK_RETRY_SCHEDULE_S", "5s,30s", "WEBHOOK_RETRY_SCHEDULE_S must be seconds"),
         ("HEARTBEAT_INTERVAL_S", "0", "HEARTBEAT_INTERVAL_S: Input should be greater than 0"),
         ("RETENTION_S", "-1", "RETENTION_S: Input should be greater than 0"),
+        # Accepted before: a retry past the data's deletion replayed a job without its result.
+        ("IDEMPOTENCY_TTL_S", "700000", "IDEMPOTENCY_TTL_S (700000) must not exceed RETENTION_S"),
     ],
 )
 def test_a_setting_no_process_can_work_with_is_one_line(variable, value, expected) -> None:
@@ -82,6 +84,14 @@ def test_a_setting_no_process_can_work_with_is_one_line(variable, value, expecte
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"tabpfn-api api: {expected}"), done.stderr
+
+
+def test_an_idempotency_key_is_forgotten_no_later_than_its_jobs_data() -> None:
+    from shared.core.config import Settings
+
+    assert Settings(_env_file=None, retention_s=7 * 86400).idempotency_ttl_s == 86400
+    assert Settings(_env_file=None, retention_s=3600).idempotency_ttl_s == 3600
+    assert Settings(_env_file=None, retention_s=3600, idempotency_ttl_s=60).idempotency_ttl_s == 60
 
 
 def test_migrate_accepts_the_urls_providers_hand_out(services) -> None:
