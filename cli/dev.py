@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from cli.embedded import start_embedded_postgres, start_embedded_redis
 from cli.lifeline import read_pid
-from cli.ports import check_port, free_port
+from cli.ports import check_port, preferred_port
 from cli.supervisor import (
     Child,
     check_alive,
@@ -242,8 +242,12 @@ def _kept_secret(path: Path, new: Callable[[], str]) -> str:
     return value
 
 
+# Where the docs and examples (examples/paced_burst.py's EMULATOR_URL) look for it.
+EMULATOR_PORT = 8080
+
+
 def _start_emulator(env: dict, started: _Starter) -> str:
-    port = free_port()
+    port = preferred_port(EMULATOR_PORT)
     env.setdefault("EMULATOR_TOKENS", DEMO_TOKEN)
     env["TABPFN_API_URL"] = f"http://127.0.0.1:{port}"
     started("emulator", ["emulator", "--port", str(port)])

@@ -33,6 +33,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def preferred_port(port: int) -> int:
+    """`port` on 127.0.0.1 if it is free now, else any free one: a child server
+    reachable where the docs say when nothing else holds that port."""
+    try:
+        _bind("127.0.0.1", port)
+    except OSError:
+        return free_port()
+    return port
+
+
 def _bind(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

@@ -52,6 +52,17 @@ def check(response: httpx.Response, expect: int) -> dict:
     return response.json()
 
 
+def switch_emulator(knobs: dict) -> None:
+    try:
+        httpx.patch(f"{EMULATOR_URL}/_emulator/config", json=knobs).raise_for_status()
+    except httpx.HTTPError as exc:
+        sys.exit(
+            f"error: cannot set the emulator's rate windows at {EMULATOR_URL} ({exc}). Set "
+            "EMULATOR_URL to the Emulator URL `tabpfn-api dev` printed, or to nothing "
+            "against the real TabPFN cloud."
+        )
+
+
 def summary(jobs: list[dict]) -> str:
     counts = Counter(
         f"queued ({j['waiting']['reason']})"
@@ -67,7 +78,7 @@ def main() -> None:
         key = check(api.post("/auth/setup", json={"tabpfn_token": TABPFN_TOKEN}), 201)["api_key"]
         headers = {"Authorization": f"Bearer {key}"}
         if EMULATOR_URL:
-            httpx.patch(f"{EMULATOR_URL}/_emulator/config", json=LIMITS).raise_for_status()
+            switch_emulator(LIMITS)
         try:
             started = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
@@ -88,9 +99,7 @@ def main() -> None:
                 time.sleep(1)
         finally:
             if EMULATOR_URL:
-                httpx.patch(
-                    f"{EMULATOR_URL}/_emulator/config", json={"rate_limits": False}
-                ).raise_for_status()
+                switch_emulator({"rate_limits": False})
     failed = [j for j in jobs if j["status"] != "succeeded"]
     print(
         f"done in {time.monotonic() - started:.1f}s: {len(jobs) - len(failed)} succeeded, "

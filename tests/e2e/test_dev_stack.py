@@ -85,6 +85,16 @@ def _dev_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _start_dev(state_dir: Path, output: Path, *args: str) -> subprocess.Popen:
     # Running in the state directory keeps a project .env out of it.
     with output.open("wb") as out:
@@ -214,6 +224,7 @@ def test_dev_stack_serves_the_quickstart_and_stops_cleanly(state_dir: Path) -> N
     api_url = f"http://127.0.0.1:{port}"
     output = state_dir / "dev-output.txt"
     started = time.monotonic()
+    emulator_port_free = _free(8080)
     dev = _start_dev(state_dir, output, "--port", str(port), "--flower-port", str(flower_port))
     descendants: list[psutil.Process] = []
     try:
@@ -242,6 +253,11 @@ def test_dev_stack_serves_the_quickstart_and_stops_cleanly(state_dir: Path) -> N
         for line in (f"API           {api_url}", f"{api_url}/docs", "demo-token", "Ctrl-C"):
             assert line in text, text
         assert f"Console       {api_url}/console/" in text, text
+        # The emulator where examples/paced_burst.py looks for it, unless 8080 was taken.
+        emulator_url = re.search(r"Emulator      (\S+)", text).group(1)
+        if emulator_port_free:
+            assert emulator_url == "http://127.0.0.1:8080", text
+        assert httpx.get(f"{emulator_url}/_emulator/config").status_code == 200
         assert httpx.get(f"{api_url}/console/").status_code == 200
 
         # Webhooks to a receiver on this machine, as docs/clients.md shows (production
