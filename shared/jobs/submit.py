@@ -48,7 +48,7 @@ from shared.tables.payloads import (
 from shared.tables.table_ingest import Target, ingest_upload
 from shared.upstream.account import delete_upstream_model, upstream_limits
 from shared.upstream.client import load_client
-from shared.webhooks.targets import check_target
+from shared.webhooks.targets import CALLBACK_LOOKUP_TIMEOUT_S, check_target
 
 CLASSIFIER_OUTPUTS = ("labels", "probabilities")
 REGRESSOR_OUTPUTS = ("mean", "median", "quantiles")
@@ -210,9 +210,21 @@ def _test_parquet(
     return encode_table(align_columns(table, model_columns, named=named))
 
 
-def _check_callback(callback_url: str | None) -> None:
-    if callback_url is not None:
-        check_target(callback_url, allow_private=get_settings().webhook_allow_private_targets)
+def _check_callback(session: Session, callback_url: str | None) -> None:
+    """Refuse a callback URL whose host is not public, or does not resolve within
+    CALLBACK_LOOKUP_TIMEOUT_S."""
+    if callback_url is None:
+        return
+    # The lookup may take seconds (a host whose nameserver is slow or silent): the
+    # request's pooled connection goes back to the pool meanwhile, or a few such
+    # submits held every one of them. Nothing is written yet and no lock is held
+    # (the key's last use, if written, is as good committed now).
+    session.commit()
+    check_target(
+        callback_url,
+        allow_private=get_settings().webhook_allow_private_targets,
+        timeout=CALLBACK_LOOKUP_TIMEOUT_S,
+    )
 
 
 def _new_job(
@@ -264,7 +276,7 @@ def create_fit_job(
 ) -> Job:
     _check_task(task)
     params = {"options": _check_options(task, options)}
-    _check_callback(callback_url)
+    _check_callback(session, callback_url)
     labels = check_metadata(metadata)
     train_parquet, _, _ = _train_parquet(task, train)
     fields = (session, user, js.FIT, task, params, callback_url)
@@ -284,7 +296,7 @@ def create_predict_job(
 ) -> Job:
     model = get_model(session=session, user=user, model_id=model_id)
     params = _check_output(model.task, output, quantiles)
-    _check_callback(callback_url)
+    _check_callback(session, callback_url)
     labels = check_metadata(metadata)
     test_parquet = _test_parquet(test, model.columns, model.text_columns)
     _hold_model(session, model)
@@ -324,7 +336,7 @@ def create_fit_predict_job(
 ) -> Job:
     _check_task(task)
     params = {"options": _check_options(task, options), **_check_output(task, output, quantiles)}
-    _check_callback(callback_url)
+    _check_callback(session, callback_url)
     labels = check_metadata(metadata)
     train_parquet, train_columns, text_columns = _train_parquet(task, train)
     try:

@@ -61,6 +61,11 @@ def refusal_reason(address: str) -> str | None:
     return None
 
 
+# Seconds a submit waits for its callback host to resolve (a delivery gives the lookup
+# what is left of its attempt). Without a bound, a host whose nameserver never answers
+# held the submit's thread for the system resolver's own timeouts, each one.
+CALLBACK_LOOKUP_TIMEOUT_S = 5.0
+
 # Browsers and CDNs take URLs of about this length. Longer ones are refused at submit
 # (HTTP stacks refuse some at delivery: httpx's past 64 KiB, once the job was accepted).
 MAX_URL_LENGTH = 2048
@@ -119,6 +124,12 @@ def check_target(url: str, *, allow_private: bool, timeout: float | None = None)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused("callback_url must be an http(s) URL with a host.")
+    if parts.username is not None or parts.password is not None:
+        # Accepted, they were never sent: every attempt met the receiver's 401.
+        raise TargetRefused(
+            "callback_url must not carry a user name or password (they are not sent); "
+            "check the event's signature instead (docs/webhooks.md)."
+        )
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = _lookup(parts.hostname, port, timeout)
@@ -129,8 +140,11 @@ def check_target(url: str, *, allow_private: bool, timeout: float | None = None)
         for address in addresses:
             reason = refusal_reason(address)
             if reason:
+                # The address itself is not told: any user could map the deployment's
+                # own network with it.
                 raise TargetRefused(
-                    f"callback_url host {parts.hostname!r} resolves to {address} ({reason}); "
+                    f"callback_url host {parts.hostname!r} resolves to an address that is "
+                    f"not public ({reason}); "
                     "webhooks go to public addresses only (the operator may allow others "
                     "with WEBHOOK_ALLOW_PRIVATE_TARGETS=true, as `tabpfn-api dev` does)."
                 )

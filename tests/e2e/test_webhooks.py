@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import zlib
@@ -164,6 +165,21 @@ def test_private_targets_are_refused_at_submit(api, public_only_api, url):
     )
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "callback_url_forbidden"
+    assert "not public" in response.json()["detail"]
+    # The deployment's own addresses are not told to whoever asks.
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+|::", response.json()["detail"].split("'")[2])
+    assert api.get("/jobs", headers=headers).json()["jobs"] == []
+
+
+def test_a_callback_url_with_a_user_and_password_is_refused(api):
+    """Accepted before, they were never sent: every attempt met the receiver's 401."""
+    headers, _ = _setup(api)
+    for url in ("https://user:secret@hooks.example.com/x", "https://user@hooks.example.com/x"):
+        response = api.post("/jobs/fit", json={**FIT, "callback_url": url}, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "callback_url_forbidden"
+        assert "user name or password" in response.json()["detail"]
+        assert "secret" not in response.json()["detail"]
     assert api.get("/jobs", headers=headers).json()["jobs"] == []
 
 
