@@ -49,13 +49,25 @@ def postpone_delivery(*, session: Session, delivery_id: uuid.UUID, delay: timede
     return moved is not None
 
 
-def owner_of_delivery(*, session: Session, delivery_id: uuid.UUID) -> uuid.UUID | None:
-    """The user whose job the delivery is of; None when the delivery is gone."""
-    return session.scalar(
-        select(Job.user_id)
+def owner_of_delivery(
+    *, session: Session, delivery_id: uuid.UUID
+) -> tuple[uuid.UUID, float] | None:
+    """The user whose job the delivery is of, and the seconds until the delivery is
+    due on PostgreSQL's clock (0 when it is, or is done); None when it is gone."""
+    found = session.execute(
+        select(
+            Job.user_id,
+            func.greatest(
+                0.0,
+                func.coalesce(
+                    func.extract("epoch", WebhookDelivery.next_attempt_at - func.now()), 0.0
+                ),
+            ),
+        )
         .join(WebhookDelivery, WebhookDelivery.job_id == Job.id)
-        .where(WebhookDelivery.id == delivery_id)
-    )
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING)
+    ).first()
+    return None if found is None else (found[0], float(found[1]))
 
 
 def secret_of_job_owner(*, session: Session, job_id: uuid.UUID) -> str | None:
