@@ -129,8 +129,16 @@ def run_rotate_secret(_: argparse.Namespace) -> None:
     get_settings().require("DATABASE_URL", "SECRET_KEY")
     from shared.accounts.secret_rotation import rotate_stored_secrets
 
-    count = rotate_stored_secrets()
+    count, unreadable = rotate_stored_secrets()
     print(f"Re-encrypted the secrets of {count} user(s) with the first key of SECRET_KEY.")
+    if unreadable:
+        # The ids only: they are no secret, and tell the operator whom to look at.
+        listed = "\n".join(f"  {user_id}" for user_id in unreadable)
+        sys.exit(
+            f"tabpfn-api rotate-secret: {len(unreadable)} user(s) hold a secret no key in SECRET_KEY decrypts; they "
+            f"were left as they are:\n{listed}\nAdd the key they were stored with to "
+            "SECRET_KEY and run rotate-secret again before you drop any key (docs/security.md)."
+        )
 
 
 def run_emulator(args: argparse.Namespace) -> None:

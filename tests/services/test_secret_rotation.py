@@ -73,3 +73,50 @@ def test_add_rotate_remove(services):
         assert "could not be decrypted" in stale.stderr
     finally:
         drop_database(services.admin_database_url, url)
+
+
+# A user whose secrets were stored with a key that is no longer in SECRET_KEY.
+STORE_LOST = """
+from shared.core.db import session_scope
+from shared.models import User
+from shared.accounts.security import encrypt_secret
+with session_scope() as s:
+    u = User(tabpfn_token_encrypted=encrypt_secret("tok-lost"),
+             webhook_secret_encrypted=encrypt_secret("whsec_lost"))
+    s.add(u)
+    s.flush()
+    print(u.id)
+"""
+
+
+def test_an_unreadable_row_is_reported_and_the_rest_rotated(services):
+    """One such row rolled back its batch and stopped every run: the rows after it
+    were never re-keyed, and became unreadable once the old key was dropped."""
+    url = create_database(services.admin_database_url)
+    try:
+        migrate(url)
+        assert _python(STORE, url, "old-key").returncode == 0
+        lost = _python(STORE_LOST, url, "lost-key")
+        assert lost.returncode == 0, lost.stderr
+        lost_id = lost.stdout.strip()
+
+        rotated = subprocess.run(
+            [str(BIN), "rotate-secret"],
+            capture_output=True,
+            text=True,
+            env=base_env(DATABASE_URL=url, SECRET_KEY="new-key,old-key"),
+            timeout=60,
+        )
+        assert rotated.returncode == 1, rotated.stdout + rotated.stderr
+        assert "Re-encrypted the secrets of 1 user(s)" in rotated.stdout
+        assert "1 user(s) hold a secret no key in SECRET_KEY decrypts" in rotated.stderr
+        assert lost_id in rotated.stderr
+        assert "Traceback" not in rotated.stderr
+        for secret in ("new-key", "old-key", "tok-", "whsec_"):
+            assert secret not in rotated.stdout + rotated.stderr
+        # The readable row was re-keyed all the same: the new key alone reads it.
+        others = "select(User).where(User.id != LOST)).one()"
+        read_first = f"LOST = {lost_id!r}\n" + READ.replace("select(User)).one()", others)
+        assert _python(read_first, url, "new-key").stdout.split() == ["tok-1", "whsec_1"]
+    finally:
+        drop_database(services.admin_database_url, url)
