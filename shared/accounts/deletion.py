@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import delete, select, update
 
-from shared.accounts.security import decrypt_secret
+from shared.accounts.security import decrypt_or_none
 from shared.core.db import session_scope
 from shared.core.errors import INVALID_API_KEY, Unauthorized
 from shared.core.metrics import fold_finished_jobs
@@ -54,6 +54,9 @@ def delete_account(*, user_id: uuid.UUID) -> bool:
         )
         if token_encrypted is None:
             raise Unauthorized(INVALID_API_KEY)
+        # Read before the rows go: a token this process cannot decrypt (a SECRET_KEY
+        # rotation under way) answered 500 after the account was deleted.
+        token = decrypt_or_none(token_encrypted)
         # Unfinished jobs end canceled first, and the finished jobs not yet counted in
         # the /metrics totals are counted now (shared.core.metrics): the totals are
         # counters, and the rows they are counted from are about to go.
@@ -72,7 +75,15 @@ def delete_account(*, user_id: uuid.UUID) -> bool:
             # Published after the commit, with no fields: a waiter reads the job
             # again and finds its key gone.
             job_changed(session, job_id, js.CANCELED)
-    upstream_deleted = _delete_upstream_models(decrypt_secret(token_encrypted), upstream_ids)
+    if token is None:
+        log.warning(
+            "account %s: its token cannot be decrypted here (is SECRET_KEY missing a key?); "
+            "its models' copies stay in its TabPFN account",
+            user_id,
+        )
+        upstream_deleted = not upstream_ids
+    else:
+        upstream_deleted = _delete_upstream_models(token, upstream_ids)
     log.info(
         "account %s deleted (%d unfinished jobs stopped, %d models); upstream copies deleted: %s",
         user_id, len(active), len(upstream_ids), upstream_deleted,

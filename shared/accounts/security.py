@@ -170,3 +170,12 @@ def decrypt_secret(ciphertext: bytes) -> str:
             "A stored secret could not be decrypted: SECRET_KEY no longer holds the key "
             "it was encrypted with."
         ) from exc
+
+
+def decrypt_or_none(ciphertext: bytes) -> str | None:
+    """The secret, or None when no key in SECRET_KEY decrypts it (a key rotation under
+    way): for best-effort work that must not stop what comes before it."""
+    try:
+        return decrypt_secret(ciphertext)
+    except SecretUnreadable:
+        return None

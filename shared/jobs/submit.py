@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
-from shared.accounts.security import decrypt_secret
+from shared.accounts.security import decrypt_or_none
 from shared.core.after_commit import after_commit
 from shared.core.config import get_settings
 from shared.core.db import session_scope
@@ -53,6 +54,8 @@ from shared.webhooks.targets import CALLBACK_LOOKUP_TIMEOUT_S, check_target
 CLASSIFIER_OUTPUTS = ("labels", "probabilities")
 REGRESSOR_OUTPUTS = ("mean", "median", "quantiles")
 DEFAULT_QUANTILES = [0.1, 0.5, 0.9]
+
+log = logging.getLogger(__name__)
 
 
 # Options are stored as JSON (jobs.params) before they are sent upstream. TabPFN's
@@ -465,11 +468,21 @@ def delete_model(*, user: User, model_id: uuid.UUID) -> bool:
     upstream call: no pooled connection waits on TabPFN, and a model that is
     gone upstream is never left behind here.
     """
+    # Read before the row goes: a token this process cannot decrypt (a SECRET_KEY
+    # rotation under way) answered 500 after the model was deleted.
+    token = decrypt_or_none(user.tabpfn_token_encrypted)
     with session_scope() as session:
         model = get_model(session=session, user=user, model_id=model_id)
         upstream_model_id = model.upstream_model_id
         session.delete(model)
-    return delete_upstream_model(decrypt_secret(user.tabpfn_token_encrypted), upstream_model_id)
+    if token is None:
+        log.warning(
+            "model %s deleted; its copy in the TabPFN account stays: the owner's token "
+            "cannot be decrypted here (is SECRET_KEY missing a key?)",
+            model_id,
+        )
+        return False
+    return delete_upstream_model(token, upstream_model_id)
 
 
 def list_models(
