@@ -55,6 +55,8 @@ def run_api(args: argparse.Namespace) -> None:
         "log_level": "warning",
         "log_config": None,
         "timeout_keep_alive": get_settings().api_keepalive_s,
+        # Read from .env too (uvicorn would read the environment alone).
+        "forwarded_allow_ips": get_settings().forwarded_allow_ips,
         # Event streams and long-polls would otherwise hold a SIGTERMed process open.
         "timeout_graceful_shutdown": get_settings().api_drain_s,
     }
@@ -135,8 +137,9 @@ def run_rotate_secret(_: argparse.Namespace) -> None:
         # The ids only: they are no secret, and tell the operator whom to look at.
         listed = "\n".join(f"  {user_id}" for user_id in unreadable)
         sys.exit(
-            f"tabpfn-api rotate-secret: {len(unreadable)} user(s) hold a secret no key in SECRET_KEY decrypts; they "
-            f"were left as they are:\n{listed}\nAdd the key they were stored with to "
+            f"tabpfn-api rotate-secret: {len(unreadable)} user(s) hold a secret no key in "
+            f"SECRET_KEY decrypts; they were left as they are:\n{listed}\nAdd the key they "
+            "were stored with to "
             "SECRET_KEY and run rotate-secret again before you drop any key (docs/security.md)."
         )
 

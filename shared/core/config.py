@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600
     # Invalid API keys per minute one client address may send before it is refused.
     bad_auth_per_minute: int = 30
+    # The proxies whose X-Forwarded-For (and -Proto) names the client: addresses or
+    # networks, comma-separated, or *. Behind a proxy on another address (a container
+    # of its own), every request came from the proxy's address, and one client that
+    # sent bad keys braked every client behind it.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     # How long a successful API key verification is trusted before bcrypt runs again.
     api_key_cache_s: float = 60.0
     # The cap on every ?wait=S: the job and result long-polls, and a submit that waits.

@@ -150,6 +150,46 @@ def test_a_client_guessing_keys_is_slowed_down(api, strict_api):
     assert _key(headers) not in braked.text
 
 
+@pytest.fixture(scope="module")
+def proxied_api(stack, tmp_path_factory):
+    """An API process behind a proxy at 127.0.0.10 (FORWARDED_ALLOW_IPS), low brake."""
+    yield from extra_api_url(
+        stack, tmp_path_factory, "proxied", BAD_AUTH_PER_MINUTE="3",
+        FORWARDED_ALLOW_IPS="127.0.0.10",
+    )  # fmt: skip
+
+
+def test_behind_a_proxy_the_brake_holds_back_the_guessing_client_alone(api, proxied_api):
+    """Every request came from the proxy's address: one client sending bad keys braked
+    every client behind the proxy, valid keys and all."""
+    headers = register(api)
+    proxy = httpx.HTTPTransport(local_address="127.0.0.10")
+    with httpx.Client(base_url=proxied_api, transport=proxy) as through:
+        guesser = {"X-Forwarded-For": "203.0.113.7"}
+        for i in range(4):
+            bad = {**guesser, "Authorization": f"Bearer tpa_{i:016x}_{'x' * 43}"}
+            answered = through.get("/jobs", headers=bad).status_code
+        assert answered == 429  # braked: the fourth bad key within the minute
+        assert through.get("/jobs", headers={**guesser, **headers}).status_code == 429
+        # Another client behind the same proxy is not held back.
+        other = through.get("/jobs", headers={"X-Forwarded-For": "203.0.113.8", **headers})
+        assert other.status_code == 200, other.text
+    # A client that is not the proxy cannot name another address to escape its brake.
+    spoofing = httpx.HTTPTransport(local_address="127.0.0.11")
+    with httpx.Client(base_url=proxied_api, transport=spoofing) as direct:
+        codes = [
+            direct.get(
+                "/jobs",
+                headers={
+                    "X-Forwarded-For": f"198.51.100.{i}",
+                    "Authorization": f"Bearer tpa_{i:016x}_{'y' * 43}",
+                },
+            ).status_code
+            for i in range(5)
+        ]
+    assert codes[:3] == [401] * 3 and codes[-1] == 429, codes
+
+
 def test_two_keys_revoking_each_other_at_once_leave_one_active(api, stack):
     """The last active key cannot be revoked, even when two requests race: each
     revoking the other's key, both used to count two active keys and leave none."""
