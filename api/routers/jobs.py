@@ -532,18 +532,19 @@ def list_jobs(
         ),
     ] = None,
 ) -> JobPage:
+    # One more than the page: a cursor only when a job follows (a full last page
+    # handed out a cursor to an empty page).
     page = jobs.list_jobs(
         session=session,
         user=user,
-        limit=limit,
+        limit=limit + 1,
         before=list_cursor.decode(before),
         status=job_status,
         type_=job_type,
         labels=parse_filters(metadata or []),
     )
-    next_cursor = (
-        list_cursor.encode(page[-1].created_at, page[-1].id) if len(page) == limit else None
-    )
+    more, page = len(page) > limit, page[:limit]
+    next_cursor = list_cursor.encode(page[-1].created_at, page[-1].id) if more else None
     queued = any(j.status == QUEUED for j in page)
     queue = user_queue(session=session, user_id=user.id) if queued else None
     return JobPage(jobs=[job_out(j, queue) for j in page], next_cursor=next_cursor)

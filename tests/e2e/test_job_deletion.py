@@ -104,6 +104,9 @@ def test_pages_follow_on_when_the_last_job_of_a_page_was_deleted(api):
     ids = [api.post("/jobs/fit", json=FIT, headers=headers).json()["id"] for _ in range(3)]
     for job_id in ids:
         wait_for_job(api, headers, job_id)
+    # A page that holds the last job has no cursor (it had one when full).
+    whole = api.get("/jobs?limit=3", headers=headers).json()
+    assert (len(whole["jobs"]), whole["next_cursor"]) == (3, None)
     first = api.get("/jobs?limit=2", headers=headers).json()
     assert [j["id"] for j in first["jobs"]] == ids[:0:-1]
     for job in first["jobs"]:
