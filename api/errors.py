@@ -26,7 +26,6 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
-    415: "unsupported_media_type",
     429: "rate_limited",
 }
 OTHER_HTTP_CODE = "http_error"

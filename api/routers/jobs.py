@@ -70,8 +70,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "idempotency_conflict"},
     422: {
         "model": ErrorOut,
-        "description": "validation_error, limit_exceeded or number_out_of_range; "
-        "for uploads also unsupported_file or file_format_mismatch",
+        "description": "validation_error, limit_exceeded, number_out_of_range, "
+        "callback_url_forbidden or callback_url_unresolvable; for uploads also "
+        "unsupported_file or file_format_mismatch",
     },
 }
 # With ?wait=S (api/submit_wait.py): the job ended in time.
@@ -798,8 +799,12 @@ def _result_format(requested: str | None, accept: str | None) -> str:
                 },
             },
         },
-        404: {"model": ErrorOut, "description": "not_found"},
-        409: {"model": ErrorOut, "description": "result_not_available: the job has not succeeded"},
+        404: {"model": ErrorOut, "description": "not_found: no such job, or its result expired"},
+        409: {
+            "model": ErrorOut,
+            "description": "result_not_available: the job has not succeeded (yet, or "
+            "failed: job_status says which); canceled: the job was canceled",
+        },
     },
 )
 async def get_result(

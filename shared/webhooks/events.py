@@ -34,6 +34,12 @@ EVENT_TYPES = {
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 
 
+def _utc_text(moment: datetime) -> str:
+    """ISO 8601 in UTC to the millisecond with a Z, as the docs and Standard Webhooks'
+    examples write it (isoformat's +00:00 and microseconds were neither)."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _payload(job: Job, event_type: str) -> str:
     """The thin event: what happened and where to look, never the data itself; with the
     caller's own labels (`metadata`), so the receiver finds its record without a lookup."""
@@ -52,7 +58,7 @@ def _payload(job: Job, event_type: str) -> str:
             "result": f"{base}/api/v1/jobs/{job.id}/result",
         },
     }
-    body = {"type": event_type, "timestamp": datetime.now(UTC).isoformat(), "data": data}
+    body = {"type": event_type, "timestamp": _utc_text(datetime.now(UTC)), "data": data}
     return json.dumps(body, separators=(",", ":"))
 
 

@@ -67,6 +67,7 @@ def test_failed_first_attempt_is_retried_signed_and_logged(api, receiver):
     # The reference library verifies our signature (and rejects a wrong secret).
     event = Webhook(secret).verify(second.body, second.headers)
     assert event["type"] == "job.succeeded"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["timestamp"]), event
     assert event["data"]["job_id"] == job_id
     assert event["data"]["links"]["result"].endswith(f"/api/v1/jobs/{job_id}/result")
     assert "predictions" not in second.body.decode() and "train" not in event["data"]
