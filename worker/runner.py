@@ -59,6 +59,7 @@ from shared.models import FittedModel, Job
 from shared.queue import enqueue_job, wake_at, wake_now
 from shared.tables.payloads import decode_table, split_train
 from shared.upstream import pacing
+from shared.upstream.account import delete_upstream_model
 from shared.upstream.faults import classify_fault
 from shared.upstream.fit_predict import TabPFNUpstream, as_list
 from worker.heartbeat import TIME_LIMIT_CODE, ClaimLost, Lease, holder_is_dead, holding, keeper
@@ -195,7 +196,7 @@ def _fit(upstream: TabPFNUpstream, job: Job, train: pd.DataFrame) -> tuple[Fitte
     return model, fitted.timings
 
 
-def _refit(upstream: TabPFNUpstream, model: FittedModel) -> dict | None:
+def _refit(upstream: TabPFNUpstream, model: FittedModel, token: str) -> dict | None:
     """Fit a model again from its retained training data after the upstream lost it."""
     with session_scope() as session:
         parquet = training_data(session=session, fit_job_id=model.fit_job_id)
@@ -210,9 +211,14 @@ def _refit(upstream: TabPFNUpstream, model: FittedModel) -> dict | None:
     fitted = upstream.fit(task=model.task, X=X, y=y, options=model.options)
     model.upstream_model_id = fitted.upstream_model_id
     with session_scope() as session:
-        set_upstream_model_id(
+        pointed = set_upstream_model_id(
             session=session, model_id=model.id, upstream_model_id=fitted.upstream_model_id
         )
+    if not pointed:
+        # Deleted while it was fitted again: the new copy would stay in the owner's
+        # TabPFN account for good, and the predict would answer for a deleted model.
+        delete_upstream_model(token, fitted.upstream_model_id)
+        raise ModelNotFound(f"Model {model.id} was deleted while this job ran; fit it again.")
     return fitted.timings
 
 
@@ -410,7 +416,7 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
                 raise
             log.info("job %s: model %s gone upstream; refitting", job.id, model.id)
             lease.enter(js.STAGE_FITTING)
-            timings["refit"] = _refit(upstream, model)
+            timings["refit"] = _refit(upstream, model, loaded.token)
             lease.enter(js.STAGE_PREDICTING)
             prediction, timings["predict"] = _predict(upstream, model, loaded.test, job.params)
             prediction["refitted"] = True

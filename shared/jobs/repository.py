@@ -71,13 +71,15 @@ def model_exists(*, session: Session, model_id: uuid.UUID) -> bool:
     return session.get(FittedModel, model_id) is not None
 
 
-def set_upstream_model_id(*, session: Session, model_id: uuid.UUID, upstream_model_id: str) -> None:
-    """Point a model at the upstream copy a refit made."""
-    session.execute(
+def set_upstream_model_id(*, session: Session, model_id: uuid.UUID, upstream_model_id: str) -> bool:
+    """Point a model at the upstream copy a refit made; False when the model is gone."""
+    pointed = session.execute(
         update(FittedModel)
         .where(FittedModel.id == model_id)
         .values(upstream_model_id=upstream_model_id)
-    )
+        .returning(FittedModel.id)
+    ).first()
+    return pointed is not None
 
 
 def _abandoned(lease_timeout_s: float, now: datetime):

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 from pandas.api.types import is_numeric_dtype
 from pydantic import ValidationError
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, delete, select
 from sqlalchemy.orm import Session
 
 from shared.accounts.security import decrypt_or_none
@@ -472,9 +472,16 @@ def delete_model(*, user: User, model_id: uuid.UUID) -> bool:
     # rotation under way) answered 500 after the model was deleted.
     token = decrypt_or_none(user.tabpfn_token_encrypted)
     with session_scope() as session:
-        model = get_model(session=session, user=user, model_id=model_id)
-        upstream_model_id = model.upstream_model_id
-        session.delete(model)
+        # The copy's id as the row holds it when it goes: a refit that pointed the row
+        # at a new copy meanwhile (worker.runner) commits first, and its copy is the
+        # one deleted (read before the DELETE, the old id was, and the new copy stayed).
+        upstream_model_id = session.scalar(
+            delete(FittedModel)
+            .where(FittedModel.id == model_id, FittedModel.user_id == user.id)
+            .returning(FittedModel.upstream_model_id)
+        )
+        if upstream_model_id is None:
+            raise ModelNotFound(f"No model {model_id}.")
     if token is None:
         log.warning(
             "model %s deleted; its copy in the TabPFN account stays: the owner's token "
