@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from api.body_limit import BodyLimitMiddleware
@@ -48,7 +49,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="TabPFN API", version="0.1.0", description=DESCRIPTION, lifespan=_lifespan)
+    # /docs and /redoc serve Swagger UI's and ReDoc's files from this process: loaded
+    # from a CDN, a script on this origin could read the console's API key (one tab
+    # shares its sessionStorage with every page of the origin).
+    app = FastAPIOffline(
+        title="TabPFN API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        # Swagger UI would send the spec's URL to validator.swagger.io for a badge.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     install_error_handlers(app)
     settings = get_settings()
     app.add_middleware(NulGuardMiddleware)

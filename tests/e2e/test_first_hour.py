@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.api import register
 from tests.support.tokens import ISSUED_SECRETS, fresh_token
@@ -100,6 +101,18 @@ def test_the_root_points_at_the_docs(stack):
     assert answer.json()["docs"] == "/docs" and answer.json()["console"] == "/console"
     browser = httpx.get(f"{stack.api_url}/", headers={"accept": "text/html"})
     assert (browser.status_code, browser.headers["location"]) == (307, "/docs")
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_docs_load_nothing_from_another_site(stack, page):
+    """FastAPI's pages loaded Swagger UI and ReDoc from a CDN: a script from there ran
+    on this origin, where the console keeps its API key (sessionStorage)."""
+    html = httpx.get(f"{stack.api_url}{page}").text
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+    assert sources, html
+    assert not [u for u in sources if u.startswith(("http:", "https:", "//"))], sources
+    for source in re.findall(r'src="([^"]+)"', html):
+        assert httpx.get(f"{stack.api_url}{source}").status_code == 200, source
 
 
 def test_the_readme_walkthrough_runs_as_pasted(stack, tmp_path):

@@ -21,7 +21,8 @@ function number(value, digits = 3) {
 export function resultTable(result, { limit = 20, actual = null } = {}) {
   const n = Math.min(limit, result.predictions.length);
   const classes = result.classes ?? [];
-  const quantiles = Object.keys(result.quantiles ?? {});
+  // In numeric order: the result's JSON keeps PostgreSQL's key order (by length).
+  const quantiles = Object.keys(result.quantiles ?? {}).sort((a, b) => Number(a) - Number(b));
   const headers = ["#"];
   if (actual) headers.push("actual");
   headers.push("prediction");
@@ -92,8 +93,21 @@ export function labelKey(value) {
   return text !== "" && Number.isFinite(Number(text)) ? String(Number(text)) : text;
 }
 
-/** A confusion matrix as a table: rows the actual class, columns the predicted one. */
-export function confusionMatrix(actual, predicted) {
+/** Whether a cell holds a value: a blank one in a CSV (or null from JSON) does not. */
+function isPresent(value) {
+  return value !== null && value !== undefined && String(value).trim() !== "";
+}
+
+/** The rows whose actual value and prediction are both there, as two lists. */
+function scored(actual, predicted) {
+  const kept = actual.map((a, i) => [a, predicted[i]]).filter(([a, p]) => isPresent(a) && isPresent(p));
+  return [kept.map(([a]) => a), kept.map(([, p]) => p)];
+}
+
+/** A confusion matrix as a table: rows the actual class, columns the predicted one
+ * (rows without an actual value are left out: a blank was its own class). */
+export function confusionMatrix(allActual, allPredicted) {
+  const [actual, predicted] = scored(allActual, allPredicted);
   const labels = [];
   const seen = new Map();
   for (const value of [...actual, ...predicted]) {
@@ -135,7 +149,9 @@ function ticks(min, max, count = 5) {
 }
 
 /** Predicted against actual for a regression, with the y = x line. */
-export function predictedVsActual(actual, predicted) {
+export function predictedVsActual(allActual, allPredicted) {
+  // Blanks left out: Number("") and Number(null) are 0, and counted as actual zeros.
+  const [actual, predicted] = scored(allActual, allPredicted);
   const pairs = actual.map((a, i) => [Number(a), Number(predicted[i])]).filter(([a, p]) => Number.isFinite(a) && Number.isFinite(p));
   const values = pairs.flat();
   let lo = Math.min(...values);

@@ -56,9 +56,11 @@ export function formatSeconds(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
   if (seconds < 0) seconds = 0;
   if (seconds < 10) return `${seconds.toFixed(seconds < 1 ? 2 : 1)} s`;
-  if (seconds < 60) return `${Math.round(seconds)} s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes} min ${Math.round(seconds % 60)} s`;
+  // Rounded once, first: 119.6 s read "1 min 60 s".
+  const whole = Math.round(seconds);
+  if (whole < 60) return `${whole} s`;
+  const minutes = Math.floor(whole / 60);
+  if (minutes < 60) return `${minutes} min ${whole % 60} s`;
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
@@ -75,10 +77,9 @@ export function shortId(id) {
 // What each waiting reason means to a person; unknown reasons are shown as sent.
 const WAITING_REASONS = {
   upstream_rate_limit: "TabPFN's rate limit for your token is used up for now; the job starts when the window reopens.",
-  fair_share: "Other users' jobs are taking their turn; the workers are shared fairly.",
+  fair_share: "Your other jobs are using your share of running jobs; this one starts when one ends.",
   retry_backoff: "A transient TabPFN error happened; the job is waiting before it retries.",
-  capacity: "Every worker slot is busy; the job starts when one is free.",
-  user_cap: "Your other jobs are using your share of running jobs; this one starts when one ends.",
+  capacity: "Every worker slot is busy, or other users' jobs are taking their turn; the job starts when a slot is free.",
 };
 
 /** A sentence for a Job's `waiting` field, or null when it is not waiting. */

@@ -141,6 +141,9 @@ async function resultView(job, signal) {
 
 export async function render(main, { signal, params }) {
   const [jobId] = params;
+  // Read before the page is drawn: a job that cannot be read (a wrong or deleted id,
+  // the network) is the error alone, not a page that says "Loading…" for ever.
+  let job = await call("GET", `/jobs/${jobId}`, { signal });
   const title = h("h1", null, "Job ", h("code", null, jobId));
   const actions = h("div", { class: "actions" });
   const actionErrors = h("div");
@@ -163,7 +166,6 @@ export async function render(main, { signal, params }) {
       hooksActions, hooksErrors, hooksBody),
   );
 
-  let job = await call("GET", `/jobs/${jobId}`, { signal });
   const seen = new Map();
   // Your labels (`metadata`): set and removed here at any point of the job's life.
   fill(labelsBody, labelEditor(`/jobs/${jobId}`, job.metadata, { signal }));
@@ -171,8 +173,9 @@ export async function render(main, { signal, params }) {
   const loadHooks = async () => {
     const deliveries = await call("GET", `/jobs/${jobId}/webhooks`, { signal });
     fill(hooksBody, deliveriesView(deliveries));
-    hooksActions.replaceChildren();
-    if (deliveries.length && isFinished(job.status)) {
+    // Made once: a button swapped in at every refresh (each second while one is
+    // watched) was enabled again mid-action, and each extra click sent another event.
+    if (deliveries.length && isFinished(job.status) && !hooksActions.hasChildNodes()) {
       hooksActions.append(actionButton("Redeliver webhook", async () => {
         await call("POST", `/jobs/${jobId}/webhooks/redeliver`, { signal });
         await watchHooks(deliveries.length + 1);
@@ -189,9 +192,14 @@ export async function render(main, { signal, params }) {
     }
   };
 
+  let actionsFor = null; // whether the buttons shown are a running or an ended job's
   const draw = () => {
     fill(status, summary(job), waitingNotice(job), jobError(job));
     fill(timelineBody, timeline(job, seen));
+    // Rebuilt when the job ends, not at every event: a click on a rebuilt button
+    // was lost, and keyboard focus with it.
+    if (actionsFor === isFinished(job.status)) return;
+    actionsFor = isFinished(job.status);
     actions.replaceChildren();
     if (!isFinished(job.status)) {
       actions.append(actionButton("Cancel job", async () => {
@@ -228,7 +236,15 @@ export async function render(main, { signal, params }) {
 
   if (!isFinished(job.status)) {
     refreshWhileQueued();
-    const final = await followJob(jobId, onJob, signal);
+    let final;
+    try {
+      final = await followJob(jobId, onJob, signal);
+    } catch (error) {
+      // Deleted meanwhile, the key revoked, too many requests: said where the
+      // result would be, and the page stops waiting.
+      if (!signal.aborted) fill(resultBody, errorBox(error, "Stopped following the job"));
+      return;
+    }
     if (signal.aborted || !final) return;
     job = final;
     draw();
@@ -236,14 +252,15 @@ export async function render(main, { signal, params }) {
   }
   if (job.status !== "succeeded") {
     fill(resultBody, h("p", { class: "muted" }, `No result: the job ${job.status}.`));
-    return;
+  } else {
+    try {
+      fill(resultBody, await resultView(job, signal));
+    } catch (error) {
+      if (!signal.aborted) fill(resultBody, errorBox(error, "Could not load the result"));
+    }
   }
-  try {
-    fill(resultBody, await resultView(job, signal));
-  } catch (error) {
-    if (!signal.aborted) fill(resultBody, errorBox(error, "Could not load the result"));
-  }
-  // Webhooks are sent just after the job ends: look again until they settle.
+  // Webhooks are sent just after the job ends (failed and canceled ones too): look
+  // again until they settle.
   for (let i = 0; i < 10 && !signal.aborted; i += 1) {
     await sleep(1500, signal);
     if (signal.aborted) return;

@@ -35,6 +35,7 @@ export function render(main, { query, navigate }) {
   const tokenInput = h("input", { type: "password", name: "tabpfn_token", autocomplete: "off", required: true });
   const setupErrors = h("div");
   const issued = h("div", { "aria-live": "polite" });
+  const registerButton = h("button", { type: "submit", class: "secondary" }, "Register");
   const setupForm = h(
     "form",
     { class: "card", "aria-labelledby": "setup-title" },
@@ -42,21 +43,30 @@ export function render(main, { query, navigate }) {
     h("p", null, "The token is checked with TabPFN, then stored encrypted. You get an API key, shown once."),
     field("TabPFN token", tokenInput),
     setupErrors,
-    h("button", { type: "submit", class: "secondary" }, "Register"),
+    registerButton,
     issued,
   );
   setupForm.addEventListener("submit", async (event) => {
     event.preventDefault();
+    // TabPFN checks the token for seconds: a second click made a second key.
+    if (registerButton.disabled) return;
+    registerButton.disabled = true;
     setupErrors.replaceChildren();
     issued.replaceChildren();
     try {
       const created = await call("POST", "/auth/setup", { key: "", json: { tabpfn_token: tokenInput.value.trim() } });
       tokenInput.value = "";
+      const existing = created.account === "existing";
       issued.append(
         h(
           "div",
           { class: "notice success" },
-          h("p", { class: "notice-title" }, "Registered. Copy these now: they are not shown again."),
+          h("p", { class: "notice-title" }, existing
+            ? "This token already had an account: a new API key was added to it. Copy these now: they are not shown again."
+            : "Registered. Copy these now: they are not shown again."),
+          existing
+            ? h("p", null, "Its jobs and models are there; its earlier keys still work until you revoke them on the Keys page.")
+            : null,
           h("dl", { class: "secrets" },
             h("dt", null, "API key"), h("dd", null, h("code", { class: "secret" }, created.api_key)),
             h("dt", null, "Webhook secret"), h("dd", null, h("code", { class: "secret" }, created.webhook_secret)),
@@ -69,6 +79,8 @@ export function render(main, { query, navigate }) {
       );
     } catch (error) {
       setupErrors.append(errorBox(error, "Could not register"));
+    } finally {
+      registerButton.disabled = false;
     }
   });
 

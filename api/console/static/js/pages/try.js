@@ -220,12 +220,15 @@ export function render(main, { signal }) {
     form.append("train_file", trainTable === train.table ? train.file : csvBlob(trainTable), train.file.name);
     form.append("test_file", csvBlob(testTable), test ? test.file.name : "holdout.csv");
     submit.disabled = true;
+    let job = null;
     try {
-      const job = await call("POST", "/jobs/fit-predict", { form, signal });
+      job = await call("POST", "/jobs/fit-predict", { form, signal });
       run.hidden = false;
       await watch(job, { runBody, signal, actual, task: taskSelect.value });
     } catch (error) {
-      if (!signal.aborted) formErrors.append(errorBox(error, "The job was not accepted"));
+      // Once accepted, a failure is in following the job or reading its result.
+      const title = job ? `Could not follow job ${job.id} (see Jobs)` : "The job was not accepted";
+      if (!signal.aborted) formErrors.append(errorBox(error, title));
     } finally {
       submit.disabled = false;
     }
