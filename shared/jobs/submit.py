@@ -40,6 +40,7 @@ from shared.tables.payloads import (
     NUL,
     TARGET_COLUMN,
     align_columns,
+    as_fitted_numbers,
     encode_table,
     holds_nul,
     labels_from_json,
@@ -203,6 +204,8 @@ def _test_parquet(
             name=data.field,
             model_columns=model_columns,
             text_columns=text,
+            # Recorded for models fitted since 0004: the rest of the model's columns.
+            numeric_columns=None if text_columns is None else set(model_columns) - text,
         )
         return stored.file
     named = names_columns(data.X, data.columns)
@@ -210,7 +213,11 @@ def _test_parquet(
         text = {f"x{j}" for j, c in enumerate(model_columns) if c in text}
     table = table_from_json(data.X, data.columns, name="test", text_columns=text)
     check_test_shape(upstream_limits(), table.shape[1])
-    return encode_table(align_columns(table, model_columns, named=named))
+    table = align_columns(table, model_columns, named=named)
+    if text_columns is not None:  # recorded (models fitted since 0004)
+        numeric = [c for c in model_columns if c not in set(text_columns)]
+        table = as_fitted_numbers(table, numeric, "test")
+    return encode_table(table)
 
 
 def _check_callback(session: Session, callback_url: str | None) -> None:

@@ -435,6 +435,30 @@ def align_columns(table: pd.DataFrame, model_columns: list[str], *, named: bool)
     return table[model_columns]
 
 
+def as_fitted_numbers(table: pd.DataFrame, numeric: Collection[str], name: str) -> pd.DataFrame:
+    """Test columns the model was fitted on as numbers, as numbers: a text cell that
+    reads as one ("3") becomes it, any other is refused, naming its row.
+
+    Sent on as text, such a column met a model that knew it as numbers: its every
+    cell, the numbers too, went upstream as a string, and the job failed there
+    (its quota spent) or was answered from values the fit never saw.
+    """
+    for column in numeric:
+        values = table[column]
+        if values.dtype != object:
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        text = values.notna().to_numpy() & numbers.isna().to_numpy()
+        if text.any():
+            row = _first(text)
+            raise ValidationFailed(
+                f"{name}: column {column!r} was fitted as numbers, and row {row} holds "
+                f"{values.iloc[row]!r}: send a number, or null for a missing value."
+            )
+        table[column] = _numbers(numbers, f"{name}: column {column!r}")
+    return table
+
+
 def encode_table(table: pd.DataFrame) -> BinaryIO:
     """The table as LZ4 Parquet, in an Arrow buffer read like a file (closed once stored).
 

@@ -102,7 +102,7 @@ def _features(names: list[str], target: Target | None, model_columns: list[str] 
     if target is not None and target.column not in names:
         raise ValidationFailed(
             f"{name} has no column {target.column!r} to use as the target; "
-            f"its columns are {_listed(names)}.",
+            f"its columns are {_listed(names)}{_separator(names)}.",
             columns=names,
         )
     features = [n for n in names if target is None or n != target.column]
@@ -116,9 +116,22 @@ def _features(names: list[str], target: Target | None, model_columns: list[str] 
     if missing or extra:
         raise ValidationFailed(
             f"{name}'s columns do not match the model's: "
-            f"missing {missing or 'none'}, unexpected {extra or 'none'}."
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}{_separator(names)}."
         )
     return list(model_columns)
+
+
+def _refuse_unnamed(names: list[str], name: str) -> None:
+    """A column without a name is the index pandas' to_csv() writes, or a trailing
+    comma: stored, the row number became a feature (with rows in order of the target,
+    the answer itself), or a column of nothing."""
+    unnamed = [j + 1 for j, column in enumerate(names) if column == ""]
+    if unnamed:
+        raise ValidationFailed(
+            f"{name}: column {unnamed[0]} of the header has no name: a row index "
+            "(pandas writes one unless told `to_csv(..., index=False)`) or a comma at the "
+            "end of each line; name the column, or leave it out."
+        )
 
 
 def _besides(target: Target | None) -> str:
@@ -254,16 +267,20 @@ def ingest_upload(
     target: Target | None = None,
     model_columns: list[str] | None = None,
     text_columns: Collection[str] = (),
+    numeric_columns: Collection[str] | None = None,
 ) -> StoredTable:
     """Check an uploaded CSV or Parquet file and encode it for storage, batch by batch.
 
     `target`: a train set (the target column is stored last, as TARGET_COLUMN);
     `model_columns`: a test set for a model fitted on these columns, matched by name;
     `text_columns`: those of them the model was fitted on as text, stored as text
-    whatever their cells (a CSV's cells as written: "0101" stays "0101").
+    whatever their cells (a CSV's cells as written: "0101" stays "0101");
+    `numeric_columns`: those it was fitted on as numbers, refused when a cell is not
+    one (None: not known).
     """
     fmt = detect_format(file, filename, name=name)
     source = ParquetSource(file, name) if fmt == PARQUET else CsvSource(file, name)
+    _refuse_unnamed(source.names, name)
     names = check_column_names(source.names, name=name)
     features = _features(names, target, model_columns, name)
     width = len(features) + (target is not None)
@@ -289,6 +306,14 @@ def ingest_upload(
         if column.name in text_columns and column.kind in NUMERIC_KINDS:
             # Numbers in a column the model knows as text: as text, as the fit sent them.
             column.kind = TEXT
+        if numeric_columns and column.name in numeric_columns and column.kind not in NUMERIC_KINDS:
+            # Sent on as text, the model met strings where its fit saw numbers: the job
+            # failed upstream, its quota spent, or was answered from unseen values.
+            raise ValidationFailed(
+                f"{name}: column {column.name!r} was fitted as numbers, and this file holds "
+                "cells in it that are not numbers: send numbers, or leave a cell empty "
+                "for a missing value."
+            )
     labels = _Labels(plan[target.column], target, name, limit) if target else None
 
     fields = [

@@ -96,15 +96,18 @@ def _text_kind(values: pa.Array, *, integers: bool) -> str:
     present = values.drop_null()
     if len(present) == 0:
         return EMPTY
+    # Arrow's CSV reader (the second pass) and pandas read " 2" as 2: spaces around a
+    # number are no reason to read its column as text (a class " 1" beside "1").
+    numbers = pc.utf8_trim_whitespace(present)
     if integers:
         try:
-            pc.cast(present, pa.int64())
+            pc.cast(numbers, pa.int64())
             return INTEGER
         except pa.ArrowInvalid:
             pass
     try:
         # 1e400 parses (as infinity): the column stays numeric and the range check refuses it.
-        pc.cast(present, pa.float64())
+        pc.cast(numbers, pa.float64())
         return NUMBER
     except pa.ArrowInvalid:
         pass
@@ -242,6 +245,12 @@ class _CsvErrors:
             ) from exc
         if "Empty CSV file" in str(exc):
             raise ValidationFailed(f"{name} has no header row.") from exc
+        if "invalid UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError):
+            # Excel on Windows saves "CSV" in its own code page (cp1252) by default.
+            raise ValidationFailed(
+                f"{name} is not UTF-8 text ({sentence(exc)}): save it as UTF-8 "
+                '(Excel: "CSV UTF-8").'
+            ) from exc
         raise ValidationFailed(f"{name} is not a CSV file we can read: {sentence(exc)}.") from exc
 
 
@@ -332,8 +341,12 @@ class ParquetSource:
         # A DataFrame's index stored beside its columns is no column of the table.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pandas = schema.pandas_metadata or {}
-        index = {c for c in pandas.get("index_columns", []) if isinstance(c, str)}
+            try:
+                pandas = schema.pandas_metadata or {}
+            except (ValueError, UnicodeDecodeError):  # damaged: a 500 before
+                pandas = {}
+        indexes = pandas.get("index_columns", []) if isinstance(pandas, dict) else []
+        index = {c for c in indexes if isinstance(c, str)} if isinstance(indexes, list) else set()
         self.names = [n for n in schema.names if n not in index]
         self.types = {field.name: field.type for field in schema if field.name in self.names}
         self.declared_rows: int | None = self.file.metadata.num_rows
