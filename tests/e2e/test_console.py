@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -625,6 +626,21 @@ def test_a_failed_job_shows_its_error_message_and_code(console, api, emulator_kn
     usage_error.wait_for()
     assert usage_error.locator("code.error-code").text_content() == "upstream_auth_failed"
     assert page.get_by_role("link", name="Replace your TabPFN token").is_visible()
+
+
+def test_a_job_page_whose_job_cannot_be_read_shows_the_error_alone(console, api) -> None:
+    """The page was drawn first: an unknown id showed "Waiting for the job to end…" and
+    "Loading…" for good, a live Cancel button, and the error below them all."""
+    headers = register(api)
+    page = console.page
+    console.sign_in(_key(headers))
+    console.open(f"#/jobs/{uuid.uuid4()}")
+    error = page.locator("main .notice.error")
+    error.wait_for()
+    assert error.locator("code").first.text_content() == "not_found"
+    text = page.locator("main").text_content()
+    assert "Loading" not in text and "Waiting for the job to end" not in text, text
+    assert page.get_by_role("button", name="Cancel job").count() == 0
 
 
 def _account_of(api, token: str) -> str:
