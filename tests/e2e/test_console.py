@@ -459,6 +459,18 @@ def test_the_jobs_list_follows_jobs_live_and_filters_them(console, api, emulator
     page.get_by_role("button", name="← Newer").click()
     expect(rows).to_have_count(2)
     expect(page.get_by_role("button", name="← Newer")).to_be_disabled()
+    # One a page: Older twice, the browser's Back, then Newer goes to the first page
+    # (a stack of cursors sent it to the page it was on).
+    console.open("#/jobs?limit=1")
+    order = [*newer[::-1], job_id]
+    for shown in order[1:]:
+        page.get_by_role("button", name="Older →").click()
+        expect(rows.first).to_have_attribute("data-job-id", shown)
+    page.go_back()
+    expect(rows.first).to_have_attribute("data-job-id", order[1])
+    page.get_by_role("button", name="← Newer").click()
+    expect(rows.first).to_have_attribute("data-job-id", order[0])
+    expect(page.get_by_role("button", name="← Newer")).to_be_disabled()
 
     # Filtered by one of the labels jobs were submitted with.
     run = {**fit, "metadata": {"run": "r-1"}}

@@ -11,8 +11,24 @@ const PAGE_SIZES = ["20", "50", "100"];
 // Browsers allow six connections per origin; leave room for the page's other calls.
 const MAX_STREAMS = 3;
 const REFRESH_MS = 5000;
-// Cursors of the pages before this one, so "Newer" can go back.
-let trail = [];
+// For each page's cursor, the cursor of the page before it, so "Newer" goes back
+// whichever way the page was reached (a stack of them went wrong after the browser's
+// own Back); kept for the tab, so a reload keeps it too.
+const PAGES_KEY = "tabpfn-jobs-pages";
+
+function previousPages() {
+  try {
+    return new Map(JSON.parse(sessionStorage.getItem(PAGES_KEY) ?? "[]"));
+  } catch {
+    return new Map();
+  }
+}
+
+function rememberPage(cursor, previous) {
+  const pages = previousPages();
+  pages.set(cursor, previous);
+  sessionStorage.setItem(PAGES_KEY, JSON.stringify([...pages].slice(-200)));
+}
 
 function hashFor(query) {
   const params = new URLSearchParams();
@@ -55,7 +71,6 @@ export async function render(main, { signal, query, navigate }) {
     metadata: query.get("metadata") || "",
     before: query.get("before") || "",
   };
-  if (!filters.before) trail = [];
 
   const statusSelect = select(STATUSES.map((v) => [v, v || "any"]), { name: "status", value: filters.status });
   const typeSelect = select(TYPES.map((v) => [v, v || "any"]), { name: "type", value: filters.type });
@@ -75,7 +90,6 @@ export async function render(main, { signal, query, navigate }) {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    trail = [];
     navigate(hashFor({
       status: statusSelect.value, type: typeSelect.value, metadata: metadataInput.value.trim(), limit: sizeSelect.value,
     }));
@@ -106,27 +120,30 @@ export async function render(main, { signal, query, navigate }) {
 
   const rows = new Map();
   const tbody = h("tbody");
-  const update = (job) => {
-    const row = rowFor(job);
+  // `add`: a job of the page as listed. A stream's update of a job no longer shown
+  // (a refresh pushed it off the page) is dropped: it was appended, out of order.
+  const update = (job, { add = false } = {}) => {
     const old = rows.get(job.id);
+    if (!old && !add) return;
+    const row = rowFor(job);
     const hadFocus = old && old.contains(document.activeElement);
     if (old) old.replaceWith(row);
     else tbody.append(row);
     rows.set(job.id, row);
     if (hadFocus) row.querySelector("a").focus();
   };
-  page.jobs.forEach(update);
+  page.jobs.forEach((job) => update(job, { add: true }));
 
   const pager = h(
     "nav",
     { class: "pager", "aria-label": "Pages of jobs" },
     h("button", {
       type: "button", class: "secondary", disabled: !filters.before,
-      on: { click: () => { const previous = trail.pop() ?? ""; navigate(hashFor({ ...filters, before: previous })); } },
+      on: { click: () => navigate(hashFor({ ...filters, before: previousPages().get(filters.before) ?? "" })) },
     }, "← Newer"),
     h("button", {
       type: "button", class: "secondary", disabled: !page.next_cursor,
-      on: { click: () => { trail.push(filters.before); navigate(hashFor({ ...filters, before: page.next_cursor })); } },
+      on: { click: () => { rememberPage(page.next_cursor, filters.before); navigate(hashFor({ ...filters, before: page.next_cursor })); } },
     }, "Older →"),
   );
 
@@ -174,7 +191,7 @@ export async function render(main, { signal, query, navigate }) {
       if (newcomers.length) {
         for (const row of rows.values()) row.remove();
         rows.clear();
-        fresh.jobs.forEach(update);
+        fresh.jobs.forEach((job) => update(job, { add: true }));
         if (!tbody.isConnected) navigate(hashFor(filters)); // the list was empty: draw the table
       } else {
         fresh.jobs.forEach((job) => {
@@ -182,6 +199,7 @@ export async function render(main, { signal, query, navigate }) {
           if (row && row.dataset.status !== job.status) update(job);
         });
       }
+      live.textContent = "Updates live."; // again, after a pause
     } catch (error) {
       if (signal.aborted) return;
       live.textContent = `Live updates paused: ${error.message} (${error.code ?? "error"})`;
