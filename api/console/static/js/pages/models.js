@@ -5,6 +5,8 @@ import { field, h } from "../dom.js";
 import { labelEditor } from "../labels.js";
 import { actionButton, errorBox, formatTime, loading, shortId } from "../ui.js";
 
+const PAGE = 100;
+
 function labelsText(labels) {
   const entries = Object.entries(labels ?? {});
   return entries.length ? ` · ${entries.map(([k, v]) => `${k}: ${v}`).join(", ")}` : "";
@@ -55,16 +57,40 @@ export async function render(main, { signal, query, navigate }) {
     navigate(value ? `/models?metadata=${encodeURIComponent(value)}` : "/models");
   });
   main.append(h("h1", null, "Models"), filterForm, body);
+  // A page at a time: every model at once (each with its label editor) froze the tab
+  // for an account with thousands.
+  const base = new URLSearchParams({ limit: String(PAGE) });
+  if (filter) base.set("metadata", filter);
   const reload = async () => {
     try {
-      const path = filter ? `/models?metadata=${encodeURIComponent(filter)}` : "/models";
-      const models = await call("GET", path, { signal });
+      const first = await call("GET", `/models?${base}`, { signal });
+      const models = [...first];
       if (!models.length) {
         const none = filter ? `No models with the label ${filter}.` : "No fitted models yet. A fit or fit-predict job makes one.";
         body.replaceChildren(h("p", { class: "empty" }, none));
         return;
       }
-      body.replaceChildren(...models.map((model) => modelCard(model, reload, model.id === wanted, signal)));
+      // A model linked to (?id=) that is not on the first page is shown first.
+      if (wanted && !models.some((model) => model.id === wanted)) {
+        const linked = await call("GET", `/models/${wanted}`, { signal }).catch(() => null);
+        if (linked) models.unshift(linked);
+      }
+      const list = h("div", null, models.map((model) => modelCard(model, reload, model.id === wanted, signal)));
+      const more = h("div", { class: "actions" });
+      const errors = h("div");
+      const offerMore = (page) => {
+        more.replaceChildren();
+        if (page.length < PAGE) return;
+        more.append(actionButton(`More models (${PAGE} at a time)`, async () => {
+          const params = new URLSearchParams(base);
+          params.set("before", page[page.length - 1].id);
+          const next = await call("GET", `/models?${params}`, { signal });
+          list.append(...next.filter((model) => model.id !== wanted).map((model) => modelCard(model, reload, false, signal)));
+          offerMore(next);
+        }, { errors, kind: "secondary" }));
+      };
+      offerMore(first);
+      body.replaceChildren(list, more, errors);
       if (wanted) document.getElementById(`model-${wanted}`)?.querySelector("summary")?.focus();
     } catch (error) {
       if (!signal.aborted) body.replaceChildren(errorBox(error, "Could not list models"));
