@@ -48,6 +48,8 @@ export function formatTime(iso) {
   return date.toLocaleString(undefined, {
     year: "numeric", month: "short", day: "numeric",
     hour: "2-digit", minute: "2-digit", second: "2-digit",
+    // In the browser's zone, named: a time a teammate elsewhere reads is not theirs.
+    timeZoneName: "short",
   });
 }
 
