@@ -88,3 +88,19 @@ def test_a_parquet_file_with_a_damaged_pandas_note_is_read() -> None:
         pq.write_table(table.replace_schema_metadata({b"pandas": note}), buffer)
         stored = _stored(buffer.getvalue(), "train.parquet", target=Target("y", "classification"))
         assert stored["a"].tolist() == [1.0, 2.0]
+
+
+def test_numbers_in_a_text_column_are_written_as_a_json_body_writes_them() -> None:
+    """A model fitted from JSON on a column of words and numbers saw 1.0 as "1.0" and
+    True as "True"; the same cells in a Parquet predict file were "1" and "true"."""
+    rows = [[1.0, True], [2.5, False], [None, None]]
+    json_cells = table_from_json(rows, None, name="test", text_columns={"x0", "x1"})
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"a": [1.0, 2.5, None], "b": [True, False, None]}), buffer)
+    stored = _stored(
+        buffer.getvalue(), "test.parquet", model_columns=["a", "b"], text_columns={"a", "b"}
+    )
+    assert stored["a"].tolist() == ["1.0", "2.5", None]
+    assert stored["b"].tolist() == ["True", "False", None]
+    assert json_cells["x0"].tolist() == stored["a"].tolist()
+    assert json_cells["x1"].tolist() == stored["b"].tolist()
