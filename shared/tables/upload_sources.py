@@ -55,7 +55,10 @@ TRUE_VALUES = ["True", "TRUE", "true"]
 FALSE_VALUES = ["False", "FALSE", "false"]
 _BOOLEAN_TEXT = pa.array(TRUE_VALUES + FALSE_VALUES)
 # A CSV line up to its end: quoted fields may hold line ends ("" is a quote inside one).
-_LINE = re.compile(rb'(?:"(?:[^"]|"")*"|[^"\r\n])*')
+# A quote opens a field only at its start: inside an unquoted one it is a character
+# (`size 5"`, an inch mark), as Arrow and pandas read it; it was taken for an opening.
+_FIELD = rb'(?:"(?:[^"]|"")*"[^,\r\n]*|[^,"\r\n][^,\r\n]*|)'
+_LINE = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*")
 _BLANK_LINES = re.compile(rb"[\r\n]*")
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _ISO_UNITS = ["D", "s", "ms", "us", "ns"]

@@ -104,3 +104,15 @@ def test_numbers_in_a_text_column_are_written_as_a_json_body_writes_them() -> No
     assert stored["b"].tolist() == ["True", "False", None]
     assert json_cells["x0"].tolist() == stored["a"].tolist()
     assert json_cells["x1"].tolist() == stored["b"].tolist()
+
+
+def test_a_quote_inside_an_unquoted_header_name_is_a_character() -> None:
+    """`size 5"` (an inch mark) was taken for a quote the header never closed."""
+    from shared.tables.upload_sources import CsvSource
+
+    source = CsvSource(io.BytesIO(b'a,size 5",y\n1,2,0\n'), "train_file")
+    assert source.names == ["a", 'size 5"', "y"]
+    quoted = CsvSource(io.BytesIO(b'"x, ""y""",b\n1,2\n'), "train_file")
+    assert quoted.names == ['x, "y"', "b"]
+    with pytest.raises(ValidationFailed, match="opens a quote it never closes"):
+        CsvSource(io.BytesIO(b'a,"b\n1,2\n'), "train_file")
