@@ -185,11 +185,22 @@ def _feature(values: pa.Array, column: Column, where: str, offset: int) -> pa.Ar
     return pc.cast(values, pa.string())  # text, integers, or dates (ISO 8601)
 
 
+# A CSV's words for a missing value, as pandas reads them: a label "None" or "NA" (a
+# damage level, Namibia) reads as missing, and "row 9 is empty" said nothing of why.
+_MISSING_WORDS = (
+    " (a CSV cell reads as missing when it is empty or one of NA, N/A, None, null, NaN "
+    "and their like, as pandas reads them: spell such a label otherwise, or send Parquet)"
+)
+
+
 class _Labels:
     """A target checked batch by batch: no missing value, numbers in range, the classes."""
 
-    def __init__(self, column: Column, target: Target, name: str, limit: Any) -> None:
+    def __init__(
+        self, column: Column, target: Target, name: str, limit: Any, *, csv: bool = False
+    ) -> None:
         self.task, self.where = target.task, f"{name} column {target.column!r}"
+        self.csv = csv
         self.limit = limit
         self.classes: set = set()
         kind = column.kind
@@ -212,7 +223,9 @@ class _Labels:
         if pc.any(missing).as_py():
             row = offset + pc.index(missing, True).as_py()
             raise ValidationFailed(
-                f"{self.where}, row {row} is empty; every row needs a target.", row=row
+                f"{self.where}, row {row} is empty; every row needs a target"
+                f"{_MISSING_WORDS if self.csv else ''}.",
+                row=row,
             )
         if pa.types.is_floating(self.type):  # a regression target, or numbers as classes
             labels = _as_float64(values)
@@ -319,7 +332,9 @@ def ingest_upload(
                 "cells in it that are not numbers: send numbers, or leave a cell empty "
                 "for a missing value."
             )
-    labels = _Labels(plan[target.column], target, name, limit) if target else None
+    labels = (
+        _Labels(plan[target.column], target, name, limit, csv=fmt != PARQUET) if target else None
+    )
 
     fields = [
         pa.field(c.name, pa.float64() if c.kind in NUMERIC_KINDS else pa.string())

@@ -116,3 +116,11 @@ def test_a_quote_inside_an_unquoted_header_name_is_a_character() -> None:
     assert quoted.names == ['x, "y"', "b"]
     with pytest.raises(ValidationFailed, match="opens a quote it never closes"):
         CsvSource(io.BytesIO(b'a,"b\n1,2\n'), "train_file")
+
+
+def test_a_label_that_reads_as_missing_says_which_words_do() -> None:
+    """ "None" or "NA" as a class (a damage level, Namibia) is missing to pandas and to
+    the upload; the answer said only that the row was empty."""
+    with pytest.raises(ValidationFailed, match=r"row 1 is empty.*NA, N/A, None") as refused:
+        _stored(b"a,y\n1,Low\n2,None\n", target=Target("y", "classification"))
+    assert refused.value.extra["row"] == 1
