@@ -20,18 +20,24 @@ from tests.support.inprocess import configured
 from worker import runner
 
 
+def _model_whose_training_data_is_kept(monkeypatch) -> FittedModel:
+    """A fitted model in the database; its fit's training data read as a small table."""
+    with session_scope() as session:
+        user = make_user(session=session)
+        fit = make_job(session=session, user=user, type_=js.FIT, status=js.SUCCEEDED)
+        model = new_model(fit)
+        session.add(model)
+    train = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0], "y": ["no", "yes"]})
+    monkeypatch.setattr(runner, "training_data", lambda **_: b"kept")
+    monkeypatch.setattr(runner, "decode_table", lambda _: train)
+    monkeypatch.setattr(runner, "split_train", lambda t: (t[["a", "b"]], t["y"]))
+    return model
+
+
 def test_a_model_deleted_during_its_refit_leaves_no_copy_upstream(services, monkeypatch):
     with configured(services):
-        with session_scope() as session:
-            user = make_user(session=session)
-            fit = make_job(session=session, user=user, type_=js.FIT, status=js.SUCCEEDED)
-            model = new_model(fit)
-            session.add(model)
+        model = _model_whose_training_data_is_kept(monkeypatch)
         deleted_upstream: list[tuple[str, str]] = []
-        train = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0], "y": ["no", "yes"]})
-        monkeypatch.setattr(runner, "training_data", lambda **_: b"kept")
-        monkeypatch.setattr(runner, "decode_table", lambda _: train)
-        monkeypatch.setattr(runner, "split_train", lambda t: (t[["a", "b"]], t["y"]))
         monkeypatch.setattr(
             runner, "delete_upstream_model", lambda *args: deleted_upstream.append(args)
         )
@@ -50,15 +56,7 @@ def test_a_model_deleted_during_its_refit_leaves_no_copy_upstream(services, monk
 
 def test_a_refit_of_a_model_that_stays_points_it_at_the_new_copy(services, monkeypatch):
     with configured(services):
-        with session_scope() as session:
-            user = make_user(session=session)
-            fit = make_job(session=session, user=user, type_=js.FIT, status=js.SUCCEEDED)
-            model = new_model(fit)
-            session.add(model)
-        train = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0], "y": ["no", "yes"]})
-        monkeypatch.setattr(runner, "training_data", lambda **_: b"kept")
-        monkeypatch.setattr(runner, "decode_table", lambda _: train)
-        monkeypatch.setattr(runner, "split_train", lambda t: (t[["a", "b"]], t["y"]))
+        model = _model_whose_training_data_is_kept(monkeypatch)
         fitted = SimpleNamespace(upstream_model_id="the-new-copy", timings={"s": 1})
         upstream = SimpleNamespace(pace=lambda calls: None, fit=lambda **_: fitted)
         assert runner._refit(upstream, model, "the-owners-token") == {"s": 1}

@@ -46,6 +46,16 @@ def _python(code: str, url: str, secret_key: str) -> subprocess.CompletedProcess
     )
 
 
+def _rotate(url: str, secret_key: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN), "rotate-secret"],
+        capture_output=True,
+        text=True,
+        env=base_env(DATABASE_URL=url, SECRET_KEY=secret_key),
+        timeout=60,
+    )
+
+
 def test_add_rotate_remove(services):
     url = create_database(services.admin_database_url)
     try:
@@ -53,13 +63,7 @@ def test_add_rotate_remove(services):
         assert _python(STORE, url, "old-key").returncode == 0
         assert _python(READ, url, "new-key,old-key").stdout.split() == ["tok-1", "whsec_1"]
 
-        rotated = subprocess.run(
-            [str(BIN), "rotate-secret"],
-            capture_output=True,
-            text=True,
-            env=base_env(DATABASE_URL=url, SECRET_KEY="new-key,old-key"),
-            timeout=60,
-        )
+        rotated = _rotate(url, "new-key,old-key")
         assert rotated.returncode == 0, rotated.stderr
         assert "1 user(s)" in rotated.stdout
         assert "new-key" not in rotated.stdout + rotated.stderr
@@ -100,13 +104,7 @@ def test_an_unreadable_row_is_reported_and_the_rest_rotated(services):
         assert lost.returncode == 0, lost.stderr
         lost_id = lost.stdout.strip()
 
-        rotated = subprocess.run(
-            [str(BIN), "rotate-secret"],
-            capture_output=True,
-            text=True,
-            env=base_env(DATABASE_URL=url, SECRET_KEY="new-key,old-key"),
-            timeout=60,
-        )
+        rotated = _rotate(url, "new-key,old-key")
         assert rotated.returncode == 1, rotated.stdout + rotated.stderr
         assert "Re-encrypted the secrets of 1 user(s)" in rotated.stdout
         assert "1 user(s) hold a secret no key in SECRET_KEY decrypts" in rotated.stderr

@@ -4,7 +4,6 @@ a retry's message that arrives before its delivery is due (a node's clock ahead)
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -14,9 +13,8 @@ from shared.accounts.security import encrypt_secret
 from shared.core.db import session_scope
 from shared.jobs import states as js
 from shared.models import Job, WebhookDelivery
-from shared.webhooks.events import PENDING
 from shared.webhooks.targets import Target
-from tests.support.factories import make_job, make_user
+from tests.support.factories import make_job, make_user, new_delivery
 from tests.support.inprocess import configured
 from worker import webhooks
 
@@ -26,17 +24,7 @@ def _pending_delivery(due_in_s: float = 0.0) -> WebhookDelivery:
         user = make_user(session=session)
         user.webhook_secret_encrypted = encrypt_secret("whsec_dGVzdA==")
         job = make_job(session=session, user=user, status=js.SUCCEEDED)
-        delivery = WebhookDelivery(
-            id=uuid.uuid4(),
-            job_id=job.id,
-            event_id=f"msg_{uuid.uuid4().hex}",
-            event_type="job.succeeded",
-            url="https://hooks.example.com/x",
-            payload="{}",
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=func.now() + timedelta(seconds=due_in_s),
-        )
+        delivery = new_delivery(job, next_attempt_at=func.now() + timedelta(seconds=due_in_s))
         session.add(delivery)
     return delivery
 

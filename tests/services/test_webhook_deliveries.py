@@ -12,23 +12,14 @@ from shared.jobs import states as js
 from shared.models import WebhookAttempt, WebhookDelivery
 from shared.webhooks.deliveries import claim_delivery, postpone_delivery, record_attempt
 from shared.webhooks.events import PENDING, SUCCEEDED
-from tests.support.factories import make_job, make_user
+from tests.support.factories import make_job, make_user, new_delivery
 
 LEASE = timedelta(seconds=45)
 
 
 def _delivery(session) -> WebhookDelivery:
     job = make_job(session=session, user=make_user(session=session), status=js.SUCCEEDED)
-    delivery = WebhookDelivery(
-        id=uuid.uuid4(),
-        job_id=job.id,
-        event_id=f"msg_{uuid.uuid4().hex}",
-        event_type="job.succeeded",
-        url="https://hooks.example.com/x",
-        payload="{}",
-        status=PENDING,
-        attempts=0,
-    )
+    delivery = new_delivery(job)
     session.add(delivery)
     session.flush()
     return delivery

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shared.jobs import states as js
-from shared.models import FittedModel, Job, JobData, User
+from shared.models import FittedModel, Job, JobData, User, WebhookDelivery
+from shared.webhooks.events import PENDING
 
 
 def make_user(*, session: Session) -> User:
@@ -56,3 +57,19 @@ def new_model(job: Job, **fields: Any) -> FittedModel:
         "n_features": 2,
     }
     return FittedModel(**{**values, **fields})
+
+
+def new_delivery(job: Job, **fields: Any) -> WebhookDelivery:
+    """A pending webhook delivery of `job`'s end (not added to a session), `fields`
+    changing any column."""
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "job_id": job.id,
+        "event_id": f"msg_{uuid.uuid4().hex}",
+        "event_type": "job.succeeded",
+        "url": "https://hooks.example.com/x",
+        "payload": "{}",
+        "status": PENDING,
+        "attempts": 0,
+    }
+    return WebhookDelivery(**{**values, **fields})
