@@ -384,7 +384,17 @@ def _hand_back_and_exit() -> None:
     from worker.runner import hand_back_in_flight
 
     _handing_back.acquire()
-    handed = hand_back_in_flight()
-    log.warning("drain: handed %d unfinished job(s) back to the queue; exiting", handed)
+    try:
+        handed = hand_back_in_flight()
+        log.warning("drain: handed %d unfinished job(s) back to the queue; exiting", handed)
+    except Exception as exc:  # noqa: BLE001 - the exit below must happen whatever this did
+        # PostgreSQL restarting or failing over with the deploy: the process exited
+        # never, holding the lock (a later stop signal then hung), and kept its jobs
+        # with no one beating their leases. Exiting, the jobs come back when their
+        # leases run out (the sweeper), as after a SIGKILL.
+        log.error(
+            "drain: the hand-back failed (%s); exiting, the jobs return when their leases run out",
+            type(exc).__name__,
+        )
     logging.shutdown()
     os._exit(0)

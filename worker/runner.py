@@ -497,9 +497,20 @@ def serve(*, fan_out: bool, job_id: uuid.UUID | None = None) -> int:
         return _serve(fan_out=fan_out, prefetched=_prefetch(job_id, alone=alone), job_id=job_id)
 
 
+# A slot serving one wake-up goes back to Celery after this long, waking another slot
+# first: the tasks queued behind a backlog (the sweeper, which frees a dead node's
+# runs; webhook deliveries; retention) then get a slot. Serving until nothing was
+# claimable, a node whose every slot had a backlog never ran them, for hours.
+SERVE_TURN_S = 30.0
+
+
 def _serve(*, fan_out: bool, prefetched: Future[_Loaded] | None, job_id: uuid.UUID | None) -> int:
     ran = 0
+    turn_ends = time.monotonic() + SERVE_TURN_S
     while not draining.is_set():
+        if time.monotonic() > turn_ends:
+            wake_now()  # the backlog goes on, in a slot that takes its turn after them
+            return ran
         # A slot alone, woken by a submit (it reads that job ahead), expects to claim
         # that job: its first look takes the first free user and its lock at once.
         pick = claim_next(first_free=prefetched is not None and not fan_out)
