@@ -63,6 +63,11 @@ class Lease:
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def check(self) -> None:
+        """Raise ClaimLost if this run is no longer wanted (canceled, timed out, taken over)."""
+        if self.lost:
+            raise ClaimLost
+
 
 class LeaseKeeper:
     """The process's one lease thread; started with the first lease it holds."""

@@ -377,6 +377,7 @@ def _execute(lease: Lease, loaded: _Loaded) -> None:
         deadline_s=lease.remaining_s(),
         fingerprint=loaded.fingerprint,
         steps_begun=loaded.steps_begun,
+        check=lease.check,
     )
     timings: dict[str, Any] = {}
     model, new_model = loaded.model, None

@@ -8,8 +8,10 @@ client PUTs without our headers) are credentials of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +51,13 @@ class TabPFNUpstream:
         deadline_s: float | None = None,
         fingerprint: str = "",
         steps_begun: set[str] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> None:
         self._client = load_client()
+        # Raises when the run is no longer wanted (canceled, past its deadline, taken
+        # over): called between a test set's chunks and while a budget wait sleeps,
+        # which went on sending chunks and holding the slot for a job nobody wanted.
+        self._check = check or (lambda: None)
         # "fit" and "predict" once the step's first request is about to leave: the
         # run gives back the reserved calls of steps it never began (pacing.refund_unsent).
         self.steps_begun = steps_begun if steps_begun is not None else set()
@@ -65,6 +72,14 @@ class TabPFNUpstream:
             timeout=timeout,
         )
 
+    def _options_now(self) -> Any:
+        """The options of a call that starts now: no longer a timeout than the job has
+        left (fixed once at the start, a later chunk's call ran up to 15 min past it)."""
+        left = self._deadline - time.monotonic()
+        if left >= self._options.timeout:
+            return self._options
+        return dataclasses.replace(self._options, timeout=max(1.0, left))
+
     def pace(self, calls: dict[str, int]) -> None:
         """Reserve budget for calls beyond what the claim reserved, waiting for it if need be.
 
@@ -77,7 +92,10 @@ class TabPFNUpstream:
             wait = until.timestamp() - time.time()
             if time.monotonic() + wait > self._deadline:
                 raise TimeoutError("no upstream budget before the job's deadline")
-            time.sleep(max(0.05, wait))
+            waited_until = time.monotonic() + max(0.05, wait)
+            while (left := waited_until - time.monotonic()) > 0:
+                self._check()
+                time.sleep(min(left, 0.5))
 
     def _clean(self, X: pd.DataFrame) -> pd.DataFrame:
         # The estimators clean text this way before upload; do as they do. The
@@ -108,7 +126,7 @@ class TabPFNUpstream:
             y.to_numpy(),
             task_config=config,
             tabpfn_systems=_SYSTEMS,
-            client_options=self._options,
+            client_options=self._options_now(),
         )
         return FitOutcome(str(result.fitted_train_set_id), result.timings)
 
@@ -143,6 +161,7 @@ class TabPFNUpstream:
         # whole table or in any other chunk.
         for index, chunk in enumerate(_chunks(self._clean(X))):
             if index > 0:  # the claim reserved the first chunk's calls
+                self._check()
                 self.pace(pacing.calls_for(js.PREDICT))
             self.steps_begun.add("predict")
             parts.append(
@@ -150,7 +169,7 @@ class TabPFNUpstream:
                     upstream_model_id,
                     chunk,
                     task_config=config,
-                    client_options=self._options,
+                    client_options=self._options_now(),
                 )
             )
         # Quantile output is one row of values per quantile: join chunks along rows.
