@@ -41,8 +41,8 @@ log = logging.getLogger("worker.node")
 # tests and the bench wait for (cli.supervisor.WORKER_READY).
 NODE_READY = "worker node ready"
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-# A process that exits with an error this soon after its start, never ready, is
-# a configuration problem, not a crash to recover from.
+# A process that exits with an error (not a signal) this soon after its start, never
+# ready, is a configuration problem, not a crash to recover from.
 EARLY_FAILURE_S = 60.0
 # The node's processes and pipe, handed from worker/node.py across the exec.
 STATE_ENV = "TABPFN_API_NODE_STATE"
@@ -172,7 +172,10 @@ class Supervisor:
             if code == 0:
                 # Celery's own shutdown (a remote `shutdown` broadcast): not replaced.
                 log.info("worker node: process %d (pid %d) exited", index + 1, pid)
-            elif never_ready and early:
+            elif never_ready and early and code > 0:
+                # An exit with an error: a setting or an option no start can get past.
+                # A signal is not (the kernel's OOM killer, an operator): replaced, as a
+                # process killed during its warm-up stopped the whole node.
                 log.error(
                     "worker node: process %d (pid %d) failed at start-up (%s); stopping the node",
                     index + 1,
