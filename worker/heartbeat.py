@@ -33,7 +33,14 @@ from contextlib import contextmanager
 from shared.core.config import get_settings
 from shared.core.db import session_scope
 from shared.core.errors import TimeLimitExceeded
-from shared.jobs.lifecycle import Claim, fail_job, heartbeat_many, set_stage
+from shared.jobs.lifecycle import (
+    Claim,
+    fail_job,
+    heartbeat_many,
+    parse_holder,
+    process_start,
+    set_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +205,21 @@ def holding(claim: Claim) -> Iterator[Lease]:
 
 
 def holder_is_dead(holder: str | None) -> bool:
-    """Whether a claim's holder ("<host>:<pid>") is a process of this host that is gone.
+    """Whether a claim's holder (this_worker()) is a process of this host that is gone.
 
     Only this host's processes can be checked; anything else is "not known dead"
-    and is left to the sweeper's lease timeout. A reused pid reads as alive: the
-    safe side.
+    and is left to the sweeper's lease timeout. A pid now used by a process that
+    started at another time is gone (a restarted container reuses small pids); a
+    holder without a start time (an older release's) reads alive then: the safe side.
     """
-    host, _, pid = (holder or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    parsed = parse_holder(holder)
+    if parsed is None or parsed[0] != socket.gethostname():
         return False
-    return process_is_gone(int(pid))
+    _, pid, start = parsed
+    if process_is_gone(pid):
+        return True
+    now_started = process_start(pid)
+    return start is not None and now_started is not None and now_started != start
 
 
 def process_is_gone(pid: int) -> bool:

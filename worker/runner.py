@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -142,7 +143,7 @@ def release_dead_runs() -> int:
     run's attempt counts, as the sweeper's recovery would count it; a live process
     or another host's is never touched.
     """
-    host = this_worker().rpartition(":")[0]
+    host = socket.gethostname()
     with session_scope() as session:
         rows = running_jobs_on_host(session=session, host=host)
     released = 0

@@ -47,8 +47,42 @@ ENDED_FIELDS = (*FINAL_FIELDS, Job.callback_url)
 
 
 def this_worker() -> str:
-    """How a claim names the process that holds it: "<host>:<pid>"."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """How a claim names the process that holds it: "<host>:<pid>:<start>", the start
+    being the process's start time in clock ticks after boot (Linux; absent elsewhere).
+
+    With the pid alone, a container restarted with its hostname gave its new
+    processes the dead ones' small pids: the dead holder read as alive, and its
+    jobs waited for the lease instead of running again within seconds.
+    """
+    global _this_worker
+    pid = os.getpid()
+    if _this_worker is None or _this_worker[0] != pid:  # once per process (a fork's own)
+        start = process_start(pid)
+        holder = f"{socket.gethostname()}:{pid}"
+        _this_worker = (pid, holder if start is None else f"{holder}:{start}")
+    return _this_worker[1]
+
+
+_this_worker: tuple[int, str] | None = None
+
+
+def process_start(pid: int) -> int | None:
+    """When a process of this host started (clock ticks after boot); None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rpartition(")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def parse_holder(holder: str | None) -> tuple[str, int, int | None] | None:
+    """(host, pid, start) of a claim's holder; "<host>:<pid>" from a release before the
+    start was recorded gives start None. None for anything else."""
+    host, _, rest = (holder or "").partition(":")
+    fields = rest.split(":")
+    if not host or not 1 <= len(fields) <= 2 or not all(f.isdigit() for f in fields):
+        return None
+    return host, int(fields[0]), int(fields[1]) if len(fields) == 2 else None
 
 
 def worker_lost(max_attempts: int) -> dict[str, Any]:
@@ -367,7 +401,7 @@ def wait_for_window(*, session: Session, claim: Claim, until: datetime) -> bool:
 
 
 def hand_back_runs_of(*, session: Session, worker: str) -> list[uuid.UUID]:
-    """Give every job that `worker` ("<host>:<pid>", this_worker()) runs back to the queue
+    """Give every job that `worker` (this_worker()) runs back to the queue
     untouched (the process is shutting down): not an attempt; the jobs given back.
 
     By the claims' holder in the rows, not by the process's leases: a claim committed

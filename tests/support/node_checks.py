@@ -73,8 +73,8 @@ def wait_until_running(client: httpx.Client, headers: dict, job_id: str) -> None
 
 
 def holder_pid(claimed_by: str) -> int:
-    """The pid in a claim's holder, `jobs.worker` ("<host>:<pid>")."""
-    return int(claimed_by.rpartition(":")[2])
+    """The pid in a claim's holder, `jobs.worker` ("<host>:<pid>:<start>")."""
+    return int(claimed_by.split(":")[1])
 
 
 def holders(stack, ids: list[str]) -> set[int]:
