@@ -60,6 +60,21 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     assert set(services.stdout.split()) == COMPOSE_SERVICES, services.stderr
 
 
+def test_compose_sizes_postgres_for_its_pools_and_takes_api_processes_from_env(
+    tmp_path: Path,
+) -> None:
+    """API_PROCESSES was fixed at 2 in the compose file, and .env's was ignored; and
+    PostgreSQL's default 100 connections ran out at two worker nodes under a burst."""
+    default = yaml.safe_load(_compose(tmp_path, "config", flower_auth="a:b").stdout)["services"]
+    assert str(default["api"]["environment"]["API_PROCESSES"]) == "2"
+    assert "max_connections=400" in " ".join(default["postgres"]["command"])
+    assert "127.0.0.1" in default["postgres"]["healthcheck"]["test"]  # over TCP
+    env = {"API_PROCESSES": "1", "POSTGRES_MAX_CONNECTIONS": "900"}
+    chosen = yaml.safe_load(_compose(tmp_path, "config", flower_auth="a:b", env=env).stdout)
+    assert str(chosen["services"]["api"]["environment"]["API_PROCESSES"]) == "1"
+    assert "max_connections=900" in " ".join(chosen["services"]["postgres"]["command"])
+
+
 def _published(config: str) -> dict[str, set[tuple[str, int]]]:
     """(host address, port) of each service's published ports; "" for every interface."""
 
