@@ -31,8 +31,12 @@ def _alembic_config():
 
 
 def run_migrate(_: argparse.Namespace) -> None:
-    get_settings().require("DATABASE_URL")
+    settings = get_settings().require("DATABASE_URL")
     from alembic import command
+
+    from cli.database_wait import wait_for_database
+
+    wait_for_database(settings.database_url)
 
     config = _alembic_config()
     # Logging is already set up (LOG_FORMAT); alembic.ini's would replace it.
