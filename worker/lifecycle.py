@@ -95,6 +95,7 @@ def warm_up() -> float:
     started = time.perf_counter()
     import_what_jobs_need()
     warm_secret_box()  # `tabpfn-api worker` requires SECRET_KEY before it gets here
+    _wait_for_the_schema()
     try:
         # Opens the pool's connections and runs each job statement once on each.
         warm_up_job_queries(settings.db_pool_size)
@@ -106,6 +107,34 @@ def warm_up() -> float:
         )
     upstream_limits()
     return time.perf_counter() - started
+
+
+SCHEMA_POLL_S = 2.0
+
+
+def _wait_for_the_schema() -> None:
+    """Take no job before the database has this release's schema.
+
+    A worker of a new release started before `migrate` (a rollout that runs both at
+    once; compose orders them) read columns the database did not have yet: each job
+    it took failed for good on an "unexpected error". An unknown, newer revision is
+    a later release's, migrated first in a rolling upgrade: served on. A database
+    that does not answer is left to the jobs, as the warm-up below leaves it.
+    """
+    from shared.core.schema_version import schema_problem
+
+    told = False
+    while True:
+        try:
+            problem = schema_problem()
+        except Exception:  # noqa: BLE001 - not up yet: the jobs connect themselves
+            return
+        if problem is None:
+            return
+        if not told:
+            log.warning("worker: %s; waiting for it before taking jobs", problem)
+            told = True
+        time.sleep(SCHEMA_POLL_S)
 
 
 @worker_init.connect
