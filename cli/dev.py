@@ -19,6 +19,7 @@ the current directory, or in $TABPFN_API_DEV_DIR.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import secrets
 import signal
@@ -70,7 +71,7 @@ def run_dev_stack(*, host: str, port: int, workers: int | None, flower_port: int
             check_port(host, port, "--port", command="tabpfn-api dev")
             if flower_port:
                 check_port(host, flower_port, "--flower-port", command="tabpfn-api dev")
-            env, summary, watched = _environment(state_dir, cleanup)
+            env, summary, watched = _environment(state_dir, cleanup, host=host)
             commands: list[Child] = []
             # After stop_all (callbacks run in reverse): nothing left to stop.
             cleanup.callback((state_dir / CHILDREN_FILE).unlink, missing_ok=True)
@@ -163,7 +164,9 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _environment(state_dir: Path, cleanup: ExitStack) -> tuple[dict, dict, list[Child]]:
+def _environment(
+    state_dir: Path, cleanup: ExitStack, *, host: str
+) -> tuple[dict, dict, list[Child]]:
     """The children's environment, what to tell the user, and the servers started."""
     settings = Settings()  # the environment, then .env: what every command reads
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # logs as they happen
@@ -193,9 +196,18 @@ def _environment(state_dir: Path, cleanup: ExitStack) -> tuple[dict, dict, list[
     env["SECRET_KEY"] = settings.secret_key or _kept_secret_key(state_dir / "secret_key")
     # A local stack's webhooks go to local receivers (examples/webhook_receiver.py),
     # which production refuses as private addresses; a setting of the user's wins.
+    # Not on a stack others can reach (--host 0.0.0.0): with the emulator's public
+    # demo token, anyone could register and have the worker post into this network.
     if "webhook_allow_private_targets" not in settings.model_fields_set:
-        env["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"
-        summary["Webhooks"] = "to any address, local ones too (WEBHOOK_ALLOW_PRIVATE_TARGETS)"
+        if _loopback(host):
+            env["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"
+            summary["Webhooks"] = "to any address, local ones too (WEBHOOK_ALLOW_PRIVATE_TARGETS)"
+        else:
+            env["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "false"
+            summary["Webhooks"] = (
+                f"public addresses only: the stack listens on {host}, where others reach it "
+                "(WEBHOOK_ALLOW_PRIVATE_TARGETS=true allows local receivers)"
+            )
 
     # Settings defaults to the cloud; only an upstream the user named counts.
     if "tabpfn_api_url" in settings.model_fields_set and settings.tabpfn_api_url:
@@ -204,6 +216,13 @@ def _environment(state_dir: Path, cleanup: ExitStack) -> tuple[dict, dict, list[
     else:
         env.pop("TABPFN_API_URL", None)  # an empty one: run_dev_stack starts the emulator
     return env, summary, watched
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _ensure_database(admin_url: str, name: str) -> str:
