@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # of its own), every request came from the proxy's address, and one client that
     # sent bad keys braked every client behind it.
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    # GET /metrics answers only `Authorization: Bearer <this>` when set (Prometheus:
+    # `authorization: {credentials: …}`); unset, anyone who reaches the route.
+    metrics_token: str | None = None
     # How long a successful API key verification is trusted before bcrypt runs again.
     api_key_cache_s: float = 60.0
     # The cap on every ?wait=S: the job and result long-polls, and a submit that waits.

@@ -135,3 +135,20 @@ def test_metrics_answer_503_while_the_database_is_down(stack, tmp_path):
         response = httpx.get(f"{url}/metrics", timeout=30)
     assert (response.status_code, response.json()["code"]) == (503, "service_unavailable")
     assert response.headers["x-request-id"]
+
+
+def test_metrics_ask_for_their_token_when_one_is_set(stack, tmp_path):
+    """Published with the API, /metrics answered anyone: each scrape writes and
+    aggregates, and tells the fleet's job counts."""
+    with stack.extra_api("api-metrics-token", tmp_path, METRICS_TOKEN="scrape-secret") as (
+        url,
+        _,
+    ):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-secret"}):
+            refused = httpx.get(f"{url}/metrics", headers=headers, timeout=30)
+            assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+            assert "scrape-secret" not in refused.text
+        scraped = httpx.get(
+            f"{url}/metrics", headers={"Authorization": "Bearer scrape-secret"}, timeout=30
+        )
+    assert scraped.status_code == 200 and "tabpfn_api_jobs" in scraped.text, scraped.text[:300]
