@@ -175,14 +175,9 @@ def _feature(values: pa.Array, column: Column, where: str, offset: int) -> pa.Ar
         return iso_text(values, column.unit or "ns")
     if column.kind == TIME:
         return pa.array([None if v is None else str(v) for v in values.to_pylist()], pa.string())
-    if pa.types.is_floating(values.type) or pa.types.is_boolean(values.type):
-        # Numbers in a column the model knows as text, written as a JSON body's are
-        # (Python's str): Arrow wrote 1.0 as "1" and true as "true", where the fit from
-        # JSON saw "1.0" and "True", categories these never matched.
-        return pa.array(
-            [None if v is None or v != v else str(v) for v in values.to_pylist()], pa.string()
-        )
-    return pc.cast(values, pa.string())  # text, integers, or dates (ISO 8601)
+    if pa.types.is_floating(values.type):  # numbers in a column the model knows as text
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+    return pc.cast(values, pa.string())  # text, or dates (ISO 8601)
 
 
 # A CSV's words for a missing value, as pandas reads them: a label "None" or "NA" (a

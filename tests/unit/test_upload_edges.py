@@ -90,22 +90,6 @@ def test_a_parquet_file_with_a_damaged_pandas_note_is_read() -> None:
         assert stored["a"].tolist() == [1.0, 2.0]
 
 
-def test_numbers_in_a_text_column_are_written_as_a_json_body_writes_them() -> None:
-    """A model fitted from JSON on a column of words and numbers saw 1.0 as "1.0" and
-    True as "True"; the same cells in a Parquet predict file were "1" and "true"."""
-    rows = [[1.0, True], [2.5, False], [None, None]]
-    json_cells = table_from_json(rows, None, name="test", text_columns={"x0", "x1"})
-    buffer = io.BytesIO()
-    pq.write_table(pa.table({"a": [1.0, 2.5, None], "b": [True, False, None]}), buffer)
-    stored = _stored(
-        buffer.getvalue(), "test.parquet", model_columns=["a", "b"], text_columns={"a", "b"}
-    )
-    assert stored["a"].tolist() == ["1.0", "2.5", None]
-    assert stored["b"].tolist() == ["True", "False", None]
-    assert json_cells["x0"].tolist() == stored["a"].tolist()
-    assert json_cells["x1"].tolist() == stored["b"].tolist()
-
-
 def test_a_quote_inside_an_unquoted_header_name_is_a_character() -> None:
     """`size 5"` (an inch mark) was taken for a quote the header never closed."""
     from shared.tables.upload_sources import CsvSource
