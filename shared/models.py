@@ -173,7 +173,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # The worker running the job touches this; a stale one means the worker is gone.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Which process runs (or last ran) the job: "<host>:<pid>:<start>" (this_worker()).
+    # Which process runs (or last ran) the job (this_worker(): host, pid, start, pid ns).
     worker: Mapped[str | None] = mapped_column(String(255))
     # A retry waits out its backoff: no worker claims the job before this time.
     run_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -38,6 +38,7 @@ from shared.jobs.lifecycle import (
     fail_job,
     heartbeat_many,
     parse_holder,
+    pid_namespace,
     process_start,
     set_stage,
 )
@@ -215,7 +216,9 @@ def holder_is_dead(holder: str | None) -> bool:
     parsed = parse_holder(holder)
     if parsed is None or parsed[0] != socket.gethostname():
         return False
-    _, pid, start = parsed
+    _, pid, start, namespace = parsed
+    if namespace is not None and namespace != pid_namespace():
+        return False  # another node with this hostname: its pids are not ours to judge
     if process_is_gone(pid):
         return True
     now_started = process_start(pid)

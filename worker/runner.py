@@ -509,9 +509,13 @@ SERVE_TURN_S = 30.0
 def _serve(*, fan_out: bool, prefetched: Future[_Loaded] | None, job_id: uuid.UUID | None) -> int:
     ran = 0
     turn_ends = time.monotonic() + SERVE_TURN_S
+    last_claimed: uuid.UUID | None = None
     while not draining.is_set():
-        if time.monotonic() > turn_ends:
-            wake_now()  # the backlog goes on, in a slot that takes its turn after them
+        if last_claimed is not None and time.monotonic() > turn_ends:
+            # The backlog goes on in a slot that takes its turn after them, woken by a
+            # message that names a job: one that does not fan out (a pure wake-up would,
+            # one more message per claim, and the queue would grow with the backlog).
+            enqueue_job(last_claimed)
             return ran
         # A slot alone, woken by a submit (it reads that job ahead), expects to claim
         # that job: its first look takes the first free user and its lock at once.
@@ -524,6 +528,7 @@ def _serve(*, fan_out: bool, prefetched: Future[_Loaded] | None, job_id: uuid.UU
             wake_now()
         hit = prefetched if pick.claim.job_id == job_id else None
         prefetched = None
+        last_claimed = pick.claim.job_id
         outcome = run_claimed(pick.claim, prefetched=hit)
         ran += 1
         if outcome.retry_in_s is not None:

@@ -46,6 +46,8 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 EARLY_FAILURE_S = 60.0
 # The node's processes and pipe, handed from worker/node.py across the exec.
 STATE_ENV = "TABPFN_API_NODE_STATE"
+# Killed by a signal before ready this many times in a row: the node stops (see _reap).
+EARLY_KILLS = 3
 # Set for a replacement process: "index,fd" (its number, where it reports ready).
 PROCESS_ENV = "TABPFN_API_NODE_PROCESS"
 
@@ -83,6 +85,8 @@ class Supervisor:
         self.stopping = False
         self.interrupted = False
         self.exit_code = 0
+        # Per process: how many times in a row it was killed by a signal before ready.
+        self.early_kills: dict[int, int] = {}
 
     def run(self) -> int:
         for sig in FORWARDED:
@@ -169,13 +173,18 @@ class Supervisor:
                 continue
             never_ready = index not in self.ready
             early = time.monotonic() - self.started[index] < EARLY_FAILURE_S
+            if code < 0 and never_ready and early:
+                self.early_kills[index] = self.early_kills.get(index, 0) + 1
+            else:
+                self.early_kills.pop(index, None)
             if code == 0:
                 # Celery's own shutdown (a remote `shutdown` broadcast): not replaced.
                 log.info("worker node: process %d (pid %d) exited", index + 1, pid)
-            elif never_ready and early and code > 0:
-                # An exit with an error: a setting or an option no start can get past.
-                # A signal is not (the kernel's OOM killer, an operator): replaced, as a
-                # process killed during its warm-up stopped the whole node.
+            elif never_ready and early and (code > 0 or self.early_kills[index] >= EARLY_KILLS):
+                # An exit with an error: a setting or an option no start can get past. A
+                # signal once is not (the OOM killer, an operator): replaced, where it
+                # stopped the whole node; at every start it is (a memory limit too low
+                # to warm up), and the container's restart policy then spaces the tries.
                 log.error(
                     "worker node: process %d (pid %d) failed at start-up (%s); stopping the node",
                     index + 1,

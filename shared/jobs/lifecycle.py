@@ -47,20 +47,33 @@ ENDED_FIELDS = (*FINAL_FIELDS, Job.callback_url)
 
 
 def this_worker() -> str:
-    """How a claim names the process that holds it: "<host>:<pid>:<start>", the start
-    being the process's start time in clock ticks after boot (Linux; absent elsewhere).
+    """How a claim names the process that holds it: "<host>:<pid>:<start>:<pidns>", the
+    start being the process's start time in clock ticks after boot and pidns its pid
+    namespace's inode (Linux; "<host>:<pid>" elsewhere).
 
     With the pid alone, a container restarted with its hostname gave its new
     processes the dead ones' small pids: the dead holder read as alive, and its
-    jobs waited for the lease instead of running again within seconds.
+    jobs waited for the lease instead of running again within seconds. The
+    namespace keeps nodes that share a hostname but not their pids (host
+    networking, a fixed `hostname:`) from judging each other's processes.
     """
     global _this_worker
     pid = os.getpid()
     if _this_worker is None or _this_worker[0] != pid:  # once per process (a fork's own)
-        start = process_start(pid)
+        start, namespace = process_start(pid), pid_namespace()
         holder = f"{socket.gethostname()}:{pid}"
-        _this_worker = (pid, holder if start is None else f"{holder}:{start}")
+        if start is not None and namespace is not None:
+            holder = f"{holder}:{start}:{namespace}"
+        _this_worker = (pid, holder)
     return _this_worker[1]
+
+
+def pid_namespace() -> int | None:
+    """This process's pid namespace (the inode of /proc/self/ns/pid); None if unknown."""
+    try:
+        return int(os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]"))
+    except (OSError, ValueError):
+        return None
 
 
 _this_worker: tuple[int, str] | None = None
@@ -75,14 +88,16 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def parse_holder(holder: str | None) -> tuple[str, int, int | None] | None:
-    """(host, pid, start) of a claim's holder; "<host>:<pid>" from a release before the
-    start was recorded gives start None. None for anything else."""
+def parse_holder(holder: str | None) -> tuple[str, int, int | None, int | None] | None:
+    """(host, pid, start, pid namespace) of a claim's holder; "<host>:<pid>" (a release
+    before these were recorded, or not Linux) gives None for both. None for anything else."""
     host, _, rest = (holder or "").partition(":")
     fields = rest.split(":")
-    if not host or not 1 <= len(fields) <= 2 or not all(f.isdigit() for f in fields):
+    if not host or len(fields) not in (1, 3) or not all(f.isdigit() for f in fields):
         return None
-    return host, int(fields[0]), int(fields[1]) if len(fields) == 2 else None
+    if len(fields) == 1:
+        return host, int(fields[0]), None, None
+    return host, int(fields[0]), int(fields[1]), int(fields[2])
 
 
 def worker_lost(max_attempts: int) -> dict[str, Any]:

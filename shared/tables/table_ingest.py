@@ -293,7 +293,8 @@ def ingest_upload(
     """
     fmt = detect_format(file, filename, name=name)
     source = ParquetSource(file, name) if fmt == PARQUET else CsvSource(file, name)
-    _refuse_unnamed(source.names, name)
+    if model_columns is None or "" not in model_columns:  # a model fitted on one, before
+        _refuse_unnamed(source.names, name)
     names = check_column_names(source.names, name=name)
     features = _features(names, target, model_columns, name)
     width = len(features) + (target is not None)

@@ -101,7 +101,7 @@ def _text_kind(values: pa.Array, *, integers: bool) -> str:
         return EMPTY
     # Arrow's CSV reader (the second pass) and pandas read " 2" as 2: spaces around a
     # number are no reason to read its column as text (a class " 1" beside "1").
-    numbers = pc.utf8_trim_whitespace(present)
+    numbers = pc.utf8_trim(present, characters=" \t")  # as Arrow trims: not U+00A0
     if integers:
         try:
             pc.cast(numbers, pa.int64())

@@ -26,12 +26,16 @@ def test_a_slot_serving_a_backlog_gives_its_turn_back(monkeypatch) -> None:
         time.sleep(0.01)
         return runner.RunOutcome()
 
-    woken: list[int] = []
+    woken: list[uuid.UUID] = []
+    fanned: list[int] = []
     monkeypatch.setattr(runner, "claim_next", claim_next)
     monkeypatch.setattr(runner, "run_claimed", run_claimed)
-    monkeypatch.setattr(runner, "wake_now", lambda: woken.append(1))
+    monkeypatch.setattr(runner, "enqueue_job", lambda job_id, **_: woken.append(job_id))
+    monkeypatch.setattr(runner, "wake_now", lambda: fanned.append(1))
     monkeypatch.setattr(runner, "SERVE_TURN_S", 0.1)
     started = time.monotonic()
     ran = runner._serve(fan_out=False, prefetched=None, job_id=None)
     assert 3 <= ran < 50 and time.monotonic() - started < 2
-    assert woken == [1]  # the backlog goes on in another slot's turn
+    # The backlog goes on in another slot's turn, woken by a message naming a job: one
+    # that does not fan out (a pure wake-up would send a message per claim it makes).
+    assert len(woken) == 1 and fanned == []
