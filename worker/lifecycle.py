@@ -122,9 +122,10 @@ def _wait_for_the_schema() -> None:
     that does not answer is left to the jobs, as the warm-up below leaves it.
     """
     from shared.core.schema_version import schema_problem
+    from worker.runner import draining
 
     told = False
-    while True:
+    while not draining.is_set():  # a stop signal while it waits ends the wait
         try:
             problem = schema_problem()
         except Exception:  # noqa: BLE001 - not up yet: the jobs connect themselves
@@ -134,7 +135,7 @@ def _wait_for_the_schema() -> None:
         if not told:
             log.warning("worker: %s; waiting for it before taking jobs", problem)
             told = True
-        time.sleep(SCHEMA_POLL_S)
+        draining.wait(SCHEMA_POLL_S)
 
 
 @worker_init.connect

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import uuid
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from pandas.api.types import is_numeric_dtype
 from pydantic import ValidationError
@@ -220,6 +222,14 @@ def _test_parquet(
     return encode_table(table)
 
 
+def _is_address(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return True
+
+
 def _check_callback(session: Session, callback_url: str | None) -> None:
     """Refuse a callback URL whose host is not public, or does not resolve within
     CALLBACK_LOOKUP_TIMEOUT_S."""
@@ -228,8 +238,10 @@ def _check_callback(session: Session, callback_url: str | None) -> None:
     # The lookup may take seconds (a host whose nameserver is slow or silent): the
     # request's pooled connection goes back to the pool meanwhile, or a few such
     # submits held every one of them. Nothing is written yet and no lock is held
-    # (the key's last use, if written, is as good committed now).
-    session.commit()
+    # (the key's last use, if written, is as good committed now). An address needs
+    # no lookup, and its submit no extra commit.
+    if not _is_address(urlsplit(callback_url).hostname):
+        session.commit()
     check_target(
         callback_url,
         allow_private=get_settings().webhook_allow_private_targets,

@@ -13,6 +13,7 @@ dates and times are ISO text.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, BinaryIO
 
@@ -447,16 +448,38 @@ def as_fitted_numbers(table: pd.DataFrame, numeric: Collection[str], name: str) 
         values = table[column]
         if values.dtype != object:
             continue
-        numbers = pd.to_numeric(values, errors="coerce")
-        text = values.notna().to_numpy() & numbers.isna().to_numpy()
-        if text.any():
-            row = _first(text)
-            raise ValidationFailed(
-                f"{name}: column {column!r} was fitted as numbers, and row {row} holds "
-                f"{values.iloc[row]!r}: send a number, or null for a missing value."
-            )
-        table[column] = _numbers(numbers, f"{name}: column {column!r}")
+        numbers = []
+        for row, value in enumerate(values):
+            number = _as_number(value)
+            if number is None:
+                raise ValidationFailed(
+                    f"{name}: column {column!r} was fitted as numbers, and row {row} holds "
+                    f"{value!r}: send a number, or null for a missing value."
+                )
+            numbers.append(number)
+        where = f"{name}: column {column!r}"
+        table[column] = _numbers(pd.Series(numbers, index=values.index, dtype=float), where)
     return table
+
+
+def _as_number(value: Any) -> float | None:
+    """A cell of a column fitted as numbers as the number it is, or None if it is none.
+    Booleans are 1 and 0 as in a column of booleans alone (a mixed column holds them
+    as "True" and "False"); a number too large for a float is infinite, and refused
+    as out of range by the check after."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    text = value.strip() if isinstance(value, str) else value
+    if text in (True, "True"):
+        return 1.0
+    if text in (False, "False"):
+        return 0.0
+    try:
+        return float(text)
+    except OverflowError:
+        return math.inf
+    except (TypeError, ValueError):
+        return None
 
 
 def encode_table(table: pd.DataFrame) -> BinaryIO:

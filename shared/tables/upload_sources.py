@@ -60,6 +60,7 @@ _BOOLEAN_TEXT = pa.array(TRUE_VALUES + FALSE_VALUES)
 _FIELD = rb'(?:"(?:[^"]|"")*"[^,\r\n]*|[^,"\r\n][^,\r\n]*|)'
 _LINE = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*")
 _BLANK_LINES = re.compile(rb"[\r\n]*")
+_BOM = b"\xef\xbb\xbf"
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _ISO_UNITS = ["D", "s", "ms", "us", "ns"]
 
@@ -145,7 +146,10 @@ class CsvSource:
         block = self.file.read(CSV_BLOCK_BYTES)
         # Arrow skips blank lines before the header. The header ends at the first
         # line end outside quotes: a quoted name may hold one.
-        blank = _BLANK_LINES.match(block)
+        # After a byte-order mark (Excel's "CSV UTF-8" writes one): read as part of the
+        # first name, it made a quoted first name unquoted, cut at its line end.
+        bom = len(_BOM) if block.startswith(_BOM) else 0
+        blank = _BLANK_LINES.match(block, bom)
         self._blank_lines = len(_LINE_ENDS.findall(blank.group()))
         end = _LINE.match(block, blank.end()).end()
         if end == len(block) == CSV_BLOCK_BYTES:

@@ -33,4 +33,7 @@ def test_a_worker_waits_for_migrate_before_its_first_job(services, monkeypatch, 
         assert not waiter.is_alive()
         # A newer release's revision (migrated first in a rolling upgrade): served on.
         _set_revision("f" * 12)
-        lifecycle._wait_for_the_schema()
+        newer = threading.Thread(target=lifecycle._wait_for_the_schema, daemon=True)
+        newer.start()
+        newer.join(5.0)
+        assert not newer.is_alive(), "it waited for a newer release's schema"

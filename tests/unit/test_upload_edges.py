@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.core.errors import ValidationFailed
+from shared.core.errors import NumberOutOfRange, ValidationFailed
 from shared.tables import table_ingest
 from shared.tables.payloads import as_fitted_numbers, table_from_json
 from shared.tables.table_ingest import Target, ingest_upload
@@ -56,6 +56,15 @@ def test_json_text_in_a_column_fitted_as_numbers_is_a_number_or_refused() -> Non
     words.columns = ["a", "b"]
     with pytest.raises(ValidationFailed, match=r"column 'b' was fitted as numbers, and row 1"):
         as_fitted_numbers(words, ["a", "b"], "test")
+    # Booleans beside text are 1 and 0, as in a column of booleans alone; a number too
+    # large for a float is out of range, not "not a number".
+    mixed = table_from_json([[True, "3"], ["False", "1e400"]], None, name="test")
+    mixed.columns = ["a", "b"]
+    assert as_fitted_numbers(mixed.iloc[:1].copy(), ["a", "b"], "test").values.tolist() == [
+        [1.0, 3.0]
+    ]
+    with pytest.raises(NumberOutOfRange, match="row 1 is out of range"):
+        as_fitted_numbers(mixed, ["a", "b"], "test")
 
 
 @pytest.mark.parametrize("data", [b",a,y\n0,5,0\n1,6,1\n", b"a,y,\n5,0,\n6,1,\n"])
@@ -100,6 +109,9 @@ def test_a_quote_inside_an_unquoted_header_name_is_a_character() -> None:
     assert quoted.names == ['x, "y"', "b"]
     with pytest.raises(ValidationFailed, match="opens a quote it never closes"):
         CsvSource(io.BytesIO(b'a,"b\n1,2\n'), "train_file")
+    # After a byte-order mark (Excel's "CSV UTF-8"), a quoted first name is still quoted.
+    marked = CsvSource(io.BytesIO(b'\xef\xbb\xbf"a\nb",c\r\n1,2\r\n'), "train_file")
+    assert marked.names == ["a\nb", "c"]
 
 
 def test_a_label_that_reads_as_missing_says_which_words_do() -> None:

@@ -153,6 +153,9 @@ export function predictedVsActual(allActual, allPredicted) {
   // Blanks left out: Number("") and Number(null) are 0, and counted as actual zeros.
   const [actual, predicted] = scored(allActual, allPredicted);
   const pairs = actual.map((a, i) => [Number(a), Number(predicted[i])]).filter(([a, p]) => Number.isFinite(a) && Number.isFinite(p));
+  if (!pairs.length) {
+    return { node: h("p", { class: "muted" }, "No row has both a number to score and a prediction."), r2: NaN, mae: NaN };
+  }
   const values = pairs.flat();
   let lo = Math.min(...values);
   let hi = Math.max(...values);

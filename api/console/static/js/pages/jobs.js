@@ -11,7 +11,7 @@ const PAGE_SIZES = ["20", "50", "100"];
 // Browsers allow six connections per origin; leave room for the page's other calls.
 const MAX_STREAMS = 3;
 const REFRESH_MS = 5000;
-// For each page's cursor, the cursor of the page before it, so "Newer" goes back
+// For each page (its address: filters and cursor), the cursor of the page before it, so "Newer" goes back
 // whichever way the page was reached (a stack of them went wrong after the browser's
 // own Back); kept for the tab, so a reload keeps it too.
 const PAGES_KEY = "tabpfn-jobs-pages";
@@ -24,9 +24,9 @@ function previousPages() {
   }
 }
 
-function rememberPage(cursor, previous) {
+function rememberPage(page, previous) {
   const pages = previousPages();
-  pages.set(cursor, previous);
+  pages.set(page, previous);
   sessionStorage.setItem(PAGES_KEY, JSON.stringify([...pages].slice(-200)));
 }
 
@@ -139,11 +139,15 @@ export async function render(main, { signal, query, navigate }) {
     { class: "pager", "aria-label": "Pages of jobs" },
     h("button", {
       type: "button", class: "secondary", disabled: !filters.before,
-      on: { click: () => navigate(hashFor({ ...filters, before: previousPages().get(filters.before) ?? "" })) },
+      on: { click: () => navigate(hashFor({ ...filters, before: previousPages().get(hashFor(filters)) ?? "" })) },
     }, "← Newer"),
     h("button", {
       type: "button", class: "secondary", disabled: !page.next_cursor,
-      on: { click: () => { rememberPage(page.next_cursor, filters.before); navigate(hashFor({ ...filters, before: page.next_cursor })); } },
+      on: { click: () => {
+        const next = { ...filters, before: page.next_cursor };
+        rememberPage(hashFor(next), filters.before); // keyed by the page's whole address:
+        navigate(hashFor(next)); // a cursor reached under other filters leads elsewhere
+      } },
     }, "Older →"),
   );
 

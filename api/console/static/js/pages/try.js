@@ -276,7 +276,7 @@ async function watch(submitted, { runBody, signal, actual, task }) {
   const result = await call("GET", `/jobs/${job.id}/result`, { signal });
   const downloadErrors = h("div");
   const parts = [h("h3", null, "Results")];
-  const labelled = actual && actual.length === result.predictions.length && actual.some((v) => v !== "");
+  const labelled = actual && actual.length === result.predictions.length && actual.some((v) => String(v ?? "").trim() !== "");
   if (labelled && task === "classification") {
     parts.push(confusionMatrix(actual, result.predictions).node);
   } else if (labelled && task === "regression") {
