@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from shared.core.config import get_settings
 from shared.core.db import session_scope
@@ -59,6 +60,11 @@ class Lease:
         self.held_at = time.monotonic()  # just after the claim
         self.lost = False
         self.timed_out = False
+        # The run's rows once read (worker.runner), and whether its unsent calls were
+        # given back: by its own thread, or by a drain's hand-back, whichever comes first.
+        self.loaded: Any = None
+        self.refunded = False
+        self.refund_lock = threading.Lock()
         self._keeper = keeper
         self._stage: str | None = None  # a stage to report, not yet written
 
