@@ -531,10 +531,11 @@ class Client:
         for the job to end, so a job that ends in time comes back finished with its
         result, in one request; one that does not comes back as usual (then `wait()`).
         The same for `predict` and `fit_predict`."""
-        body: dict[str, Any] = {"task": task, "train": _train(X, y, columns)}
-        if options:
-            body["options"] = options
-        _add_hooks(body, callback_url, metadata)
+        body = {
+            "task": task,
+            "train": _train(X, y, columns),
+            **_extras(options, callback_url, metadata),
+        }
         return self._submit("/jobs/fit", body, idempotency_key, wait)
 
     def predict(
@@ -552,9 +553,11 @@ class Client:
     ) -> Job:
         """Submit a predict job with a fitted model. `output`: labels | probabilities
         (classification), mean | median | quantiles (regression); default labels/mean."""
-        body: dict[str, Any] = {"model_id": str(model_id), **_table(X, columns)}
-        _add_output(body, output, quantiles)
-        _add_hooks(body, callback_url, metadata)
+        body = {
+            "model_id": str(model_id),
+            **_table(X, columns),
+            **_extras(None, callback_url, metadata, output, quantiles),
+        }
         return self._submit("/jobs/predict", body, idempotency_key, wait)
 
     def fit_predict(
@@ -573,15 +576,12 @@ class Client:
         wait: float | None = None,
     ) -> Job:
         """Submit one job that fits on (X, y) and predicts X_test."""
-        body: dict[str, Any] = {
+        body = {
             "task": task,
             "train": _train(X, y, None),
             "test": _table(X_test, None),
+            **_extras(options, callback_url, metadata, output, quantiles),
         }
-        if options:
-            body["options"] = options
-        _add_output(body, output, quantiles)
-        _add_hooks(body, callback_url, metadata)
         return self._submit("/jobs/fit-predict", body, idempotency_key, wait)
 
     # -- files, uploaded as they are ------------------------------------------
@@ -802,34 +802,39 @@ class Upload:
         return opened
 
 
-def _form(
+def _extras(
     options: dict[str, Any] | None,
     callback_url: str | None,
     metadata: dict[str, str] | None,
     output: str | None = None,
     quantiles: Sequence[float] | None = None,
-) -> dict[str, str]:
-    """An upload's optional fields, each one text: objects and lists as JSON."""
+) -> dict[str, Any]:
+    """A submit's optional fields, those given (a JSON body's and an upload's alike)."""
     fields: dict[str, Any] = {}
     if options:
         fields["options"] = options
-    _add_output(fields, output, quantiles)
-    _add_hooks(fields, callback_url, metadata)
+    if quantiles is not None and output is None:
+        output = "quantiles"
+    if output is not None:
+        fields["output"] = output
+    if quantiles is not None:
+        fields["quantiles"] = [float(q) for q in quantiles]
+    if callback_url:
+        fields["callback_url"] = callback_url
+    if metadata:
+        fields["metadata"] = metadata
+    return fields
+
+
+def _form(*extras: Any) -> dict[str, str]:
+    """An upload's optional fields (`_extras`), each one text: objects and lists as JSON."""
+    fields = _extras(*extras)
     return {k: v if isinstance(v, str) else dumps(v).decode() for k, v in fields.items()}
 
 
 def _filters(metadata: dict[str, str]) -> list[str]:
     """A list's `metadata` filter as the repeated `key:value` parameters it is sent as."""
     return [f"{key}:{value}" for key, value in metadata.items()]
-
-
-def _add_hooks(
-    body: dict[str, Any], callback_url: str | None, metadata: dict[str, str] | None
-) -> None:
-    if callback_url:
-        body["callback_url"] = callback_url
-    if metadata:
-        body["metadata"] = metadata
 
 
 def _table(X: Any, columns: Sequence[str] | None) -> dict[str, Any]:
@@ -845,12 +850,3 @@ def _train(X: Any, y: Any, columns: Sequence[str] | None) -> dict[str, Any]:
     from ._data import to_labels
 
     return {**_table(X, columns), "y": to_labels(y)}
-
-
-def _add_output(body: dict[str, Any], output: str | None, quantiles: Sequence[float] | None):
-    if quantiles is not None and output is None:
-        output = "quantiles"
-    if output is not None:
-        body["output"] = output
-    if quantiles is not None:
-        body["quantiles"] = [float(q) for q in quantiles]
