@@ -382,7 +382,8 @@ def _no_job_ran_twice(engine, job_ids: list[str]) -> dict:
         ).all()
     workers: dict[str, int] = {}
     for row in rows:
-        # "<host>:<pid>": both nodes share the host, so the pid tells them apart.
+        # "<host>:<pid>:…" (this_worker()): both nodes share the host, so the pid tells
+        # them apart.
         workers[row.worker or "?"] = workers.get(row.worker or "?", 0) + 1
     return {
         "jobs": len(rows),

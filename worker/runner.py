@@ -554,14 +554,14 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
             loaded = lease.loaded = _read(job_id, prefetched)
             _execute(lease, loaded)
     except ClaimLost:
-        _refund_unsent(claim, loaded, lease)
+        _refund_unsent(claim, lease)
         # Canceled, re-queued by the sweeper, or past its deadline: this outcome is not wanted.
         log.info(
             "job %s: claim lost (canceled, taken over or timed out); outcome discarded", job_id
         )
         return RunOutcome()
     except SoftTimeLimitExceeded:  # the prefork pool's own limit, should anyone choose it
-        _refund_unsent(claim, loaded, lease)
+        _refund_unsent(claim, lease)
         return _finish_failed(
             claim,
             ServiceError(
@@ -570,7 +570,7 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
             code=TIME_LIMIT_CODE,
         )
     except Exception as exc:
-        _refund_unsent(claim, loaded, lease)
+        _refund_unsent(claim, lease)
         if lease is not None and lease.timed_out:
             return RunOutcome()  # the keeper failed it at its deadline already
         return _handle_failure(claim, exc, loaded)
@@ -582,19 +582,22 @@ def run_claimed(claim: Claim, *, prefetched: Future[_Loaded] | None = None) -> R
     return RunOutcome()
 
 
-def _refund_unsent(claim: Claim, loaded: _Loaded | None, lease: Lease | None = None) -> None:
+def _refund_unsent(claim: Claim, lease: Lease | None) -> None:
     """A run that ended early gives back the reserved calls it never sent; once per run
-    (`lease`): a drain's hand-back does it for the runs it hands back, whose threads are
-    still in a call when the process exits, and a thread that returns first finds it done.
+    (its `lease`, which holds its rows once read): a drain's hand-back does it for the
+    runs it hands back, whose threads are still in a call when the process exits, and a
+    thread that returns first finds it done.
     Best effort: a Redis or a database that does not answer leaves the entries to
     leave the window as they would have."""
     if claim.reservation is None:
         return
+    loaded: _Loaded | None = None
     if lease is not None:
         with lease.refund_lock:
             if lease.refunded:
                 return
             lease.refunded = True
+        loaded = lease.loaded
     try:
         if loaded is not None:
             fingerprint, job_type, sent = loaded.fingerprint, loaded.job.type, loaded.steps_begun
@@ -622,7 +625,7 @@ def hand_back_in_flight() -> int:
         if lease.claim.job_id in back:
             # Its thread is likely in a call the exit cuts short: its own refund never
             # came, and the rerun reserved the same calls again.
-            _refund_unsent(lease.claim, lease.loaded, lease)
+            _refund_unsent(lease.claim, lease)
     for job_id in handed:
         enqueue_job(job_id)
     return len(handed)

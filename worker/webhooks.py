@@ -41,7 +41,7 @@ from shared.queue import enqueue_webhook
 from shared.webhooks.deliveries import (
     claim_delivery,
     overdue_deliveries,
-    owner_of_delivery,
+    pending_delivery_due,
     postpone_delivery,
     record_attempt,
     secret_of_job_owner,
@@ -436,7 +436,7 @@ def deliver_when_free(delivery_id: uuid.UUID) -> float | None:
     """deliver(), or, with deliveries' share of the slots in use (or the user's part
     of it), postpone; the delay before the delivery's next message, if it needs one."""
     with session_scope() as session:
-        found = owner_of_delivery(session=session, delivery_id=delivery_id)
+        found = pending_delivery_due(session=session, delivery_id=delivery_id)
     if found is None:
         return None  # done, or gone with its job
     user_id, due_in_s = found

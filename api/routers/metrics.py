@@ -3,7 +3,8 @@ METRICS_TOKEN is set: then `Authorization: Bearer <it>`, as Prometheus sends it)
 
 Job numbers come from PostgreSQL at scrape time (shared.core.metrics), so every API
 replica answers the same; the process metrics are this process's own. Worker
-task metrics come from Flower's /metrics. Do not expose this route publicly.
+task metrics come from Flower's /metrics. Do not expose this route publicly without
+METRICS_TOKEN.
 """
 
 from __future__ import annotations

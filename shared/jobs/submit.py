@@ -199,6 +199,9 @@ def _test_parquet(
     as text stays text when its cells here are numbers alone (101 is the category
     "101" the fit saw, not the number 101.0)."""
     text = set(text_columns or ())
+    # The model's other columns were fitted as numbers; known for models fitted since
+    # 0004 (None before: not checked).
+    numeric = None if text_columns is None else [c for c in model_columns if c not in text]
     if isinstance(data, FileTable):
         stored = ingest_upload(
             data.file,
@@ -206,8 +209,7 @@ def _test_parquet(
             name=data.field,
             model_columns=model_columns,
             text_columns=text,
-            # Recorded for models fitted since 0004: the rest of the model's columns.
-            numeric_columns=None if text_columns is None else set(model_columns) - text,
+            numeric_columns=numeric,
         )
         return stored.file
     named = names_columns(data.X, data.columns)
@@ -216,8 +218,7 @@ def _test_parquet(
     table = table_from_json(data.X, data.columns, name="test", text_columns=text)
     check_test_shape(upstream_limits(), table.shape[1])
     table = align_columns(table, model_columns, named=named)
-    if text_columns is not None:  # recorded (models fitted since 0004)
-        numeric = [c for c in model_columns if c not in set(text_columns)]
+    if numeric is not None:
         table = as_fitted_numbers(table, numeric, "test")
     return encode_table(table)
 

@@ -315,18 +315,19 @@ def ingest_upload(
         for c in source.plan(integers={target.column} if target else set(), count_rows=count_rows)
     }
     order = [plan[c] for c in features] + ([plan[target.column]] if target else [])
+    fitted_as_numbers = set(numeric_columns or ())
     for column in order[: len(features)]:
         _refuse_kind(column, f"{name}: column {column.name!r}")
         if column.name in text_columns and column.kind in NUMERIC_KINDS:
             # Numbers in a column the model knows as text: as text, as the fit sent them.
             column.kind = TEXT
-        if numeric_columns and column.name in numeric_columns and column.kind not in NUMERIC_KINDS:
+        if column.name in fitted_as_numbers and column.kind not in NUMERIC_KINDS:
             # Sent on as text, the model met strings where its fit saw numbers: the job
             # failed upstream, its quota spent, or was answered from unseen values.
             raise ValidationFailed(
                 f"{name}: column {column.name!r} was fitted as numbers, and this file holds "
-                "cells in it that are not numbers: send numbers, or leave a cell empty "
-                "for a missing value."
+                f"{column.kind} values in it (a cell that is not a number): send numbers, "
+                "or leave a cell empty for a missing value."
             )
     labels = (
         _Labels(plan[target.column], target, name, limit, csv=fmt != PARQUET) if target else None

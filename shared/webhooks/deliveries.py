@@ -49,11 +49,11 @@ def postpone_delivery(*, session: Session, delivery_id: uuid.UUID, delay: timede
     return moved is not None
 
 
-def owner_of_delivery(
+def pending_delivery_due(
     *, session: Session, delivery_id: uuid.UUID
 ) -> tuple[uuid.UUID, float] | None:
-    """The user whose job the delivery is of, and the seconds until the delivery is
-    due on PostgreSQL's clock (0 when it is, or is done); None when it is gone."""
+    """A pending delivery's owner (the user whose job it is of) and the seconds until it
+    is due on PostgreSQL's clock (0 when it is); None when it is done or gone."""
     found = session.execute(
         select(
             Job.user_id,

@@ -146,7 +146,8 @@ def check_target(url: str, *, allow_private: bool, timeout: float | None = None)
                     f"callback_url host {parts.hostname!r} resolves to an address that is "
                     f"not public ({reason}); "
                     "webhooks go to public addresses only (the operator may allow others "
-                    "with WEBHOOK_ALLOW_PRIVATE_TARGETS=true, as `tabpfn-api dev` does)."
+                    "with WEBHOOK_ALLOW_PRIVATE_TARGETS=true, as `tabpfn-api dev` does on a "
+                    "loopback address)."
                 )
     path = parts.path or "/"
     if parts.query:

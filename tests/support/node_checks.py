@@ -19,6 +19,7 @@ import httpx
 from celery import Celery
 
 from cli.supervisor import BIN, WORKER_READY, start_command, wait_for_line
+from shared.jobs.lifecycle import parse_holder
 from tests.support.api import wait_for_job
 from tests.support.reliability import wait_until
 from tests.support.stacks import submit_small as submit
@@ -73,8 +74,8 @@ def wait_until_running(client: httpx.Client, headers: dict, job_id: str) -> None
 
 
 def holder_pid(claimed_by: str) -> int:
-    """The pid in a claim's holder, `jobs.worker` ("<host>:<pid>:<start>")."""
-    return int(claimed_by.split(":")[1])
+    """The pid in a claim's holder, `jobs.worker` (this_worker())."""
+    return parse_holder(claimed_by)[1]
 
 
 def holders(stack, ids: list[str]) -> set[int]:

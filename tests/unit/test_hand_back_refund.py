@@ -40,5 +40,5 @@ def test_a_handed_back_run_refunds_its_unsent_calls_once(monkeypatch) -> None:
     assert refunds == [("fp", "fit_predict", "r-1", {"fit"})]  # the fit was begun: kept
     assert sent == [handed.claim.job_id] and handed.lost and ended.lost
     # Its thread returns before the exit and meets the lost claim: no second refund.
-    runner._refund_unsent(handed.claim, handed.loaded, handed)
+    runner._refund_unsent(handed.claim, handed)
     assert len(refunds) == 1
