@@ -41,6 +41,13 @@ function modelCard(model, reload, open, signal) {
   );
 }
 
+/** A page of models, and the query of the next one (from the `Link` header) or null. */
+async function modelsPage(query, signal) {
+  const response = await call("GET", `/models?${query}`, { signal, as: "response" });
+  const next = /<[^>?]*\?([^>]*)>;\s*rel="next"/.exec(response.headers.get("link") ?? "");
+  return { models: await response.json(), next: next ? next[1] : null };
+}
+
 export async function render(main, { signal, query, navigate }) {
   const body = h("div", null, loading());
   const wanted = query.get("id");
@@ -63,8 +70,8 @@ export async function render(main, { signal, query, navigate }) {
   if (filter) base.set("metadata", filter);
   const reload = async () => {
     try {
-      const first = await call("GET", `/models?${base}`, { signal });
-      const models = [...first];
+      const first = await modelsPage(base, signal);
+      const models = [...first.models];
       if (!models.length) {
         const none = filter ? `No models with the label ${filter}.` : "No fitted models yet. A fit or fit-predict job makes one.";
         body.replaceChildren(h("p", { class: "empty" }, none));
@@ -78,18 +85,18 @@ export async function render(main, { signal, query, navigate }) {
       const list = h("div", null, models.map((model) => modelCard(model, reload, model.id === wanted, signal)));
       const more = h("div", { class: "actions" });
       const errors = h("div");
-      const offerMore = (page) => {
+      // The next page as the API names it (its Link header, present only when a model
+      // follows): its cursor holds even if the page's last model is deleted meanwhile.
+      const offerMore = (next) => {
         more.replaceChildren();
-        if (page.length < PAGE) return;
+        if (!next) return;
         more.append(actionButton(`More models (${PAGE} at a time)`, async () => {
-          const params = new URLSearchParams(base);
-          params.set("before", page[page.length - 1].id);
-          const next = await call("GET", `/models?${params}`, { signal });
-          list.append(...next.filter((model) => model.id !== wanted).map((model) => modelCard(model, reload, false, signal)));
-          offerMore(next);
+          const page = await modelsPage(next, signal);
+          list.append(...page.models.filter((model) => model.id !== wanted).map((model) => modelCard(model, reload, false, signal)));
+          offerMore(page.next);
         }, { errors, kind: "secondary" }));
       };
-      offerMore(first);
+      offerMore(first.next);
       body.replaceChildren(list, more, errors);
       if (wanted) document.getElementById(`model-${wanted}`)?.querySelector("summary")?.focus();
     } catch (error) {
