@@ -22,7 +22,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -156,19 +157,46 @@ class Progress:
 # -- files -----------------------------------------------------------------
 
 
-def read_table(path: str) -> pd.DataFrame:
+def read_table(path: str, *, columns: list[str] | None = None) -> pd.DataFrame:
+    """The table in a file (`columns`: those alone, the rest of each row unread)."""
     import pandas as pd
 
+    with _reading(path) as file:
+        if _is_parquet(file):
+            return pd.read_parquet(file, columns=columns)
+        # round_trip: each number as written (pandas' default parser may miss by one
+        # unit in the last place: 11.283999999999999 read as 11.284), as the service
+        # reads the same file uploaded, so the CLI and an upload fit the same table.
+        return pd.read_csv(file, float_precision="round_trip", usecols=columns)
+
+
+def read_columns(path: str) -> list[str]:
+    """A table file's column names, its rows unread: all an upload's checks need (a file
+    of hundreds of MB, read whole, took the client's memory before it was sent as it is)."""
+    with _reading(path) as file:
+        if _is_parquet(file):
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(file)
+            index = (schema.pandas_metadata or {}).get("index_columns", [])  # pandas' index
+            return [name for name in schema.names if name not in index]
+        import pandas as pd
+
+        return [str(name) for name in pd.read_csv(file, nrows=0).columns]
+
+
+def _is_parquet(file: Path) -> bool:
+    return file.suffix.lower() in (".parquet", ".pq")
+
+
+@contextmanager
+def _reading(path: str) -> Iterator[Path]:
+    """The file at `path`, its reading errors as one CLIError line."""
     file = Path(path)
     if not file.is_file():
         raise CLIError(f"{path}: no such file.")
     try:
-        if file.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(file)
-        # round_trip: each number as written (pandas' default parser may miss by one
-        # unit in the last place: 11.283999999999999 read as 11.284), as the service
-        # reads the same file uploaded, so the CLI and an upload fit the same table.
-        return pd.read_csv(file, float_precision="round_trip")
+        yield file
     except ImportError as exc:
         raise CLIError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow).") from exc
     except (ValueError, OSError) as exc:
@@ -176,9 +204,13 @@ def read_table(path: str) -> pd.DataFrame:
 
 
 def split_target(frame: pd.DataFrame, target: str, path: str) -> tuple[pd.DataFrame, pd.Series]:
-    if target not in frame.columns:
-        raise CLIError(f"{path} has no column {target!r}; columns: {list(frame.columns)}.")
+    check_target(list(frame.columns), target, path)
     return frame.drop(columns=[target]), frame[target]
+
+
+def check_target(columns: list[str], target: str, path: str) -> None:
+    if target not in columns:
+        raise CLIError(f"{path} has no column {target!r}; columns: {columns}.")
 
 
 def infer_task(y: pd.Series) -> str:
@@ -413,16 +445,20 @@ class App:
 
     def cmd_fit(self) -> int:
         self.require_key()
-        X, y = split_target(read_table(self.args.train), self.args.target, self.args.train)
-        task = self.args.task or infer_task(y)
+        path, target = self.args.train, self.args.target
         hooks = {
             "options": parse_options(self.args.option),
             "callback_url": self.args.callback_url,
             "metadata": parse_metadata(self.args.meta),
         }
-        if self.uploads(self.args.train, unchanged=None):
-            job = self.client.fit_file(self.args.train, target=self.args.target, task=task, **hooks)
+        if self.uploads(path, unchanged=None):
+            # Sent as it is: its header, and its target column to tell the task, alone.
+            check_target(read_columns(path), target, path)
+            task = self.args.task or infer_task(read_table(path, columns=[target])[target])
+            job = self.client.fit_file(path, target=target, task=task, **hooks)
         else:
+            X, y = split_target(read_table(path), target, path)
+            task = self.args.task or infer_task(y)
             job = self.client.fit(X, y, task=task, **hooks)
         self.note_inferred(task)  # once accepted: not before a refusal
         if self.submitted(job):
@@ -445,10 +481,10 @@ class App:
 
     def cmd_predict(self) -> int:
         self.require_key()
-        X = read_table(self.args.test)
+        columns = read_columns(self.args.test)  # the rows only if sent as JSON rows
         model = self.client.get_model(self.args.model)
-        extra = [c for c in X.columns if c not in model["columns"]]
-        missing = [c for c in model["columns"] if c not in X.columns]
+        extra = [c for c in columns if c not in model["columns"]]
+        missing = [c for c in model["columns"] if c not in columns]
         unchanged = None
         if extra or missing:
             unchanged = f"{self.args.test} does not hold exactly the model's columns"
@@ -461,6 +497,7 @@ class App:
         if self.uploads(self.args.test, unchanged=unchanged):
             job = self.client.predict_file(self.args.model, self.args.test, **hooks)
         else:
+            X = read_table(self.args.test)
             if extra and not missing:
                 self.note(f"ignoring columns the model was not fitted on: {extra}")
                 X = X[model["columns"]]
@@ -472,14 +509,10 @@ class App:
 
     def cmd_fit_predict(self) -> int:
         self.require_key()
-        X, y = split_target(read_table(self.args.train), self.args.target, self.args.train)
-        test = read_table(self.args.test)
-        y_test = None
-        if self.args.target in test.columns:
-            test, y_test = split_target(test, self.args.target, self.args.test)
-        task = self.args.task or infer_task(y)
+        train, test_path, target = self.args.train, self.args.test, self.args.target
+        check_target(read_columns(train), target, train)
+        scored = target in read_columns(test_path)  # the rows only if sent as JSON rows
         hooks = {
-            "task": task,
             "options": parse_options(self.args.option),
             "output": self.args.output,
             "quantiles": parse_quantiles(self.args.quantiles),
@@ -487,14 +520,19 @@ class App:
             "metadata": parse_metadata(self.args.meta),
         }
         unchanged = None
-        if y_test is not None:
-            unchanged = f"{self.args.test} holds the target column {self.args.target!r}"
-        if self.uploads(self.args.train, self.args.test, unchanged=unchanged):
-            job = self.client.fit_predict_files(
-                self.args.train, self.args.test, target=self.args.target, **hooks
-            )
+        y_test = None
+        if scored:
+            unchanged = f"{test_path} holds the target column {target!r}"
+        if self.uploads(train, test_path, unchanged=unchanged):
+            task = self.args.task or infer_task(read_table(train, columns=[target])[target])
+            job = self.client.fit_predict_files(train, test_path, target=target, task=task, **hooks)
         else:
-            job = self.client.fit_predict(X, y, test, **hooks)
+            X, y = split_target(read_table(train), target, train)
+            test = read_table(test_path)
+            if scored:
+                test, y_test = split_target(test, target, test_path)
+            task = self.args.task or infer_task(y)
+            job = self.client.fit_predict(X, y, test, task=task, **hooks)
         self.note_inferred(task)
         if self.submitted(job):
             return 0
